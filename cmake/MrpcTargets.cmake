@@ -1,0 +1,28 @@
+# Helpers that give every target of mrpc's own code the same flags.
+#
+#   mrpc_strict(target)      warnings as errors; for mrpc's own code, never for generated code
+#   mrpc_add_test(name SOURCES ... [LIBS ...] [LABELS ...])
+#                            a doctest executable registered with CTest, one CTest test per case;
+#                            LABELS soak keeps it out of the default run (ctest -LE soak)
+
+set(MRPC_WARNINGS -Wall -Wextra -Werror -Wshadow -Wnon-virtual-dtor -Wold-style-cast
+                  -Wimplicit-fallthrough -Wno-missing-field-initializers)
+
+function(mrpc_strict target)
+  target_compile_options(${target} PRIVATE ${MRPC_WARNINGS})
+endfunction()
+
+include(doctest OPTIONAL RESULT_VARIABLE MRPC_DOCTEST_MODULE)
+
+function(mrpc_add_test name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE mrpc_doctest_main ${T_LIBS})
+  mrpc_strict(${name})
+  set(labels unit)
+  if(T_LABELS)
+    set(labels ${T_LABELS})
+  endif()
+  doctest_discover_tests(${name} PROPERTIES LABELS "${labels}" TIMEOUT 300
+                         WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
+endfunction()

@@ -1,0 +1,42 @@
+// Every limit and default of mrpc, named, in one place. Each limit has its own diagnostic or
+// status message that names it, so whoever hits one knows which and where.
+// Areas own their section; add to yours, keep the others' lines untouched.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace mrpc::limits {
+
+using namespace std::chrono_literals;
+
+// ---- Per-app defaults enforced by mrpcd (overridable in the daemon's configuration) ----
+// Size of the shared-memory heap an app builds its outgoing messages in.
+inline constexpr uint64_t kDefaultAppHeapBytes = 64ull << 20;
+// Size of the read-only region the daemon places incoming messages in for an app.
+inline constexpr uint64_t kDefaultAppReceiveBytes = 64ull << 20;
+// Calls an app may have started and not yet seen end.
+inline constexpr uint32_t kDefaultMaxCallsInFlight = 4096;
+// Largest message (all its parts together) an app may send.
+inline constexpr uint64_t kDefaultMaxMessageBytes = 16ull << 20;
+// Entries in each shared-memory ring (app->daemon and daemon->app); a power of two.
+inline constexpr uint32_t kDefaultRingEntries = 4096;
+// Deepest nesting of messages inside messages the daemon follows.
+inline constexpr uint32_t kMaxMessageNesting = 64;
+// Largest metadata block (all key/value pairs of one call).
+inline constexpr uint32_t kMaxMetadataBytes = 16u << 10;
+// Largest control message on the app socket (a schema registration is the big one).
+inline constexpr uint32_t kMaxAppSocketMessageBytes = 4u << 20;
+
+// ---- Calls ----
+// Deadline of a call made without one.
+inline constexpr std::chrono::nanoseconds kDefaultCallTimeout = 30s;
+
+// ---- Runtime scheduling ----
+// How long a runtime thread keeps polling an idle queue before it sleeps on its eventfds.
+inline constexpr std::chrono::nanoseconds kDefaultSpinBudget = 50us;
+
+// ---- Policy language (.mpol) ----
+
+}  // namespace mrpc::limits

@@ -1,0 +1,39 @@
+// copy_message: the daemon's one way of moving a message from an app's heap (untrusted: the app
+// may change it while it is read) into another app's receive region (trusted: only the daemon
+// writes it). Every reference is bounds-checked against the source region and read once; the
+// copy lands in ONE contiguous block, so releasing it is one RegionAllocator::free of the root.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "mrpc/base/expected.h"
+
+namespace mrpc {
+
+class MessageLayout;
+class RegionAllocator;
+
+struct ConstRegion {
+  const std::byte* base = nullptr;
+  uint64_t size = 0;
+};
+struct MutableRegion {
+  std::byte* base = nullptr;
+  uint64_t size = 0;
+};
+
+struct CopyLimits {
+  uint64_t max_message_bytes;  // all parts of the message together
+  uint32_t max_nesting;        // messages inside messages
+};
+
+// Returns the root offset of the copy in `destination`.
+// INVALID_ARGUMENT: a reference outside the source region, a length that does not fit, a bad
+// oneof case, nesting deeper than the limit. RESOURCE_EXHAUSTED: bigger than max_message_bytes,
+// or no room in the destination. On error nothing stays allocated in the destination.
+Expected<uint64_t> copy_message(const MessageLayout& layout, ConstRegion source,
+                                uint64_t source_offset, MutableRegion destination,
+                                RegionAllocator& destination_allocator, const CopyLimits& limits);
+
+}  // namespace mrpc
