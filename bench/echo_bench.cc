@@ -1,5 +1,5 @@
-// echo_bench: 64 B echo round trips through mrpc beside the raw TCP floor, in one run, with
-// ratios. Each transport runs client and server as separate processes; the report gives p50/p99
+// echo_bench: 64 B echo round trips through mrpc beside the raw TCP floor, gRPC, and gRPC through
+// an nginx sidecar (when nginx is installed), in one run, with ratios. Each transport runs client and server as separate processes; the report gives p50/p99
 // latency (one call in flight), calls/s (a window of calls in flight) and CPU seconds per call of
 // every process taking part.
 //
@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 
 #include "latency_recorder.h"
 #include "mrpc/base/subprocess.h"
+#include "grpc_echo.h"
 #include "tcp_pingpong.h"
 
 namespace mrpc::bench {
@@ -37,31 +39,123 @@ struct Settings {
   std::string self;
 };
 
-// Runs the TCP floor at window 1 (latency) and `window` (throughput).
-Expected<BenchRow> measure_tcp(const Settings& settings, uint32_t window) {
-  const auto port = static_cast<uint16_t>(20000 + (::getpid() % 20000));
-  auto server = Subprocess::start({settings.self, "--role", "tcp-server", "--port",
-                                   std::to_string(port), "--payload",
-                                   std::to_string(settings.payload)});
-  if (!server.ok()) return server.status();
+// A process taking part in a measurement, whose CPU time is charged to the calls.
+struct Participant {
+  std::string role;
+  Subprocess process;
+};
+using ClientRun = std::function<Status(LatencyRecorder&, double&)>;
+
+// Runs `client` in this process against the already started `participants`, charging each the
+// CPU it used during the run only (start-up excluded).
+Expected<BenchRow> measure(std::string name, const Settings& settings, uint32_t window,
+                           std::vector<Participant>& participants, const ClientRun& client) {
+  std::vector<double> before;
+  for (auto& p : participants) before.push_back(p.process.cpu().ok() ? p.process.cpu()->total() : 0);
   LatencyRecorder latencies;
   double seconds = 0;
-  double client_cpu_before = self_cpu_seconds();
-  TcpRunOptions options{port, settings.payload, settings.calls, window};
-  Status status = run_tcp_client(options, latencies, seconds);
-  double client_cpu = self_cpu_seconds() - client_cpu_before;
-  auto server_cpu = server->cpu();
-  (void)server->wait(std::chrono::seconds(10));
+  double client_before = self_cpu_seconds();
+  Status status = client(latencies, seconds);
+  double client_cpu = self_cpu_seconds() - client_before;
   if (!status.ok()) return status;
   BenchRow row;
-  row.name = fmt::format("raw TCP ping-pong (window {})", window);
+  row.name = std::move(name);
   row.window = window;
   row.p50_us = latencies.percentile_micros(50);
   row.p99_us = latencies.percentile_micros(99);
   row.calls_per_second = settings.calls / seconds;
-  row.cpu_per_call = {{"client", client_cpu / settings.calls},
-                      {"server", server_cpu.ok() ? server_cpu->total() / settings.calls : -1}};
+  row.cpu_per_call.emplace_back("client", client_cpu / settings.calls);
+  for (size_t i = 0; i < participants.size(); ++i) {
+    auto cpu = participants[i].process.cpu();
+    double used = cpu.ok() ? cpu->total() - before[i] : 0;
+    row.cpu_per_call.emplace_back(participants[i].role, used / settings.calls);
+  }
   return row;
+}
+
+uint16_t pick_port(uint16_t offset) {
+  return static_cast<uint16_t>(20000 + (::getpid() * 7 + offset) % 30000);
+}
+
+Expected<Subprocess> start_self(const Settings& settings, std::vector<std::string> args) {
+  args.insert(args.begin(), settings.self);
+  return Subprocess::start(args);
+}
+
+Status bench_tcp(const Settings& settings, std::vector<BenchRow>& rows) {
+  for (uint32_t window : {1u, settings.window}) {
+    const uint16_t port = pick_port(static_cast<uint16_t>(window));
+    auto server = start_self(settings, {"--role", "tcp-server", "--port", std::to_string(port),
+                                        "--payload", std::to_string(settings.payload)});
+    if (!server.ok()) return server.status();
+    std::vector<Participant> participants;
+    participants.push_back({"server", std::move(*server)});
+    auto row = measure(fmt::format("raw TCP ping-pong (window {})", window), settings, window,
+                       participants, [&](LatencyRecorder& latencies, double& seconds) {
+                         TcpRunOptions options{port, settings.payload, settings.calls, window};
+                         return run_tcp_client(options, latencies, seconds);
+                       });
+    if (!row.ok()) return row.status();
+    rows.push_back(std::move(*row));
+  }
+  return Status();
+}
+
+// nginx as a gRPC sidecar proxy (HTTP/2 both legs), as TOOLCHAIN.md configures it.
+Expected<Subprocess> start_nginx(const std::string& directory, uint16_t listen, uint16_t backend) {
+  std::string conf = directory + "/nginx.conf";
+  FILE* file = std::fopen(conf.c_str(), "w");
+  if (file == nullptr) return Status(StatusCode::kInternal, "cannot write " + conf);
+  fmt::print(file,
+             "daemon off; master_process off; worker_processes 1; pid {0}/nginx.pid;\n"
+             "error_log {0}/error.log error;\n"
+             "events {{ worker_connections 1024; }}\n"
+             "http {{ access_log off; client_body_temp_path {0}; proxy_temp_path {0};\n"
+             "  fastcgi_temp_path {0}; uwsgi_temp_path {0}; scgi_temp_path {0};\n"
+             "  upstream b {{ server 127.0.0.1:{2}; keepalive 16; }}\n"
+             "  server {{ listen 127.0.0.1:{1} http2; keepalive_requests 1000000;\n"
+             "    location / {{ grpc_pass grpc://b; }} }} }}\n",
+             directory, listen, backend);
+  std::fclose(file);
+  return Subprocess::start({"nginx", "-p", directory, "-c", conf}, {},
+                           directory + "/nginx.out");
+}
+
+Status bench_grpc(const Settings& settings, std::vector<BenchRow>& rows) {
+  const uint16_t port = pick_port(100);
+  auto server = start_self(settings, {"--role", "grpc-server", "--port", std::to_string(port)});
+  if (!server.ok()) return server.status();
+  std::vector<Participant> participants;
+  participants.push_back({"server", std::move(*server)});
+
+  auto run = [&](std::string name, uint16_t target_port, uint32_t window) -> Status {
+    auto row = measure(std::move(name), settings, window, participants,
+                       [&](LatencyRecorder& latencies, double& seconds) {
+                         GrpcRunOptions options{fmt::format("127.0.0.1:{}", target_port),
+                                                settings.payload, settings.calls, window};
+                         return run_grpc_client(options, latencies, seconds);
+                       });
+    if (!row.ok()) return row.status();
+    rows.push_back(std::move(*row));
+    return Status();
+  };
+  for (uint32_t window : {1u, settings.window})
+    MRPC_TRY_STATUS(run(fmt::format("gRPC (window {})", window), port, window));
+
+  if (!wait_for_path("/usr/sbin/nginx", std::chrono::milliseconds(0))) {
+    fmt::print("(gRPC through an nginx sidecar: skipped, nginx is not installed: "
+               "apt-get install nginx-light)\n");
+    return Status();
+  }
+  char directory_template[] = "/tmp/mrpc-bench-nginx-XXXXXX";
+  std::string directory = ::mkdtemp(directory_template);
+  const uint16_t proxy_port = pick_port(200);
+  auto nginx = start_nginx(directory, proxy_port, port);
+  if (!nginx.ok()) return nginx.status();
+  participants.push_back({"nginx", std::move(*nginx)});
+  for (uint32_t window : {1u, settings.window})
+    MRPC_TRY_STATUS(run(fmt::format("gRPC via nginx sidecar (window {})", window), proxy_port, window));
+  return Status();
 }
 
 void print_rows(std::vector<BenchRow>& rows) {
@@ -74,12 +168,14 @@ void print_rows(std::vector<BenchRow>& rows) {
     fmt::print("{:<44} {:>9.2f} {:>9.2f} {:>12.0f}  {}\n", row.name, row.p50_us, row.p99_us,
                row.calls_per_second, cpu);
   }
-  if (rows.empty()) return;
-  const BenchRow& floor = rows.front();
-  fmt::print("\nratios against '{}' (p50, p99, calls/s):\n", floor.name);
+  // Each row against the floor measured with the same number of calls in flight.
+  fmt::print("\nratios against the raw TCP floor at the same window (p50, p99, calls/s):\n");
   for (const auto& row : rows) {
-    fmt::print("  {:<42} {:>6.2f}x {:>6.2f}x {:>6.2f}x\n", row.name, row.p50_us / floor.p50_us,
-               row.p99_us / floor.p99_us, row.calls_per_second / floor.calls_per_second);
+    const BenchRow* floor = nullptr;
+    for (const auto& candidate : rows)
+      if (floor == nullptr && candidate.window == row.window) floor = &candidate;
+    fmt::print("  {:<42} {:>7.2f}x {:>7.2f}x {:>7.2f}x\n", row.name, row.p50_us / floor->p50_us,
+               row.p99_us / floor->p99_us, row.calls_per_second / floor->calls_per_second);
   }
 }
 
@@ -99,6 +195,7 @@ int main(int argc, char** argv) {
   app.add_option("--port", port, "internal: port of the tcp-server role");
   CLI11_PARSE(app, argc, argv);
   if (role == "tcp-server") return run_tcp_echo_server(port, settings.payload);
+  if (role == "grpc-server") return run_grpc_echo_server(port);
 
   settings.self = "/proc/self/exe";
   char path[4096];
@@ -106,13 +203,15 @@ int main(int argc, char** argv) {
   if (n > 0) settings.self.assign(path, static_cast<size_t>(n));
 
   std::vector<BenchRow> rows;
-  for (uint32_t window : {1u, settings.window}) {
-    auto row = measure_tcp(settings, window);
-    if (!row.ok()) {
-      fmt::print(stderr, "tcp: {}\n", row.status().to_string());
+  using Bench = mrpc::Status (*)(const Settings&, std::vector<BenchRow>&);
+  const std::vector<std::pair<std::string, Bench>> benches = {{"tcp", bench_tcp},
+                                                              {"grpc", bench_grpc}};
+  for (const auto& [name, bench] : benches) {
+    mrpc::Status status = bench(settings, rows);
+    if (!status.ok()) {
+      fmt::print(stderr, "{}: {}\n", name, status.to_string());
       return 1;
     }
-    rows.push_back(std::move(*row));
   }
   print_rows(rows);
   return 0;
