@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "mrpc/base/check.h"
+#include "mrpc/message/layout.h"
 #include "mrpc/message/region_allocator.h"
 
 namespace mrpc {
@@ -56,7 +57,7 @@ struct ShmHeap::State {
   }
 
   bool add_chunk(Arena& arena, uint64_t bytes) {
-    auto start = allocator.allocate(bytes, 64);
+    auto start = allocator.allocate(bytes, MessageLayout::kAlignment);
     if (!start.ok()) return false;
     arena.chunks.push_back(Chunk{*start, *start + bytes, *start});
     chunk_owner.emplace(*start, Owner{*start + bytes, &arena});
