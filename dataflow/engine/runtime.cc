@@ -40,8 +40,8 @@ Runtime::Runtime(const Clock& clock, RuntimeOptions options)
   epoll_fd_ = checked(::epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
   wake_fd_ = checked(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), "eventfd");
   timer_fd_ = checked(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC), "timerfd");
-  watch(wake_fd_);
-  watch(timer_fd_);
+  watch_eventfd(wake_fd_);
+  watch_eventfd(timer_fd_);
 }
 
 Runtime::~Runtime() {
@@ -97,10 +97,17 @@ void Runtime::apply_pending() {
   task_count_.store(tasks_.size(), std::memory_order_relaxed);
 }
 
-void Runtime::watch(int fd) {
+void Runtime::watch_eventfd(int fd) { watch(fd, true); }
+void Runtime::watch_readable(int fd) { watch(fd, false); }
+
+namespace {
+constexpr uint64_t kDrainFlag = 1ull << 32;
+}  // namespace
+
+void Runtime::watch(int fd, bool drain) {
   epoll_event event{};
   event.events = EPOLLIN;
-  event.data.fd = fd;
+  event.data.u64 = static_cast<uint32_t>(fd) | (drain ? kDrainFlag : 0);
   checked(::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event), "epoll_ctl(ADD)");
 }
 
@@ -163,7 +170,10 @@ bool Runtime::sleep_once() {
   sleeps_.fetch_add(1, std::memory_order_relaxed);
   epoll_event events[16];
   int ready = ::epoll_wait(epoll_fd_, events, 16, -1);
-  for (int i = 0; i < ready; ++i) drain_fd(events[i].data.fd);
+  for (int i = 0; i < ready; ++i) {
+    if (events[i].data.u64 & kDrainFlag)
+      drain_fd(static_cast<int>(events[i].data.u64 & 0xffffffffu));
+  }
   std::lock_guard lock(round_mutex_);
   round_thread_.store(std::this_thread::get_id(), std::memory_order_release);
   for (auto& task : tasks_) task->woke();

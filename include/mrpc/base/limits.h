@@ -26,6 +26,8 @@ inline constexpr uint32_t kDefaultRingEntries = 4096;
 inline constexpr uint32_t kMaxMessageNesting = 64;
 // Largest metadata block (all key/value pairs of one call).
 inline constexpr uint32_t kMaxMetadataBytes = 16u << 10;
+// Longest error text an app's kReply may carry (longer text is cut to this).
+inline constexpr uint32_t kMaxStatusDetailBytes = 1024;
 // Largest control message on the app socket (a schema registration is the big one).
 inline constexpr uint32_t kMaxAppSocketMessageBytes = 4u << 20;
 

@@ -28,11 +28,13 @@ struct CallerIdentity {
   std::string app_name;
 };
 
-// Where a message lives: the region of connection `owner` (its heap on the request path of the
-// caller, a receive region once the daemon copied it), at the root `offset`.
+// Where a message lives: in a region of connection `owner` (its heap: what the app wrote; its
+// receive region: what the daemon placed there for it), at the root `offset`.
+enum class RegionKind : uint8_t { kHeap, kReceive };
 struct MessageLocation {
   static constexpr uint64_t kNone = UINT64_MAX;
   ConnectionId owner = kNoConnection;
+  RegionKind region = RegionKind::kHeap;
   uint64_t offset = kNone;
   bool present() const { return offset != kNone; }
 };

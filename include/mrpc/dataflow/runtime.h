@@ -69,8 +69,12 @@ class Runtime {
   // The task runs no more once this returns (if called from another thread while the runtime
   // thread runs, waits for the end of the current round). Thread-safe, also from a task.
   void remove(const Task* task);
-  // An eventfd (or timerfd) whose readiness wakes this runtime; the runtime drains it. Thread-safe.
-  void watch(int fd);
+  // An eventfd (or timerfd) whose readiness wakes this runtime; the runtime drains it (reads its
+  // counter) when it wakes. Thread-safe.
+  void watch_eventfd(int fd);
+  // Any other fd (a socket): readable wakes the runtime, which leaves the data to the task that
+  // reads it. Level-triggered: a task must read it or unwatch it, or the runtime cannot sleep.
+  void watch_readable(int fd);
   void unwatch(int fd);
   // Ends a sleep now, or prevents the next one. Thread-safe, async-signal-safe.
   void wake();
@@ -92,6 +96,7 @@ class Runtime {
 
  private:
   void loop();
+  void watch(int fd, bool drain);
   void apply_pending();
   bool in_round() const;
   MonoTime next_timer() const;
