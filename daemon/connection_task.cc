@@ -3,7 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include "app_protocol.pb.h"
+#include "transports/shm/app_protocol.pb.h"
 #include "frontend_operator.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "router_operator.h"

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "connection_task.h"
+#include "mrpc/base/check.h"
 #include "control_server.h"
 #include "core.h"
 #include "mrpc/transports/shm/app_socket.h"

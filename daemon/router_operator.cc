@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "mrpc/base/check.h"
 #include "mrpc/transports/shm/metadata_block.h"
 
 namespace mrpc {
