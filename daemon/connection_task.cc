@@ -3,10 +3,10 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include "transports/shm/app_protocol.pb.h"
 #include "frontend_operator.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "router_operator.h"
+#include "transports/shm/app_protocol.pb.h"
 
 namespace mrpc {
 
@@ -63,7 +63,9 @@ bool ConnectionTask::read_control_messages() {
     }
     bool keep = true;
     switch (message.body_case()) {
-      case wire::AppMessage::kHello: keep = on_hello(message.hello()); break;
+      case wire::AppMessage::kHello:
+        keep = on_hello(message.hello());
+        break;
       case wire::AppMessage::kRegisterService:
         keep = on_register_service(message.register_service());
         break;
@@ -137,21 +139,20 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
                      app.daemon_to_app.fd()};
   if (!shm::send_message(app.socket.get(), message, fds).ok()) return false;
 
-  GraphExits exits{
-      [](RpcPtr rpc) {  // the router consumes every request; nothing should pass it
-        spdlog::error("call {} passed the router", rpc->call_id);
-      },
-      [](RpcPtr rpc) {  // the frontend consumes every reply
-        spdlog::error("reply of call {} passed the frontend", rpc->call_id);
-      }};
+  GraphExits exits{[](RpcPtr rpc) {  // the router consumes every request; nothing should pass it
+                     spdlog::error("call {} passed the router", rpc->call_id);
+                   },
+                   [](RpcPtr rpc) {  // the frontend consumes every reply
+                     spdlog::error("reply of call {} passed the frontend", rpc->call_id);
+                   }};
   app.graph = std::make_unique<Graph>(core_.clock, std::move(exits),
                                       GraphOptions{.max_batch = config.max_batch});
   app.graph->append(std::make_shared<FrontendOperator>(core_, app.id));
   app.graph->append(std::make_shared<RouterOperator>(core_, app.id));
   core_.runtime->watch_eventfd(app.app_to_daemon.fd());
   app.state = Connection::State::kReady;
-  spdlog::info("connection {}: app '{}' (pid {}, uid {}) connected", app.id,
-               app.identity->app_name, app.identity->pid, app.identity->uid);
+  spdlog::info("connection {}: app '{}' (pid {}, uid {}) connected", app.id, app.identity->app_name,
+               app.identity->pid, app.identity->uid);
   return true;
 }
 
@@ -166,9 +167,9 @@ bool ConnectionTask::on_register_service(const wire::RegisterService& request) {
   reply->set_request_id(request.request_id());
   auto schema = Schema::from_file_descriptor_set(request.file_descriptor_set());
   Expected<const RegisteredService*> registered =
-      schema.ok() ? core_.registry.register_service(*schema, request.service(), app.id,
-                                                    request.serve())
-                  : Expected<const RegisteredService*>(schema.status());
+      schema.ok()
+          ? core_.registry.register_service(*schema, request.service(), app.id, request.serve())
+          : Expected<const RegisteredService*>(schema.status());
   if (registered.ok()) {
     const RegisteredService& service = **registered;
     reply->set_status(static_cast<uint32_t>(StatusCode::kOk));

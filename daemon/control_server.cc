@@ -42,7 +42,8 @@ Expected<ControlServer> ControlServer::listen(const std::string& path, Handler h
   int bound = ::bind(listener.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address);
   ::umask(previous);
   if (bound < 0) return errno_status(StatusCode::kUnavailable, "bind " + path);
-  if (::chmod(path.c_str(), 0600) < 0) return errno_status(StatusCode::kUnavailable, "chmod " + path);
+  if (::chmod(path.c_str(), 0600) < 0)
+    return errno_status(StatusCode::kUnavailable, "chmod " + path);
   if (::listen(listener.get(), 16) < 0) return errno_status(StatusCode::kUnavailable, "listen");
   ControlServer server;
   server.listener_ = std::move(listener);

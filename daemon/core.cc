@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace mrpc {
@@ -129,6 +130,7 @@ void DaemonCore::connection_lost(ConnectionId id) {
   std::vector<uint64_t> affected;
   for (auto& [call_id, record] : calls)
     if (record.caller == id || record.callee == id) affected.push_back(call_id);
+  std::sort(affected.begin(), affected.end());  // calls end in the order they started
   for (uint64_t call_id : affected) {
     CallRecord* record = call(call_id);
     if (record == nullptr) continue;

@@ -9,10 +9,10 @@
 #include <deque>
 #include <memory>
 #include <queue>
-#include <utility>
-#include <vector>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "mrpc/base/clock.h"
 #include "mrpc/daemon/daemon.h"

@@ -11,9 +11,9 @@
 #include <thread>
 
 #include "connection_task.h"
-#include "mrpc/base/check.h"
 #include "control_server.h"
 #include "core.h"
+#include "mrpc/base/check.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "mrpc/transports/shm/ring.h"
 
@@ -87,8 +87,8 @@ class HousekeepingTask final : public Task {
 struct Daemon::Impl {
   Impl(DaemonConfig config, const Clock& clock)
       : core(std::move(config), clock),
-        runtime(clock, RuntimeOptions{.name = "mrpcd-runtime",
-                                      .spin_budget = core.config.spin_budget}) {
+        runtime(clock,
+                RuntimeOptions{.name = "mrpcd-runtime", .spin_budget = core.config.spin_budget}) {
     core.runtime = &runtime;
   }
 
@@ -105,16 +105,20 @@ struct Daemon::Impl {
 Daemon::Daemon(DaemonConfig config, const Clock& clock)
     : impl_(std::make_unique<Impl>(std::move(config), clock)) {}
 
-Daemon::~Daemon() { stop(std::chrono::nanoseconds(0)); }
+Daemon::~Daemon() {
+  stop(std::chrono::nanoseconds(0));
+}
 
-const DaemonConfig& Daemon::config() const { return impl_->core.config; }
+const DaemonConfig& Daemon::config() const {
+  return impl_->core.config;
+}
 
 namespace {
 Status check_config(const DaemonConfig& config) {
   auto invalid = [](std::string what) { return Status(StatusCode::kInvalidArgument, what); };
   if (!shm::valid_ring_entries(config.ring_entries))
-    return invalid(fmt::format("ring_entries={} is not a power of two up to 2^24",
-                               config.ring_entries));
+    return invalid(
+        fmt::format("ring_entries={} is not a power of two up to 2^24", config.ring_entries));
   if (config.heap_bytes == 0 || config.receive_bytes == 0)
     return invalid("heap and receive regions need a size");
   if (config.max_calls_in_flight == 0) return invalid("max_calls_in_flight must be at least 1");
@@ -221,10 +225,10 @@ DaemonStats Daemon::stats() const {
   auto load = [](const std::atomic<uint64_t>& value) {
     return value.load(std::memory_order_relaxed);
   };
-  return DaemonStats{load(c.connections_accepted), load(c.connections_open), load(c.services),
-                     load(c.calls_started),        load(c.calls_completed),  load(c.calls_failed),
-                     load(c.calls_in_flight),      load(c.protocol_errors),
-                     impl_->runtime.stats().sleeps};
+  return DaemonStats{
+      load(c.connections_accepted), load(c.connections_open), load(c.services),
+      load(c.calls_started),        load(c.calls_completed),  load(c.calls_failed),
+      load(c.calls_in_flight),      load(c.protocol_errors),  impl_->runtime.stats().sleeps};
 }
 
 }  // namespace mrpc

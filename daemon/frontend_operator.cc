@@ -30,10 +30,18 @@ bool FrontendOperator::poll(Output& requests, Output&) {
   for (uint32_t i = 0; i < *popped; ++i) {
     const shm::RingEntry& entry = entries_[i];
     switch (entry.kind) {
-      case shm::EntryKind::kCall: handle_call(*app, entry, requests); break;
-      case shm::EntryKind::kReply: handle_reply(*app, entry); break;
-      case shm::EntryKind::kCancel: handle_cancel(*app, entry); break;
-      case shm::EntryKind::kRelease: handle_release(*app, entry); break;
+      case shm::EntryKind::kCall:
+        handle_call(*app, entry, requests);
+        break;
+      case shm::EntryKind::kReply:
+        handle_reply(*app, entry);
+        break;
+      case shm::EntryKind::kCancel:
+        handle_cancel(*app, entry);
+        break;
+      case shm::EntryKind::kRelease:
+        handle_release(*app, entry);
+        break;
       default:
         core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
         spdlog::debug("connection {}: unknown submission kind {}", connection_,
@@ -58,8 +66,7 @@ void FrontendOperator::refuse_call(Connection& app, uint64_t call_id, const Stat
   spdlog::debug("connection {}: call {} refused: {}", connection_, call_id, status.to_string());
 }
 
-void FrontendOperator::handle_call(Connection& app, const shm::RingEntry& entry,
-                                   Output& requests) {
+void FrontendOperator::handle_call(Connection& app, const shm::RingEntry& entry, Output& requests) {
   if (core_.draining) {
     refuse_call(app, entry.call_id, Status(StatusCode::kUnavailable, "mrpcd is shutting down"));
     return;
@@ -72,10 +79,10 @@ void FrontendOperator::handle_call(Connection& app, const shm::RingEntry& entry,
     return;
   }
   if (entry.method_index >= service->info->methods.size()) {
-    refuse_call(app, entry.call_id,
-                Status(StatusCode::kInvalidArgument,
-                       fmt::format("service {} has no method {}", service->full_name,
-                                   entry.method_index)));
+    refuse_call(
+        app, entry.call_id,
+        Status(StatusCode::kInvalidArgument,
+               fmt::format("service {} has no method {}", service->full_name, entry.method_index)));
     return;
   }
   if (app.outgoing.contains(entry.call_id)) {
@@ -177,7 +184,8 @@ void FrontendOperator::handle_reply(Connection& app, const shm::RingEntry& entry
     rpc->status = Status(StatusCode::kInternal, "the server replied OK without a response");
   } else {
     rpc->status = Status(code, std::move(detail));
-    if (code == StatusCode::kOk) rpc->response = MessageLocation{app.id, RegionKind::kHeap, entry.message_offset};
+    if (code == StatusCode::kOk)
+      rpc->response = MessageLocation{app.id, RegionKind::kHeap, entry.message_offset};
   }
   // The router copies the response and then posts kReplyDone; without one, it is due now.
   if (!rpc->response.present()) app.post(reply_done);

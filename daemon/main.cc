@@ -1,8 +1,8 @@
 // mrpcd: the host daemon. Flags override the environment, which overrides the defaults of
 // DaemonConfig (include/mrpc/base/limits.h). SIGTERM or SIGINT drains and stops it.
-#include <CLI/CLI.hpp>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdlib>
 
@@ -18,8 +18,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
 
   CLI::App app{"mrpcd: the mrpc host daemon"};
-  app.add_option("--app-socket", config.app_socket_path,
-                 "app socket path (env MRPC_SOCKET)")
+  app.add_option("--app-socket", config.app_socket_path, "app socket path (env MRPC_SOCKET)")
       ->capture_default_str();
   app.add_option("--control-socket", config.control_socket_path,
                  "control socket path, mode 0600 (env MRPC_CONTROL_SOCKET)")

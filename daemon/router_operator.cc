@@ -16,9 +16,9 @@ CopyLimits copy_limits(const DaemonConfig& config) {
 Status RouterOperator::deliver(Rpc& rpc, const RegisteredService& service, Connection& caller,
                                Connection& server, CallRecord& record) {
   const MethodInfo& method = service.info->methods[rpc.method_index];
-  auto request = copy_message(*method.input, caller.heap_view(), rpc.request.offset,
-                              server.receive_view(), *server.receive_allocator,
-                              copy_limits(core_.config));
+  auto request =
+      copy_message(*method.input, caller.heap_view(), rpc.request.offset, server.receive_view(),
+                   *server.receive_allocator, copy_limits(core_.config));
   if (!request.ok()) return request.status();
 
   uint64_t metadata_offset = shm::kNoOffset;
@@ -33,8 +33,8 @@ Status RouterOperator::deliver(Rpc& rpc, const RegisteredService& service, Conne
       (void)server.free_received(*request);
       return block.status();
     }
-    auto written = shm::encode_metadata(
-        pairs, std::span(server.receive.data() + *block, metadata_length));
+    auto written =
+        shm::encode_metadata(pairs, std::span(server.receive.data() + *block, metadata_length));
     if (!written.ok()) {
       (void)server.free_received(*request);
       (void)server.free_received(*block);
@@ -82,8 +82,8 @@ void RouterOperator::on_requests(RpcBatch& batch, Output& out) {
     const RegisteredService* service = core_.registry.find(rpc->service_id);
     Connection* server = service == nullptr ? nullptr : core_.connection(service->server);
     if (server == nullptr) {
-      std::string name = service == nullptr ? fmt::format("id {}", rpc->service_id)
-                                            : service->full_name;
+      std::string name =
+          service == nullptr ? fmt::format("id {}", rpc->service_id) : service->full_name;
       out.drop(std::move(rpc),
                Status(StatusCode::kUnavailable, fmt::format("no app serves {}", name)));
       continue;
@@ -95,8 +95,8 @@ void RouterOperator::on_requests(RpcBatch& batch, Output& out) {
     }
     Status delivered = deliver(*rpc, *service, *caller, *server, *record);
     if (!delivered.ok()) {
-      spdlog::debug("call {} from connection {} not delivered: {}", rpc->call_id,
-                    rpc->connection, delivered.to_string());
+      spdlog::debug("call {} from connection {} not delivered: {}", rpc->call_id, rpc->connection,
+                    delivered.to_string());
       out.drop(std::move(rpc), delivered);
       continue;
     }
@@ -116,9 +116,9 @@ void RouterOperator::copy_response(Rpc& rpc) {
   MRPC_ASSERT(service != nullptr && rpc.method_index < service->info->methods.size(),
               "a routed call has service {} method {}", rpc.service_id, rpc.method_index);
   const MethodInfo& method = service->info->methods[rpc.method_index];
-  auto response = copy_message(*method.output, server->heap_view(), rpc.response.offset,
-                               caller->receive_view(), *caller->receive_allocator,
-                               copy_limits(core_.config));
+  auto response =
+      copy_message(*method.output, server->heap_view(), rpc.response.offset, caller->receive_view(),
+                   *caller->receive_allocator, copy_limits(core_.config));
   if (response.ok()) {
     rpc.response = MessageLocation{caller->id, RegionKind::kReceive, *response};
   } else {

@@ -22,8 +22,8 @@ class RouterOperator final : public Operator {
 
  private:
   // Places the request and metadata in the server's receive region and tells the server.
-  Status deliver(Rpc& rpc, const RegisteredService& service, Connection& caller,
-                 Connection& server, CallRecord& record);
+  Status deliver(Rpc& rpc, const RegisteredService& service, Connection& caller, Connection& server,
+                 CallRecord& record);
   void copy_response(Rpc& rpc);
 
   DaemonCore& core_;

@@ -5,8 +5,8 @@
 namespace mrpc {
 
 Expected<const RegisteredService*> ServiceRegistry::register_service(
-    std::shared_ptr<const Schema> schema, const std::string& service_name,
-    ConnectionId connection, bool serve) {
+    std::shared_ptr<const Schema> schema, const std::string& service_name, ConnectionId connection,
+    bool serve) {
   const ServiceInfo* info = schema->service(service_name);
   if (info == nullptr)
     return Status(StatusCode::kNotFound,
@@ -19,9 +19,9 @@ Expected<const RegisteredService*> ServiceRegistry::register_service(
     for (size_t i = 0; same_methods && i < known.size(); ++i)
       same_methods = known[i].name == info->methods[i].name;
     if (!same_methods)
-      return Status(StatusCode::kFailedPrecondition,
-                    fmt::format("service '{}' is already registered with other methods",
-                                service_name));
+      return Status(
+          StatusCode::kFailedPrecondition,
+          fmt::format("service '{}' is already registered with other methods", service_name));
   } else {
     auto fresh = std::make_unique<RegisteredService>();
     fresh->id = static_cast<uint32_t>(by_id_.size() + 1);
