@@ -26,6 +26,8 @@ inline constexpr uint32_t kDefaultRingEntries = 4096;
 inline constexpr uint32_t kMaxMessageNesting = 64;
 // Largest metadata block (all key/value pairs of one call).
 inline constexpr uint32_t kMaxMetadataBytes = 16u << 10;
+// Longest error text an app's kReply may carry (longer text is cut to this).
+inline constexpr uint32_t kMaxStatusDetailBytes = 1024;
 // Largest control message on the app socket (a schema registration is the big one).
 inline constexpr uint32_t kMaxAppSocketMessageBytes = 4u << 20;
 
@@ -36,6 +38,11 @@ inline constexpr std::chrono::nanoseconds kDefaultCallTimeout = 30s;
 // ---- Runtime scheduling ----
 // How long a runtime thread keeps polling an idle queue before it sleeps on its eventfds.
 inline constexpr std::chrono::nanoseconds kDefaultSpinBudget = 50us;
+// RPCs one operator takes from one queue in one round of its graph: bounds the work one
+// connection gets per round, so a flooding app cannot stall the others on its runtime.
+inline constexpr size_t kDefaultOperatorBatch = 32;
+// Runtime threads of a daemon unless configured.
+inline constexpr size_t kDefaultRuntimeThreads = 1;
 
 // ---- Policy language (.mpol) ----
 

@@ -1,0 +1,152 @@
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <string>
+
+#include "mrpc/base/limits.h"
+#include "mrpc/transports/shm/app_socket.h"
+#include "mrpc/transports/shm/region.h"
+#include "transports/shm/app_protocol.pb.h"
+
+using mrpc::StatusCode;
+using mrpc::shm::UniqueFd;
+
+namespace {
+
+int open_fd_count() {
+  int count = 0;
+  DIR* directory = ::opendir("/proc/self/fd");
+  while (::readdir(directory) != nullptr) ++count;
+  ::closedir(directory);
+  return count;
+}
+
+std::pair<UniqueFd, UniqueFd> pair() {
+  auto sockets = mrpc::shm::app_socket_pair();
+  REQUIRE(sockets.ok());
+  return std::move(*sockets);
+}
+
+std::string temp_socket_path() {
+  return "/tmp/mrpc-test-" + std::to_string(::getpid()) + ".sock";
+}
+
+}  // namespace
+
+TEST_CASE("a packet and its fds arrive together and the fds work") {
+  auto [app, daemon] = pair();
+  auto region = mrpc::shm::SharedRegion::create("test-passed", 4096);
+  REQUIRE(region.ok());
+  region->data()[0] = std::byte{77};
+  const std::array<int, 1> fds = {region->fd()};
+  REQUIRE(mrpc::shm::send_packet(daemon.get(), "welcome", fds).ok());
+
+  auto packet = mrpc::shm::receive_packet(app.get(), 5);
+  REQUIRE(packet.ok());
+  CHECK(packet->bytes == "welcome");
+  REQUIRE(packet->fds.size() == 1);
+  CHECK((::fcntl(packet->fds[0].get(), F_GETFD) & FD_CLOEXEC) != 0);
+  auto attached =
+      mrpc::shm::SharedRegion::attach(std::move(packet->fds[0]), 4096, mrpc::shm::kFixedSizeSeals,
+                                      mrpc::shm::RegionAccess::kReadOnly);
+  REQUIRE(attached.ok());
+  CHECK(attached->data()[0] == std::byte{77});
+}
+
+TEST_CASE("a packet with more fds than expected is refused and its fds closed") {
+  auto [app, daemon] = pair();
+  int pipe_fds[2];
+  REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+  UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  const std::array<int, 3> fds = {read_end.get(), write_end.get(), read_end.get()};
+  REQUIRE(mrpc::shm::send_packet(daemon.get(), "x", fds).ok());
+  const int before = open_fd_count();
+  auto packet = mrpc::shm::receive_packet(app.get(), 2);
+  REQUIRE_FALSE(packet.ok());
+  CHECK(packet.status().code() == StatusCode::kInvalidArgument);
+  CHECK(open_fd_count() == before);
+}
+
+TEST_CASE("a packet beyond the socket message limit is refused on both ends") {
+  auto [app, daemon] = pair();
+  const std::string too_big(mrpc::limits::kMaxAppSocketMessageBytes + 1, 'x');
+  CHECK(mrpc::shm::send_packet(daemon.get(), too_big).code() == StatusCode::kInvalidArgument);
+
+  // A hostile peer bypasses send_packet's check: the receiver still refuses it.
+  int buffer_bytes = 8 << 20;
+  ::setsockopt(daemon.get(), SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
+  ::setsockopt(app.get(), SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof buffer_bytes);
+  if (::send(daemon.get(), too_big.data(), too_big.size(), MSG_NOSIGNAL) ==
+      static_cast<ssize_t>(too_big.size())) {
+    auto packet = mrpc::shm::receive_packet(app.get(), 0);
+    REQUIRE_FALSE(packet.ok());
+    CHECK(packet.status().code() == StatusCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE("the peer closing the socket reads as UNAVAILABLE; sending to it too") {
+  auto [app, daemon] = pair();
+  daemon.reset();
+  auto packet = mrpc::shm::receive_packet(app.get(), 5);
+  REQUIRE_FALSE(packet.ok());
+  CHECK(packet.status().code() == StatusCode::kUnavailable);
+  CHECK(mrpc::shm::send_packet(app.get(), "hello").code() == StatusCode::kUnavailable);
+}
+
+TEST_CASE(
+    "a non-blocking socket with nothing to read reports ABORTED, a timed one DEADLINE_EXCEEDED") {
+  auto [app, daemon] = pair();
+  REQUIRE(mrpc::shm::set_nonblocking(app.get()).ok());
+  CHECK(mrpc::shm::receive_packet(app.get(), 0).status().code() == StatusCode::kAborted);
+  REQUIRE(mrpc::shm::set_nonblocking(app.get(), false).ok());
+  REQUIRE(mrpc::shm::set_receive_timeout(app.get(), std::chrono::milliseconds(1)).ok());
+  CHECK(mrpc::shm::receive_packet(app.get(), 0).status().code() == StatusCode::kDeadlineExceeded);
+}
+
+TEST_CASE("protobuf control messages round-trip, and garbage does not parse") {
+  auto [app, daemon] = pair();
+  mrpc::wire::AppMessage hello;
+  hello.mutable_hello()->set_protocol_version(1);
+  hello.mutable_hello()->set_app_name("test-app");
+  REQUIRE(mrpc::shm::send_message(app.get(), hello).ok());
+  mrpc::wire::AppMessage received;
+  auto fds = mrpc::shm::receive_message(daemon.get(), received, 0);
+  REQUIRE(fds.ok());
+  CHECK(fds->empty());
+  REQUIRE(received.has_hello());
+  CHECK(received.hello().app_name() == "test-app");
+
+  REQUIRE(mrpc::shm::send_packet(app.get(), "\xff\xff\xff\xff").ok());
+  CHECK(mrpc::shm::receive_message(daemon.get(), received, 0).status().code() ==
+        StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("a listening socket accepts a connection and names the peer's process") {
+  const std::string path = temp_socket_path();
+  auto listener = mrpc::shm::listen_app_socket(path);
+  REQUIRE(listener.ok());
+  auto client = mrpc::shm::connect_app_socket(path);
+  REQUIRE(client.ok());
+  auto server = mrpc::shm::accept_app_socket(listener->get());
+  REQUIRE(server.ok());
+  auto credentials = mrpc::shm::peer_credentials(server->get());
+  REQUIRE(credentials.ok());
+  CHECK(credentials->pid == ::getpid());
+  CHECK(credentials->uid == ::getuid());
+  REQUIRE(mrpc::shm::send_packet(client->get(), "ping").ok());
+  CHECK(mrpc::shm::receive_packet(server->get(), 0).value().bytes == "ping");
+  ::unlink(path.c_str());
+}
+
+TEST_CASE("connecting where nothing listens is UNAVAILABLE") {
+  auto connected = mrpc::shm::connect_app_socket("/tmp/mrpc-test-nothing-listens-here.sock");
+  REQUIRE_FALSE(connected.ok());
+  CHECK(connected.status().code() == StatusCode::kUnavailable);
+  CHECK(mrpc::shm::connect_app_socket(std::string(200, 'x')).status().code() ==
+        StatusCode::kInvalidArgument);
+}

@@ -1,0 +1,217 @@
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "mrpc/transports/shm/doorbell.h"
+#include "mrpc/transports/shm/region.h"
+#include "mrpc/transports/shm/ring.h"
+
+using mrpc::StatusCode;
+using mrpc::shm::Doorbell;
+using mrpc::shm::EntryKind;
+using mrpc::shm::RingConsumer;
+using mrpc::shm::RingEntry;
+using mrpc::shm::RingProducer;
+using mrpc::shm::SharedRegion;
+
+namespace {
+
+RingEntry entry_with_id(uint64_t id) {
+  RingEntry entry{};
+  entry.kind = EntryKind::kCall;
+  entry.call_id = id;
+  entry.message_offset = id * 8;
+  return entry;
+}
+
+struct RingsFixture {
+  static constexpr uint32_t kEntries = 8;
+  SharedRegion region =
+      SharedRegion::create("test-rings", mrpc::shm::rings_region_bytes(kEntries)).value();
+  mrpc::shm::RingView submission = mrpc::shm::submission_ring(region.data(), kEntries);
+  mrpc::shm::RingView completion = mrpc::shm::completion_ring(region.data(), kEntries);
+};
+
+}  // namespace
+
+TEST_CASE("ring sizes must be powers of two") {
+  CHECK(mrpc::shm::valid_ring_entries(1));
+  CHECK(mrpc::shm::valid_ring_entries(4096));
+  CHECK_FALSE(mrpc::shm::valid_ring_entries(0));
+  CHECK_FALSE(mrpc::shm::valid_ring_entries(3));
+  CHECK_FALSE(mrpc::shm::valid_ring_entries(1u << 31));
+}
+
+TEST_CASE("the two rings of a region do not overlap") {
+  RingsFixture rings;
+  auto* submission_end =
+      reinterpret_cast<std::byte*>(rings.submission.slots + RingsFixture::kEntries);
+  CHECK(submission_end == reinterpret_cast<std::byte*>(rings.completion.header));
+  auto* completion_end =
+      reinterpret_cast<std::byte*>(rings.completion.slots + RingsFixture::kEntries);
+  CHECK(completion_end == rings.region.data() + rings.region.size());
+}
+
+TEST_CASE("entries come out in order across many wraparounds") {
+  RingsFixture rings;
+  RingProducer producer(rings.submission, nullptr);
+  RingConsumer consumer(rings.submission);
+  uint64_t next_pushed = 0;
+  uint64_t next_popped = 0;
+  // Odd batch sizes against a ring of 8 make every slot boundary a wrap point at some step.
+  for (int round = 0; round < 200; ++round) {
+    for (int i = 0; i < 5; ++i) REQUIRE(producer.push(entry_with_id(next_pushed++)).ok());
+    std::vector<RingEntry> out(3);
+    for (int drained = 0; drained < 5;) {
+      auto popped = consumer.pop_batch(out);
+      REQUIRE(popped.ok());
+      for (uint32_t i = 0; i < *popped; ++i) {
+        CHECK(out[i].call_id == next_popped);
+        CHECK(out[i].message_offset == next_popped * 8);
+        ++next_popped;
+      }
+      drained += static_cast<int>(*popped);
+    }
+  }
+  CHECK(next_popped == 1000);
+  CHECK(consumer.head() == 1000);
+  CHECK(rings.submission.header->head.load() == 1000);
+  CHECK(rings.submission.header->tail.load() == 1000);
+}
+
+TEST_CASE("a full ring refuses more entries until the consumer frees a slot") {
+  RingsFixture rings;
+  RingProducer producer(rings.completion, nullptr);
+  RingConsumer consumer(rings.completion);
+  for (uint64_t id = 0; id < RingsFixture::kEntries; ++id)
+    REQUIRE(producer.push(entry_with_id(id)).ok());
+  CHECK(producer.free_slots().value() == 0);
+  const auto status = producer.push(entry_with_id(99));
+  CHECK(status.code() == StatusCode::kResourceExhausted);
+  std::vector<RingEntry> batch(4, entry_with_id(50));
+  CHECK(producer.push_batch(batch).value() == 0);
+
+  auto first = consumer.pop();
+  REQUIRE(first.ok());
+  REQUIRE(first->has_value());
+  CHECK((*first)->call_id == 0);
+  CHECK(producer.push_batch(batch).value() == 1);
+  CHECK(consumer.pending().value() == RingsFixture::kEntries);
+}
+
+TEST_CASE("a producer tail too far ahead is reported as data loss, not read") {
+  RingsFixture rings;
+  RingConsumer consumer(rings.submission);
+  // The app (producer of the submission ring) writes a hostile tail.
+  rings.submission.header->tail.store(RingsFixture::kEntries + 1);
+  auto popped = consumer.pop();
+  REQUIRE_FALSE(popped.ok());
+  CHECK(popped.status().code() == StatusCode::kDataLoss);
+  // The end stays broken even if the tail is put back.
+  rings.submission.header->tail.store(0);
+  CHECK(consumer.pop().status().code() == StatusCode::kDataLoss);
+}
+
+TEST_CASE("a producer tail behind the consumer head is reported as data loss") {
+  RingsFixture rings;
+  RingProducer producer(rings.submission, nullptr);
+  RingConsumer consumer(rings.submission);
+  REQUIRE(producer.push(entry_with_id(1)).ok());
+  REQUIRE(consumer.pop().value().has_value());
+  rings.submission.header->tail.store(0);  // moved backwards
+  CHECK(consumer.pending().status().code() == StatusCode::kDataLoss);
+  rings.submission.header->tail.store(UINT64_MAX);
+  RingConsumer fresh(rings.submission);
+  CHECK(fresh.pop().status().code() == StatusCode::kDataLoss);
+}
+
+TEST_CASE("a consumer head that is corrupt stops the producer with data loss") {
+  RingsFixture rings;
+  RingProducer producer(rings.completion, nullptr);
+  // Fill the ring so the producer has to re-read the (hostile) head.
+  for (uint64_t id = 0; id < RingsFixture::kEntries; ++id)
+    REQUIRE(producer.push(entry_with_id(id)).ok());
+  rings.completion.header->head.store(RingsFixture::kEntries * 5);  // ahead of our tail
+  CHECK(producer.push(entry_with_id(9)).code() == StatusCode::kDataLoss);
+  CHECK(producer.free_slots().status().code() == StatusCode::kDataLoss);
+}
+
+TEST_CASE("a consumer scribbling on its own head cannot make the producer overrun it") {
+  RingsFixture rings;
+  RingProducer producer(rings.completion, nullptr);
+  RingConsumer consumer(rings.completion);
+  for (uint64_t id = 0; id < RingsFixture::kEntries; ++id)
+    REQUIRE(producer.push(entry_with_id(id)).ok());
+  // The consumer claims it is still at 0 though we never saw more: free slots stay 0.
+  rings.completion.header->head.store(0);
+  CHECK(producer.free_slots().value() == 0);
+}
+
+TEST_CASE("prepare_to_sleep refuses to sleep when entries are waiting") {
+  RingsFixture rings;
+  RingProducer producer(rings.submission, nullptr);
+  RingConsumer consumer(rings.submission);
+  CHECK(consumer.prepare_to_sleep());
+  CHECK(rings.submission.header->consumer_sleeping.load() == 1);
+  consumer.finish_sleep();
+  REQUIRE(producer.push(entry_with_id(1)).ok());
+  CHECK_FALSE(consumer.prepare_to_sleep());
+  CHECK(rings.submission.header->consumer_sleeping.load() == 0);
+}
+
+TEST_CASE("the producer rings the doorbell only when the consumer sleeps") {
+  RingsFixture rings;
+  auto doorbell = Doorbell::create();
+  REQUIRE(doorbell.ok());
+  RingProducer producer(rings.submission, &*doorbell);
+  RingConsumer consumer(rings.submission);
+
+  REQUIRE(producer.push(entry_with_id(1)).ok());
+  CHECK(doorbell->wait(std::chrono::nanoseconds(0)).value() == false);  // awake: no syscall
+  REQUIRE(consumer.pop().value().has_value());
+
+  REQUIRE(consumer.prepare_to_sleep());
+  REQUIRE(producer.push(entry_with_id(2)).ok());
+  REQUIRE(producer.push(entry_with_id(3)).ok());
+  CHECK(doorbell->wait(std::chrono::nanoseconds(0)).value() == true);
+  consumer.finish_sleep();
+  CHECK(consumer.pending().value() == 2);
+}
+
+TEST_CASE("a sleeping consumer thread receives every entry from a producer thread") {
+  RingsFixture rings;
+  auto doorbell = Doorbell::create();
+  REQUIRE(doorbell.ok());
+  constexpr uint64_t kTotal = 100'000;
+  std::thread producer_thread([&] {
+    RingProducer producer(rings.submission, &*doorbell);
+    for (uint64_t id = 0; id < kTotal;) {
+      if (producer.push(entry_with_id(id)).ok()) {
+        ++id;
+      } else {
+        std::this_thread::yield();
+      }
+      if (id % 1000 == 0) std::this_thread::yield();  // give the consumer reasons to sleep
+    }
+  });
+  RingConsumer consumer(rings.submission);
+  uint64_t expected = 0;
+  bool in_order = true;
+  std::vector<RingEntry> batch(16);
+  while (expected < kTotal) {
+    auto popped = consumer.pop_batch(batch);
+    REQUIRE(popped.ok());
+    for (uint32_t i = 0; i < *popped; ++i) in_order &= batch[i].call_id == expected++;
+    if (*popped == 0 && consumer.prepare_to_sleep()) {
+      // No timeout: a lost wake-up would hang here (and the test time out).
+      REQUIRE(doorbell->wait(std::nullopt).ok());
+      consumer.finish_sleep();
+    }
+  }
+  producer_thread.join();
+  CHECK(in_order);
+  CHECK(expected == kTotal);
+}

@@ -1,0 +1,250 @@
+#include "mrpc/transports/shm/app_socket.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <google/protobuf/message_lite.h>
+
+#include "mrpc/base/limits.h"
+
+namespace mrpc::shm {
+
+namespace {
+
+Status errno_status(StatusCode code, const std::string& what) {
+  return Status(code, fmt::format("{}: {}", what, std::strerror(errno)));
+}
+
+Expected<sockaddr_un> unix_address(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(address.sun_path)) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("app socket path '{}' is empty or longer than {} bytes", path,
+                              sizeof(address.sun_path) - 1));
+  }
+  std::memcpy(address.sun_path, path.data(), path.size());
+  return address;
+}
+
+Expected<UniqueFd> new_socket() {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!fd) return errno_status(StatusCode::kResourceExhausted, "socket(AF_UNIX, SOCK_SEQPACKET)");
+  return fd;
+}
+
+}  // namespace
+
+Expected<UniqueFd> listen_app_socket(const std::string& path, int backlog) {
+  auto address = unix_address(path);
+  if (!address) return address.status();
+  auto fd = new_socket();
+  if (!fd) return fd.status();
+  struct stat existing {};
+  if (::lstat(path.c_str(), &existing) == 0 && S_ISSOCK(existing.st_mode)) ::unlink(path.c_str());
+  if (::bind(fd->get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un)) != 0) {
+    return errno_status(StatusCode::kUnavailable, fmt::format("bind {}", path));
+  }
+  ::chmod(path.c_str(), 0666);
+  if (::listen(fd->get(), backlog) != 0) {
+    return errno_status(StatusCode::kUnavailable, fmt::format("listen {}", path));
+  }
+  return fd;
+}
+
+Expected<UniqueFd> connect_app_socket(const std::string& path) {
+  auto address = unix_address(path);
+  if (!address) return address.status();
+  auto fd = new_socket();
+  if (!fd) return fd.status();
+  int result = 0;
+  do {
+    result =
+        ::connect(fd->get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un));
+  } while (result != 0 && errno == EINTR);
+  if (result != 0) {
+    return errno_status(StatusCode::kUnavailable, fmt::format("connecting to mrpcd at {}", path));
+  }
+  return fd;
+}
+
+Expected<UniqueFd> accept_app_socket(int listen_fd) {
+  UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC));
+  if (!fd) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED || errno == EINTR) {
+      return errno_status(StatusCode::kUnavailable, "accept");
+    }
+    return errno_status(StatusCode::kResourceExhausted, "accept");
+  }
+  return fd;
+}
+
+Expected<std::pair<UniqueFd, UniqueFd>> app_socket_pair() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
+    return errno_status(StatusCode::kResourceExhausted, "socketpair");
+  }
+  return std::pair<UniqueFd, UniqueFd>(UniqueFd(fds[0]), UniqueFd(fds[1]));
+}
+
+Status set_nonblocking(int fd, bool nonblocking) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0) return errno_status(StatusCode::kInvalidArgument, "F_GETFL");
+  const int wanted = nonblocking ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (::fcntl(fd, F_SETFL, wanted) != 0)
+    return errno_status(StatusCode::kInvalidArgument, "F_SETFL");
+  return Status();
+}
+
+Status set_receive_timeout(int fd, std::chrono::nanoseconds timeout) {
+  timeval value{};
+  value.tv_sec = static_cast<time_t>(timeout.count() / 1'000'000'000);
+  value.tv_usec = static_cast<suseconds_t>((timeout.count() % 1'000'000'000) / 1000);
+  if (timeout.count() > 0 && value.tv_sec == 0 && value.tv_usec == 0) value.tv_usec = 1;
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, sizeof value) != 0) {
+    return errno_status(StatusCode::kInvalidArgument, "SO_RCVTIMEO");
+  }
+  return Status();
+}
+
+Status send_packet(int socket_fd, std::string_view bytes, std::span<const int> fds) {
+  if (bytes.size() > limits::kMaxAppSocketMessageBytes) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("app socket message of {} bytes exceeds "
+                              "limits::kMaxAppSocketMessageBytes ({})",
+                              bytes.size(), limits::kMaxAppSocketMessageBytes));
+  }
+  if (fds.size() > kMaxFdsPerPacket) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("{} fds in one packet exceed kMaxFdsPerPacket ({})", fds.size(),
+                              kMaxFdsPerPacket));
+  }
+  // A zero-length packet reads as end of stream on the other side. AppMessage and DaemonMessage
+  // always set their oneof, so they are never empty.
+  if (bytes.empty()) return Status(StatusCode::kInvalidArgument, "empty app socket message");
+  iovec data{const_cast<char*>(bytes.data()), bytes.size()};
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerPacket)] = {};
+  if (!fds.empty()) {
+    message.msg_control = control;
+    message.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(header), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t sent = 0;
+  do {
+    sent = ::sendmsg(socket_fd, &message, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  if (sent < 0) {
+    const StatusCode code = errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN
+                                ? StatusCode::kUnavailable
+                                : StatusCode::kResourceExhausted;
+    return errno_status(code, "sending on the app socket");
+  }
+  return Status();
+}
+
+Expected<Packet> receive_packet(int socket_fd, size_t max_fds) {
+  // One extra byte tells an oversized packet from one of exactly the limit.
+  Packet packet;
+  packet.bytes.resize(limits::kMaxAppSocketMessageBytes + 1);
+  iovec data{packet.bytes.data(), packet.bytes.size()};
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerPacket)] = {};
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  ssize_t received = 0;
+  do {
+    received = ::recvmsg(socket_fd, &message, MSG_CMSG_CLOEXEC);
+  } while (received < 0 && errno == EINTR);
+  if (received < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      // SO_RCVTIMEO and O_NONBLOCK both report EAGAIN; tell them apart by the file flags.
+      const int flags = ::fcntl(socket_fd, F_GETFL);
+      if (flags >= 0 && (flags & O_NONBLOCK) != 0) {
+        return Status(StatusCode::kAborted, "no packet ready on the app socket");
+      }
+      return Status(StatusCode::kDeadlineExceeded, "no packet within the receive timeout");
+    }
+    return errno_status(StatusCode::kUnavailable, "receiving on the app socket");
+  }
+  // Take ownership of every fd first, so every error path below closes them.
+  for (cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr;
+       header = CMSG_NXTHDR(&message, header)) {
+    if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd = -1;
+      std::memcpy(&fd, CMSG_DATA(header) + i * sizeof(int), sizeof(int));
+      packet.fds.emplace_back(fd);
+    }
+  }
+  if (received == 0) {
+    return Status(StatusCode::kUnavailable, "the peer closed the app socket");
+  }
+  if ((message.msg_flags & MSG_CTRUNC) != 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("app socket packet carried more than kMaxFdsPerPacket ({}) fds",
+                              kMaxFdsPerPacket));
+  }
+  if ((message.msg_flags & MSG_TRUNC) != 0 ||
+      static_cast<size_t>(received) > limits::kMaxAppSocketMessageBytes) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("app socket packet exceeds limits::kMaxAppSocketMessageBytes ({})",
+                              limits::kMaxAppSocketMessageBytes));
+  }
+  if (packet.fds.size() > max_fds) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("app socket packet carried {} fds, at most {} expected",
+                              packet.fds.size(), max_fds));
+  }
+  packet.bytes.resize(static_cast<size_t>(received));
+  packet.bytes.shrink_to_fit();
+  return packet;
+}
+
+Status send_message(int socket_fd, const google::protobuf::MessageLite& message,
+                    std::span<const int> fds) {
+  std::string bytes;
+  if (!message.SerializeToString(&bytes)) {
+    return Status(StatusCode::kInternal,
+                  fmt::format("serializing {} failed", message.GetTypeName()));
+  }
+  return send_packet(socket_fd, bytes, fds);
+}
+
+Expected<std::vector<UniqueFd>> receive_message(int socket_fd,
+                                                google::protobuf::MessageLite& message,
+                                                size_t max_fds) {
+  auto packet = receive_packet(socket_fd, max_fds);
+  if (!packet) return packet.status();
+  if (!message.ParseFromString(packet->bytes)) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("app socket packet is not a valid {}", message.GetTypeName()));
+  }
+  return std::move(packet->fds);
+}
+
+Expected<PeerCredentials> peer_credentials(int socket_fd) {
+  ucred credentials{};
+  socklen_t length = sizeof credentials;
+  if (::getsockopt(socket_fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) {
+    return errno_status(StatusCode::kInternal, "SO_PEERCRED");
+  }
+  return PeerCredentials{credentials.pid, credentials.uid, credentials.gid};
+}
+
+}  // namespace mrpc::shm
