@@ -1,5 +1,6 @@
-// echo_bench: 64 B echo round trips through mrpc beside the raw TCP floor, gRPC, and gRPC through
-// an nginx sidecar (when nginx is installed), in one run, with ratios. Each transport runs client and server as separate processes; the report gives p50/p99
+// echo_bench: 64 B echo round trips through mrpc (daemon spin budget at its default and at zero)
+// beside the raw TCP floor, gRPC, and gRPC through an nginx sidecar (when nginx is installed), in
+// one run, with ratios. Each transport runs client and server as separate processes; the report gives p50/p99
 // latency (one call in flight), calls/s (a window of calls in flight) and CPU seconds per call of
 // every process taking part.
 //
@@ -7,7 +8,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cstdio>
+#include <filesystem>
+#include <thread>
 #include <functional>
 #include <string>
 #include <vector>
@@ -18,6 +23,10 @@
 #include "latency_recorder.h"
 #include "mrpc/base/subprocess.h"
 #include "grpc_echo.h"
+#ifdef MRPC_BENCH_WITH_MRPC
+#include "echo_load.h"
+#include "mrpc/client/channel.h"
+#endif
 #include "tcp_pingpong.h"
 
 namespace mrpc::bench {
@@ -121,6 +130,68 @@ Expected<Subprocess> start_nginx(const std::string& directory, uint16_t listen, 
                            directory + "/nginx.out");
 }
 
+#ifdef MRPC_BENCH_WITH_MRPC
+// mrpc: mrpcd and echo_server as processes, this process as the client app, once with the
+// daemon's default spin budget and once with none (its runtime sleeps at once when idle).
+Status bench_mrpc(const Settings& settings, std::vector<BenchRow>& rows) {
+  for (const char* spin_us : {"default", "0"}) {
+    char directory_template[] = "/tmp/mrpc-bench-XXXXXX";
+    const std::string directory = ::mkdtemp(directory_template);
+    const std::string socket = directory + "/app.sock";
+    std::vector<std::string> daemon_args = {MRPCD_PATH, "--app-socket", socket,
+                                            "--control-socket", directory + "/control.sock"};
+    if (std::string(spin_us) != "default") {
+      daemon_args.push_back("--spin-budget-us");
+      daemon_args.push_back(spin_us);
+    }
+    auto daemon = Subprocess::start(daemon_args, {}, directory + "/mrpcd.log");
+    if (!daemon.ok()) return daemon.status();
+    if (!wait_for_path(socket, std::chrono::seconds(30)))
+      return Status(StatusCode::kUnavailable, "mrpcd did not start; see " + directory);
+    auto server = Subprocess::start({ECHO_SERVER_PATH}, {"MRPC_SOCKET=" + socket},
+                                    directory + "/echo_server.log");
+    if (!server.ok()) return server.status();
+    ChannelOptions options;
+    options.socket_path = socket;
+    options.app_name = "echo_bench";
+    auto channel = Channel::connect(options);
+    if (!channel.ok()) return channel.status();
+    // Wait until the server has registered: the first call that succeeds.
+    echo::EchoLoadOptions probe;
+    probe.calls = 1;
+    for (int attempt = 0; attempt < 3000; ++attempt) {
+      if (echo::run_echo_load(*channel, probe).answered == 1) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::vector<Participant> participants;
+    participants.push_back({"daemon", std::move(*daemon)});
+    participants.push_back({"server", std::move(*server)});
+    for (uint32_t window : {1u, settings.window}) {
+      auto row = measure(fmt::format("mrpc, spin {} (window {})", spin_us, window), settings,
+                         window, participants, [&](LatencyRecorder& latencies, double& seconds) {
+                           echo::EchoLoadOptions load;
+                           load.calls = settings.calls;
+                           load.in_flight = window;
+                           load.payload_bytes = settings.payload;
+                           echo::EchoLoadResult result = echo::run_echo_load(*channel, load);
+                           for (int64_t sample : result.latencies_ns) latencies.add(sample);
+                           seconds = result.seconds;
+                           if (result.failed() > 0)
+                             return Status(StatusCode::kInternal, result.summary());
+                           return Status();
+                         });
+      if (!row.ok()) return row.status();
+      rows.push_back(std::move(*row));
+    }
+    channel->reset();
+    for (auto& p : participants) p.process.stop(SIGTERM);
+    std::error_code ignored;
+    std::filesystem::remove_all(directory, ignored);
+  }
+  return Status();
+}
+#endif
+
 Status bench_grpc(const Settings& settings, std::vector<BenchRow>& rows) {
   const uint16_t port = pick_port(100);
   auto server = start_self(settings, {"--role", "grpc-server", "--port", std::to_string(port)});
@@ -204,8 +275,12 @@ int main(int argc, char** argv) {
 
   std::vector<BenchRow> rows;
   using Bench = mrpc::Status (*)(const Settings&, std::vector<BenchRow>&);
-  const std::vector<std::pair<std::string, Bench>> benches = {{"tcp", bench_tcp},
-                                                              {"grpc", bench_grpc}};
+  const std::vector<std::pair<std::string, Bench>> benches = {
+      {"tcp", bench_tcp},
+#ifdef MRPC_BENCH_WITH_MRPC
+      {"mrpc", bench_mrpc},
+#endif
+      {"grpc", bench_grpc}};
   for (const auto& [name, bench] : benches) {
     mrpc::Status status = bench(settings, rows);
     if (!status.ok()) {
