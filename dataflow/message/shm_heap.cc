@@ -8,16 +8,15 @@
 #include <vector>
 
 #include "mrpc/base/check.h"
+#include "mrpc/base/limits.h"
 #include "mrpc/message/layout.h"
 #include "mrpc/message/region_allocator.h"
 
 namespace mrpc {
 namespace {
 
-// First chunk of a message: its body plus this much room for strings and arrays.
-constexpr uint64_t kFirstChunkSlack = 256;
-// Later chunks double, up to this, unless one allocation needs more.
-constexpr uint64_t kMaxChunkGrowth = 1ull << 20;
+constexpr uint64_t kFirstChunkSlack = limits::kHeapFirstChunkSlackBytes;
+constexpr uint64_t kMaxChunkGrowth = limits::kHeapMaxChunkGrowthBytes;
 
 uint64_t round_up(uint64_t value, uint64_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
@@ -153,8 +152,7 @@ Status ShmHeap::free_message(uint64_t root_offset) {
     MRPC_ASSERT(freed.ok(), "chunk at {} of message {}: {}", chunk.start, root_offset,
                 freed.to_string());
   }
-  constexpr size_t kMaxSpareArenas = 1024;
-  if (state_->spare_arenas.size() < kMaxSpareArenas) {
+  if (state_->spare_arenas.size() < limits::kHeapSpareArenas) {
     it->second->chunks.clear();
     it->second->failed = false;
     state_->spare_arenas.push_back(std::move(it->second));
