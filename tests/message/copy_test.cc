@@ -254,3 +254,29 @@ TEST_CASE("copy_message never crashes on randomly corrupted sources (fixed seed)
   }
   MESSAGE("corrupted sources accepted (still well-formed): ", accepted, " of 3000");
 }
+
+TEST_CASE("copy_message carries the unknown-field bytes of every message") {
+  CopyBench bench;
+  auto doc = nested::Document::create(bench.heap);
+  auto origin = doc.mutable_origin();
+  origin.set_x(5);
+  const std::string unknown("\x08\x96\x01 wire-format bytes", 21);
+  auto attach_unknown = [&](const mrpc::MessageRef& message, const mrpc::MessageLayout& layout) {
+    const uint64_t at = bench.heap.allocate(message.offset, unknown.size(), 8, false);
+    REQUIRE(at != mrpc::kNoOffset);
+    std::memcpy(bench.heap_region.base() + at, unknown.data(), unknown.size());
+    write_ref(message, layout.unknown_fields_offset(),
+              {at, static_cast<uint32_t>(unknown.size()), 0});
+  };
+  attach_unknown(doc.ref(), bench.layout("nested.Document"));
+  attach_unknown(origin.ref(), bench.layout("nested.Point"));
+  auto copied = bench.copy("nested.Document", doc.ref().offset);
+  REQUIRE(copied.ok());
+  auto copy = bench.received<nested::Document>(*copied);
+  CHECK(mrpc::gen::get_bytes(copy.ref(), bench.layout("nested.Document").unknown_fields_offset()) ==
+        unknown);
+  CHECK(mrpc::gen::get_bytes(copy.origin().ref(),
+                             bench.layout("nested.Point").unknown_fields_offset()) == unknown);
+  CHECK(copy.origin().x() == 5);
+  REQUIRE(bench.receive_allocator.free(*copied).ok());
+}
