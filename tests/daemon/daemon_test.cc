@@ -310,7 +310,7 @@ TEST_CASE("hostile calls get errors while a well-behaved app keeps getting answe
   }
 }
 
-TEST_CASE("a flood past the in-flight limit gets RESOURCE_EXHAUSTED; other apps are not limited") {
+TEST_CASE("a flood past the in-flight limit gets RESOURCE_EXHAUSTED while other apps are not limited") {
   EmbeddedDaemon daemon;  // max_calls_in_flight = 64
   EchoServer server(daemon.app_socket(), EchoServer::Mode::kHold);
   auto good = TestApp::connect(daemon.app_socket(), "good");
@@ -364,4 +364,30 @@ TEST_CASE("stopping the daemon fails calls in flight UNAVAILABLE after the drain
   REQUIRE(done.has_value());
   CHECK(call_status(*done) == StatusCode::kUnavailable);
   CHECK(::access(daemon->app_socket().c_str(), F_OK) != 0);
+}
+
+TEST_CASE("an app flooding its ring without pause does not stall a well-behaved one") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto good = TestApp::connect(daemon.app_socket(), "good");
+  auto flood = TestApp::connect(daemon.app_socket(), "flood");
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> posted{0};
+  std::thread flooder([&] {
+    shm::RingEntry junk{};
+    junk.kind = shm::EntryKind::kRelease;  // each one a bad release: work for the daemon
+    junk.metadata_offset = shm::kNoOffset;
+    junk.detail_offset = shm::kNoOffset;
+    uint64_t offset = 1;
+    while (!stop) {
+      junk.message_offset = offset++;
+      // A full ring just means the daemon is behind; keep pushing.
+      if (flood->try_submit(junk)) ++posted;
+    }
+  });
+  while (posted < 10'000) std::this_thread::yield();
+  for (uint64_t id = 1; id <= 300; ++id) check_echo_works(*good, server.service_id(), id);
+  stop = true;
+  flooder.join();
+  CHECK(daemon.daemon.stats().protocol_errors > 0);
 }

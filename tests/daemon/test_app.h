@@ -58,6 +58,8 @@ class TestApp {
   std::string received_text(uint64_t offset) const;
 
   void submit(const shm::RingEntry& entry);
+  // As submit, but false when the ring is full.
+  bool try_submit(const shm::RingEntry& entry) { return submissions_.push(entry).ok(); }
   // Rings the daemon's doorbell (after writing the rings behind the producer's back).
   void wake_daemon() { (void)app_to_daemon_.ring(); }
   // Where the text field lies in an echo message body.

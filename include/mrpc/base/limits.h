@@ -41,8 +41,6 @@ inline constexpr std::chrono::nanoseconds kDefaultSpinBudget = 50us;
 // RPCs one operator takes from one queue in one round of its graph: bounds the work one
 // connection gets per round, so a flooding app cannot stall the others on its runtime.
 inline constexpr size_t kDefaultOperatorBatch = 32;
-// Runtime threads of a daemon unless configured.
-inline constexpr size_t kDefaultRuntimeThreads = 1;
 
 // ---- Policy language (.mpol) ----
 
