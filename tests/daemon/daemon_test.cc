@@ -310,7 +310,8 @@ TEST_CASE("hostile calls get errors while a well-behaved app keeps getting answe
   }
 }
 
-TEST_CASE("a flood past the in-flight limit gets RESOURCE_EXHAUSTED while other apps are not limited") {
+TEST_CASE(
+    "a flood past the in-flight limit gets RESOURCE_EXHAUSTED while other apps are not limited") {
   EmbeddedDaemon daemon;  // max_calls_in_flight = 64
   EchoServer server(daemon.app_socket(), EchoServer::Mode::kHold);
   auto good = TestApp::connect(daemon.app_socket(), "good");
@@ -390,4 +391,20 @@ TEST_CASE("an app flooding its ring without pause does not stall a well-behaved 
   stop = true;
   flooder.join();
   CHECK(daemon.daemon.stats().protocol_errors > 0);
+}
+
+TEST_CASE("call metadata reaches the serving app unchanged") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  shm::MetadataPairs sent = {{"tenant", "blue"}, {"trace-id", "0123456789abcdef"}};
+  auto [offset, length] = client->build_metadata(sent);
+  auto entry = client->call_entry(server.service_id(), 1, client->build_echo("with metadata"));
+  entry.metadata_offset = offset;
+  entry.metadata_length = length;
+  client->submit(entry);
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kOk);
+  CHECK(server.last_metadata() == sent);
 }

@@ -21,10 +21,17 @@ class DaemonProcess {
  public:
   explicit DaemonProcess(const TempDir& dir, std::vector<std::string> extra = {})
       : app_socket_(dir.path("app.sock")) {
-    std::vector<std::string> args = {MRPCD_PATH, "--app-socket", app_socket_,
-                                     "--control-socket", dir.path("control.sock"),
-                                     "--heap-bytes", "4194304", "--receive-bytes", "4194304",
-                                     "--log-level", "warn"};
+    std::vector<std::string> args = {MRPCD_PATH,
+                                     "--app-socket",
+                                     app_socket_,
+                                     "--control-socket",
+                                     dir.path("control.sock"),
+                                     "--heap-bytes",
+                                     "4194304",
+                                     "--receive-bytes",
+                                     "4194304",
+                                     "--log-level",
+                                     "warn"};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = ::fork();
     REQUIRE(pid_ >= 0);
