@@ -22,9 +22,14 @@ ConnectionTask::ConnectionTask(DaemonCore& core, std::shared_ptr<Connection> con
 bool ConnectionTask::run() {
   if (closed()) return false;
   bool did_work = false;
-  if (!read_control_messages()) {
-    close("the app closed its socket or broke the protocol");
-    return true;
+  // Control messages are rare: the socket is read after a sleep and every few rounds, not with a
+  // syscall in every round of a busy datapath.
+  if (socket_check_countdown_-- == 0 || !connection_->ready()) {
+    socket_check_countdown_ = kRoundsBetweenSocketChecks;
+    if (!read_control_messages()) {
+      close("the app closed its socket or broke the protocol");
+      return true;
+    }
   }
   if (connection_->ready()) did_work |= connection_->graph->run();
   if (connection_->broken) {
@@ -43,6 +48,7 @@ bool ConnectionTask::prepare_to_sleep() {
 }
 
 void ConnectionTask::woke() {
+  socket_check_countdown_ = 0;
   if (connection_->ready()) connection_->graph->woke();
 }
 
