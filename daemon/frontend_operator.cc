@@ -19,6 +19,9 @@ bool FrontendOperator::poll(Output& requests, Output&) {
   Connection* app = core_.connection(connection_);
   if (app == nullptr) return false;
   bool did_work = app->flush_overflow();
+  // An app that does not read its completions stops being read: its own ring fills up and only it
+  // waits, while the daemon's memory for it stays bounded.
+  if (app->overflow.size() >= app->completions.entries()) return did_work;
   entries_.resize(core_.config.max_batch);
   auto popped = app->submissions.pop_batch(std::span(entries_));
   if (!popped.ok()) {

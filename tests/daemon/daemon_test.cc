@@ -408,3 +408,30 @@ TEST_CASE("call metadata reaches the serving app unchanged") {
   CHECK(call_status(*done) == StatusCode::kOk);
   CHECK(server.last_metadata() == sent);
 }
+
+TEST_CASE("an app that never reads its completions is throttled, not buffered without end") {
+  EmbeddedDaemon daemon;  // 256 ring entries
+  EchoServer server(daemon.app_socket());
+  auto good = TestApp::connect(daemon.app_socket(), "good");
+  auto deaf = TestApp::connect(daemon.app_socket(), "deaf");
+  // Calls to an unknown service end at once; the deaf app never pops their kCallDone.
+  uint64_t submitted = 0;
+  for (int refused_in_a_row = 0; refused_in_a_row < 50 && submitted < 20'000;) {
+    if (deaf->try_submit(deaf->call_entry(9999, submitted + 1, 0))) {
+      ++submitted;
+      refused_in_a_row = 0;
+    } else {
+      ++refused_in_a_row;
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  // The daemon stopped reading the deaf app once a ring's worth was waiting for it, well before
+  // it could have answered everything submitted.
+  CHECK(daemon.daemon.stats().calls_completed < submitted);
+  for (uint64_t id = 1; id <= 50; ++id) check_echo_works(*good, server.service_id(), id);
+  uint64_t answered = 0;
+  while (auto entry = deaf->next_completion(std::chrono::milliseconds(200))) {
+    if (entry->kind == shm::EntryKind::kCallDone) ++answered;
+  }
+  CHECK(answered == submitted);  // once it reads, everything comes, nothing was lost
+}
