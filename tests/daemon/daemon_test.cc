@@ -435,3 +435,16 @@ TEST_CASE("an app that never reads its completions is throttled, not buffered wi
   }
   CHECK(answered == submitted);  // once it reads, everything comes, nothing was lost
 }
+
+TEST_CASE("a message over the per-app size limit ends RESOURCE_EXHAUSTED") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.max_message_bytes = 16 << 10;
+  EmbeddedDaemon daemon(config);
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  client->call_echo(server.service_id(), 1, std::string(64 << 10, 'x'));
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kResourceExhausted);
+  check_echo_works(*client, server.service_id(), 2);
+}
