@@ -199,6 +199,14 @@ void ConnectionTask::close(const char* why) {
   spdlog::info("connection {}: closed: {}", app.id, why);
   core_.runtime->unwatch(app.socket.get());
   if (was_ready) core_.runtime->unwatch(app.app_to_daemon.fd());
+  if (was_ready) {
+    // Replies on their way to this app still hold a server's response: the server gets it back.
+    app.graph->drain_into([this](RpcPtr rpc) {
+      if (!rpc->response.present() || rpc->response.region != RegionKind::kHeap) return;
+      if (Connection* server = core_.connection(rpc->response.owner))
+        server->post(make_entry(shm::EntryKind::kReplyDone, rpc->call_id));
+    });
+  }
   core_.connection_lost(app.id);
   core_.connections.erase(app.id);
   core_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);

@@ -45,8 +45,7 @@ Status Connection::free_received(uint64_t offset) {
   return receive_allocator->free(offset);
 }
 
-namespace {
-shm::RingEntry entry_of(shm::EntryKind kind, uint64_t call_id) {
+shm::RingEntry make_entry(shm::EntryKind kind, uint64_t call_id) {
   shm::RingEntry entry{};
   entry.kind = kind;
   entry.call_id = call_id;
@@ -55,7 +54,6 @@ shm::RingEntry entry_of(shm::EntryKind kind, uint64_t call_id) {
   entry.detail_offset = shm::kNoOffset;
   return entry;
 }
-}  // namespace
 
 void DaemonCore::complete_for_caller(CallRecord& record, const Status& status, uint64_t response) {
   if (record.caller_done) return;
@@ -66,7 +64,7 @@ void DaemonCore::complete_for_caller(CallRecord& record, const Status& status, u
   Connection* caller = connection(record.caller);
   if (caller == nullptr) return;
   caller->outgoing.erase(record.caller_call_id);
-  shm::RingEntry done = entry_of(shm::EntryKind::kCallDone, record.caller_call_id);
+  shm::RingEntry done = make_entry(shm::EntryKind::kCallDone, record.caller_call_id);
   done.status = static_cast<uint32_t>(status.code());
   done.message_offset = response;
   if (!caller->post(done) && response != shm::kNoOffset) (void)caller->free_received(response);
@@ -91,7 +89,7 @@ void DaemonCore::end_early(CallRecord& record, const Status& status) {
   if (record.awaiting_callee && !record.callee_cancelled) {
     record.callee_cancelled = true;
     if (Connection* callee = connection(record.callee))
-      callee->post(entry_of(shm::EntryKind::kIncomingCancelled, record.id));
+      callee->post(make_entry(shm::EntryKind::kIncomingCancelled, record.id));
   }
 }
 
@@ -147,7 +145,7 @@ void DaemonCore::connection_lost(ConnectionId id) {
       if (record->awaiting_callee && !record->callee_cancelled) {
         record->callee_cancelled = true;
         if (Connection* callee = connection(record->callee))
-          callee->post(entry_of(shm::EntryKind::kIncomingCancelled, record->id));
+          callee->post(make_entry(shm::EntryKind::kIncomingCancelled, record->id));
       }
     }
     if (record->caller == id) record->parked.reset();

@@ -30,6 +30,10 @@ namespace mrpc {
 
 struct DaemonCore;
 
+// A ring entry of `kind` for `call_id` with every offset "none": the start of every entry the
+// daemon posts.
+shm::RingEntry make_entry(shm::EntryKind kind, uint64_t call_id);
+
 // One app connection: its socket, the regions and rings the daemon created for it, and what it
 // has in flight. Owned (shared) by DaemonCore::connections and by its ConnectionTask.
 struct Connection {
