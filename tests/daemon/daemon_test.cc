@@ -448,3 +448,84 @@ TEST_CASE("a message over the per-app size limit ends RESOURCE_EXHAUSTED") {
   CHECK(call_status(*done) == StatusCode::kResourceExhausted);
   check_echo_works(*client, server.service_id(), 2);
 }
+
+namespace {
+// Holds every request until it leaves the graph; counts what it holds for the test thread.
+class HoldEverything final : public Operator {
+ public:
+  std::string_view name() const override { return "hold-everything"; }
+  void on_requests(RpcBatch& batch, Output&) override {
+    for (auto& rpc : batch) held_.push_back(std::move(rpc));
+    holding = held_.size();
+  }
+  void on_replies(RpcBatch&, Output&) override {}
+  void detach(Output& requests, Output&) override {
+    for (auto& rpc : held_) requests.pass(std::move(rpc));
+    held_.clear();
+    holding = 0;
+  }
+  size_t held() const override { return held_.size(); }
+  std::atomic<size_t> holding{0};
+
+ private:
+  std::vector<RpcPtr> held_;
+};
+
+class DenyEverything final : public Operator {
+ public:
+  std::string_view name() const override { return "deny-everything"; }
+  void on_requests(RpcBatch& batch, Output& out) override {
+    for (auto& rpc : batch)
+      out.drop(std::move(rpc), Status(StatusCode::kPermissionDenied, "denied by policy"));
+  }
+  void on_replies(RpcBatch&, Output&) override {}
+};
+}  // namespace
+
+TEST_CASE("policies spliced into a running daemon's graphs take effect and lose no call") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  check_echo_works(*client, server.service_id(), 1);
+
+  auto only_client = [](const CallerIdentity& identity) { return identity.app_name == "client"; };
+  auto holder = std::make_shared<HoldEverything>();
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.insert(1, holder).ok());
+      })
+      .wait();
+  for (uint64_t id = 10; id < 15; ++id) client->call_echo(server.service_id(), id, "held");
+  while (holder->holding < 5) std::this_thread::sleep_for(1ms);
+  CHECK(server.calls_seen() == 1);  // none of them got past the policy
+
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.remove(graph.stage_at(1)).ok());
+      })
+      .wait();
+  for (uint64_t id = 10; id < 15; ++id) {
+    auto done = client->wait_call_done(id);
+    REQUIRE(done.has_value());
+    CHECK(call_status(*done) == StatusCode::kOk);
+    CHECK(client->received_text(done->message_offset) == "held");
+  }
+
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.insert(1, std::make_shared<DenyEverything>()).ok());
+      })
+      .wait();
+  client->call_echo(server.service_id(), 20, "denied");
+  auto denied = client->wait_call_done(20);
+  REQUIRE(denied.has_value());
+  CHECK(call_status(*denied) == StatusCode::kPermissionDenied);
+
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.remove(graph.stage_at(1)).ok());
+      })
+      .wait();
+  check_echo_works(*client, server.service_id(), 21);
+  CHECK(daemon.daemon.stats().calls_in_flight == 0);
+}
