@@ -127,6 +127,7 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   app.completions = shm::RingProducer(shm::completion_ring(app.rings.data(), config.ring_entries),
                                       &app.daemon_to_app);
   app.receive_allocator = std::make_unique<RegionAllocator>(config.receive_bytes);
+  app.receive_bytes_total = &core_.counters.receive_bytes_in_use;
 
   auto identity = std::make_shared<CallerIdentity>(*app.identity);
   identity->app_name = hello.app_name().substr(0, kMaxAppNameBytes);
@@ -208,6 +209,7 @@ void ConnectionTask::close(const char* why) {
     });
   }
   core_.connection_lost(app.id);
+  app.report_receive_usage(/*closing=*/true);
   core_.connections.erase(app.id);
   core_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
   app.socket.reset();

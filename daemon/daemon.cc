@@ -260,7 +260,8 @@ std::string Daemon::Impl::stats_json() const {
                         {"calls_failed", load(c.calls_failed)},
                         {"calls_in_flight", load(c.calls_in_flight)},
                         {"protocol_errors", load(c.protocol_errors)},
-                        {"runtime_sleeps", runtime.stats().sleeps}}
+                        {"runtime_sleeps", runtime.stats().sleeps},
+                        {"receive_bytes_in_use", load(c.receive_bytes_in_use)}}
       .dump();
 }
 
@@ -272,7 +273,8 @@ DaemonStats Daemon::stats() const {
   return DaemonStats{
       load(c.connections_accepted), load(c.connections_open), load(c.services),
       load(c.calls_started),        load(c.calls_completed),  load(c.calls_failed),
-      load(c.calls_in_flight),      load(c.protocol_errors),  impl_->runtime.stats().sleeps};
+      load(c.calls_in_flight),      load(c.protocol_errors),  impl_->runtime.stats().sleeps,
+      load(c.receive_bytes_in_use)};
 }
 
 }  // namespace mrpc

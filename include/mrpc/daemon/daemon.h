@@ -48,6 +48,7 @@ struct DaemonStats {
   uint64_t calls_in_flight = 0;
   uint64_t protocol_errors = 0;  // bad entries, bad releases, bad control messages
   uint64_t runtime_sleeps = 0;
+  uint64_t receive_bytes_in_use = 0;  // all apps' receive regions: messages not yet released
 };
 
 class Daemon {
