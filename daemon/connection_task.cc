@@ -22,9 +22,14 @@ ConnectionTask::ConnectionTask(DaemonCore& core, std::shared_ptr<Connection> con
 bool ConnectionTask::run() {
   if (closed()) return false;
   bool did_work = false;
-  if (!read_control_messages()) {
-    close("the app closed its socket or broke the protocol");
-    return true;
+  // Control messages are rare: the socket is read after a sleep and every few rounds, not with a
+  // syscall in every round of a busy datapath.
+  if (socket_check_countdown_-- == 0 || !connection_->ready()) {
+    socket_check_countdown_ = kRoundsBetweenSocketChecks;
+    if (!read_control_messages()) {
+      close("the app closed its socket or broke the protocol");
+      return true;
+    }
   }
   if (connection_->ready()) did_work |= connection_->graph->run();
   if (connection_->broken) {
@@ -43,6 +48,7 @@ bool ConnectionTask::prepare_to_sleep() {
 }
 
 void ConnectionTask::woke() {
+  socket_check_countdown_ = 0;
   if (connection_->ready()) connection_->graph->woke();
 }
 
@@ -121,6 +127,7 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   app.completions = shm::RingProducer(shm::completion_ring(app.rings.data(), config.ring_entries),
                                       &app.daemon_to_app);
   app.receive_allocator = std::make_unique<RegionAllocator>(config.receive_bytes);
+  app.receive_bytes_total = &core_.counters.receive_bytes_in_use;
 
   auto identity = std::make_shared<CallerIdentity>(*app.identity);
   identity->app_name = hello.app_name().substr(0, kMaxAppNameBytes);
@@ -193,7 +200,16 @@ void ConnectionTask::close(const char* why) {
   spdlog::info("connection {}: closed: {}", app.id, why);
   core_.runtime->unwatch(app.socket.get());
   if (was_ready) core_.runtime->unwatch(app.app_to_daemon.fd());
+  if (was_ready) {
+    // Replies on their way to this app still hold a server's response: the server gets it back.
+    app.graph->drain_into([this](RpcPtr rpc) {
+      if (!rpc->response.present() || rpc->response.region != RegionKind::kHeap) return;
+      if (Connection* server = core_.connection(rpc->response.owner))
+        server->post(make_entry(shm::EntryKind::kReplyDone, rpc->call_id));
+    });
+  }
   core_.connection_lost(app.id);
+  app.report_receive_usage(/*closing=*/true);
   core_.connections.erase(app.id);
   core_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
   app.socket.reset();

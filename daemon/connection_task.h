@@ -37,8 +37,11 @@ class ConnectionTask final : public Task {
   bool on_register_service(const wire::RegisterService& request);
   bool refuse(const std::string& reason);
 
+  static constexpr uint32_t kRoundsBetweenSocketChecks = 64;
+
   DaemonCore& core_;
   std::shared_ptr<Connection> connection_;
+  uint32_t socket_check_countdown_ = 0;
 };
 
 }  // namespace mrpc

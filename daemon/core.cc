@@ -42,11 +42,22 @@ bool Connection::flush_overflow() {
 
 Status Connection::free_received(uint64_t offset) {
   if (offset == shm::kNoOffset) return {};
-  return receive_allocator->free(offset);
+  Status freed = receive_allocator->free(offset);
+  report_receive_usage();
+  return freed;
 }
 
-namespace {
-shm::RingEntry entry_of(shm::EntryKind kind, uint64_t call_id) {
+void Connection::report_receive_usage(bool closing) {
+  if (receive_bytes_total == nullptr || receive_allocator == nullptr) return;
+  uint64_t used = closing ? 0 : receive_allocator->used_bytes();
+  if (used >= receive_bytes_reported)
+    receive_bytes_total->fetch_add(used - receive_bytes_reported, std::memory_order_relaxed);
+  else
+    receive_bytes_total->fetch_sub(receive_bytes_reported - used, std::memory_order_relaxed);
+  receive_bytes_reported = used;
+}
+
+shm::RingEntry make_entry(shm::EntryKind kind, uint64_t call_id) {
   shm::RingEntry entry{};
   entry.kind = kind;
   entry.call_id = call_id;
@@ -55,7 +66,6 @@ shm::RingEntry entry_of(shm::EntryKind kind, uint64_t call_id) {
   entry.detail_offset = shm::kNoOffset;
   return entry;
 }
-}  // namespace
 
 void DaemonCore::complete_for_caller(CallRecord& record, const Status& status, uint64_t response) {
   if (record.caller_done) return;
@@ -66,7 +76,7 @@ void DaemonCore::complete_for_caller(CallRecord& record, const Status& status, u
   Connection* caller = connection(record.caller);
   if (caller == nullptr) return;
   caller->outgoing.erase(record.caller_call_id);
-  shm::RingEntry done = entry_of(shm::EntryKind::kCallDone, record.caller_call_id);
+  shm::RingEntry done = make_entry(shm::EntryKind::kCallDone, record.caller_call_id);
   done.status = static_cast<uint32_t>(status.code());
   done.message_offset = response;
   if (!caller->post(done) && response != shm::kNoOffset) (void)caller->free_received(response);
@@ -91,7 +101,7 @@ void DaemonCore::end_early(CallRecord& record, const Status& status) {
   if (record.awaiting_callee && !record.callee_cancelled) {
     record.callee_cancelled = true;
     if (Connection* callee = connection(record.callee))
-      callee->post(entry_of(shm::EntryKind::kIncomingCancelled, record.id));
+      callee->post(make_entry(shm::EntryKind::kIncomingCancelled, record.id));
   }
 }
 
@@ -147,7 +157,7 @@ void DaemonCore::connection_lost(ConnectionId id) {
       if (record->awaiting_callee && !record->callee_cancelled) {
         record->callee_cancelled = true;
         if (Connection* callee = connection(record->callee))
-          callee->post(entry_of(shm::EntryKind::kIncomingCancelled, record->id));
+          callee->post(make_entry(shm::EntryKind::kIncomingCancelled, record->id));
       }
     }
     if (record->caller == id) record->parked.reset();

@@ -30,6 +30,10 @@ namespace mrpc {
 
 struct DaemonCore;
 
+// A ring entry of `kind` for `call_id` with every offset "none": the start of every entry the
+// daemon posts.
+shm::RingEntry make_entry(shm::EntryKind kind, uint64_t call_id);
+
 // One app connection: its socket, the regions and rings the daemon created for it, and what it
 // has in flight. Owned (shared) by DaemonCore::connections and by its ConnectionTask.
 struct Connection {
@@ -69,6 +73,11 @@ struct Connection {
   bool flush_overflow();
   // Frees a block the daemon placed in the receive region; a bad offset is counted, not fatal.
   Status free_received(uint64_t offset);
+  // Brings `receive_bytes_total` up to date with this connection's receive allocator; call after
+  // anything allocates or frees there (on close, with `closing`, it withdraws all of it).
+  void report_receive_usage(bool closing = false);
+  std::atomic<uint64_t>* receive_bytes_total = nullptr;  // DaemonCounters::receive_bytes_in_use
+  uint64_t receive_bytes_reported = 0;
 };
 
 // One call the daemon has admitted, from the caller's kCall until both sides are done with it:
@@ -101,6 +110,7 @@ struct DaemonCounters {
   std::atomic<uint64_t> calls_failed{0};
   std::atomic<uint64_t> calls_in_flight{0};
   std::atomic<uint64_t> protocol_errors{0};
+  std::atomic<uint64_t> receive_bytes_in_use{0};
 };
 
 struct DaemonCore {

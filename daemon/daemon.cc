@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
@@ -34,8 +35,18 @@ class HousekeepingTask final : public Task {
         control_(control),
         drain_requested_(drain_requested) {}
 
+  // Runs `job` on the runtime thread at the start of the next round. Thread-safe.
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard lock(jobs_mutex_);
+      jobs_.push_back(std::move(job));
+      has_jobs_.store(true, std::memory_order_release);
+    }
+    wake_runtime();
+  }
+
   bool run() override {
-    bool did_work = false;
+    bool did_work = run_jobs();
     if (drain_requested_.load(std::memory_order_acquire) && !core_.draining) {
       core_.draining = true;
       spdlog::info("draining: new calls and connections are refused");
@@ -49,6 +60,18 @@ class HousekeepingTask final : public Task {
   MonoTime next_timer() const override { return core_.next_deadline(); }
 
  private:
+  bool run_jobs() {
+    if (!has_jobs_.load(std::memory_order_acquire)) return false;
+    std::vector<std::function<void()>> jobs;
+    {
+      std::lock_guard lock(jobs_mutex_);
+      jobs.swap(jobs_);
+      has_jobs_.store(false, std::memory_order_release);
+    }
+    for (auto& job : jobs) job();
+    return true;
+  }
+
   bool accept_apps() {
     bool did_work = false;
     for (int i = 0; i < kAcceptsPerRound; ++i) {
@@ -82,6 +105,9 @@ class HousekeepingTask final : public Task {
   int app_listener_;
   ControlServer& control_;
   const std::atomic<bool>& drain_requested_;
+  std::mutex jobs_mutex_;
+  std::atomic<bool> has_jobs_{false};
+  std::vector<std::function<void()>> jobs_;
 };
 
 struct Daemon::Impl {
@@ -98,6 +124,7 @@ struct Daemon::Impl {
   Runtime runtime;  // after core: its tasks refer to core, so it goes first
   shm::UniqueFd app_listener;
   std::optional<ControlServer> control;
+  std::shared_ptr<HousekeepingTask> housekeeping;
   std::atomic<bool> drain_requested{false};
   bool started = false;
 };
@@ -165,8 +192,9 @@ Status Daemon::start() {
   impl.control.emplace(std::move(*control));
   impl.runtime.watch_readable(impl.app_listener.get());
   impl.runtime.watch_readable(impl.control->fd());
-  impl.runtime.add(std::make_shared<HousekeepingTask>(impl.core, impl.app_listener.get(),
-                                                      *impl.control, impl.drain_requested));
+  impl.housekeeping = std::make_shared<HousekeepingTask>(impl.core, impl.app_listener.get(),
+                                                         *impl.control, impl.drain_requested);
+  impl.runtime.add(impl.housekeeping);
   impl.runtime.start();
   impl.started = true;
   spdlog::info("mrpcd listening: apps on {}, control on {}", impl.core.config.app_socket_path,
@@ -203,6 +231,22 @@ void Daemon::stop(std::chrono::nanoseconds drain) {
   spdlog::info("mrpcd stopped");
 }
 
+std::future<void> Daemon::change_graphs(GraphChange change) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> future = done->get_future();
+  if (!impl_->started) {
+    done->set_value();
+    return future;
+  }
+  DaemonCore& core = impl_->core;
+  impl_->housekeeping->post([&core, change = std::move(change), done] {
+    for (auto& [id, connection] : core.connections)
+      if (connection->ready()) change(id, *connection->identity, *connection->graph);
+    done->set_value();
+  });
+  return future;
+}
+
 std::string Daemon::Impl::stats_json() const {
   const auto& c = core.counters;
   auto load = [](const std::atomic<uint64_t>& value) {
@@ -216,7 +260,8 @@ std::string Daemon::Impl::stats_json() const {
                         {"calls_failed", load(c.calls_failed)},
                         {"calls_in_flight", load(c.calls_in_flight)},
                         {"protocol_errors", load(c.protocol_errors)},
-                        {"runtime_sleeps", runtime.stats().sleeps}}
+                        {"runtime_sleeps", runtime.stats().sleeps},
+                        {"receive_bytes_in_use", load(c.receive_bytes_in_use)}}
       .dump();
 }
 
@@ -228,7 +273,8 @@ DaemonStats Daemon::stats() const {
   return DaemonStats{
       load(c.connections_accepted), load(c.connections_open), load(c.services),
       load(c.calls_started),        load(c.calls_completed),  load(c.calls_failed),
-      load(c.calls_in_flight),      load(c.protocol_errors),  impl_->runtime.stats().sleeps};
+      load(c.calls_in_flight),      load(c.protocol_errors),  impl_->runtime.stats().sleeps,
+      load(c.receive_bytes_in_use)};
 }
 
 }  // namespace mrpc

@@ -19,6 +19,9 @@ bool FrontendOperator::poll(Output& requests, Output&) {
   Connection* app = core_.connection(connection_);
   if (app == nullptr) return false;
   bool did_work = app->flush_overflow();
+  // An app that does not read its completions stops being read: its own ring fills up and only it
+  // waits, while the daemon's memory for it stays bounded.
+  if (app->overflow.size() >= app->completions.entries()) return did_work;
   entries_.resize(core_.config.max_batch);
   auto popped = app->submissions.pop_batch(std::span(entries_));
   if (!popped.ok()) {
@@ -55,13 +58,8 @@ bool FrontendOperator::poll(Output& requests, Output&) {
 void FrontendOperator::refuse_call(Connection& app, uint64_t call_id, const Status& status) {
   core_.counters.calls_completed.fetch_add(1, std::memory_order_relaxed);
   core_.counters.calls_failed.fetch_add(1, std::memory_order_relaxed);
-  shm::RingEntry done{};
-  done.kind = shm::EntryKind::kCallDone;
-  done.call_id = call_id;
+  shm::RingEntry done = make_entry(shm::EntryKind::kCallDone, call_id);
   done.status = static_cast<uint32_t>(status.code());
-  done.message_offset = shm::kNoOffset;
-  done.metadata_offset = shm::kNoOffset;
-  done.detail_offset = shm::kNoOffset;
   app.post(done);
   spdlog::debug("connection {}: call {} refused: {}", connection_, call_id, status.to_string());
 }
@@ -147,12 +145,7 @@ void FrontendOperator::handle_call(Connection& app, const shm::RingEntry& entry,
 
 void FrontendOperator::handle_reply(Connection& app, const shm::RingEntry& entry) {
   // Whatever the id, the app gets its response memory back once the daemon is done reading it.
-  shm::RingEntry reply_done{};
-  reply_done.kind = shm::EntryKind::kReplyDone;
-  reply_done.call_id = entry.call_id;
-  reply_done.message_offset = shm::kNoOffset;
-  reply_done.metadata_offset = shm::kNoOffset;
-  reply_done.detail_offset = shm::kNoOffset;
+  const shm::RingEntry reply_done = make_entry(shm::EntryKind::kReplyDone, entry.call_id);
 
   CallRecord* record = core_.call(entry.call_id);
   if (record == nullptr || record->callee != app.id || !record->awaiting_callee) {

@@ -43,16 +43,14 @@ Status RouterOperator::deliver(Rpc& rpc, const RegisteredService& service, Conne
     metadata_offset = *block;
   }
 
-  shm::RingEntry incoming{};
-  incoming.kind = shm::EntryKind::kIncomingCall;
+  shm::RingEntry incoming = make_entry(shm::EntryKind::kIncomingCall, rpc.call_id);
   incoming.method_index = rpc.method_index;
   incoming.service_id = rpc.service_id;
-  incoming.call_id = rpc.call_id;
   incoming.message_offset = *request;
   incoming.metadata_offset = metadata_offset;
   incoming.metadata_length = static_cast<uint32_t>(metadata_length);
   incoming.deadline = rpc.deadline;
-  incoming.detail_offset = shm::kNoOffset;
+  server.report_receive_usage();
   if (!server.post(incoming)) {
     return Status(StatusCode::kUnavailable, "the serving app's completion ring is corrupt");
   }
@@ -119,6 +117,7 @@ void RouterOperator::copy_response(Rpc& rpc) {
   auto response =
       copy_message(*method.output, server->heap_view(), rpc.response.offset, caller->receive_view(),
                    *caller->receive_allocator, copy_limits(core_.config));
+  caller->report_receive_usage();
   if (response.ok()) {
     rpc.response = MessageLocation{caller->id, RegionKind::kReceive, *response};
   } else {
@@ -126,13 +125,7 @@ void RouterOperator::copy_response(Rpc& rpc) {
                         "bad response from the server: " + response.status().message());
     rpc.response = MessageLocation{};
   }
-  shm::RingEntry reply_done{};
-  reply_done.kind = shm::EntryKind::kReplyDone;
-  reply_done.call_id = rpc.call_id;
-  reply_done.message_offset = shm::kNoOffset;
-  reply_done.metadata_offset = shm::kNoOffset;
-  reply_done.detail_offset = shm::kNoOffset;
-  server->post(reply_done);
+  server->post(make_entry(shm::EntryKind::kReplyDone, rpc.call_id));
 }
 
 void RouterOperator::on_replies(RpcBatch& batch, Output&) {

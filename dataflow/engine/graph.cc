@@ -150,6 +150,20 @@ Status Graph::replace(StageId id, std::shared_ptr<Operator> op) {
   return {};
 }
 
+void Graph::drain_into(const std::function<void(RpcPtr)>& sink) {
+  GraphExits saved = std::move(exits_);
+  exits_ = GraphExits{sink, sink};
+  for (size_t i = 0; i < stages_.size(); ++i) detach_stage(i);
+  for (auto& stage : stages_) {
+    for (auto& rpc : stage->requests) sink(std::move(rpc));
+    for (auto& rpc : stage->replies) sink(std::move(rpc));
+    stage->requests.clear();
+    stage->replies.clear();
+  }
+  take_posted_rpcs_into(sink);
+  exits_ = std::move(saved);
+}
+
 void Graph::post_change(std::function<void(Graph&)> change) {
   {
     std::lock_guard lock(posted_mutex_);
@@ -205,6 +219,17 @@ void Graph::post_request(RpcPtr rpc) {
     has_posted_.store(true, std::memory_order_release);
   }
   wake_runtime();
+}
+
+void Graph::take_posted_rpcs_into(const std::function<void(RpcPtr)>& sink) {
+  std::vector<RpcPtr> requests, replies;
+  {
+    std::lock_guard lock(posted_mutex_);
+    requests.swap(posted_requests_);
+    replies.swap(posted_replies_);
+  }
+  for (auto& rpc : requests) sink(std::move(rpc));
+  for (auto& rpc : replies) sink(std::move(rpc));
 }
 
 void Graph::take_posted() {

@@ -97,8 +97,12 @@ void Runtime::apply_pending() {
   task_count_.store(tasks_.size(), std::memory_order_relaxed);
 }
 
-void Runtime::watch_eventfd(int fd) { watch(fd, true); }
-void Runtime::watch_readable(int fd) { watch(fd, false); }
+void Runtime::watch_eventfd(int fd) {
+  watch(fd, true);
+}
+void Runtime::watch_readable(int fd) {
+  watch(fd, false);
+}
 
 namespace {
 constexpr uint64_t kDrainFlag = 1ull << 32;

@@ -62,6 +62,18 @@ StatusCode call_status(const shm::RingEntry& done) {
   return status_code_from_wire(done.status);
 }
 
+// Whether `condition` holds within 10 s (it should hold almost at once; the bound only turns a
+// bug into a failure instead of a hang).
+template <class Condition>
+bool eventually(Condition condition) {
+  const MonoTime give_up = MonotonicClock::instance().now() + 10'000'000'000;
+  while (!condition()) {
+    if (MonotonicClock::instance().now() > give_up) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("an echo call goes from one app to the serving app and back") {
@@ -103,6 +115,9 @@ TEST_CASE("many calls in flight at once are all answered correctly") {
   }
   CHECK(client->heap().used_bytes() == 0);
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
+  // Every request was released by its reply, every response by the client's kRelease.
+  REQUIRE(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));
+  CHECK(server.live_replies() == 0);
 }
 
 TEST_CASE("a call to a service nobody serves fails UNAVAILABLE") {
@@ -149,10 +164,10 @@ TEST_CASE("a call past its deadline ends DEADLINE_EXCEEDED and the late reply is
   REQUIRE(done.has_value());
   CHECK(call_status(*done) == StatusCode::kDeadlineExceeded);
   CHECK(done->message_offset == shm::kNoOffset);
-  while (server.cancellations() < 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.cancellations() >= 1; }));
   server.reply_to_held();
   // The late reply still gets its kReplyDone, so the server frees it.
-  while (server.replies_sent() < 1 || server.live_replies() > 0) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.replies_sent() >= 1 && server.live_replies() == 0; }));
   server.set_mode(EchoServer::Mode::kEcho);
   check_echo_works(*client, server.service_id(), 2);  // nothing else is disturbed
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
@@ -175,7 +190,7 @@ TEST_CASE("a cancelled call ends CANCELLED and the server is told") {
   EchoServer server(daemon.app_socket(), EchoServer::Mode::kHold);
   auto client = TestApp::connect(daemon.app_socket(), "client");
   client->call_echo(server.service_id(), 7, "never mind");
-  while (server.calls_seen() < 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.calls_seen() >= 1; }));
   shm::RingEntry cancel{};
   cancel.kind = shm::EntryKind::kCancel;
   cancel.call_id = 7;
@@ -186,7 +201,7 @@ TEST_CASE("a cancelled call ends CANCELLED and the server is told") {
   auto done = client->wait_call_done(7);
   REQUIRE(done.has_value());
   CHECK(call_status(*done) == StatusCode::kCancelled);
-  while (server.cancellations() < 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.cancellations() >= 1; }));
 }
 
 TEST_CASE("a server that dies fails its pending calls UNAVAILABLE and the daemon serves on") {
@@ -197,7 +212,7 @@ TEST_CASE("a server that dies fails its pending calls UNAVAILABLE and the daemon
     EchoServer doomed(daemon.app_socket(), EchoServer::Mode::kHold);
     service_id = doomed.service_id();
     for (uint64_t id = 1; id <= 5; ++id) client->call_echo(service_id, id, "pending");
-    while (doomed.calls_seen() < 5) std::this_thread::sleep_for(1ms);
+    REQUIRE(eventually([&] { return doomed.calls_seen() >= 5; }));
     doomed.kill();
   }
   for (uint64_t id = 1; id <= 5; ++id) {
@@ -216,13 +231,13 @@ TEST_CASE("a client that leaves with calls in flight is cleaned up and the serve
   {
     auto leaving = TestApp::connect(daemon.app_socket(), "leaving");
     for (uint64_t id = 1; id <= 3; ++id) leaving->call_echo(server.service_id(), id, "bye");
-    while (server.calls_seen() < 3) std::this_thread::sleep_for(1ms);
+    REQUIRE(eventually([&] { return server.calls_seen() >= 3; }));
     leaving->disconnect();
   }
-  while (server.cancellations() < 3) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.cancellations() >= 3; }));
   server.reply_to_held();  // replies for a caller that is gone are released, not delivered
-  while (server.live_replies() > 0) std::this_thread::sleep_for(1ms);
-  while (daemon.daemon.stats().connections_open != 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.live_replies() == 0; }));
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 1; }));
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
 }
 
@@ -294,7 +309,7 @@ TEST_CASE("hostile calls get errors while a well-behaved app keeps getting answe
     bogus_reply.detail_offset = shm::kNoOffset;
     evil->submit(bogus_reply);
     check_echo_works(*good, service, good_id++);
-    while (daemon.daemon.stats().protocol_errors < 4) std::this_thread::sleep_for(1ms);
+    REQUIRE(eventually([&] { return daemon.daemon.stats().protocol_errors >= 4; }));
   }
   SUBCASE("shrinking the heap is refused by its seals") {
     CHECK(::ftruncate(evil->heap_region().fd(), 4096) != 0);
@@ -305,12 +320,13 @@ TEST_CASE("hostile calls get errors while a well-behaved app keeps getting answe
     auto* header = reinterpret_cast<shm::RingHeader*>(evil->rings_region().data());
     header->tail.store(uint64_t{1} << 40);
     evil->wake_daemon();
-    while (daemon.daemon.stats().connections_open != 2) std::this_thread::sleep_for(1ms);
+    REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 2; }));
     check_echo_works(*good, service, good_id++);
   }
 }
 
-TEST_CASE("a flood past the in-flight limit gets RESOURCE_EXHAUSTED; other apps are not limited") {
+TEST_CASE(
+    "a flood past the in-flight limit gets RESOURCE_EXHAUSTED while other apps are not limited") {
   EmbeddedDaemon daemon;  // max_calls_in_flight = 64
   EchoServer server(daemon.app_socket(), EchoServer::Mode::kHold);
   auto good = TestApp::connect(daemon.app_socket(), "good");
@@ -322,9 +338,9 @@ TEST_CASE("a flood past the in-flight limit gets RESOURCE_EXHAUSTED; other apps 
     REQUIRE(done.has_value());
     CHECK(call_status(*done) == StatusCode::kResourceExhausted);
   }
-  while (server.calls_seen() < limit) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.calls_seen() >= limit; }));
   good->call_echo(server.service_id(), 1, "still welcome");
-  while (server.calls_seen() < limit + 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.calls_seen() >= limit + 1; }));
   server.reply_to_held();
   auto done = good->wait_call_done(1);
   REQUIRE(done.has_value());
@@ -358,10 +374,173 @@ TEST_CASE("stopping the daemon fails calls in flight UNAVAILABLE after the drain
   EchoServer server(daemon->app_socket(), EchoServer::Mode::kHold);
   auto client = TestApp::connect(daemon->app_socket(), "client");
   client->call_echo(server.service_id(), 1, "stuck");
-  while (server.calls_seen() < 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.calls_seen() >= 1; }));
   daemon->daemon.stop(10ms);
   auto done = client->wait_call_done(1);
   REQUIRE(done.has_value());
   CHECK(call_status(*done) == StatusCode::kUnavailable);
   CHECK(::access(daemon->app_socket().c_str(), F_OK) != 0);
+}
+
+TEST_CASE("an app flooding its ring without pause does not stall a well-behaved one") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto good = TestApp::connect(daemon.app_socket(), "good");
+  auto flood = TestApp::connect(daemon.app_socket(), "flood");
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> posted{0};
+  std::thread flooder([&] {
+    shm::RingEntry junk{};
+    junk.kind = shm::EntryKind::kRelease;  // each one a bad release: work for the daemon
+    junk.metadata_offset = shm::kNoOffset;
+    junk.detail_offset = shm::kNoOffset;
+    uint64_t offset = 1;
+    while (!stop) {
+      junk.message_offset = offset++;
+      // A full ring just means the daemon is behind; keep pushing.
+      if (flood->try_submit(junk)) ++posted;
+    }
+  });
+  while (posted < 10'000) std::this_thread::yield();
+  for (uint64_t id = 1; id <= 300; ++id) check_echo_works(*good, server.service_id(), id);
+  stop = true;
+  flooder.join();
+  CHECK(daemon.daemon.stats().protocol_errors > 0);
+}
+
+TEST_CASE("call metadata reaches the serving app unchanged") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  shm::MetadataPairs sent = {{"tenant", "blue"}, {"trace-id", "0123456789abcdef"}};
+  auto [offset, length] = client->build_metadata(sent);
+  auto entry = client->call_entry(server.service_id(), 1, client->build_echo("with metadata"));
+  entry.metadata_offset = offset;
+  entry.metadata_length = length;
+  client->submit(entry);
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kOk);
+  CHECK(server.last_metadata() == sent);
+}
+
+TEST_CASE("an app that never reads its completions is throttled, not buffered without end") {
+  EmbeddedDaemon daemon;  // 256 ring entries
+  EchoServer server(daemon.app_socket());
+  auto good = TestApp::connect(daemon.app_socket(), "good");
+  auto deaf = TestApp::connect(daemon.app_socket(), "deaf");
+  // Calls to an unknown service end at once; the deaf app never pops their kCallDone.
+  uint64_t submitted = 0;
+  for (int refused_in_a_row = 0; refused_in_a_row < 50 && submitted < 20'000;) {
+    if (deaf->try_submit(deaf->call_entry(9999, submitted + 1, 0))) {
+      ++submitted;
+      refused_in_a_row = 0;
+    } else {
+      ++refused_in_a_row;
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  // The daemon stopped reading the deaf app once a ring's worth was waiting for it, well before
+  // it could have answered everything submitted.
+  CHECK(daemon.daemon.stats().calls_completed < submitted);
+  for (uint64_t id = 1; id <= 50; ++id) check_echo_works(*good, server.service_id(), id);
+  uint64_t answered = 0;
+  while (auto entry = deaf->next_completion(std::chrono::milliseconds(200))) {
+    if (entry->kind == shm::EntryKind::kCallDone) ++answered;
+  }
+  CHECK(answered == submitted);  // once it reads, everything comes, nothing was lost
+}
+
+TEST_CASE("a message over the per-app size limit ends RESOURCE_EXHAUSTED") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.max_message_bytes = 16 << 10;
+  EmbeddedDaemon daemon(config);
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  client->call_echo(server.service_id(), 1, std::string(64 << 10, 'x'));
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kResourceExhausted);
+  check_echo_works(*client, server.service_id(), 2);
+}
+
+namespace {
+// Holds every request until it leaves the graph; counts what it holds for the test thread.
+class HoldEverything final : public Operator {
+ public:
+  std::string_view name() const override { return "hold-everything"; }
+  void on_requests(RpcBatch& batch, Output&) override {
+    for (auto& rpc : batch) held_.push_back(std::move(rpc));
+    holding = held_.size();
+  }
+  void on_replies(RpcBatch&, Output&) override {}
+  void detach(Output& requests, Output&) override {
+    for (auto& rpc : held_) requests.pass(std::move(rpc));
+    held_.clear();
+    holding = 0;
+  }
+  size_t held() const override { return held_.size(); }
+  std::atomic<size_t> holding{0};
+
+ private:
+  std::vector<RpcPtr> held_;
+};
+
+class DenyEverything final : public Operator {
+ public:
+  std::string_view name() const override { return "deny-everything"; }
+  void on_requests(RpcBatch& batch, Output& out) override {
+    for (auto& rpc : batch)
+      out.drop(std::move(rpc), Status(StatusCode::kPermissionDenied, "denied by policy"));
+  }
+  void on_replies(RpcBatch&, Output&) override {}
+};
+}  // namespace
+
+TEST_CASE("policies spliced into a running daemon's graphs take effect and lose no call") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  check_echo_works(*client, server.service_id(), 1);
+
+  auto only_client = [](const CallerIdentity& identity) { return identity.app_name == "client"; };
+  auto holder = std::make_shared<HoldEverything>();
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.insert(1, holder).ok());
+      })
+      .wait();
+  for (uint64_t id = 10; id < 15; ++id) client->call_echo(server.service_id(), id, "held");
+  REQUIRE(eventually([&] { return holder->holding >= 5; }));
+  CHECK(server.calls_seen() == 1);  // none of them got past the policy
+
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.remove(graph.stage_at(1)).ok());
+      })
+      .wait();
+  for (uint64_t id = 10; id < 15; ++id) {
+    auto done = client->wait_call_done(id);
+    REQUIRE(done.has_value());
+    CHECK(call_status(*done) == StatusCode::kOk);
+    CHECK(client->received_text(done->message_offset) == "held");
+  }
+
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.insert(1, std::make_shared<DenyEverything>()).ok());
+      })
+      .wait();
+  client->call_echo(server.service_id(), 20, "denied");
+  auto denied = client->wait_call_done(20);
+  REQUIRE(denied.has_value());
+  CHECK(call_status(*denied) == StatusCode::kPermissionDenied);
+
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.remove(graph.stage_at(1)).ok());
+      })
+      .wait();
+  check_echo_works(*client, server.service_id(), 21);
+  CHECK(daemon.daemon.stats().calls_in_flight == 0);
 }

@@ -144,6 +144,22 @@ uint64_t TestApp::build_echo(std::string_view text) {
   return root;
 }
 
+std::pair<uint64_t, uint32_t> TestApp::build_metadata(const shm::MetadataPairs& pairs) {
+  uint64_t bytes = shm::metadata_block_bytes(pairs);
+  auto message = heap_->new_message(static_cast<uint32_t>((bytes + 7) / 8 * 8));
+  REQUIRE(message.ok());
+  auto written =
+      shm::encode_metadata(pairs, std::span(heap_region_.data() + message->offset, bytes));
+  REQUIRE(written.ok());
+  return {message->offset, static_cast<uint32_t>(bytes)};
+}
+
+shm::MetadataPairs TestApp::received_metadata(uint64_t offset, uint32_t length) const {
+  auto pairs = shm::decode_metadata(receive_.data(), receive_.size(), offset, length);
+  REQUIRE(pairs.ok());
+  return *pairs;
+}
+
 uint32_t TestApp::text_offset() const {
   return text_field(*echo_schema_).offset;
 }
@@ -277,7 +293,10 @@ void EchoServer::serve() {
     auto entry = app_->next_completion(std::chrono::milliseconds(5));
     if (!entry) continue;
     switch (entry->kind) {
-      case shm::EntryKind::kIncomingCall:
+      case shm::EntryKind::kIncomingCall: {
+        std::lock_guard lock(mutex_);
+        last_metadata_ = app_->received_metadata(entry->metadata_offset, entry->metadata_length);
+      }
         ++calls_seen_;
         if (mode_ == Mode::kEcho)
           reply(*entry);

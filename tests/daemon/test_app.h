@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,6 +17,7 @@
 #include "mrpc/message/schema.h"
 #include "mrpc/message/shm_heap.h"
 #include "mrpc/transports/shm/doorbell.h"
+#include "mrpc/transports/shm/metadata_block.h"
 #include "mrpc/transports/shm/protocol.h"
 #include "mrpc/transports/shm/region.h"
 #include "mrpc/transports/shm/ring.h"
@@ -54,10 +56,16 @@ class TestApp {
 
   // An echo.EchoRequest / echo.EchoReply (same layout) with `text`, built in the heap.
   uint64_t build_echo(std::string_view text);
+  // A metadata block built in the heap: (offset, length).
+  std::pair<uint64_t, uint32_t> build_metadata(const shm::MetadataPairs& pairs);
+  // The metadata block of an incoming call, decoded from the receive region.
+  shm::MetadataPairs received_metadata(uint64_t offset, uint32_t length) const;
   // The text field of an echo message in the receive region.
   std::string received_text(uint64_t offset) const;
 
   void submit(const shm::RingEntry& entry);
+  // As submit, but false when the ring is full.
+  bool try_submit(const shm::RingEntry& entry) { return submissions_.push(entry).ok(); }
   // Rings the daemon's doorbell (after writing the rings behind the producer's back).
   void wake_daemon() { (void)app_to_daemon_.ring(); }
   // Where the text field lies in an echo message body.
@@ -117,6 +125,11 @@ class EchoServer {
   uint64_t cancellations() const { return cancellations_.load(); }
   uint64_t calls_seen() const { return calls_seen_.load(); }
   uint64_t live_replies() const { return live_replies_.load(); }
+  // The metadata of the last incoming call.
+  shm::MetadataPairs last_metadata() const {
+    std::lock_guard lock(mutex_);
+    return last_metadata_;
+  }
   // Replies to every held call now (they may have ended already: late replies).
   void reply_to_held();
   // Dies: the socket closes and the thread ends, leaving whatever it held unanswered.
@@ -133,6 +146,8 @@ class EchoServer {
   std::atomic<uint64_t> cancellations_{0};
   std::atomic<uint64_t> calls_seen_{0};
   std::atomic<uint64_t> live_replies_{0};
+  mutable std::mutex mutex_;
+  shm::MetadataPairs last_metadata_;
   std::thread thread_;
 };
 

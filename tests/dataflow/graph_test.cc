@@ -247,3 +247,27 @@ TEST_CASE("changes and replies posted from another thread apply before the next 
   CHECK(exits.replies[0]->metadata ==
         std::vector<MetadataEntry>{{"rep", "second"}, {"rep", "only"}});
 }
+
+TEST_CASE("draining a graph hands over every RPC it carries: queued, delayed and held") {
+  ManualClock clock;
+  Exits exits;
+  Graph graph(clock, exits.bind(), GraphOptions{.max_batch = 1});
+  auto holder = std::make_shared<Holder>();
+  graph.append(holder);
+  graph.append(std::make_shared<Delayer>(1s));
+  graph.append(std::make_shared<Tagger>("last"));
+  for (uint64_t id = 1; id <= 6; ++id) graph.push_request(make_rpc(id));
+  graph.push_reply(make_rpc(100));
+  holder->allow(2);
+  graph.run();
+  graph.run();
+  graph.post_request(make_rpc(200));
+  CHECK(holder->held() > 0);
+  std::vector<uint64_t> drained;
+  graph.drain_into([&](RpcPtr rpc) { drained.push_back(rpc->call_id); });
+  for (auto& rpc : exits.requests) drained.push_back(rpc->call_id);
+  for (auto& rpc : exits.replies) drained.push_back(rpc->call_id);
+  std::sort(drained.begin(), drained.end());
+  CHECK(drained == std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 100, 200});
+  CHECK(graph.in_graph() == 0);
+}

@@ -49,8 +49,16 @@ inline constexpr std::chrono::nanoseconds kDefaultSpinBudget = 50us;
 // RPCs one operator takes from one queue in one round of its graph: bounds the work one
 // connection gets per round, so a flooding app cannot stall the others on its runtime.
 inline constexpr size_t kDefaultOperatorBatch = 32;
-// Runtime threads of a daemon unless configured.
-inline constexpr size_t kDefaultRuntimeThreads = 1;
+
+// ---- App library (libmrpc) ----
+// How long libmrpc waits for mrpcd's answer to Hello or RegisterService before giving up.
+inline constexpr std::chrono::nanoseconds kAppControlReplyTimeout = 5s;
+// Reconnection after the daemon went away: first wait, doubled after each failure up to the max.
+inline constexpr std::chrono::nanoseconds kReconnectInitialBackoff = 10ms;
+inline constexpr std::chrono::nanoseconds kReconnectMaxBackoff = 1s;
+// While its completion thread spins, how often libmrpc looks at the app socket (daemon loss,
+// registration replies).
+inline constexpr std::chrono::nanoseconds kAppSocketCheckInterval = 1ms;
 
 // ---- Policy language (.mpol) ----
 

@@ -5,8 +5,27 @@
 //
 // Calls: many in flight per channel and per thread; each ends exactly once, with a response, an
 // error status, or DEADLINE_EXCEEDED at its deadline (CallOptions::timeout, default
-// limits::kDefaultCallTimeout). If the daemon goes away, pending calls end with UNAVAILABLE and
-// the channel reconnects in the background, registering its services again.
+// limits::kDefaultCallTimeout = 30 s; the library enforces it with its own timer even if the
+// daemon stays silent). If the daemon goes away, pending calls end with UNAVAILABLE and the
+// channel reconnects in the background (backoff limits::kReconnectInitialBackoff doubling to
+// limits::kReconnectMaxBackoff), registering its services again; calls started meanwhile end
+// with UNAVAILABLE.
+//
+// Where the daemon is: ChannelOptions::socket_path, else $MRPC_SOCKET, else
+// shm::kDefaultAppSocketPath (/run/mrpc/app.sock).
+//
+// Threads (libmrpc):
+//  - any app thread may call every member; the channel is thread-safe.
+//  - one completion thread per channel drains the daemon's completions (spinning up to
+//    limits::kDefaultSpinBudget, then sleeping on an eventfd), fires deadlines, and runs every
+//    UntypedCompletion, even for calls that fail before being sent. Do not block in a completion:
+//    a blocking call() from inside one deadlocks.
+//  - ChannelOptions::handler_threads threads run server handlers. A handler's reply is sent when
+//    it returns and the last copy of its request (ReceivedMessage) is gone: keeping a copy delays
+//    the reply.
+//  - ReceivedMessage copies may be dropped on any thread; the last one hands the block back.
+// After a reconnection heap() is a new heap: a message built in an earlier connection's heap and
+// then sent ends with FAILED_PRECONDITION (and is freed).
 #pragma once
 
 #include <chrono>
@@ -129,7 +148,8 @@ class Channel {
   // Connects, checks protocol versions both ways, maps the regions.
   static Expected<std::shared_ptr<Channel>> connect(ChannelOptions options = {});
 
-  // The send heap outgoing messages are built in.
+  // The send heap outgoing messages are built in (of the current connection to mrpcd; the heaps of
+  // earlier connections stay valid memory until the channel is destroyed).
   virtual ShmHeap& heap() = 0;
 
   // Starts a call; `done` runs exactly once, on a library thread. The request must stay untouched

@@ -9,12 +9,15 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <future>
 #include <memory>
 #include <string>
 
 #include "mrpc/base/clock.h"
 #include "mrpc/base/limits.h"
 #include "mrpc/base/status.h"
+#include "mrpc/dataflow/graph.h"
 #include "mrpc/transports/shm/protocol.h"
 
 namespace mrpc {
@@ -45,6 +48,7 @@ struct DaemonStats {
   uint64_t calls_in_flight = 0;
   uint64_t protocol_errors = 0;  // bad entries, bad releases, bad control messages
   uint64_t runtime_sleeps = 0;
+  uint64_t receive_bytes_in_use = 0;  // all apps' receive regions: messages not yet released
 };
 
 class Daemon {
@@ -60,6 +64,12 @@ class Daemon {
   // Stops accepting; new calls get UNAVAILABLE; waits up to `drain` for calls in flight to end,
   // then fails what is left with UNAVAILABLE, closes every connection and removes the sockets.
   void stop(std::chrono::nanoseconds drain = std::chrono::seconds(5));
+
+  // Runs `change` on the runtime thread, between rounds, once for the graph of every app
+  // connection that has completed its handshake (frontend at 0, router last); the future is ready
+  // when it has run. Where live policy splicing plugs in: insert/remove/replace operators there.
+  using GraphChange = std::function<void(ConnectionId, const CallerIdentity&, Graph&)>;
+  std::future<void> change_graphs(GraphChange change);
 
   DaemonStats stats() const;
   const DaemonConfig& config() const;

@@ -69,6 +69,11 @@ class Graph final : public Task {
   StageId stage_at(size_t position) const;
   Operator& operator_at(size_t position) const;
 
+  // Tears the graph down: every operator detaches, then every RPC still in the graph (queued,
+  // delayed, or handed on by a detaching operator) goes to `sink`, so its owner can account for
+  // it. The operators are not called again; the graph is left empty of RPCs.
+  void drain_into(const std::function<void(RpcPtr)>& sink);
+
   // ---- entering the graph ----
   // Into the request queue of the first operator (runtime thread).
   void push_request(RpcPtr rpc);
@@ -114,6 +119,7 @@ class Graph final : public Task {
   void enqueue_request_after(size_t position, RpcPtr rpc);  // to position+1, or the exit
   void enqueue_reply_before(size_t position, RpcPtr rpc);   // to position-1, or the exit
   void take_posted();
+  void take_posted_rpcs_into(const std::function<void(RpcPtr)>& sink);
   bool release_due(size_t position, MonoTime now);
   void detach_stage(size_t position);
   size_t find(StageId stage) const;

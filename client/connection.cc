@@ -1,0 +1,173 @@
+#include "connection.h"
+
+#include <fmt/format.h>
+
+#include "mrpc/base/limits.h"
+#include "mrpc/transports/shm/app_socket.h"
+#include "mrpc/transports/shm/protocol.h"
+
+namespace mrpc::client {
+
+namespace {
+// Welcome's fds, in order.
+enum WelcomeFd { kHeapFd, kReceiveFd, kRingsFd, kAppToDaemonFd, kDaemonToAppFd, kWelcomeFds };
+}  // namespace
+
+OwnedSchema OwnedSchema::copy_of(const ServiceSchema& schema) {
+  OwnedSchema owned{std::string(schema.full_name), std::string(schema.file_descriptor_set), {}};
+  for (std::string_view method : schema.methods) owned.methods.emplace_back(method);
+  return owned;
+}
+
+Expected<std::shared_ptr<Connection>> Connection::open(const std::string& socket_path,
+                                                       const std::string& app_name) {
+  auto socket = shm::connect_app_socket(socket_path);
+  if (!socket) return socket.status();
+  MRPC_TRY_STATUS(shm::set_receive_timeout(socket->get(), limits::kAppControlReplyTimeout));
+
+  wire::AppMessage hello;
+  hello.mutable_hello()->set_protocol_version(shm::kProtocolVersion);
+  hello.mutable_hello()->set_app_name(app_name);
+  MRPC_TRY_STATUS(shm::send_message(socket->get(), hello));
+
+  wire::DaemonMessage answer;
+  auto fds = shm::receive_message(socket->get(), answer, kWelcomeFds);
+  if (!fds) {
+    if (fds.status().code() == StatusCode::kDeadlineExceeded) {
+      return Status(StatusCode::kUnavailable,
+                    fmt::format("mrpcd at {} did not answer Hello within {} ms", socket_path,
+                                limits::kAppControlReplyTimeout.count() / 1'000'000));
+    }
+    return Status(fds.status().code(), fmt::format("handshake with mrpcd at {}: {}", socket_path,
+                                                   fds.status().message()));
+  }
+  if (answer.has_refused()) {
+    return Status(StatusCode::kFailedPrecondition,
+                  fmt::format("mrpcd (protocol version {}) refused the connection: {}",
+                              answer.refused().protocol_version(), answer.refused().reason()));
+  }
+  if (!answer.has_welcome()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "mrpcd answered Hello with neither Welcome nor Refused");
+  }
+  const wire::Welcome& welcome = answer.welcome();
+  if (welcome.protocol_version() != shm::kProtocolVersion) {
+    return Status(StatusCode::kFailedPrecondition,
+                  fmt::format("mrpcd speaks protocol version {}, this library {}",
+                              welcome.protocol_version(), shm::kProtocolVersion));
+  }
+  if (fds->size() != kWelcomeFds) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("Welcome carried {} fds, expected {}", fds->size(), kWelcomeFds));
+  }
+  if (!shm::valid_ring_entries(welcome.ring_entries())) {
+    return Status(
+        StatusCode::kInvalidArgument,
+        fmt::format("Welcome's ring_entries {} is not a power of two", welcome.ring_entries()));
+  }
+
+  std::shared_ptr<Connection> connection(new Connection());
+  Connection& c = *connection;
+  auto heap = shm::SharedRegion::attach(std::move((*fds)[kHeapFd]), welcome.heap_bytes(),
+                                        shm::kFixedSizeSeals, shm::RegionAccess::kReadWrite);
+  if (!heap) return Status(heap.status().code(), "heap region: " + heap.status().message());
+  auto receive = shm::SharedRegion::attach(std::move((*fds)[kReceiveFd]), welcome.receive_bytes(),
+                                           shm::kReceiveRegionSeals, shm::RegionAccess::kReadOnly);
+  if (!receive)
+    return Status(receive.status().code(), "receive region: " + receive.status().message());
+  auto rings = shm::SharedRegion::attach(std::move((*fds)[kRingsFd]),
+                                         shm::rings_region_bytes(welcome.ring_entries()),
+                                         shm::kFixedSizeSeals, shm::RegionAccess::kReadWrite);
+  if (!rings) return Status(rings.status().code(), "rings region: " + rings.status().message());
+
+  c.socket_ = std::move(*socket);
+  c.welcome_ = welcome;
+  c.heap_region_ = std::move(*heap);
+  c.receive_ = std::move(*receive);
+  c.rings_ = std::move(*rings);
+  c.app_to_daemon_ = shm::Doorbell(std::move((*fds)[kAppToDaemonFd]));
+  c.daemon_to_app_ = shm::Doorbell(std::move((*fds)[kDaemonToAppFd]));
+  c.heap_ = std::make_unique<ShmHeap>(c.heap_region_.data(), c.heap_region_.size());
+  c.submissions_ = shm::RingProducer(shm::submission_ring(c.rings_.data(), welcome.ring_entries()),
+                                     &c.app_to_daemon_);
+  c.completions_ = shm::RingConsumer(shm::completion_ring(c.rings_.data(), welcome.ring_entries()));
+  return connection;
+}
+
+bool Connection::submit(const shm::RingEntry& entry) {
+  std::lock_guard lock(submit_mutex_);
+  if (submissions_broken_) return false;
+  if (overflow_.empty()) {
+    Status pushed = submissions_.push(entry);
+    if (pushed.ok()) return true;
+    if (pushed.code() != StatusCode::kResourceExhausted) {
+      submissions_broken_ = true;
+      return false;
+    }
+  }
+  overflow_.push_back(entry);
+  // The completion thread retries queued entries; it may be asleep on this doorbell.
+  if (overflow_.size() == 1) (void)daemon_to_app_.ring();
+  return true;
+}
+
+bool Connection::flush_overflow() {
+  std::lock_guard lock(submit_mutex_);
+  while (!overflow_.empty() && !submissions_broken_) {
+    Status pushed = submissions_.push(overflow_.front());
+    if (pushed.code() == StatusCode::kResourceExhausted) break;
+    if (!pushed.ok()) {
+      submissions_broken_ = true;
+      break;
+    }
+    overflow_.pop_front();
+  }
+  return !overflow_.empty() && !submissions_broken_;
+}
+
+void Connection::mark_lost() {
+  std::lock_guard lock(replies_mutex_);
+  alive_.store(false, std::memory_order_release);
+  for (const auto& [call_id, root] : responses_in_flight_) (void)heap_->free_message(root);
+  responses_in_flight_.clear();
+  for (const auto& [call_id, cancelled] : incoming_) cancelled->store(true);
+  incoming_.clear();
+}
+
+void Connection::track_incoming(uint64_t call_id, std::shared_ptr<std::atomic<bool>> cancelled) {
+  std::lock_guard lock(replies_mutex_);
+  if (!alive()) cancelled->store(true);
+  incoming_[call_id] = std::move(cancelled);
+}
+
+void Connection::cancel_incoming(uint64_t call_id) {
+  std::lock_guard lock(replies_mutex_);
+  auto it = incoming_.find(call_id);
+  if (it != incoming_.end()) it->second->store(true);
+}
+
+void Connection::post_reply(const shm::RingEntry& reply, uint64_t response_root) {
+  std::lock_guard lock(replies_mutex_);
+  incoming_.erase(reply.call_id);
+  if (!alive()) {
+    if (response_root != shm::kNoOffset) (void)heap_->free_message(response_root);
+    return;
+  }
+  if (response_root != shm::kNoOffset) responses_in_flight_[reply.call_id] = response_root;
+  submit(reply);
+}
+
+void Connection::reply_done(uint64_t call_id) {
+  std::lock_guard lock(replies_mutex_);
+  auto it = responses_in_flight_.find(call_id);
+  if (it == responses_in_flight_.end()) return;
+  (void)heap_->free_message(it->second);
+  responses_in_flight_.erase(it);
+}
+
+Status Connection::send_control(const wire::AppMessage& message) {
+  std::lock_guard lock(send_mutex_);
+  return shm::send_message(socket_.get(), message);
+}
+
+}  // namespace mrpc::client

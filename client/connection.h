@@ -1,0 +1,110 @@
+// Connection: one live session with mrpcd (socket, the three mapped regions, the rings and the
+// doorbells, the send heap). The Channel opens a new one after each daemon loss and keeps the old
+// ones alive (their heaps and mappings stay valid for apps and leases still holding them).
+//
+// Threads: submit() from any thread (a mutex serializes the one submission-ring producer);
+// everything else of the rings and the socket's receiving side from the channel's completion
+// thread only; send_control() from any thread (a mutex serializes socket writes).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mrpc/base/expected.h"
+#include "mrpc/client/channel.h"
+#include "mrpc/message/shm_heap.h"
+#include "mrpc/transports/shm/doorbell.h"
+#include "mrpc/transports/shm/region.h"
+#include "mrpc/transports/shm/ring.h"
+#include "mrpc/transports/shm/unique_fd.h"
+#include "transports/shm/app_protocol.pb.h"
+
+namespace mrpc::client {
+
+// A ServiceSchema whose strings the library owns (the caller's may not be static).
+struct OwnedSchema {
+  std::string full_name;
+  std::string file_descriptor_set;
+  std::vector<std::string> methods;
+
+  static OwnedSchema copy_of(const ServiceSchema& schema);
+};
+
+class Connection {
+ public:
+  // Connects to `socket_path`, sends Hello, checks the Welcome (version, fds, sizes, seals) and
+  // maps the regions. UNAVAILABLE if no daemon answers; FAILED_PRECONDITION if the daemon
+  // refuses (version) or speaks another version; INVALID_ARGUMENT if what it sent is malformed.
+  static Expected<std::shared_ptr<Connection>> open(const std::string& socket_path,
+                                                    const std::string& app_name);
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  ShmHeap& heap() { return *heap_; }
+  const wire::Welcome& welcome() const { return welcome_; }
+  int socket_fd() const { return socket_.get(); }
+  const shm::Doorbell& completion_doorbell() const { return daemon_to_app_; }
+  shm::RingConsumer& completions() { return completions_; }
+  const std::byte* receive_base() const { return receive_.data(); }
+  uint64_t receive_bytes() const { return receive_.size(); }
+
+  // Posts `entry` to the daemon; queued in private memory when the ring is full (the completion
+  // thread retries: it is woken through its own doorbell). Returns false once the ring is found
+  // corrupt.
+  bool submit(const shm::RingEntry& entry);
+  // Completion thread: moves queued entries onto the ring. True if some remain queued.
+  bool flush_overflow();
+
+  // One control message to the daemon, from any thread.
+  Status send_control(const wire::AppMessage& message);
+
+  // Cleared (once) when the daemon is lost; never set again.
+  bool alive() const { return alive_.load(std::memory_order_acquire); }
+  // Marks the connection lost and frees every response still waiting for its kReplyDone.
+  void mark_lost();
+
+  // Responses this app sent with kReply, freed when the daemon says kReplyDone. Any thread.
+  // Posts `reply` and remembers `response_root` (kNoOffset: none) until reply_done(); on a lost
+  // connection frees the response at once instead.
+  void post_reply(const shm::RingEntry& reply, uint64_t response_root);
+  // Incoming calls being handled, by the daemon's call id: their cancellation flags, set on
+  // kIncomingCancelled (and on loss); forgotten at post_reply().
+  void track_incoming(uint64_t call_id, std::shared_ptr<std::atomic<bool>> cancelled);
+  void cancel_incoming(uint64_t call_id);
+  // Completion thread, on kReplyDone: frees the response of daemon call `call_id`.
+  void reply_done(uint64_t call_id);
+
+ private:
+  Connection() = default;
+
+  shm::UniqueFd socket_;
+  wire::Welcome welcome_;
+  shm::SharedRegion heap_region_;
+  shm::SharedRegion receive_;
+  shm::SharedRegion rings_;
+  shm::Doorbell app_to_daemon_;
+  shm::Doorbell daemon_to_app_;
+  std::unique_ptr<ShmHeap> heap_;
+  shm::RingConsumer completions_;
+
+  std::mutex submit_mutex_;
+  shm::RingProducer submissions_;        // guarded by submit_mutex_
+  std::deque<shm::RingEntry> overflow_;  // guarded by submit_mutex_
+  bool submissions_broken_ = false;      // guarded by submit_mutex_
+
+  std::mutex send_mutex_;
+
+  std::mutex replies_mutex_;
+  std::unordered_map<uint64_t, uint64_t> responses_in_flight_;  // daemon call id -> response root
+  std::unordered_map<uint64_t, std::shared_ptr<std::atomic<bool>>> incoming_;
+  std::atomic<bool> alive_{true};  // cleared under replies_mutex_
+};
+
+}  // namespace mrpc::client
