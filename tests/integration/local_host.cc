@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -36,6 +38,10 @@ LocalHost::LocalHost() {
 
 LocalHost::~LocalHost() {
   daemon_.stop(SIGKILL, 0ms);
+  if (std::getenv("MRPC_TEST_KEEP_LOGS") != nullptr) {
+    std::fprintf(stderr, "LocalHost: logs kept in %s\n", directory_.c_str());
+    return;
+  }
   std::error_code ignored;
   std::filesystem::remove_all(directory_, ignored);
 }
@@ -60,7 +66,8 @@ void LocalHost::kill_daemon() { daemon_.stop(SIGKILL, 0ms); }
 Expected<Subprocess> LocalHost::start_app(const std::string& binary, const std::string& name,
                                           const std::string& ready_line,
                                           std::vector<std::string> args) {
-  const std::string log = directory_ + "/" + name + ".log";
+  // A log of its own per start, so a restarted app's ready line is its own.
+  const std::string log = directory_ + "/" + name + "-" + std::to_string(++apps_started_) + ".log";
   args.insert(args.begin(), binary);
   auto app = Subprocess::start(args, {std::string(shm::kAppSocketEnv) + "=" + app_socket()}, log);
   if (!app.ok()) return app.status();

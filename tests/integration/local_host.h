@@ -1,6 +1,7 @@
 // LocalHost: one host's worth of real mrpc processes for integration tests: mrpcd on sockets in a
 // fresh temporary directory, example server apps as child processes, and channels from the test
-// process (which plays the client app). Everything started is stopped when it goes away.
+// process (which plays the client app). Everything started is stopped when it goes away; the
+// directory (with every process's log) is removed too unless MRPC_TEST_KEEP_LOGS is set.
 #pragma once
 
 #include <chrono>
@@ -33,7 +34,7 @@ class LocalHost {
   Subprocess& daemon() { return daemon_; }
 
   // Starts an app binary with MRPC_SOCKET pointing at this host's daemon and waits until it prints
-  // `ready_line` on stdout (its log file is directory()/<name>.log).
+  // `ready_line` on stdout (its log file is directory()/<name>-<n>.log).
   Expected<Subprocess> start_app(const std::string& binary, const std::string& name,
                                  const std::string& ready_line,
                                  std::vector<std::string> args = {});
@@ -50,6 +51,7 @@ class LocalHost {
   std::string directory_;
   Subprocess daemon_;
   std::vector<std::string> daemon_args_;
+  int apps_started_ = 0;
 };
 
 }  // namespace mrpc::testing
