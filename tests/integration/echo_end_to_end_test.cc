@@ -7,6 +7,8 @@
 
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "../message/document_fixture.h"
 #include "document_copy.h"
 #include "echo.mrpc.h"
@@ -39,9 +41,22 @@ mrpc::Status call_once(const std::shared_ptr<mrpc::Channel>& channel,
   return {};
 }
 
+// The daemon's receive-region bytes in use (all apps), once it has caught up with the releases
+// the apps posted: polled a bounded number of times until it equals `expected`.
+uint64_t receive_bytes_settled(LocalHost& host, uint64_t expected) {
+  uint64_t in_use = UINT64_MAX;
+  for (int attempt = 0; attempt < 500 && in_use != expected; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(10ms);
+    auto stats = host.control("stats");
+    REQUIRE(stats.ok());
+    in_use = nlohmann::json::parse(*stats).at("receive_bytes_in_use").get<uint64_t>();
+  }
+  return in_use;
+}
+
 }  // namespace
 
-TEST_CASE("echo: 100,000 calls with 64 in flight are all answered correctly and the heap is "
+TEST_CASE("echo: 100,000 calls with 64 in flight are all answered correctly and memory is "
           "reclaimed") {
   LocalHost host;
   REQUIRE(host.start_daemon().ok());
@@ -52,6 +67,7 @@ TEST_CASE("echo: 100,000 calls with 64 in flight are all answered correctly and 
   // One call first, so lazily created state (service registration) is in the baseline.
   REQUIRE(call_once(*channel).ok());
   const uint64_t heap_before = (*channel)->heap().used_bytes();
+  const uint64_t receive_before = receive_bytes_settled(host, 0);
 
   echo::EchoLoadOptions load;
   load.calls = 100'000;
@@ -62,6 +78,7 @@ TEST_CASE("echo: 100,000 calls with 64 in flight are all answered correctly and 
   CHECK(result.answered == 100'000);
   CHECK(result.failed() == 0);
   CHECK((*channel)->heap().used_bytes() == heap_before);
+  CHECK(receive_bytes_settled(host, receive_before) == receive_before);
 }
 
 TEST_CASE("the nested example round-trips exactly through the daemon") {
