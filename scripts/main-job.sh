@@ -1,12 +1,53 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, starts mrpcd, an echo server app and a client
-# app, makes calls and prints what happened. Everything it starts is stopped on exit.
+# The main job: installs what is missing, builds, then on this host starts mrpcd, the echo and
+# nested server apps, runs the client apps against them and prints what happened. Everything it
+# starts is stopped on exit.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${MRPC_BUILD_DIR:-$root/build}"
 "$root/scripts/build.sh"
-if [ ! -x "$build/examples/echo/echo_demo" ]; then
-  echo "main-job: the echo demo is not built yet (the daemon and app library are in progress)" >&2
-  exit 1
-fi
-exec "$build/examples/echo/echo_demo" --build-dir "$build"
+
+run_dir="$(mktemp -d /tmp/mrpc-main-job-XXXXXX)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$run_dir"
+}
+trap cleanup EXIT
+export MRPC_SOCKET="$run_dir/app.sock"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "starting mrpcd (app socket $MRPC_SOCKET)"
+"$build/daemon/mrpcd" --app-socket "$MRPC_SOCKET" --control-socket "$run_dir/control.sock" \
+  >"$run_dir/mrpcd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 500); do [ -S "$MRPC_SOCKET" ] && break; sleep 0.01; done
+
+step "starting the server apps"
+"$build/examples/echo/echo_server" >"$run_dir/echo_server.log" 2>&1 &
+pids+=($!)
+"$build/examples/nested/nested_server" >"$run_dir/nested_server.log" 2>&1 &
+pids+=($!)
+for log in echo_server nested_server; do
+  for _ in $(seq 1 500); do grep -q serving "$run_dir/$log.log" && break; sleep 0.01; done
+  cat "$run_dir/$log.log"
+done
+
+step "echo: 1,000 blocking calls (one in flight), 64 B payload"
+"$build/examples/echo/echo_client" --calls 1000 --in-flight 1
+step "echo: 100,000 calls, 64 in flight"
+"$build/examples/echo/echo_client" --calls 100000 --in-flight 64
+step "nested: a document with nested, repeated, oneof and map fields, there and back"
+"$build/examples/nested/nested_client"
+
+step "what the daemon saw (control socket: stats)"
+python3 - "$run_dir/control.sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1]); s.sendall(b"stats\n")
+print(b"".join(iter(lambda: s.recv(65536), b"")).decode())
+PY
+step "daemon log"
+cat "$run_dir/mrpcd.log"
