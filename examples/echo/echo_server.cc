@@ -1,7 +1,5 @@
 // echo_server: serves echo.EchoService through the host's mrpcd ($MRPC_SOCKET) until SIGTERM or
 // SIGINT. Replies with the request's text and payload (after --delay-ms, if given).
-#include <signal.h>
-
 #include <chrono>
 #include <thread>
 
@@ -9,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "echo.mrpc.h"
-#include "mrpc/client/channel.h"
+#include "common/serve_until_signal.h"
 
 namespace {
 
@@ -41,28 +39,6 @@ int main(int argc, char** argv) {
   app.add_option("--socket", options.socket_path, "mrpcd app socket (default: $MRPC_SOCKET)");
   CLI11_PARSE(app, argc, argv);
 
-  // Signals are taken synchronously below; block them before any library thread starts.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
-  auto channel = mrpc::Channel::connect(options);
-  if (!channel.ok()) {
-    fmt::print(stderr, "echo_server: cannot connect to mrpcd: {}\n", channel.status().to_string());
-    return 1;
-  }
   EchoServiceImpl service{std::chrono::milliseconds(delay_ms)};
-  if (mrpc::Status served = (*channel)->serve(echo::EchoService::schema(), service.methods());
-      !served.ok()) {
-    fmt::print(stderr, "echo_server: cannot serve: {}\n", served.to_string());
-    return 1;
-  }
-  fmt::print("echo_server: serving echo.EchoService\n");
-  std::fflush(stdout);
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  fmt::print("echo_server: stopping on signal {}\n", signal_number);
-  return 0;
+  return examples::serve_until_signal(options, echo::EchoService::schema(), service.methods());
 }

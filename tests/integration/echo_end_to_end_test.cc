@@ -13,12 +13,14 @@
 #include "document_copy.h"
 #include "echo.mrpc.h"
 #include "echo_load.h"
+#include "echo_host.h"
 #include "local_host.h"
 #include "mrpc/message/shm_heap.h"
 #include "nested.mrpc.h"
 
 using namespace std::chrono_literals;
 using mrpc::StatusCode;
+using mrpc::testing::EchoHost;
 using mrpc::testing::LocalHost;
 
 namespace {
@@ -58,12 +60,9 @@ uint64_t receive_bytes_settled(LocalHost& host, uint64_t expected) {
 
 TEST_CASE("echo: 100,000 calls with 64 in flight are all answered correctly and memory is "
           "reclaimed") {
-  LocalHost host;
-  REQUIRE(host.start_daemon().ok());
-  auto server = host.start_echo_server();
-  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
-  auto channel = host.connect();
-  REQUIRE(channel.ok());
+  EchoHost echo;
+  LocalHost& host = echo.host;
+  auto* channel = &echo.channel;
   // One call first, so lazily created state (service registration) is in the baseline.
   REQUIRE(call_once(*channel).ok());
   const uint64_t heap_before = (*channel)->heap().used_bytes();
@@ -105,12 +104,8 @@ TEST_CASE("a call to a service nobody serves ends with UNAVAILABLE, not at its d
 }
 
 TEST_CASE("a call past its deadline ends with DEADLINE_EXCEEDED and a cancelled one with CANCELLED") {
-  LocalHost host;
-  REQUIRE(host.start_daemon().ok());
-  auto server = host.start_echo_server({"--delay-ms", "1000"});
-  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
-  auto channel = host.connect();
-  REQUIRE(channel.ok());
+  EchoHost echo({"--delay-ms", "1000"});
+  auto* channel = &echo.channel;
 
   CHECK(call_once(*channel, 50ms).code() == StatusCode::kDeadlineExceeded);
 
@@ -165,12 +160,9 @@ TEST_CASE("a server killed mid-load fails its pending calls and the daemon keeps
 }
 
 TEST_CASE("a daemon restarted under a client fails its calls, then they succeed after reconnection") {
-  LocalHost host;
-  REQUIRE(host.start_daemon().ok());
-  auto server = host.start_echo_server();
-  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
-  auto channel = host.connect();
-  REQUIRE(channel.ok());
+  EchoHost echo;
+  LocalHost& host = echo.host;
+  auto* channel = &echo.channel;
   REQUIRE(call_once(*channel).ok());
 
   host.kill_daemon();
@@ -189,12 +181,9 @@ TEST_CASE("a daemon restarted under a client fails its calls, then they succeed 
 }
 
 TEST_CASE("an idle daemon sleeps: under 5% of a core over 2 s") {
-  LocalHost host;
-  REQUIRE(host.start_daemon().ok());
-  auto server = host.start_echo_server();
-  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
-  auto channel = host.connect();
-  REQUIRE(channel.ok());
+  EchoHost echo;
+  LocalHost& host = echo.host;
+  auto* channel = &echo.channel;
   REQUIRE(call_once(*channel).ok());  // apps connected, then everyone goes quiet
   std::this_thread::sleep_for(200ms);  // past the spin budget
   auto before = host.daemon().cpu();

@@ -4,18 +4,14 @@
 
 #include "echo.mrpc.h"
 #include "echo_load.h"
-#include "local_host.h"
+#include "echo_host.h"
 #include "mrpc/message/shm_heap.h"
 
 using namespace std::chrono_literals;
 
 TEST_CASE("soak: 1,000,000 echo calls with 64 in flight, memory reclaimed") {
-  mrpc::testing::LocalHost host;
-  REQUIRE(host.start_daemon().ok());
-  auto server = host.start_echo_server();
-  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
-  auto channel = host.connect();
-  REQUIRE(channel.ok());
+  mrpc::testing::EchoHost echo;
+  auto* channel = &echo.channel;
   echo::EchoLoadOptions warmup;
   warmup.calls = 10;
   REQUIRE(echo::run_echo_load(*channel, warmup).answered == 10);
