@@ -1,12 +1,11 @@
 // copy_message: measure, allocate once, copy (docs/message-layout.md, "How the daemon copies an
 // untrusted message"). The source is app-writable shared memory: every value is loaded once into
-// private memory (a body is copied whole into a scratch buffer or into the destination) and only
-// the loaded copy is interpreted, so a concurrent writer can make the copy fail, never make it
-// read or write out of bounds.
+// private memory (a reference into a local, a body into the destination) and only the loaded
+// copy is checked and used, so a concurrent writer can make the copy fail, never make it read or
+// write out of bounds.
 #include "mrpc/message/copy.h"
 
 #include <cstring>
-#include <deque>
 #include <vector>
 
 #include <fmt/format.h>
@@ -80,13 +79,13 @@ class Copier {
   Copier(ConstRegion source, const CopyLimits& limits) : source_(source), limits_(limits) {}
 
   // ---- pass 1: how many bytes the copy takes ----
+  // Reads the source in place: each reference is loaded once, then checked, then followed. A
+  // concurrent writer can only make the estimate wrong, which pass 2 detects.
   Status measure_message(const MessageLayout& layout, uint64_t offset, uint32_t depth) {
     MRPC_TRY_STATUS(check_depth(layout, depth));
     MRPC_TRY_STATUS(check_range(layout, offset, layout.body_size(), "message body"));
     MRPC_TRY_STATUS(add(layout.body_size()));
-    std::byte* body = scratch(depth, layout.body_size());
-    std::memcpy(body, source_.base + offset, layout.body_size());
-    return measure_body(layout, body, depth);
+    return measure_body(layout, source_.base + offset, depth);
   }
 
   // ---- pass 2: copy into [cursor, end) of the destination ----
@@ -139,15 +138,6 @@ class Copier {
     return Status();
   }
 
-  // A private buffer of at least `bytes` for a body at `depth`. A deque, so growing it for a
-  // deeper level keeps the buffers of the levels being walked where they are.
-  std::byte* scratch(uint32_t depth, uint32_t bytes) {
-    while (scratch_.size() <= depth) scratch_.emplace_back();
-    std::vector<std::byte>& buffer = scratch_[depth];
-    if (buffer.size() < bytes) buffer.resize(bytes);
-    return buffer.data();
-  }
-
   // Bytes an array of `field` takes: `count` elements.
   static uint64_t array_bytes(const FieldLayout& field, uint32_t count) {
     return static_cast<uint64_t>(count) * field.element_size;
@@ -180,11 +170,9 @@ class Copier {
       } else if (field.kind == FieldKind::kMessage) {
         MRPC_TRY_STATUS(check_depth(*field.message, depth + 1));
         const uint32_t element_size = field.message->body_size();
-        std::byte* element = scratch(depth + 1, element_size);
         for (uint32_t i = 0; i < ref.size; ++i) {
-          std::memcpy(element, source_.base + ref.offset + uint64_t{i} * element_size,
-                      element_size);
-          MRPC_TRY_STATUS(measure_body(*field.message, element, depth + 1));
+          MRPC_TRY_STATUS(measure_body(
+              *field.message, source_.base + ref.offset + uint64_t{i} * element_size, depth + 1));
         }
       }
     }
@@ -269,7 +257,6 @@ class Copier {
   ConstRegion source_;
   CopyLimits limits_;
   uint64_t total_ = 0;
-  std::deque<std::vector<std::byte>> scratch_;
   MutableRegion destination_;
   uint64_t cursor_ = 0;
   uint64_t end_ = 0;

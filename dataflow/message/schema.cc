@@ -54,8 +54,8 @@ Status invalid(std::string reason) {
 
 Expected<std::shared_ptr<const Schema>> Schema::from_file_descriptor_set(std::string_view bytes) {
   pb::FileDescriptorSet set;
-  if (!set.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) ||
-      bytes.size() > static_cast<size_t>(INT32_MAX)) {
+  if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
+      !set.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return invalid("not a serialized google.protobuf.FileDescriptorSet");
   }
   pb::SimpleDescriptorDatabase database;

@@ -8,15 +8,15 @@
 #include <vector>
 
 #include "mrpc/base/check.h"
+#include "mrpc/base/limits.h"
+#include "mrpc/message/layout.h"
 #include "mrpc/message/region_allocator.h"
 
 namespace mrpc {
 namespace {
 
-// First chunk of a message: its body plus this much room for strings and arrays.
-constexpr uint64_t kFirstChunkSlack = 256;
-// Later chunks double, up to this, unless one allocation needs more.
-constexpr uint64_t kMaxChunkGrowth = 1ull << 20;
+constexpr uint64_t kFirstChunkSlack = limits::kHeapFirstChunkSlackBytes;
+constexpr uint64_t kMaxChunkGrowth = limits::kHeapMaxChunkGrowthBytes;
 
 uint64_t round_up(uint64_t value, uint64_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
@@ -40,6 +40,7 @@ struct ShmHeap::State {
   mutable std::mutex mutex;
   RegionAllocator allocator;
   std::unordered_map<uint64_t, std::unique_ptr<Arena>> arenas;  // by root offset
+  std::vector<std::unique_ptr<Arena>> spare_arenas;             // freed, kept for reuse
   struct Owner {
     uint64_t end;
     Arena* arena;
@@ -56,7 +57,7 @@ struct ShmHeap::State {
   }
 
   bool add_chunk(Arena& arena, uint64_t bytes) {
-    auto start = allocator.allocate(bytes, 64);
+    auto start = allocator.allocate(bytes, MessageLayout::kAlignment);
     if (!start.ok()) return false;
     arena.chunks.push_back(Chunk{*start, *start + bytes, *start});
     chunk_owner.emplace(*start, Owner{*start + bytes, &arena});
@@ -71,9 +72,16 @@ ShmHeap::~ShmHeap() = default;
 
 Expected<MessageRef> ShmHeap::new_message(uint32_t body_size) {
   std::lock_guard lock(state_->mutex);
-  auto arena = std::make_unique<Arena>();
+  std::unique_ptr<Arena> arena;
+  if (state_->spare_arenas.empty()) {
+    arena = std::make_unique<Arena>();
+  } else {
+    arena = std::move(state_->spare_arenas.back());
+    state_->spare_arenas.pop_back();
+  }
   const uint64_t body = round_up(body_size == 0 ? 8 : body_size, 8);
   if (!state_->add_chunk(*arena, body + kFirstChunkSlack) && !state_->add_chunk(*arena, body)) {
+    state_->spare_arenas.push_back(std::move(arena));
     return Status(StatusCode::kResourceExhausted,
                   fmt::format("send heap full: no room for a new message of {} bytes ({} of {} "
                               "bytes in use)",
@@ -143,6 +151,11 @@ Status ShmHeap::free_message(uint64_t root_offset) {
     Status freed = state_->allocator.free(chunk.start);
     MRPC_ASSERT(freed.ok(), "chunk at {} of message {}: {}", chunk.start, root_offset,
                 freed.to_string());
+  }
+  if (state_->spare_arenas.size() < limits::kHeapSpareArenas) {
+    it->second->chunks.clear();
+    it->second->failed = false;
+    state_->spare_arenas.push_back(std::move(it->second));
   }
   state_->arenas.erase(it);
   return Status();

@@ -62,6 +62,27 @@ std::string upper(std::string text) {
   return text;
 }
 
+// The accessor name of a field or oneof: its lower-case name, with "_" appended when that is a
+// C++ keyword or a member every generated class has (protobuf's rule, plus ours).
+std::string accessor_name(const std::string& name) {
+  static const std::set<std::string> kReserved = {
+      "alignas", "alignof", "and", "and_eq", "asm", "auto", "bitand", "bitor", "bool", "break",
+      "case", "catch", "char", "char8_t", "char16_t", "char32_t", "class", "compl", "concept",
+      "const", "consteval", "constexpr", "constinit", "const_cast", "continue", "co_await",
+      "co_return", "co_yield", "decltype", "default", "delete", "do", "double", "dynamic_cast",
+      "else", "enum", "explicit", "export", "extern", "false", "float", "for", "friend", "goto",
+      "if", "inline", "int", "long", "mutable", "namespace", "new", "noexcept", "not", "not_eq",
+      "nullptr", "operator", "or", "or_eq", "private", "protected", "public", "register",
+      "reinterpret_cast", "requires", "return", "short", "signed", "sizeof", "static",
+      "static_assert", "static_cast", "struct", "switch", "template", "this", "thread_local",
+      "throw", "true", "try", "typedef", "typeid", "typename", "union", "unsigned", "using",
+      "virtual", "void", "volatile", "wchar_t", "while", "xor", "xor_eq",
+      // members of every generated message class
+      "ref", "create", "mrpc_ref_"};
+  std::string lowered = lower(name);
+  return kReserved.count(lowered) != 0 ? lowered + "_" : lowered;
+}
+
 std::string camel(const std::string& snake) {
   std::string out;
   bool next_upper = true;
@@ -325,12 +346,12 @@ class $C$ {
   static constexpr uint64_t kLayoutFingerprint = $fp$;
 
   // A view of the message at `ref`; owns nothing.
-  explicit $C$(::mrpc::MessageRef ref) : ref_(ref) {}
+  explicit $C$(::mrpc::MessageRef ref) : mrpc_ref_(ref) {}
   // A new, empty message in `heap`, owned by the caller until it is handed to a stub (free it with
   // heap.free_message(ref().offset) otherwise). If the heap is full the message is failed:
   // mrpc::sendable(ref()) says RESOURCE_EXHAUSTED and writes do nothing.
   static $C$ create(::mrpc::ShmHeap& heap);
-  const ::mrpc::MessageRef& ref() const { return ref_; }
+  const ::mrpc::MessageRef& ref() const { return mrpc_ref_; }
 
 )",
                             v);
@@ -353,19 +374,19 @@ class $C$ {
       }
       out += fmt::format("    {}_NOT_SET = 0,\n  }};\n", upper(oneof.name));
       out += fmt::format("  {}Case {}_case() const;\n  void clear_{}();\n", camel(oneof.name),
-                         lower(oneof.name), lower(oneof.name));
+                         accessor_name(oneof.name), accessor_name(oneof.name));
     }
     out += "\n";
     for (int i = 0; i < d.field_count(); ++i)
       out += field_decls(*d.field(i), layout, layout.fields()[static_cast<size_t>(i)]);
-    out += "\n private:\n  ::mrpc::MessageRef ref_;\n};\n\n";
+    out += "\n private:\n  ::mrpc::MessageRef mrpc_ref_;\n};\n\n";
     return out;
   }
 
   Vars field_vars(const pb::FieldDescriptor& field, const MessageLayout& layout,
                   const FieldLayout& f) {
     Vars v{{"C", local_name(*field.containing_type())},
-           {"n", lower(field.name())},
+           {"n", accessor_name(field.name())},
            {"off", std::to_string(f.offset)},
            {"elem", std::to_string(f.element_size)},
            {"num", std::to_string(f.number)},
@@ -380,17 +401,17 @@ class $C$ {
     if (f.kind == FieldKind::kMessage) v["sub"] = qualified(*field.message_type());
     if (f.presence_bit != kNoPresenceBit) {
       v["bit"] = std::to_string(f.presence_bit);
-      v["has"] = subst("::mrpc::gen::has_bit(ref_, $bit$)", v);
-      v["mark"] = subst("::mrpc::gen::set_bit(ref_, $bit$, true);\n  ", v);
-      v["unmark"] = subst("::mrpc::gen::set_bit(ref_, $bit$, false);\n  ", v);
+      v["has"] = subst("::mrpc::gen::has_bit(mrpc_ref_, $bit$)", v);
+      v["mark"] = subst("::mrpc::gen::set_bit(mrpc_ref_, $bit$, true);\n  ", v);
+      v["unmark"] = subst("::mrpc::gen::set_bit(mrpc_ref_, $bit$, false);\n  ", v);
     } else if (f.oneof_index != kNoOneof) {
       const OneofLayout& o = layout.oneofs()[static_cast<size_t>(f.oneof_index)];
       v["case_off"] = std::to_string(o.case_offset);
       v["stor_off"] = std::to_string(o.storage_offset);
       v["stor_size"] = std::to_string(o.storage_size);
-      v["has"] = subst("(::mrpc::gen::get<uint32_t>(ref_, $case_off$) == $num$)", v);
-      v["mark"] =
-          subst("::mrpc::gen::set_case(ref_, $case_off$, $stor_off$, $stor_size$, $num$);\n  ", v);
+      v["has"] = subst("(::mrpc::gen::get<uint32_t>(mrpc_ref_, $case_off$) == $num$)", v);
+      v["mark"] = subst(
+          "::mrpc::gen::set_case(mrpc_ref_, $case_off$, $stor_off$, $stor_size$, $num$);\n  ", v);
     }
     if (v["has"] != "true") {
       // Unset reads as the default, whatever the storage holds.
@@ -496,14 +517,14 @@ class $C$ {
     for (const OneofLayout& oneof : layout.oneofs()) {
       Vars o{{"C", local_name(d)},
              {"O", camel(oneof.name)},
-             {"o", lower(oneof.name)},
+             {"o", accessor_name(oneof.name)},
              {"case_off", std::to_string(oneof.case_offset)},
              {"stor_off", std::to_string(oneof.storage_offset)},
              {"stor_size", std::to_string(oneof.storage_size)}};
       out += subst(R"(inline $C$::$O$Case $C$::$o$_case() const {
-  return static_cast<$O$Case>(::mrpc::gen::get<uint32_t>(ref_, $case_off$));
+  return static_cast<$O$Case>(::mrpc::gen::get<uint32_t>(mrpc_ref_, $case_off$));
 }
-inline void $C$::clear_$o$() { ::mrpc::gen::set_case(ref_, $case_off$, $stor_off$, $stor_size$, 0); }
+inline void $C$::clear_$o$() { ::mrpc::gen::set_case(mrpc_ref_, $case_off$, $stor_off$, $stor_size$, 0); }
 )",
                    o);
     }
@@ -518,35 +539,35 @@ inline void $C$::clear_$o$() { ::mrpc::gen::set_case(ref_, $case_off$, $stor_off
     std::string out;
     if (f.repeated) {
       out += subst(
-          R"(inline int $C$::$n$_size() const { return ::mrpc::gen::repeated_size(ref_, $off$, $elem$); }
-inline void $C$::clear_$n$() { ::mrpc::gen::clear_repeated(ref_, $off$); }
+          R"(inline int $C$::$n$_size() const { return ::mrpc::gen::repeated_size(mrpc_ref_, $off$, $elem$); }
+inline void $C$::clear_$n$() { ::mrpc::gen::clear_repeated(mrpc_ref_, $off$); }
 )",
           v);
       if (f.kind == FieldKind::kMessage) {
         out += subst(R"(inline $sub$ $C$::$n$(int index) const {
-  return $sub$(::mrpc::gen::get_message_element(ref_, $off$, $sub$::kBodySize, index));
+  return $sub$(::mrpc::gen::get_message_element(mrpc_ref_, $off$, $sub$::kBodySize, index));
 }
-inline $sub$ $C$::add_$n$() { return $sub$(::mrpc::gen::add_message_element(ref_, $off$, $sub$::kBodySize)); }
+inline $sub$ $C$::add_$n$() { return $sub$(::mrpc::gen::add_message_element(mrpc_ref_, $off$, $sub$::kBodySize)); }
 inline $sub$ $C$::mutable_$n$(int index) {
-  return $sub$(::mrpc::gen::mutable_message_element(ref_, $off$, $sub$::kBodySize, index));
+  return $sub$(::mrpc::gen::mutable_message_element(mrpc_ref_, $off$, $sub$::kBodySize, index));
 }
 )",
                      v);
       } else if (f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) {
         out += subst(
-            R"(inline std::string_view $C$::$n$(int index) const { return ::mrpc::gen::get_bytes_element(ref_, $off$, index); }
-inline void $C$::add_$n$(std::string_view value) { ::mrpc::gen::add_bytes_element(ref_, $off$, value); }
-inline void $C$::set_$n$(int index, std::string_view value) { ::mrpc::gen::set_bytes_element(ref_, $off$, index, value); }
+            R"(inline std::string_view $C$::$n$(int index) const { return ::mrpc::gen::get_bytes_element(mrpc_ref_, $off$, index); }
+inline void $C$::add_$n$(std::string_view value) { ::mrpc::gen::add_bytes_element(mrpc_ref_, $off$, value); }
+inline void $C$::set_$n$(int index, std::string_view value) { ::mrpc::gen::set_bytes_element(mrpc_ref_, $off$, index, value); }
 )",
             v);
       } else {
         Vars s = v;
-        s["read"] =
-            read_scalar(f.kind, subst("::mrpc::gen::get_element<$st$>(ref_, $off$, index)", v), v);
+        s["read"] = read_scalar(
+            f.kind, subst("::mrpc::gen::get_element<$st$>(mrpc_ref_, $off$, index)", v), v);
         s["value"] = stored(f.kind);
         out += subst(R"(inline $T$ $C$::$n$(int index) const { return $read$; }
-inline void $C$::add_$n$($T$ value) { ::mrpc::gen::add_element<$st$>(ref_, $off$, $value$); }
-inline void $C$::set_$n$(int index, $T$ value) { ::mrpc::gen::set_element<$st$>(ref_, $off$, index, $value$); }
+inline void $C$::add_$n$($T$ value) { ::mrpc::gen::add_element<$st$>(mrpc_ref_, $off$, $value$); }
+inline void $C$::set_$n$(int index, $T$ value) { ::mrpc::gen::set_element<$st$>(mrpc_ref_, $off$, index, $value$); }
 )",
                      s);
       }
@@ -594,42 +615,42 @@ inline $V$ $C$::$n$_at($K$ key) const {
     if (has_presence) out += subst("inline bool $C$::has_$n$() const { return $has$; }\n", v);
     if (f.kind == FieldKind::kMessage) {
       out += subst(R"(inline $sub$ $C$::$n$() const {
-  return $sub$($has$ ? ::mrpc::gen::get_message(ref_, $off$, $sub$::kBodySize) : ::mrpc::MessageRef{});
+  return $sub$($has$ ? ::mrpc::gen::get_message(mrpc_ref_, $off$, $sub$::kBodySize) : ::mrpc::MessageRef{});
 }
 inline $sub$ $C$::mutable_$n$() {
-  $mark$return $sub$(::mrpc::gen::mutable_message(ref_, $off$, $sub$::kBodySize));
+  $mark$return $sub$(::mrpc::gen::mutable_message(mrpc_ref_, $off$, $sub$::kBodySize));
 }
 )",
                    v);
     } else if (f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) {
       out += subst(R"(inline std::string_view $C$::$n$() const {
-  return $guard$::mrpc::gen::get_bytes(ref_, $off$)$guard_end$;
+  return $guard$::mrpc::gen::get_bytes(mrpc_ref_, $off$)$guard_end$;
 }
 inline void $C$::set_$n$(std::string_view value) {
-  $mark$::mrpc::gen::set_bytes(ref_, $off$, value);
+  $mark$::mrpc::gen::set_bytes(mrpc_ref_, $off$, value);
 }
 )",
                    v);
     } else {
       Vars s = v;
-      s["read"] = read_scalar(f.kind, subst("::mrpc::gen::get<$st$>(ref_, $off$)", v), v);
+      s["read"] = read_scalar(f.kind, subst("::mrpc::gen::get<$st$>(mrpc_ref_, $off$)", v), v);
       s["value"] = stored(f.kind);
       out += subst(R"(inline $T$ $C$::$n$() const { return $guard$$read$$guard_end$; }
 inline void $C$::set_$n$($T$ value) {
-  $mark$::mrpc::gen::set<$st$>(ref_, $off$, $value$);
+  $mark$::mrpc::gen::set<$st$>(mrpc_ref_, $off$, $value$);
 }
 )",
                    s);
     }
     if (f.oneof_index != kNoOneof) {
       out += subst(R"(inline void $C$::clear_$n$() {
-  if ($has$) ::mrpc::gen::set_case(ref_, $case_off$, $stor_off$, $stor_size$, 0);
+  if ($has$) ::mrpc::gen::set_case(mrpc_ref_, $case_off$, $stor_off$, $stor_size$, 0);
 }
 )",
                    v);
     } else {
       out += subst(R"(inline void $C$::clear_$n$() {
-  $unmark$::mrpc::gen::set<$st$>(ref_, $off$, $st${});
+  $unmark$::mrpc::gen::set<$st$>(mrpc_ref_, $off$, $st${});
 }
 )",
                    v);

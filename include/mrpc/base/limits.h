@@ -26,8 +26,18 @@ inline constexpr uint32_t kDefaultRingEntries = 4096;
 inline constexpr uint32_t kMaxMessageNesting = 64;
 // Largest metadata block (all key/value pairs of one call).
 inline constexpr uint32_t kMaxMetadataBytes = 16u << 10;
+// Longest error text an app's kReply may carry (longer text is cut to this).
+inline constexpr uint32_t kMaxStatusDetailBytes = 1024;
 // Largest control message on the app socket (a schema registration is the big one).
 inline constexpr uint32_t kMaxAppSocketMessageBytes = 4u << 20;
+
+// ---- Messages in shared memory (dataflow/message) ----
+// A new message's first arena chunk: its body plus this much room for its strings and arrays.
+inline constexpr uint64_t kHeapFirstChunkSlackBytes = 256;
+// Later chunks of a message's arena double in size up to this (one bigger value gets its own).
+inline constexpr uint64_t kHeapMaxChunkGrowthBytes = 1ull << 20;
+// Freed arenas a heap keeps for reuse (their bookkeeping, not heap memory).
+inline constexpr size_t kHeapSpareArenas = 1024;
 
 // ---- Calls ----
 // Deadline of a call made without one.
@@ -36,6 +46,9 @@ inline constexpr std::chrono::nanoseconds kDefaultCallTimeout = 30s;
 // ---- Runtime scheduling ----
 // How long a runtime thread keeps polling an idle queue before it sleeps on its eventfds.
 inline constexpr std::chrono::nanoseconds kDefaultSpinBudget = 50us;
+// RPCs one operator takes from one queue in one round of its graph: bounds the work one
+// connection gets per round, so a flooding app cannot stall the others on its runtime.
+inline constexpr size_t kDefaultOperatorBatch = 32;
 
 // ---- App library (libmrpc) ----
 // How long libmrpc waits for mrpcd's answer to Hello or RegisterService before giving up.

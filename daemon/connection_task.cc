@@ -1,0 +1,217 @@
+#include "connection_task.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include "frontend_operator.h"
+#include "mrpc/transports/shm/app_socket.h"
+#include "router_operator.h"
+#include "transports/shm/app_protocol.pb.h"
+
+namespace mrpc {
+
+namespace {
+// Control messages read from one app per round: setup is rare, so a few bound a chatty app.
+constexpr int kControlMessagesPerRound = 4;
+constexpr size_t kMaxAppNameBytes = 128;
+}  // namespace
+
+ConnectionTask::ConnectionTask(DaemonCore& core, std::shared_ptr<Connection> connection)
+    : core_(core), connection_(std::move(connection)) {}
+
+bool ConnectionTask::run() {
+  if (closed()) return false;
+  bool did_work = false;
+  // Control messages are rare: the socket is read after a sleep and every few rounds, not with a
+  // syscall in every round of a busy datapath.
+  if (socket_check_countdown_-- == 0 || !connection_->ready()) {
+    socket_check_countdown_ = kRoundsBetweenSocketChecks;
+    if (!read_control_messages()) {
+      close("the app closed its socket or broke the protocol");
+      return true;
+    }
+  }
+  if (connection_->ready()) did_work |= connection_->graph->run();
+  if (connection_->broken) {
+    close("the app corrupted its rings");
+    return true;
+  }
+  return did_work;
+}
+
+MonoTime ConnectionTask::next_timer() const {
+  return connection_->ready() ? connection_->graph->next_timer() : kNoDeadline;
+}
+
+bool ConnectionTask::prepare_to_sleep() {
+  return !connection_->ready() || connection_->graph->prepare_to_sleep();
+}
+
+void ConnectionTask::woke() {
+  socket_check_countdown_ = 0;
+  if (connection_->ready()) connection_->graph->woke();
+}
+
+bool ConnectionTask::read_control_messages() {
+  for (int i = 0; i < kControlMessagesPerRound; ++i) {
+    wire::AppMessage message;
+    auto fds = shm::receive_message(connection_->socket.get(), message, 0);
+    if (!fds.ok()) {
+      StatusCode code = fds.status().code();
+      if (code == StatusCode::kAborted) return true;  // nothing more to read now
+      if (code == StatusCode::kInvalidArgument) {
+        core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        spdlog::info("connection {}: bad control message: {}", connection_->id,
+                     fds.status().to_string());
+        return false;
+      }
+      return false;  // gone
+    }
+    bool keep = true;
+    switch (message.body_case()) {
+      case wire::AppMessage::kHello:
+        keep = on_hello(message.hello());
+        break;
+      case wire::AppMessage::kRegisterService:
+        keep = on_register_service(message.register_service());
+        break;
+      default:
+        core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        keep = false;
+        break;
+    }
+    if (!keep) return false;
+  }
+  return true;
+}
+
+bool ConnectionTask::refuse(const std::string& reason) {
+  wire::DaemonMessage message;
+  auto* refused = message.mutable_refused();
+  refused->set_protocol_version(shm::kProtocolVersion);
+  refused->set_reason(reason);
+  (void)shm::send_message(connection_->socket.get(), message);
+  spdlog::info("connection {}: refused: {}", connection_->id, reason);
+  return false;
+}
+
+bool ConnectionTask::on_hello(const wire::Hello& hello) {
+  Connection& app = *connection_;
+  if (app.state != Connection::State::kHandshake) {
+    core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    return refuse("Hello sent twice");
+  }
+  if (hello.protocol_version() != shm::kProtocolVersion)
+    return refuse(fmt::format("protocol version {} is not supported (mrpcd speaks {})",
+                              hello.protocol_version(), shm::kProtocolVersion));
+  if (core_.draining) return refuse("mrpcd is shutting down");
+
+  const DaemonConfig& config = core_.config;
+  auto heap = shm::SharedRegion::create(fmt::format("mrpc-heap-{}", app.id), config.heap_bytes);
+  auto receive = shm::SharedRegion::create_receive(fmt::format("mrpc-receive-{}", app.id),
+                                                   config.receive_bytes);
+  auto rings = shm::SharedRegion::create(fmt::format("mrpc-rings-{}", app.id),
+                                         shm::rings_region_bytes(config.ring_entries));
+  auto app_to_daemon = shm::Doorbell::create();
+  auto daemon_to_app = shm::Doorbell::create();
+  for (const Status& status : {heap.status(), receive.status(), rings.status(),
+                               app_to_daemon.status(), daemon_to_app.status()}) {
+    if (!status.ok()) return refuse("could not create shared memory: " + status.to_string());
+  }
+  app.heap = std::move(*heap);
+  app.receive = std::move(*receive);
+  app.rings = std::move(*rings);
+  app.app_to_daemon = std::move(*app_to_daemon);
+  app.daemon_to_app = std::move(*daemon_to_app);
+  app.submissions = shm::RingConsumer(shm::submission_ring(app.rings.data(), config.ring_entries));
+  app.completions = shm::RingProducer(shm::completion_ring(app.rings.data(), config.ring_entries),
+                                      &app.daemon_to_app);
+  app.receive_allocator = std::make_unique<RegionAllocator>(config.receive_bytes);
+
+  auto identity = std::make_shared<CallerIdentity>(*app.identity);
+  identity->app_name = hello.app_name().substr(0, kMaxAppNameBytes);
+  app.identity = std::move(identity);
+
+  wire::DaemonMessage message;
+  auto* welcome = message.mutable_welcome();
+  welcome->set_protocol_version(shm::kProtocolVersion);
+  welcome->set_connection_id(app.id);
+  welcome->set_heap_bytes(config.heap_bytes);
+  welcome->set_receive_bytes(config.receive_bytes);
+  welcome->set_ring_entries(config.ring_entries);
+  welcome->set_max_calls_in_flight(config.max_calls_in_flight);
+  welcome->set_max_message_bytes(config.max_message_bytes);
+  const int fds[] = {app.heap.fd(), app.receive.fd(), app.rings.fd(), app.app_to_daemon.fd(),
+                     app.daemon_to_app.fd()};
+  if (!shm::send_message(app.socket.get(), message, fds).ok()) return false;
+
+  GraphExits exits{[](RpcPtr rpc) {  // the router consumes every request; nothing should pass it
+                     spdlog::error("call {} passed the router", rpc->call_id);
+                   },
+                   [](RpcPtr rpc) {  // the frontend consumes every reply
+                     spdlog::error("reply of call {} passed the frontend", rpc->call_id);
+                   }};
+  app.graph = std::make_unique<Graph>(core_.clock, std::move(exits),
+                                      GraphOptions{.max_batch = config.max_batch});
+  app.graph->append(std::make_shared<FrontendOperator>(core_, app.id));
+  app.graph->append(std::make_shared<RouterOperator>(core_, app.id));
+  core_.runtime->watch_eventfd(app.app_to_daemon.fd());
+  app.state = Connection::State::kReady;
+  spdlog::info("connection {}: app '{}' (pid {}, uid {}) connected", app.id, app.identity->app_name,
+               app.identity->pid, app.identity->uid);
+  return true;
+}
+
+bool ConnectionTask::on_register_service(const wire::RegisterService& request) {
+  Connection& app = *connection_;
+  if (!app.ready()) {
+    core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    return refuse("RegisterService before Hello");
+  }
+  wire::DaemonMessage message;
+  auto* reply = message.mutable_service_registered();
+  reply->set_request_id(request.request_id());
+  auto schema = Schema::from_file_descriptor_set(request.file_descriptor_set());
+  Expected<const RegisteredService*> registered =
+      schema.ok()
+          ? core_.registry.register_service(*schema, request.service(), app.id, request.serve())
+          : Expected<const RegisteredService*>(schema.status());
+  if (registered.ok()) {
+    const RegisteredService& service = **registered;
+    reply->set_status(static_cast<uint32_t>(StatusCode::kOk));
+    reply->set_service_id(service.id);
+    for (const auto& method : service.info->methods) reply->add_methods(method.name);
+    core_.counters.services.store(core_.registry.size(), std::memory_order_relaxed);
+    spdlog::info("connection {}: {} service {} as id {}", app.id,
+                 request.serve() ? "serves" : "calls", service.full_name, service.id);
+  } else {
+    reply->set_status(static_cast<uint32_t>(registered.status().code()));
+    reply->set_detail(registered.status().message());
+  }
+  return shm::send_message(app.socket.get(), message).ok();
+}
+
+void ConnectionTask::close(const char* why) {
+  Connection& app = *connection_;
+  if (app.state == Connection::State::kClosed) return;
+  bool was_ready = app.ready();
+  app.state = Connection::State::kClosed;
+  spdlog::info("connection {}: closed: {}", app.id, why);
+  core_.runtime->unwatch(app.socket.get());
+  if (was_ready) core_.runtime->unwatch(app.app_to_daemon.fd());
+  if (was_ready) {
+    // Replies on their way to this app still hold a server's response: the server gets it back.
+    app.graph->drain_into([this](RpcPtr rpc) {
+      if (!rpc->response.present() || rpc->response.region != RegionKind::kHeap) return;
+      if (Connection* server = core_.connection(rpc->response.owner))
+        server->post(make_entry(shm::EntryKind::kReplyDone, rpc->call_id));
+    });
+  }
+  core_.connection_lost(app.id);
+  core_.connections.erase(app.id);
+  core_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
+  app.socket.reset();
+  core_.runtime->remove(this);
+}
+
+}  // namespace mrpc

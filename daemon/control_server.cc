@@ -1,0 +1,119 @@
+#include "control_server.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace mrpc {
+
+namespace {
+Expected<sockaddr_un> socket_address(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof address.sun_path)
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("socket path '{}' is empty or longer than {} bytes", path,
+                              sizeof address.sun_path - 1));
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  return address;
+}
+
+Status errno_status(StatusCode code, const std::string& what) {
+  return Status(code, fmt::format("{}: {}", what, std::strerror(errno)));
+}
+}  // namespace
+
+Expected<ControlServer> ControlServer::listen(const std::string& path, Handler handler,
+                                              Watch watch) {
+  auto address = socket_address(path);
+  if (!address.ok()) return address.status();
+  shm::UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!listener) return errno_status(StatusCode::kUnavailable, "control socket");
+  ::unlink(path.c_str());
+  // The socket file is born 0600: no window in which another user could connect.
+  mode_t previous = ::umask(0177);
+  int bound = ::bind(listener.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address);
+  ::umask(previous);
+  if (bound < 0) return errno_status(StatusCode::kUnavailable, "bind " + path);
+  if (::chmod(path.c_str(), 0600) < 0)
+    return errno_status(StatusCode::kUnavailable, "chmod " + path);
+  if (::listen(listener.get(), 16) < 0) return errno_status(StatusCode::kUnavailable, "listen");
+  ControlServer server;
+  server.listener_ = std::move(listener);
+  server.handler_ = std::move(handler);
+  server.watch_ = std::move(watch);
+  return server;
+}
+
+bool ControlServer::poll() {
+  bool did_work = false;
+  for (;;) {
+    int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) break;
+    if (clients_.size() >= kMaxPendingClients) {
+      watch_(clients_.front().socket.get(), false);
+      clients_.erase(clients_.begin());
+    }
+    clients_.push_back(Client{shm::UniqueFd(fd), {}});
+    watch_(fd, true);
+    did_work = true;
+  }
+  for (size_t i = 0; i < clients_.size();) {
+    Client& client = clients_[i];
+    char chunk[256];
+    ssize_t got = ::recv(client.socket.get(), chunk, sizeof chunk, 0);
+    bool finished = false;
+    if (got > 0) {
+      client.buffer.append(chunk, static_cast<size_t>(got));
+      did_work = true;
+      size_t newline = client.buffer.find('\n');
+      if (newline != std::string::npos || client.buffer.size() > kMaxCommandBytes) {
+        std::string command = client.buffer.substr(0, std::min(newline, kMaxCommandBytes));
+        std::string reply = handler_(command) + "\n";
+        // A reply is small; a client that does not read it loses it.
+        (void)::send(client.socket.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
+        finished = true;
+      }
+    } else if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+      finished = true;
+    }
+    if (finished) {
+      watch_(client.socket.get(), false);
+      clients_.erase(clients_.begin() + static_cast<std::ptrdiff_t>(i));
+      did_work = true;
+    } else {
+      ++i;
+    }
+  }
+  return did_work;
+}
+
+Expected<std::string> ControlServer::request(const std::string& path, const std::string& command) {
+  auto address = socket_address(path);
+  if (!address.ok()) return address.status();
+  shm::UniqueFd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!socket) return errno_status(StatusCode::kUnavailable, "socket");
+  if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address) < 0)
+    return errno_status(StatusCode::kUnavailable, "connect " + path);
+  std::string line = command + "\n";
+  if (::send(socket.get(), line.data(), line.size(), MSG_NOSIGNAL) < 0)
+    return errno_status(StatusCode::kUnavailable, "send");
+  std::string reply;
+  char chunk[4096];
+  for (;;) {
+    ssize_t got = ::recv(socket.get(), chunk, sizeof chunk, 0);
+    if (got < 0) return errno_status(StatusCode::kUnavailable, "recv");
+    if (got == 0) break;
+    reply.append(chunk, static_cast<size_t>(got));
+  }
+  return reply;
+}
+
+}  // namespace mrpc

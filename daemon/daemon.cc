@@ -1,0 +1,278 @@
+// Daemon: the sockets, the runtime, and the housekeeping task (accepting apps, the control
+// socket, deadlines). See mrpc/daemon/daemon.h.
+#include "mrpc/daemon/daemon.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
+
+#include "connection_task.h"
+#include "control_server.h"
+#include "core.h"
+#include "mrpc/base/check.h"
+#include "mrpc/transports/shm/app_socket.h"
+#include "mrpc/transports/shm/ring.h"
+
+namespace mrpc {
+
+namespace {
+// Connections accepted per round, so a connect storm cannot hold the runtime.
+constexpr int kAcceptsPerRound = 16;
+}  // namespace
+
+// Accepts apps, serves the control socket and ends calls at their deadlines.
+class HousekeepingTask final : public Task {
+ public:
+  HousekeepingTask(DaemonCore& core, int app_listener, ControlServer& control,
+                   const std::atomic<bool>& drain_requested)
+      : core_(core),
+        app_listener_(app_listener),
+        control_(control),
+        drain_requested_(drain_requested) {}
+
+  // Runs `job` on the runtime thread at the start of the next round. Thread-safe.
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard lock(jobs_mutex_);
+      jobs_.push_back(std::move(job));
+      has_jobs_.store(true, std::memory_order_release);
+    }
+    wake_runtime();
+  }
+
+  bool run() override {
+    bool did_work = run_jobs();
+    if (drain_requested_.load(std::memory_order_acquire) && !core_.draining) {
+      core_.draining = true;
+      spdlog::info("draining: new calls and connections are refused");
+      did_work = true;
+    }
+    if (!core_.draining) did_work |= accept_apps();
+    did_work |= control_.poll();
+    did_work |= core_.expire_deadlines();
+    return did_work;
+  }
+  MonoTime next_timer() const override { return core_.next_deadline(); }
+
+ private:
+  bool run_jobs() {
+    if (!has_jobs_.load(std::memory_order_acquire)) return false;
+    std::vector<std::function<void()>> jobs;
+    {
+      std::lock_guard lock(jobs_mutex_);
+      jobs.swap(jobs_);
+      has_jobs_.store(false, std::memory_order_release);
+    }
+    for (auto& job : jobs) job();
+    return true;
+  }
+
+  bool accept_apps() {
+    bool did_work = false;
+    for (int i = 0; i < kAcceptsPerRound; ++i) {
+      auto accepted = shm::accept_app_socket(app_listener_);
+      if (!accepted.ok()) break;
+      did_work = true;
+      shm::UniqueFd socket = std::move(*accepted);
+      auto credentials = shm::peer_credentials(socket.get());
+      if (!credentials.ok() || !shm::set_nonblocking(socket.get()).ok()) {
+        spdlog::warn("dropping a connection: {}", credentials.status().to_string());
+        continue;
+      }
+      auto connection = std::make_shared<Connection>();
+      connection->id = core_.next_connection_id++;
+      connection->socket = std::move(socket);
+      auto identity = std::make_shared<CallerIdentity>();
+      identity->pid = credentials->pid;
+      identity->uid = credentials->uid;
+      identity->gid = credentials->gid;
+      connection->identity = std::move(identity);
+      core_.connections.emplace(connection->id, connection);
+      core_.runtime->watch_readable(connection->socket.get());
+      core_.runtime->add(std::make_shared<ConnectionTask>(core_, connection));
+      core_.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+      core_.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
+    }
+    return did_work;
+  }
+
+  DaemonCore& core_;
+  int app_listener_;
+  ControlServer& control_;
+  const std::atomic<bool>& drain_requested_;
+  std::mutex jobs_mutex_;
+  std::atomic<bool> has_jobs_{false};
+  std::vector<std::function<void()>> jobs_;
+};
+
+struct Daemon::Impl {
+  Impl(DaemonConfig config, const Clock& clock)
+      : core(std::move(config), clock),
+        runtime(clock,
+                RuntimeOptions{.name = "mrpcd-runtime", .spin_budget = core.config.spin_budget}) {
+    core.runtime = &runtime;
+  }
+
+  std::string stats_json() const;
+
+  DaemonCore core;
+  Runtime runtime;  // after core: its tasks refer to core, so it goes first
+  shm::UniqueFd app_listener;
+  std::optional<ControlServer> control;
+  std::shared_ptr<HousekeepingTask> housekeeping;
+  std::atomic<bool> drain_requested{false};
+  bool started = false;
+};
+
+Daemon::Daemon(DaemonConfig config, const Clock& clock)
+    : impl_(std::make_unique<Impl>(std::move(config), clock)) {}
+
+Daemon::~Daemon() {
+  stop(std::chrono::nanoseconds(0));
+}
+
+const DaemonConfig& Daemon::config() const {
+  return impl_->core.config;
+}
+
+namespace {
+Status check_config(const DaemonConfig& config) {
+  auto invalid = [](std::string what) { return Status(StatusCode::kInvalidArgument, what); };
+  if (!shm::valid_ring_entries(config.ring_entries))
+    return invalid(
+        fmt::format("ring_entries={} is not a power of two up to 2^24", config.ring_entries));
+  if (config.heap_bytes == 0 || config.receive_bytes == 0)
+    return invalid("heap and receive regions need a size");
+  if (config.max_calls_in_flight == 0) return invalid("max_calls_in_flight must be at least 1");
+  if (config.max_batch == 0) return invalid("max_batch must be at least 1");
+  if (config.app_socket_path == config.control_socket_path)
+    return invalid("the app and control sockets need different paths");
+  return {};
+}
+
+void make_parent_directory(const std::string& path) {
+  std::error_code ignored;  // bind reports the real problem
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ignored);
+}
+}  // namespace
+
+Status Daemon::start() {
+  Impl& impl = *impl_;
+  MRPC_ASSERT(!impl.started, "daemon started twice");
+  MRPC_TRY_STATUS(check_config(impl.core.config));
+  make_parent_directory(impl.core.config.app_socket_path);
+  make_parent_directory(impl.core.config.control_socket_path);
+  auto listener = shm::listen_app_socket(impl.core.config.app_socket_path);
+  if (!listener.ok()) return listener.status();
+  MRPC_TRY_STATUS(shm::set_nonblocking(listener->get()));
+  impl.app_listener = std::move(*listener);
+  auto control = ControlServer::listen(
+      impl.core.config.control_socket_path,
+      [&impl](const std::string& command) -> std::string {
+        if (command == "stats") return impl.stats_json();
+        return nlohmann::json{{"error", fmt::format("unknown command '{}'", command)},
+                              {"commands", {"stats"}}}
+            .dump();
+      },
+      [&impl](int fd, bool watch) {
+        if (watch)
+          impl.runtime.watch_readable(fd);
+        else
+          impl.runtime.unwatch(fd);
+      });
+  if (!control.ok()) {
+    ::unlink(impl.core.config.app_socket_path.c_str());
+    return control.status();
+  }
+  impl.control.emplace(std::move(*control));
+  impl.runtime.watch_readable(impl.app_listener.get());
+  impl.runtime.watch_readable(impl.control->fd());
+  impl.housekeeping = std::make_shared<HousekeepingTask>(impl.core, impl.app_listener.get(),
+                                                         *impl.control, impl.drain_requested);
+  impl.runtime.add(impl.housekeeping);
+  impl.runtime.start();
+  impl.started = true;
+  spdlog::info("mrpcd listening: apps on {}, control on {}", impl.core.config.app_socket_path,
+               impl.core.config.control_socket_path);
+  return {};
+}
+
+void Daemon::stop(std::chrono::nanoseconds drain) {
+  Impl& impl = *impl_;
+  if (!impl.started) return;
+  impl.started = false;
+  impl.drain_requested.store(true, std::memory_order_release);
+  impl.runtime.wake();
+  const auto& real_clock = MonotonicClock::instance();
+  const MonoTime give_up = real_clock.now() + drain.count();
+  while (impl.core.counters.calls_in_flight.load(std::memory_order_relaxed) > 0 &&
+         real_clock.now() < give_up)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  impl.runtime.stop();
+
+  // The runtime thread has stopped: this thread owns the state now.
+  for (auto& [call_id, record] : impl.core.calls)
+    impl.core.complete_for_caller(record, Status(StatusCode::kUnavailable, "mrpcd stopped"),
+                                  shm::kNoOffset);
+  for (auto& [id, connection] : impl.core.connections) {
+    connection->state = Connection::State::kClosed;
+    connection->socket.reset();
+  }
+  impl.core.connections.clear();
+  impl.core.calls.clear();
+  impl.app_listener.reset();
+  ::unlink(impl.core.config.app_socket_path.c_str());
+  ::unlink(impl.core.config.control_socket_path.c_str());
+  spdlog::info("mrpcd stopped");
+}
+
+std::future<void> Daemon::change_graphs(GraphChange change) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> future = done->get_future();
+  if (!impl_->started) {
+    done->set_value();
+    return future;
+  }
+  DaemonCore& core = impl_->core;
+  impl_->housekeeping->post([&core, change = std::move(change), done] {
+    for (auto& [id, connection] : core.connections)
+      if (connection->ready()) change(id, *connection->identity, *connection->graph);
+    done->set_value();
+  });
+  return future;
+}
+
+std::string Daemon::Impl::stats_json() const {
+  const auto& c = core.counters;
+  auto load = [](const std::atomic<uint64_t>& value) {
+    return value.load(std::memory_order_relaxed);
+  };
+  return nlohmann::json{{"connections_accepted", load(c.connections_accepted)},
+                        {"connections_open", load(c.connections_open)},
+                        {"services", load(c.services)},
+                        {"calls_started", load(c.calls_started)},
+                        {"calls_completed", load(c.calls_completed)},
+                        {"calls_failed", load(c.calls_failed)},
+                        {"calls_in_flight", load(c.calls_in_flight)},
+                        {"protocol_errors", load(c.protocol_errors)},
+                        {"runtime_sleeps", runtime.stats().sleeps}}
+      .dump();
+}
+
+DaemonStats Daemon::stats() const {
+  const auto& c = impl_->core.counters;
+  auto load = [](const std::atomic<uint64_t>& value) {
+    return value.load(std::memory_order_relaxed);
+  };
+  return DaemonStats{
+      load(c.connections_accepted), load(c.connections_open), load(c.services),
+      load(c.calls_started),        load(c.calls_completed),  load(c.calls_failed),
+      load(c.calls_in_flight),      load(c.protocol_errors),  impl_->runtime.stats().sleeps};
+}
+
+}  // namespace mrpc

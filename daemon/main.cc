@@ -1,0 +1,69 @@
+// mrpcd: the host daemon. Flags override the environment, which overrides the defaults of
+// DaemonConfig (include/mrpc/base/limits.h). SIGTERM or SIGINT drains and stops it.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <cstdlib>
+
+#include "mrpc/daemon/daemon.h"
+
+int main(int argc, char** argv) {
+  mrpc::DaemonConfig config;
+  if (const char* env = std::getenv(mrpc::shm::kAppSocketEnv)) config.app_socket_path = env;
+  if (const char* env = std::getenv("MRPC_CONTROL_SOCKET")) config.control_socket_path = env;
+  int64_t spin_budget_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(config.spin_budget).count();
+  int64_t drain_ms = 5000;
+  std::string log_level = "info";
+
+  CLI::App app{"mrpcd: the mrpc host daemon"};
+  app.add_option("--app-socket", config.app_socket_path, "app socket path (env MRPC_SOCKET)")
+      ->capture_default_str();
+  app.add_option("--control-socket", config.control_socket_path,
+                 "control socket path, mode 0600 (env MRPC_CONTROL_SOCKET)")
+      ->capture_default_str();
+  app.add_option("--heap-bytes", config.heap_bytes, "per-app send heap size")
+      ->capture_default_str();
+  app.add_option("--receive-bytes", config.receive_bytes, "per-app receive region size")
+      ->capture_default_str();
+  app.add_option("--ring-entries", config.ring_entries, "slots per ring, a power of two")
+      ->capture_default_str();
+  app.add_option("--max-calls-in-flight", config.max_calls_in_flight,
+                 "calls one app may have in flight; beyond: RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  app.add_option("--max-message-bytes", config.max_message_bytes, "largest message an app may send")
+      ->capture_default_str();
+  app.add_option("--max-batch", config.max_batch, "ring entries handled per connection per round")
+      ->capture_default_str();
+  app.add_option("--spin-budget-us", spin_budget_us,
+                 "microseconds an idle runtime polls before sleeping (0: sleep at once)")
+      ->capture_default_str();
+  app.add_option("--drain-ms", drain_ms, "on SIGTERM, how long calls in flight may finish")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  config.spin_budget = std::chrono::microseconds(spin_budget_us);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  // Signals are taken synchronously by this thread; the runtime thread never sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  mrpc::Daemon daemon(config, mrpc::MonotonicClock::instance());
+  mrpc::Status started = daemon.start();
+  if (!started.ok()) {
+    spdlog::error("mrpcd could not start: {}", started.to_string());
+    return started.code() == mrpc::StatusCode::kInvalidArgument ? 1 : 2;
+  }
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  spdlog::info("signal {}: draining for up to {} ms", signal_number, drain_ms);
+  daemon.stop(std::chrono::milliseconds(drain_ms));
+  return 0;
+}

@@ -1,0 +1,55 @@
+#include "service_registry.h"
+
+#include <fmt/format.h>
+
+namespace mrpc {
+
+Expected<const RegisteredService*> ServiceRegistry::register_service(
+    std::shared_ptr<const Schema> schema, const std::string& service_name, ConnectionId connection,
+    bool serve) {
+  const ServiceInfo* info = schema->service(service_name);
+  if (info == nullptr)
+    return Status(StatusCode::kNotFound,
+                  fmt::format("the registered schema has no service '{}'", service_name));
+  RegisteredService* entry = nullptr;
+  if (auto it = by_name_.find(service_name); it != by_name_.end()) {
+    entry = it->second;
+    const auto& known = entry->info->methods;
+    bool same_methods = known.size() == info->methods.size();
+    for (size_t i = 0; same_methods && i < known.size(); ++i)
+      same_methods = known[i].name == info->methods[i].name;
+    if (!same_methods)
+      return Status(
+          StatusCode::kFailedPrecondition,
+          fmt::format("service '{}' is already registered with other methods", service_name));
+  } else {
+    auto fresh = std::make_unique<RegisteredService>();
+    fresh->id = static_cast<uint32_t>(by_id_.size() + 1);
+    fresh->full_name = service_name;
+    fresh->schema = std::move(schema);
+    fresh->info = info;
+    entry = fresh.get();
+    by_name_.emplace(service_name, entry);
+    by_id_.push_back(std::move(fresh));
+  }
+  if (serve) {
+    if (entry->server != kNoConnection && entry->server != connection)
+      return Status(StatusCode::kAlreadyExists,
+                    fmt::format("service '{}' is already served by connection {}", service_name,
+                                entry->server));
+    entry->server = connection;
+  }
+  return static_cast<const RegisteredService*>(entry);
+}
+
+const RegisteredService* ServiceRegistry::find(uint32_t service_id) const {
+  if (service_id == 0 || service_id > by_id_.size()) return nullptr;
+  return by_id_[service_id - 1].get();
+}
+
+void ServiceRegistry::connection_closed(ConnectionId connection) {
+  for (auto& entry : by_id_)
+    if (entry->server == connection) entry->server = kNoConnection;
+}
+
+}  // namespace mrpc

@@ -1,0 +1,249 @@
+// Runtime and Scheduler: see mrpc/dataflow/runtime.h.
+#include "mrpc/dataflow/runtime.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "mrpc/base/check.h"
+
+namespace mrpc {
+namespace {
+
+int checked(int result, const char* what) {
+  if (result < 0) throw std::system_error(errno, std::generic_category(), what);
+  return result;
+}
+
+void drain_fd(int fd) {
+  uint64_t value = 0;
+  // eventfd and timerfd both read as one u64; EAGAIN means already drained.
+  while (::read(fd, &value, sizeof value) == static_cast<ssize_t>(sizeof value)) {
+  }
+}
+
+}  // namespace
+
+void Task::wake_runtime() const {
+  if (Runtime* runtime = runtime_.load(std::memory_order_acquire)) runtime->wake();
+}
+
+Runtime::Runtime(const Clock& clock, RuntimeOptions options)
+    : clock_(clock), options_(std::move(options)) {
+  epoll_fd_ = checked(::epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
+  wake_fd_ = checked(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), "eventfd");
+  timer_fd_ = checked(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC), "timerfd");
+  watch_eventfd(wake_fd_);
+  watch_eventfd(timer_fd_);
+}
+
+Runtime::~Runtime() {
+  stop();
+  for (auto& task : tasks_) task->runtime_.store(nullptr, std::memory_order_release);
+  ::close(timer_fd_);
+  ::close(wake_fd_);
+  ::close(epoll_fd_);
+}
+
+bool Runtime::in_round() const {
+  return round_thread_.load(std::memory_order_acquire) == std::this_thread::get_id();
+}
+
+void Runtime::add(std::shared_ptr<Task> task) {
+  MRPC_ASSERT(task != nullptr);
+  task->runtime_.store(this, std::memory_order_release);
+  if (in_round()) {
+    pending_add_.push_back(std::move(task));
+  } else {
+    std::lock_guard lock(round_mutex_);
+    tasks_.push_back(std::move(task));
+    task_count_.store(tasks_.size(), std::memory_order_relaxed);
+  }
+  wake();
+}
+
+void Runtime::remove(const Task* task) {
+  if (in_round()) {
+    pending_remove_.push_back(task);
+    return;
+  }
+  std::lock_guard lock(round_mutex_);
+  auto it = std::find_if(tasks_.begin(), tasks_.end(),
+                         [task](const auto& candidate) { return candidate.get() == task; });
+  if (it == tasks_.end()) return;
+  (*it)->runtime_.store(nullptr, std::memory_order_release);
+  tasks_.erase(it);
+  task_count_.store(tasks_.size(), std::memory_order_relaxed);
+}
+
+void Runtime::apply_pending() {
+  for (auto& task : pending_add_) tasks_.push_back(std::move(task));
+  pending_add_.clear();
+  for (const Task* task : pending_remove_) {
+    auto it = std::find_if(tasks_.begin(), tasks_.end(),
+                           [task](const auto& candidate) { return candidate.get() == task; });
+    if (it == tasks_.end()) continue;
+    (*it)->runtime_.store(nullptr, std::memory_order_release);
+    tasks_.erase(it);
+  }
+  pending_remove_.clear();
+  task_count_.store(tasks_.size(), std::memory_order_relaxed);
+}
+
+void Runtime::watch_eventfd(int fd) {
+  watch(fd, true);
+}
+void Runtime::watch_readable(int fd) {
+  watch(fd, false);
+}
+
+namespace {
+constexpr uint64_t kDrainFlag = 1ull << 32;
+}  // namespace
+
+void Runtime::watch(int fd, bool drain) {
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = static_cast<uint32_t>(fd) | (drain ? kDrainFlag : 0);
+  checked(::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event), "epoll_ctl(ADD)");
+}
+
+void Runtime::unwatch(int fd) {
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+}
+
+void Runtime::wake() {
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t written = ::write(wake_fd_, &one, sizeof one);
+}
+
+size_t Runtime::task_count() const {
+  return task_count_.load(std::memory_order_relaxed);
+}
+
+bool Runtime::run_once() {
+  std::lock_guard lock(round_mutex_);
+  round_thread_.store(std::this_thread::get_id(), std::memory_order_release);
+  bool did_work = false;
+  for (size_t i = 0; i < tasks_.size(); ++i) did_work |= tasks_[i]->run();
+  apply_pending();
+  round_thread_.store(std::thread::id(), std::memory_order_release);
+  rounds_.fetch_add(1, std::memory_order_relaxed);
+  if (did_work) busy_rounds_.fetch_add(1, std::memory_order_relaxed);
+  return did_work;
+}
+
+MonoTime Runtime::next_timer() const {
+  MonoTime earliest = kNoDeadline;
+  for (const auto& task : tasks_) earliest = std::min(earliest, task->next_timer());
+  return earliest;
+}
+
+bool Runtime::sleep_once() {
+  MonoTime timer;
+  {
+    std::lock_guard lock(round_mutex_);
+    round_thread_.store(std::this_thread::get_id(), std::memory_order_release);
+    bool may_sleep = true;
+    size_t prepared = 0;
+    for (; prepared < tasks_.size() && may_sleep; ++prepared)
+      may_sleep = tasks_[prepared]->prepare_to_sleep();
+    if (!may_sleep) {
+      for (size_t i = 0; i < prepared; ++i) tasks_[i]->woke();
+      apply_pending();
+      round_thread_.store(std::thread::id(), std::memory_order_release);
+      return false;
+    }
+    timer = next_timer();
+    round_thread_.store(std::thread::id(), std::memory_order_release);
+  }
+  itimerspec spec{};
+  if (timer != kNoDeadline) {
+    int64_t wait = std::max<int64_t>(timer - clock_.now(), 1);
+    spec.it_value.tv_sec = wait / 1'000'000'000;
+    spec.it_value.tv_nsec = wait % 1'000'000'000;
+  }
+  ::timerfd_settime(timer_fd_, 0, &spec, nullptr);  // a zero spec disarms
+  sleeps_.fetch_add(1, std::memory_order_relaxed);
+  epoll_event events[16];
+  int ready = ::epoll_wait(epoll_fd_, events, 16, -1);
+  for (int i = 0; i < ready; ++i) {
+    if (events[i].data.u64 & kDrainFlag)
+      drain_fd(static_cast<int>(events[i].data.u64 & 0xffffffffu));
+  }
+  std::lock_guard lock(round_mutex_);
+  round_thread_.store(std::this_thread::get_id(), std::memory_order_release);
+  for (auto& task : tasks_) task->woke();
+  apply_pending();
+  round_thread_.store(std::thread::id(), std::memory_order_release);
+  return true;
+}
+
+void Runtime::start() {
+  MRPC_ASSERT(!thread_.joinable(), "runtime {} started twice", options_.name);
+  stop_.store(false, std::memory_order_release);
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Runtime::stop() {
+  if (!thread_.joinable()) return;
+  stop_.store(true, std::memory_order_release);
+  wake();
+  thread_.join();
+}
+
+void Runtime::loop() {
+  const auto& real_clock = MonotonicClock::instance();
+  MonoTime last_work = real_clock.now();
+  while (!stop_.load(std::memory_order_acquire)) {
+    if (run_once()) {
+      last_work = real_clock.now();
+      continue;
+    }
+    if (real_clock.now() - last_work < options_.spin_budget.count()) continue;
+    if (stop_.load(std::memory_order_acquire)) break;
+    sleep_once();
+    last_work = real_clock.now();
+  }
+}
+
+RuntimeStats Runtime::stats() const {
+  return {rounds_.load(std::memory_order_relaxed), busy_rounds_.load(std::memory_order_relaxed),
+          sleeps_.load(std::memory_order_relaxed)};
+}
+
+Scheduler::Scheduler(const Clock& clock, size_t threads, RuntimeOptions options) {
+  if (threads == 0) throw std::invalid_argument("a scheduler needs at least one runtime thread");
+  for (size_t i = 0; i < threads; ++i) {
+    RuntimeOptions per_thread = options;
+    per_thread.name = options.name + "-" + std::to_string(i);
+    runtimes_.push_back(std::make_unique<Runtime>(clock, per_thread));
+  }
+}
+
+Scheduler::~Scheduler() {
+  stop();
+}
+
+void Scheduler::start() {
+  for (auto& runtime : runtimes_) runtime->start();
+}
+
+void Scheduler::stop() {
+  for (auto& runtime : runtimes_) runtime->stop();
+}
+
+Runtime& Scheduler::least_loaded() {
+  return **std::min_element(runtimes_.begin(), runtimes_.end(), [](const auto& a, const auto& b) {
+    return a->task_count() < b->task_count();
+  });
+}
+
+}  // namespace mrpc

@@ -1,0 +1,76 @@
+// Operator: one step of a connection's dataflow graph (frontend, a policy, marshalling, router).
+// Runs on the runtime thread that owns its graph; never called concurrently with itself.
+//
+// An operator sees RPCs in batches, twice: on the request path (caller -> callee, in graph order)
+// and on the reply path (back, in reverse order). For each RPC of a batch it decides one outcome,
+// through the Output it is given:
+//   pass      the RPC continues in the same direction (also what happens to entries it leaves in
+//             the batch untouched)
+//   hold      the operator moves the RpcPtr out of the batch and keeps it; it hands it on later
+//             from poll() or detach()
+//   delay     the graph keeps it and continues it in the same direction at a given time
+//   drop      the call ends with an error status; the RPC turns around onto the reply path
+//   answer    the operator answers by itself (response/status set); the RPC turns around
+//   emit      fan out: an extra, new RPC goes down the request path from here; its reply comes
+//             back through this operator's on_replies, where it can recognise and absorb it
+// On the reply path, drop replaces the status and continues upstream; answer is the same as pass.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+#include "mrpc/base/clock.h"
+#include "mrpc/base/status.h"
+#include "mrpc/dataflow/rpc.h"
+
+namespace mrpc {
+
+class Output {
+ public:
+  virtual ~Output() = default;
+  virtual void pass(RpcPtr rpc) = 0;
+  virtual void delay(RpcPtr rpc, MonoTime until) = 0;
+  virtual void drop(RpcPtr rpc, Status status) = 0;
+  virtual void answer(RpcPtr rpc) = 0;
+  virtual void emit(RpcPtr extra_request) = 0;
+  // The graph's clock, for deadlines and rate computations.
+  virtual MonoTime now() const = 0;
+};
+
+class Operator {
+ public:
+  virtual ~Operator() = default;
+  virtual std::string_view name() const = 0;
+
+  // Request path. Entries left non-null in `batch` pass.
+  virtual void on_requests(RpcBatch& batch, Output& out) = 0;
+  // Reply path. Entries left non-null in `batch` pass.
+  virtual void on_replies(RpcBatch& batch, Output& out) = 0;
+
+  // Called once per round of the graph, before the batches: release what is held and due, or
+  // bring RPCs in from outside (the frontend drains its app's ring here). Returns whether it did
+  // anything, so the runtime knows whether to keep polling.
+  virtual bool poll(Output& requests, Output& replies) {
+    (void)requests;
+    (void)replies;
+    return false;
+  }
+  // The earliest time poll() has something to do by the clock alone (kNoDeadline: none).
+  virtual MonoTime next_timer() const { return kNoDeadline; }
+
+  // The runtime wants to sleep. Return false if work has appeared meanwhile (the frontend arms
+  // its doorbell here and re-checks its ring). woke() follows every sleep.
+  virtual bool prepare_to_sleep() { return true; }
+  virtual void woke() {}
+
+  // The operator is about to leave the graph (removed or replaced): it must hand on everything it
+  // holds, through these outputs, which lead to its neighbours. After detach it is never called.
+  virtual void detach(Output& requests, Output& replies) {
+    (void)requests;
+    (void)replies;
+  }
+  // How many RPCs it holds now (for stats and for checking that nothing is lost).
+  virtual size_t held() const { return 0; }
+};
+
+}  // namespace mrpc

@@ -1,0 +1,81 @@
+// Rpc: the descriptor of one call as it travels through a daemon's dataflow graph, request path
+// and reply path. It carries references to messages (offsets into a connection's region), never
+// the bytes themselves. Owned by exactly one place at a time (RpcPtr): a queue between operators,
+// an operator holding it, a timer, or the daemon's in-flight table. Touched only by the runtime
+// thread that currently owns it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mrpc/base/clock.h"
+#include "mrpc/base/status.h"
+
+namespace mrpc {
+
+// Identifies one app connection in a daemon; 0 is "none".
+using ConnectionId = uint64_t;
+inline constexpr ConnectionId kNoConnection = 0;
+
+// Who made a call, as the kernel says (SO_PEERCRED), plus the name the app gave itself.
+struct CallerIdentity {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int32_t pid = 0;
+  std::string app_name;
+};
+
+// Where a message lives: in a region of connection `owner` (its heap: what the app wrote; its
+// receive region: what the daemon placed there for it), at the root `offset`.
+enum class RegionKind : uint8_t { kHeap, kReceive };
+struct MessageLocation {
+  static constexpr uint64_t kNone = UINT64_MAX;
+  ConnectionId owner = kNoConnection;
+  RegionKind region = RegionKind::kHeap;
+  uint64_t offset = kNone;
+  bool present() const { return offset != kNone; }
+};
+
+struct MetadataEntry {
+  std::string key;
+  std::string value;
+  friend bool operator==(const MetadataEntry&, const MetadataEntry&) = default;
+};
+
+// Where a call is going once routed. Local: another app connection on this host.
+struct Endpoint {
+  ConnectionId connection = kNoConnection;
+  bool routed() const { return connection != kNoConnection; }
+};
+
+struct Rpc {
+  uint64_t call_id = 0;                     // unique in this daemon while in flight
+  uint64_t caller_call_id = 0;              // the id the calling app chose for it
+  ConnectionId connection = kNoConnection;  // the caller's connection
+  std::shared_ptr<const CallerIdentity> caller;
+  uint32_t service_id = 0;
+  uint16_t method_index = 0;
+  MessageLocation request;
+  MessageLocation response;
+  Status status;  // code and detail text; OK until something ends the call otherwise
+  MonoTime deadline = kNoDeadline;
+  std::vector<MetadataEntry> metadata;
+  uint8_t priority = 0;  // higher first; policies set and read it
+  Endpoint endpoint;
+  uint64_t fanned_out_from = 0;  // call_id of the RPC an operator emitted this one for; 0 = none
+
+  const std::string* find_metadata(std::string_view key) const {
+    for (const auto& entry : metadata)
+      if (entry.key == key) return &entry.value;
+    return nullptr;
+  }
+};
+
+using RpcPtr = std::unique_ptr<Rpc>;
+// One batch handed to an operator; it moves out the entries it takes (see operator.h).
+using RpcBatch = std::vector<RpcPtr>;
+
+}  // namespace mrpc

@@ -1,0 +1,141 @@
+// Runtime: one thread that runs Tasks (graphs, the daemon's listener) in rounds. It polls
+// adaptively: while rounds find work it keeps going; after `spin_budget` of rounds without work it
+// sleeps in epoll on its wake eventfd, the eventfds it was told to watch (app doorbells) and a
+// timerfd armed for the earliest task timer. Spin budget 0 sleeps as soon as a round is idle. An
+// idle runtime therefore costs no CPU.
+//
+// Scheduler: a fixed set of runtimes; places tasks on them.
+//
+// Threads: add/remove/watch/unwatch/wake are thread-safe. Task methods run on the runtime thread
+// only. run_once/sleep_once are for a caller that drives a runtime without starting its thread
+// (tests).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mrpc/base/clock.h"
+#include "mrpc/base/limits.h"
+
+namespace mrpc {
+
+class Runtime;
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  // One round of work. Returns whether anything happened.
+  virtual bool run() = 0;
+  // The earliest clock time the task has work by time alone.
+  virtual MonoTime next_timer() const { return kNoDeadline; }
+  // About to sleep: false if work appeared (see Operator::prepare_to_sleep).
+  virtual bool prepare_to_sleep() { return true; }
+  virtual void woke() {}
+
+  // Wakes the runtime this task runs on (thread-safe; nothing if it runs on none).
+  void wake_runtime() const;
+
+ private:
+  friend class Runtime;
+  std::atomic<Runtime*> runtime_{nullptr};
+};
+
+struct RuntimeOptions {
+  std::string name = "mrpc-rt";
+  // Rounds without work keep polling this long (real time) before the thread sleeps.
+  Nanos spin_budget = limits::kDefaultSpinBudget;
+};
+
+struct RuntimeStats {
+  uint64_t rounds = 0;
+  uint64_t busy_rounds = 0;
+  uint64_t sleeps = 0;
+};
+
+class Runtime {
+ public:
+  Runtime(const Clock& clock, RuntimeOptions options);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // The task runs from the next round on. Thread-safe.
+  void add(std::shared_ptr<Task> task);
+  // The task runs no more once this returns (if called from another thread while the runtime
+  // thread runs, waits for the end of the current round). Thread-safe, also from a task.
+  void remove(const Task* task);
+  // An eventfd (or timerfd) whose readiness wakes this runtime; the runtime drains it (reads its
+  // counter) when it wakes. Thread-safe.
+  void watch_eventfd(int fd);
+  // Any other fd (a socket): readable wakes the runtime, which leaves the data to the task that
+  // reads it. Level-triggered: a task must read it or unwatch it, or the runtime cannot sleep.
+  void watch_readable(int fd);
+  void unwatch(int fd);
+  // Ends a sleep now, or prevents the next one. Thread-safe, async-signal-safe.
+  void wake();
+
+  void start();
+  // Stops the thread after its current round; tasks stay added.
+  void stop();
+  bool running() const { return thread_.joinable(); }
+
+  // Test driving, when the thread is not started: one round over all tasks.
+  bool run_once();
+  // Sleep once as the thread would (prepare, epoll until woken or the earliest timer, woke).
+  // Returns false if a task refused to sleep.
+  bool sleep_once();
+
+  RuntimeStats stats() const;
+  const Clock& clock() const { return clock_; }
+  size_t task_count() const;
+
+ private:
+  void loop();
+  void watch(int fd, bool drain);
+  void apply_pending();
+  bool in_round() const;
+  MonoTime next_timer() const;
+
+  const Clock& clock_;
+  RuntimeOptions options_;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  int timer_fd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+
+  // Held for a whole round by whichever thread runs it; add/remove from other threads take it.
+  std::mutex round_mutex_;
+  std::atomic<std::thread::id> round_thread_{};
+  std::vector<std::shared_ptr<Task>> tasks_;
+  // Changes asked for by a task during a round, applied after it.
+  std::vector<std::shared_ptr<Task>> pending_add_;
+  std::vector<const Task*> pending_remove_;
+  std::atomic<size_t> task_count_{0};
+
+  std::atomic<uint64_t> rounds_{0};
+  std::atomic<uint64_t> busy_rounds_{0};
+  std::atomic<uint64_t> sleeps_{0};
+};
+
+class Scheduler {
+ public:
+  Scheduler(const Clock& clock, size_t threads, RuntimeOptions options);
+  ~Scheduler();
+  void start();
+  void stop();
+  // The runtime that has the fewest tasks.
+  Runtime& least_loaded();
+  Runtime& runtime(size_t index) { return *runtimes_.at(index); }
+  size_t size() const { return runtimes_.size(); }
+
+ private:
+  std::vector<std::unique_ptr<Runtime>> runtimes_;
+};
+
+}  // namespace mrpc

@@ -1,0 +1,531 @@
+// mrpcd's engine embedded on real sockets, driven by raw test apps: routing, errors, deadlines,
+// cancellation, apps that leave, and hostile apps that must not hurt a well-behaved one.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "../../daemon/control_server.h"
+#include "mrpc/daemon/daemon.h"
+#include "mrpc/message/layout.h"
+#include "mrpc/transports/shm/app_socket.h"
+#include "test_app.h"
+#include "transports/shm/app_protocol.pb.h"
+
+using namespace std::chrono_literals;
+using namespace mrpc;
+using namespace mrpc::testing;
+
+namespace {
+
+struct EmbeddedDaemon {
+  explicit EmbeddedDaemon(DaemonConfig config = small_config())
+      : daemon(with_paths(std::move(config)), MonotonicClock::instance()) {
+    Status started = daemon.start();
+    REQUIRE_MESSAGE(started.ok(), started.to_string());
+  }
+  static DaemonConfig small_config() {
+    DaemonConfig config;
+    config.heap_bytes = 4 << 20;
+    config.receive_bytes = 4 << 20;
+    config.ring_entries = 256;
+    config.max_calls_in_flight = 64;
+    return config;
+  }
+  DaemonConfig with_paths(DaemonConfig config) {
+    config.app_socket_path = dir.path("app.sock");
+    config.control_socket_path = dir.path("control.sock");
+    return config;
+  }
+  std::string app_socket() const { return dir.path("app.sock"); }
+  std::string control_socket() const { return dir.path("control.sock"); }
+
+  TempDir dir;
+  Daemon daemon;
+};
+
+// One echo call, start to end, as a well-behaved client does it.
+void check_echo_works(TestApp& client, uint32_t service_id, uint64_t call_id) {
+  std::string text = "hello " + std::to_string(call_id);
+  client.call_echo(service_id, call_id, text);
+  auto done = client.wait_call_done(call_id);
+  REQUIRE(done.has_value());
+  CHECK(done->status == static_cast<uint32_t>(StatusCode::kOk));
+  REQUIRE(done->message_offset != shm::kNoOffset);
+  CHECK(client.received_text(done->message_offset) == text);
+  client.release(done->message_offset);
+}
+
+StatusCode call_status(const shm::RingEntry& done) {
+  return status_code_from_wire(done.status);
+}
+
+}  // namespace
+
+TEST_CASE("an echo call goes from one app to the serving app and back") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  auto registration = client->register_service(kEchoService, false);
+  REQUIRE(registration.status == StatusCode::kOk);
+  CHECK(registration.service_id == server.service_id());
+  for (uint64_t id = 1; id <= 200; ++id) check_echo_works(*client, server.service_id(), id);
+  auto stats = daemon.daemon.stats();
+  CHECK(stats.calls_completed == 200);
+  CHECK(stats.calls_failed == 0);
+  CHECK(stats.calls_in_flight == 0);
+  CHECK(stats.connections_open == 2);
+}
+
+TEST_CASE("many calls in flight at once are all answered correctly") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  constexpr uint64_t kCalls = 2000, kWindow = 48;
+  uint64_t next = 1, answered = 0;
+  std::vector<uint64_t> requests(kCalls + 1);
+  while (answered < kCalls) {
+    while (next <= kCalls && next - answered <= kWindow) {
+      requests[next] = client->build_echo("call " + std::to_string(next));
+      client->submit(client->call_entry(server.service_id(), next, requests[next]));
+      ++next;
+    }
+    auto entry = client->next_completion();
+    REQUIRE(entry.has_value());
+    if (entry->kind != shm::EntryKind::kCallDone) continue;
+    REQUIRE(call_status(*entry) == StatusCode::kOk);
+    CHECK(client->received_text(entry->message_offset) == "call " + std::to_string(entry->call_id));
+    client->release(entry->message_offset);
+    CHECK(client->heap().free_message(requests[entry->call_id]).ok());
+    ++answered;
+  }
+  CHECK(client->heap().used_bytes() == 0);
+  CHECK(daemon.daemon.stats().calls_in_flight == 0);
+}
+
+TEST_CASE("a call to a service nobody serves fails UNAVAILABLE") {
+  EmbeddedDaemon daemon;
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  auto registration = client->register_service(kEchoService, false);
+  REQUIRE(registration.status == StatusCode::kOk);
+  client->call_echo(registration.service_id, 1, "anyone?");
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kUnavailable);
+}
+
+TEST_CASE("registering a service the schema does not have, or a broken schema, fails") {
+  EmbeddedDaemon daemon;
+  auto app = TestApp::connect(daemon.app_socket(), "app");
+  CHECK(app->register_service("echo.Nope", true).status == StatusCode::kNotFound);
+  CHECK(app->register_service(kEchoService, true, "not a descriptor set").status ==
+        StatusCode::kInvalidArgument);
+  EchoServer first(daemon.app_socket());
+  CHECK(app->register_service(kEchoService, true).status == StatusCode::kAlreadyExists);
+}
+
+TEST_CASE("a hello with another protocol version is refused") {
+  EmbeddedDaemon daemon;
+  auto socket = shm::connect_app_socket(daemon.app_socket());
+  REQUIRE(socket.ok());
+  wire::AppMessage hello;
+  hello.mutable_hello()->set_protocol_version(shm::kProtocolVersion + 1);
+  REQUIRE(shm::send_message(socket->get(), hello).ok());
+  wire::DaemonMessage reply;
+  auto fds = shm::receive_message(socket->get(), reply, shm::kMaxFdsPerPacket);
+  REQUIRE(fds.ok());
+  REQUIRE(reply.has_refused());
+  CHECK(reply.refused().reason().find("version") != std::string::npos);
+}
+
+TEST_CASE("a call past its deadline ends DEADLINE_EXCEEDED and the late reply is ignored") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket(), EchoServer::Mode::kHold);
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  client->call_echo(server.service_id(), 1, "slow", 30ms);
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kDeadlineExceeded);
+  CHECK(done->message_offset == shm::kNoOffset);
+  while (server.cancellations() < 1) std::this_thread::sleep_for(1ms);
+  server.reply_to_held();
+  // The late reply still gets its kReplyDone, so the server frees it.
+  while (server.replies_sent() < 1 || server.live_replies() > 0) std::this_thread::sleep_for(1ms);
+  server.set_mode(EchoServer::Mode::kEcho);
+  check_echo_works(*client, server.service_id(), 2);  // nothing else is disturbed
+  CHECK(daemon.daemon.stats().calls_in_flight == 0);
+}
+
+TEST_CASE("an already expired deadline fails at once") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  auto entry = client->call_entry(server.service_id(), 1, client->build_echo("late"));
+  entry.deadline = 1;
+  client->submit(entry);
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kDeadlineExceeded);
+}
+
+TEST_CASE("a cancelled call ends CANCELLED and the server is told") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket(), EchoServer::Mode::kHold);
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  client->call_echo(server.service_id(), 7, "never mind");
+  while (server.calls_seen() < 1) std::this_thread::sleep_for(1ms);
+  shm::RingEntry cancel{};
+  cancel.kind = shm::EntryKind::kCancel;
+  cancel.call_id = 7;
+  cancel.message_offset = shm::kNoOffset;
+  cancel.metadata_offset = shm::kNoOffset;
+  cancel.detail_offset = shm::kNoOffset;
+  client->submit(cancel);
+  auto done = client->wait_call_done(7);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kCancelled);
+  while (server.cancellations() < 1) std::this_thread::sleep_for(1ms);
+}
+
+TEST_CASE("a server that dies fails its pending calls UNAVAILABLE and the daemon serves on") {
+  EmbeddedDaemon daemon;
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  uint32_t service_id = 0;
+  {
+    EchoServer doomed(daemon.app_socket(), EchoServer::Mode::kHold);
+    service_id = doomed.service_id();
+    for (uint64_t id = 1; id <= 5; ++id) client->call_echo(service_id, id, "pending");
+    while (doomed.calls_seen() < 5) std::this_thread::sleep_for(1ms);
+    doomed.kill();
+  }
+  for (uint64_t id = 1; id <= 5; ++id) {
+    auto done = client->wait_call_done(id);
+    REQUIRE(done.has_value());
+    CHECK(call_status(*done) == StatusCode::kUnavailable);
+  }
+  EchoServer replacement(daemon.app_socket());
+  CHECK(replacement.service_id() == service_id);
+  check_echo_works(*client, service_id, 6);
+}
+
+TEST_CASE("a client that leaves with calls in flight is cleaned up and the server told") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket(), EchoServer::Mode::kHold);
+  {
+    auto leaving = TestApp::connect(daemon.app_socket(), "leaving");
+    for (uint64_t id = 1; id <= 3; ++id) leaving->call_echo(server.service_id(), id, "bye");
+    while (server.calls_seen() < 3) std::this_thread::sleep_for(1ms);
+    leaving->disconnect();
+  }
+  while (server.cancellations() < 3) std::this_thread::sleep_for(1ms);
+  server.reply_to_held();  // replies for a caller that is gone are released, not delivered
+  while (server.live_replies() > 0) std::this_thread::sleep_for(1ms);
+  while (daemon.daemon.stats().connections_open != 1) std::this_thread::sleep_for(1ms);
+  CHECK(daemon.daemon.stats().calls_in_flight == 0);
+}
+
+TEST_CASE("hostile calls get errors while a well-behaved app keeps getting answers") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto good = TestApp::connect(daemon.app_socket(), "good");
+  auto evil = TestApp::connect(daemon.app_socket(), "evil");
+  const uint32_t service = server.service_id();
+  const uint64_t heap_bytes = evil->heap_region().size();
+  uint64_t good_id = 1;
+
+  auto expect = [&](uint64_t call_id, StatusCode code) {
+    auto done = evil->wait_call_done(call_id);
+    REQUIRE(done.has_value());
+    CHECK(call_status(*done) == code);
+    check_echo_works(*good, service, good_id++);
+  };
+
+  SUBCASE("request offset past the heap") {
+    evil->submit(evil->call_entry(service, 1, heap_bytes + 64));
+    expect(1, StatusCode::kInvalidArgument);
+    evil->submit(evil->call_entry(service, 2, uint64_t{1} << 40));
+    expect(2, StatusCode::kInvalidArgument);
+    evil->submit(evil->call_entry(service, 3, heap_bytes - 8));  // body runs off the end
+    expect(3, StatusCode::kInvalidArgument);
+  }
+  SUBCASE("a string reference far outside the heap") {
+    uint64_t request = evil->build_echo("x");
+    RegionRef bad{uint64_t{1} << 40, 1u << 31, 1u << 31};
+    std::memcpy(evil->heap_region().data() + request + evil->text_offset(), &bad, sizeof bad);
+    evil->submit(evil->call_entry(service, 1, request));
+    auto done = evil->wait_call_done(1);
+    REQUIRE(done.has_value());
+    CHECK(call_status(*done) != StatusCode::kOk);
+    check_echo_works(*good, service, good_id++);
+  }
+  SUBCASE("metadata block of 2^40 bytes or at 2^40") {
+    auto entry = evil->call_entry(service, 1, evil->build_echo("m"));
+    entry.metadata_offset = 0;
+    entry.metadata_length = UINT32_MAX;
+    evil->submit(entry);
+    expect(1, StatusCode::kInvalidArgument);
+    entry.call_id = 2;
+    entry.metadata_offset = uint64_t{1} << 40;
+    entry.metadata_length = 16;
+    evil->submit(entry);
+    expect(2, StatusCode::kInvalidArgument);
+  }
+  SUBCASE("wrong service id and method index") {
+    evil->submit(evil->call_entry(service + 100, 1, evil->build_echo("s")));
+    expect(1, StatusCode::kInvalidArgument);
+    auto entry = evil->call_entry(service, 2, evil->build_echo("m"));
+    entry.method_index = 9;
+    evil->submit(entry);
+    expect(2, StatusCode::kInvalidArgument);
+  }
+  SUBCASE("bad releases and unknown entry kinds are ignored") {
+    evil->release(12345);
+    evil->release(uint64_t{1} << 40);
+    shm::RingEntry junk{};
+    junk.kind = static_cast<shm::EntryKind>(99);
+    evil->submit(junk);
+    shm::RingEntry bogus_reply{};
+    bogus_reply.kind = shm::EntryKind::kReply;
+    bogus_reply.call_id = 424242;
+    bogus_reply.message_offset = uint64_t{1} << 40;
+    bogus_reply.metadata_offset = shm::kNoOffset;
+    bogus_reply.detail_offset = shm::kNoOffset;
+    evil->submit(bogus_reply);
+    check_echo_works(*good, service, good_id++);
+    while (daemon.daemon.stats().protocol_errors < 4) std::this_thread::sleep_for(1ms);
+  }
+  SUBCASE("shrinking the heap is refused by its seals") {
+    CHECK(::ftruncate(evil->heap_region().fd(), 4096) != 0);
+    CHECK(::ftruncate(evil->rings_region().fd(), 0) != 0);
+    check_echo_works(*good, service, good_id++);
+  }
+  SUBCASE("corrupt ring indices close the hostile connection only") {
+    auto* header = reinterpret_cast<shm::RingHeader*>(evil->rings_region().data());
+    header->tail.store(uint64_t{1} << 40);
+    evil->wake_daemon();
+    while (daemon.daemon.stats().connections_open != 2) std::this_thread::sleep_for(1ms);
+    check_echo_works(*good, service, good_id++);
+  }
+}
+
+TEST_CASE(
+    "a flood past the in-flight limit gets RESOURCE_EXHAUSTED while other apps are not limited") {
+  EmbeddedDaemon daemon;  // max_calls_in_flight = 64
+  EchoServer server(daemon.app_socket(), EchoServer::Mode::kHold);
+  auto good = TestApp::connect(daemon.app_socket(), "good");
+  auto flood = TestApp::connect(daemon.app_socket(), "flood");
+  const uint32_t limit = daemon.daemon.config().max_calls_in_flight;
+  for (uint64_t id = 1; id <= limit + 20; ++id) flood->call_echo(server.service_id(), id, "f");
+  for (uint64_t id = limit + 1; id <= limit + 20; ++id) {
+    auto done = flood->wait_call_done(id);
+    REQUIRE(done.has_value());
+    CHECK(call_status(*done) == StatusCode::kResourceExhausted);
+  }
+  while (server.calls_seen() < limit) std::this_thread::sleep_for(1ms);
+  good->call_echo(server.service_id(), 1, "still welcome");
+  while (server.calls_seen() < limit + 1) std::this_thread::sleep_for(1ms);
+  server.reply_to_held();
+  auto done = good->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kOk);
+  CHECK(good->received_text(done->message_offset) == "still welcome");
+  for (uint64_t id = 1; id <= limit; ++id) {
+    auto flooded = flood->wait_call_done(id);
+    REQUIRE(flooded.has_value());
+    CHECK(call_status(*flooded) == StatusCode::kOk);
+  }
+}
+
+TEST_CASE("the control socket is private and answers stats as JSON") {
+  EmbeddedDaemon daemon;
+  struct stat info {};
+  REQUIRE(::stat(daemon.control_socket().c_str(), &info) == 0);
+  CHECK((info.st_mode & 0777) == 0600);
+  EchoServer server(daemon.app_socket());
+  auto reply = ControlServer::request(daemon.control_socket(), "stats");
+  REQUIRE(reply.ok());
+  auto stats = nlohmann::json::parse(*reply);
+  CHECK(stats["connections_open"] == 1);
+  CHECK(stats["services"] == 1);
+  auto unknown = ControlServer::request(daemon.control_socket(), "reboot");
+  REQUIRE(unknown.ok());
+  CHECK(nlohmann::json::parse(*unknown).contains("error"));
+}
+
+TEST_CASE("stopping the daemon fails calls in flight UNAVAILABLE after the drain time") {
+  auto daemon = std::make_unique<EmbeddedDaemon>();
+  EchoServer server(daemon->app_socket(), EchoServer::Mode::kHold);
+  auto client = TestApp::connect(daemon->app_socket(), "client");
+  client->call_echo(server.service_id(), 1, "stuck");
+  while (server.calls_seen() < 1) std::this_thread::sleep_for(1ms);
+  daemon->daemon.stop(10ms);
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kUnavailable);
+  CHECK(::access(daemon->app_socket().c_str(), F_OK) != 0);
+}
+
+TEST_CASE("an app flooding its ring without pause does not stall a well-behaved one") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto good = TestApp::connect(daemon.app_socket(), "good");
+  auto flood = TestApp::connect(daemon.app_socket(), "flood");
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> posted{0};
+  std::thread flooder([&] {
+    shm::RingEntry junk{};
+    junk.kind = shm::EntryKind::kRelease;  // each one a bad release: work for the daemon
+    junk.metadata_offset = shm::kNoOffset;
+    junk.detail_offset = shm::kNoOffset;
+    uint64_t offset = 1;
+    while (!stop) {
+      junk.message_offset = offset++;
+      // A full ring just means the daemon is behind; keep pushing.
+      if (flood->try_submit(junk)) ++posted;
+    }
+  });
+  while (posted < 10'000) std::this_thread::yield();
+  for (uint64_t id = 1; id <= 300; ++id) check_echo_works(*good, server.service_id(), id);
+  stop = true;
+  flooder.join();
+  CHECK(daemon.daemon.stats().protocol_errors > 0);
+}
+
+TEST_CASE("call metadata reaches the serving app unchanged") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  shm::MetadataPairs sent = {{"tenant", "blue"}, {"trace-id", "0123456789abcdef"}};
+  auto [offset, length] = client->build_metadata(sent);
+  auto entry = client->call_entry(server.service_id(), 1, client->build_echo("with metadata"));
+  entry.metadata_offset = offset;
+  entry.metadata_length = length;
+  client->submit(entry);
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kOk);
+  CHECK(server.last_metadata() == sent);
+}
+
+TEST_CASE("an app that never reads its completions is throttled, not buffered without end") {
+  EmbeddedDaemon daemon;  // 256 ring entries
+  EchoServer server(daemon.app_socket());
+  auto good = TestApp::connect(daemon.app_socket(), "good");
+  auto deaf = TestApp::connect(daemon.app_socket(), "deaf");
+  // Calls to an unknown service end at once; the deaf app never pops their kCallDone.
+  uint64_t submitted = 0;
+  for (int refused_in_a_row = 0; refused_in_a_row < 50 && submitted < 20'000;) {
+    if (deaf->try_submit(deaf->call_entry(9999, submitted + 1, 0))) {
+      ++submitted;
+      refused_in_a_row = 0;
+    } else {
+      ++refused_in_a_row;
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  // The daemon stopped reading the deaf app once a ring's worth was waiting for it, well before
+  // it could have answered everything submitted.
+  CHECK(daemon.daemon.stats().calls_completed < submitted);
+  for (uint64_t id = 1; id <= 50; ++id) check_echo_works(*good, server.service_id(), id);
+  uint64_t answered = 0;
+  while (auto entry = deaf->next_completion(std::chrono::milliseconds(200))) {
+    if (entry->kind == shm::EntryKind::kCallDone) ++answered;
+  }
+  CHECK(answered == submitted);  // once it reads, everything comes, nothing was lost
+}
+
+TEST_CASE("a message over the per-app size limit ends RESOURCE_EXHAUSTED") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.max_message_bytes = 16 << 10;
+  EmbeddedDaemon daemon(config);
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  client->call_echo(server.service_id(), 1, std::string(64 << 10, 'x'));
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kResourceExhausted);
+  check_echo_works(*client, server.service_id(), 2);
+}
+
+namespace {
+// Holds every request until it leaves the graph; counts what it holds for the test thread.
+class HoldEverything final : public Operator {
+ public:
+  std::string_view name() const override { return "hold-everything"; }
+  void on_requests(RpcBatch& batch, Output&) override {
+    for (auto& rpc : batch) held_.push_back(std::move(rpc));
+    holding = held_.size();
+  }
+  void on_replies(RpcBatch&, Output&) override {}
+  void detach(Output& requests, Output&) override {
+    for (auto& rpc : held_) requests.pass(std::move(rpc));
+    held_.clear();
+    holding = 0;
+  }
+  size_t held() const override { return held_.size(); }
+  std::atomic<size_t> holding{0};
+
+ private:
+  std::vector<RpcPtr> held_;
+};
+
+class DenyEverything final : public Operator {
+ public:
+  std::string_view name() const override { return "deny-everything"; }
+  void on_requests(RpcBatch& batch, Output& out) override {
+    for (auto& rpc : batch)
+      out.drop(std::move(rpc), Status(StatusCode::kPermissionDenied, "denied by policy"));
+  }
+  void on_replies(RpcBatch&, Output&) override {}
+};
+}  // namespace
+
+TEST_CASE("policies spliced into a running daemon's graphs take effect and lose no call") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  check_echo_works(*client, server.service_id(), 1);
+
+  auto only_client = [](const CallerIdentity& identity) { return identity.app_name == "client"; };
+  auto holder = std::make_shared<HoldEverything>();
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.insert(1, holder).ok());
+      })
+      .wait();
+  for (uint64_t id = 10; id < 15; ++id) client->call_echo(server.service_id(), id, "held");
+  while (holder->holding < 5) std::this_thread::sleep_for(1ms);
+  CHECK(server.calls_seen() == 1);  // none of them got past the policy
+
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.remove(graph.stage_at(1)).ok());
+      })
+      .wait();
+  for (uint64_t id = 10; id < 15; ++id) {
+    auto done = client->wait_call_done(id);
+    REQUIRE(done.has_value());
+    CHECK(call_status(*done) == StatusCode::kOk);
+    CHECK(client->received_text(done->message_offset) == "held");
+  }
+
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.insert(1, std::make_shared<DenyEverything>()).ok());
+      })
+      .wait();
+  client->call_echo(server.service_id(), 20, "denied");
+  auto denied = client->wait_call_done(20);
+  REQUIRE(denied.has_value());
+  CHECK(call_status(*denied) == StatusCode::kPermissionDenied);
+
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (only_client(identity)) CHECK(graph.remove(graph.stage_at(1)).ok());
+      })
+      .wait();
+  check_echo_works(*client, server.service_id(), 21);
+  CHECK(daemon.daemon.stats().calls_in_flight == 0);
+}

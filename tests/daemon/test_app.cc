@@ -1,0 +1,322 @@
+#include "test_app.h"
+
+#include <doctest/doctest.h>
+#include <google/protobuf/descriptor.pb.h>
+#include <google/protobuf/text_format.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <unordered_map>
+
+#include "mrpc/base/check.h"
+#include "mrpc/base/clock.h"
+#include "mrpc/message/layout.h"
+#include "mrpc/transports/shm/app_socket.h"
+#include "transports/shm/app_protocol.pb.h"
+
+namespace mrpc::testing {
+
+namespace {
+constexpr const char* kEchoProto = R"pb(
+  name: "echo.proto"
+  package: "echo"
+  syntax: "proto3"
+  message_type {
+    name: "EchoRequest"
+    field { name: "text" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING json_name: "text" }
+    field { name: "payload" number: 2 label: LABEL_OPTIONAL type: TYPE_BYTES json_name: "payload" }
+  }
+  message_type {
+    name: "EchoReply"
+    field { name: "text" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING json_name: "text" }
+    field { name: "payload" number: 2 label: LABEL_OPTIONAL type: TYPE_BYTES json_name: "payload" }
+  }
+  service {
+    name: "EchoService"
+    method { name: "Echo" input_type: ".echo.EchoRequest" output_type: ".echo.EchoReply" }
+  }
+)pb";
+
+const FieldLayout& text_field(const Schema& schema) {
+  const MessageLayout* layout = schema.message("echo.EchoRequest");
+  MRPC_ASSERT(layout != nullptr);
+  const FieldLayout* field = layout->field_by_name("text");
+  MRPC_ASSERT(field != nullptr);
+  return *field;
+}
+}  // namespace
+
+const std::string& echo_file_descriptor_set() {
+  static const std::string bytes = [] {
+    google::protobuf::FileDescriptorSet set;
+    bool parsed = google::protobuf::TextFormat::ParseFromString(kEchoProto, set.add_file());
+    MRPC_ASSERT(parsed);
+    return set.SerializeAsString();
+  }();
+  return bytes;
+}
+
+TempDir::TempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "mrpcd-test-XXXXXX").string();
+  MRPC_ASSERT(::mkdtemp(pattern.data()) != nullptr);
+  dir_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+std::unique_ptr<TestApp> TestApp::connect(const std::string& socket_path, std::string name) {
+  std::unique_ptr<TestApp> app(new TestApp());
+  auto socket = shm::connect_app_socket(socket_path);
+  REQUIRE_MESSAGE(socket.ok(), socket.status().to_string());
+  app->socket_ = std::move(*socket);
+  wire::AppMessage hello;
+  hello.mutable_hello()->set_protocol_version(shm::kProtocolVersion);
+  hello.mutable_hello()->set_app_name(std::move(name));
+  REQUIRE(shm::send_message(app->socket_.get(), hello).ok());
+  wire::DaemonMessage reply;
+  auto fds = shm::receive_message(app->socket_.get(), reply, shm::kMaxFdsPerPacket);
+  REQUIRE_MESSAGE(fds.ok(), fds.status().to_string());
+  REQUIRE(reply.has_welcome());
+  REQUIRE(fds->size() == 5);
+  const wire::Welcome& welcome = reply.welcome();
+  CHECK(welcome.protocol_version() == shm::kProtocolVersion);
+  app->connection_id_ = welcome.connection_id();
+  app->ring_entries_ = welcome.ring_entries();
+  auto heap = shm::SharedRegion::attach(std::move((*fds)[0]), welcome.heap_bytes(),
+                                        shm::kFixedSizeSeals, shm::RegionAccess::kReadWrite);
+  auto receive = shm::SharedRegion::attach(std::move((*fds)[1]), welcome.receive_bytes(),
+                                           shm::kReceiveRegionSeals, shm::RegionAccess::kReadOnly);
+  auto rings = shm::SharedRegion::attach(std::move((*fds)[2]),
+                                         shm::rings_region_bytes(welcome.ring_entries()),
+                                         shm::kFixedSizeSeals, shm::RegionAccess::kReadWrite);
+  REQUIRE_MESSAGE(heap.ok(), heap.status().to_string());
+  REQUIRE_MESSAGE(receive.ok(), receive.status().to_string());
+  REQUIRE_MESSAGE(rings.ok(), rings.status().to_string());
+  app->heap_region_ = std::move(*heap);
+  app->receive_ = std::move(*receive);
+  app->rings_ = std::move(*rings);
+  app->app_to_daemon_ = shm::Doorbell(std::move((*fds)[3]));
+  app->daemon_to_app_ = shm::Doorbell(std::move((*fds)[4]));
+  app->submissions_ = shm::RingProducer(
+      shm::submission_ring(app->rings_.data(), app->ring_entries_), &app->app_to_daemon_);
+  app->completions_ =
+      shm::RingConsumer(shm::completion_ring(app->rings_.data(), app->ring_entries_));
+  app->heap_ = std::make_unique<ShmHeap>(app->heap_region_.data(), app->heap_region_.size());
+  auto schema = Schema::from_file_descriptor_set(echo_file_descriptor_set());
+  REQUIRE(schema.ok());
+  app->echo_schema_ = *schema;
+  return app;
+}
+
+TestApp::Registration TestApp::register_service(std::string_view service, bool serve,
+                                                const std::string& file_descriptor_set) {
+  wire::AppMessage request;
+  auto* body = request.mutable_register_service();
+  body->set_request_id(next_request_id_++);
+  body->set_file_descriptor_set(file_descriptor_set);
+  body->set_service(std::string(service));
+  body->set_serve(serve);
+  REQUIRE(shm::send_message(socket_.get(), request).ok());
+  wire::DaemonMessage reply;
+  auto fds = shm::receive_message(socket_.get(), reply, 0);
+  REQUIRE_MESSAGE(fds.ok(), fds.status().to_string());
+  REQUIRE(reply.has_service_registered());
+  CHECK(reply.service_registered().request_id() == body->request_id());
+  return {status_code_from_wire(reply.service_registered().status()),
+          reply.service_registered().service_id()};
+}
+
+uint64_t TestApp::build_echo(std::string_view text) {
+  const FieldLayout& field = text_field(*echo_schema_);
+  auto message = heap_->new_message(echo_schema_->message("echo.EchoRequest")->body_size());
+  REQUIRE(message.ok());
+  uint64_t root = message->offset;
+  uint64_t bytes = heap_->allocate(root, text.size(), 1, false);
+  REQUIRE(bytes != kNoOffset);
+  std::memcpy(heap_region_.data() + bytes, text.data(), text.size());
+  RegionRef ref{bytes, static_cast<uint32_t>(text.size()), static_cast<uint32_t>(text.size())};
+  std::memcpy(heap_region_.data() + root + field.offset, &ref, sizeof ref);
+  return root;
+}
+
+std::pair<uint64_t, uint32_t> TestApp::build_metadata(const shm::MetadataPairs& pairs) {
+  uint64_t bytes = shm::metadata_block_bytes(pairs);
+  auto message = heap_->new_message(static_cast<uint32_t>((bytes + 7) / 8 * 8));
+  REQUIRE(message.ok());
+  auto written =
+      shm::encode_metadata(pairs, std::span(heap_region_.data() + message->offset, bytes));
+  REQUIRE(written.ok());
+  return {message->offset, static_cast<uint32_t>(bytes)};
+}
+
+shm::MetadataPairs TestApp::received_metadata(uint64_t offset, uint32_t length) const {
+  auto pairs = shm::decode_metadata(receive_.data(), receive_.size(), offset, length);
+  REQUIRE(pairs.ok());
+  return *pairs;
+}
+
+uint32_t TestApp::text_offset() const {
+  return text_field(*echo_schema_).offset;
+}
+
+std::string TestApp::received_text(uint64_t offset) const {
+  const FieldLayout& field = text_field(*echo_schema_);
+  RegionRef ref{};
+  REQUIRE(offset + field.offset + sizeof ref <= receive_.size());
+  std::memcpy(&ref, receive_.data() + offset + field.offset, sizeof ref);
+  if (ref.size == 0) return {};
+  REQUIRE(ref.offset + ref.size <= receive_.size());
+  return std::string(reinterpret_cast<const char*>(receive_.data() + ref.offset), ref.size);
+}
+
+void TestApp::submit(const shm::RingEntry& entry) {
+  Status pushed = submissions_.push(entry);
+  REQUIRE_MESSAGE(pushed.ok(), pushed.to_string());
+}
+
+void TestApp::release(uint64_t offset) {
+  shm::RingEntry entry{};
+  entry.kind = shm::EntryKind::kRelease;
+  entry.message_offset = offset;
+  entry.metadata_offset = shm::kNoOffset;
+  entry.detail_offset = shm::kNoOffset;
+  submit(entry);
+}
+
+shm::RingEntry TestApp::call_entry(uint32_t service_id, uint64_t call_id, uint64_t request,
+                                   std::chrono::nanoseconds timeout) const {
+  shm::RingEntry entry{};
+  entry.kind = shm::EntryKind::kCall;
+  entry.service_id = service_id;
+  entry.method_index = 0;
+  entry.call_id = call_id;
+  entry.message_offset = request;
+  entry.metadata_offset = shm::kNoOffset;
+  entry.detail_offset = shm::kNoOffset;
+  entry.deadline = MonotonicClock::instance().now() + timeout.count();
+  return entry;
+}
+
+void TestApp::call_echo(uint32_t service_id, uint64_t call_id, std::string_view text,
+                        std::chrono::nanoseconds timeout) {
+  submit(call_entry(service_id, call_id, build_echo(text), timeout));
+}
+
+std::optional<shm::RingEntry> TestApp::next_completion(std::chrono::nanoseconds timeout) {
+  const auto& clock = MonotonicClock::instance();
+  const MonoTime give_up = clock.now() + timeout.count();
+  for (;;) {
+    auto popped = completions_.pop();
+    if (!popped.ok()) return std::nullopt;
+    if (popped->has_value()) return **popped;
+    MonoTime now = clock.now();
+    if (now >= give_up) return std::nullopt;
+    if (completions_.prepare_to_sleep()) {
+      (void)daemon_to_app_.wait(std::chrono::nanoseconds(give_up - now));
+      completions_.finish_sleep();
+    }
+  }
+}
+
+std::optional<shm::RingEntry> TestApp::wait_call_done(uint64_t call_id) {
+  if (auto it = other_calls_done_.find(call_id); it != other_calls_done_.end()) {
+    shm::RingEntry entry = it->second;
+    other_calls_done_.erase(it);
+    return entry;
+  }
+  for (;;) {
+    auto entry = next_completion();
+    if (!entry) return std::nullopt;
+    if (entry->kind != shm::EntryKind::kCallDone) continue;
+    if (entry->call_id == call_id) return entry;
+    other_calls_done_.emplace(entry->call_id, *entry);
+  }
+}
+
+void TestApp::disconnect() {
+  socket_.reset();
+  heap_.reset();
+  heap_region_ = shm::SharedRegion();
+  receive_ = shm::SharedRegion();
+  rings_ = shm::SharedRegion();
+}
+
+EchoServer::EchoServer(const std::string& socket_path, Mode mode) : mode_(mode) {
+  app_ = TestApp::connect(socket_path, "echo-server");
+  auto registration = app_->register_service(kEchoService, true);
+  REQUIRE(registration.status == StatusCode::kOk);
+  service_id_ = registration.service_id;
+  thread_ = std::thread([this] { serve(); });
+}
+
+EchoServer::~EchoServer() {
+  kill();
+}
+
+void EchoServer::kill() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  if (app_) app_->disconnect();
+}
+
+void EchoServer::reply_to_held() {
+  reply_held_ = true;
+}
+
+void EchoServer::serve() {
+  std::unordered_map<uint64_t, uint64_t> replies;  // daemon call id -> reply root in our heap
+  std::vector<shm::RingEntry> held;
+  auto reply = [&](const shm::RingEntry& call) {
+    uint64_t response = app_->build_echo(app_->received_text(call.message_offset));
+    shm::RingEntry entry{};
+    entry.kind = shm::EntryKind::kReply;
+    entry.call_id = call.call_id;
+    entry.message_offset = response;
+    entry.metadata_offset = shm::kNoOffset;
+    entry.detail_offset = shm::kNoOffset;
+    entry.status = 0;
+    replies[call.call_id] = response;
+    ++live_replies_;
+    app_->submit(entry);
+    ++replies_sent_;
+  };
+  while (!stop_) {
+    if (reply_held_.exchange(false)) {
+      for (const auto& call : held) reply(call);
+      held.clear();
+    }
+    auto entry = app_->next_completion(std::chrono::milliseconds(5));
+    if (!entry) continue;
+    switch (entry->kind) {
+      case shm::EntryKind::kIncomingCall: {
+        std::lock_guard lock(mutex_);
+        last_metadata_ = app_->received_metadata(entry->metadata_offset, entry->metadata_length);
+      }
+        ++calls_seen_;
+        if (mode_ == Mode::kEcho)
+          reply(*entry);
+        else
+          held.push_back(*entry);
+        break;
+      case shm::EntryKind::kReplyDone:
+        if (auto it = replies.find(entry->call_id); it != replies.end()) {
+          (void)app_->heap().free_message(it->second);
+          replies.erase(it);
+          --live_replies_;
+        }
+        break;
+      case shm::EntryKind::kIncomingCancelled:
+        ++cancellations_;
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+}  // namespace mrpc::testing

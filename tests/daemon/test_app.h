@@ -1,0 +1,154 @@
+// TestApp: a raw app for daemon tests, built only from the mrpc_shm primitives (no libmrpc), so a
+// test can be well-behaved or hostile at will: it writes ring entries and heap bytes directly.
+// One thread uses a TestApp at a time (its rings are single-producer, single-consumer).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+
+#include "mrpc/message/schema.h"
+#include "mrpc/message/shm_heap.h"
+#include "mrpc/transports/shm/doorbell.h"
+#include "mrpc/transports/shm/metadata_block.h"
+#include "mrpc/transports/shm/protocol.h"
+#include "mrpc/transports/shm/region.h"
+#include "mrpc/transports/shm/ring.h"
+#include "mrpc/transports/shm/unique_fd.h"
+
+namespace mrpc::testing {
+
+// The echo service of examples/echo/echo.proto, as a serialized FileDescriptorSet built here.
+const std::string& echo_file_descriptor_set();
+inline constexpr std::string_view kEchoService = "echo.EchoService";
+
+// A fresh directory for one test's sockets, removed with its contents when destroyed.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  std::string path(std::string_view name) const { return dir_ + "/" + std::string(name); }
+
+ private:
+  std::string dir_;
+};
+
+class TestApp {
+ public:
+  // Connects, says Hello, checks the Welcome and maps what it carries. Fails the test otherwise.
+  static std::unique_ptr<TestApp> connect(const std::string& socket_path, std::string name);
+
+  // ServiceRegistered's status and service id.
+  struct Registration {
+    StatusCode status;
+    uint32_t service_id;
+  };
+  Registration register_service(
+      std::string_view service, bool serve,
+      const std::string& file_descriptor_set = echo_file_descriptor_set());
+
+  // An echo.EchoRequest / echo.EchoReply (same layout) with `text`, built in the heap.
+  uint64_t build_echo(std::string_view text);
+  // A metadata block built in the heap: (offset, length).
+  std::pair<uint64_t, uint32_t> build_metadata(const shm::MetadataPairs& pairs);
+  // The metadata block of an incoming call, decoded from the receive region.
+  shm::MetadataPairs received_metadata(uint64_t offset, uint32_t length) const;
+  // The text field of an echo message in the receive region.
+  std::string received_text(uint64_t offset) const;
+
+  void submit(const shm::RingEntry& entry);
+  // As submit, but false when the ring is full.
+  bool try_submit(const shm::RingEntry& entry) { return submissions_.push(entry).ok(); }
+  // Rings the daemon's doorbell (after writing the rings behind the producer's back).
+  void wake_daemon() { (void)app_to_daemon_.ring(); }
+  // Where the text field lies in an echo message body.
+  uint32_t text_offset() const;
+  // kRelease of a block the daemon placed in our receive region.
+  void release(uint64_t offset);
+  // A kCall entry for the echo method with a deadline `timeout` from now.
+  shm::RingEntry call_entry(uint32_t service_id, uint64_t call_id, uint64_t request,
+                            std::chrono::nanoseconds timeout = std::chrono::seconds(10)) const;
+  // Starts an echo call of `text`; returns nothing (the caller waits for kCallDone).
+  void call_echo(uint32_t service_id, uint64_t call_id, std::string_view text,
+                 std::chrono::nanoseconds timeout = std::chrono::seconds(10));
+  // The next completion, waiting on the doorbell; nullopt after `timeout` (a test failure when the
+  // daemon should have answered: tests use generous timeouts, never to measure).
+  std::optional<shm::RingEntry> next_completion(
+      std::chrono::nanoseconds timeout = std::chrono::seconds(10));
+  // Waits for kCallDone of `call_id`, handling other completions as a client would.
+  std::optional<shm::RingEntry> wait_call_done(uint64_t call_id);
+
+  ShmHeap& heap() { return *heap_; }
+  shm::SharedRegion& heap_region() { return heap_region_; }
+  shm::SharedRegion& rings_region() { return rings_; }
+  int socket_fd() const { return socket_.get(); }
+  uint64_t connection_id() const { return connection_id_; }
+  uint32_t ring_entries() const { return ring_entries_; }
+  // Closes the socket and unmaps everything: what a process that dies looks like to the daemon.
+  void disconnect();
+
+ private:
+  TestApp() = default;
+  shm::UniqueFd socket_;
+  shm::SharedRegion heap_region_;
+  shm::SharedRegion receive_;
+  shm::SharedRegion rings_;
+  shm::Doorbell app_to_daemon_;
+  shm::Doorbell daemon_to_app_;
+  shm::RingProducer submissions_;
+  shm::RingConsumer completions_;
+  std::unique_ptr<ShmHeap> heap_;
+  std::shared_ptr<const Schema> echo_schema_;
+  uint64_t connection_id_ = 0;
+  uint32_t ring_entries_ = 0;
+  uint64_t next_request_id_ = 1;
+  std::unordered_map<uint64_t, shm::RingEntry> other_calls_done_;  // seen while waiting for another
+};
+
+// An echo server on its own thread: replies to each incoming call with the same text (or holds
+// them, when told to), frees replies on kReplyDone, counts cancellations.
+class EchoServer {
+ public:
+  enum class Mode { kEcho, kHold };
+  void set_mode(Mode mode) { mode_ = mode; }
+  uint64_t replies_sent() const { return replies_sent_.load(); }
+  EchoServer(const std::string& socket_path, Mode mode = Mode::kEcho);
+  ~EchoServer();
+  uint32_t service_id() const { return service_id_; }
+  uint64_t cancellations() const { return cancellations_.load(); }
+  uint64_t calls_seen() const { return calls_seen_.load(); }
+  uint64_t live_replies() const { return live_replies_.load(); }
+  // The metadata of the last incoming call.
+  shm::MetadataPairs last_metadata() const {
+    std::lock_guard lock(mutex_);
+    return last_metadata_;
+  }
+  // Replies to every held call now (they may have ended already: late replies).
+  void reply_to_held();
+  // Dies: the socket closes and the thread ends, leaving whatever it held unanswered.
+  void kill();
+
+ private:
+  void serve();
+  std::unique_ptr<TestApp> app_;
+  uint32_t service_id_ = 0;
+  std::atomic<Mode> mode_;
+  std::atomic<uint64_t> replies_sent_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> reply_held_{false};
+  std::atomic<uint64_t> cancellations_{0};
+  std::atomic<uint64_t> calls_seen_{0};
+  std::atomic<uint64_t> live_replies_{0};
+  mutable std::mutex mutex_;
+  shm::MetadataPairs last_metadata_;
+  std::thread thread_;
+};
+
+}  // namespace mrpc::testing

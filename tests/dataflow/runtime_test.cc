@@ -1,0 +1,165 @@
+// Runtime: timers through the replaceable clock, waking on eventfds, and sleeping when idle.
+#include <doctest/doctest.h>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "mrpc/dataflow/graph.h"
+#include "mrpc/dataflow/runtime.h"
+#include "test_operators.h"
+
+using namespace std::chrono_literals;
+using namespace mrpc;
+using namespace mrpc::testing;
+
+namespace {
+// Exits that another thread can wait on.
+struct WaitableExits {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<uint64_t> requests;
+  GraphExits bind() {
+    return {[this](RpcPtr rpc) {
+              std::lock_guard lock(mutex);
+              requests.push_back(rpc->call_id);
+              changed.notify_all();
+            },
+            [](RpcPtr) {}};
+  }
+  void wait_for(size_t count) {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return requests.size() >= count; });
+  }
+};
+
+template <class Predicate>
+void wait_until(Predicate predicate) {
+  while (!predicate()) std::this_thread::sleep_for(1ms);
+}
+
+// A task that counts its rounds and has work while `pending` > 0.
+class CountingTask final : public Task {
+ public:
+  bool run() override {
+    ++runs;
+    if (pending == 0) return false;
+    --pending;
+    return true;
+  }
+  std::atomic<int> runs{0};
+  std::atomic<int> pending{0};
+};
+}  // namespace
+
+TEST_CASE("a manually driven runtime fires a delay when the manual clock reaches it") {
+  ManualClock clock(0);
+  Runtime runtime(clock, RuntimeOptions{.spin_budget = 0ns});
+  Exits exits;
+  auto graph = std::make_shared<Graph>(clock, exits.bind());
+  graph->append(std::make_shared<Delayer>(10ms));
+  runtime.add(graph);
+  graph->push_request(make_rpc(1));
+  while (runtime.run_once()) {
+  }
+  CHECK(exits.requests.empty());
+  clock.advance(10ms);
+  while (runtime.run_once()) {
+  }
+  CHECK(exits.request_ids() == std::vector<uint64_t>{1});
+}
+
+TEST_CASE("a sleeping runtime wakes on a watched eventfd") {
+  Runtime runtime(MonotonicClock::instance(), RuntimeOptions{.spin_budget = 0ns});
+  auto task = std::make_shared<CountingTask>();
+  runtime.add(task);
+  int doorbell = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  REQUIRE(doorbell >= 0);
+  runtime.watch_eventfd(doorbell);
+  runtime.run_once();
+  CHECK(runtime.sleep_once());  // returns at once: add() woke the runtime
+  std::thread ringer([&] {
+    std::this_thread::sleep_for(20ms);
+    uint64_t one = 1;
+    CHECK(::write(doorbell, &one, sizeof one) == 8);
+  });
+  CHECK(runtime.sleep_once());  // returns only because the doorbell rang
+  ringer.join();
+  uint64_t left = 0;
+  CHECK(::read(doorbell, &left, sizeof left) < 0);  // the runtime drained it
+  runtime.unwatch(doorbell);
+  ::close(doorbell);
+}
+
+TEST_CASE("a running runtime sleeps when idle and a posted request wakes it") {
+  Runtime runtime(MonotonicClock::instance(), RuntimeOptions{.spin_budget = 0ns});
+  WaitableExits exits;
+  auto graph = std::make_shared<Graph>(MonotonicClock::instance(), exits.bind());
+  graph->append(std::make_shared<Tagger>("t"));
+  runtime.add(graph);
+  runtime.start();
+  wait_until([&] { return runtime.stats().sleeps >= 1; });
+  graph->post_request(make_rpc(5));
+  exits.wait_for(1);
+  CHECK(exits.requests == std::vector<uint64_t>{5});
+  runtime.stop();
+}
+
+TEST_CASE("an idle runtime stays asleep: no rounds while nothing happens") {
+  Runtime runtime(MonotonicClock::instance(), RuntimeOptions{.spin_budget = 50us});
+  auto task = std::make_shared<CountingTask>();
+  runtime.add(task);
+  runtime.start();
+  wait_until([&] { return runtime.stats().sleeps >= 1; });
+  auto rounds_before = runtime.stats().rounds;
+  std::this_thread::sleep_for(100ms);
+  // Spinning for 100 ms would be many thousands of rounds; asleep it is none.
+  CHECK(runtime.stats().rounds == rounds_before);
+  task->pending = 3;
+  runtime.wake();
+  wait_until([&] { return task->pending == 0; });
+  runtime.stop();
+}
+
+TEST_CASE("a running runtime with a real clock sleeps until a delay is due") {
+  Runtime runtime(MonotonicClock::instance(), RuntimeOptions{.spin_budget = 0ns});
+  WaitableExits exits;
+  auto graph = std::make_shared<Graph>(MonotonicClock::instance(), exits.bind());
+  graph->append(std::make_shared<Delayer>(20ms));
+  runtime.add(graph);
+  runtime.start();
+  MonoTime posted = MonotonicClock::instance().now();
+  graph->post_request(make_rpc(1));
+  exits.wait_for(1);
+  CHECK(MonotonicClock::instance().now() - posted >= 20'000'000);
+  CHECK(runtime.stats().sleeps >= 1);
+  runtime.stop();
+}
+
+TEST_CASE("a task removed from another thread runs no more") {
+  Runtime runtime(MonotonicClock::instance(), RuntimeOptions{.spin_budget = 0ns});
+  auto task = std::make_shared<CountingTask>();
+  runtime.add(task);
+  runtime.start();
+  wait_until([&] { return task->runs > 0; });
+  runtime.remove(task.get());
+  int runs = task->runs;
+  task->pending = 100;
+  runtime.wake();
+  runtime.stop();
+  CHECK(task->runs == runs);
+  CHECK(runtime.task_count() == 0);
+}
+
+TEST_CASE("the scheduler places tasks on its least loaded runtime") {
+  Scheduler scheduler(MonotonicClock::instance(), 2, RuntimeOptions{});
+  auto a = std::make_shared<CountingTask>();
+  auto b = std::make_shared<CountingTask>();
+  scheduler.least_loaded().add(a);
+  scheduler.least_loaded().add(b);
+  CHECK(scheduler.runtime(0).task_count() == 1);
+  CHECK(scheduler.runtime(1).task_count() == 1);
+}
