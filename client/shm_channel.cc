@@ -779,6 +779,7 @@ void ShmChannel::handle_loss(const std::shared_ptr<Connection>& connection, cons
     calls_.clear();
     deadlines_ = {};
   }
+  connection->shut_down_socket();
   {
     std::lock_guard lock(connection_mutex_);
     if (current_ == connection) current_.reset();
