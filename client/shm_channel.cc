@@ -158,6 +158,14 @@ ShmChannel::~ShmChannel() {
     }
   }
   handlers_.stop();
+  // Leases still held by the app keep Connections alive; the daemon must see the app leave now.
+  {
+    std::lock_guard lock(connection_mutex_);
+    for (const auto& connection : connections_) {
+      connection->mark_lost();
+      connection->shut_down_socket();
+    }
+  }
   std::vector<UntypedCompletion> orphans;
   {
     std::lock_guard lock(calls_mutex_);
