@@ -371,7 +371,7 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
                            "build it again in Channel::heap()"));
     return id;
   }
-  if (method_index >= service.methods.size()) {
+  if (method_index >= service.methods.size() || method_index > UINT16_MAX) {
     free_request();
     fail_call_later(std::move(done),
                     Status(StatusCode::kInvalidArgument,
