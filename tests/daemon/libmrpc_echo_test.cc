@@ -152,3 +152,53 @@ TEST_CASE("libmrpc through the daemon: a call nobody serves fails UNAVAILABLE") 
   request.set_text("anyone?");
   CHECK(stub.Echo(request).status().code() == StatusCode::kUnavailable);
 }
+
+TEST_CASE("libmrpc through a restarted daemon: calls fail UNAVAILABLE, then work again") {
+  TempDir dir;
+  auto make_config = [&] {
+    DaemonConfig config;
+    config.app_socket_path = dir.path("app.sock");
+    config.control_socket_path = dir.path("control.sock");
+    config.heap_bytes = 8 << 20;
+    config.receive_bytes = 8 << 20;
+    return config;
+  };
+  auto daemon = std::make_unique<Daemon>(make_config(), MonotonicClock::instance());
+  REQUIRE(daemon->start().ok());
+  EchoImpl impl;
+  auto connect = [&](std::string name) {
+    ChannelOptions options;
+    options.socket_path = dir.path("app.sock");
+    options.app_name = std::move(name);
+    auto channel = Channel::connect(options);
+    REQUIRE_MESSAGE(channel.ok(), channel.status().to_string());
+    return *channel;
+  };
+  auto server = connect("server");
+  REQUIRE(server->serve(echo::EchoService::schema(), impl.methods()).ok());
+  auto client = connect("client");
+  echo::EchoService::Client stub(client);
+  auto echo_once = [&](const std::string& text) {
+    auto request = echo::EchoRequest::create(client->heap());
+    request.set_text(text);
+    return stub.Echo(request);
+  };
+  REQUIRE(echo_once("before").ok());
+
+  daemon->stop(std::chrono::nanoseconds(0));
+  daemon.reset();
+  CHECK(echo_once("while down").status().code() == StatusCode::kUnavailable);
+
+  daemon = std::make_unique<Daemon>(make_config(), MonotonicClock::instance());
+  REQUIRE(daemon->start().ok());
+  // Both apps reconnect in the background and the server registers its service again.
+  const MonoTime give_up = MonotonicClock::instance().now() + 20'000'000'000;
+  Expected<Received<echo::EchoReply>> result = Status(StatusCode::kUnknown, "not tried");
+  while (MonotonicClock::instance().now() < give_up) {
+    result = echo_once("after");
+    if (result.ok()) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE_MESSAGE(result.ok(), result.status().to_string());
+  CHECK((*result)->text() == "after");
+}
