@@ -1,6 +1,7 @@
 // mrpcd's engine embedded on real sockets, driven by raw test apps: routing, errors, deadlines,
 // cancellation, apps that leave, and hostile apps that must not hurt a well-behaved one.
 #include <doctest/doctest.h>
+#include <google/protobuf/descriptor.pb.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,6 +140,14 @@ TEST_CASE("registering a service the schema does not have, or a broken schema, f
         StatusCode::kInvalidArgument);
   EchoServer first(daemon.app_socket());
   CHECK(app->register_service(kEchoService, true).status == StatusCode::kAlreadyExists);
+  // The same service name with a different request layout would make the daemon copy with the
+  // wrong offsets: refused.
+  google::protobuf::FileDescriptorSet changed;
+  REQUIRE(changed.ParseFromString(echo_file_descriptor_set()));
+  changed.mutable_file(0)->mutable_message_type(0)->mutable_field(0)->set_type(
+      google::protobuf::FieldDescriptorProto::TYPE_INT64);
+  CHECK(app->register_service(kEchoService, false, changed.SerializeAsString()).status ==
+        StatusCode::kFailedPrecondition);
 }
 
 TEST_CASE("a hello with another protocol version is refused") {
