@@ -1,5 +1,6 @@
 #include "connection_task.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -118,7 +119,15 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
                                app_to_daemon.status(), daemon_to_app.status()}) {
     if (!status.ok()) return refuse("could not create shared memory: " + status.to_string());
   }
-  app.heap = std::move(*heap);
+  // The daemon keeps only a read-only mapping of the heap: creating it mapped it read-write.
+  app.heap_fd = shm::UniqueFd(::fcntl(heap->fd(), F_DUPFD_CLOEXEC, 0));
+  if (!app.heap_fd) return refuse("could not duplicate the heap's fd");
+  auto heap_mapping =
+      shm::Mapping::map(app.heap_fd.get(), config.heap_bytes, shm::RegionAccess::kReadOnly);
+  if (!heap_mapping.ok())
+    return refuse("could not map the heap: " + heap_mapping.status().to_string());
+  app.heap = std::move(*heap_mapping);
+  *heap = shm::SharedRegion();
   app.receive = std::move(*receive);
   app.rings = std::move(*rings);
   app.app_to_daemon = std::move(*app_to_daemon);
@@ -142,7 +151,7 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   welcome->set_ring_entries(config.ring_entries);
   welcome->set_max_calls_in_flight(config.max_calls_in_flight);
   welcome->set_max_message_bytes(config.max_message_bytes);
-  const int fds[] = {app.heap.fd(), app.receive.fd(), app.rings.fd(), app.app_to_daemon.fd(),
+  const int fds[] = {app.heap_fd.get(), app.receive.fd(), app.rings.fd(), app.app_to_daemon.fd(),
                      app.daemon_to_app.fd()};
   if (!shm::send_message(app.socket.get(), message, fds).ok()) return false;
 
