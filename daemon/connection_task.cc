@@ -25,6 +25,11 @@ bool ConnectionTask::run() {
   bool did_work = false;
   // Control messages are rare: the socket is read after a sleep and every few rounds, not with a
   // syscall in every round of a busy datapath.
+  if (connection_->state == Connection::State::kHandshake &&
+      core_.clock.now() >= connection_->handshake_deadline) {
+    close("no Hello within the handshake timeout");
+    return true;
+  }
   if (socket_check_countdown_-- == 0 || !connection_->ready()) {
     socket_check_countdown_ = kRoundsBetweenSocketChecks;
     if (!read_control_messages()) {
@@ -41,6 +46,7 @@ bool ConnectionTask::run() {
 }
 
 MonoTime ConnectionTask::next_timer() const {
+  if (connection_->state == Connection::State::kHandshake) return connection_->handshake_deadline;
   return connection_->ready() ? connection_->graph->next_timer() : kNoDeadline;
 }
 

@@ -41,6 +41,7 @@ struct Connection {
 
   ConnectionId id = kNoConnection;
   State state = State::kHandshake;
+  MonoTime handshake_deadline = kNoDeadline;  // Hello must arrive by then
   shm::UniqueFd socket;
   std::shared_ptr<const CallerIdentity> identity;
 

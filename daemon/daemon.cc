@@ -79,6 +79,11 @@ class HousekeepingTask final : public Task {
       if (!accepted.ok()) break;
       did_work = true;
       shm::UniqueFd socket = std::move(*accepted);
+      if (core_.connections.size() >= core_.config.max_connections) {
+        spdlog::warn("refusing a connection: max_connections={} reached",
+                     core_.config.max_connections);
+        continue;  // closing the socket is the refusal
+      }
       auto credentials = shm::peer_credentials(socket.get());
       if (!credentials.ok() || !shm::set_nonblocking(socket.get()).ok()) {
         spdlog::warn("dropping a connection: {}", credentials.status().to_string());
@@ -87,6 +92,7 @@ class HousekeepingTask final : public Task {
       auto connection = std::make_shared<Connection>();
       connection->id = core_.next_connection_id++;
       connection->socket = std::move(socket);
+      connection->handshake_deadline = core_.clock.now() + core_.config.handshake_timeout.count();
       auto identity = std::make_shared<CallerIdentity>();
       identity->pid = credentials->pid;
       identity->uid = credentials->uid;
@@ -150,6 +156,7 @@ Status check_config(const DaemonConfig& config) {
     return invalid("heap and receive regions need a size");
   if (config.max_calls_in_flight == 0) return invalid("max_calls_in_flight must be at least 1");
   if (config.max_batch == 0) return invalid("max_batch must be at least 1");
+  if (config.max_connections == 0) return invalid("max_connections must be at least 1");
   if (config.app_socket_path == config.control_socket_path)
     return invalid("the app and control sockets need different paths");
   return {};

@@ -553,3 +553,37 @@ TEST_CASE("policies spliced into a running daemon's graphs take effect and lose 
   check_echo_works(*client, server.service_id(), 21);
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
 }
+
+TEST_CASE("connections past max_connections are refused; closing one makes room") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.max_connections = 2;
+  EmbeddedDaemon daemon(config);
+  auto first = TestApp::connect(daemon.app_socket(), "first");
+  auto second = TestApp::connect(daemon.app_socket(), "second");
+  auto third = shm::connect_app_socket(daemon.app_socket());
+  REQUIRE(third.ok());
+  wire::AppMessage hello;
+  hello.mutable_hello()->set_protocol_version(shm::kProtocolVersion);
+  (void)shm::send_message(third->get(), hello);
+  wire::DaemonMessage reply;
+  CHECK(shm::receive_message(third->get(), reply, shm::kMaxFdsPerPacket).status().code() ==
+        StatusCode::kUnavailable);  // closed without a Welcome
+  first->disconnect();
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 1; }));
+  auto fourth = TestApp::connect(daemon.app_socket(), "fourth");
+  CHECK(daemon.daemon.stats().connections_open == 2);
+}
+
+TEST_CASE("a connection that never says Hello is closed after the handshake timeout") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.handshake_timeout = 50ms;
+  EmbeddedDaemon daemon(config);
+  auto silent = shm::connect_app_socket(daemon.app_socket());
+  REQUIRE(silent.ok());
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_accepted == 1; }));
+  wire::DaemonMessage reply;
+  // Blocks until the daemon closes the socket: no message ever comes.
+  CHECK(shm::receive_message(silent->get(), reply, shm::kMaxFdsPerPacket).status().code() ==
+        StatusCode::kUnavailable);
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 0; }));
+}
