@@ -23,8 +23,6 @@ namespace {
 
 // Entries taken off the completion ring per pass.
 constexpr uint32_t kCompletionBatch = 64;
-// Longest error text a server handler's status carries back.
-constexpr uint64_t kMaxReplyDetailBytes = 1024;
 // How soon to retry submissions queued behind a full ring (the daemon does not ring us when it
 // frees submission slots).
 constexpr std::chrono::nanoseconds kOverflowRetry = std::chrono::milliseconds(1);
@@ -597,7 +595,7 @@ void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
   }
   if (code != StatusCode::kOk) {
     std::string detail;
-    const uint64_t length = std::min<uint64_t>(entry.detail_length, kMaxReplyDetailBytes);
+    const uint64_t length = std::min<uint64_t>(entry.detail_length, limits::kMaxStatusDetailBytes);
     if (entry.detail_offset != shm::kNoOffset &&
         entry.detail_offset <= connection->receive_bytes() &&
         length <= connection->receive_bytes() - entry.detail_offset) {
@@ -686,7 +684,8 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
         call->reply.message_offset = response->offset;
       } else if (!status.message().empty()) {
         // The error text lives in the response's arena, freed with it on kReplyDone.
-        const uint64_t length = std::min<uint64_t>(status.message().size(), kMaxReplyDetailBytes);
+        const uint64_t length =
+            std::min<uint64_t>(status.message().size(), limits::kMaxStatusDetailBytes);
         const uint64_t at = heap.allocate(response->offset, length, 1, false);
         if (at != kNoOffset) {
           std::memcpy(heap.base() + at, status.message().data(), length);
@@ -741,11 +740,15 @@ bool ShmChannel::fire_deadlines() {
   std::vector<CallId> to_cancel;
   {
     std::lock_guard lock(calls_mutex_);
-    while (!deadlines_.empty() && deadlines_.top().first <= now) {
-      const CallId id = deadlines_.top().second;
-      deadlines_.pop();
+    // Entries of calls that have already ended are dropped as they reach the top, so the queue
+    // holds about the calls in flight, not every call of the last kDefaultCallTimeout.
+    while (!deadlines_.empty()) {
+      const auto [deadline, id] = deadlines_.top();
       auto it = calls_.find(id);
-      if (it == calls_.end() || !it->second.done) continue;
+      const bool ended = it == calls_.end() || !it->second.done;
+      if (!ended && deadline > now) break;
+      deadlines_.pop();
+      if (ended) continue;
       expired.push_back(std::move(it->second.done));
       it->second.done = nullptr;
       to_cancel.push_back(id);
