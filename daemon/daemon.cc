@@ -125,6 +125,8 @@ struct Daemon::Impl {
   }
 
   std::string stats_json() const;
+  // Runtime thread only (the control server runs there).
+  std::string connections_json() const;
 
   DaemonCore core;
   Runtime runtime;  // after core: its tasks refer to core, so it goes first
@@ -182,8 +184,9 @@ Status Daemon::start() {
       impl.core.config.control_socket_path,
       [&impl](const std::string& command) -> std::string {
         if (command == "stats") return impl.stats_json();
+        if (command == "connections") return impl.connections_json();
         return nlohmann::json{{"error", fmt::format("unknown command '{}'", command)},
-                              {"commands", {"stats"}}}
+                              {"commands", {"stats", "connections"}}}
             .dump();
       },
       [&impl](int fd, bool watch) {
@@ -270,6 +273,24 @@ std::string Daemon::Impl::stats_json() const {
                         {"runtime_sleeps", runtime.stats().sleeps},
                         {"receive_bytes_in_use", load(c.receive_bytes_in_use)}}
       .dump();
+}
+
+std::string Daemon::Impl::connections_json() const {
+  nlohmann::json connections = nlohmann::json::array();
+  for (const auto& [id, connection] : core.connections) {
+    if (!connection->ready()) continue;
+    nlohmann::json operators = nlohmann::json::array();
+    for (size_t i = 0; i < connection->graph->size(); ++i)
+      operators.push_back(std::string(connection->graph->operator_at(i).name()));
+    connections.push_back({{"id", id},
+                           {"app", connection->identity->app_name},
+                           {"pid", connection->identity->pid},
+                           {"uid", connection->identity->uid},
+                           {"calls_in_flight", connection->outgoing.size()},
+                           {"graph", operators},
+                           {"graph_generation", connection->graph->stats().changes}});
+  }
+  return nlohmann::json{{"connections", connections}}.dump();
 }
 
 DaemonStats Daemon::stats() const {

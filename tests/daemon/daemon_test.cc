@@ -373,6 +373,13 @@ TEST_CASE("the control socket is private and answers stats as JSON") {
   auto stats = nlohmann::json::parse(*reply);
   CHECK(stats["connections_open"] == 1);
   CHECK(stats["services"] == 1);
+  auto listing = ControlServer::request(daemon.control_socket(), "connections");
+  REQUIRE(listing.ok());
+  auto connections = nlohmann::json::parse(*listing)["connections"];
+  REQUIRE(connections.size() == 1);
+  CHECK(connections[0]["app"] == "echo-server");
+  CHECK(connections[0]["pid"] == ::getpid());
+  CHECK(connections[0]["graph"] == nlohmann::json::array({"frontend", "router"}));
   auto unknown = ControlServer::request(daemon.control_socket(), "reboot");
   REQUIRE(unknown.ok());
   CHECK(nlohmann::json::parse(*unknown).contains("error"));
