@@ -171,7 +171,8 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
                                       GraphOptions{.max_batch = config.max_batch});
   app.graph->append(std::make_shared<FrontendOperator>(core_, app.id));
   app.graph->append(std::make_shared<RouterOperator>(core_, app.id));
-  core_.runtime->watch_eventfd(app.app_to_daemon.fd());
+  Status watched = core_.runtime->watch_eventfd(app.app_to_daemon.fd());
+  if (!watched.ok()) return refuse(watched.to_string());
   app.state = Connection::State::kReady;
   spdlog::info("connection {}: app '{}' (pid {}, uid {}) connected", app.id, app.identity->app_name,
                app.identity->pid, app.identity->uid);

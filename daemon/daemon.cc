@@ -98,8 +98,11 @@ class HousekeepingTask final : public Task {
       identity->uid = credentials->uid;
       identity->gid = credentials->gid;
       connection->identity = std::move(identity);
+      if (Status watched = core_.runtime->watch_readable(connection->socket.get()); !watched.ok()) {
+        spdlog::warn("dropping a connection: {}", watched.to_string());
+        continue;
+      }
       core_.connections.emplace(connection->id, connection);
-      core_.runtime->watch_readable(connection->socket.get());
       core_.runtime->add(std::make_shared<ConnectionTask>(core_, connection));
       core_.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
       core_.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
@@ -191,7 +194,7 @@ Status Daemon::start() {
       },
       [&impl](int fd, bool watch) {
         if (watch)
-          impl.runtime.watch_readable(fd);
+          (void)impl.runtime.watch_readable(fd);  // unwatched, it is still read on wake-ups
         else
           impl.runtime.unwatch(fd);
       });
@@ -200,8 +203,8 @@ Status Daemon::start() {
     return control.status();
   }
   impl.control.emplace(std::move(*control));
-  impl.runtime.watch_readable(impl.app_listener.get());
-  impl.runtime.watch_readable(impl.control->fd());
+  MRPC_TRY_STATUS(impl.runtime.watch_readable(impl.app_listener.get()));
+  MRPC_TRY_STATUS(impl.runtime.watch_readable(impl.control->fd()));
   impl.housekeeping = std::make_shared<HousekeepingTask>(impl.core, impl.app_listener.get(),
                                                          *impl.control, impl.drain_requested);
   impl.runtime.add(impl.housekeeping);
