@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "mrpc/base/limits.h"
 #include "mrpc/message/layout.h"
 
 namespace mrpc {
@@ -31,6 +32,10 @@ Expected<const RegisteredService*> ServiceRegistry::register_service(
                                 "message layouts",
                                 service_name));
   } else {
+    if (by_id_.size() >= limits::kMaxRegisteredServices)
+      return Status(StatusCode::kResourceExhausted,
+                    fmt::format("mrpcd already knows kMaxRegisteredServices={} services",
+                                limits::kMaxRegisteredServices));
     auto fresh = std::make_unique<RegisteredService>();
     fresh->id = static_cast<uint32_t>(by_id_.size() + 1);
     fresh->full_name = service_name;
