@@ -42,7 +42,19 @@ bool Connection::flush_overflow() {
 
 Status Connection::free_received(uint64_t offset) {
   if (offset == shm::kNoOffset) return {};
-  return receive_allocator->free(offset);
+  Status freed = receive_allocator->free(offset);
+  report_receive_usage();
+  return freed;
+}
+
+void Connection::report_receive_usage(bool closing) {
+  if (receive_bytes_total == nullptr || receive_allocator == nullptr) return;
+  uint64_t used = closing ? 0 : receive_allocator->used_bytes();
+  if (used >= receive_bytes_reported)
+    receive_bytes_total->fetch_add(used - receive_bytes_reported, std::memory_order_relaxed);
+  else
+    receive_bytes_total->fetch_sub(receive_bytes_reported - used, std::memory_order_relaxed);
+  receive_bytes_reported = used;
 }
 
 shm::RingEntry make_entry(shm::EntryKind kind, uint64_t call_id) {

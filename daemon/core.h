@@ -41,10 +41,12 @@ struct Connection {
 
   ConnectionId id = kNoConnection;
   State state = State::kHandshake;
+  MonoTime handshake_deadline = kNoDeadline;  // Hello must arrive by then
   shm::UniqueFd socket;
   std::shared_ptr<const CallerIdentity> identity;
 
-  shm::SharedRegion heap;     // the app writes; the daemon only reads (untrusted)
+  shm::UniqueFd heap_fd;  // the app's send heap, a sealed memfd
+  shm::Mapping heap;      // the daemon's mapping of it: read-only (the app writes it; untrusted)
   shm::SharedRegion receive;  // the daemon writes; the app maps read-only
   shm::SharedRegion rings;
   shm::Doorbell app_to_daemon;
@@ -73,6 +75,11 @@ struct Connection {
   bool flush_overflow();
   // Frees a block the daemon placed in the receive region; a bad offset is counted, not fatal.
   Status free_received(uint64_t offset);
+  // Brings `receive_bytes_total` up to date with this connection's receive allocator; call after
+  // anything allocates or frees there (on close, with `closing`, it withdraws all of it).
+  void report_receive_usage(bool closing = false);
+  std::atomic<uint64_t>* receive_bytes_total = nullptr;  // DaemonCounters::receive_bytes_in_use
+  uint64_t receive_bytes_reported = 0;
 };
 
 // One call the daemon has admitted, from the caller's kCall until both sides are done with it:
@@ -105,6 +112,7 @@ struct DaemonCounters {
   std::atomic<uint64_t> calls_failed{0};
   std::atomic<uint64_t> calls_in_flight{0};
   std::atomic<uint64_t> protocol_errors{0};
+  std::atomic<uint64_t> receive_bytes_in_use{0};
 };
 
 struct DaemonCore {

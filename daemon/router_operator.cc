@@ -50,6 +50,7 @@ Status RouterOperator::deliver(Rpc& rpc, const RegisteredService& service, Conne
   incoming.metadata_offset = metadata_offset;
   incoming.metadata_length = static_cast<uint32_t>(metadata_length);
   incoming.deadline = rpc.deadline;
+  server.report_receive_usage();
   if (!server.post(incoming)) {
     return Status(StatusCode::kUnavailable, "the serving app's completion ring is corrupt");
   }
@@ -116,6 +117,7 @@ void RouterOperator::copy_response(Rpc& rpc) {
   auto response =
       copy_message(*method.output, server->heap_view(), rpc.response.offset, caller->receive_view(),
                    *caller->receive_allocator, copy_limits(core_.config));
+  caller->report_receive_usage();
   if (response.ok()) {
     rpc.response = MessageLocation{caller->id, RegionKind::kReceive, *response};
   } else {

@@ -1,6 +1,7 @@
 // mrpcd's engine embedded on real sockets, driven by raw test apps: routing, errors, deadlines,
 // cancellation, apps that leave, and hostile apps that must not hurt a well-behaved one.
 #include <doctest/doctest.h>
+#include <google/protobuf/descriptor.pb.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,6 +63,18 @@ StatusCode call_status(const shm::RingEntry& done) {
   return status_code_from_wire(done.status);
 }
 
+// Whether `condition` holds within 10 s (it should hold almost at once; the bound only turns a
+// bug into a failure instead of a hang).
+template <class Condition>
+bool eventually(Condition condition) {
+  const MonoTime give_up = MonotonicClock::instance().now() + 10'000'000'000;
+  while (!condition()) {
+    if (MonotonicClock::instance().now() > give_up) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("an echo call goes from one app to the serving app and back") {
@@ -103,6 +116,9 @@ TEST_CASE("many calls in flight at once are all answered correctly") {
   }
   CHECK(client->heap().used_bytes() == 0);
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
+  // Every request was released by its reply, every response by the client's kRelease.
+  REQUIRE(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));
+  CHECK(server.live_replies() == 0);
 }
 
 TEST_CASE("a call to a service nobody serves fails UNAVAILABLE") {
@@ -124,6 +140,14 @@ TEST_CASE("registering a service the schema does not have, or a broken schema, f
         StatusCode::kInvalidArgument);
   EchoServer first(daemon.app_socket());
   CHECK(app->register_service(kEchoService, true).status == StatusCode::kAlreadyExists);
+  // The same service name with a different request layout would make the daemon copy with the
+  // wrong offsets: refused.
+  google::protobuf::FileDescriptorSet changed;
+  REQUIRE(changed.ParseFromString(echo_file_descriptor_set()));
+  changed.mutable_file(0)->mutable_message_type(0)->mutable_field(0)->set_type(
+      google::protobuf::FieldDescriptorProto::TYPE_INT64);
+  CHECK(app->register_service(kEchoService, false, changed.SerializeAsString()).status ==
+        StatusCode::kFailedPrecondition);
 }
 
 TEST_CASE("a hello with another protocol version is refused") {
@@ -149,10 +173,10 @@ TEST_CASE("a call past its deadline ends DEADLINE_EXCEEDED and the late reply is
   REQUIRE(done.has_value());
   CHECK(call_status(*done) == StatusCode::kDeadlineExceeded);
   CHECK(done->message_offset == shm::kNoOffset);
-  while (server.cancellations() < 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.cancellations() >= 1; }));
   server.reply_to_held();
   // The late reply still gets its kReplyDone, so the server frees it.
-  while (server.replies_sent() < 1 || server.live_replies() > 0) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.replies_sent() >= 1 && server.live_replies() == 0; }));
   server.set_mode(EchoServer::Mode::kEcho);
   check_echo_works(*client, server.service_id(), 2);  // nothing else is disturbed
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
@@ -175,7 +199,7 @@ TEST_CASE("a cancelled call ends CANCELLED and the server is told") {
   EchoServer server(daemon.app_socket(), EchoServer::Mode::kHold);
   auto client = TestApp::connect(daemon.app_socket(), "client");
   client->call_echo(server.service_id(), 7, "never mind");
-  while (server.calls_seen() < 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.calls_seen() >= 1; }));
   shm::RingEntry cancel{};
   cancel.kind = shm::EntryKind::kCancel;
   cancel.call_id = 7;
@@ -186,7 +210,7 @@ TEST_CASE("a cancelled call ends CANCELLED and the server is told") {
   auto done = client->wait_call_done(7);
   REQUIRE(done.has_value());
   CHECK(call_status(*done) == StatusCode::kCancelled);
-  while (server.cancellations() < 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.cancellations() >= 1; }));
 }
 
 TEST_CASE("a server that dies fails its pending calls UNAVAILABLE and the daemon serves on") {
@@ -197,7 +221,7 @@ TEST_CASE("a server that dies fails its pending calls UNAVAILABLE and the daemon
     EchoServer doomed(daemon.app_socket(), EchoServer::Mode::kHold);
     service_id = doomed.service_id();
     for (uint64_t id = 1; id <= 5; ++id) client->call_echo(service_id, id, "pending");
-    while (doomed.calls_seen() < 5) std::this_thread::sleep_for(1ms);
+    REQUIRE(eventually([&] { return doomed.calls_seen() >= 5; }));
     doomed.kill();
   }
   for (uint64_t id = 1; id <= 5; ++id) {
@@ -216,13 +240,13 @@ TEST_CASE("a client that leaves with calls in flight is cleaned up and the serve
   {
     auto leaving = TestApp::connect(daemon.app_socket(), "leaving");
     for (uint64_t id = 1; id <= 3; ++id) leaving->call_echo(server.service_id(), id, "bye");
-    while (server.calls_seen() < 3) std::this_thread::sleep_for(1ms);
+    REQUIRE(eventually([&] { return server.calls_seen() >= 3; }));
     leaving->disconnect();
   }
-  while (server.cancellations() < 3) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.cancellations() >= 3; }));
   server.reply_to_held();  // replies for a caller that is gone are released, not delivered
-  while (server.live_replies() > 0) std::this_thread::sleep_for(1ms);
-  while (daemon.daemon.stats().connections_open != 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.live_replies() == 0; }));
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 1; }));
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
 }
 
@@ -294,7 +318,7 @@ TEST_CASE("hostile calls get errors while a well-behaved app keeps getting answe
     bogus_reply.detail_offset = shm::kNoOffset;
     evil->submit(bogus_reply);
     check_echo_works(*good, service, good_id++);
-    while (daemon.daemon.stats().protocol_errors < 4) std::this_thread::sleep_for(1ms);
+    REQUIRE(eventually([&] { return daemon.daemon.stats().protocol_errors >= 4; }));
   }
   SUBCASE("shrinking the heap is refused by its seals") {
     CHECK(::ftruncate(evil->heap_region().fd(), 4096) != 0);
@@ -305,7 +329,7 @@ TEST_CASE("hostile calls get errors while a well-behaved app keeps getting answe
     auto* header = reinterpret_cast<shm::RingHeader*>(evil->rings_region().data());
     header->tail.store(uint64_t{1} << 40);
     evil->wake_daemon();
-    while (daemon.daemon.stats().connections_open != 2) std::this_thread::sleep_for(1ms);
+    REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 2; }));
     check_echo_works(*good, service, good_id++);
   }
 }
@@ -323,9 +347,9 @@ TEST_CASE(
     REQUIRE(done.has_value());
     CHECK(call_status(*done) == StatusCode::kResourceExhausted);
   }
-  while (server.calls_seen() < limit) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.calls_seen() >= limit; }));
   good->call_echo(server.service_id(), 1, "still welcome");
-  while (server.calls_seen() < limit + 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.calls_seen() >= limit + 1; }));
   server.reply_to_held();
   auto done = good->wait_call_done(1);
   REQUIRE(done.has_value());
@@ -349,6 +373,13 @@ TEST_CASE("the control socket is private and answers stats as JSON") {
   auto stats = nlohmann::json::parse(*reply);
   CHECK(stats["connections_open"] == 1);
   CHECK(stats["services"] == 1);
+  auto listing = ControlServer::request(daemon.control_socket(), "connections");
+  REQUIRE(listing.ok());
+  auto connections = nlohmann::json::parse(*listing)["connections"];
+  REQUIRE(connections.size() == 1);
+  CHECK(connections[0]["app"] == "echo-server");
+  CHECK(connections[0]["pid"] == ::getpid());
+  CHECK(connections[0]["graph"] == nlohmann::json::array({"frontend", "router"}));
   auto unknown = ControlServer::request(daemon.control_socket(), "reboot");
   REQUIRE(unknown.ok());
   CHECK(nlohmann::json::parse(*unknown).contains("error"));
@@ -359,7 +390,7 @@ TEST_CASE("stopping the daemon fails calls in flight UNAVAILABLE after the drain
   EchoServer server(daemon->app_socket(), EchoServer::Mode::kHold);
   auto client = TestApp::connect(daemon->app_socket(), "client");
   client->call_echo(server.service_id(), 1, "stuck");
-  while (server.calls_seen() < 1) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return server.calls_seen() >= 1; }));
   daemon->daemon.stop(10ms);
   auto done = client->wait_call_done(1);
   REQUIRE(done.has_value());
@@ -496,7 +527,7 @@ TEST_CASE("policies spliced into a running daemon's graphs take effect and lose 
       })
       .wait();
   for (uint64_t id = 10; id < 15; ++id) client->call_echo(server.service_id(), id, "held");
-  while (holder->holding < 5) std::this_thread::sleep_for(1ms);
+  REQUIRE(eventually([&] { return holder->holding >= 5; }));
   CHECK(server.calls_seen() == 1);  // none of them got past the policy
 
   daemon.daemon
@@ -528,4 +559,38 @@ TEST_CASE("policies spliced into a running daemon's graphs take effect and lose 
       .wait();
   check_echo_works(*client, server.service_id(), 21);
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
+}
+
+TEST_CASE("connections past max_connections are refused; closing one makes room") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.max_connections = 2;
+  EmbeddedDaemon daemon(config);
+  auto first = TestApp::connect(daemon.app_socket(), "first");
+  auto second = TestApp::connect(daemon.app_socket(), "second");
+  auto third = shm::connect_app_socket(daemon.app_socket());
+  REQUIRE(third.ok());
+  wire::AppMessage hello;
+  hello.mutable_hello()->set_protocol_version(shm::kProtocolVersion);
+  (void)shm::send_message(third->get(), hello);
+  wire::DaemonMessage reply;
+  CHECK(shm::receive_message(third->get(), reply, shm::kMaxFdsPerPacket).status().code() ==
+        StatusCode::kUnavailable);  // closed without a Welcome
+  first->disconnect();
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 1; }));
+  auto fourth = TestApp::connect(daemon.app_socket(), "fourth");
+  CHECK(daemon.daemon.stats().connections_open == 2);
+}
+
+TEST_CASE("a connection that never says Hello is closed after the handshake timeout") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.handshake_timeout = 50ms;
+  EmbeddedDaemon daemon(config);
+  auto silent = shm::connect_app_socket(daemon.app_socket());
+  REQUIRE(silent.ok());
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_accepted == 1; }));
+  wire::DaemonMessage reply;
+  // Blocks until the daemon closes the socket: no message ever comes.
+  CHECK(shm::receive_message(silent->get(), reply, shm::kMaxFdsPerPacket).status().code() ==
+        StatusCode::kUnavailable);
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 0; }));
 }
