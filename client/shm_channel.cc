@@ -23,8 +23,6 @@ namespace {
 
 // Entries taken off the completion ring per pass.
 constexpr uint32_t kCompletionBatch = 64;
-// Longest error text a server handler's status carries back.
-constexpr uint64_t kMaxReplyDetailBytes = 1024;
 // How soon to retry submissions queued behind a full ring (the daemon does not ring us when it
 // frees submission slots).
 constexpr std::chrono::nanoseconds kOverflowRetry = std::chrono::milliseconds(1);
@@ -160,6 +158,14 @@ ShmChannel::~ShmChannel() {
     }
   }
   handlers_.stop();
+  // Leases still held by the app keep Connections alive; the daemon must see the app leave now.
+  {
+    std::lock_guard lock(connection_mutex_);
+    for (const auto& connection : connections_) {
+      connection->mark_lost();
+      connection->shut_down_socket();
+    }
+  }
   std::vector<UntypedCompletion> orphans;
   {
     std::lock_guard lock(calls_mutex_);
@@ -365,7 +371,7 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
                            "build it again in Channel::heap()"));
     return id;
   }
-  if (method_index >= service.methods.size()) {
+  if (method_index >= service.methods.size() || method_index > UINT16_MAX) {
     free_request();
     fail_call_later(std::move(done),
                     Status(StatusCode::kInvalidArgument,
@@ -597,7 +603,7 @@ void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
   }
   if (code != StatusCode::kOk) {
     std::string detail;
-    const uint64_t length = std::min<uint64_t>(entry.detail_length, kMaxReplyDetailBytes);
+    const uint64_t length = std::min<uint64_t>(entry.detail_length, limits::kMaxStatusDetailBytes);
     if (entry.detail_offset != shm::kNoOffset &&
         entry.detail_offset <= connection->receive_bytes() &&
         length <= connection->receive_bytes() - entry.detail_offset) {
@@ -686,7 +692,8 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
         call->reply.message_offset = response->offset;
       } else if (!status.message().empty()) {
         // The error text lives in the response's arena, freed with it on kReplyDone.
-        const uint64_t length = std::min<uint64_t>(status.message().size(), kMaxReplyDetailBytes);
+        const uint64_t length =
+            std::min<uint64_t>(status.message().size(), limits::kMaxStatusDetailBytes);
         const uint64_t at = heap.allocate(response->offset, length, 1, false);
         if (at != kNoOffset) {
           std::memcpy(heap.base() + at, status.message().data(), length);
@@ -741,11 +748,15 @@ bool ShmChannel::fire_deadlines() {
   std::vector<CallId> to_cancel;
   {
     std::lock_guard lock(calls_mutex_);
-    while (!deadlines_.empty() && deadlines_.top().first <= now) {
-      const CallId id = deadlines_.top().second;
-      deadlines_.pop();
+    // Entries of calls that have already ended are dropped as they reach the top, so the queue
+    // holds about the calls in flight, not every call of the last kDefaultCallTimeout.
+    while (!deadlines_.empty()) {
+      const auto [deadline, id] = deadlines_.top();
       auto it = calls_.find(id);
-      if (it == calls_.end() || !it->second.done) continue;
+      const bool ended = it == calls_.end() || !it->second.done;
+      if (!ended && deadline > now) break;
+      deadlines_.pop();
+      if (ended) continue;
       expired.push_back(std::move(it->second.done));
       it->second.done = nullptr;
       to_cancel.push_back(id);
@@ -776,6 +787,7 @@ void ShmChannel::handle_loss(const std::shared_ptr<Connection>& connection, cons
     calls_.clear();
     deadlines_ = {};
   }
+  connection->shut_down_socket();
   {
     std::lock_guard lock(connection_mutex_);
     if (current_ == connection) current_.reset();

@@ -1,5 +1,6 @@
 #include "connection_task.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -24,6 +25,11 @@ bool ConnectionTask::run() {
   bool did_work = false;
   // Control messages are rare: the socket is read after a sleep and every few rounds, not with a
   // syscall in every round of a busy datapath.
+  if (connection_->state == Connection::State::kHandshake &&
+      core_.clock.now() >= connection_->handshake_deadline) {
+    close("no Hello within the handshake timeout");
+    return true;
+  }
   if (socket_check_countdown_-- == 0 || !connection_->ready()) {
     socket_check_countdown_ = kRoundsBetweenSocketChecks;
     if (!read_control_messages()) {
@@ -40,6 +46,7 @@ bool ConnectionTask::run() {
 }
 
 MonoTime ConnectionTask::next_timer() const {
+  if (connection_->state == Connection::State::kHandshake) return connection_->handshake_deadline;
   return connection_->ready() ? connection_->graph->next_timer() : kNoDeadline;
 }
 
@@ -118,7 +125,15 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
                                app_to_daemon.status(), daemon_to_app.status()}) {
     if (!status.ok()) return refuse("could not create shared memory: " + status.to_string());
   }
-  app.heap = std::move(*heap);
+  // The daemon keeps only a read-only mapping of the heap: creating it mapped it read-write.
+  app.heap_fd = shm::UniqueFd(::fcntl(heap->fd(), F_DUPFD_CLOEXEC, 0));
+  if (!app.heap_fd) return refuse("could not duplicate the heap's fd");
+  auto heap_mapping =
+      shm::Mapping::map(app.heap_fd.get(), config.heap_bytes, shm::RegionAccess::kReadOnly);
+  if (!heap_mapping.ok())
+    return refuse("could not map the heap: " + heap_mapping.status().to_string());
+  app.heap = std::move(*heap_mapping);
+  *heap = shm::SharedRegion();
   app.receive = std::move(*receive);
   app.rings = std::move(*rings);
   app.app_to_daemon = std::move(*app_to_daemon);
@@ -142,7 +157,7 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   welcome->set_ring_entries(config.ring_entries);
   welcome->set_max_calls_in_flight(config.max_calls_in_flight);
   welcome->set_max_message_bytes(config.max_message_bytes);
-  const int fds[] = {app.heap.fd(), app.receive.fd(), app.rings.fd(), app.app_to_daemon.fd(),
+  const int fds[] = {app.heap_fd.get(), app.receive.fd(), app.rings.fd(), app.app_to_daemon.fd(),
                      app.daemon_to_app.fd()};
   if (!shm::send_message(app.socket.get(), message, fds).ok()) return false;
 
@@ -156,7 +171,8 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
                                       GraphOptions{.max_batch = config.max_batch});
   app.graph->append(std::make_shared<FrontendOperator>(core_, app.id));
   app.graph->append(std::make_shared<RouterOperator>(core_, app.id));
-  core_.runtime->watch_eventfd(app.app_to_daemon.fd());
+  Status watched = core_.runtime->watch_eventfd(app.app_to_daemon.fd());
+  if (!watched.ok()) return refuse(watched.to_string());
   app.state = Connection::State::kReady;
   spdlog::info("connection {}: app '{}' (pid {}, uid {}) connected", app.id, app.identity->app_name,
                app.identity->pid, app.identity->uid);

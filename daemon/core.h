@@ -41,10 +41,12 @@ struct Connection {
 
   ConnectionId id = kNoConnection;
   State state = State::kHandshake;
+  MonoTime handshake_deadline = kNoDeadline;  // Hello must arrive by then
   shm::UniqueFd socket;
   std::shared_ptr<const CallerIdentity> identity;
 
-  shm::SharedRegion heap;     // the app writes; the daemon only reads (untrusted)
+  shm::UniqueFd heap_fd;  // the app's send heap, a sealed memfd
+  shm::Mapping heap;      // the daemon's mapping of it: read-only (the app writes it; untrusted)
   shm::SharedRegion receive;  // the daemon writes; the app maps read-only
   shm::SharedRegion rings;
   shm::Doorbell app_to_daemon;

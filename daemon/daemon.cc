@@ -79,6 +79,11 @@ class HousekeepingTask final : public Task {
       if (!accepted.ok()) break;
       did_work = true;
       shm::UniqueFd socket = std::move(*accepted);
+      if (core_.connections.size() >= core_.config.max_connections) {
+        spdlog::warn("refusing a connection: max_connections={} reached",
+                     core_.config.max_connections);
+        continue;  // closing the socket is the refusal
+      }
       auto credentials = shm::peer_credentials(socket.get());
       if (!credentials.ok() || !shm::set_nonblocking(socket.get()).ok()) {
         spdlog::warn("dropping a connection: {}", credentials.status().to_string());
@@ -87,13 +92,17 @@ class HousekeepingTask final : public Task {
       auto connection = std::make_shared<Connection>();
       connection->id = core_.next_connection_id++;
       connection->socket = std::move(socket);
+      connection->handshake_deadline = core_.clock.now() + core_.config.handshake_timeout.count();
       auto identity = std::make_shared<CallerIdentity>();
       identity->pid = credentials->pid;
       identity->uid = credentials->uid;
       identity->gid = credentials->gid;
       connection->identity = std::move(identity);
+      if (Status watched = core_.runtime->watch_readable(connection->socket.get()); !watched.ok()) {
+        spdlog::warn("dropping a connection: {}", watched.to_string());
+        continue;
+      }
       core_.connections.emplace(connection->id, connection);
-      core_.runtime->watch_readable(connection->socket.get());
       core_.runtime->add(std::make_shared<ConnectionTask>(core_, connection));
       core_.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
       core_.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
@@ -119,6 +128,8 @@ struct Daemon::Impl {
   }
 
   std::string stats_json() const;
+  // Runtime thread only (the control server runs there).
+  std::string connections_json() const;
 
   DaemonCore core;
   Runtime runtime;  // after core: its tasks refer to core, so it goes first
@@ -150,6 +161,7 @@ Status check_config(const DaemonConfig& config) {
     return invalid("heap and receive regions need a size");
   if (config.max_calls_in_flight == 0) return invalid("max_calls_in_flight must be at least 1");
   if (config.max_batch == 0) return invalid("max_batch must be at least 1");
+  if (config.max_connections == 0) return invalid("max_connections must be at least 1");
   if (config.app_socket_path == config.control_socket_path)
     return invalid("the app and control sockets need different paths");
   return {};
@@ -175,13 +187,14 @@ Status Daemon::start() {
       impl.core.config.control_socket_path,
       [&impl](const std::string& command) -> std::string {
         if (command == "stats") return impl.stats_json();
+        if (command == "connections") return impl.connections_json();
         return nlohmann::json{{"error", fmt::format("unknown command '{}'", command)},
-                              {"commands", {"stats"}}}
+                              {"commands", {"stats", "connections"}}}
             .dump();
       },
       [&impl](int fd, bool watch) {
         if (watch)
-          impl.runtime.watch_readable(fd);
+          (void)impl.runtime.watch_readable(fd);  // unwatched, it is still read on wake-ups
         else
           impl.runtime.unwatch(fd);
       });
@@ -190,8 +203,8 @@ Status Daemon::start() {
     return control.status();
   }
   impl.control.emplace(std::move(*control));
-  impl.runtime.watch_readable(impl.app_listener.get());
-  impl.runtime.watch_readable(impl.control->fd());
+  MRPC_TRY_STATUS(impl.runtime.watch_readable(impl.app_listener.get()));
+  MRPC_TRY_STATUS(impl.runtime.watch_readable(impl.control->fd()));
   impl.housekeeping = std::make_shared<HousekeepingTask>(impl.core, impl.app_listener.get(),
                                                          *impl.control, impl.drain_requested);
   impl.runtime.add(impl.housekeeping);
@@ -263,6 +276,24 @@ std::string Daemon::Impl::stats_json() const {
                         {"runtime_sleeps", runtime.stats().sleeps},
                         {"receive_bytes_in_use", load(c.receive_bytes_in_use)}}
       .dump();
+}
+
+std::string Daemon::Impl::connections_json() const {
+  nlohmann::json connections = nlohmann::json::array();
+  for (const auto& [id, connection] : core.connections) {
+    if (!connection->ready()) continue;
+    nlohmann::json operators = nlohmann::json::array();
+    for (size_t i = 0; i < connection->graph->size(); ++i)
+      operators.push_back(std::string(connection->graph->operator_at(i).name()));
+    connections.push_back({{"id", id},
+                           {"app", connection->identity->app_name},
+                           {"pid", connection->identity->pid},
+                           {"uid", connection->identity->uid},
+                           {"calls_in_flight", connection->outgoing.size()},
+                           {"graph", operators},
+                           {"graph_generation", connection->graph->stats().changes}});
+  }
+  return nlohmann::json{{"connections", connections}}.dump();
 }
 
 DaemonStats Daemon::stats() const {

@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-message-bytes", config.max_message_bytes, "largest message an app may send")
       ->capture_default_str();
+  app.add_option("--max-connections", config.max_connections, "app connections held at once")
+      ->capture_default_str();
   app.add_option("--max-batch", config.max_batch, "ring entries handled per connection per round")
       ->capture_default_str();
   app.add_option("--spin-budget-us", spin_budget_us,

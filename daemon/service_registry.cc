@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include "mrpc/base/limits.h"
+#include "mrpc/message/layout.h"
+
 namespace mrpc {
 
 Expected<const RegisteredService*> ServiceRegistry::register_service(
@@ -14,15 +17,25 @@ Expected<const RegisteredService*> ServiceRegistry::register_service(
   RegisteredService* entry = nullptr;
   if (auto it = by_name_.find(service_name); it != by_name_.end()) {
     entry = it->second;
+    // Apps build messages with their own layouts and the daemon copies them with the first
+    // registration's: every method and message layout must agree.
     const auto& known = entry->info->methods;
-    bool same_methods = known.size() == info->methods.size();
-    for (size_t i = 0; same_methods && i < known.size(); ++i)
-      same_methods = known[i].name == info->methods[i].name;
-    if (!same_methods)
-      return Status(
-          StatusCode::kFailedPrecondition,
-          fmt::format("service '{}' is already registered with other methods", service_name));
+    bool same = known.size() == info->methods.size();
+    for (size_t i = 0; same && i < known.size(); ++i) {
+      same = known[i].name == info->methods[i].name &&
+             known[i].input->fingerprint() == info->methods[i].input->fingerprint() &&
+             known[i].output->fingerprint() == info->methods[i].output->fingerprint();
+    }
+    if (!same)
+      return Status(StatusCode::kFailedPrecondition,
+                    fmt::format("service '{}' is already registered with other methods or "
+                                "message layouts",
+                                service_name));
   } else {
+    if (by_id_.size() >= limits::kMaxRegisteredServices)
+      return Status(StatusCode::kResourceExhausted,
+                    fmt::format("mrpcd already knows kMaxRegisteredServices={} services",
+                                limits::kMaxRegisteredServices));
     auto fresh = std::make_unique<RegisteredService>();
     fresh->id = static_cast<uint32_t>(by_id_.size() + 1);
     fresh->full_name = service_name;

@@ -28,7 +28,8 @@ class ServiceRegistry {
  public:
   // Registers `service_name` from `schema` for `connection`; with `serve`, routes its calls there.
   // NOT_FOUND: the schema has no such service. FAILED_PRECONDITION: the name is known with other
-  // methods. ALREADY_EXISTS: another connection already serves it.
+  // methods or message layouts. ALREADY_EXISTS: another connection already serves it.
+  // RESOURCE_EXHAUSTED: limits::kMaxRegisteredServices reached.
   Expected<const RegisteredService*> register_service(std::shared_ptr<const Schema> schema,
                                                       const std::string& service_name,
                                                       ConnectionId connection, bool serve);

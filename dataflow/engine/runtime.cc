@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -40,8 +41,10 @@ Runtime::Runtime(const Clock& clock, RuntimeOptions options)
   epoll_fd_ = checked(::epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
   wake_fd_ = checked(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), "eventfd");
   timer_fd_ = checked(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC), "timerfd");
-  watch_eventfd(wake_fd_);
-  watch_eventfd(timer_fd_);
+  for (int fd : {wake_fd_, timer_fd_}) {
+    Status watched = watch_eventfd(fd);
+    if (!watched.ok()) throw std::runtime_error(watched.to_string());
+  }
 }
 
 Runtime::~Runtime() {
@@ -97,22 +100,25 @@ void Runtime::apply_pending() {
   task_count_.store(tasks_.size(), std::memory_order_relaxed);
 }
 
-void Runtime::watch_eventfd(int fd) {
-  watch(fd, true);
+Status Runtime::watch_eventfd(int fd) {
+  return watch(fd, true);
 }
-void Runtime::watch_readable(int fd) {
-  watch(fd, false);
+Status Runtime::watch_readable(int fd) {
+  return watch(fd, false);
 }
 
 namespace {
 constexpr uint64_t kDrainFlag = 1ull << 32;
 }  // namespace
 
-void Runtime::watch(int fd, bool drain) {
+Status Runtime::watch(int fd, bool drain) {
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.u64 = static_cast<uint32_t>(fd) | (drain ? kDrainFlag : 0);
-  checked(::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event), "epoll_ctl(ADD)");
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) < 0)
+    return Status(StatusCode::kUnavailable,
+                  fmt::format("epoll cannot watch fd {}: {}", fd, std::strerror(errno)));
+  return {};
 }
 
 void Runtime::unwatch(int fd) {

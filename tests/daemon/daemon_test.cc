@@ -1,6 +1,7 @@
 // mrpcd's engine embedded on real sockets, driven by raw test apps: routing, errors, deadlines,
 // cancellation, apps that leave, and hostile apps that must not hurt a well-behaved one.
 #include <doctest/doctest.h>
+#include <google/protobuf/descriptor.pb.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,6 +140,14 @@ TEST_CASE("registering a service the schema does not have, or a broken schema, f
         StatusCode::kInvalidArgument);
   EchoServer first(daemon.app_socket());
   CHECK(app->register_service(kEchoService, true).status == StatusCode::kAlreadyExists);
+  // The same service name with a different request layout would make the daemon copy with the
+  // wrong offsets: refused.
+  google::protobuf::FileDescriptorSet changed;
+  REQUIRE(changed.ParseFromString(echo_file_descriptor_set()));
+  changed.mutable_file(0)->mutable_message_type(0)->mutable_field(0)->set_type(
+      google::protobuf::FieldDescriptorProto::TYPE_INT64);
+  CHECK(app->register_service(kEchoService, false, changed.SerializeAsString()).status ==
+        StatusCode::kFailedPrecondition);
 }
 
 TEST_CASE("a hello with another protocol version is refused") {
@@ -364,6 +373,13 @@ TEST_CASE("the control socket is private and answers stats as JSON") {
   auto stats = nlohmann::json::parse(*reply);
   CHECK(stats["connections_open"] == 1);
   CHECK(stats["services"] == 1);
+  auto listing = ControlServer::request(daemon.control_socket(), "connections");
+  REQUIRE(listing.ok());
+  auto connections = nlohmann::json::parse(*listing)["connections"];
+  REQUIRE(connections.size() == 1);
+  CHECK(connections[0]["app"] == "echo-server");
+  CHECK(connections[0]["pid"] == ::getpid());
+  CHECK(connections[0]["graph"] == nlohmann::json::array({"frontend", "router"}));
   auto unknown = ControlServer::request(daemon.control_socket(), "reboot");
   REQUIRE(unknown.ok());
   CHECK(nlohmann::json::parse(*unknown).contains("error"));
@@ -543,4 +559,38 @@ TEST_CASE("policies spliced into a running daemon's graphs take effect and lose 
       .wait();
   check_echo_works(*client, server.service_id(), 21);
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
+}
+
+TEST_CASE("connections past max_connections are refused; closing one makes room") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.max_connections = 2;
+  EmbeddedDaemon daemon(config);
+  auto first = TestApp::connect(daemon.app_socket(), "first");
+  auto second = TestApp::connect(daemon.app_socket(), "second");
+  auto third = shm::connect_app_socket(daemon.app_socket());
+  REQUIRE(third.ok());
+  wire::AppMessage hello;
+  hello.mutable_hello()->set_protocol_version(shm::kProtocolVersion);
+  (void)shm::send_message(third->get(), hello);
+  wire::DaemonMessage reply;
+  CHECK(shm::receive_message(third->get(), reply, shm::kMaxFdsPerPacket).status().code() ==
+        StatusCode::kUnavailable);  // closed without a Welcome
+  first->disconnect();
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 1; }));
+  auto fourth = TestApp::connect(daemon.app_socket(), "fourth");
+  CHECK(daemon.daemon.stats().connections_open == 2);
+}
+
+TEST_CASE("a connection that never says Hello is closed after the handshake timeout") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.handshake_timeout = 50ms;
+  EmbeddedDaemon daemon(config);
+  auto silent = shm::connect_app_socket(daemon.app_socket());
+  REQUIRE(silent.ok());
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_accepted == 1; }));
+  wire::DaemonMessage reply;
+  // Blocks until the daemon closes the socket: no message ever comes.
+  CHECK(shm::receive_message(silent->get(), reply, shm::kMaxFdsPerPacket).status().code() ==
+        StatusCode::kUnavailable);
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 0; }));
 }

@@ -78,7 +78,7 @@ TEST_CASE("a sleeping runtime wakes on a watched eventfd") {
   runtime.add(task);
   int doorbell = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   REQUIRE(doorbell >= 0);
-  runtime.watch_eventfd(doorbell);
+  REQUIRE(runtime.watch_eventfd(doorbell).ok());
   runtime.run_once();
   CHECK(runtime.sleep_once());  // returns at once: add() woke the runtime
   std::thread ringer([&] {

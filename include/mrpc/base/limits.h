@@ -28,6 +28,12 @@ inline constexpr uint32_t kMaxMessageNesting = 64;
 inline constexpr uint32_t kMaxMetadataBytes = 16u << 10;
 // Longest error text an app's kReply may carry (longer text is cut to this).
 inline constexpr uint32_t kMaxStatusDetailBytes = 1024;
+// App connections mrpcd holds at once; more are refused until some close.
+inline constexpr uint32_t kDefaultMaxAppConnections = 1024;
+// Services one daemon knows (each keeps the schema it was registered with).
+inline constexpr uint32_t kMaxRegisteredServices = 1024;
+// Time an app connection has to say Hello before mrpcd closes it.
+inline constexpr std::chrono::nanoseconds kAppHandshakeTimeout = 5s;
 // Largest control message on the app socket (a schema registration is the big one).
 inline constexpr uint32_t kMaxAppSocketMessageBytes = 4u << 20;
 

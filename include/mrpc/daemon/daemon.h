@@ -31,6 +31,9 @@ struct DaemonConfig {
   uint32_t ring_entries = limits::kDefaultRingEntries;
   uint32_t max_calls_in_flight = limits::kDefaultMaxCallsInFlight;
   uint64_t max_message_bytes = limits::kDefaultMaxMessageBytes;
+  uint32_t max_connections = limits::kDefaultMaxAppConnections;
+  // An app that has not said Hello by then is disconnected.
+  std::chrono::nanoseconds handshake_timeout = limits::kAppHandshakeTimeout;
   // Runtime polling: how long an idle runtime spins before it sleeps (0: sleep at once).
   std::chrono::nanoseconds spin_budget = limits::kDefaultSpinBudget;
   // Ring entries (and RPCs per operator) one connection gets handled per round.

@@ -21,6 +21,7 @@
 
 #include "mrpc/base/clock.h"
 #include "mrpc/base/limits.h"
+#include "mrpc/base/status.h"
 
 namespace mrpc {
 
@@ -71,10 +72,11 @@ class Runtime {
   void remove(const Task* task);
   // An eventfd (or timerfd) whose readiness wakes this runtime; the runtime drains it (reads its
   // counter) when it wakes. Thread-safe.
-  void watch_eventfd(int fd);
+  // UNAVAILABLE if epoll refuses it (out of watches): the caller gives up on that fd.
+  Status watch_eventfd(int fd);
   // Any other fd (a socket): readable wakes the runtime, which leaves the data to the task that
   // reads it. Level-triggered: a task must read it or unwatch it, or the runtime cannot sleep.
-  void watch_readable(int fd);
+  Status watch_readable(int fd);
   void unwatch(int fd);
   // Ends a sleep now, or prevents the next one. Thread-safe, async-signal-safe.
   void wake();
@@ -96,7 +98,7 @@ class Runtime {
 
  private:
   void loop();
-  void watch(int fd, bool drain);
+  Status watch(int fd, bool drain);
   void apply_pending();
   bool in_round() const;
   MonoTime next_timer() const;

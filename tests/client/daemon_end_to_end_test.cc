@@ -1,0 +1,228 @@
+// libmrpc against the real mrpcd engine, in-process (Daemon on real sockets and real shared
+// memory): two channels, one serving echo.EchoService and one calling it.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "echo.mrpc.h"
+#include "mrpc/base/clock.h"
+#include "mrpc/client/channel.h"
+#include "mrpc/daemon/daemon.h"
+
+using mrpc::Channel;
+using mrpc::ChannelOptions;
+using mrpc::StatusCode;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A daemon on sockets in a fresh directory.
+struct TestDaemon {
+  std::string dir;
+  mrpc::DaemonConfig config;
+  std::unique_ptr<mrpc::Daemon> daemon;
+
+  TestDaemon() {
+    static std::atomic<int> counter{0};
+    dir = fmt::format("/tmp/mrpc-e2e-{}-{}", ::getpid(), counter.fetch_add(1));
+    std::filesystem::create_directories(dir);
+    config.app_socket_path = dir + "/app.sock";
+    config.control_socket_path = dir + "/control.sock";
+    config.heap_bytes = 16 << 20;
+    config.receive_bytes = 16 << 20;
+    start();
+  }
+  ~TestDaemon() {
+    if (daemon) daemon->stop(0s);
+    std::filesystem::remove_all(dir);
+  }
+  void start() {
+    daemon = std::make_unique<mrpc::Daemon>(config, mrpc::MonotonicClock::instance());
+    REQUIRE(daemon->start().ok());
+  }
+  void stop() {
+    daemon->stop(0s);
+    daemon.reset();
+  }
+  std::shared_ptr<Channel> connect(const std::string& name, int handler_threads = 1) {
+    ChannelOptions options;
+    options.socket_path = config.app_socket_path;
+    options.app_name = name;
+    options.handler_threads = handler_threads;
+    auto channel = Channel::connect(options);
+    REQUIRE_MESSAGE(channel.ok(), channel.status().to_string());
+    return *channel;
+  }
+};
+
+// Echoes text and payload; appends the "suffix" metadata value; can hold calls until released.
+struct EchoService final : echo::EchoService::Service {
+  std::atomic<bool> hold{false};
+  std::mutex mutex;
+  std::condition_variable released;
+  bool release_all = false;
+  std::atomic<int> saw_cancel{0};
+
+  mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest& request,
+                    echo::EchoReply& response) override {
+    if (hold.load()) {
+      std::unique_lock lock(mutex);
+      released.wait(lock, [&] { return release_all || context.is_cancelled(); });
+      if (context.is_cancelled()) saw_cancel.fetch_add(1);
+    }
+    response.set_text(std::string(request.text()) +
+                      std::string(context.metadata().get("suffix").value_or("")));
+    response.set_payload(request.payload());
+    return {};
+  }
+  void release() {
+    std::lock_guard lock(mutex);
+    release_all = true;
+    released.notify_all();
+  }
+};
+
+echo::EchoRequest make_request(Channel& channel, std::string_view text) {
+  auto request = echo::EchoRequest::create(channel.heap());
+  request.set_text(text);
+  return request;
+}
+
+void wait_until(const std::function<bool()>& condition) {
+  while (!condition()) std::this_thread::sleep_for(1ms);
+}
+
+}  // namespace
+
+TEST_CASE("an echo call goes through mrpcd from one channel to another and back") {
+  TestDaemon daemon;
+  auto server = daemon.connect("server");
+  EchoService service;
+  REQUIRE(server->serve(echo::EchoService::schema(), service.methods()).ok());
+  auto client = daemon.connect("client");
+  echo::EchoService::Client stub(client);
+
+  auto request = make_request(*client, "hello");
+  request.set_payload(std::string("\0\1\2bytes", 8));
+  mrpc::CallOptions options;
+  options.metadata.add("suffix", ", world");
+  auto result = stub.Echo(request, options);
+  REQUIRE_MESSAGE(result.ok(), result.status().to_string());
+  CHECK((*result)->text() == "hello, world");
+  CHECK((*result)->payload() == std::string("\0\1\2bytes", 8));
+}
+
+TEST_CASE("10,000 calls with 64 in flight are all answered and every heap is back to empty") {
+  TestDaemon daemon;
+  auto server = daemon.connect("server", 2);
+  EchoService service;
+  REQUIRE(server->serve(echo::EchoService::schema(), service.methods()).ok());
+  auto client = daemon.connect("client");
+  echo::EchoService::Client stub(client);
+
+  constexpr int kCalls = 10'000;
+  constexpr int kWindow = 64;
+  std::mutex mutex;
+  std::condition_variable changed;
+  int in_flight = 0;
+  int finished = 0;
+  std::atomic<int> correct{0};
+  for (int i = 0; i < kCalls; ++i) {
+    {
+      std::unique_lock lock(mutex);
+      changed.wait(lock, [&] { return in_flight < kWindow; });
+      ++in_flight;
+    }
+    std::string text = fmt::format("call {}", i);
+    stub.Echo(make_request(*client, text), {}, [&, text](mrpc::CallResult<echo::EchoReply> result) {
+      if (result.ok() && (*result)->text() == text) correct.fetch_add(1);
+      std::lock_guard lock(mutex);
+      --in_flight;
+      ++finished;
+      changed.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return finished == kCalls; });
+  }
+  CHECK(correct.load() == kCalls);
+  CHECK(client->heap().live_messages() == 0);
+  wait_until([&] { return server->heap().live_messages() == 0; });
+}
+
+TEST_CASE("a call to a service nobody serves ends UNAVAILABLE") {
+  TestDaemon daemon;
+  auto client = daemon.connect("client");
+  echo::EchoService::Client stub(client);
+  auto result = stub.Echo(make_request(*client, "anyone?"));
+  CHECK(result.status().code() == StatusCode::kUnavailable);
+  CHECK(client->heap().live_messages() == 0);
+}
+
+TEST_CASE("a call past its deadline ends DEADLINE_EXCEEDED; a cancelled one CANCELLED") {
+  TestDaemon daemon;
+  auto server = daemon.connect("server", 2);
+  EchoService service;
+  service.hold = true;
+  REQUIRE(server->serve(echo::EchoService::schema(), service.methods()).ok());
+  auto client = daemon.connect("client");
+  echo::EchoService::Client stub(client);
+
+  mrpc::CallOptions short_deadline;
+  short_deadline.timeout = 50ms;
+  CHECK(stub.Echo(make_request(*client, "slow"), short_deadline).status().code() ==
+        StatusCode::kDeadlineExceeded);
+
+  std::promise<mrpc::Status> ended;
+  const mrpc::CallId id = stub.Echo(
+      make_request(*client, "cancel me"), {},
+      [&](mrpc::CallResult<echo::EchoReply> result) { ended.set_value(result.status()); });
+  client->cancel(id);
+  CHECK(ended.get_future().get().code() == StatusCode::kCancelled);
+  service.release();
+  // Every request and reply goes back once the late replies are done.
+  wait_until([&] { return client->heap().live_messages() == 0; });
+  wait_until([&] { return server->heap().live_messages() == 0; });
+}
+
+TEST_CASE("a daemon restarted under a client fails its calls, then calls succeed again") {
+  TestDaemon daemon;
+  auto server = daemon.connect("server");
+  EchoService service;
+  REQUIRE(server->serve(echo::EchoService::schema(), service.methods()).ok());
+  auto client = daemon.connect("client");
+  echo::EchoService::Client stub(client);
+  REQUIRE(stub.Echo(make_request(*client, "before")).ok());
+
+  service.hold = true;
+  auto pending = stub.EchoAsync(make_request(*client, "during"));
+  daemon.stop();
+  CHECK(pending.get().status().code() == StatusCode::kUnavailable);
+  service.hold = false;
+  service.release();
+  daemon.start();
+
+  // Both channels reconnect in the background; the server registers its service again.
+  for (;;) {
+    auto result = stub.Echo(make_request(*client, "after"));
+    if (result.ok()) {
+      CHECK((*result)->text() == "after");
+      break;
+    }
+    REQUIRE_MESSAGE((result.status().code() == StatusCode::kUnavailable ||
+                     result.status().code() == StatusCode::kFailedPrecondition),
+                    result.status().to_string());
+    std::this_thread::sleep_for(5ms);
+  }
+}
