@@ -1,5 +1,7 @@
 #include "connection.h"
 
+#include <sys/socket.h>
+
 #include <fmt/format.h>
 
 #include "mrpc/base/limits.h"
@@ -132,6 +134,10 @@ void Connection::mark_lost() {
   responses_in_flight_.clear();
   for (const auto& [call_id, cancelled] : incoming_) cancelled->store(true);
   incoming_.clear();
+}
+
+void Connection::shut_down_socket() {
+  ::shutdown(socket_.get(), SHUT_RDWR);
 }
 
 void Connection::track_incoming(uint64_t call_id, std::shared_ptr<std::atomic<bool>> cancelled) {

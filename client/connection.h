@@ -69,6 +69,9 @@ class Connection {
   bool alive() const { return alive_.load(std::memory_order_acquire); }
   // Marks the connection lost and frees every response still waiting for its kReplyDone.
   void mark_lost();
+  // Shuts the socket down (both ways), so the daemon sees this app leave even though the
+  // Connection object lives on for the leases and heap references that still hold it.
+  void shut_down_socket();
 
   // Responses this app sent with kReply, freed when the daemon says kReplyDone. Any thread.
   // Posts `reply` and remembers `response_root` (kNoOffset: none) until reply_done(); on a lost

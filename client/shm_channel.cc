@@ -158,6 +158,14 @@ ShmChannel::~ShmChannel() {
     }
   }
   handlers_.stop();
+  // Leases still held by the app keep Connections alive; the daemon must see the app leave now.
+  {
+    std::lock_guard lock(connection_mutex_);
+    for (const auto& connection : connections_) {
+      connection->mark_lost();
+      connection->shut_down_socket();
+    }
+  }
   std::vector<UntypedCompletion> orphans;
   {
     std::lock_guard lock(calls_mutex_);
@@ -363,7 +371,7 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
                            "build it again in Channel::heap()"));
     return id;
   }
-  if (method_index >= service.methods.size()) {
+  if (method_index >= service.methods.size() || method_index > UINT16_MAX) {
     free_request();
     fail_call_later(std::move(done),
                     Status(StatusCode::kInvalidArgument,
@@ -779,6 +787,7 @@ void ShmChannel::handle_loss(const std::shared_ptr<Connection>& connection, cons
     calls_.clear();
     deadlines_ = {};
   }
+  connection->shut_down_socket();
   {
     std::lock_guard lock(connection_mutex_);
     if (current_ == connection) current_.reset();

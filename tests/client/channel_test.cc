@@ -3,6 +3,8 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -280,4 +282,58 @@ TEST_CASE("a served method answers incoming calls, and reply memory is freed on 
   daemon.send_reply_done(ok_call);
   daemon.send_reply_done(failed_call);
   while (channel->heap().live_messages() != 0) std::this_thread::sleep_for(1ms);
+}
+
+TEST_CASE("a corrupt completion ring index ends pending calls UNAVAILABLE and the app reconnects") {
+  FakeDaemon daemon(silent_daemon());
+  auto channel = connect_to(daemon);
+  echo::EchoService::Client client(channel);
+  auto pending = client.EchoAsync(echo_request(*channel, "doomed"));
+  daemon.wait_for([&] { return daemon.calls.size() == 1; });
+  daemon.corrupt_completion_tail();
+  const auto result = pending.get();
+  CHECK(result.status().code() == StatusCode::kUnavailable);
+  // The app left the broken connection (the daemon saw its socket close) and came back.
+  daemon.wait_for([&] { return daemon.connections_accepted == 2; });
+}
+
+TEST_CASE("the reply to an incoming call waits for the last copy of its request") {
+  FakeDaemon daemon(echo_daemon());
+  auto channel = connect_to(daemon);
+  std::mutex mutex;
+  std::optional<mrpc::ReceivedMessage> kept;
+  mrpc::UntypedMethod method;
+  method.new_response = [](mrpc::ShmHeap& heap) {
+    return heap.new_message(echo::EchoReply::kBodySize);
+  };
+  method.handler = [&](mrpc::ServerContext&, const mrpc::ReceivedMessage& request,
+                       mrpc::MessageRef& response) {
+    echo::EchoReply(response).set_text(echo::EchoRequest(request.ref()).text());
+    std::lock_guard lock(mutex);
+    kept = request;  // the app holds on to the request past the handler
+    return mrpc::Status();
+  };
+  std::vector<mrpc::UntypedMethod> methods;
+  methods.push_back(std::move(method));
+  REQUIRE(channel->serve(echo::EchoService::schema(), std::move(methods)).ok());
+
+  const uint64_t call = daemon.send_incoming_echo("echo.EchoService", "kept");
+  while (true) {
+    std::lock_guard lock(mutex);
+    if (kept) break;
+  }
+  {
+    auto lock = daemon.lock();
+    // The request is still readable, so the daemon has not been told it may reuse it.
+    CHECK(daemon.replies.empty());
+  }
+  {
+    std::lock_guard lock(mutex);
+    CHECK(echo::EchoRequest(kept->ref()).text() == "kept");
+    kept.reset();
+  }
+  daemon.wait_for([&] { return daemon.replies.size() == 1; });
+  auto lock = daemon.lock();
+  CHECK(daemon.replies.at(call).text == "kept");
+  CHECK(daemon.receive_live_messages == 0);
 }

@@ -237,6 +237,13 @@ uint64_t FakeDaemon::send_incoming_echo(const std::string& service_name, const s
   return incoming.call_id;
 }
 
+void FakeDaemon::corrupt_completion_tail() {
+  std::lock_guard lock(mutex_);
+  auto ring = shm::completion_ring(rings_.data(), options_.ring_entries);
+  ring.header->tail.store(ring.header->tail.load() + options_.ring_entries * 3);
+  (void)daemon_to_app_.ring();
+}
+
 void FakeDaemon::send_reply_done(uint64_t call_id) {
   std::lock_guard lock(mutex_);
   post(blank(shm::EntryKind::kReplyDone, call_id));

@@ -54,6 +54,8 @@ class FakeDaemon {
   // echo.EchoRequest carrying `text`, built in the receive region. Returns the daemon call id.
   uint64_t send_incoming_echo(const std::string& service_name, const std::string& text,
                               const shm::MetadataPairs& metadata = {});
+  // Writes a completion-ring tail far past the app's head, as a broken daemon would, and rings.
+  void corrupt_completion_tail();
   // Posts kReplyDone for a reply seen earlier.
   void send_reply_done(uint64_t call_id);
 
