@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../../daemon/control_server.h"
+#include "mrpc/base/random.h"
 #include "mrpc/daemon/daemon.h"
 #include "mrpc/message/layout.h"
 #include "mrpc/transports/shm/app_socket.h"
@@ -593,4 +594,56 @@ TEST_CASE("a connection that never says Hello is closed after the handshake time
   CHECK(shm::receive_message(silent->get(), reply, shm::kMaxFdsPerPacket).status().code() ==
         StatusCode::kUnavailable);
   REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 0; }));
+}
+
+TEST_CASE("random ring entries from a hostile app never hurt the daemon or a well-behaved app") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto good = TestApp::connect(daemon.app_socket(), "good");
+  auto evil = TestApp::connect(daemon.app_socket(), "evil");
+  SeededRandom random(20261124);
+  const uint64_t heap_bytes = evil->heap_region().size();
+  std::vector<uint64_t> real_messages;
+  for (int i = 0; i < 32; ++i) real_messages.push_back(evil->build_echo("r" + std::to_string(i)));
+  auto pick_offset = [&]() -> uint64_t {
+    switch (random.next_u64() % 5) {
+      case 0:
+        return real_messages[random.next_u64() % real_messages.size()];
+      case 1:
+        return random.next_u64() % heap_bytes;
+      case 2:
+        return heap_bytes - random.next_u64() % 64;
+      case 3:
+        return shm::kNoOffset;
+      default:
+        return random.next_u64();
+    }
+  };
+  uint64_t good_id = 1;
+  for (int batch = 0; batch < 40; ++batch) {
+    for (int i = 0; i < 250; ++i) {
+      shm::RingEntry entry{};
+      const uint64_t kind_choice = random.next_u64() % 6;
+      entry.kind = kind_choice < 4 ? static_cast<shm::EntryKind>(kind_choice + 1)
+                                   : static_cast<shm::EntryKind>(random.next_u64() & 0xff);
+      entry.flags = static_cast<uint8_t>(random.next_u64());
+      entry.method_index = static_cast<uint16_t>(random.next_u64() % 3);
+      entry.service_id = static_cast<uint32_t>(random.next_u64() % 4);
+      entry.call_id = random.next_u64() % 64;
+      entry.message_offset = pick_offset();
+      entry.metadata_offset = pick_offset();
+      entry.metadata_length = static_cast<uint32_t>(
+          random.next_u64() % 4 == 0 ? random.next_u64() : random.next_u64() % 64);
+      entry.status = static_cast<uint32_t>(random.next_u64() % 40);
+      entry.deadline = static_cast<int64_t>(random.next_u64() >> 1);
+      entry.detail_offset = pick_offset();
+      entry.detail_length = static_cast<uint32_t>(random.next_u64());
+      if (!evil->try_submit(entry)) break;
+    }
+    while (evil->next_completion(std::chrono::milliseconds(1))) {
+    }
+    check_echo_works(*good, server.service_id(), good_id++);
+  }
+  CHECK(daemon.daemon.stats().protocol_errors > 0);
+  CHECK(daemon.daemon.stats().connections_open >= 2);  // the good app and the server are still on
 }

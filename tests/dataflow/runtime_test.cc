@@ -114,6 +114,8 @@ TEST_CASE("an idle runtime stays asleep: no rounds while nothing happens") {
   runtime.add(task);
   runtime.start();
   wait_until([&] { return runtime.stats().sleeps >= 1; });
+  // The first sleep may end at once (add() woke the runtime); the spin after it lasts 50 us.
+  std::this_thread::sleep_for(50ms);
   auto rounds_before = runtime.stats().rounds;
   std::this_thread::sleep_for(100ms);
   // Spinning for 100 ms would be many thousands of rounds; asleep it is none.

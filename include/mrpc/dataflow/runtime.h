@@ -67,12 +67,12 @@ class Runtime {
 
   // The task runs from the next round on. Thread-safe.
   void add(std::shared_ptr<Task> task);
-  // The task runs no more once this returns (if called from another thread while the runtime
-  // thread runs, waits for the end of the current round). Thread-safe, also from a task.
+  // From another thread: the task runs no more once this returns (it waits for the end of the
+  // current round). From a task during a round: takes effect when that round ends.
   void remove(const Task* task);
   // An eventfd (or timerfd) whose readiness wakes this runtime; the runtime drains it (reads its
-  // counter) when it wakes. Thread-safe.
-  // UNAVAILABLE if epoll refuses it (out of watches): the caller gives up on that fd.
+  // counter) when it wakes. Thread-safe. The fd stays owned by the caller, who unwatches it
+  // before closing it. UNAVAILABLE if epoll refuses it (out of watches).
   Status watch_eventfd(int fd);
   // Any other fd (a socket): readable wakes the runtime, which leaves the data to the task that
   // reads it. Level-triggered: a task must read it or unwatch it, or the runtime cannot sleep.
