@@ -29,6 +29,14 @@ inline constexpr uint32_t kMaxMetadataBytes = 16u << 10;
 // Largest control message on the app socket (a schema registration is the big one).
 inline constexpr uint32_t kMaxAppSocketMessageBytes = 4u << 20;
 
+// ---- Messages in shared memory (dataflow/message) ----
+// A new message's first arena chunk: its body plus this much room for its strings and arrays.
+inline constexpr uint64_t kHeapFirstChunkSlackBytes = 256;
+// Later chunks of a message's arena double in size up to this (one bigger value gets its own).
+inline constexpr uint64_t kHeapMaxChunkGrowthBytes = 1ull << 20;
+// Freed arenas a heap keeps for reuse (their bookkeeping, not heap memory).
+inline constexpr size_t kHeapSpareArenas = 1024;
+
 // ---- Calls ----
 // Deadline of a call made without one.
 inline constexpr std::chrono::nanoseconds kDefaultCallTimeout = 30s;

@@ -1,0 +1,282 @@
+// copy_message: an exact copy of a well-formed message in one block; errors, and nothing left
+// allocated, for hostile ones (out-of-region references, huge lengths, cycles, deep chains, bad
+// oneof cases, concurrent mutation, random corruption).
+#include "mrpc/message/copy.h"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "document_fixture.h"
+#include "mrpc/base/limits.h"
+#include "mrpc/base/random.h"
+#include "mrpc/message/layout.h"
+#include "mrpc/message/region_allocator.h"
+#include "mrpc/message/schema.h"
+
+using mrpc::StatusCode;
+using mrpc::testing::TestRegion;
+
+namespace {
+
+constexpr mrpc::CopyLimits kLimits{mrpc::limits::kDefaultMaxMessageBytes,
+                                   mrpc::limits::kMaxMessageNesting};
+
+// An app's heap (source) and a daemon-owned receive region (destination), with the schema.
+struct CopyBench {
+  TestRegion heap_region{1 << 20};
+  mrpc::ShmHeap heap{heap_region.base(), heap_region.size()};
+  TestRegion receive_region{1 << 20};
+  mrpc::RegionAllocator receive_allocator{receive_region.size()};
+  std::shared_ptr<const mrpc::Schema> schema;
+
+  CopyBench() {
+    auto parsed = mrpc::Schema::from_file_descriptor_set(nested::file_descriptor_set_nested());
+    REQUIRE(parsed.ok());
+    schema = *parsed;
+  }
+  const mrpc::MessageLayout& layout(std::string_view name) const { return *schema->message(name); }
+  uint32_t offset_of(std::string_view message, const char* field) const {
+    return layout(message).field_by_name(field)->offset;
+  }
+  mrpc::Expected<uint64_t> copy(std::string_view message, uint64_t root,
+                                const mrpc::CopyLimits& limits = kLimits) {
+    return mrpc::copy_message(layout(message), {heap_region.base(), heap_region.size()}, root,
+                              {receive_region.base(), receive_region.size()}, receive_allocator,
+                              limits);
+  }
+  // The copy as the receiving app sees it: read-only, no heap.
+  template <class M>
+  M received(uint64_t root) const {
+    return M(mrpc::MessageRef{receive_region.base(), receive_region.size(), root, nullptr});
+  }
+};
+
+void write_ref(const mrpc::MessageRef& message, uint32_t field_offset, mrpc::RegionRef value) {
+  std::memcpy(message.base + message.offset + field_offset, &value, sizeof(value));
+}
+
+void expect_rejected(CopyBench& bench, uint64_t root, StatusCode code,
+                     const mrpc::CopyLimits& limits = kLimits) {
+  auto copied = bench.copy("nested.Document", root, limits);
+  REQUIRE_FALSE(copied.ok());
+  CHECK(copied.status().code() == code);
+  CHECK(bench.receive_allocator.used_bytes() == 0);
+  CHECK(bench.receive_allocator.live_blocks() == 0);
+}
+
+// Reads every field of a (possibly garbage) copy, to prove reading it stays in bounds.
+void read_everything(const nested::Document& doc) {
+  volatile size_t sink = 0;
+  sink = sink + doc.title().size() + doc.blob().size() + static_cast<size_t>(doc.origin().x());
+  for (int i = 0; i < doc.tags_size(); ++i) sink = sink + doc.tags(i).size();
+  for (int i = 0; i < doc.sections_size(); ++i) sink = sink + doc.sections(i).paragraphs_size();
+  for (int i = 0; i < doc.numbers_size(); ++i) sink = sink + static_cast<size_t>(doc.numbers(i));
+  sink = sink + doc.counts_size() + doc.tree().children_size() + doc.text().size();
+}
+
+}  // namespace
+
+TEST_CASE("copy_message copies the nested example exactly and into one block") {
+  CopyBench bench;
+  auto doc = nested::Document::create(bench.heap);
+  mrpc::testing::fill_document(doc);
+  auto copied = bench.copy("nested.Document", doc.ref().offset);
+  REQUIRE(copied.ok());
+  CHECK(bench.receive_allocator.live_blocks() == 1);
+  // The source is not needed any more: free it and scribble over it before reading the copy.
+  REQUIRE(bench.heap.free_message(doc.ref().offset).ok());
+  std::memset(bench.heap_region.base(), 0xa5, bench.heap_region.size());
+  mrpc::testing::check_document(bench.received<nested::Document>(*copied));
+  // The copy is compact: smaller than what the arena used for the original.
+  CHECK(bench.receive_allocator.used_bytes() < 8192);
+  REQUIRE(bench.receive_allocator.free(*copied).ok());
+  CHECK(bench.receive_allocator.used_bytes() == 0);
+}
+
+TEST_CASE("copy_message rejects references outside the source region") {
+  CopyBench bench;
+  auto doc = nested::Document::create(bench.heap);
+  mrpc::testing::fill_document(doc);
+  const uint64_t root = doc.ref().offset;
+  const uint64_t size = bench.heap_region.size();
+
+  SUBCASE("string past the end") {
+    write_ref(doc.ref(), bench.offset_of("nested.Document", "title"), {size - 2, 10, 10});
+  }
+  SUBCASE("offset of 2^40") {
+    write_ref(doc.ref(), bench.offset_of("nested.Document", "blob"), {uint64_t{1} << 40, 4, 4});
+  }
+  SUBCASE("offset that overflows when the length is added") {
+    write_ref(doc.ref(), bench.offset_of("nested.Document", "blob"), {~uint64_t{0} - 2, 8, 8});
+  }
+  SUBCASE("array count whose bytes reach 2^40") {
+    write_ref(doc.ref(), bench.offset_of("nested.Document", "sections"),
+              {0, 0xffffffffu, 0xffffffffu});
+  }
+  SUBCASE("sub-message body past the end") {
+    write_ref(doc.ref(), bench.offset_of("nested.Document", "origin"), {size - 8, 16, 16});
+  }
+  SUBCASE("element of a repeated string") {
+    const mrpc::RegionRef tags =
+        mrpc::gen::get_ref(doc.ref(), bench.offset_of("nested.Document", "tags"));
+    const mrpc::RegionRef bad{size, 1, 1};
+    std::memcpy(bench.heap_region.base() + tags.offset + 3 * sizeof(mrpc::RegionRef), &bad,
+                sizeof(bad));
+  }
+  SUBCASE("root itself") {
+    expect_rejected(bench, size - 8, StatusCode::kInvalidArgument);
+    return;
+  }
+  expect_rejected(bench, root, StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("copy_message rejects a self-referencing message and a chain deeper than the limit") {
+  CopyBench bench;
+  SUBCASE("a tree whose parent_hint is itself") {
+    auto doc = nested::Document::create(bench.heap);
+    auto tree = doc.mutable_tree();
+    tree.set_label("loop");
+    tree.mutable_parent_hint();  // sets the presence bit; now point the reference back at tree
+    write_ref(tree.ref(), bench.offset_of("nested.Tree", "parent_hint"),
+              {tree.ref().offset, nested::Tree::kBodySize, nested::Tree::kBodySize});
+    expect_rejected(bench, doc.ref().offset, StatusCode::kInvalidArgument);
+  }
+  SUBCASE("a legitimate chain: accepted up to the limit, rejected past it") {
+    auto doc = nested::Document::create(bench.heap);
+    auto link = doc.mutable_tree();
+    for (int depth = 0; depth < 100; ++depth) link = link.mutable_parent_hint();
+    link.set_label("bottom");
+    expect_rejected(bench, doc.ref().offset, StatusCode::kInvalidArgument,
+                    {kLimits.max_message_bytes, 64});
+    auto copied = bench.copy("nested.Document", doc.ref().offset, {kLimits.max_message_bytes, 128});
+    REQUIRE(copied.ok());
+    auto copy = bench.received<nested::Document>(*copied).tree();
+    for (int depth = 0; depth < 100; ++depth) copy = copy.parent_hint();
+    CHECK(copy.label() == "bottom");
+  }
+}
+
+TEST_CASE("copy_message enforces max_message_bytes and a full destination and oneof cases") {
+  CopyBench bench;
+  auto doc = nested::Document::create(bench.heap);
+  mrpc::testing::fill_document(doc);
+  SUBCASE("too big") {
+    expect_rejected(bench, doc.ref().offset, StatusCode::kResourceExhausted, {1024, 64});
+  }
+  SUBCASE("no room in the destination") {
+    auto filler = bench.receive_allocator.allocate(bench.receive_region.size() - 256);
+    REQUIRE(filler.ok());
+    auto copied = bench.copy("nested.Document", doc.ref().offset);
+    CHECK(copied.status().code() == StatusCode::kResourceExhausted);
+    CHECK(bench.receive_allocator.live_blocks() == 1);
+  }
+  SUBCASE("a oneof case that names no member") {
+    const uint32_t bogus = 999;
+    std::memcpy(
+        doc.ref().base + doc.ref().offset + bench.layout("nested.Document").oneofs()[0].case_offset,
+        &bogus, 4);
+    expect_rejected(bench, doc.ref().offset, StatusCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE("copy_message stays in bounds while the app rewrites the message under it") {
+  CopyBench bench;
+  auto doc = nested::Document::create(bench.heap);
+  mrpc::testing::fill_document(doc);
+  const std::string big(50000, 'b');
+  doc.set_blob(big);
+  const mrpc::RegionRef big_ref =
+      mrpc::gen::get_ref(doc.ref(), bench.offset_of("nested.Document", "blob"));
+  const mrpc::RegionRef small_ref{big_ref.offset, 3, 3};
+  const uint32_t slot = bench.offset_of("nested.Document", "blob");
+  std::atomic<bool> stop{false};
+  std::thread mutator([&] {
+    for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+      write_ref(doc.ref(), slot, (i & 1) ? big_ref : small_ref);
+      const uint32_t count =
+          (i & 2) ? 100 : 0xffffffffu;  // flips the numbers array between sane and huge
+      std::memcpy(
+          doc.ref().base + doc.ref().offset + bench.offset_of("nested.Document", "numbers") + 8,
+          &count, 4);
+    }
+  });
+  int succeeded = 0;
+  for (int attempt = 0; attempt < 2000; ++attempt) {
+    auto copied = bench.copy("nested.Document", doc.ref().offset);
+    if (copied.ok()) {
+      ++succeeded;
+      auto copy = bench.received<nested::Document>(*copied);
+      CHECK((copy.blob().size() == 3 || copy.blob() == big));
+      CHECK(copy.numbers_size() == 100);
+      REQUIRE(bench.receive_allocator.free(*copied).ok());
+    } else {
+      CHECK((copied.status().code() == StatusCode::kInvalidArgument ||
+             copied.status().code() == StatusCode::kResourceExhausted));
+    }
+    CHECK(bench.receive_allocator.used_bytes() == 0);
+  }
+  stop.store(true);
+  mutator.join();
+  MESSAGE("copies that succeeded while the source changed: ", succeeded, " of 2000");
+}
+
+TEST_CASE("copy_message never crashes on randomly corrupted sources (fixed seed)") {
+  CopyBench bench;
+  auto doc = nested::Document::create(bench.heap);
+  mrpc::testing::fill_document(doc);
+  // Everything the message occupies lies below this (arenas grow from the start of the heap).
+  const uint64_t used_span = 64 << 10;
+  REQUIRE(bench.heap.used_bytes() < used_span);
+  std::vector<std::byte> pristine(bench.heap_region.base(), bench.heap_region.base() + used_span);
+  mrpc::SeededRandom random(20261124);
+  int accepted = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::memcpy(bench.heap_region.base(), pristine.data(), used_span);
+    const int flips = 1 + static_cast<int>(random.next_u64() % 8);
+    for (int f = 0; f < flips; ++f) {
+      // Half the flips land in the root body, where the references are.
+      const uint64_t at = (random.next_u64() & 1)
+                              ? doc.ref().offset + random.next_u64() % nested::Document::kBodySize
+                              : random.next_u64() % used_span;
+      bench.heap_region.base()[at] = static_cast<std::byte>(random.next_u64());
+    }
+    auto copied = bench.copy("nested.Document", doc.ref().offset);
+    if (copied.ok()) {
+      ++accepted;
+      read_everything(bench.received<nested::Document>(*copied));
+      REQUIRE(bench.receive_allocator.free(*copied).ok());
+    }
+    REQUIRE(bench.receive_allocator.used_bytes() == 0);
+  }
+  MESSAGE("corrupted sources accepted (still well-formed): ", accepted, " of 3000");
+}
+
+TEST_CASE("copy_message carries the unknown-field bytes of every message") {
+  CopyBench bench;
+  auto doc = nested::Document::create(bench.heap);
+  auto origin = doc.mutable_origin();
+  origin.set_x(5);
+  const std::string unknown("\x08\x96\x01 wire-format bytes", 21);
+  auto attach_unknown = [&](const mrpc::MessageRef& message, const mrpc::MessageLayout& layout) {
+    const uint64_t at = bench.heap.allocate(message.offset, unknown.size(), 8, false);
+    REQUIRE(at != mrpc::kNoOffset);
+    std::memcpy(bench.heap_region.base() + at, unknown.data(), unknown.size());
+    write_ref(message, layout.unknown_fields_offset(),
+              {at, static_cast<uint32_t>(unknown.size()), 0});
+  };
+  attach_unknown(doc.ref(), bench.layout("nested.Document"));
+  attach_unknown(origin.ref(), bench.layout("nested.Point"));
+  auto copied = bench.copy("nested.Document", doc.ref().offset);
+  REQUIRE(copied.ok());
+  auto copy = bench.received<nested::Document>(*copied);
+  CHECK(mrpc::gen::get_bytes(copy.ref(), bench.layout("nested.Document").unknown_fields_offset()) ==
+        unknown);
+  CHECK(mrpc::gen::get_bytes(copy.origin().ref(),
+                             bench.layout("nested.Point").unknown_fields_offset()) == unknown);
+  CHECK(copy.origin().x() == 5);
+  REQUIRE(bench.receive_allocator.free(*copied).ok());
+}

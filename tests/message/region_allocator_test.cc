@@ -1,0 +1,88 @@
+// RegionAllocator: blocks by offset, bad frees refused without any change, space coalesced.
+#include "mrpc/message/region_allocator.h"
+
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "mrpc/base/random.h"
+
+using mrpc::RegionAllocator;
+using mrpc::StatusCode;
+
+TEST_CASE("allocations are aligned and disjoint and inside the region") {
+  RegionAllocator allocator(1 << 16);
+  std::vector<std::pair<uint64_t, uint64_t>> blocks;
+  for (uint64_t align : {8, 16, 64, 4096, 8, 32}) {
+    auto block = allocator.allocate(100, align);
+    REQUIRE(block.ok());
+    CHECK(*block % align == 0);
+    CHECK(*block + 100 <= allocator.region_bytes());
+    for (const auto& [start, length] : blocks)
+      CHECK((*block >= start + length || *block + 100 <= start));
+    blocks.emplace_back(*block, 100);
+  }
+  CHECK(allocator.live_blocks() == blocks.size());
+  CHECK(allocator.used_bytes() == blocks.size() * 104);  // 100 rounded up to 8
+}
+
+TEST_CASE("free of anything but a live block's start is INVALID_ARGUMENT and changes nothing") {
+  RegionAllocator allocator(4096);
+  auto a = allocator.allocate(64);
+  auto b = allocator.allocate(64);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  const uint64_t used = allocator.used_bytes();
+  for (uint64_t bad : {*a + 8, *b + 63, uint64_t{4096}, uint64_t{1} << 40, ~uint64_t{0}}) {
+    CHECK(allocator.free(bad).code() == StatusCode::kInvalidArgument);
+    CHECK(allocator.used_bytes() == used);
+    CHECK(allocator.live_blocks() == 2);
+  }
+  CHECK(allocator.free(*a).ok());
+  CHECK(allocator.free(*a).code() == StatusCode::kInvalidArgument);  // double free
+  CHECK(allocator.live_blocks() == 1);
+  CHECK(allocator.free(*b).ok());
+  CHECK(allocator.used_bytes() == 0);
+}
+
+TEST_CASE("a full region answers RESOURCE_EXHAUSTED and freed neighbours merge back into one") {
+  RegionAllocator allocator(1024);
+  std::vector<uint64_t> blocks;
+  for (int i = 0; i < 16; ++i) {
+    auto block = allocator.allocate(64);
+    REQUIRE(block.ok());
+    blocks.push_back(*block);
+  }
+  CHECK(allocator.allocate(8).status().code() == StatusCode::kResourceExhausted);
+  CHECK(allocator.allocate(1ull << 40).status().code() == StatusCode::kResourceExhausted);
+  // Free in an interleaved order: every other block, then the rest.
+  for (size_t i = 0; i < blocks.size(); i += 2) REQUIRE(allocator.free(blocks[i]).ok());
+  CHECK(allocator.allocate(128).status().code() == StatusCode::kResourceExhausted);
+  for (size_t i = 1; i < blocks.size(); i += 2) REQUIRE(allocator.free(blocks[i]).ok());
+  auto whole = allocator.allocate(1024);
+  REQUIRE(whole.ok());
+  CHECK(*whole == 0);
+}
+
+TEST_CASE("random allocate/free keeps the books: used_bytes returns to zero") {
+  RegionAllocator allocator(1 << 20);
+  mrpc::SeededRandom random(7);
+  std::vector<uint64_t> live;
+  for (int step = 0; step < 20000; ++step) {
+    if (live.empty() || random.next_u64() % 3 != 0) {
+      auto block =
+          allocator.allocate(1 + random.next_u64() % 2000, uint64_t{8} << (random.next_u64() % 4));
+      if (block.ok()) live.push_back(*block);
+    } else {
+      const size_t index = random.next_u64() % live.size();
+      REQUIRE(allocator.free(live[index]).ok());
+      live[index] = live.back();
+      live.pop_back();
+    }
+  }
+  for (uint64_t block : live) REQUIRE(allocator.free(block).ok());
+  CHECK(allocator.used_bytes() == 0);
+  CHECK(allocator.live_blocks() == 0);
+  auto whole = allocator.allocate(1 << 20);
+  CHECK(whole.ok());
+}

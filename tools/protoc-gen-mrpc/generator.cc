@@ -1,0 +1,808 @@
+// MrpcGenerator: the code it writes is described in docs/message-layout.md (layout) and in
+// include/mrpc/message/generated_support.h (what the accessors call). Every offset in the
+// generated code comes from mrpc::LayoutSet, the same computation the daemon runs at run time.
+#include "generator.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/descriptor.pb.h>
+#include <google/protobuf/io/zero_copy_stream.h>
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mrpc/message/layout.h"
+
+namespace mrpc::tools {
+namespace {
+
+namespace pb = google::protobuf;
+using Vars = std::map<std::string, std::string>;
+
+// Replaces every $name$ in `text` by vars[name] (protobuf's Printer convention).
+std::string subst(std::string_view text, const Vars& vars) {
+  std::string out;
+  size_t i = 0;
+  while (i < text.size()) {
+    const size_t open = text.find('$', i);
+    if (open == std::string_view::npos) {
+      out.append(text.substr(i));
+      break;
+    }
+    const size_t close = text.find('$', open + 1);
+    out.append(text.substr(i, open - i));
+    const std::string key(text.substr(open + 1, close - open - 1));
+    auto it = vars.find(key);
+    if (it == vars.end()) throw std::runtime_error("protoc-gen-mrpc: no variable " + key);
+    out.append(it->second);
+    i = close + 1;
+  }
+  return out;
+}
+
+std::string strip_proto(const std::string& name) {
+  return name.size() > 6 && name.ends_with(".proto") ? name.substr(0, name.size() - 6) : name;
+}
+
+std::string lower(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+std::string upper(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return text;
+}
+
+// The accessor name of a field or oneof: its lower-case name, with "_" appended when that is a
+// C++ keyword or a member every generated class has (protobuf's rule, plus ours).
+std::string accessor_name(const std::string& name) {
+  static const std::set<std::string> kReserved = {
+      "alignas", "alignof", "and", "and_eq", "asm", "auto", "bitand", "bitor", "bool", "break",
+      "case", "catch", "char", "char8_t", "char16_t", "char32_t", "class", "compl", "concept",
+      "const", "consteval", "constexpr", "constinit", "const_cast", "continue", "co_await",
+      "co_return", "co_yield", "decltype", "default", "delete", "do", "double", "dynamic_cast",
+      "else", "enum", "explicit", "export", "extern", "false", "float", "for", "friend", "goto",
+      "if", "inline", "int", "long", "mutable", "namespace", "new", "noexcept", "not", "not_eq",
+      "nullptr", "operator", "or", "or_eq", "private", "protected", "public", "register",
+      "reinterpret_cast", "requires", "return", "short", "signed", "sizeof", "static",
+      "static_assert", "static_cast", "struct", "switch", "template", "this", "thread_local",
+      "throw", "true", "try", "typedef", "typeid", "typename", "union", "unsigned", "using",
+      "virtual", "void", "volatile", "wchar_t", "while", "xor", "xor_eq",
+      // members of every generated message class
+      "ref", "create", "mrpc_ref_"};
+  std::string lowered = lower(name);
+  return kReserved.count(lowered) != 0 ? lowered + "_" : lowered;
+}
+
+std::string camel(const std::string& snake) {
+  std::string out;
+  bool next_upper = true;
+  for (char c : snake) {
+    if (c == '_') {
+      next_upper = true;
+      continue;
+    }
+    out += next_upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c;
+    next_upper = false;
+  }
+  return out;
+}
+
+std::string cpp_namespace(const pb::FileDescriptor& file) {
+  std::string ns;
+  std::string package = file.package();
+  size_t start = 0;
+  while (start <= package.size() && !package.empty()) {
+    const size_t dot = package.find('.', start);
+    ns += "::" + package.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return ns;
+}
+
+// "pkg.Outer.Inner" -> "Outer_Inner"
+template <class D>
+std::string local_name(const D& descriptor) {
+  const std::string& package = descriptor.file()->package();
+  std::string name = descriptor.full_name();
+  if (!package.empty()) name = name.substr(package.size() + 1);
+  for (char& c : name)
+    if (c == '.') c = '_';
+  return name;
+}
+
+template <class D>
+std::string qualified(const D& descriptor) {
+  return cpp_namespace(*descriptor.file()) + "::" + local_name(descriptor);
+}
+
+// Bytes as a C++ string literal body, octal escapes for anything not plainly printable.
+std::string escape(std::string_view bytes) {
+  std::string out;
+  for (char c : bytes) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f && c != '"' && c != '\\' && c != '?') {
+      out += c;
+    } else {
+      out += fmt::format("\\{:03o}", u);
+    }
+  }
+  return out;
+}
+
+const char* storage_type(FieldKind kind) {
+  switch (kind) {
+    case FieldKind::kBool:
+      return "uint8_t";
+    case FieldKind::kInt32:
+    case FieldKind::kEnum:
+      return "int32_t";
+    case FieldKind::kUint32:
+      return "uint32_t";
+    case FieldKind::kInt64:
+      return "int64_t";
+    case FieldKind::kUint64:
+      return "uint64_t";
+    case FieldKind::kFloat:
+      return "float";
+    case FieldKind::kDouble:
+      return "double";
+    case FieldKind::kString:
+    case FieldKind::kBytes:
+    case FieldKind::kMessage:
+      return "::mrpc::RegionRef";
+  }
+  return "?";
+}
+
+// The C++ type a getter returns (and a setter takes) for one value of `field`.
+std::string value_type(const pb::FieldDescriptor& field, FieldKind kind) {
+  switch (kind) {
+    case FieldKind::kBool:
+      return "bool";
+    case FieldKind::kEnum:
+      return qualified(*field.enum_type());
+    case FieldKind::kString:
+    case FieldKind::kBytes:
+      return "std::string_view";
+    case FieldKind::kMessage:
+      return qualified(*field.message_type());
+    default:
+      return storage_type(kind);
+  }
+}
+
+template <class T>
+std::string float_literal(T value, const char* type) {
+  if (std::isnan(value)) return fmt::format("std::numeric_limits<{}>::quiet_NaN()", type);
+  if (std::isinf(value))
+    return fmt::format("{}std::numeric_limits<{}>::infinity()", value < 0 ? "-" : "", type);
+  return fmt::format("{}({:.17g})", type, static_cast<double>(value));
+}
+
+// The value a getter returns when the field is not set: protobuf's default.
+std::string default_value(const pb::FieldDescriptor& field, FieldKind kind) {
+  switch (field.cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      return fmt::format(
+          "int32_t({}{})", field.default_value_int32() == INT32_MIN ? "-2147483647 - 1" : "",
+          field.default_value_int32() == INT32_MIN ? ""
+                                                   : std::to_string(field.default_value_int32()));
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      return field.default_value_int64() == INT64_MIN
+                 ? "int64_t(-9223372036854775807LL - 1)"
+                 : fmt::format("int64_t({}LL)", field.default_value_int64());
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      return fmt::format("uint32_t({}u)", field.default_value_uint32());
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return fmt::format("uint64_t({}ULL)", field.default_value_uint64());
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      return float_literal(field.default_value_float(), "float");
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      return float_literal(field.default_value_double(), "double");
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return field.default_value_bool() ? "true" : "false";
+    case pb::FieldDescriptor::CPPTYPE_ENUM:
+      return fmt::format("static_cast<{}>({})", value_type(field, kind),
+                         field.default_value_enum()->number());
+    case pb::FieldDescriptor::CPPTYPE_STRING: {
+      const std::string& text = field.default_value_string();
+      return fmt::format("std::string_view(\"{}\", {})", escape(text), text.size());
+    }
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      return value_type(field, kind) + "(::mrpc::MessageRef{})";
+  }
+  return "{}";
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class FileGenerator {
+ public:
+  FileGenerator(const pb::FileDescriptor& file) : file_(file) {
+    for_each_message([&](const pb::Descriptor& d) { layouts_.add(d); });
+  }
+
+  std::string header() {
+    std::string out = fmt::format(
+        "// Generated by protoc-gen-mrpc from {}. Do not edit.\n"
+        "// Message classes are views over shared memory (docs/message-layout.md).\n"
+        "#pragma once\n\n"
+        "#include <cstdint>\n#include <functional>\n#include <future>\n#include <limits>\n"
+        "#include <memory>\n#include <string_view>\n#include <vector>\n\n"
+        "#include \"mrpc/message/generated_support.h\"\n",
+        file_.name());
+    for (int i = 0; i < file_.dependency_count(); ++i)
+      out += fmt::format("#include \"{}.mrpc.h\"\n", strip_proto(file_.dependency(i)->name()));
+    out += "\n";
+    out += open_namespace();
+    out += fmt::format(
+        "// The serialized FileDescriptorSet of {} and its imports.\nstd::string_view {}();\n\n",
+        file_.name(), descriptor_set_function());
+    for_each_message([&](const pb::Descriptor& d) { out += "class " + local_name(d) + ";\n"; });
+    out += "\n";
+    for (int i = 0; i < file_.enum_type_count(); ++i) out += enum_decl(*file_.enum_type(i));
+    for_each_message([&](const pb::Descriptor& d) {
+      for (int i = 0; i < d.enum_type_count(); ++i) out += enum_decl(*d.enum_type(i));
+    });
+    for_each_message([&](const pb::Descriptor& d) { out += message_decl(d); });
+    for_each_message([&](const pb::Descriptor& d) { out += message_defs(d); });
+    for (int i = 0; i < file_.service_count(); ++i) out += service_decl(*file_.service(i));
+    out += close_namespace();
+    return out;
+  }
+
+  std::string source() {
+    std::string out = fmt::format(
+        "// Generated by protoc-gen-mrpc from {}. Do not edit.\n#include \"{}.mrpc.h\"\n\n",
+        file_.name(), strip_proto(file_.name()));
+    out += open_namespace();
+    const std::string set = descriptor_set();
+    out += fmt::format("namespace {{\nconstexpr char kDescriptorSetBytes[] =\n");
+    for (size_t i = 0; i < set.size(); i += 64)
+      out += "    \"" + escape(std::string_view(set).substr(i, 64)) + "\"\n";
+    if (set.empty()) out += "    \"\"\n";
+    out += fmt::format(
+        ";\n}}  // namespace\n\nstd::string_view {}() {{\n  return "
+        "std::string_view(kDescriptorSetBytes, {});\n}}\n\n",
+        descriptor_set_function(), set.size());
+    for (int i = 0; i < file_.service_count(); ++i) out += service_defs(*file_.service(i));
+    out += close_namespace();
+    return out;
+  }
+
+ private:
+  template <class F>
+  void for_each_message(F&& f) {
+    std::function<void(const pb::Descriptor&)> visit = [&](const pb::Descriptor& d) {
+      f(d);
+      for (int i = 0; i < d.nested_type_count(); ++i) visit(*d.nested_type(i));
+    };
+    for (int i = 0; i < file_.message_type_count(); ++i) visit(*file_.message_type(i));
+  }
+
+  std::string open_namespace() const {
+    std::string ns = cpp_namespace(file_);
+    return ns.empty() ? "" : "namespace " + ns.substr(2) + " {\n\n";
+  }
+  std::string close_namespace() const {
+    std::string ns = cpp_namespace(file_);
+    return ns.empty() ? "" : "}  // namespace " + ns.substr(2) + "\n";
+  }
+
+  std::string descriptor_set_function() const {
+    std::string name = "file_descriptor_set_" + strip_proto(file_.name());
+    for (char& c : name)
+      if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+    return name;
+  }
+
+  std::string descriptor_set() const {
+    pb::FileDescriptorSet set;
+    std::set<const pb::FileDescriptor*> done;
+    std::function<void(const pb::FileDescriptor&)> add = [&](const pb::FileDescriptor& f) {
+      if (!done.insert(&f).second) return;
+      for (int i = 0; i < f.dependency_count(); ++i) add(*f.dependency(i));
+      f.CopyTo(set.add_file());
+    };
+    add(file_);
+    std::string bytes;
+    set.SerializeToString(&bytes);
+    return bytes;
+  }
+
+  std::string enum_decl(const pb::EnumDescriptor& e) {
+    const std::string name = local_name(e);
+    const bool nested = e.containing_type() != nullptr;
+    std::string out = fmt::format("enum {} : int32_t {{\n", name);
+    for (int i = 0; i < e.value_count(); ++i) {
+      const pb::EnumValueDescriptor& v = *e.value(i);
+      out += fmt::format("  {}{} = {},\n", nested ? name + "_" : "", v.name(), v.number());
+    }
+    return out + "};\n\n";
+  }
+
+  std::string message_decl(const pb::Descriptor& d) {
+    const MessageLayout& layout = *layouts_.find(d.full_name());
+    Vars v{{"C", local_name(d)},
+           {"full", d.full_name()},
+           {"size", std::to_string(layout.body_size())},
+           {"fp", fmt::format("0x{:016x}ULL", layout.fingerprint())}};
+    std::string out = subst(R"(// $full$
+class $C$ {
+ public:
+  static constexpr std::string_view kFullName = "$full$";
+  static constexpr uint32_t kBodySize = $size$;
+  static constexpr uint64_t kLayoutFingerprint = $fp$;
+
+  // A view of the message at `ref`; owns nothing.
+  explicit $C$(::mrpc::MessageRef ref) : mrpc_ref_(ref) {}
+  // A new, empty message in `heap`, owned by the caller until it is handed to a stub (free it with
+  // heap.free_message(ref().offset) otherwise). If the heap is full the message is failed:
+  // mrpc::sendable(ref()) says RESOURCE_EXHAUSTED and writes do nothing.
+  static $C$ create(::mrpc::ShmHeap& heap);
+  const ::mrpc::MessageRef& ref() const { return mrpc_ref_; }
+
+)",
+                            v);
+    for (int i = 0; i < d.nested_type_count(); ++i) {
+      out += fmt::format("  using {} = {};\n", d.nested_type(i)->name(),
+                         local_name(*d.nested_type(i)));
+    }
+    for (int i = 0; i < d.enum_type_count(); ++i) {
+      const pb::EnumDescriptor& e = *d.enum_type(i);
+      out += fmt::format("  using {} = {};\n", e.name(), local_name(e));
+      for (int k = 0; k < e.value_count(); ++k)
+        out += fmt::format("  static constexpr {} {} = {}_{};\n", e.name(), e.value(k)->name(),
+                           local_name(e), e.value(k)->name());
+    }
+    for (const OneofLayout& oneof : layout.oneofs()) {
+      out += fmt::format("  enum {}Case : uint32_t {{\n", camel(oneof.name));
+      for (uint32_t index : oneof.fields) {
+        const FieldLayout& f = layout.fields()[index];
+        out += fmt::format("    k{} = {},\n", camel(f.name), f.number);
+      }
+      out += fmt::format("    {}_NOT_SET = 0,\n  }};\n", upper(oneof.name));
+      out += fmt::format("  {}Case {}_case() const;\n  void clear_{}();\n", camel(oneof.name),
+                         accessor_name(oneof.name), accessor_name(oneof.name));
+    }
+    out += "\n";
+    for (int i = 0; i < d.field_count(); ++i)
+      out += field_decls(*d.field(i), layout, layout.fields()[static_cast<size_t>(i)]);
+    out += "\n private:\n  ::mrpc::MessageRef mrpc_ref_;\n};\n\n";
+    return out;
+  }
+
+  Vars field_vars(const pb::FieldDescriptor& field, const MessageLayout& layout,
+                  const FieldLayout& f) {
+    Vars v{{"C", local_name(*field.containing_type())},
+           {"n", accessor_name(field.name())},
+           {"off", std::to_string(f.offset)},
+           {"elem", std::to_string(f.element_size)},
+           {"num", std::to_string(f.number)},
+           {"st", storage_type(f.kind)},
+           {"T", value_type(field, f.kind)},
+           {"default", default_value(field, f.kind)},
+           {"mark", ""},
+           {"unmark", ""},
+           {"has", "true"},
+           {"guard", ""},
+           {"guard_end", ""}};
+    if (f.kind == FieldKind::kMessage) v["sub"] = qualified(*field.message_type());
+    if (f.presence_bit != kNoPresenceBit) {
+      v["bit"] = std::to_string(f.presence_bit);
+      v["has"] = subst("::mrpc::gen::has_bit(mrpc_ref_, $bit$)", v);
+      v["mark"] = subst("::mrpc::gen::set_bit(mrpc_ref_, $bit$, true);\n  ", v);
+      v["unmark"] = subst("::mrpc::gen::set_bit(mrpc_ref_, $bit$, false);\n  ", v);
+    } else if (f.oneof_index != kNoOneof) {
+      const OneofLayout& o = layout.oneofs()[static_cast<size_t>(f.oneof_index)];
+      v["case_off"] = std::to_string(o.case_offset);
+      v["stor_off"] = std::to_string(o.storage_offset);
+      v["stor_size"] = std::to_string(o.storage_size);
+      v["has"] = subst("(::mrpc::gen::get<uint32_t>(mrpc_ref_, $case_off$) == $num$)", v);
+      v["mark"] = subst(
+          "::mrpc::gen::set_case(mrpc_ref_, $case_off$, $stor_off$, $stor_size$, $num$);\n  ", v);
+    }
+    if (v["has"] != "true") {
+      // Unset reads as the default, whatever the storage holds.
+      v["guard"] = "!" + v["has"] + " ? " + v["default"] + " : ";
+      v["guard_end"] = "";
+    }
+    return v;
+  }
+
+  std::string field_decls(const pb::FieldDescriptor& field, const MessageLayout& layout,
+                          const FieldLayout& f) {
+    Vars v = field_vars(field, layout, f);
+    std::string out = subst("  // $num$: $n$\n", v);
+    if (f.repeated) {
+      out += subst("  int $n$_size() const;\n  void clear_$n$();\n", v);
+      if (f.kind == FieldKind::kMessage) {
+        out += subst(
+            "  $sub$ $n$(int index) const;\n  $sub$ add_$n$();\n  $sub$ mutable_$n$(int index);\n",
+            v);
+      } else {
+        out += subst(
+            "  $T$ $n$(int index) const;\n  void add_$n$($T$ value);\n  void set_$n$(int index, "
+            "$T$ value);\n",
+            v);
+      }
+      if (f.is_map) {
+        const pb::FieldDescriptor& key = *field.message_type()->map_key();
+        const pb::FieldDescriptor& value = *field.message_type()->map_value();
+        Vars m = v;
+        m["K"] = value_type(key, kind_of_field(key));
+        m["V"] = value_type(value, kind_of_field(value));
+        out += subst(
+            "  // map: linear scan; -1 if absent\n  int $n$_find($K$ key) const;\n"
+            "  bool $n$_contains($K$ key) const { return $n$_find(key) >= 0; }\n"
+            "  $V$ $n$_at($K$ key) const;\n",
+            m);
+        if (kind_of_field(value) == FieldKind::kMessage) {
+          out += subst("  $V$ insert_$n$($K$ key);\n", m);
+        } else {
+          out += subst("  void insert_$n$($K$ key, $V$ value);\n", m);
+        }
+      }
+      return out;
+    }
+    if (f.presence_bit != kNoPresenceBit || f.oneof_index != kNoOneof)
+      out += subst("  bool has_$n$() const;\n", v);
+    out += subst("  $T$ $n$() const;\n  void clear_$n$();\n", v);
+    if (f.kind == FieldKind::kMessage) {
+      out += subst("  $sub$ mutable_$n$();\n", v);
+    } else {
+      out += subst("  void set_$n$($T$ value);\n", v);
+    }
+    return out;
+  }
+
+  static FieldKind kind_of_field(const pb::FieldDescriptor& field) {
+    // Same mapping as the layout: read it back from a one-field lookup of the containing layout.
+    switch (field.cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_BOOL:
+        return FieldKind::kBool;
+      case pb::FieldDescriptor::CPPTYPE_INT32:
+        return FieldKind::kInt32;
+      case pb::FieldDescriptor::CPPTYPE_UINT32:
+        return FieldKind::kUint32;
+      case pb::FieldDescriptor::CPPTYPE_INT64:
+        return FieldKind::kInt64;
+      case pb::FieldDescriptor::CPPTYPE_UINT64:
+        return FieldKind::kUint64;
+      case pb::FieldDescriptor::CPPTYPE_FLOAT:
+        return FieldKind::kFloat;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+        return FieldKind::kDouble;
+      case pb::FieldDescriptor::CPPTYPE_ENUM:
+        return FieldKind::kEnum;
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        return field.type() == pb::FieldDescriptor::TYPE_BYTES ? FieldKind::kBytes
+                                                               : FieldKind::kString;
+      case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+        return FieldKind::kMessage;
+    }
+    return FieldKind::kBool;
+  }
+
+  // Read/write expressions for one value of a scalar kind.
+  static std::string read_scalar(FieldKind kind, const std::string& raw_expression, const Vars& v) {
+    if (kind == FieldKind::kBool) return "(" + raw_expression + " != 0)";
+    if (kind == FieldKind::kEnum) return subst("static_cast<$T$>(", v) + raw_expression + ")";
+    return raw_expression;
+  }
+  static std::string stored(FieldKind kind) {
+    if (kind == FieldKind::kBool) return "static_cast<uint8_t>(value ? 1 : 0)";
+    if (kind == FieldKind::kEnum) return "static_cast<int32_t>(value)";
+    return "value";
+  }
+
+  std::string message_defs(const pb::Descriptor& d) {
+    const MessageLayout& layout = *layouts_.find(d.full_name());
+    Vars cv{{"C", local_name(d)}};
+    std::string out = subst(
+        "inline $C$ $C$::create(::mrpc::ShmHeap& heap) { return ::mrpc::gen::create<$C$>(heap); "
+        "}\n",
+        cv);
+    for (const OneofLayout& oneof : layout.oneofs()) {
+      Vars o{{"C", local_name(d)},
+             {"O", camel(oneof.name)},
+             {"o", accessor_name(oneof.name)},
+             {"case_off", std::to_string(oneof.case_offset)},
+             {"stor_off", std::to_string(oneof.storage_offset)},
+             {"stor_size", std::to_string(oneof.storage_size)}};
+      out += subst(R"(inline $C$::$O$Case $C$::$o$_case() const {
+  return static_cast<$O$Case>(::mrpc::gen::get<uint32_t>(mrpc_ref_, $case_off$));
+}
+inline void $C$::clear_$o$() { ::mrpc::gen::set_case(mrpc_ref_, $case_off$, $stor_off$, $stor_size$, 0); }
+)",
+                   o);
+    }
+    for (int i = 0; i < d.field_count(); ++i)
+      out += field_defs(*d.field(i), layout, layout.fields()[static_cast<size_t>(i)]);
+    return out + "\n";
+  }
+
+  std::string field_defs(const pb::FieldDescriptor& field, const MessageLayout& layout,
+                         const FieldLayout& f) {
+    Vars v = field_vars(field, layout, f);
+    std::string out;
+    if (f.repeated) {
+      out += subst(
+          R"(inline int $C$::$n$_size() const { return ::mrpc::gen::repeated_size(mrpc_ref_, $off$, $elem$); }
+inline void $C$::clear_$n$() { ::mrpc::gen::clear_repeated(mrpc_ref_, $off$); }
+)",
+          v);
+      if (f.kind == FieldKind::kMessage) {
+        out += subst(R"(inline $sub$ $C$::$n$(int index) const {
+  return $sub$(::mrpc::gen::get_message_element(mrpc_ref_, $off$, $sub$::kBodySize, index));
+}
+inline $sub$ $C$::add_$n$() { return $sub$(::mrpc::gen::add_message_element(mrpc_ref_, $off$, $sub$::kBodySize)); }
+inline $sub$ $C$::mutable_$n$(int index) {
+  return $sub$(::mrpc::gen::mutable_message_element(mrpc_ref_, $off$, $sub$::kBodySize, index));
+}
+)",
+                     v);
+      } else if (f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) {
+        out += subst(
+            R"(inline std::string_view $C$::$n$(int index) const { return ::mrpc::gen::get_bytes_element(mrpc_ref_, $off$, index); }
+inline void $C$::add_$n$(std::string_view value) { ::mrpc::gen::add_bytes_element(mrpc_ref_, $off$, value); }
+inline void $C$::set_$n$(int index, std::string_view value) { ::mrpc::gen::set_bytes_element(mrpc_ref_, $off$, index, value); }
+)",
+            v);
+      } else {
+        Vars s = v;
+        s["read"] = read_scalar(
+            f.kind, subst("::mrpc::gen::get_element<$st$>(mrpc_ref_, $off$, index)", v), v);
+        s["value"] = stored(f.kind);
+        out += subst(R"(inline $T$ $C$::$n$(int index) const { return $read$; }
+inline void $C$::add_$n$($T$ value) { ::mrpc::gen::add_element<$st$>(mrpc_ref_, $off$, $value$); }
+inline void $C$::set_$n$(int index, $T$ value) { ::mrpc::gen::set_element<$st$>(mrpc_ref_, $off$, index, $value$); }
+)",
+                     s);
+      }
+      if (f.is_map) {
+        const pb::FieldDescriptor& key = *field.message_type()->map_key();
+        const pb::FieldDescriptor& value = *field.message_type()->map_value();
+        Vars m = v;
+        m["K"] = value_type(key, kind_of_field(key));
+        m["V"] = value_type(value, kind_of_field(value));
+        m["Vdefault"] = default_value(value, kind_of_field(value));
+        out += subst(R"(inline int $C$::$n$_find($K$ key) const {
+  for (int i = 0, count = $n$_size(); i < count; ++i)
+    if ($n$(i).key() == key) return i;
+  return -1;
+}
+inline $V$ $C$::$n$_at($K$ key) const {
+  const int i = $n$_find(key);
+  return i < 0 ? $Vdefault$ : $n$(i).value();
+}
+)",
+                     m);
+        if (kind_of_field(value) == FieldKind::kMessage) {
+          out += subst(R"(inline $V$ $C$::insert_$n$($K$ key) {
+  const int i = $n$_find(key);
+  $sub$ entry = i >= 0 ? mutable_$n$(i) : add_$n$();
+  if (i < 0) entry.set_key(key);
+  return entry.mutable_value();
+}
+)",
+                       m);
+        } else {
+          out += subst(R"(inline void $C$::insert_$n$($K$ key, $V$ value) {
+  const int i = $n$_find(key);
+  $sub$ entry = i >= 0 ? mutable_$n$(i) : add_$n$();
+  if (i < 0) entry.set_key(key);
+  entry.set_value(value);
+}
+)",
+                       m);
+        }
+      }
+      return out;
+    }
+    const bool has_presence = f.presence_bit != kNoPresenceBit || f.oneof_index != kNoOneof;
+    if (has_presence) out += subst("inline bool $C$::has_$n$() const { return $has$; }\n", v);
+    if (f.kind == FieldKind::kMessage) {
+      out += subst(R"(inline $sub$ $C$::$n$() const {
+  return $sub$($has$ ? ::mrpc::gen::get_message(mrpc_ref_, $off$, $sub$::kBodySize) : ::mrpc::MessageRef{});
+}
+inline $sub$ $C$::mutable_$n$() {
+  $mark$return $sub$(::mrpc::gen::mutable_message(mrpc_ref_, $off$, $sub$::kBodySize));
+}
+)",
+                   v);
+    } else if (f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) {
+      out += subst(R"(inline std::string_view $C$::$n$() const {
+  return $guard$::mrpc::gen::get_bytes(mrpc_ref_, $off$)$guard_end$;
+}
+inline void $C$::set_$n$(std::string_view value) {
+  $mark$::mrpc::gen::set_bytes(mrpc_ref_, $off$, value);
+}
+)",
+                   v);
+    } else {
+      Vars s = v;
+      s["read"] = read_scalar(f.kind, subst("::mrpc::gen::get<$st$>(mrpc_ref_, $off$)", v), v);
+      s["value"] = stored(f.kind);
+      out += subst(R"(inline $T$ $C$::$n$() const { return $guard$$read$$guard_end$; }
+inline void $C$::set_$n$($T$ value) {
+  $mark$::mrpc::gen::set<$st$>(mrpc_ref_, $off$, $value$);
+}
+)",
+                   s);
+    }
+    if (f.oneof_index != kNoOneof) {
+      out += subst(R"(inline void $C$::clear_$n$() {
+  if ($has$) ::mrpc::gen::set_case(mrpc_ref_, $case_off$, $stor_off$, $stor_size$, 0);
+}
+)",
+                   v);
+    } else {
+      out += subst(R"(inline void $C$::clear_$n$() {
+  $unmark$::mrpc::gen::set<$st$>(mrpc_ref_, $off$, $st${});
+}
+)",
+                   v);
+    }
+    return out;
+  }
+
+  std::string service_decl(const pb::ServiceDescriptor& service) {
+    Vars v{{"S", service.name()}, {"full", service.full_name()}};
+    std::string client_methods;
+    std::string server_methods;
+    std::string defs;
+    for (int i = 0; i < service.method_count(); ++i) {
+      const pb::MethodDescriptor& method = *service.method(i);
+      Vars m = v;
+      m["M"] = method.name();
+      m["I"] = qualified(*method.input_type());
+      m["O"] = qualified(*method.output_type());
+      m["index"] = std::to_string(i);
+      client_methods += subst(
+          R"(    // The request belongs to the library from here on (it frees it when the daemon is done).
+    ::mrpc::CallResult<$O$> $M$(const $I$& request, const ::mrpc::CallOptions& options = {});
+    ::mrpc::CallId $M$(const $I$& request, const ::mrpc::CallOptions& options,
+                       std::function<void(::mrpc::CallResult<$O$>)> done);
+    std::future<::mrpc::CallResult<$O$>> $M$Async(const $I$& request, const ::mrpc::CallOptions& options = {});
+)",
+          m);
+      server_methods += subst(
+          R"(    virtual ::mrpc::Status $M$(::mrpc::ServerContext& context, const $I$& request, $O$& response);
+)",
+          m);
+      defs += subst(
+          R"(inline ::mrpc::CallResult<$O$> $S$::Client::$M$(const $I$& request, const ::mrpc::CallOptions& options) {
+  return ::mrpc::gen::blocking_call<$O$>(*channel_, schema(), $index$, request.ref(), options);
+}
+inline ::mrpc::CallId $S$::Client::$M$(const $I$& request, const ::mrpc::CallOptions& options,
+                                     std::function<void(::mrpc::CallResult<$O$>)> done) {
+  return ::mrpc::gen::start_typed_call<$O$>(*channel_, schema(), $index$, request.ref(), options, std::move(done));
+}
+inline std::future<::mrpc::CallResult<$O$>> $S$::Client::$M$Async(const $I$& request, const ::mrpc::CallOptions& options) {
+  return ::mrpc::gen::future_call<$O$>(*channel_, schema(), $index$, request.ref(), options);
+}
+inline ::mrpc::Status $S$::Service::$M$(::mrpc::ServerContext&, const $I$&, $O$&) {
+  return ::mrpc::Status(::mrpc::StatusCode::kUnimplemented, "$full$.$M$ is not implemented");
+}
+)",
+          m);
+    }
+    v["client_methods"] = client_methods;
+    v["server_methods"] = server_methods;
+    v["defs"] = defs;
+    std::string handlers;
+    for (int i = 0; i < service.method_count(); ++i) {
+      const pb::MethodDescriptor& method = *service.method(i);
+      Vars m{{"M", method.name()},
+             {"I", qualified(*method.input_type())},
+             {"O", qualified(*method.output_type())}};
+      handlers += subst(R"(  methods.push_back(::mrpc::gen::typed_method<$I$, $O$>(
+      [this](::mrpc::ServerContext& context, const $I$& request, $O$& response) {
+        return $M$(context, request, response);
+      }));
+)",
+                        m);
+    }
+    v["handlers"] = handlers;
+    return subst(R"(// service $full$
+class $S$ final {
+ public:
+  static constexpr std::string_view kFullName = "$full$";
+  // What Channel::start_call and Channel::serve take: name, FileDescriptorSet, method names.
+  static const ::mrpc::ServiceSchema& schema();
+
+  // Calls $full$ over a channel. Thread-safe (as the channel is).
+  class Client {
+   public:
+    explicit Client(std::shared_ptr<::mrpc::Channel> channel) : channel_(std::move(channel)) {}
+$client_methods$
+   private:
+    std::shared_ptr<::mrpc::Channel> channel_;
+  };
+
+  // Serves $full$: override the methods (the defaults answer UNIMPLEMENTED), then
+  // channel->serve($S$::schema(), service.methods()). The service must outlive the channel.
+  class Service {
+   public:
+    virtual ~Service() = default;
+$server_methods$
+    // One UntypedMethod per method, in declaration order.
+    std::vector<::mrpc::UntypedMethod> methods();
+  };
+  using Server = Service;
+
+  $S$() = delete;
+};
+
+$defs$inline std::vector<::mrpc::UntypedMethod> $S$::Service::methods() {
+  std::vector<::mrpc::UntypedMethod> methods;
+$handlers$  return methods;
+}
+
+)",
+                 v);
+  }
+
+  std::string service_defs(const pb::ServiceDescriptor& service) {
+    std::string names;
+    for (int i = 0; i < service.method_count(); ++i)
+      names += fmt::format("\"{}\", ", service.method(i)->name());
+    Vars v{{"S", service.name()}, {"names", names}, {"set", descriptor_set_function()}};
+    return subst(R"(const ::mrpc::ServiceSchema& $S$::schema() {
+  static constexpr std::string_view kMethods[] = {$names$};
+  static const ::mrpc::ServiceSchema schema{kFullName, $set$(), kMethods};
+  return schema;
+}
+
+)",
+                 v);
+  }
+
+  const pb::FileDescriptor& file_;
+  LayoutSet layouts_;
+};
+
+}  // namespace
+
+bool MrpcGenerator::Generate(const pb::FileDescriptor* file, const std::string&,
+                             pb::compiler::GeneratorContext* context, std::string* error) const {
+  try {
+    FileGenerator generator(*file);
+    const std::string base = strip_proto(file->name());
+    for (const auto& [name, text] : {std::pair{base + ".mrpc.h", generator.header()},
+                                     std::pair{base + ".mrpc.cc", generator.source()}}) {
+      std::unique_ptr<pb::io::ZeroCopyOutputStream> stream(context->Open(name));
+      void* data = nullptr;
+      int size = 0;
+      size_t written = 0;
+      while (written < text.size()) {
+        if (!stream->Next(&data, &size)) {
+          *error = "cannot write " + name;
+          return false;
+        }
+        const size_t chunk = std::min(text.size() - written, static_cast<size_t>(size));
+        std::memcpy(data, text.data() + written, chunk);
+        written += chunk;
+        if (chunk < static_cast<size_t>(size)) stream->BackUp(size - static_cast<int>(chunk));
+      }
+    }
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return false;
+  }
+  return true;
+}
+
+}  // namespace mrpc::tools
