@@ -737,6 +737,7 @@ class ModuleChecker {
         bool is_duration = b.is(K::kDuration);
         if (durations && *durations != is_duration) {
           error(arg.value->span, "bucket bounds must be all durations or all numbers");
+          continue;
         }
         durations = is_duration;
         if (previous && *value <= *previous) {
@@ -1338,7 +1339,7 @@ class ModuleChecker {
     auto c = visible_.consts.find(e.text);
     if (c != visible_.consts.end()) {
       if (const_in_progress_.count(e.text) > 0) {
-        error(e.span, fmt::format("const '{}' refers to itself", e.text));
+        error(e.span, fmt::format("const '{}' is defined in terms of itself", e.text));
         return Type::of(K::kError);
       }
       const_in_progress_.insert(e.text);
@@ -1535,9 +1536,14 @@ class ModuleChecker {
     const auto& callee = *call.children[0];
     if (callee.kind != dsl::ast::ExprKind::kName) {
       if (callee.kind == dsl::ast::ExprKind::kMember) {
-        check_expr(*callee.children[0], scope);
-        Diagnostic& d = error(callee.name_span, fmt::format("'{}' is a statement, not a value", callee.text));
-        DiagnosticEngine::note(d, "container methods return nothing");
+        Type object = check_expr(*callee.children[0], scope);
+        if (object.is_error()) return object;
+        if (object.is(K::kSet) && (callee.text == "insert" || callee.text == "remove")) {
+          Diagnostic& d = error(callee.name_span, fmt::format("'{}' is a statement, not a value", callee.text));
+          DiagnosticEngine::note(d, "container methods return nothing");
+          return Type::of(K::kError);
+        }
+        error(callee.name_span, fmt::format("{} has no method '{}'", type_name(object), callee.text));
         return Type::of(K::kError);
       }
       error(callee.span, "only built-in functions can be called");
@@ -1723,9 +1729,10 @@ void Checker::Impl::load_imports(Module& module) {
       if (mapped_dirs.insert(dir.string()).second) source_tree.MapPath("", dir.empty() ? "." : dir.string());
       proto_errors.point_at(&import->path_span, &import->path);
       const pb::FileDescriptor* file = importer->Import(import->path);
+      int proto_error_count = proto_errors.count();
       proto_errors.point_at(nullptr);
       if (file == nullptr) {
-        if (proto_errors.count() == 0) {
+        if (proto_error_count == 0) {
           Diagnostic& d = diagnostics.error(import->path_span, fmt::format("cannot find '{}'", import->path));
           std::string searched;
           for (const auto& p : options.proto_paths) searched += p + ", ";
