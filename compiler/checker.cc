@@ -173,13 +173,16 @@ class ProtoErrors final : public pb::compiler::MultiFileErrorCollector {
   void AddError(const std::string& filename, int line, int column,
                 const std::string& message) override {
     if (at_ == nullptr) return;
+    // The import itself missing is reported by the caller, with the proto path it searched.
+    if (message == "File not found." && filename == *import_) return;
     Diagnostic& d = diagnostics_.error(*at_, fmt::format("cannot load '{}': {}", filename, message));
     if (line >= 0) DiagnosticEngine::note(d, fmt::format("at {}:{}:{}", filename, line + 1, column + 1));
     ++count_;
   }
   void AddWarning(const std::string&, int, int, const std::string&) override {}
-  void point_at(const Span* span) {
+  void point_at(const Span* span, const std::string* import = nullptr) {
     at_ = span;
+    import_ = import;
     count_ = 0;
   }
   int count() const { return count_; }
@@ -187,6 +190,7 @@ class ProtoErrors final : public pb::compiler::MultiFileErrorCollector {
  private:
   DiagnosticEngine& diagnostics_;
   const Span* at_ = nullptr;
+  const std::string* import_ = nullptr;
   int count_ = 0;
 };
 
@@ -371,7 +375,9 @@ class ModuleChecker {
     if (t.name == "map") {
       if (!expect_args(2)) return Type::of(K::kError);
       Type key = element(t.args[0], false);
-      Type value = element(t.args[1], allow_state_kinds);
+      Type value = allow_state_kinds && t.args[1].name == "response" && t.args[1].args.empty()
+                       ? Type::of(K::kResponse)
+                       : element(t.args[1], allow_state_kinds);
       return Type::map(key, value);
     }
     if (t.name == "counter" || t.name == "histogram" || t.name == "response") {
@@ -957,18 +963,25 @@ class ModuleChecker {
   // `req.x = ...` / `clear req.x`: the handler kind decides which message may change.
   Type check_message_write(const dsl::ast::Expr& target, Scope& scope, const char* verb) {
     const dsl::ast::Expr* root = root_of(target);
-    if (root == nullptr || (root->text != "req" && root->text != "resp") || target.kind != dsl::ast::ExprKind::kMember) {
+    bool is_map_entry = target.kind == dsl::ast::ExprKind::kIndex && std::string(verb) != "clear";
+    if (root == nullptr || (root->text != "req" && root->text != "resp") ||
+        (target.kind != dsl::ast::ExprKind::kMember && !is_map_entry)) {
       error(target.span, fmt::format("`{}` takes a message field: `req.field` or `resp.field`", verb));
       return Type::of(K::kError);
+    }
+    if (is_map_entry) {
+      Type container = check_expr(*target.children[0], scope);
+      if (!container.is_error() && !container.is(K::kMap)) {
+        error(target.span, fmt::format("only a map field's entries can be assigned by key, not a {}'s",
+                                       type_name(container)));
+        return Type::of(K::kError);
+      }
     }
     Type t = check_expr(target, scope);
     if (root->text == "req" && scope.handler != dsl::ast::HandlerKind::kRequest && scope.handler) {
       Diagnostic& d = error(target.span, fmt::format("cannot {} the request in `on {}`", verb,
                                                      dsl::ast::handler_kind_name(*scope.handler)));
       DiagnosticEngine::note(d, "the request can only change in `on request`, before it is sent");
-    }
-    if (root->text == "resp" && scope.handler != dsl::ast::HandlerKind::kResponse && scope.handler) {
-      // check_expr already reported `resp` outside `on response`.
     }
     if (t.is(K::kMessage) && std::string(verb) != "clear") {
       error(target.span, "cannot assign a whole message: assign its fields");
@@ -1708,7 +1721,7 @@ void Checker::Impl::load_imports(Module& module) {
     if (import->is_proto) {
       if (!importer) importer = std::make_unique<pb::compiler::Importer>(&source_tree, &proto_errors);
       if (mapped_dirs.insert(dir.string()).second) source_tree.MapPath("", dir.empty() ? "." : dir.string());
-      proto_errors.point_at(&import->path_span);
+      proto_errors.point_at(&import->path_span, &import->path);
       const pb::FileDescriptor* file = importer->Import(import->path);
       proto_errors.point_at(nullptr);
       if (file == nullptr) {
@@ -1742,6 +1755,11 @@ void Checker::Impl::load_imports(Module& module) {
     if (import_stack.size() >= limits::kMaxPolicyImportDepth) {
       diagnostics.error(import->path_span, fmt::format("imports nest deeper than {} files (limits::kMaxPolicyImportDepth)",
                                                        limits::kMaxPolicyImportDepth));
+      continue;
+    }
+    if (!std::filesystem::is_regular_file(target)) {
+      Diagnostic& d = diagnostics.error(import->path_span, fmt::format("cannot open imported file '{}'", import->path));
+      DiagnosticEngine::note(d, "imports are resolved relative to the importing file's directory");
       continue;
     }
     Module* imported = load(target, std::nullopt, &import->path_span);

@@ -77,6 +77,9 @@ class ErrorListener final : public antlr4::BaseErrorListener {
       const std::string prefix = "token recognition error at: ";
       if (text.rfind(prefix, 0) == 0) text = "unexpected character " + text.substr(prefix.size());
     }
+    for (size_t at = 0; (at = text.find_first_of("\r\n", at)) != std::string::npos;) {
+      text.replace(at, 1, text[at] == '\n' ? "\\n" : "\\r");
+    }
     Diagnostic& d = diagnostics_.error(span, "syntax error: " + text);
     if (text.find("'\"") != std::string::npos) {
       DiagnosticEngine::help(d, "string literals end on the line they start");
