@@ -71,6 +71,7 @@ void DiagnosticEngine::render_one(std::string& out, const Diagnostic& d) const {
   auto excerpt = [&](const Span& span) {
     if (span.file >= sources_.size() || span.line == 0) return;
     const SourceFile& file = sources_.file(span.file);
+    if (file.text().empty()) return;  // a file that could not be read: nothing to show
     std::string_view line = file.line_text(span.line);
     if (line.size() > 200) line = line.substr(0, 200);
     out += fmt::format("  {}\n", printable(line));

@@ -70,6 +70,7 @@ int run_fmt(const std::string& path, bool json) {
 int main(int argc, char** argv) {
   CLI::App app{"mrpc-polc: check and format .mpol policies"};
   app.require_subcommand(1);
+  app.fallthrough();  // `check x.mpol --error-format=json` as well as before the subcommand
   bool json = false;
   app.add_flag("-j,--json", json, "print diagnostics as JSON (--error-format=json)");
   std::string error_format;
