@@ -9,7 +9,6 @@
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 
 #include "mrpc/base/limits.h"
 #include "mrpc/base/status.h"
@@ -160,6 +159,7 @@ std::string read_whole_file(const std::string& path, bool& ok) {
 // ---- modules ----
 
 struct Module {
+  bool checked = false;
   std::string path;  // canonical
   std::optional<dsl::ast::File> file;
   std::vector<const pb::FileDescriptor*> protos;
@@ -199,7 +199,6 @@ struct Symbol {
   Type type;
   Span declared;
   bool is_mutable = false;
-  const dsl::ast::Expr* const_value = nullptr;  // consts
 };
 
 struct Checker::Impl {
@@ -241,10 +240,6 @@ void collect_visible(const Module& module, Visible& out, std::set<const Module*>
   for (auto* m : module.imports) collect_visible(*m, out, seen);
 }
 
-struct MatchedMethod {
-  const pb::MethodDescriptor* method;
-};
-
 // The type checker for one module's items.
 class ModuleChecker {
  public:
@@ -277,7 +272,15 @@ class ModuleChecker {
   }
 
  private:
-  Diagnostic& error(Span span, std::string message) { return diagnostics_.error(span, std::move(message)); }
+  // While quiet_ > 0 (typing a const through a reference to it) errors are not reported: the
+  // const's own declaration reports them once, in its own file.
+  Diagnostic& error(Span span, std::string message) {
+    if (quiet_ > 0) {
+      scratch_ = Diagnostic{};
+      return scratch_;
+    }
+    return diagnostics_.error(span, std::move(message));
+  }
 
   // ---- consts ----
 
@@ -292,7 +295,14 @@ class ModuleChecker {
         DiagnosticEngine::note(d, "first defined here", it->second);
       }
       Scope scope;
+      const_in_progress_ = {c->name};
+      const_cycle_ = false;
       Type t = check_constant(*c->value, scope, c->type ? std::optional(resolve_type(*c->type, false)) : std::nullopt);
+      const_in_progress_.clear();
+      if (const_cycle_) {
+        error(c->name_span, fmt::format("const '{}' is defined in terms of itself", c->name));
+        continue;
+      }
       if (!t.is_error() && !t.is_scalar()) {
         error(c->value->span, fmt::format("a const must be an int, float, bool, string, duration or status, not {}", type_name(t)));
       }
@@ -381,12 +391,9 @@ class ModuleChecker {
       return Type::map(key, value);
     }
     if (t.name == "counter" || t.name == "histogram" || t.name == "response") {
-      if (!allow_state_kinds && t.name != "response") {
-        error(t.span, fmt::format("'{}' is only a state type", t.name));
-        return Type::of(K::kError);
-      }
-      if (t.name == "response" && !allow_state_kinds) {
-        error(t.span, "'response' is only usable as a state map's value type");
+      if (!allow_state_kinds) {
+        error(t.span, t.name == "response" ? std::string("'response' is only usable as a state map's value type")
+                                           : fmt::format("'{}' is only a state type", t.name));
         return Type::of(K::kError);
       }
       expect_args(0);
@@ -403,7 +410,7 @@ class ModuleChecker {
   // Checks a constant expression (literals, consts, status names, unary/binary arithmetic,
   // list/set/map literals of those) against an optional expected type.
   Type check_constant(const dsl::ast::Expr& e, Scope& scope, std::optional<Type> expected) {
-    if (!is_constant(e)) {
+    if (!is_constant(e, scope)) {
       error(e.span, "expected a constant expression (literals, consts and arithmetic on them)");
       return Type::of(K::kError);
     }
@@ -417,7 +424,7 @@ class ModuleChecker {
     return t;
   }
 
-  bool is_constant(const dsl::ast::Expr& e) {
+  bool is_constant(const dsl::ast::Expr& e, const Scope& scope) {
     using EK = dsl::ast::ExprKind;
     switch (e.kind) {
       case EK::kInt:
@@ -426,14 +433,17 @@ class ModuleChecker {
       case EK::kString:
       case EK::kBool:
       case EK::kEmptyBraces: return true;
-      case EK::kName: return visible_.consts.count(e.text) > 0 || is_status_name(e.text);
+      case EK::kName:
+        // An unknown name is left to check_expr, which says it is unknown (with a suggestion).
+        return visible_.consts.count(e.text) > 0 || is_status_name(e.text) ||
+               (lookup(scope, e.text) == nullptr && e.text != "req" && e.text != "resp" && e.text != "rpc");
       case EK::kUnary:
       case EK::kBinary:
       case EK::kList:
       case EK::kSet:
       case EK::kMap:
         for (const auto& c : e.children) {
-          if (!is_constant(*c)) return false;
+          if (!is_constant(*c, scope)) return false;
         }
         return true;
       case EK::kMember: return enum_value(e).has_value();
@@ -820,7 +830,6 @@ class ModuleChecker {
         error(rule.span, "a peer glob cannot be empty");
       }
       if (rule.kind == dsl::ast::MarshalRule::Kind::kRedact) {
-        std::string root;
         const dsl::ast::Expr* e = rule.path.get();
         while (e->kind == dsl::ast::ExprKind::kMember) e = e->children[0].get();
         if (e->kind != dsl::ast::ExprKind::kName || (e->text != "req" && e->text != "resp") ||
@@ -1339,12 +1348,14 @@ class ModuleChecker {
     auto c = visible_.consts.find(e.text);
     if (c != visible_.consts.end()) {
       if (const_in_progress_.count(e.text) > 0) {
-        error(e.span, fmt::format("const '{}' is defined in terms of itself", e.text));
+        const_cycle_ = true;
         return Type::of(K::kError);
       }
       const_in_progress_.insert(e.text);
+      ++quiet_;
       Scope empty;
       Type t = check_expr(*c->second->value, empty);
+      --quiet_;
       const_in_progress_.erase(e.text);
       if (c->second->type) t = resolve_type_quiet(*c->second->type, t);
       return t;
@@ -1678,6 +1689,9 @@ class ModuleChecker {
   std::vector<const pb::ServiceDescriptor*> services_;
   const pb::DescriptorPool* pool_ = nullptr;
   std::set<std::string> const_in_progress_;
+  bool const_cycle_ = false;
+  int quiet_ = 0;
+  Diagnostic scratch_;
 };
 
 }  // namespace
@@ -1775,7 +1789,12 @@ void Checker::Impl::load_imports(Module& module) {
 }
 
 bool Checker::Impl::check_module(Module& module) {
-  if (!module.file) return false;
+  if (!module.file || module.checked) return false;
+  module.checked = true;
+  // What it imports first: an error in an imported policy is reported in its own file.
+  for (Module* imported : module.imports) {
+    if (!diagnostics.too_many()) check_module(*imported);
+  }
   size_t before = diagnostics.error_count();
   ModuleChecker(module, diagnostics, summaries).run();
   return diagnostics.error_count() == before;

@@ -2,11 +2,13 @@
 // construct), and every tests/dsl/cases/errors/*.mpol gives exactly the diagnostics its header
 // announces (one file per diagnostic):
 //   // expect: LINE:COL: MESSAGE        an error at that place with exactly that message
+//   // expect: FILE:LINE:COL: MESSAGE   the same, in another file (an import; FILE is its name)
 //   // expect-help: TEXT                some error carries this help or note line
 // Every error reported must be expected, and every expectation met.
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <set>
 #include <sstream>
 
@@ -57,7 +59,11 @@ TEST_CASE("every wrong .mpol case gives its expected errors at the expected line
     CHECK_FALSE(result.ok);
     std::multiset<std::string> actual;
     for (const Diagnostic& d : result.diagnostics) {
-      actual.insert(fmt::format("{}:{}: {}", d.span.line, d.span.column, d.message));
+      // An error in another file (an import) is expected as `other.mpol:LINE:COL: message`.
+      std::string where = d.span.file < result.file_paths.size() && result.file_paths[d.span.file] != path
+                              ? std::filesystem::path(result.file_paths[d.span.file]).filename().string() + ":"
+                              : "";
+      actual.insert(fmt::format("{}{}:{}: {}", where, d.span.line, d.span.column, d.message));
     }
     CHECK(actual == expected.errors);
     for (const std::string& help : expected.helps) {

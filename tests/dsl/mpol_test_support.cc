@@ -50,6 +50,7 @@ CheckResult check_text(const std::string& path, const std::string& text) {
   result.ok = checker.check_text(path, text);
   result.diagnostics = diagnostics.diagnostics();
   result.rendered = diagnostics.render_text();
+  for (size_t i = 0; i < sources.size(); ++i) result.file_paths.push_back(sources.file(static_cast<uint32_t>(i)).path());
   return result;
 }
 

@@ -23,6 +23,7 @@ struct CheckResult {
   bool ok = false;
   std::vector<Diagnostic> diagnostics;
   std::string rendered;
+  std::vector<std::string> file_paths;  // by source id: where each diagnostic's span is
 };
 // Parses and checks `text` as if it were the file `path` (imports resolve beside it).
 CheckResult check_text(const std::string& path, const std::string& text);
