@@ -48,6 +48,65 @@ class Positions {
   std::vector<uint32_t> byte_of_code_point_;
 };
 
+// ANTLR's messages name token types ("expecting {'{', INT, IDENT, ...}"); operators read
+// "expected an expression". Rewrites the common shapes, keeps anything else as it is.
+std::string describe_expected(std::string set) {
+  if (!set.empty() && set.front() == '{' && set.back() == '}') set = set.substr(1, set.size() - 2);
+  std::vector<std::string> items;
+  for (size_t start = 0; start <= set.size();) {
+    size_t comma = set.find(", ", start);
+    if (comma == std::string::npos) comma = set.size();
+    items.push_back(set.substr(start, comma - start));
+    start = comma + 2;
+  }
+  bool expression = false;
+  for (const auto& item : items) {
+    expression = expression || item == "INT" || item == "STRING" || item == "FLOAT" || item == "DURATION";
+  }
+  if (expression && items.size() > 4) return "an expression";
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    std::string item = items[i];
+    if (item == "IDENT") item = "a name";
+    if (item == "STRING") item = "a string";
+    if (item == "INT") item = "an int";
+    if (item == "FLOAT") item = "a float";
+    if (item == "DURATION") item = "a duration";
+    if (item == "<EOF>") item = "end of file";
+    if (i > 0) out += i + 1 == items.size() ? " or " : ", ";
+    out += item;
+  }
+  return out;
+}
+
+std::string shorten(std::string token) {
+  if (token == "'<EOF>'") return "end of file";
+  if (token.size() > 40) token = token.substr(0, 37) + "...'";
+  return token;
+}
+
+std::string friendly_message(const std::string& message) {
+  auto starts = [&](const char* prefix) { return message.rfind(prefix, 0) == 0; };
+  size_t expecting = message.find(" expecting ");
+  if ((starts("mismatched input ") || starts("extraneous input ")) && expecting != std::string::npos) {
+    size_t start = message.find(' ', message.find("input")) + 1;
+    return "unexpected " + shorten(message.substr(start, expecting - start)) + ", expected " +
+           describe_expected(message.substr(expecting + 11));
+  }
+  if (starts("missing ")) {
+    size_t at = message.rfind(" at ");
+    if (at != std::string::npos) {
+      return "expected " + describe_expected(message.substr(8, at - 8)) + " before " +
+             shorten(message.substr(at + 4));
+    }
+  }
+  if (starts("no viable alternative at input ")) {
+    std::string input = message.substr(31);
+    return "cannot parse " + shorten(input);
+  }
+  return message;
+}
+
 class ErrorListener final : public antlr4::BaseErrorListener {
  public:
   ErrorListener(const SourceFile& source, const Positions& positions, DiagnosticEngine& diagnostics)
@@ -71,17 +130,21 @@ class ErrorListener final : public antlr4::BaseErrorListener {
       (void)line;
       (void)char_position;
     }
-    std::string text = message;
+    std::string text = offending != nullptr ? friendly_message(message) : message;
     if (offending == nullptr) {
       // "token recognition error at: '@'" -> "unexpected character '@'"
       const std::string prefix = "token recognition error at: ";
-      if (text.rfind(prefix, 0) == 0) text = "unexpected character " + text.substr(prefix.size());
+      if (text.rfind(prefix + "'\"", 0) == 0) {
+        text = "unterminated string literal";
+      } else if (text.rfind(prefix, 0) == 0) {
+        text = "unexpected character " + text.substr(prefix.size());
+      }
     }
     for (size_t at = 0; (at = text.find_first_of("\r\n", at)) != std::string::npos;) {
       text.replace(at, 1, text[at] == '\n' ? "\\n" : "\\r");
     }
     Diagnostic& d = diagnostics_.error(span, "syntax error: " + text);
-    if (text.find("'\"") != std::string::npos) {
+    if (text == "unterminated string literal") {
       DiagnosticEngine::help(d, "string literals end on the line they start");
     }
     if (diagnostics_.too_many()) throw StopParsing();
