@@ -79,7 +79,15 @@ void DiagnosticEngine::render_one(std::string& out, const Diagnostic& d) const {
     if (col > line.size()) col = line.size();
     size_t width = span.end > span.begin ? span.end - span.begin : 1;
     width = std::max<size_t>(1, std::min(width, line.size() > col ? line.size() - col : 1));
-    out += "  " + std::string(col, ' ') + "^" + std::string(width - 1, '~') + "\n";
+    // Columns count bytes; the caret goes under characters, so count UTF-8 code points.
+    auto code_points = [](std::string_view text) {
+      size_t n = 0;
+      for (char c : text) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80 ? 1 : 0;
+      return n;
+    };
+    size_t indent = code_points(line.substr(0, col));
+    size_t marks = std::max<size_t>(1, code_points(line.substr(col, width)));
+    out += "  " + std::string(indent, ' ') + "^" + std::string(marks - 1, '~') + "\n";
   };
   auto where = [&](const Span& span) {
     if (span.file >= sources_.size()) return std::string("<unknown>");

@@ -53,3 +53,18 @@ TEST_CASE("suggestions pick the closest name within a third of its length") {
 
 }  // namespace
 }  // namespace mrpc::dsl::testing
+
+namespace mrpc::dsl::testing {
+namespace {
+
+TEST_CASE("columns count bytes but the caret sits under the character after non-ASCII text") {
+  CheckResult result = check_text("u.mpol", "const S = \"h\xc3\xa9llo\" + nope;\n");
+  CHECK(result.rendered ==
+        "u.mpol:1:22: error: unknown name 'nope'\n"
+        "  const S = \"h\xc3\xa9llo\" + nope;\n"
+        "                      ^~~~\n"
+        "1 error generated.\n");
+}
+
+}  // namespace
+}  // namespace mrpc::dsl::testing
