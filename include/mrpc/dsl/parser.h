@@ -2,7 +2,10 @@
 // Checks the file-size limit, UTF-8, and the nesting-depth limit (on the tokens, before the
 // recursive-descent parser runs, so no input can exhaust the stack), then parses with the
 // ANTLR-generated parser and builds the AST. Returns nullopt when the file has any error.
-// Single-threaded; each call is independent.
+// Threads: each call is independent, but the ANTLR 4.9 runtime shares one DFA cache per grammar
+// between all parser instances; it grows with the variety of inputs seen (seen under the fuzzer)
+// and is not documented as safe for concurrent parses: parse policies from one thread (the
+// daemon's control thread), never on the datapath.
 #pragma once
 
 #include <optional>
