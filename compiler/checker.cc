@@ -29,34 +29,54 @@ using K = Type::Kind;
 
 std::string type_name(const Type& t) {
   switch (t.kind) {
-    case K::kError: return "<error>";
-    case K::kVoid: return "nothing";
-    case K::kInt: return "int";
-    case K::kFloat: return "float";
-    case K::kBool: return "bool";
-    case K::kString: return "string";
-    case K::kBytes: return "bytes";
-    case K::kDuration: return "duration";
-    case K::kTime: return "time";
-    case K::kStatus: return "status";
-    case K::kList: return "list<" + type_name(t.args[0]) + ">";
-    case K::kSet: return "set<" + type_name(t.args[0]) + ">";
-    case K::kMap: return "map<" + type_name(t.args[0]) + ", " + type_name(t.args[1]) + ">";
-    case K::kEmptyBraces: return "{}";
-    case K::kCounter: return "counter";
-    case K::kHistogram: return "histogram";
-    case K::kResponse: return "response";
+    case K::kError:
+      return "<error>";
+    case K::kVoid:
+      return "nothing";
+    case K::kInt:
+      return "int";
+    case K::kFloat:
+      return "float";
+    case K::kBool:
+      return "bool";
+    case K::kString:
+      return "string";
+    case K::kBytes:
+      return "bytes";
+    case K::kDuration:
+      return "duration";
+    case K::kTime:
+      return "time";
+    case K::kStatus:
+      return "status";
+    case K::kList:
+      return "list<" + type_name(t.args[0]) + ">";
+    case K::kSet:
+      return "set<" + type_name(t.args[0]) + ">";
+    case K::kMap:
+      return "map<" + type_name(t.args[0]) + ", " + type_name(t.args[1]) + ">";
+    case K::kEmptyBraces:
+      return "{}";
+    case K::kCounter:
+      return "counter";
+    case K::kHistogram:
+      return "histogram";
+    case K::kResponse:
+      return "response";
     case K::kMessage:
       return t.messages.empty() ? "message" : "message " + t.messages[0]->full_name();
-    case K::kRpc: return "rpc";
-    case K::kCaller: return "rpc.caller";
+    case K::kRpc:
+      return "rpc";
+    case K::kCaller:
+      return "rpc.caller";
   }
   return "?";
 }
 
 bool same_type(const Type& a, const Type& b) {
   if (a.is_error() || b.is_error()) return true;
-  if (a.kind == K::kEmptyBraces) return b.kind == K::kSet || b.kind == K::kMap || b.kind == K::kEmptyBraces;
+  if (a.kind == K::kEmptyBraces)
+    return b.kind == K::kSet || b.kind == K::kMap || b.kind == K::kEmptyBraces;
   if (b.kind == K::kEmptyBraces) return a.kind == K::kSet || a.kind == K::kMap;
   if (a.kind != b.kind || a.args.size() != b.args.size()) return false;
   for (size_t i = 0; i < a.args.size(); ++i) {
@@ -93,9 +113,8 @@ bool is_status_name(const std::string& name) {
 
 std::optional<Type> scalar_type_named(const std::string& name) {
   static const std::map<std::string, K> scalars = {
-      {"int", K::kInt},       {"float", K::kFloat},       {"bool", K::kBool},
-      {"string", K::kString}, {"bytes", K::kBytes},       {"duration", K::kDuration},
-      {"time", K::kTime},     {"status", K::kStatus}};
+      {"int", K::kInt},     {"float", K::kFloat},       {"bool", K::kBool}, {"string", K::kString},
+      {"bytes", K::kBytes}, {"duration", K::kDuration}, {"time", K::kTime}, {"status", K::kStatus}};
   auto it = scalars.find(name);
   if (it == scalars.end()) return std::nullopt;
   return Type::of(it->second);
@@ -103,8 +122,8 @@ std::optional<Type> scalar_type_named(const std::string& name) {
 
 const std::vector<std::string>& type_names() {
   static const std::vector<std::string> names = {
-      "int",  "float", "bool", "string",  "bytes",     "duration", "time",
-      "status", "list", "set", "map", "counter", "histogram", "response"};
+      "int",    "float", "bool", "string", "bytes",   "duration",  "time",
+      "status", "list",  "set",  "map",    "counter", "histogram", "response"};
   return names;
 }
 
@@ -116,10 +135,13 @@ Type element_type(const pb::FieldDescriptor* field, bool is_request) {
     case pb::FieldDescriptor::CPPTYPE_INT64:
     case pb::FieldDescriptor::CPPTYPE_UINT32:
     case pb::FieldDescriptor::CPPTYPE_UINT64:
-    case pb::FieldDescriptor::CPPTYPE_ENUM: return Type::of(K::kInt);
+    case pb::FieldDescriptor::CPPTYPE_ENUM:
+      return Type::of(K::kInt);
     case pb::FieldDescriptor::CPPTYPE_FLOAT:
-    case pb::FieldDescriptor::CPPTYPE_DOUBLE: return Type::of(K::kFloat);
-    case pb::FieldDescriptor::CPPTYPE_BOOL: return Type::of(K::kBool);
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      return Type::of(K::kFloat);
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return Type::of(K::kBool);
     case pb::FieldDescriptor::CPPTYPE_STRING:
       return Type::of(field->type() == pb::FieldDescriptor::TYPE_BYTES ? K::kBytes : K::kString);
     case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
@@ -175,8 +197,10 @@ class ProtoErrors final : public pb::compiler::MultiFileErrorCollector {
     if (at_ == nullptr) return;
     // The import itself missing is reported by the caller, with the proto path it searched.
     if (message == "File not found." && filename == *import_) return;
-    Diagnostic& d = diagnostics_.error(*at_, fmt::format("cannot load '{}': {}", filename, message));
-    if (line >= 0) DiagnosticEngine::note(d, fmt::format("at {}:{}:{}", filename, line + 1, column + 1));
+    Diagnostic& d =
+        diagnostics_.error(*at_, fmt::format("cannot load '{}': {}", filename, message));
+    if (line >= 0)
+      DiagnosticEngine::note(d, fmt::format("at {}:{}:{}", filename, line + 1, column + 1));
     ++count_;
   }
   void AddWarning(const std::string&, int, int, const std::string&) override {}
@@ -260,7 +284,8 @@ class ModuleChecker {
       if (auto* policy = std::get_if<dsl::ast::Policy>(&item)) {
         auto [it, fresh] = policy_names.emplace(policy->name, policy->name_span);
         if (!fresh) {
-          Diagnostic& d = error(policy->name_span, fmt::format("policy '{}' is defined twice", policy->name));
+          Diagnostic& d =
+              error(policy->name_span, fmt::format("policy '{}' is defined twice", policy->name));
           DiagnosticEngine::note(d, "first defined here", it->second);
         }
         check_policy(*policy);
@@ -297,14 +322,17 @@ class ModuleChecker {
       Scope scope;
       const_in_progress_ = {c->name};
       const_cycle_ = false;
-      Type t = check_constant(*c->value, scope, c->type ? std::optional(resolve_type(*c->type, false)) : std::nullopt);
+      Type t = check_constant(
+          *c->value, scope, c->type ? std::optional(resolve_type(*c->type, false)) : std::nullopt);
       const_in_progress_.clear();
       if (const_cycle_) {
         error(c->name_span, fmt::format("const '{}' is defined in terms of itself", c->name));
         continue;
       }
       if (!t.is_error() && !t.is_scalar()) {
-        error(c->value->span, fmt::format("a const must be an int, float, bool, string, duration or status, not {}", type_name(t)));
+        error(c->value->span,
+              fmt::format("a const must be an int, float, bool, string, duration or status, not {}",
+                          type_name(t)));
       }
     }
   }
@@ -315,7 +343,7 @@ class ModuleChecker {
     std::vector<std::map<std::string, Symbol>> frames{1};
     std::optional<dsl::ast::HandlerKind> handler;  // inside a handler
     bool in_marshal = false;
-    Type request, response;                         // message types of the matched methods
+    Type request, response;  // message types of the matched methods
     bool schema_known = false;
     bool sets_priority = false;
   };
@@ -360,8 +388,8 @@ class ModuleChecker {
     }
     auto expect_args = [&](size_t n) {
       if (t.args.size() != n) {
-        error(t.span, fmt::format("type '{}' takes {} type argument{}, found {}", t.name, n, n == 1 ? "" : "s",
-                                  t.args.size()));
+        error(t.span, fmt::format("type '{}' takes {} type argument{}, found {}", t.name, n,
+                                  n == 1 ? "" : "s", t.args.size()));
         return false;
       }
       return true;
@@ -370,9 +398,11 @@ class ModuleChecker {
       Type e = resolve_type(arg, false);
       if (e.is(K::kResponse) && allow_response) return e;
       if (!e.is_error() && !e.is_scalar()) {
-        error(arg.span, fmt::format("containers hold scalars (int, float, bool, string, bytes, duration, time, "
-                                    "status){}, not {}",
-                                    allow_response ? " or response" : "", type_name(e)));
+        error(
+            arg.span,
+            fmt::format("containers hold scalars (int, float, bool, string, bytes, duration, time, "
+                        "status){}, not {}",
+                        allow_response ? " or response" : "", type_name(e)));
         return Type::of(K::kError);
       }
       return e;
@@ -392,12 +422,15 @@ class ModuleChecker {
     }
     if (t.name == "counter" || t.name == "histogram" || t.name == "response") {
       if (!allow_state_kinds) {
-        error(t.span, t.name == "response" ? std::string("'response' is only usable as a state map's value type")
-                                           : fmt::format("'{}' is only a state type", t.name));
+        error(t.span, t.name == "response"
+                          ? std::string("'response' is only usable as a state map's value type")
+                          : fmt::format("'{}' is only a state type", t.name));
         return Type::of(K::kError);
       }
       expect_args(0);
-      return Type::of(t.name == "counter" ? K::kCounter : t.name == "histogram" ? K::kHistogram : K::kResponse);
+      return Type::of(t.name == "counter"     ? K::kCounter
+                      : t.name == "histogram" ? K::kHistogram
+                                              : K::kResponse);
     }
     Diagnostic& d = error(t.span, fmt::format("unknown type '{}'", t.name));
     std::string guess = dsl::closest_name(t.name, type_names());
@@ -432,11 +465,13 @@ class ModuleChecker {
       case EK::kDuration:
       case EK::kString:
       case EK::kBool:
-      case EK::kEmptyBraces: return true;
+      case EK::kEmptyBraces:
+        return true;
       case EK::kName:
         // An unknown name is left to check_expr, which says it is unknown (with a suggestion).
         return visible_.consts.count(e.text) > 0 || is_status_name(e.text) ||
-               (lookup(scope, e.text) == nullptr && e.text != "req" && e.text != "resp" && e.text != "rpc");
+               (lookup(scope, e.text) == nullptr && e.text != "req" && e.text != "resp" &&
+                e.text != "rpc");
       case EK::kUnary:
       case EK::kBinary:
       case EK::kList:
@@ -446,8 +481,10 @@ class ModuleChecker {
           if (!is_constant(*c, scope)) return false;
         }
         return true;
-      case EK::kMember: return enum_value(e).has_value();
-      default: return false;
+      case EK::kMember:
+        return enum_value(e).has_value();
+      default:
+        return false;
     }
   }
 
@@ -456,7 +493,8 @@ class ModuleChecker {
     using EK = dsl::ast::ExprKind;
     if (depth > static_cast<int>(limits::kMaxPolicyNestingDepth)) return std::nullopt;
     switch (e.kind) {
-      case EK::kInt: return e.int_value;
+      case EK::kInt:
+        return e.int_value;
       case EK::kName: {
         auto it = visible_.consts.find(e.text);
         if (it == visible_.consts.end()) return std::nullopt;
@@ -478,7 +516,8 @@ class ModuleChecker {
         if (e.text == "/" && *b != 0 && !(*a == INT64_MIN && *b == -1)) return *a / *b;
         return std::nullopt;
       }
-      default: return std::nullopt;
+      default:
+        return std::nullopt;
     }
   }
 
@@ -492,8 +531,8 @@ class ModuleChecker {
   }
 
   std::optional<double> duration_ns(const dsl::ast::Expr& e) {
-    static const std::map<std::string, double> unit = {{"ns", 1},        {"us", 1e3},   {"ms", 1e6},
-                                                       {"s", 1e9},       {"m", 60e9},   {"h", 3600e9}};
+    static const std::map<std::string, double> unit = {{"ns", 1},  {"us", 1e3}, {"ms", 1e6},
+                                                       {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
     auto it = unit.find(e.text);
     if (it == unit.end()) return std::nullopt;
     return static_cast<double>(e.int_value) * it->second;
@@ -518,14 +557,16 @@ class ModuleChecker {
       out = e.text;
       return true;
     }
-    if (e.kind != dsl::ast::ExprKind::kMember || !dotted_name(*e.children[0], out, depth + 1)) return false;
+    if (e.kind != dsl::ast::ExprKind::kMember || !dotted_name(*e.children[0], out, depth + 1))
+      return false;
     out += "." + e.text;
     return true;
   }
 
   bool is_int_literal(const dsl::ast::Expr& e) {
     return e.kind == dsl::ast::ExprKind::kInt ||
-           (e.kind == dsl::ast::ExprKind::kUnary && e.text == "-" && e.children[0]->kind == dsl::ast::ExprKind::kInt);
+           (e.kind == dsl::ast::ExprKind::kUnary && e.text == "-" &&
+            e.children[0]->kind == dsl::ast::ExprKind::kInt);
   }
 
   // May a value of type `from` (written as `e`) be stored where `to` is expected?
@@ -547,13 +588,20 @@ class ModuleChecker {
     // Element types of literals are scalars of literals: recompute without reporting.
     using EK = dsl::ast::ExprKind;
     switch (e.kind) {
-      case EK::kInt: return Type::of(K::kInt);
-      case EK::kFloat: return Type::of(K::kFloat);
-      case EK::kDuration: return Type::of(K::kDuration);
-      case EK::kString: return Type::of(K::kString);
-      case EK::kBool: return Type::of(K::kBool);
-      case EK::kUnary: return check_expr_quiet(*e.children[0]);
-      default: return Type::of(K::kError);
+      case EK::kInt:
+        return Type::of(K::kInt);
+      case EK::kFloat:
+        return Type::of(K::kFloat);
+      case EK::kDuration:
+        return Type::of(K::kDuration);
+      case EK::kString:
+        return Type::of(K::kString);
+      case EK::kBool:
+        return Type::of(K::kBool);
+      case EK::kUnary:
+        return check_expr_quiet(*e.children[0]);
+      default:
+        return Type::of(K::kError);
     }
   }
 
@@ -585,25 +633,28 @@ class ModuleChecker {
     std::vector<std::string> candidates;
     for (auto* service : services_) {
       candidates.push_back(service->full_name());
-      for (int m = 0; m < service->method_count(); ++m) candidates.push_back(service->method(m)->full_name());
+      for (int m = 0; m < service->method_count(); ++m)
+        candidates.push_back(service->method(m)->full_name());
     }
     std::string text = dsl::ast::pattern_text(p);
     std::string base = p.wildcard && text.size() >= 2 ? text.substr(0, text.size() - 2) : text;
     std::string guess = dsl::closest_name(base, candidates);
-    if (!guess.empty()) DiagnosticEngine::help(d, fmt::format("did you mean '{}{}'?", guess, p.wildcard ? ".*" : ""));
+    if (!guess.empty())
+      DiagnosticEngine::help(d, fmt::format("did you mean '{}{}'?", guess, p.wildcard ? ".*" : ""));
   }
 
   // Resolves patterns; fills the request/response message sets of the scope.
-  std::vector<const pb::MethodDescriptor*> resolve_patterns(const std::vector<const dsl::ast::Pattern*>& patterns,
-                                                            Scope& scope) {
+  std::vector<const pb::MethodDescriptor*> resolve_patterns(
+      const std::vector<const dsl::ast::Pattern*>& patterns, Scope& scope) {
     std::vector<const pb::MethodDescriptor*> methods;
     scope.schema_known = !visible_.protos.empty();
     if (!scope.schema_known) return methods;
     for (const dsl::ast::Pattern* p : patterns) {
       auto found = match(*p);
       if (found.empty()) {
-        Diagnostic& d = error(p->span, fmt::format("pattern '{}' matches no method of the imported services",
-                                                   dsl::ast::pattern_text(*p)));
+        Diagnostic& d =
+            error(p->span, fmt::format("pattern '{}' matches no method of the imported services",
+                                       dsl::ast::pattern_text(*p)));
         suggest_method(d, *p);
       }
       for (auto* m : found) {
@@ -614,12 +665,12 @@ class ModuleChecker {
     scope.request.is_request = true;
     scope.response = Type::of(K::kMessage);
     for (auto* m : methods) {
-      if (std::find(scope.request.messages.begin(), scope.request.messages.end(), m->input_type()) ==
-          scope.request.messages.end()) {
+      if (std::find(scope.request.messages.begin(), scope.request.messages.end(),
+                    m->input_type()) == scope.request.messages.end()) {
         scope.request.messages.push_back(m->input_type());
       }
-      if (std::find(scope.response.messages.begin(), scope.response.messages.end(), m->output_type()) ==
-          scope.response.messages.end()) {
+      if (std::find(scope.response.messages.begin(), scope.response.messages.end(),
+                    m->output_type()) == scope.response.messages.end()) {
         scope.response.messages.push_back(m->output_type());
       }
     }
@@ -637,7 +688,8 @@ class ModuleChecker {
     for (const auto& member : policy.members) {
       if (auto* a = std::get_if<dsl::ast::AppliesTo>(&member)) {
         if (applies != nullptr) {
-          Diagnostic& d = error(a->span, fmt::format("policy '{}' has more than one `applies to`", policy.name));
+          Diagnostic& d = error(
+              a->span, fmt::format("policy '{}' has more than one `applies to`", policy.name));
           DiagnosticEngine::note(d, "first `applies to` here", applies->span);
           DiagnosticEngine::help(d, "list every pattern in one `applies to`, separated by commas");
         } else {
@@ -648,7 +700,8 @@ class ModuleChecker {
     PolicySummary summary;
     summary.name = policy.name;
     if (applies == nullptr) {
-      Diagnostic& d = error(policy.name_span, fmt::format("policy '{}' has no `applies to`", policy.name));
+      Diagnostic& d =
+          error(policy.name_span, fmt::format("policy '{}' has no `applies to`", policy.name));
       DiagnosticEngine::help(d, "add `applies to pkg.Service.* at callee;`");
     } else {
       std::vector<const dsl::ast::Pattern*> patterns;
@@ -659,7 +712,8 @@ class ModuleChecker {
     for (const auto& member : policy.members) {
       if (auto* p = std::get_if<dsl::ast::Param>(&member)) {
         Type t = resolve_type(p->type, false);
-        if (!t.is_error() && !t.is_scalar() && !t.is(K::kList) && !t.is(K::kSet) && !t.is(K::kMap)) {
+        if (!t.is_error() && !t.is_scalar() && !t.is(K::kList) && !t.is(K::kSet) &&
+            !t.is(K::kMap)) {
           error(p->type.span, fmt::format("a param cannot be a {}", type_name(t)));
         }
         check_constant(*p->default_value, scope, t);
@@ -686,8 +740,9 @@ class ModuleChecker {
       if (auto* h = std::get_if<dsl::ast::Handler>(&member)) {
         auto [it, fresh] = handlers.emplace(h->kind, h->kind_span);
         if (!fresh) {
-          Diagnostic& d = error(h->kind_span, fmt::format("policy '{}' has two `on {}` handlers", policy.name,
-                                                          dsl::ast::handler_kind_name(h->kind)));
+          Diagnostic& d =
+              error(h->kind_span, fmt::format("policy '{}' has two `on {}` handlers", policy.name,
+                                              dsl::ast::handler_kind_name(h->kind)));
           DiagnosticEngine::note(d, "first handler here", it->second);
         }
         scope.handler = h->kind;
@@ -698,7 +753,8 @@ class ModuleChecker {
       }
     }
     if (schedule != nullptr && !scope.sets_priority) {
-      Diagnostic& d = error(schedule->span, "`schedule` in a policy that never sets `rpc.priority`");
+      Diagnostic& d =
+          error(schedule->span, "`schedule` in a policy that never sets `rpc.priority`");
       DiagnosticEngine::help(d, "set `rpc.priority = N;` in `on request`, or remove the schedule");
     }
     summaries_.push_back(std::move(summary));
@@ -709,7 +765,8 @@ class ModuleChecker {
     if (t.is_error()) return t;
     auto no_args = [&]() {
       if (!st.args.empty()) {
-        error(st.args[0].value->span, fmt::format("state of type {} takes no `[...]` options", type_name(t)));
+        error(st.args[0].value->span,
+              fmt::format("state of type {} takes no `[...]` options", type_name(t)));
       }
     };
     if (t.is_scalar() || t.is(K::kCounter)) {
@@ -727,7 +784,8 @@ class ModuleChecker {
     }
     if (t.is(K::kHistogram)) {
       if (st.args.empty()) {
-        Diagnostic& d = error(st.span, fmt::format("histogram '{}' needs its bucket bounds", st.name));
+        Diagnostic& d =
+            error(st.span, fmt::format("histogram '{}' needs its bucket bounds", st.name));
         DiagnosticEngine::help(d, "write `histogram[1ms, 5ms, 10ms]`");
         return t;
       }
@@ -767,34 +825,41 @@ class ModuleChecker {
         if (!n) {
           error(arg.value->span, "capacity must be a constant int");
         } else if (*n < 1 || *n > limits::kMaxContainerCapacity) {
-          error(arg.value->span, fmt::format("capacity {} is outside 1..{} (limits::kMaxContainerCapacity)", *n,
-                                             limits::kMaxContainerCapacity));
+          error(arg.value->span,
+                fmt::format("capacity {} is outside 1..{} (limits::kMaxContainerCapacity)", *n,
+                            limits::kMaxContainerCapacity));
         }
       } else if (arg.key == "evict") {
         const auto& v = *arg.value;
-        if (v.kind != dsl::ast::ExprKind::kName || (v.text != "lru" && v.text != "fifo" && v.text != "reject")) {
-          Diagnostic& d = error(v.span, fmt::format("unknown eviction rule '{}'", dsl::format_expr(v)));
+        if (v.kind != dsl::ast::ExprKind::kName ||
+            (v.text != "lru" && v.text != "fifo" && v.text != "reject")) {
+          Diagnostic& d =
+              error(v.span, fmt::format("unknown eviction rule '{}'", dsl::format_expr(v)));
           DiagnosticEngine::help(d, "eviction rules are `lru`, `fifo` and `reject`");
         }
       } else {
         Span at = arg.key.empty() ? arg.value->span : arg.key_span;
-        Diagnostic& d = error(at, fmt::format("unknown container option '{}'",
-                                              arg.key.empty() ? dsl::format_expr(*arg.value) : arg.key));
+        Diagnostic& d =
+            error(at, fmt::format("unknown container option '{}'",
+                                  arg.key.empty() ? dsl::format_expr(*arg.value) : arg.key));
         std::string guess = dsl::closest_name(arg.key, {"capacity", "evict"});
         if (!guess.empty()) DiagnosticEngine::help(d, fmt::format("did you mean '{}'?", guess));
       }
     }
     if (!has_capacity) {
-      Diagnostic& d = error(st.name_span, fmt::format("state container '{}' has no capacity", st.name));
-      DiagnosticEngine::help(d, fmt::format("bound it: `state {}: {}[capacity 10000, evict lru];`", st.name,
-                                            dsl::format_type(st.type)));
+      Diagnostic& d =
+          error(st.name_span, fmt::format("state container '{}' has no capacity", st.name));
+      DiagnosticEngine::help(d, fmt::format("bound it: `state {}: {}[capacity 10000, evict lru];`",
+                                            st.name, dsl::format_type(st.type)));
     }
     if (t.is(K::kMap) && t.args[1].is(K::kResponse) && scope.schema_known) {
       std::set<std::string> outputs;
       for (auto* d : scope.response.messages) outputs.insert(d->full_name());
       if (outputs.size() > 1) {
-        Diagnostic& d = error(st.type.span, "map<K, response> needs all matched methods to return one type");
-        DiagnosticEngine::note(d, fmt::format("the matched methods return {} different types", outputs.size()));
+        Diagnostic& d =
+            error(st.type.span, "map<K, response> needs all matched methods to return one type");
+        DiagnosticEngine::note(
+            d, fmt::format("the matched methods return {} different types", outputs.size()));
       }
     }
     return t;
@@ -838,7 +903,9 @@ class ModuleChecker {
           continue;
         }
         Type t = check_expr(*rule.path, scope);
-        if (t.is(K::kMessage)) error(rule.path->span, "`redact` clears a field, not a whole message: name a field inside it");
+        if (t.is(K::kMessage))
+          error(rule.path->span,
+                "`redact` clears a field, not a whole message: name a field inside it");
       }
     }
   }
@@ -862,7 +929,8 @@ class ModuleChecker {
         if (s.type) {
           Type declared = resolve_type(*s.type, false);
           if (!assignable(t, declared, *s.exprs[0])) {
-            error(s.exprs[0]->span, fmt::format("expected {}, found {}", type_name(declared), type_name(t)));
+            error(s.exprs[0]->span,
+                  fmt::format("expected {}, found {}", type_name(declared), type_name(t)));
           }
           t = declared;
         } else if (t.is(K::kVoid)) {
@@ -877,7 +945,9 @@ class ModuleChecker {
         declare(scope, s.name, s.name_span, sym);
         return;
       }
-      case SK::kAssign: check_assignment(s, scope); return;
+      case SK::kAssign:
+        check_assignment(s, scope);
+        return;
       case SK::kRemove: {
         const auto& e = *s.exprs[0];
         if (e.kind != dsl::ast::ExprKind::kIndex) {
@@ -888,9 +958,11 @@ class ModuleChecker {
         Type key = check_expr(*e.children[1], scope);
         require_state(*e.children[0], scope, "remove from");
         if (!container.is_error() && !container.is(K::kMap)) {
-          error(e.children[0]->span, fmt::format("`remove` needs a map, found {}", type_name(container)));
+          error(e.children[0]->span,
+                fmt::format("`remove` needs a map, found {}", type_name(container)));
         } else if (container.is(K::kMap) && !assignable(key, container.args[0], *e.children[1])) {
-          error(e.children[1]->span, fmt::format("key must be {}, found {}", type_name(container.args[0]), type_name(key)));
+          error(e.children[1]->span, fmt::format("key must be {}, found {}",
+                                                 type_name(container.args[0]), type_name(key)));
         }
         return;
       }
@@ -900,17 +972,23 @@ class ModuleChecker {
         return;
       }
       case SK::kIf:
-        for (const auto& cond : s.exprs) expect(*cond, scope, Type::of(K::kBool), "an `if` condition");
+        for (const auto& cond : s.exprs)
+          expect(*cond, scope, Type::of(K::kBool), "an `if` condition");
         for (const auto& b : s.blocks) check_block(b, scope, loop_depth);
         return;
-      case SK::kFor: check_for(s, scope, loop_depth); return;
-      case SK::kPass: return;
+      case SK::kFor:
+        check_for(s, scope, loop_depth);
+        return;
+      case SK::kPass:
+        return;
       case SK::kDrop:
         if (scope.handler == dsl::ast::HandlerKind::kError) {
           error(s.span, "`drop` is not allowed in `on error`: the call has already failed");
         }
         return;
-      case SK::kExpr: check_expression_statement(*s.exprs[0], scope); return;
+      case SK::kExpr:
+        check_expression_statement(*s.exprs[0], scope);
+        return;
     }
   }
 
@@ -928,12 +1006,15 @@ class ModuleChecker {
       check_expr(*s.exprs[1], scope);
       auto low = const_int(*s.exprs[0]), high = const_int(*s.exprs[1]);
       if (!low || !high) {
-        Diagnostic& d = error(!low ? s.exprs[0]->span : s.exprs[1]->span, "range bounds must be constant ints");
-        DiagnosticEngine::note(d, "a loop over a computed range could run unbounded; loop over a field or list");
+        Diagnostic& d =
+            error(!low ? s.exprs[0]->span : s.exprs[1]->span, "range bounds must be constant ints");
+        DiagnosticEngine::note(
+            d, "a loop over a computed range could run unbounded; loop over a field or list");
       } else if (*high < *low || static_cast<uint64_t>(*high) - static_cast<uint64_t>(*low) >
                                      static_cast<uint64_t>(limits::kMaxRangeIterations)) {
-        error(s.exprs[1]->span, fmt::format("range {}..{} has more than {} iterations (limits::kMaxRangeIterations)",
-                                            *low, *high, limits::kMaxRangeIterations));
+        error(s.exprs[1]->span,
+              fmt::format("range {}..{} has more than {} iterations (limits::kMaxRangeIterations)",
+                          *low, *high, limits::kMaxRangeIterations));
       }
       element = Type::of(K::kInt);
     } else {
@@ -942,7 +1023,8 @@ class ModuleChecker {
         element = t.args[0];
       } else if (!t.is_error()) {
         Diagnostic& d = error(s.exprs[0]->span, fmt::format("cannot loop over {}", type_name(t)));
-        DiagnosticEngine::note(d, "`for` runs over a repeated field, a list or set, or a constant range `A..B`");
+        DiagnosticEngine::note(
+            d, "`for` runs over a repeated field, a list or set, or a constant range `A..B`");
         element = Type::of(K::kError);
       }
     }
@@ -958,7 +1040,8 @@ class ModuleChecker {
   // The root name of a field path (`req` in req.a.b[0].c), or null.
   const dsl::ast::Expr* root_of(const dsl::ast::Expr& e) {
     const dsl::ast::Expr* p = &e;
-    while (p->kind == dsl::ast::ExprKind::kMember || p->kind == dsl::ast::ExprKind::kIndex) p = p->children[0].get();
+    while (p->kind == dsl::ast::ExprKind::kMember || p->kind == dsl::ast::ExprKind::kIndex)
+      p = p->children[0].get();
     return p->kind == dsl::ast::ExprKind::kName ? p : nullptr;
   }
 
@@ -976,14 +1059,16 @@ class ModuleChecker {
     bool is_map_entry = target.kind == dsl::ast::ExprKind::kIndex && std::string(verb) != "clear";
     if (root == nullptr || (root->text != "req" && root->text != "resp") ||
         (target.kind != dsl::ast::ExprKind::kMember && !is_map_entry)) {
-      error(target.span, fmt::format("`{}` takes a message field: `req.field` or `resp.field`", verb));
+      error(target.span,
+            fmt::format("`{}` takes a message field: `req.field` or `resp.field`", verb));
       return Type::of(K::kError);
     }
     if (is_map_entry) {
       Type container = check_expr(*target.children[0], scope);
       if (!container.is_error() && !container.is(K::kMap)) {
-        error(target.span, fmt::format("only a map field's entries can be assigned by key, not a {}'s",
-                                       type_name(container)));
+        error(target.span,
+              fmt::format("only a map field's entries can be assigned by key, not a {}'s",
+                          type_name(container)));
         return Type::of(K::kError);
       }
     }
@@ -1012,27 +1097,32 @@ class ModuleChecker {
       }
     } else if (root != nullptr && root->text == "rpc") {
       target_type = check_expr(target, scope);
-      bool writable = target.kind == dsl::ast::ExprKind::kMember && target.children[0]->kind == dsl::ast::ExprKind::kName &&
+      bool writable = target.kind == dsl::ast::ExprKind::kMember &&
+                      target.children[0]->kind == dsl::ast::ExprKind::kName &&
                       (target.text == "priority" || target.text == "deadline");
       if (!writable) {
-        Diagnostic& d = error(target.span, fmt::format("'{}' is read-only", dsl::format_expr(target)));
+        Diagnostic& d =
+            error(target.span, fmt::format("'{}' is read-only", dsl::format_expr(target)));
         DiagnosticEngine::note(d, "a policy may set `rpc.priority` and `rpc.deadline` only");
         return;
       }
       if (scope.handler != dsl::ast::HandlerKind::kRequest) {
-        error(target.span, fmt::format("`{}` can only be set in `on request`", dsl::format_expr(target)));
+        error(target.span,
+              fmt::format("`{}` can only be set in `on request`", dsl::format_expr(target)));
       }
       if (target.text == "priority") scope.sets_priority = true;
     } else if (target.kind == dsl::ast::ExprKind::kName) {
       target_type = check_expr(target, scope);
       const Symbol* sym = lookup(scope, target.text);
       if (sym == nullptr) {
-        if (visible_.consts.count(target.text) > 0) error(target.span, fmt::format("cannot assign to const '{}'", target.text));
+        if (visible_.consts.count(target.text) > 0)
+          error(target.span, fmt::format("cannot assign to const '{}'", target.text));
         return;
       }
       switch (sym->kind) {
         case Symbol::Kind::kParam: {
-          Diagnostic& d = error(target.span, fmt::format("cannot assign to param '{}'", target.text));
+          Diagnostic& d =
+              error(target.span, fmt::format("cannot assign to param '{}'", target.text));
           DiagnosticEngine::note(d, "params are set when the policy is attached and are read-only");
           return;
         }
@@ -1041,20 +1131,23 @@ class ModuleChecker {
           return;
         case Symbol::Kind::kLocal:
           if (!sym->is_mutable) {
-            Diagnostic& d = error(target.span, fmt::format("cannot assign twice to '{}'", target.text));
+            Diagnostic& d =
+                error(target.span, fmt::format("cannot assign twice to '{}'", target.text));
             DiagnosticEngine::note(d, "declared with `let` here", sym->declared);
-            DiagnosticEngine::help(d, fmt::format("declare it with `var {}` to change it", target.text));
+            DiagnosticEngine::help(
+                d, fmt::format("declare it with `var {}` to change it", target.text));
             return;
           }
           break;
         case Symbol::Kind::kState:
           if (!target_type.is_scalar() && !target_type.is(K::kCounter)) {
-            error(target.span, fmt::format("cannot assign to state '{}' of type {} as a whole", target.text,
-                                           type_name(target_type)));
+            error(target.span, fmt::format("cannot assign to state '{}' of type {} as a whole",
+                                           target.text, type_name(target_type)));
             return;
           }
           break;
-        case Symbol::Kind::kConst: break;
+        case Symbol::Kind::kConst:
+          break;
       }
     } else if (target.kind == dsl::ast::ExprKind::kIndex) {
       target_type = check_expr(target, scope);
@@ -1083,7 +1176,8 @@ class ModuleChecker {
     if (s.op != "=") {
       if (!target_type.is_error() && !target_type.is_number() && !target_type.is(K::kDuration) &&
           !target_type.is(K::kTime) && !(s.op == "+=" && target_type.is(K::kString))) {
-        error(target.span, fmt::format("`{}` needs a number, duration or time, found {}", s.op, type_name(target_type)));
+        error(target.span, fmt::format("`{}` needs a number, duration or time, found {}", s.op,
+                                       type_name(target_type)));
         return;
       }
       Type want = target_type.is(K::kTime) ? Type::of(K::kDuration) : target_type;
@@ -1092,7 +1186,8 @@ class ModuleChecker {
       }
       return;
     }
-    if (target_type.is(K::kResponse) && !(v.is(K::kMessage) && !v.is_request) && !v.is(K::kResponse) && !v.is_error()) {
+    if (target_type.is(K::kResponse) && !(v.is(K::kMessage) && !v.is_request) &&
+        !v.is(K::kResponse) && !v.is_error()) {
       error(value.span, fmt::format("a response map stores `resp`, found {}", type_name(v)));
       return;
     }
@@ -1108,8 +1203,10 @@ class ModuleChecker {
     if (e.kind != dsl::ast::ExprKind::kCall) {
       check_expr(e, scope);
       Diagnostic& d = error(e.span, "this expression does nothing");
-      DiagnosticEngine::note(d, "a statement is an action (`reject(...)`, `log(...)`, ...), an assignment, "
-                                "`let`/`var`, `if` or `for`");
+      DiagnosticEngine::note(
+          d,
+          "a statement is an action (`reject(...)`, `log(...)`, ...), an assignment, "
+          "`let`/`var`, `if` or `for`");
       return;
     }
     const auto& callee = *e.children[0];
@@ -1128,8 +1225,8 @@ class ModuleChecker {
   }
 
   static bool is_action(const std::string& name) {
-    static const std::set<std::string> actions = {"reject", "delay", "route", "mirror", "respond",
-                                                  "retry",  "log",   "observe"};
+    static const std::set<std::string> actions = {"reject",  "delay", "route", "mirror",
+                                                  "respond", "retry", "log",   "observe"};
     return actions.count(name) > 0;
   }
 
@@ -1137,29 +1234,35 @@ class ModuleChecker {
     size_t given = call.children.size() - 1;
     const std::string& name = call.children[0]->text;
     if (given != want.size()) {
-      error(call.span, fmt::format("'{}' takes {} argument{}, found {}", name, want.size(), want.size() == 1 ? "" : "s",
-                                   given));
+      error(call.span, fmt::format("'{}' takes {} argument{}, found {}", name, want.size(),
+                                   want.size() == 1 ? "" : "s", given));
     }
     for (size_t i = 0; i < given; ++i) {
       const auto& arg = *call.children[i + 1];
-      if (!call.arg_names[i].empty()) error(arg.span, fmt::format("'{}' takes no named arguments", name));
+      if (!call.arg_names[i].empty())
+        error(arg.span, fmt::format("'{}' takes no named arguments", name));
       Type t = check_expr(arg, scope);
       if (i < want.size() && !assignable(t, want[i], arg)) {
-        error(arg.span, fmt::format("argument {} of '{}' must be {}, found {}", i + 1, name, type_name(want[i]),
-                                    type_name(t)));
+        error(arg.span, fmt::format("argument {} of '{}' must be {}, found {}", i + 1, name,
+                                    type_name(want[i]), type_name(t)));
       }
     }
   }
 
-  void only_in(const dsl::ast::Expr& call, Scope& scope, std::initializer_list<dsl::ast::HandlerKind> kinds) {
+  void only_in(const dsl::ast::Expr& call, Scope& scope,
+               std::initializer_list<dsl::ast::HandlerKind> kinds) {
     for (auto k : kinds) {
       if (scope.handler == k) return;
     }
     std::string allowed;
-    for (auto k : kinds) allowed += fmt::format("{}`on {}`", allowed.empty() ? "" : " or ", dsl::ast::handler_kind_name(k));
-    Diagnostic& d = error(call.children[0]->span, fmt::format("'{}' is not allowed in `on {}`", call.children[0]->text,
-                                                              dsl::ast::handler_kind_name(*scope.handler)));
-    DiagnosticEngine::note(d, fmt::format("'{}' is allowed in {}", call.children[0]->text, allowed));
+    for (auto k : kinds)
+      allowed +=
+          fmt::format("{}`on {}`", allowed.empty() ? "" : " or ", dsl::ast::handler_kind_name(k));
+    Diagnostic& d = error(call.children[0]->span,
+                          fmt::format("'{}' is not allowed in `on {}`", call.children[0]->text,
+                                      dsl::ast::handler_kind_name(*scope.handler)));
+    DiagnosticEngine::note(d,
+                           fmt::format("'{}' is allowed in {}", call.children[0]->text, allowed));
   }
 
   void check_action(const dsl::ast::Expr& call, Scope& scope) {
@@ -1193,18 +1296,21 @@ class ModuleChecker {
       Type h = check_expr(*call.children[1], scope);
       Type v = check_expr(*call.children[2], scope);
       if (!h.is_error() && !h.is(K::kHistogram)) {
-        error(call.children[1]->span, fmt::format("argument 1 of 'observe' must be a histogram, found {}", type_name(h)));
+        error(call.children[1]->span,
+              fmt::format("argument 1 of 'observe' must be a histogram, found {}", type_name(h)));
       }
       if (!v.is_error() && !v.is_number() && !v.is(K::kDuration)) {
-        error(call.children[2]->span, fmt::format("argument 2 of 'observe' must be a number or duration, found {}",
-                                                  type_name(v)));
+        error(call.children[2]->span,
+              fmt::format("argument 2 of 'observe' must be a number or duration, found {}",
+                          type_name(v)));
       }
     } else if (name == "log") {
       if (call.children.size() < 2) {
         error(call.span, "'log' takes an event name first: `log(\"event\", key = value, ...)`");
         return;
       }
-      if (!call.arg_names[0].empty()) error(call.children[1]->span, "the event name comes first, unnamed");
+      if (!call.arg_names[0].empty())
+        error(call.children[1]->span, "the event name comes first, unnamed");
       expect(*call.children[1], scope, Type::of(K::kString), "the event name");
       std::set<std::string> keys;
       for (size_t i = 2; i < call.children.size(); ++i) {
@@ -1229,8 +1335,10 @@ class ModuleChecker {
     Type t = check_expr(object, scope);
     if (t.is_error()) return;
     if (!t.is(K::kSet) || (callee.text != "insert" && callee.text != "remove")) {
-      Diagnostic& d = error(callee.name_span, fmt::format("{} has no method '{}'", type_name(t), callee.text));
-      DiagnosticEngine::note(d, "state sets have `insert(x)` and `remove(x)`; maps use `m[k] = v` and `remove m[k]`");
+      Diagnostic& d =
+          error(callee.name_span, fmt::format("{} has no method '{}'", type_name(t), callee.text));
+      DiagnosticEngine::note(
+          d, "state sets have `insert(x)` and `remove(x)`; maps use `m[k] = v` and `remove m[k]`");
       return;
     }
     require_state(object, scope, "change");
@@ -1240,7 +1348,8 @@ class ModuleChecker {
     }
     Type v = check_expr(*call.children[1], scope);
     if (!assignable(v, t.args[0], *call.children[1])) {
-      error(call.children[1]->span, fmt::format("expected {}, found {}", type_name(t.args[0]), type_name(v)));
+      error(call.children[1]->span,
+            fmt::format("expected {}, found {}", type_name(t.args[0]), type_name(v)));
     }
   }
 
@@ -1249,21 +1358,30 @@ class ModuleChecker {
   Type check_expr(const dsl::ast::Expr& e, Scope& scope) {
     using EK = dsl::ast::ExprKind;
     switch (e.kind) {
-      case EK::kInt: return Type::of(K::kInt);
-      case EK::kFloat: return Type::of(K::kFloat);
+      case EK::kInt:
+        return Type::of(K::kInt);
+      case EK::kFloat:
+        return Type::of(K::kFloat);
       case EK::kDuration:
         if (auto ns = duration_ns(e); !ns || *ns > 9.2e18) {
           error(e.span, "duration literal is too large");
           return Type::of(K::kError);
         }
         return Type::of(K::kDuration);
-      case EK::kString: return Type::of(K::kString);
-      case EK::kBool: return Type::of(K::kBool);
-      case EK::kEmptyBraces: return Type::of(K::kEmptyBraces);
-      case EK::kName: return check_name(e, scope);
-      case EK::kMember: return check_member(e, scope);
-      case EK::kIndex: return check_index(e, scope);
-      case EK::kCall: return check_call(e, scope);
+      case EK::kString:
+        return Type::of(K::kString);
+      case EK::kBool:
+        return Type::of(K::kBool);
+      case EK::kEmptyBraces:
+        return Type::of(K::kEmptyBraces);
+      case EK::kName:
+        return check_name(e, scope);
+      case EK::kMember:
+        return check_member(e, scope);
+      case EK::kIndex:
+        return check_index(e, scope);
+      case EK::kCall:
+        return check_call(e, scope);
       case EK::kUnary: {
         Type t = check_expr(*e.children[0], scope);
         if (t.is_error()) return t;
@@ -1277,7 +1395,8 @@ class ModuleChecker {
         }
         return t;
       }
-      case EK::kBinary: return check_binary(e, scope);
+      case EK::kBinary:
+        return check_binary(e, scope);
       case EK::kList:
       case EK::kSet: {
         Type element = Type::of(K::kError);
@@ -1285,12 +1404,16 @@ class ModuleChecker {
           Type t = check_expr(*e.children[i], scope);
           if (i == 0) {
             element = t;
-            if (!t.is_error() && !t.is_scalar()) error(e.children[i]->span, fmt::format("containers hold scalars, not {}", type_name(t)));
-          } else if (!same_type(t, element) && !(element.is(K::kFloat) && is_int_literal(*e.children[i]))) {
+            if (!t.is_error() && !t.is_scalar())
+              error(e.children[i]->span,
+                    fmt::format("containers hold scalars, not {}", type_name(t)));
+          } else if (!same_type(t, element) &&
+                     !(element.is(K::kFloat) && is_int_literal(*e.children[i]))) {
             if (t.is(K::kFloat) && element.is(K::kInt) && is_int_literal(*e.children[0])) {
               element = t;
             } else {
-              error(e.children[i]->span, fmt::format("elements must all be {}, found {}", type_name(element), type_name(t)));
+              error(e.children[i]->span, fmt::format("elements must all be {}, found {}",
+                                                     type_name(element), type_name(t)));
             }
           }
         }
@@ -1304,9 +1427,13 @@ class ModuleChecker {
             key = k;
             value = v;
           } else {
-            if (!same_type(k, key)) error(e.children[i]->span, fmt::format("keys must all be {}, found {}", type_name(key), type_name(k)));
-            if (!same_type(v, value) && !(value.is(K::kFloat) && is_int_literal(*e.children[i + 1]))) {
-              error(e.children[i + 1]->span, fmt::format("values must all be {}, found {}", type_name(value), type_name(v)));
+            if (!same_type(k, key))
+              error(e.children[i]->span,
+                    fmt::format("keys must all be {}, found {}", type_name(key), type_name(k)));
+            if (!same_type(v, value) &&
+                !(value.is(K::kFloat) && is_int_literal(*e.children[i + 1]))) {
+              error(e.children[i + 1]->span,
+                    fmt::format("values must all be {}, found {}", type_name(value), type_name(v)));
             }
           }
         }
@@ -1325,13 +1452,16 @@ class ModuleChecker {
         return Type::of(K::kError);
       }
       if (!is_req && scope.handler && scope.handler != HK::kResponse) {
-        Diagnostic& d = error(e.span, fmt::format("'resp' is not available in `on {}`", dsl::ast::handler_kind_name(*scope.handler)));
+        Diagnostic& d = error(e.span, fmt::format("'resp' is not available in `on {}`",
+                                                  dsl::ast::handler_kind_name(*scope.handler)));
         DiagnosticEngine::note(d, "the response exists only in `on response`");
         return Type::of(K::kError);
       }
       if (!scope.schema_known) {
-        Diagnostic& d = error(e.span, fmt::format("'{}' needs the message schema, and this policy has none", e.text));
-        DiagnosticEngine::help(d, "`import proto \"x.proto\";` and name its methods in `applies to`");
+        Diagnostic& d = error(
+            e.span, fmt::format("'{}' needs the message schema, and this policy has none", e.text));
+        DiagnosticEngine::help(d,
+                               "`import proto \"x.proto\";` and name its methods in `applies to`");
         return Type::of(K::kError);
       }
       return is_req ? scope.request : scope.response;
@@ -1378,7 +1508,8 @@ class ModuleChecker {
       std::string root;
       dotted_name(e, root, 0);
       root = root.substr(0, root.find('.'));
-      if (lookup(scope, root) == nullptr && root != "req" && root != "resp" && root != "rpc") return Type::of(K::kInt);
+      if (lookup(scope, root) == nullptr && root != "req" && root != "resp" && root != "rpc")
+        return Type::of(K::kInt);
     }
     Type object = check_expr(*e.children[0], scope);
     if (object.is_error()) return object;
@@ -1403,16 +1534,21 @@ class ModuleChecker {
     for (const pb::Descriptor* message : object.messages) {
       const pb::FieldDescriptor* f = message->FindFieldByName(field);
       if (f == nullptr) {
-        Diagnostic& d = error(e.name_span, object.messages.size() == 1
-                                               ? fmt::format("no field '{}' in message '{}'", field, message->full_name())
-                                               : fmt::format("field '{}' is not in every matched message: '{}' has none",
-                                                             field, message->full_name()));
+        Diagnostic& d =
+            error(e.name_span,
+                  object.messages.size() == 1
+                      ? fmt::format("no field '{}' in message '{}'", field, message->full_name())
+                      : fmt::format("field '{}' is not in every matched message: '{}' has none",
+                                    field, message->full_name()));
         std::vector<std::string> fields;
-        for (int i = 0; i < message->field_count(); ++i) fields.push_back(message->field(i)->name());
+        for (int i = 0; i < message->field_count(); ++i)
+          fields.push_back(message->field(i)->name());
         std::string guess = dsl::closest_name(field, fields);
         if (!guess.empty()) DiagnosticEngine::help(d, fmt::format("did you mean '{}'?", guess));
         if (object.messages.size() > 1) {
-          DiagnosticEngine::note(d, "under a wildcard, a field is usable only if every matched method's message has it");
+          DiagnosticEngine::note(
+              d,
+              "under a wildcard, a field is usable only if every matched method's message has it");
         }
         return Type::of(K::kError);
       }
@@ -1420,14 +1556,18 @@ class ModuleChecker {
       if (!result) {
         result = t;
       } else if (t.kind != result->kind || (t.kind != K::kMessage && !same_type(t, *result))) {
-        Diagnostic& d = error(e.name_span, fmt::format("field '{}' has different types across the matched methods", field));
-        DiagnosticEngine::note(d, fmt::format("{} in '{}', {} in '{}'", type_name(*result), object.messages[0]->full_name(),
-                                              type_name(t), message->full_name()));
+        Diagnostic& d =
+            error(e.name_span,
+                  fmt::format("field '{}' has different types across the matched methods", field));
+        DiagnosticEngine::note(
+            d, fmt::format("{} in '{}', {} in '{}'", type_name(*result),
+                           object.messages[0]->full_name(), type_name(t), message->full_name()));
         return Type::of(K::kError);
       }
       if (t.is(K::kMessage)) {
         for (auto* m : t.messages) {
-          if (std::find(nested.messages.begin(), nested.messages.end(), m) == nested.messages.end()) nested.messages.push_back(m);
+          if (std::find(nested.messages.begin(), nested.messages.end(), m) == nested.messages.end())
+            nested.messages.push_back(m);
         }
       }
     }
@@ -1438,11 +1578,13 @@ class ModuleChecker {
 
   Type rpc_member(const dsl::ast::Expr& e, Scope& scope) {
     static const std::map<std::string, K> scalar_fields = {
-        {"service", K::kString}, {"method", K::kString},    {"deadline", K::kTime},   {"remaining", K::kDuration},
-        {"size", K::kInt},       {"status", K::kStatus},    {"latency", K::kDuration}, {"priority", K::kInt},
-        {"endpoint", K::kString}, {"attempt", K::kInt}};
+        {"service", K::kString},     {"method", K::kString}, {"deadline", K::kTime},
+        {"remaining", K::kDuration}, {"size", K::kInt},      {"status", K::kStatus},
+        {"latency", K::kDuration},   {"priority", K::kInt},  {"endpoint", K::kString},
+        {"attempt", K::kInt}};
     const std::string& field = e.text;
-    if ((field == "status" || field == "latency") && scope.handler == dsl::ast::HandlerKind::kRequest) {
+    if ((field == "status" || field == "latency") &&
+        scope.handler == dsl::ast::HandlerKind::kRequest) {
       Diagnostic& d = error(e.span, fmt::format("'rpc.{}' is not known in `on request`", field));
       DiagnosticEngine::note(d, "it exists in `on response` and `on error`");
       return Type::of(K::kError);
@@ -1466,13 +1608,15 @@ class ModuleChecker {
     if (object.is_error()) return object;
     if (object.is(K::kList)) {
       if (!assignable(index, Type::of(K::kInt), *e.children[1])) {
-        error(e.children[1]->span, fmt::format("a list index must be int, found {}", type_name(index)));
+        error(e.children[1]->span,
+              fmt::format("a list index must be int, found {}", type_name(index)));
       }
       return object.args[0];
     }
     if (object.is(K::kMap)) {
       if (!assignable(index, object.args[0], *e.children[1])) {
-        error(e.children[1]->span, fmt::format("key must be {}, found {}", type_name(object.args[0]), type_name(index)));
+        error(e.children[1]->span,
+              fmt::format("key must be {}, found {}", type_name(object.args[0]), type_name(index)));
       }
       return object.args[1];
     }
@@ -1485,8 +1629,8 @@ class ModuleChecker {
     Type b = check_expr(*e.children[1], scope);
     const std::string& op = e.text;
     if (a.is_error() || b.is_error()) {
-      if (op == "&&" || op == "||" || op == "==" || op == "!=" || op == "<" || op == "<=" || op == ">" ||
-          op == ">=" || op == "in") {
+      if (op == "&&" || op == "||" || op == "==" || op == "!=" || op == "<" || op == "<=" ||
+          op == ">" || op == ">=" || op == "in") {
         return Type::of(K::kBool);
       }
       return Type::of(K::kError);
@@ -1508,11 +1652,13 @@ class ModuleChecker {
     }
     if (op == "in") {
       if (!b.is(K::kSet) && !b.is(K::kMap) && !b.is(K::kList)) {
-        error(re.span, fmt::format("'in' needs a set, map or list on its right, found {}", type_name(b)));
+        error(re.span,
+              fmt::format("'in' needs a set, map or list on its right, found {}", type_name(b)));
         return Type::of(K::kBool);
       }
       if (!assignable(a, b.args[0], le)) {
-        error(le.span, fmt::format("'in' looks for {} in {}, found {}", type_name(b.args[0]), type_name(b), type_name(a)));
+        error(le.span, fmt::format("'in' looks for {} in {}, found {}", type_name(b.args[0]),
+                                   type_name(b), type_name(a)));
       }
       return Type::of(K::kBool);
     }
@@ -1522,7 +1668,8 @@ class ModuleChecker {
       return Type::of(K::kBool);
     }
     if (op == "<" || op == "<=" || op == ">" || op == ">=") {
-      if (!same_type(a, b) || !(a.is_number() || a.is(K::kDuration) || a.is(K::kTime) || a.is(K::kString))) {
+      if (!same_type(a, b) ||
+          !(a.is_number() || a.is(K::kDuration) || a.is(K::kTime) || a.is(K::kString))) {
         return mismatch();
       }
       return Type::of(K::kBool);
@@ -1550,11 +1697,13 @@ class ModuleChecker {
         Type object = check_expr(*callee.children[0], scope);
         if (object.is_error()) return object;
         if (object.is(K::kSet) && (callee.text == "insert" || callee.text == "remove")) {
-          Diagnostic& d = error(callee.name_span, fmt::format("'{}' is a statement, not a value", callee.text));
+          Diagnostic& d =
+              error(callee.name_span, fmt::format("'{}' is a statement, not a value", callee.text));
           DiagnosticEngine::note(d, "container methods return nothing");
           return Type::of(K::kError);
         }
-        error(callee.name_span, fmt::format("{} has no method '{}'", type_name(object), callee.text));
+        error(callee.name_span,
+              fmt::format("{} has no method '{}'", type_name(object), callee.text));
         return Type::of(K::kError);
       }
       error(callee.span, "only built-in functions can be called");
@@ -1562,17 +1711,20 @@ class ModuleChecker {
     }
     const std::string& name = callee.text;
     if (is_action(name)) {
-      Diagnostic& d = error(callee.span, fmt::format("'{}' is an action: it is a statement, not a value", name));
+      Diagnostic& d = error(callee.span,
+                            fmt::format("'{}' is an action: it is a statement, not a value", name));
       DiagnosticEngine::help(d, fmt::format("write `{}(...);` on its own line", name));
       return Type::of(K::kError);
     }
     auto args = [&](size_t n) {
       std::vector<Type> out;
       if (call.children.size() - 1 != n) {
-        error(call.span, fmt::format("'{}' takes {} argument{}, found {}", name, n, n == 1 ? "" : "s", call.children.size() - 1));
+        error(call.span, fmt::format("'{}' takes {} argument{}, found {}", name, n,
+                                     n == 1 ? "" : "s", call.children.size() - 1));
       }
       for (size_t i = 1; i < call.children.size(); ++i) {
-        if (!call.arg_names[i - 1].empty()) error(call.children[i]->span, fmt::format("'{}' takes no named arguments", name));
+        if (!call.arg_names[i - 1].empty())
+          error(call.children[i]->span, fmt::format("'{}' takes no named arguments", name));
         out.push_back(check_expr(*call.children[i], scope));
       }
       out.resize(n, Type::of(K::kError));
@@ -1580,7 +1732,8 @@ class ModuleChecker {
     };
     auto want = [&](const Type& got, size_t i, bool ok, const char* what) {
       if (!got.is_error() && !ok) {
-        error(call.children[i + 1]->span, fmt::format("argument {} of '{}' must be {}, found {}", i + 1, name, what, type_name(got)));
+        error(call.children[i + 1]->span, fmt::format("argument {} of '{}' must be {}, found {}",
+                                                      i + 1, name, what, type_name(got)));
       }
     };
     auto is_str = [](const Type& t) { return t.is(K::kString) || t.is_error(); };
@@ -1594,7 +1747,8 @@ class ModuleChecker {
     if (name == "min" || name == "max") {
       auto a = args(2);
       unify_args(call, a);
-      want(a[0], 0, a[0].is_number() || a[0].is(K::kDuration) || a[0].is(K::kTime), "a number, duration or time");
+      want(a[0], 0, a[0].is_number() || a[0].is(K::kDuration) || a[0].is(K::kTime),
+           "a number, duration or time");
       if (!same_type(a[0], a[1])) want(a[1], 1, false, type_name(a[0]).c_str());
       return a[0];
     }
@@ -1605,7 +1759,9 @@ class ModuleChecker {
     }
     if (name == "len") {
       auto a = args(1);
-      want(a[0], 0, a[0].is(K::kString) || a[0].is(K::kBytes) || a[0].is(K::kList) || a[0].is(K::kSet) || a[0].is(K::kMap),
+      want(a[0], 0,
+           a[0].is(K::kString) || a[0].is(K::kBytes) || a[0].is(K::kList) || a[0].is(K::kSet) ||
+               a[0].is(K::kMap),
            "a string, bytes, list, set or map");
       return Type::of(K::kInt);
     }
@@ -1634,7 +1790,8 @@ class ModuleChecker {
     }
     if (name == "int" || name == "float") {
       auto a = args(1);
-      want(a[0], 0, a[0].is_number() || a[0].is(K::kBool) || a[0].is(K::kString), "a number, bool or string");
+      want(a[0], 0, a[0].is_number() || a[0].is(K::kBool) || a[0].is(K::kString),
+           "a number, bool or string");
       return Type::of(name == "int" ? K::kInt : K::kFloat);
     }
     if (name == "str") {
@@ -1669,9 +1826,11 @@ class ModuleChecker {
     for (size_t i = 1; i < call.children.size(); ++i) check_expr(*call.children[i], scope);
     Diagnostic& d = error(callee.span, fmt::format("unknown function '{}'", name));
     static const std::vector<std::string> builtins = {
-        "now", "random", "hash", "min", "max", "abs", "len", "has", "seconds", "from_seconds", "int", "float", "str",
-        "lower", "upper", "starts_with", "ends_with", "contains", "substr", "sha256", "consistent_hash",
-        "reject", "delay", "route", "mirror", "respond", "retry", "log", "observe"};
+        "now",    "random",      "hash",         "min",      "max",     "abs",    "len",
+        "has",    "seconds",     "from_seconds", "int",      "float",   "str",    "lower",
+        "upper",  "starts_with", "ends_with",    "contains", "substr",  "sha256", "consistent_hash",
+        "reject", "delay",       "route",        "mirror",   "respond", "retry",  "log",
+        "observe"};
     std::string guess = dsl::closest_name(name, builtins);
     if (!guess.empty()) DiagnosticEngine::help(d, fmt::format("did you mean '{}'?", guess));
     return Type::of(K::kError);
@@ -1698,7 +1857,8 @@ class ModuleChecker {
 
 // ---- loading ----
 
-Module* Checker::Impl::load(const std::string& path, std::optional<std::string> text, const Span* from) {
+Module* Checker::Impl::load(const std::string& path, std::optional<std::string> text,
+                            const Span* from) {
   std::error_code ec;
   std::string canonical = std::filesystem::weakly_canonical(path, ec).string();
   if (ec) canonical = path;
@@ -1709,8 +1869,10 @@ Module* Checker::Impl::load(const std::string& path, std::optional<std::string> 
     text = read_whole_file(path, ok);
     if (!ok) {
       if (from != nullptr) {
-        Diagnostic& d = diagnostics.error(*from, fmt::format("cannot open imported file '{}'", path));
-        DiagnosticEngine::note(d, "imports are resolved relative to the importing file's directory");
+        Diagnostic& d =
+            diagnostics.error(*from, fmt::format("cannot open imported file '{}'", path));
+        DiagnosticEngine::note(d,
+                               "imports are resolved relative to the importing file's directory");
       } else {
         // No location to point at: a diagnostic without a file.
         dsl::SourceFile& f = sources.add(path, "");
@@ -1739,18 +1901,22 @@ void Checker::Impl::load_imports(Module& module) {
     if (import == nullptr) continue;
     if (diagnostics.too_many()) return;
     if (import->is_proto) {
-      if (!importer) importer = std::make_unique<pb::compiler::Importer>(&source_tree, &proto_errors);
-      if (mapped_dirs.insert(dir.string()).second) source_tree.MapPath("", dir.empty() ? "." : dir.string());
+      if (!importer)
+        importer = std::make_unique<pb::compiler::Importer>(&source_tree, &proto_errors);
+      if (mapped_dirs.insert(dir.string()).second)
+        source_tree.MapPath("", dir.empty() ? "." : dir.string());
       proto_errors.point_at(&import->path_span, &import->path);
       const pb::FileDescriptor* file = importer->Import(import->path);
       int proto_error_count = proto_errors.count();
       proto_errors.point_at(nullptr);
       if (file == nullptr) {
         if (proto_error_count == 0) {
-          Diagnostic& d = diagnostics.error(import->path_span, fmt::format("cannot find '{}'", import->path));
+          Diagnostic& d =
+              diagnostics.error(import->path_span, fmt::format("cannot find '{}'", import->path));
           std::string searched;
           for (const auto& p : options.proto_paths) searched += p + ", ";
-          DiagnosticEngine::note(d, fmt::format("searched the proto path ({}the policy's directory)", searched));
+          DiagnosticEngine::note(
+              d, fmt::format("searched the proto path ({}the policy's directory)", searched));
           DiagnosticEngine::help(d, "add the directory holding it with `--proto-path DIR`");
         }
         continue;
@@ -1774,12 +1940,15 @@ void Checker::Impl::load_imports(Module& module) {
       continue;
     }
     if (import_stack.size() >= limits::kMaxPolicyImportDepth) {
-      diagnostics.error(import->path_span, fmt::format("imports nest deeper than {} files (limits::kMaxPolicyImportDepth)",
-                                                       limits::kMaxPolicyImportDepth));
+      diagnostics.error(
+          import->path_span,
+          fmt::format("imports nest deeper than {} files (limits::kMaxPolicyImportDepth)",
+                      limits::kMaxPolicyImportDepth));
       continue;
     }
     if (!std::filesystem::is_regular_file(target)) {
-      Diagnostic& d = diagnostics.error(import->path_span, fmt::format("cannot open imported file '{}'", import->path));
+      Diagnostic& d = diagnostics.error(
+          import->path_span, fmt::format("cannot open imported file '{}'", import->path));
       DiagnosticEngine::note(d, "imports are resolved relative to the importing file's directory");
       continue;
     }
@@ -1821,6 +1990,8 @@ bool Checker::check_text(const std::string& path, std::string text) {
   return impl_->diagnostics.error_count() == before;
 }
 
-const std::vector<PolicySummary>& Checker::policies() const { return impl_->summaries; }
+const std::vector<PolicySummary>& Checker::policies() const {
+  return impl_->summaries;
+}
 
 }  // namespace mrpc::compiler

@@ -26,12 +26,16 @@ constexpr int kPrimaryPrecedence = 9;
 
 int precedence(const Expr& e) {
   switch (e.kind) {
-    case ExprKind::kBinary: return precedence_of_operator(e.text);
-    case ExprKind::kUnary: return kUnaryPrecedence;
+    case ExprKind::kBinary:
+      return precedence_of_operator(e.text);
+    case ExprKind::kUnary:
+      return kUnaryPrecedence;
     case ExprKind::kMember:
     case ExprKind::kIndex:
-    case ExprKind::kCall: return kPostfixPrecedence;
-    default: return kPrimaryPrecedence;
+    case ExprKind::kCall:
+      return kPostfixPrecedence;
+    default:
+      return kPrimaryPrecedence;
   }
 }
 
@@ -41,11 +45,21 @@ std::string quote(const std::string& value) {
   for (char c : value) {
     auto u = static_cast<unsigned char>(c);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (u < 0x20 || u == 0x7f || (u >= 0x80 && !utf8)) {
           out += fmt::format("\\x{:02x}", u);
@@ -84,12 +98,24 @@ void print_list(std::string& out, const std::vector<ast::ExprPtr>& items, size_t
 
 void print_expr(std::string& out, const Expr& e) {
   switch (e.kind) {
-    case ExprKind::kInt: out += std::to_string(e.int_value); break;
-    case ExprKind::kFloat: out += float_text(e.float_value); break;
-    case ExprKind::kDuration: out += std::to_string(e.int_value) + e.text; break;
-    case ExprKind::kString: out += quote(e.text); break;
-    case ExprKind::kBool: out += e.int_value != 0 ? "true" : "false"; break;
-    case ExprKind::kName: out += e.text; break;
+    case ExprKind::kInt:
+      out += std::to_string(e.int_value);
+      break;
+    case ExprKind::kFloat:
+      out += float_text(e.float_value);
+      break;
+    case ExprKind::kDuration:
+      out += std::to_string(e.int_value) + e.text;
+      break;
+    case ExprKind::kString:
+      out += quote(e.text);
+      break;
+    case ExprKind::kBool:
+      out += e.int_value != 0 ? "true" : "false";
+      break;
+    case ExprKind::kName:
+      out += e.text;
+      break;
     case ExprKind::kMember:
       print_operand(out, *e.children[0], precedence(*e.children[0]) < kPostfixPrecedence);
       out += "." + e.text;
@@ -141,7 +167,9 @@ void print_expr(std::string& out, const Expr& e) {
       }
       out += "}";
       break;
-    case ExprKind::kEmptyBraces: out += "{}"; break;
+    case ExprKind::kEmptyBraces:
+      out += "{}";
+      break;
   }
 }
 
@@ -157,7 +185,8 @@ class Formatter {
       }
       std::visit([&](const auto& node) { flush_comments(node.span.begin, 0); }, item);
       if (auto* import = std::get_if<ast::Import>(&item)) {
-        out_ += fmt::format("import {}{};\n", import->is_proto ? "proto " : "", quote(import->path));
+        out_ +=
+            fmt::format("import {}{};\n", import->is_proto ? "proto " : "", quote(import->path));
       } else if (auto* constant = std::get_if<ast::Const>(&item)) {
         out_ += "const " + constant->name;
         if (constant->type) out_ += ": " + format_type(*constant->type);
@@ -239,7 +268,9 @@ class Formatter {
       flush_comments(rule.span.begin, 1);
       indent(1);
       switch (rule.kind) {
-        case ast::MarshalRule::Kind::kEncoding: out_ += "encoding " + rule.encoding + ";\n"; break;
+        case ast::MarshalRule::Kind::kEncoding:
+          out_ += "encoding " + rule.encoding + ";\n";
+          break;
         case ast::MarshalRule::Kind::kPeer:
           out_ += fmt::format("peer {} encoding {};\n", quote(rule.peer_glob), rule.encoding);
           break;
@@ -273,8 +304,12 @@ class Formatter {
       case ast::StmtKind::kAssign:
         out_ += format_expr(*s.exprs[0]) + " " + s.op + " " + format_expr(*s.exprs[1]) + ";\n";
         break;
-      case ast::StmtKind::kRemove: out_ += "remove " + format_expr(*s.exprs[0]) + ";\n"; break;
-      case ast::StmtKind::kClear: out_ += "clear " + format_expr(*s.exprs[0]) + ";\n"; break;
+      case ast::StmtKind::kRemove:
+        out_ += "remove " + format_expr(*s.exprs[0]) + ";\n";
+        break;
+      case ast::StmtKind::kClear:
+        out_ += "clear " + format_expr(*s.exprs[0]) + ";\n";
+        break;
       case ast::StmtKind::kIf:
         for (size_t i = 0; i < s.blocks.size(); ++i) {
           if (i > 0) out_ += " else ";
@@ -290,9 +325,15 @@ class Formatter {
         print_block(s.blocks[0], level);
         out_ += "\n";
         break;
-      case ast::StmtKind::kPass: out_ += "pass;\n"; break;
-      case ast::StmtKind::kDrop: out_ += "drop;\n"; break;
-      case ast::StmtKind::kExpr: out_ += format_expr(*s.exprs[0]) + ";\n"; break;
+      case ast::StmtKind::kPass:
+        out_ += "pass;\n";
+        break;
+      case ast::StmtKind::kDrop:
+        out_ += "drop;\n";
+        break;
+      case ast::StmtKind::kExpr:
+        out_ += format_expr(*s.exprs[0]) + ";\n";
+        break;
     }
   }
 
@@ -315,11 +356,11 @@ void dump_type(std::string& out, const ast::Type& t) {
 }
 
 void dump_expr(std::string& out, const Expr& e) {
-  static const char* const kNames[] = {"int",  "float",  "duration", "string", "bool",
-                                       "name", "member", "index",    "call",   "unary",
-                                       "binary", "list", "set",      "map",    "empty"};
-  out += fmt::format("({} {} {} {:?}", kNames[static_cast<int>(e.kind)], e.int_value,
-                     e.float_value, e.text);
+  static const char* const kNames[] = {"int",    "float",  "duration", "string", "bool",
+                                       "name",   "member", "index",    "call",   "unary",
+                                       "binary", "list",   "set",      "map",    "empty"};
+  out += fmt::format("({} {} {} {:?}", kNames[static_cast<int>(e.kind)], e.int_value, e.float_value,
+                     e.text);
   for (const auto& name : e.arg_names) out += fmt::format(" arg={:?}", name);
   for (const auto& child : e.children) {
     out += " ";
@@ -375,7 +416,9 @@ std::string format_type(const ast::Type& type) {
   return out;
 }
 
-std::string format_file(const ast::File& file) { return Formatter(file).run(); }
+std::string format_file(const ast::File& file) {
+  return Formatter(file).run();
+}
 
 std::string dump_ast(const ast::File& file) {
   std::string out;
@@ -434,9 +477,12 @@ namespace ast {
 
 const char* handler_kind_name(HandlerKind kind) {
   switch (kind) {
-    case HandlerKind::kRequest: return "request";
-    case HandlerKind::kResponse: return "response";
-    case HandlerKind::kError: return "error";
+    case HandlerKind::kRequest:
+      return "request";
+    case HandlerKind::kResponse:
+      return "response";
+    case HandlerKind::kError:
+      return "error";
   }
   return "request";
 }

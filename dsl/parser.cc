@@ -38,7 +38,8 @@ class Positions {
     }
   }
   uint32_t byte(size_t code_point) const {
-    if (byte_of_code_point_.empty()) return static_cast<uint32_t>(std::min<size_t>(code_point, size_));
+    if (byte_of_code_point_.empty())
+      return static_cast<uint32_t>(std::min<size_t>(code_point, size_));
     if (code_point >= byte_of_code_point_.size()) return size_;
     return byte_of_code_point_[code_point];
   }
@@ -61,7 +62,8 @@ std::string describe_expected(std::string set) {
   }
   bool expression = false;
   for (const auto& item : items) {
-    expression = expression || item == "INT" || item == "STRING" || item == "FLOAT" || item == "DURATION";
+    expression =
+        expression || item == "INT" || item == "STRING" || item == "FLOAT" || item == "DURATION";
   }
   if (expression && items.size() > 4) return "an expression";
   std::string out;
@@ -88,7 +90,8 @@ std::string shorten(std::string token) {
 std::string friendly_message(const std::string& message) {
   auto starts = [&](const char* prefix) { return message.rfind(prefix, 0) == 0; };
   size_t expecting = message.find(" expecting ");
-  if ((starts("mismatched input ") || starts("extraneous input ")) && expecting != std::string::npos) {
+  if ((starts("mismatched input ") || starts("extraneous input ")) &&
+      expecting != std::string::npos) {
     size_t start = message.find(' ', message.find("input")) + 1;
     return "unexpected " + shorten(message.substr(start, expecting - start)) + ", expected " +
            describe_expected(message.substr(expecting + 11));
@@ -124,8 +127,8 @@ class ErrorListener final : public antlr4::BaseErrorListener {
     } else {
       // A lexer error: ANTLR gives line and column (in code points) only.
       auto* lexer = dynamic_cast<antlr4::Lexer*>(recognizer);
-      uint32_t at = lexer != nullptr ? positions_.byte(lexer->tokenStartCharIndex)
-                                     : static_cast<uint32_t>(0);
+      uint32_t at =
+          lexer != nullptr ? positions_.byte(lexer->tokenStartCharIndex) : static_cast<uint32_t>(0);
       span = source_.span(at, at + 1);
       (void)line;
       (void)char_position;
@@ -170,8 +173,8 @@ bool check_nesting(const std::vector<Token*>& tokens, const SourceFile& source,
       ++brackets;
     } else if ((text == ")" || text == "]" || text == "}") && brackets > 0) {
       --brackets;
-    } else if (text == "<" && (previous_text == "list" || previous_text == "set" ||
-                               previous_text == "map")) {
+    } else if (text == "<" &&
+               (previous_text == "list" || previous_text == "set" || previous_text == "map")) {
       ++type_args;
     } else if (text == ">" && type_args > 0) {
       --type_args;
@@ -181,8 +184,9 @@ bool check_nesting(const std::vector<Token*>& tokens, const SourceFile& source,
       Span span = source.span(positions.byte(token->getStartIndex()),
                               positions.byte(token->getStopIndex() + 1));
       Diagnostic& d = diagnostics.error(
-          span, fmt::format("nesting is deeper than the limit of {} (limits::kMaxPolicyNestingDepth)",
-                            limits::kMaxPolicyNestingDepth));
+          span,
+          fmt::format("nesting is deeper than the limit of {} (limits::kMaxPolicyNestingDepth)",
+                      limits::kMaxPolicyNestingDepth));
       DiagnosticEngine::help(d, "split the expression with `let` or flatten the blocks");
       return false;
     }
@@ -281,11 +285,11 @@ class AstBuilder {
         } else if (placement == "callee") {
           a.placement = ast::Placement::kCallee;
         } else {
-          Diagnostic& d = diagnostics_.error(
-              span(applies->placement),
-              fmt::format("unknown placement '{}'", placement));
-          DiagnosticEngine::help(d, "write `at caller` (egress, in the caller's daemon) or "
-                                    "`at callee` (ingress, in the callee's daemon)");
+          Diagnostic& d = diagnostics_.error(span(applies->placement),
+                                             fmt::format("unknown placement '{}'", placement));
+          DiagnosticEngine::help(d,
+                                 "write `at caller` (egress, in the caller's daemon) or "
+                                 "`at callee` (ingress, in the callee's daemon)");
         }
         policy.members.emplace_back(std::move(a));
       } else if (auto* param = dynamic_cast<MpolParser::ParamMemberContext*>(member)) {
@@ -396,10 +400,10 @@ class AstBuilder {
     if (depth <= limits::kMaxPolicyNestingDepth) return true;
     if (!depth_reported_) {
       depth_reported_ = true;
-      Diagnostic& d = diagnostics_.error(
-          span(ctx), fmt::format("nesting is deeper than the limit of {} "
-                                 "(limits::kMaxPolicyNestingDepth)",
-                                 limits::kMaxPolicyNestingDepth));
+      Diagnostic& d =
+          diagnostics_.error(span(ctx), fmt::format("nesting is deeper than the limit of {} "
+                                                    "(limits::kMaxPolicyNestingDepth)",
+                                                    limits::kMaxPolicyNestingDepth));
       DiagnosticEngine::help(d, "split the expression with `let` or flatten the blocks");
     }
     return false;
@@ -577,7 +581,8 @@ class AstBuilder {
     int64_t value = 0;
     auto result = std::from_chars(digits.data(), digits.data() + digits.size(), value);
     if (result.ec != std::errc()) {
-      Diagnostic& d = diagnostics_.error(where, fmt::format("integer literal '{}' is too large", digits));
+      Diagnostic& d =
+          diagnostics_.error(where, fmt::format("integer literal '{}' is too large", digits));
       DiagnosticEngine::note(d, "the largest int is 9223372036854775807");
     }
     return value;
@@ -596,13 +601,27 @@ class AstBuilder {
       }
       char next = raw[++i];
       switch (next) {
-        case 'n': out.push_back('\n'); break;
-        case 't': out.push_back('\t'); break;
-        case 'r': out.push_back('\r'); break;
-        case '0': out.push_back('\0'); break;
-        case '\\': out.push_back('\\'); break;
-        case '"': out.push_back('"'); break;
-        case '\'': out.push_back('\''); break;
+        case 'n':
+          out.push_back('\n');
+          break;
+        case 't':
+          out.push_back('\t');
+          break;
+        case 'r':
+          out.push_back('\r');
+          break;
+        case '0':
+          out.push_back('\0');
+          break;
+        case '\\':
+          out.push_back('\\');
+          break;
+        case '"':
+          out.push_back('"');
+          break;
+        case '\'':
+          out.push_back('\'');
+          break;
         case 'x': {
           auto hex = [](char h) -> int {
             if (h >= '0' && h <= '9') return h - '0';
@@ -628,9 +647,10 @@ class AstBuilder {
       }
     }
     if (out.size() > limits::kMaxStringLiteralBytes) {
-      diagnostics_.error(where, fmt::format("string literal is {} bytes, longer than the limit of {} "
-                                            "(limits::kMaxStringLiteralBytes)",
-                                            out.size(), limits::kMaxStringLiteralBytes));
+      diagnostics_.error(where,
+                         fmt::format("string literal is {} bytes, longer than the limit of {} "
+                                     "(limits::kMaxStringLiteralBytes)",
+                                     out.size(), limits::kMaxStringLiteralBytes));
     }
     return out;
   }
@@ -654,10 +674,10 @@ std::optional<ast::File> parse_file(const SourceFile& source, DiagnosticEngine& 
     return std::nullopt;
   }
   if (size_t bad = first_invalid_utf8(text); bad != std::string::npos) {
-    Diagnostic& d = diagnostics.error(
-        source.span(static_cast<uint32_t>(bad), static_cast<uint32_t>(bad + 1)),
-        fmt::format("file is not UTF-8 text: invalid byte 0x{:02x} at offset {}",
-                    static_cast<unsigned char>(text[bad]), bad));
+    Diagnostic& d =
+        diagnostics.error(source.span(static_cast<uint32_t>(bad), static_cast<uint32_t>(bad + 1)),
+                          fmt::format("file is not UTF-8 text: invalid byte 0x{:02x} at offset {}",
+                                      static_cast<unsigned char>(text[bad]), bad));
     DiagnosticEngine::note(d, ".mpol files are UTF-8 text");
     return std::nullopt;
   }

@@ -12,8 +12,9 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   mrpc::dsl::SourceManager sources;
   mrpc::dsl::DiagnosticEngine diagnostics(sources);
-  mrpc::compiler::Checker checker({{MRPC_SOURCE_DIR "/examples/protos", MRPC_SOURCE_DIR "/tests/dsl/protos"}},
-                                  sources, diagnostics);
+  mrpc::compiler::Checker checker(
+      {{MRPC_SOURCE_DIR "/examples/protos", MRPC_SOURCE_DIR "/tests/dsl/protos"}}, sources,
+      diagnostics);
   (void)checker.check_text(MRPC_SOURCE_DIR "/tests/dsl/corpus/fuzz_input.mpol",
                            std::string(reinterpret_cast<const char*>(data), size));
   (void)diagnostics.render_text();

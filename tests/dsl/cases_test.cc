@@ -60,9 +60,10 @@ TEST_CASE("every wrong .mpol case gives its expected errors at the expected line
     std::multiset<std::string> actual;
     for (const Diagnostic& d : result.diagnostics) {
       // An error in another file (an import) is expected as `other.mpol:LINE:COL: message`.
-      std::string where = d.span.file < result.file_paths.size() && result.file_paths[d.span.file] != path
-                              ? std::filesystem::path(result.file_paths[d.span.file]).filename().string() + ":"
-                              : "";
+      std::string where =
+          d.span.file < result.file_paths.size() && result.file_paths[d.span.file] != path
+              ? std::filesystem::path(result.file_paths[d.span.file]).filename().string() + ":"
+              : "";
       actual.insert(fmt::format("{}{}:{}: {}", where, d.span.line, d.span.column, d.message));
     }
     CHECK(actual == expected.errors);

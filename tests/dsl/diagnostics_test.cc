@@ -47,7 +47,8 @@ TEST_CASE("json diagnostics carry file, line, column, span end, message and chil
 
 TEST_CASE("suggestions pick the closest name within a third of its length") {
   CHECK(edit_distance("kitten", "sitting") == 3);
-  CHECK(closest_name("customer_nam", {"customer_id", "customer_name", "hotel_id"}) == "customer_name");
+  CHECK(closest_name("customer_nam", {"customer_id", "customer_name", "hotel_id"}) ==
+        "customer_name");
   CHECK(closest_name("zzz", {"customer_name"}).empty());
 }
 

@@ -9,7 +9,9 @@
 
 namespace mrpc::dsl::testing {
 
-std::string source_dir() { return MRPC_SOURCE_DIR; }
+std::string source_dir() {
+  return MRPC_SOURCE_DIR;
+}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -23,7 +25,8 @@ std::vector<std::string> mpol_files_under(const std::string& dir) {
   std::filesystem::path root = std::filesystem::path(source_dir()) / dir;
   if (!std::filesystem::exists(root)) return out;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
-    if (entry.is_regular_file() && entry.path().extension() == ".mpol") out.push_back(entry.path().string());
+    if (entry.is_regular_file() && entry.path().extension() == ".mpol")
+      out.push_back(entry.path().string());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -50,7 +53,8 @@ CheckResult check_text(const std::string& path, const std::string& text) {
   result.ok = checker.check_text(path, text);
   result.diagnostics = diagnostics.diagnostics();
   result.rendered = diagnostics.render_text();
-  for (size_t i = 0; i < sources.size(); ++i) result.file_paths.push_back(sources.file(static_cast<uint32_t>(i)).path());
+  for (size_t i = 0; i < sources.size(); ++i)
+    result.file_paths.push_back(sources.file(static_cast<uint32_t>(i)).path());
   return result;
 }
 

@@ -91,3 +91,28 @@ TEST_CASE("many semantic errors stop at the error limit") {
 
 }  // namespace
 }  // namespace mrpc::dsl::testing
+
+#include <filesystem>
+#include <fstream>
+
+namespace mrpc::dsl::testing {
+namespace {
+
+TEST_CASE("a chain of imports deeper than the limit is rejected by name") {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / "mrpc_import_chain_test";
+  std::filesystem::create_directories(dir);
+  const uint32_t files = limits::kMaxPolicyImportDepth + 4;
+  for (uint32_t i = 0; i < files; ++i) {
+    std::ofstream out(dir / ("chain" + std::to_string(i) + ".mpol"));
+    if (i + 1 < files) out << "import \"chain" << i + 1 << ".mpol\";\n";
+    out << "const C" << i << " = " << i << ";\n";
+  }
+  std::string first = (dir / "chain0.mpol").string();
+  CheckResult result = check_text(first, read_file(first));
+  CHECK_FALSE(result.ok);
+  CHECK(mentions(result, "limits::kMaxPolicyImportDepth"));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mrpc::dsl::testing

@@ -9,8 +9,8 @@
 namespace mrpc::dsl::testing {
 namespace {
 
-std::optional<ast::File> parse(SourceManager& sources, DiagnosticEngine& diagnostics, const std::string& path,
-                               std::string text) {
+std::optional<ast::File> parse(SourceManager& sources, DiagnosticEngine& diagnostics,
+                               const std::string& path, std::string text) {
   return parse_file(sources.add(path, std::move(text)), diagnostics);
 }
 

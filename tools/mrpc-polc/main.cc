@@ -29,7 +29,8 @@ void print_diagnostics(const mrpc::dsl::DiagnosticEngine& diagnostics, bool json
   }
 }
 
-int run_check(const std::vector<std::string>& files, const std::vector<std::string>& proto_paths, bool json) {
+int run_check(const std::vector<std::string>& files, const std::vector<std::string>& proto_paths,
+              bool json) {
   mrpc::dsl::SourceManager sources;
   mrpc::dsl::DiagnosticEngine diagnostics(sources);
   mrpc::compiler::Checker checker({proto_paths}, sources, diagnostics);
@@ -74,13 +75,15 @@ int main(int argc, char** argv) {
   bool json = false;
   app.add_flag("-j,--json", json, "print diagnostics as JSON (--error-format=json)");
   std::string error_format;
-  app.add_option("--error-format", error_format, "text (default) or json")->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--error-format", error_format, "text (default) or json")
+      ->check(CLI::IsMember({"text", "json"}));
 
   std::vector<std::string> check_files;
   std::vector<std::string> proto_paths;
   CLI::App* check = app.add_subcommand("check", "check policies against their .proto schemas");
   check->add_option("files", check_files, "the .mpol files")->required();
-  check->add_option("-I,--proto-path", proto_paths, "a directory searched for imported .proto files");
+  check->add_option("-I,--proto-path", proto_paths,
+                    "a directory searched for imported .proto files");
   check->add_flag("-j,--json", json, "print diagnostics as JSON");
 
   std::string fmt_file;

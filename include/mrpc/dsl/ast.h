@@ -67,7 +67,7 @@ enum class StmtKind {
   kFor,     // for name in exprs[0] (.. exprs[1])? blocks[0]
   kPass,
   kDrop,
-  kExpr,    // exprs[0];  (a call: action, builtin or container method)
+  kExpr,  // exprs[0];  (a call: action, builtin or container method)
 };
 
 struct Stmt {
@@ -75,9 +75,9 @@ struct Stmt {
   Span span;
   std::string name;  // let / for variable
   Span name_span;
-  bool is_mutable = false;    // var (true) or let
-  std::optional<Type> type;   // let's declared type
-  std::string op;             // assignment operator
+  bool is_mutable = false;   // var (true) or let
+  std::optional<Type> type;  // let's declared type
+  std::string op;            // assignment operator
   std::vector<ExprPtr> exprs;
   std::vector<Block> blocks;
 };
@@ -139,7 +139,7 @@ struct Policy {
 
 struct MarshalRule {
   enum class Kind { kEncoding, kPeer, kRedact } kind = Kind::kEncoding;
-  std::string encoding;   // "native" | "protobuf"
+  std::string encoding;  // "native" | "protobuf"
   Span encoding_span;
   std::string peer_glob;  // kPeer
   ExprPtr path;           // kRedact: req.x / resp.x
