@@ -67,5 +67,20 @@ inline constexpr std::chrono::nanoseconds kReconnectMaxBackoff = 1s;
 inline constexpr std::chrono::nanoseconds kAppSocketCheckInterval = 1ms;
 
 // ---- Policy language (.mpol) ----
+// Largest .mpol file the parser reads (bytes).
+inline constexpr uint64_t kMaxPolicyFileBytes = 1ull << 20;
+// Deepest nesting of blocks, brackets, unary operators and type arguments in a .mpol file. Checked
+// on the tokens before parsing, so no input can exhaust the parser's stack.
+inline constexpr uint32_t kMaxPolicyNestingDepth = 64;
+// Errors reported per run before the compiler stops ("too many errors, stopping").
+inline constexpr uint32_t kMaxPolicyErrors = 50;
+// Iterations of a `for i in A..B` loop (its bounds are constants).
+inline constexpr int64_t kMaxRangeIterations = 1024;
+// Largest capacity a state container may declare.
+inline constexpr int64_t kMaxContainerCapacity = 1 << 20;
+// Longest string literal (bytes, after escapes).
+inline constexpr uint64_t kMaxStringLiteralBytes = 4096;
+// Deepest chain of `import "x.mpol"` (cycles are reported separately).
+inline constexpr uint32_t kMaxPolicyImportDepth = 16;
 
 }  // namespace mrpc::limits

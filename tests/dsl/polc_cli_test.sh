@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# mrpc-polc's command line: exit codes (0 ok, 1 errors in input), text and JSON diagnostics,
+# `fmt` output that is a fixed point, several files per run.
+# Usage: polc_cli_test.sh MRPC_POLC SOURCE_DIR
+set -euo pipefail
+polc=$1
+src=$2
+protos=(--proto-path "$src/examples/protos" --proto-path "$src/tests/dsl/protos")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"$polc" check "$src/tests/dsl/cases/valid/for_loops.mpol" "${protos[@]}" || fail "valid file: exit $?"
+
+set +e
+"$polc" check "$src/tests/dsl/cases/errors/unknown_field_did_you_mean.mpol" "${protos[@]}" 2> "$work/err.txt"
+code=$?
+set -e
+[[ $code -eq 1 ]] || fail "wrong file: exit $code, want 1"
+grep -q "unknown_field_did_you_mean.mpol:6:12: error: no field 'customer_nam' in message 'hotel.ReservationRequest'" "$work/err.txt" || fail "text diagnostic"
+grep -q "^             ^~~~~~~~~~~~$" "$work/err.txt" || fail "caret line"
+grep -q "help: did you mean 'customer_name'?" "$work/err.txt" || fail "help line"
+
+set +e
+"$polc" check --json "$src/tests/dsl/cases/errors/unknown_name.mpol" "$src/tests/dsl/cases/errors/unknown_type.mpol" > "$work/out.json"
+code=$?
+set -e
+[[ $code -eq 1 ]] || fail "json: exit $code"
+python3 - "$work/out.json" <<'PY' || fail "json content"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["error_count"] == 2, j
+assert [d["line"] for d in j["diagnostics"]] == [5, 3], j
+PY
+
+set +e
+"$polc" check "$work/missing.mpol" 2> /dev/null
+code=$?
+set -e
+[[ $code -eq 1 ]] || fail "missing file: exit $code"
+
+"$polc" fmt "$src/stdlib-policies/rate_limit.mpol" > "$work/once.mpol"
+"$polc" fmt "$work/once.mpol" > "$work/twice.mpol"
+cmp "$work/once.mpol" "$work/twice.mpol" || fail "fmt is not a fixed point"
+echo "ok"

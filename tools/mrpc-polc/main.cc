@@ -1,0 +1,108 @@
+// mrpc-polc: the .mpol policy compiler's command line.
+//   mrpc-polc check FILE.mpol... [--proto-path DIR]... [-j|--json]
+//   mrpc-polc fmt FILE.mpol
+// Exit codes: 0 ok, 1 errors in the input, 2 internal error (a bug in mrpc-polc).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "mrpc/base/limits.h"
+#include "mrpc/compiler/checker.h"
+#include "mrpc/dsl/diagnostics.h"
+#include "mrpc/dsl/format.h"
+#include "mrpc/dsl/parser.h"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitInputError = 1;
+constexpr int kExitInternalError = 2;
+
+void print_diagnostics(const mrpc::dsl::DiagnosticEngine& diagnostics, bool json) {
+  if (json) {
+    std::cout << diagnostics.render_json() << "\n";
+  } else {
+    std::cerr << diagnostics.render_text();
+  }
+}
+
+int run_check(const std::vector<std::string>& files, const std::vector<std::string>& proto_paths,
+              bool json) {
+  mrpc::dsl::SourceManager sources;
+  mrpc::dsl::DiagnosticEngine diagnostics(sources);
+  mrpc::compiler::Checker checker({proto_paths}, sources, diagnostics);
+  for (const auto& file : files) {
+    checker.check_file(file);
+    if (diagnostics.too_many()) break;
+  }
+  print_diagnostics(diagnostics, json);
+  return diagnostics.has_errors() ? kExitInputError : kExitOk;
+}
+
+int run_fmt(const std::string& path, bool json) {
+  mrpc::dsl::SourceManager sources;
+  mrpc::dsl::DiagnosticEngine diagnostics(sources);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    mrpc::dsl::SourceFile& f = sources.add(path, "");
+    diagnostics.error(f.span(0, 0), "cannot open '" + path + "'");
+    print_diagnostics(diagnostics, json);
+    return kExitInputError;
+  }
+  std::string text;
+  text.resize(mrpc::limits::kMaxPolicyFileBytes + 1);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  const mrpc::dsl::SourceFile& source = sources.add(path, std::move(text));
+  auto file = mrpc::dsl::parse_file(source, diagnostics);
+  if (!file) {
+    print_diagnostics(diagnostics, json);
+    return kExitInputError;
+  }
+  std::cout << mrpc::dsl::format_file(*file);
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mrpc-polc: check and format .mpol policies"};
+  app.require_subcommand(1);
+  app.fallthrough();  // `check x.mpol --error-format=json` as well as before the subcommand
+  bool json = false;
+  app.add_flag("-j,--json", json, "print diagnostics as JSON (--error-format=json)");
+  std::string error_format;
+  app.add_option("--error-format", error_format, "text (default) or json")
+      ->check(CLI::IsMember({"text", "json"}));
+
+  std::vector<std::string> check_files;
+  std::vector<std::string> proto_paths;
+  CLI::App* check = app.add_subcommand("check", "check policies against their .proto schemas");
+  check->add_option("files", check_files, "the .mpol files")->required();
+  check->add_option("-I,--proto-path", proto_paths,
+                    "a directory searched for imported .proto files");
+  check->add_flag("-j,--json", json, "print diagnostics as JSON");
+
+  std::string fmt_file;
+  CLI::App* fmt = app.add_subcommand("fmt", "print the canonical formatting of a policy file");
+  fmt->add_option("file", fmt_file, "the .mpol file")->required();
+  fmt->add_flag("-j,--json", json, "print diagnostics as JSON");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitInputError;
+  }
+  if (error_format == "json") json = true;
+  try {
+    if (*check) return run_check(check_files, proto_paths, json);
+    return run_fmt(fmt_file, json);
+  } catch (const std::exception& e) {
+    std::cerr << "mrpc-polc: internal error: " << e.what() << "\n";
+    return kExitInternalError;
+  }
+}
