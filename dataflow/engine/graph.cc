@@ -34,7 +34,6 @@ class Graph::StageOutput final : public Output {
     MRPC_ASSERT(!status.ok(), "drop needs an error status (operator {})",
                 graph_.stages_[position_]->op->name());
     rpc->status = std::move(status);
-    rpc->response = MessageLocation{};
     graph_.enqueue_reply_before(position_, std::move(rpc));
   }
   void answer(RpcPtr rpc) override {

@@ -647,3 +647,37 @@ TEST_CASE("random ring entries from a hostile app never hurt the daemon or a wel
   CHECK(daemon.daemon.stats().protocol_errors > 0);
   CHECK(daemon.daemon.stats().connections_open >= 2);  // the good app and the server are still on
 }
+
+namespace {
+// Fails every reply on its way back (after the router copied the response).
+class FailReplies final : public Operator {
+ public:
+  std::string_view name() const override { return "fail-replies"; }
+  void on_requests(RpcBatch&, Output&) override {}
+  void on_replies(RpcBatch& batch, Output& out) override {
+    for (auto& rpc : batch)
+      out.drop(std::move(rpc), Status(StatusCode::kDataLoss, "reply rejected by policy"));
+  }
+};
+}  // namespace
+
+TEST_CASE("a reply dropped by a policy fails the call and its copied response is reclaimed") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  daemon.daemon
+      .change_graphs([](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+        if (identity.app_name == "client")
+          CHECK(graph.insert(1, std::make_shared<FailReplies>()).ok());
+      })
+      .wait();
+  for (uint64_t id = 1; id <= 20; ++id) {
+    client->call_echo(server.service_id(), id, "copied, then rejected");
+    auto done = client->wait_call_done(id);
+    REQUIRE(done.has_value());
+    CHECK(call_status(*done) == StatusCode::kDataLoss);
+    CHECK(done->message_offset == shm::kNoOffset);
+  }
+  REQUIRE(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));
+  REQUIRE(eventually([&] { return server.live_replies() == 0; }));
+}

@@ -282,3 +282,40 @@ TEST_CASE("draining a graph hands over every RPC it carries: queued, delayed and
   CHECK(drained == std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 100, 200});
   CHECK(graph.in_graph() == 0);
 }
+
+namespace {
+// On the reply path: delays replies of even calls, fails replies of odd ones.
+class ReplyShaper final : public Operator {
+ public:
+  std::string_view name() const override { return "reply-shaper"; }
+  void on_requests(RpcBatch&, Output&) override {}
+  void on_replies(RpcBatch& batch, Output& out) override {
+    for (auto& rpc : batch) {
+      if (rpc->call_id % 2 == 0)
+        out.delay(std::move(rpc), out.now() + 1'000);
+      else
+        out.drop(std::move(rpc), Status(StatusCode::kAborted, "odd"));
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("on the reply path, delay holds a reply until its time and drop replaces its status") {
+  ManualClock clock;
+  Exits exits;
+  Graph graph(clock, exits.bind());
+  auto upstream = std::make_shared<Tagger>("upstream");
+  graph.append(upstream);
+  graph.append(std::make_shared<ReplyShaper>());
+  graph.push_reply(make_rpc(1));
+  graph.push_reply(make_rpc(2));
+  run_until_quiet(graph);
+  REQUIRE(exits.reply_ids() == std::vector<uint64_t>{1});
+  CHECK(exits.replies[0]->status.code() == StatusCode::kAborted);
+  CHECK(graph.next_timer() == 1'000);
+  clock.advance(1us);
+  run_until_quiet(graph);
+  CHECK(exits.reply_ids() == std::vector<uint64_t>{1, 2});
+  CHECK(exits.replies[1]->status.ok());
+  CHECK(upstream->replies_seen == 2);
+}

@@ -14,6 +14,8 @@
 //   emit      fan out: an extra, new RPC goes down the request path from here; its reply comes
 //             back through this operator's on_replies, where it can recognise and absorb it
 // On the reply path, drop replaces the status and continues upstream; answer is the same as pass.
+// A dropped RPC keeps its response reference (if it had one) so that whoever owns that memory can
+// release it; a response with an error status is never delivered.
 #pragma once
 
 #include <cstddef>
