@@ -223,6 +223,7 @@ struct Symbol {
   Type type;
   Span declared;
   bool is_mutable = false;
+  const dsl::ast::Expr* default_value = nullptr;  // a param's default
 };
 
 struct Checker::Impl {
@@ -279,6 +280,9 @@ class ModuleChecker {
 
   void run() {
     check_consts();
+    // `marshal` rules of the imported files: one of this file's may collide with them.
+    std::set<const Module*> seen = {&module_};
+    for (const Module* imported : module_.imports) collect_marshal_patterns(*imported, seen);
     std::map<std::string, Span> policy_names;
     for (auto& item : module_.file->items) {
       if (auto* policy = std::get_if<dsl::ast::Policy>(&item)) {
@@ -291,6 +295,7 @@ class ModuleChecker {
         check_policy(*policy);
       } else if (auto* marshal = std::get_if<dsl::ast::Marshal>(&item)) {
         check_marshal(*marshal);
+        check_marshal_overlap(*marshal);
       }
       if (diagnostics_.too_many()) return;
     }
@@ -341,12 +346,28 @@ class ModuleChecker {
 
   struct Scope {
     std::vector<std::map<std::string, Symbol>> frames{1};
-    std::optional<dsl::ast::HandlerKind> handler;  // inside a handler
+    // Inside a handler: the events its body runs on (`on response, error` names two); the body
+    // must be valid under the rules of every one of them.
+    std::vector<dsl::ast::HandlerKind> handlers;
+    std::optional<dsl::ast::Placement> placement;
     bool in_marshal = false;
     Type request, response;  // message types of the matched methods
     bool schema_known = false;
     bool sets_priority = false;
   };
+
+  static bool in_handler(const Scope& scope) { return !scope.handlers.empty(); }
+  static bool runs_on(const Scope& scope, dsl::ast::HandlerKind kind) {
+    return std::find(scope.handlers.begin(), scope.handlers.end(), kind) != scope.handlers.end();
+  }
+  // The first event of the current handler that is not one of `allowed`, if there is one.
+  static std::optional<dsl::ast::HandlerKind> event_outside(
+      const Scope& scope, std::initializer_list<dsl::ast::HandlerKind> allowed) {
+    for (auto kind : scope.handlers) {
+      if (std::find(allowed.begin(), allowed.end(), kind) == allowed.end()) return kind;
+    }
+    return std::nullopt;
+  }
 
   const Symbol* lookup(const Scope& scope, const std::string& name) {
     for (auto it = scope.frames.rbegin(); it != scope.frames.rend(); ++it) {
@@ -707,6 +728,7 @@ class ModuleChecker {
       std::vector<const dsl::ast::Pattern*> patterns;
       for (const auto& p : applies->patterns) patterns.push_back(&p);
       for (auto* m : resolve_patterns(patterns, scope)) summary.methods.push_back(m->full_name());
+      scope.placement = applies->placement;
     }
     // Declarations first (handlers may use any of them), in source order.
     for (const auto& member : policy.members) {
@@ -720,6 +742,7 @@ class ModuleChecker {
         Symbol s;
         s.kind = Symbol::Kind::kParam;
         s.type = t;
+        s.default_value = p->default_value.get();
         declare(scope, p->name, p->name_span, s);
       } else if (auto* st = std::get_if<dsl::ast::State>(&member)) {
         Symbol s;
@@ -738,18 +761,21 @@ class ModuleChecker {
     }
     for (const auto& member : policy.members) {
       if (auto* h = std::get_if<dsl::ast::Handler>(&member)) {
-        auto [it, fresh] = handlers.emplace(h->kind, h->kind_span);
-        if (!fresh) {
-          Diagnostic& d =
-              error(h->kind_span, fmt::format("policy '{}' has two `on {}` handlers", policy.name,
-                                              dsl::ast::handler_kind_name(h->kind)));
-          DiagnosticEngine::note(d, "first handler here", it->second);
+        // Each event has at most one handler, counting every name of `on response, error`.
+        for (size_t i = 0; i < h->kinds.size(); ++i) {
+          auto [it, fresh] = handlers.emplace(h->kinds[i], h->kind_spans[i]);
+          if (!fresh) {
+            Diagnostic& d = error(h->kind_spans[i],
+                                  fmt::format("policy '{}' has two `on {}` handlers", policy.name,
+                                              dsl::ast::handler_kind_name(h->kinds[i])));
+            DiagnosticEngine::note(d, "first handler here", it->second);
+          }
         }
-        scope.handler = h->kind;
+        scope.handlers = h->kinds;
         scope.frames.emplace_back();
         check_block(h->body, scope, 0);
         scope.frames.pop_back();
-        scope.handler.reset();
+        scope.handlers.clear();
       }
     }
     if (schedule != nullptr && !scope.sets_priority) {
@@ -763,6 +789,18 @@ class ModuleChecker {
   Type check_state(const dsl::ast::State& st, Scope& scope) {
     Type t = resolve_type(st.type, true);
     if (t.is_error()) return t;
+    if (st.initial) {
+      if (t.is_scalar()) {
+        check_constant(*st.initial, scope, t);
+      } else {
+        Diagnostic& d =
+            error(st.initial->span,
+                  fmt::format("state of type {} cannot have an initial value", type_name(t)));
+        DiagnosticEngine::note(d,
+                               "only scalar state has one; containers and histograms start empty, "
+                               "counters at 0");
+      }
+    }
     auto no_args = [&]() {
       if (!st.args.empty()) {
         error(st.args[0].value->span,
@@ -820,14 +858,12 @@ class ModuleChecker {
     for (const auto& arg : st.args) {
       if (arg.key == "capacity") {
         has_capacity = true;
-        check_expr(*arg.value, scope);
-        auto n = const_int(*arg.value);
-        if (!n) {
-          error(arg.value->span, "capacity must be a constant int");
-        } else if (*n < 1 || *n > limits::kMaxContainerCapacity) {
+        std::string from_param;
+        auto n = int_or_int_param(*arg.value, scope, "capacity", from_param);
+        if (n && (*n < 1 || *n > limits::kMaxContainerCapacity)) {
           error(arg.value->span,
-                fmt::format("capacity {} is outside 1..{} (limits::kMaxContainerCapacity)", *n,
-                            limits::kMaxContainerCapacity));
+                fmt::format("capacity {}{} is outside 1..{} (limits::kMaxContainerCapacity)", *n,
+                            from_param, limits::kMaxContainerCapacity));
         }
       } else if (arg.key == "evict") {
         const auto& v = *arg.value;
@@ -865,6 +901,28 @@ class ModuleChecker {
     return t;
   }
 
+  // A container capacity or a schedule weight: a constant int, or an int param. A param is
+  // checked here on its default (`from_param` then names it) and by the daemon on the value given
+  // at attach time. Returns the value to range-check, or nothing after an error.
+  std::optional<int64_t> int_or_int_param(const dsl::ast::Expr& e, Scope& scope, const char* what,
+                                          std::string& from_param) {
+    Type t = check_expr(e, scope);
+    if (t.is_error()) return std::nullopt;
+    if (auto n = const_int(e)) return n;
+    const Symbol* sym = e.kind == dsl::ast::ExprKind::kName ? lookup(scope, e.text) : nullptr;
+    if (sym != nullptr && sym->kind == Symbol::Kind::kParam && t.is(K::kInt) &&
+        sym->default_value != nullptr) {
+      from_param = fmt::format(" (the default of param '{}')", e.text);
+      return const_int(*sym->default_value);
+    }
+    std::string found = sym != nullptr && sym->kind == Symbol::Kind::kParam
+                            ? fmt::format("a {} param", type_name(t))
+                        : t.is(K::kInt) ? std::string("an int computed at run time")
+                                        : type_name(t);
+    error(e.span, fmt::format("{} must be a constant int or an int param, found {}", what, found));
+    return std::nullopt;
+  }
+
   void check_schedule(const dsl::ast::Schedule& sc, Scope& scope) {
     if (sc.kind == "strict") {
       if (!sc.weights.empty()) error(sc.weights[0]->span, "`schedule strict` takes no weights");
@@ -874,9 +932,9 @@ class ModuleChecker {
         DiagnosticEngine::help(d, "write `schedule weighted [4, 2, 1];`");
       }
       for (const auto& w : sc.weights) {
-        check_expr(*w, scope);
-        auto n = const_int(*w);
-        if (!n || *n < 1) error(w->span, "a weight must be a constant positive int");
+        std::string from_param;
+        auto n = int_or_int_param(*w, scope, "a weight", from_param);
+        if (n && *n < 1) error(w->span, fmt::format("weight {}{} is not positive", *n, from_param));
       }
     } else {
       Diagnostic& d = error(sc.kind_span, fmt::format("unknown schedule '{}'", sc.kind));
@@ -885,6 +943,30 @@ class ModuleChecker {
   }
 
   // ---- marshal ----
+
+  void collect_marshal_patterns(const Module& module, std::set<const Module*>& seen) {
+    if (!seen.insert(&module).second || !module.file) return;
+    for (const auto& item : module.file->items) {
+      if (auto* m = std::get_if<dsl::ast::Marshal>(&item))
+        marshal_patterns_.emplace(dsl::ast::pattern_text(m->pattern), m->pattern.span);
+    }
+    for (const Module* imported : module.imports) collect_marshal_patterns(*imported, seen);
+  }
+
+  // When several rules match a method the most specific wins: the exact method, then
+  // `Service.*`, then `package.*`, then `*`. For one method and one of those levels the pattern
+  // is a single text, so two rules of equal specificity that match one method are two rules with
+  // the same pattern.
+  void check_marshal_overlap(const dsl::ast::Marshal& marshal) {
+    std::string text = dsl::ast::pattern_text(marshal.pattern);
+    auto [it, fresh] = marshal_patterns_.emplace(text, marshal.pattern.span);
+    if (fresh) return;
+    Diagnostic& d = error(
+        marshal.pattern.span,
+        fmt::format("two `marshal {}` rules: equally specific rules cannot both apply", text));
+    DiagnosticEngine::note(d, "the other rule is here", it->second);
+    DiagnosticEngine::help(d, "merge them into one rule, or make one more specific");
+  }
 
   void check_marshal(const dsl::ast::Marshal& marshal) {
     Scope scope;
@@ -914,11 +996,49 @@ class ModuleChecker {
 
   void check_block(const dsl::ast::Block& block, Scope& scope, int loop_depth) {
     scope.frames.emplace_back();
+    const dsl::ast::Stmt* ended_by = nullptr;
+    bool warned = false;
     for (const auto& stmt : block.statements) {
+      if (ended_by != nullptr && !warned) {
+        // Once per block: the first statement after the handler's end.
+        warned = true;
+        Diagnostic& d = diagnostics_.warning(stmt->span, "unreachable statement");
+        DiagnosticEngine::note(d, "the handler ends here", ended_by->span);
+      }
       check_statement(*stmt, scope, loop_depth);
+      if (ended_by == nullptr && ends_handler(*stmt)) ended_by = stmt.get();
       if (diagnostics_.too_many()) break;
     }
     scope.frames.pop_back();
+  }
+
+  // `pass`, `drop`, `reject(...)` and `respond(...)` end the handler (the call is decided); so
+  // does an `if` with an `else` whose every branch ends it. Nothing else does (`delay`, `route`,
+  // `mirror`, `retry`, `log`, assignments continue; a `for` body may run zero times).
+  static bool ends_handler(const dsl::ast::Stmt& s) {
+    using SK = dsl::ast::StmtKind;
+    switch (s.kind) {
+      case SK::kPass:
+      case SK::kDrop:
+        return true;
+      case SK::kExpr: {
+        const auto& e = *s.exprs[0];
+        return e.kind == dsl::ast::ExprKind::kCall &&
+               e.children[0]->kind == dsl::ast::ExprKind::kName &&
+               (e.children[0]->text == "reject" || e.children[0]->text == "respond");
+      }
+      case SK::kIf: {
+        if (s.blocks.size() <= s.exprs.size()) return false;  // no `else`
+        for (const auto& b : s.blocks) {
+          bool ends = false;
+          for (const auto& inner : b.statements) ends = ends || ends_handler(*inner);
+          if (!ends) return false;
+        }
+        return true;
+      }
+      default:
+        return false;
+    }
   }
 
   void check_statement(const dsl::ast::Stmt& s, Scope& scope, int loop_depth) {
@@ -982,7 +1102,7 @@ class ModuleChecker {
       case SK::kPass:
         return;
       case SK::kDrop:
-        if (scope.handler == dsl::ast::HandlerKind::kError) {
+        if (runs_on(scope, dsl::ast::HandlerKind::kError)) {
           error(s.span, "`drop` is not allowed in `on error`: the call has already failed");
         }
         return;
@@ -1073,9 +1193,10 @@ class ModuleChecker {
       }
     }
     Type t = check_expr(target, scope);
-    if (root->text == "req" && scope.handler != dsl::ast::HandlerKind::kRequest && scope.handler) {
+    auto other = event_outside(scope, {dsl::ast::HandlerKind::kRequest});
+    if (root->text == "req" && other) {
       Diagnostic& d = error(target.span, fmt::format("cannot {} the request in `on {}`", verb,
-                                                     dsl::ast::handler_kind_name(*scope.handler)));
+                                                     dsl::ast::handler_kind_name(*other)));
       DiagnosticEngine::note(d, "the request can only change in `on request`, before it is sent");
     }
     if (t.is(K::kMessage) && std::string(verb) != "clear") {
@@ -1106,7 +1227,7 @@ class ModuleChecker {
         DiagnosticEngine::note(d, "a policy may set `rpc.priority` and `rpc.deadline` only");
         return;
       }
-      if (scope.handler != dsl::ast::HandlerKind::kRequest) {
+      if (!in_handler(scope) || event_outside(scope, {dsl::ast::HandlerKind::kRequest})) {
         error(target.span,
               fmt::format("`{}` can only be set in `on request`", dsl::format_expr(target)));
       }
@@ -1251,18 +1372,29 @@ class ModuleChecker {
 
   void only_in(const dsl::ast::Expr& call, Scope& scope,
                std::initializer_list<dsl::ast::HandlerKind> kinds) {
-    for (auto k : kinds) {
-      if (scope.handler == k) return;
-    }
+    auto other = event_outside(scope, kinds);
+    if (!other) return;
     std::string allowed;
     for (auto k : kinds)
       allowed +=
           fmt::format("{}`on {}`", allowed.empty() ? "" : " or ", dsl::ast::handler_kind_name(k));
     Diagnostic& d = error(call.children[0]->span,
                           fmt::format("'{}' is not allowed in `on {}`", call.children[0]->text,
-                                      dsl::ast::handler_kind_name(*scope.handler)));
+                                      dsl::ast::handler_kind_name(*other)));
     DiagnosticEngine::note(d,
                            fmt::format("'{}' is allowed in {}", call.children[0]->text, allowed));
+  }
+
+  // `route`, `mirror` and `retry` choose or repeat where a call goes: only the caller's daemon
+  // can. (`respond` is allowed at both placements.)
+  void only_at_caller(const dsl::ast::Expr& call, Scope& scope) {
+    if (scope.placement != dsl::ast::Placement::kCallee) return;
+    const std::string& name = call.children[0]->text;
+    Diagnostic& d = error(call.children[0]->span,
+                          fmt::format("'{}' is not allowed in a policy `at callee`", name));
+    DiagnosticEngine::note(
+        d, "only the caller's daemon chooses where a call goes, copies it or sends it again");
+    DiagnosticEngine::help(d, "place the policy `at caller`");
   }
 
   void check_action(const dsl::ast::Expr& call, Scope& scope) {
@@ -1278,15 +1410,18 @@ class ModuleChecker {
       check_args(call, {Type::of(K::kDuration)}, scope);
     } else if (name == "route") {
       only_in(call, scope, {HK::kRequest});
+      only_at_caller(call, scope);
       check_args(call, {Type::of(K::kString)}, scope);
     } else if (name == "mirror") {
       only_in(call, scope, {HK::kRequest});
+      only_at_caller(call, scope);
       check_args(call, {Type::of(K::kString), Type::of(K::kFloat)}, scope);
     } else if (name == "respond") {
       only_in(call, scope, {HK::kRequest});
       check_args(call, {Type::of(K::kResponse)}, scope);
     } else if (name == "retry") {
       only_in(call, scope, {HK::kError});
+      only_at_caller(call, scope);
       check_args(call, {Type::of(K::kDuration)}, scope);
     } else if (name == "observe") {
       if (call.children.size() != 3) {
@@ -1447,13 +1582,14 @@ class ModuleChecker {
     using HK = dsl::ast::HandlerKind;
     if (e.text == "req" || e.text == "resp") {
       bool is_req = e.text == "req";
-      if (!scope.handler && !scope.in_marshal) {
+      if (!in_handler(scope) && !scope.in_marshal) {
         error(e.span, fmt::format("'{}' is only available inside a handler", e.text));
         return Type::of(K::kError);
       }
-      if (!is_req && scope.handler && scope.handler != HK::kResponse) {
+      auto other = event_outside(scope, {HK::kResponse});
+      if (!is_req && other) {
         Diagnostic& d = error(e.span, fmt::format("'resp' is not available in `on {}`",
-                                                  dsl::ast::handler_kind_name(*scope.handler)));
+                                                  dsl::ast::handler_kind_name(*other)));
         DiagnosticEngine::note(d, "the response exists only in `on response`");
         return Type::of(K::kError);
       }
@@ -1467,7 +1603,7 @@ class ModuleChecker {
       return is_req ? scope.request : scope.response;
     }
     if (e.text == "rpc") {
-      if (!scope.handler) {
+      if (!in_handler(scope)) {
         error(e.span, "'rpc' is only available inside a handler");
         return Type::of(K::kError);
       }
@@ -1584,7 +1720,7 @@ class ModuleChecker {
         {"attempt", K::kInt}};
     const std::string& field = e.text;
     if ((field == "status" || field == "latency") &&
-        scope.handler == dsl::ast::HandlerKind::kRequest) {
+        runs_on(scope, dsl::ast::HandlerKind::kRequest)) {
       Diagnostic& d = error(e.span, fmt::format("'rpc.{}' is not known in `on request`", field));
       DiagnosticEngine::note(d, "it exists in `on response` and `on error`");
       return Type::of(K::kError);
@@ -1630,7 +1766,7 @@ class ModuleChecker {
     const std::string& op = e.text;
     if (a.is_error() || b.is_error()) {
       if (op == "&&" || op == "||" || op == "==" || op == "!=" || op == "<" || op == "<=" ||
-          op == ">" || op == ">=" || op == "in") {
+          op == ">" || op == ">=" || op == "in" || op == "not in") {
         return Type::of(K::kBool);
       }
       return Type::of(K::kError);
@@ -1650,14 +1786,14 @@ class ModuleChecker {
       if (!a.is(K::kBool) || !b.is(K::kBool)) return mismatch();
       return Type::of(K::kBool);
     }
-    if (op == "in") {
+    if (op == "in" || op == "not in") {
       if (!b.is(K::kSet) && !b.is(K::kMap) && !b.is(K::kList)) {
-        error(re.span,
-              fmt::format("'in' needs a set, map or list on its right, found {}", type_name(b)));
+        error(re.span, fmt::format("'{}' needs a set, map or list on its right, found {}", op,
+                                   type_name(b)));
         return Type::of(K::kBool);
       }
       if (!assignable(a, b.args[0], le)) {
-        error(le.span, fmt::format("'in' looks for {} in {}, found {}", type_name(b.args[0]),
+        error(le.span, fmt::format("'{}' looks for {} in {}, found {}", op, type_name(b.args[0]),
                                    type_name(b), type_name(a)));
       }
       return Type::of(K::kBool);
@@ -1848,6 +1984,7 @@ class ModuleChecker {
   std::vector<const pb::ServiceDescriptor*> services_;
   const pb::DescriptorPool* pool_ = nullptr;
   std::set<std::string> const_in_progress_;
+  std::map<std::string, Span> marshal_patterns_;  // pattern text -> first rule with it
   bool const_cycle_ = false;
   int quiet_ = 0;
   Diagnostic scratch_;

@@ -17,9 +17,9 @@ item
 policyMember
   : 'applies' to=IDENT pattern (',' pattern)* at=IDENT placement=IDENT ';'   # appliesMember
   | 'param' IDENT ':' type '=' expr ';'                                      # paramMember
-  | 'state' IDENT ':' type ('[' stateArg (',' stateArg)* ','? ']')? ';'      # stateMember
+  | 'state' IDENT ':' type ('[' stateArg (',' stateArg)* ','? ']')? ('=' expr)? ';'   # stateMember
   | 'schedule' IDENT ('[' expr (',' expr)* ','? ']')? ';'                    # scheduleMember
-  | 'on' IDENT block                                                         # handlerMember
+  | 'on' IDENT (',' IDENT)* block                                            # handlerMember
   ;
 
 stateArg : key=IDENT? expr ;
@@ -59,7 +59,7 @@ expr
   | op=('!' | '-') expr                                  # unaryExpr
   | expr op=('*' | '/' | '%') expr                       # binaryExpr
   | expr op=('+' | '-') expr                             # binaryExpr
-  | expr op=('<' | '<=' | '>' | '>=' | 'in') expr        # binaryExpr
+  | expr (op=('<' | '<=' | '>' | '>=' | 'in') | negated='not' op='in') expr   # binaryExpr
   | expr op=('==' | '!=') expr                           # binaryExpr
   | expr op='&&' expr                                    # binaryExpr
   | expr op='||' expr                                    # binaryExpr
@@ -87,7 +87,7 @@ mapEntry : expr ':' expr ;
 name
   : IDENT | 'import' | 'const' | 'policy' | 'marshal' | 'applies' | 'param' | 'state'
   | 'schedule' | 'on' | 'let' | 'var' | 'remove' | 'clear' | 'if' | 'else' | 'for' | 'in'
-  | 'pass' | 'drop' | 'true' | 'false'
+  | 'pass' | 'drop' | 'true' | 'false' | 'not'
   ;
 
 DURATION : DIGITS ('ns' | 'us' | 'ms' | 's' | 'm' | 'h') ;

@@ -63,6 +63,21 @@ Diagnostic& DiagnosticEngine::error(Span span, std::string message) {
   return diagnostics_.back();
 }
 
+Diagnostic& DiagnosticEngine::warning(Span span, std::string message) {
+  if (warnings_as_errors_) return error(span, std::move(message));
+  if (stopped_) {
+    scratch_ = Diagnostic{};
+    return scratch_;
+  }
+  ++warning_count_;
+  Diagnostic d;
+  d.severity = Severity::kWarning;
+  d.span = span;
+  d.message = std::move(message);
+  diagnostics_.push_back(std::move(d));
+  return diagnostics_.back();
+}
+
 void DiagnosticEngine::note(Diagnostic& d, std::string message, std::optional<Span> span) {
   d.children.push_back({Severity::kNote, std::move(message), span});
 }
@@ -113,8 +128,16 @@ void DiagnosticEngine::render_one(std::string& out, const Diagnostic& d) const {
 std::string DiagnosticEngine::render_text(bool /*color*/) const {
   std::string out;
   for (const Diagnostic& d : diagnostics_) render_one(out, d);
-  if (error_count_ > 0) {
-    out += fmt::format("{} error{} generated.\n", error_count_, error_count_ == 1 ? "" : "s");
+  auto counted = [](size_t n, const char* what) {
+    return fmt::format("{} {}{}", n, what, n == 1 ? "" : "s");
+  };
+  if (warning_count_ > 0 && error_count_ > 0) {
+    out += fmt::format("{} and {} generated.\n", counted(warning_count_, "warning"),
+                       counted(error_count_, "error"));
+  } else if (warning_count_ > 0) {
+    out += fmt::format("{} generated.\n", counted(warning_count_, "warning"));
+  } else if (error_count_ > 0) {
+    out += fmt::format("{} generated.\n", counted(error_count_, "error"));
   }
   return out;
 }
@@ -152,6 +175,7 @@ std::string DiagnosticEngine::render_json() const {
   json root;
   root["diagnostics"] = std::move(list);
   root["error_count"] = error_count_;
+  root["warning_count"] = warning_count_;
   // Replace invalid UTF-8 (echoed from a broken file) rather than throwing.
   return root.dump(-1, ' ', false, json::error_handler_t::replace);
 }

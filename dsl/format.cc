@@ -16,7 +16,7 @@ int precedence_of_operator(const std::string& op) {
   if (op == "||") return 1;
   if (op == "&&") return 2;
   if (op == "==" || op == "!=") return 3;
-  if (op == "<" || op == "<=" || op == ">" || op == ">=" || op == "in") return 4;
+  if (op == "<" || op == "<=" || op == ">" || op == ">=" || op == "in" || op == "not in") return 4;
   if (op == "+" || op == "-") return 5;
   return 6;  // * / %
 }
@@ -243,6 +243,7 @@ class Formatter {
           }
           out_ += "]";
         }
+        if (state->initial) out_ += " = " + format_expr(*state->initial);
         out_ += ";\n";
       } else if (auto* schedule = std::get_if<ast::Schedule>(&member)) {
         out_ += "schedule " + schedule->kind;
@@ -253,7 +254,11 @@ class Formatter {
         }
         out_ += ";\n";
       } else if (auto* handler = std::get_if<ast::Handler>(&member)) {
-        out_ += fmt::format("on {} ", ast::handler_kind_name(handler->kind));
+        out_ += "on ";
+        for (size_t i = 0; i < handler->kinds.size(); ++i) {
+          out_ += fmt::format("{}{}", i > 0 ? ", " : "", ast::handler_kind_name(handler->kinds[i]));
+        }
+        out_ += " ";
         print_block(handler->body, 1);
         out_ += "\n";
       }
@@ -448,11 +453,18 @@ std::string dump_ast(const ast::File& file) {
             dump_expr(out, *arg.value);
             out += ")";
           }
+          if (s->initial) {
+            out += " (initial ";
+            dump_expr(out, *s->initial);
+            out += ")";
+          }
         } else if (auto* sc = std::get_if<ast::Schedule>(&member)) {
           out += fmt::format("  (schedule {:?}", sc->kind);
           for (const auto& w : sc->weights) dump_expr(out, *w);
         } else if (auto* h = std::get_if<ast::Handler>(&member)) {
-          out += fmt::format("  (on {} ", ast::handler_kind_name(h->kind));
+          out += "  (on";
+          for (auto kind : h->kinds) out += fmt::format(" {}", ast::handler_kind_name(kind));
+          out += " ";
           dump_block(out, h->body);
         }
         out += ")\n";

@@ -314,6 +314,7 @@ class AstBuilder {
           a.value = build_expr(arg->expr(), 0);
           s.args.push_back(std::move(a));
         }
+        if (state->expr() != nullptr) s.initial = build_expr(state->expr(), 0);
         s.span = span(state);
         policy.members.emplace_back(std::move(s));
       } else if (auto* schedule = dynamic_cast<MpolParser::ScheduleMemberContext*>(member)) {
@@ -325,20 +326,24 @@ class AstBuilder {
         policy.members.emplace_back(std::move(s));
       } else if (auto* handler = dynamic_cast<MpolParser::HandlerMemberContext*>(member)) {
         ast::Handler h;
-        std::string kind = handler->IDENT()->getText();
-        h.kind_span = span(handler->IDENT());
-        if (kind == "request") {
-          h.kind = ast::HandlerKind::kRequest;
-        } else if (kind == "response") {
-          h.kind = ast::HandlerKind::kResponse;
-        } else if (kind == "error") {
-          h.kind = ast::HandlerKind::kError;
-        } else {
-          Diagnostic& d =
-              diagnostics_.error(h.kind_span, fmt::format("unknown handler 'on {}'", kind));
-          std::string guess = closest_name(kind, {"request", "response", "error"});
-          if (!guess.empty()) DiagnosticEngine::help(d, fmt::format("did you mean '{}'?", guess));
-          DiagnosticEngine::note(d, "handlers are `on request`, `on response` and `on error`");
+        for (auto* word : handler->IDENT()) {
+          std::string kind = word->getText();
+          Span kind_span = span(word);
+          if (kind == "request") {
+            h.kinds.push_back(ast::HandlerKind::kRequest);
+          } else if (kind == "response") {
+            h.kinds.push_back(ast::HandlerKind::kResponse);
+          } else if (kind == "error") {
+            h.kinds.push_back(ast::HandlerKind::kError);
+          } else {
+            Diagnostic& d =
+                diagnostics_.error(kind_span, fmt::format("unknown handler 'on {}'", kind));
+            std::string guess = closest_name(kind, {"request", "response", "error"});
+            if (!guess.empty()) DiagnosticEngine::help(d, fmt::format("did you mean '{}'?", guess));
+            DiagnosticEngine::note(d, "handlers are `on request`, `on response` and `on error`");
+            continue;
+          }
+          h.kind_spans.push_back(kind_span);
         }
         h.body = build_block(handler->block(), 0);
         h.span = span(handler);
@@ -509,7 +514,7 @@ class AstBuilder {
     auto* binary = dynamic_cast<MpolParser::BinaryExprContext*>(ctx);
     MRPC_ASSERT(binary != nullptr, "unknown expression alternative");
     auto e = make(ast::ExprKind::kBinary, ctx);
-    e->text = binary->op->getText();
+    e->text = binary->negated != nullptr ? "not in" : binary->op->getText();
     for (auto* sub : binary->expr()) e->children.push_back(build_expr(sub, depth + 1));
     return e;
   }

@@ -1,10 +1,12 @@
 // The data-driven language tests: every tests/dsl/cases/valid/*.mpol checks clean (one file per
 // construct), and every tests/dsl/cases/errors/*.mpol gives exactly the diagnostics its header
 // announces (one file per diagnostic):
-//   // expect: LINE:COL: MESSAGE        an error at that place with exactly that message
-//   // expect: FILE:LINE:COL: MESSAGE   the same, in another file (an import; FILE is its name)
-//   // expect-help: TEXT                some error carries this help or note line
-// Every error reported must be expected, and every expectation met.
+//   // expect: LINE:COL: MESSAGE          an error at that place with exactly that message
+//   // expect: FILE:LINE:COL: MESSAGE     the same, in another file (an import; FILE is its name)
+//   // expect-warning: LINE:COL: MESSAGE  a warning (a file with warnings only still checks ok)
+//   // expect-help: TEXT                  some diagnostic carries this help or note line
+// Every error and warning reported must be expected, and every expectation met. Valid cases
+// give no diagnostic at all, warnings included.
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
@@ -19,6 +21,7 @@ namespace {
 
 struct Expectations {
   std::multiset<std::string> errors;
+  std::multiset<std::string> warnings;
   std::vector<std::string> helps;
 };
 
@@ -28,7 +31,9 @@ Expectations read_expectations(const std::string& text) {
   std::string line;
   while (std::getline(in, line)) {
     const std::string error_prefix = "// expect: ", help_prefix = "// expect-help: ";
+    const std::string warning_prefix = "// expect-warning: ";
     if (line.rfind(error_prefix, 0) == 0) out.errors.insert(line.substr(error_prefix.size()));
+    if (line.rfind(warning_prefix, 0) == 0) out.warnings.insert(line.substr(warning_prefix.size()));
     if (line.rfind(help_prefix, 0) == 0) out.helps.push_back(line.substr(help_prefix.size()));
   }
   return out;
@@ -53,20 +58,23 @@ TEST_CASE("every wrong .mpol case gives its expected errors at the expected line
     CAPTURE(path);
     std::string text = read_file(path);
     Expectations expected = read_expectations(text);
-    REQUIRE_MESSAGE(!expected.errors.empty(), "an error case needs `// expect:` lines");
+    REQUIRE_MESSAGE(!(expected.errors.empty() && expected.warnings.empty()),
+                    "an error case needs `// expect:` or `// expect-warning:` lines");
     CheckResult result = check_text(path, text);
     INFO(result.rendered);
-    CHECK_FALSE(result.ok);
-    std::multiset<std::string> actual;
+    CHECK(result.ok == expected.errors.empty());
+    std::multiset<std::string> actual, actual_warnings;
     for (const Diagnostic& d : result.diagnostics) {
       // An error in another file (an import) is expected as `other.mpol:LINE:COL: message`.
       std::string where =
           d.span.file < result.file_paths.size() && result.file_paths[d.span.file] != path
               ? std::filesystem::path(result.file_paths[d.span.file]).filename().string() + ":"
               : "";
-      actual.insert(fmt::format("{}{}:{}: {}", where, d.span.line, d.span.column, d.message));
+      (d.severity == Severity::kWarning ? actual_warnings : actual)
+          .insert(fmt::format("{}{}:{}: {}", where, d.span.line, d.span.column, d.message));
     }
     CHECK(actual == expected.errors);
+    CHECK(actual_warnings == expected.warnings);
     for (const std::string& help : expected.helps) {
       bool found = false;
       for (const Diagnostic& d : result.diagnostics) {

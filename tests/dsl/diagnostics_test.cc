@@ -28,6 +28,28 @@ TEST_CASE("text diagnostics show the place, the line, a caret with tildes and th
         "1 error generated.\n");
 }
 
+TEST_CASE("warnings are counted apart from errors, and become errors under warnings_as_errors") {
+  SourceManager sources;
+  const SourceFile& file = sources.add("w.mpol", "policy p { }\n");
+  DiagnosticEngine lenient(sources);
+  lenient.warning(file.span(0, 6), "first");
+  lenient.warning(file.span(7, 8), "second");
+  lenient.error(file.span(9, 10), "third");
+  CHECK(lenient.warning_count() == 2);
+  CHECK(lenient.error_count() == 1);
+  CHECK(lenient.diagnostics()[0].severity == Severity::kWarning);
+  CHECK(lenient.render_text().find("w.mpol:1:1: warning: first\n") != std::string::npos);
+  CHECK(lenient.render_text().find("2 warnings and 1 error generated.\n") != std::string::npos);
+
+  DiagnosticEngine strict(sources);
+  strict.set_warnings_as_errors(true);
+  strict.warning(file.span(0, 6), "first");
+  CHECK(strict.warning_count() == 0);
+  CHECK(strict.error_count() == 1);
+  CHECK(strict.has_errors());
+  CHECK(strict.diagnostics()[0].severity == Severity::kError);
+}
+
 TEST_CASE("json diagnostics carry file, line, column, span end, message and children") {
   SourceManager sources;
   DiagnosticEngine diagnostics(sources);

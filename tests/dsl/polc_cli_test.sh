@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # mrpc-polc's command line: exit codes (0 ok, 1 errors in input), text and JSON diagnostics,
-# `fmt` output that is a fixed point, several files per run.
+# warnings (exit 0, or 1 under --warnings-as-errors), `fmt` output that is a fixed point,
+# several files per run.
 # Usage: polc_cli_test.sh MRPC_POLC SOURCE_DIR
 set -euo pipefail
 polc=$1
@@ -32,6 +33,25 @@ j = json.load(open(sys.argv[1]))
 assert j["error_count"] == 2, j
 assert [d["line"] for d in j["diagnostics"]] == [5, 3], j
 PY
+
+unreachable="$src/tests/dsl/cases/errors/unreachable_after_reject.mpol"
+"$polc" check "$unreachable" 2> "$work/warn.txt" || fail "warnings only: exit $?, want 0"
+grep -q "unreachable_after_reject.mpol:6:7: warning: unreachable statement" "$work/warn.txt" || fail "warning text"
+grep -q "^2 warnings generated.$" "$work/warn.txt" || fail "warning count"
+"$polc" check --json "$unreachable" > "$work/warn.json" || fail "json warnings: exit $?"
+python3 - "$work/warn.json" <<'PY' || fail "json warnings content"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["error_count"] == 0 and j["warning_count"] == 2, j
+assert [d["severity"] for d in j["diagnostics"]] == ["warning", "warning"], j
+PY
+set +e
+"$polc" check --warnings-as-errors "$unreachable" 2> "$work/werror.txt"
+code=$?
+set -e
+[[ $code -eq 1 ]] || fail "--warnings-as-errors: exit $code, want 1"
+grep -q "unreachable_after_reject.mpol:6:7: error: unreachable statement" "$work/werror.txt" || fail "warning as error text"
+grep -q "^2 errors generated.$" "$work/werror.txt" || fail "warning as error count"
 
 set +e
 "$polc" check "$work/missing.mpol" 2> /dev/null

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Extracts every ```mpol block of a markdown file and runs `mrpc-polc check` on each: the user
-# reference promises that every such block is a complete, valid file. A block whose first line
+# reference promises that every such block is a complete, valid file, without warnings. A block whose first line
 # is `// file: NAME` is saved as NAME (other blocks import it); the others as example_N.mpol.
 # Usage: check_doc_examples.sh MRPC_POLC DOC.md PROTO_PATH
 set -euo pipefail
@@ -29,7 +29,7 @@ failed=0
 count=0
 while read -r name; do
   count=$((count + 1))
-  if ! "$polc" check "$work/$name" --proto-path "$proto_path"; then
+  if ! "$polc" check "$work/$name" --warnings-as-errors --proto-path "$proto_path"; then
     echo "FAILED: block $name of $doc (numbered in order of appearance):" >&2
     cat -n "$work/$name" >&2
     failed=$((failed + 1))

@@ -1,7 +1,8 @@
 // mrpc-polc: the .mpol policy compiler's command line.
-//   mrpc-polc check FILE.mpol... [--proto-path DIR]... [-j|--json]
+//   mrpc-polc check FILE.mpol... [--proto-path DIR]... [-j|--json] [--warnings-as-errors]
 //   mrpc-polc fmt FILE.mpol
-// Exit codes: 0 ok, 1 errors in the input, 2 internal error (a bug in mrpc-polc).
+// Exit codes: 0 ok (warnings alone keep 0), 1 errors in the input (warnings too under
+// --warnings-as-errors), 2 internal error (a bug in mrpc-polc).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
@@ -30,9 +31,10 @@ void print_diagnostics(const mrpc::dsl::DiagnosticEngine& diagnostics, bool json
 }
 
 int run_check(const std::vector<std::string>& files, const std::vector<std::string>& proto_paths,
-              bool json) {
+              bool json, bool warnings_as_errors) {
   mrpc::dsl::SourceManager sources;
   mrpc::dsl::DiagnosticEngine diagnostics(sources);
+  diagnostics.set_warnings_as_errors(warnings_as_errors);
   mrpc::compiler::Checker checker({proto_paths}, sources, diagnostics);
   for (const auto& file : files) {
     checker.check_file(file);
@@ -85,6 +87,9 @@ int main(int argc, char** argv) {
   check->add_option("-I,--proto-path", proto_paths,
                     "a directory searched for imported .proto files");
   check->add_flag("-j,--json", json, "print diagnostics as JSON");
+  bool warnings_as_errors = false;
+  check->add_flag("--warnings-as-errors", warnings_as_errors,
+                  "report every warning as an error (and exit 1 on one)");
 
   std::string fmt_file;
   CLI::App* fmt = app.add_subcommand("fmt", "print the canonical formatting of a policy file");
@@ -99,7 +104,7 @@ int main(int argc, char** argv) {
   }
   if (error_format == "json") json = true;
   try {
-    if (*check) return run_check(check_files, proto_paths, json);
+    if (*check) return run_check(check_files, proto_paths, json, warnings_as_errors);
     return run_fmt(fmt_file, json);
   } catch (const std::exception& e) {
     std::cerr << "mrpc-polc: internal error: " << e.what() << "\n";

@@ -33,7 +33,7 @@ enum class ExprKind {
   kIndex,        // children[0] [ children[1] ]
   kCall,         // children[0] ( children[1..] ), arg_names[i] names children[i+1] or is ""
   kUnary,        // text (op) children[0]
-  kBinary,       // children[0] text(op) children[1]
+  kBinary,       // children[0] text(op) children[1]; op "not in" for `x not in s`
   kList,         // [children...]
   kSet,          // {children...}
   kMap,          // {children[0]: children[1], ...}
@@ -114,6 +114,7 @@ struct State {
   Span name_span;
   Type type;
   std::vector<StateArg> args;
+  ExprPtr initial;  // `state open: bool = false;` (scalar state only), or null
   Span span;
 };
 struct Schedule {
@@ -122,9 +123,10 @@ struct Schedule {
   std::vector<ExprPtr> weights;
   Span span;
 };
+// `on request { }`, or one body for several events: `on response, error { }`.
 struct Handler {
-  HandlerKind kind = HandlerKind::kRequest;
-  Span kind_span;
+  std::vector<HandlerKind> kinds;  // at least one, in source order
+  std::vector<Span> kind_spans;    // kind_spans[i] names kinds[i]
   Block body;
   Span span;
 };
