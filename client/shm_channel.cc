@@ -27,16 +27,6 @@ constexpr uint32_t kCompletionBatch = 64;
 // frees submission slots).
 constexpr std::chrono::nanoseconds kOverflowRetry = std::chrono::milliseconds(1);
 
-shm::RingEntry blank_entry(shm::EntryKind kind, uint64_t call_id) {
-  shm::RingEntry entry{};
-  entry.kind = kind;
-  entry.call_id = call_id;
-  entry.message_offset = shm::kNoOffset;
-  entry.metadata_offset = shm::kNoOffset;
-  entry.detail_offset = shm::kNoOffset;
-  return entry;
-}
-
 MonoTime saturating_add(MonoTime now, std::chrono::nanoseconds by) {
   if (by.count() <= 0) return now;
   return by.count() > kNoDeadline - now ? kNoDeadline : now + by.count();
@@ -385,7 +375,7 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
     return id;
   }
 
-  shm::RingEntry entry = blank_entry(shm::EntryKind::kCall, id);
+  shm::RingEntry entry = shm::make_ring_entry(shm::EntryKind::kCall, id);
   entry.service_id = *service_id;
   entry.method_index = static_cast<uint16_t>(method_index);
   entry.message_offset = request.offset;
@@ -454,7 +444,7 @@ void ShmChannel::cancel(CallId call) {
   }
   // The daemon stops the call and answers kCallDone, which frees the request.
   if (auto current = current_connection())
-    current->submit(blank_entry(shm::EntryKind::kCancel, call));
+    current->submit(shm::make_ring_entry(shm::EntryKind::kCancel, call));
   fail_call_later(std::move(done), Status(StatusCode::kCancelled, "the call was cancelled"));
 }
 
@@ -570,6 +560,23 @@ bool ShmChannel::drain_completions(const std::shared_ptr<Connection>& connection
   return *popped > 0;
 }
 
+std::string ShmChannel::take_call_detail(const std::shared_ptr<Connection>& connection,
+                                         const shm::RingEntry& entry) {
+  if (entry.detail_offset == shm::kNoOffset) return {};
+  std::string detail;
+  const uint64_t length = std::min<uint64_t>(entry.detail_length, limits::kMaxStatusDetailBytes);
+  if (entry.detail_offset <= connection->receive_bytes() &&
+      length <= connection->receive_bytes() - entry.detail_offset) {
+    detail.assign(reinterpret_cast<const char*>(connection->receive_base() + entry.detail_offset),
+                  length);
+  }
+  // The text was copied out: its block goes back to the daemon at once.
+  shm::RingEntry released = shm::make_ring_entry(shm::EntryKind::kRelease, 0);
+  released.message_offset = entry.detail_offset;
+  connection->submit(released);
+  return detail;
+}
+
 void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
                               const shm::RingEntry& entry) {
   const StatusCode code = status_code_from_wire(entry.status);
@@ -577,7 +584,7 @@ void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
                             entry.message_offset < connection->receive_bytes();
   auto release = [connection, offset = entry.message_offset] {
     if (!connection->alive()) return;  // the daemon that owned the block is gone
-    shm::RingEntry released = blank_entry(shm::EntryKind::kRelease, 0);
+    shm::RingEntry released = shm::make_ring_entry(shm::EntryKind::kRelease, 0);
     released.message_offset = offset;
     connection->submit(released);
   };
@@ -596,21 +603,14 @@ void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
     }
   }
   if (heap != nullptr) (void)heap->free_message(request_root);
-  if (!done) {
+  if (!done && code == StatusCode::kOk) {
     // Ended already (deadline, cancel) or unknown: nobody will read the response.
-    if (entry.message_offset != shm::kNoOffset && code == StatusCode::kOk) release();
+    if (entry.message_offset != shm::kNoOffset) release();
     return;
   }
   if (code != StatusCode::kOk) {
-    std::string detail;
-    const uint64_t length = std::min<uint64_t>(entry.detail_length, limits::kMaxStatusDetailBytes);
-    if (entry.detail_offset != shm::kNoOffset &&
-        entry.detail_offset <= connection->receive_bytes() &&
-        length <= connection->receive_bytes() - entry.detail_offset) {
-      detail.assign(reinterpret_cast<const char*>(connection->receive_base() + entry.detail_offset),
-                    length);
-    }
-    done(Status(code, std::move(detail)), ReceivedMessage());
+    std::string detail = take_call_detail(connection, entry);
+    if (done) done(Status(code, std::move(detail)), ReceivedMessage());
     return;
   }
   if (!has_response) {
@@ -630,7 +630,7 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
   call->connection = connection;
   call->call_id = entry.call_id;
   call->deadline = entry.deadline;
-  call->reply = blank_entry(shm::EntryKind::kReply, entry.call_id);
+  call->reply = shm::make_ring_entry(shm::EntryKind::kReply, entry.call_id);
   auto reply_now = [&](Status status) {
     call->reply.status = static_cast<uint32_t>(status.code());
     connection->post_reply(call->reply, shm::kNoOffset);
@@ -766,7 +766,7 @@ bool ShmChannel::fire_deadlines() {
   // The daemon enforces the same deadline; the cancel makes sure it lets go of the request even
   // if its clock disagrees.
   if (auto connection = current_connection()) {
-    for (CallId id : to_cancel) connection->submit(blank_entry(shm::EntryKind::kCancel, id));
+    for (CallId id : to_cancel) connection->submit(shm::make_ring_entry(shm::EntryKind::kCancel, id));
   }
   for (auto& done : expired) {
     done(Status(StatusCode::kDeadlineExceeded, "the call passed its deadline"), ReceivedMessage());

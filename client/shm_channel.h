@@ -94,6 +94,9 @@ class ShmChannel final : public Channel {
   // Completion thread.
   void completion_loop();
   bool drain_completions(const std::shared_ptr<Connection>& connection);
+  // Copies a kCallDone's error text out of the receive region and releases its block.
+  std::string take_call_detail(const std::shared_ptr<Connection>& connection,
+                               const shm::RingEntry& entry);
   void on_call_done(const std::shared_ptr<Connection>& connection, const shm::RingEntry& entry);
   void on_incoming_call(const std::shared_ptr<Connection>& connection, const shm::RingEntry& entry);
   // Reads control messages while the socket has some; false if the daemon is gone.

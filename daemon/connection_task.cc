@@ -221,7 +221,7 @@ void ConnectionTask::close(const char* why) {
     app.graph->drain_into([this](RpcPtr rpc) {
       if (!rpc->response.present() || rpc->response.region != RegionKind::kHeap) return;
       if (Connection* server = core_.connection(rpc->response.owner))
-        server->post(make_entry(shm::EntryKind::kReplyDone, rpc->call_id));
+        server->post(shm::make_ring_entry(shm::EntryKind::kReplyDone, rpc->call_id));
     });
   }
   core_.connection_lost(app.id);

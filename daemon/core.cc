@@ -1,4 +1,7 @@
 // DaemonCore and Connection: call bookkeeping shared by the frontend and router operators.
+#include <algorithm>
+#include <cstring>
+
 #include "core.h"
 
 #include <spdlog/spdlog.h>
@@ -40,6 +43,26 @@ bool Connection::flush_overflow() {
   return moved;
 }
 
+void Connection::post_call_done(uint64_t call_id, const Status& status, uint64_t response) {
+  shm::RingEntry done = shm::make_ring_entry(shm::EntryKind::kCallDone, call_id);
+  done.status = static_cast<uint32_t>(status.code());
+  done.message_offset = response;
+  const std::string& text = status.message();
+  if (!status.ok() && !text.empty()) {
+    const uint64_t length = std::min<uint64_t>(text.size(), limits::kMaxStatusDetailBytes);
+    if (auto block = receive_allocator->allocate(length, 1); block.ok()) {
+      std::memcpy(receive.data() + *block, text.data(), length);
+      done.detail_offset = *block;
+      done.detail_length = static_cast<uint32_t>(length);
+      report_receive_usage();
+    }
+  }
+  if (!post(done)) {
+    (void)free_received(response);
+    (void)free_received(done.detail_offset);
+  }
+}
+
 Status Connection::free_received(uint64_t offset) {
   if (offset == shm::kNoOffset) return {};
   Status freed = receive_allocator->free(offset);
@@ -57,16 +80,6 @@ void Connection::report_receive_usage(bool closing) {
   receive_bytes_reported = used;
 }
 
-shm::RingEntry make_entry(shm::EntryKind kind, uint64_t call_id) {
-  shm::RingEntry entry{};
-  entry.kind = kind;
-  entry.call_id = call_id;
-  entry.message_offset = shm::kNoOffset;
-  entry.metadata_offset = shm::kNoOffset;
-  entry.detail_offset = shm::kNoOffset;
-  return entry;
-}
-
 void DaemonCore::complete_for_caller(CallRecord& record, const Status& status, uint64_t response) {
   if (record.caller_done) return;
   record.caller_done = true;
@@ -76,10 +89,7 @@ void DaemonCore::complete_for_caller(CallRecord& record, const Status& status, u
   Connection* caller = connection(record.caller);
   if (caller == nullptr) return;
   caller->outgoing.erase(record.caller_call_id);
-  shm::RingEntry done = make_entry(shm::EntryKind::kCallDone, record.caller_call_id);
-  done.status = static_cast<uint32_t>(status.code());
-  done.message_offset = response;
-  if (!caller->post(done) && response != shm::kNoOffset) (void)caller->free_received(response);
+  caller->post_call_done(record.caller_call_id, status, response);
 }
 
 void DaemonCore::end_early(CallRecord& record, const Status& status) {
@@ -101,7 +111,7 @@ void DaemonCore::end_early(CallRecord& record, const Status& status) {
   if (record.awaiting_callee && !record.callee_cancelled) {
     record.callee_cancelled = true;
     if (Connection* callee = connection(record.callee))
-      callee->post(make_entry(shm::EntryKind::kIncomingCancelled, record.id));
+      callee->post(shm::make_ring_entry(shm::EntryKind::kIncomingCancelled, record.id));
   }
 }
 
@@ -157,7 +167,7 @@ void DaemonCore::connection_lost(ConnectionId id) {
       if (record->awaiting_callee && !record->callee_cancelled) {
         record->callee_cancelled = true;
         if (Connection* callee = connection(record->callee))
-          callee->post(make_entry(shm::EntryKind::kIncomingCancelled, record->id));
+          callee->post(shm::make_ring_entry(shm::EntryKind::kIncomingCancelled, record->id));
       }
     }
     if (record->caller == id) record->parked.reset();

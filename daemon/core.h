@@ -30,9 +30,6 @@ namespace mrpc {
 
 struct DaemonCore;
 
-// A ring entry of `kind` for `call_id` with every offset "none": the start of every entry the
-// daemon posts.
-shm::RingEntry make_entry(shm::EntryKind kind, uint64_t call_id);
 
 // One app connection: its socket, the regions and rings the daemon created for it, and what it
 // has in flight. Owned (shared) by DaemonCore::connections and by its ConnectionTask.
@@ -71,6 +68,10 @@ struct Connection {
 
   // Posts a completion to the app (ring, or overflow when full). False if the ring is corrupt.
   bool post(const shm::RingEntry& entry);
+  // Posts kCallDone for the app's call `call_id`: `status`, and `response` (a block in the receive
+  // region, or kNoOffset). A non-OK status's text goes into the receive region too (capped at
+  // limits::kMaxStatusDetailBytes; left out if there is no room), for the app to release.
+  void post_call_done(uint64_t call_id, const Status& status, uint64_t response);
   // Moves overflowed completions into the ring; returns whether any moved.
   bool flush_overflow();
   // Frees a block the daemon placed in the receive region; a bad offset is counted, not fatal.

@@ -58,9 +58,7 @@ bool FrontendOperator::poll(Output& requests, Output&) {
 void FrontendOperator::refuse_call(Connection& app, uint64_t call_id, const Status& status) {
   core_.counters.calls_completed.fetch_add(1, std::memory_order_relaxed);
   core_.counters.calls_failed.fetch_add(1, std::memory_order_relaxed);
-  shm::RingEntry done = make_entry(shm::EntryKind::kCallDone, call_id);
-  done.status = static_cast<uint32_t>(status.code());
-  app.post(done);
+  app.post_call_done(call_id, status, shm::kNoOffset);
   spdlog::debug("connection {}: call {} refused: {}", connection_, call_id, status.to_string());
 }
 
@@ -145,7 +143,7 @@ void FrontendOperator::handle_call(Connection& app, const shm::RingEntry& entry,
 
 void FrontendOperator::handle_reply(Connection& app, const shm::RingEntry& entry) {
   // Whatever the id, the app gets its response memory back once the daemon is done reading it.
-  const shm::RingEntry reply_done = make_entry(shm::EntryKind::kReplyDone, entry.call_id);
+  const shm::RingEntry reply_done = shm::make_ring_entry(shm::EntryKind::kReplyDone, entry.call_id);
 
   CallRecord* record = core_.call(entry.call_id);
   if (record == nullptr || record->callee != app.id || !record->awaiting_callee) {

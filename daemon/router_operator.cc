@@ -43,7 +43,7 @@ Status RouterOperator::deliver(Rpc& rpc, const RegisteredService& service, Conne
     metadata_offset = *block;
   }
 
-  shm::RingEntry incoming = make_entry(shm::EntryKind::kIncomingCall, rpc.call_id);
+  shm::RingEntry incoming = shm::make_ring_entry(shm::EntryKind::kIncomingCall, rpc.call_id);
   incoming.method_index = rpc.method_index;
   incoming.service_id = rpc.service_id;
   incoming.message_offset = *request;
@@ -125,7 +125,7 @@ void RouterOperator::copy_response(Rpc& rpc) {
                         "bad response from the server: " + response.status().message());
     rpc.response = MessageLocation{};
   }
-  server->post(make_entry(shm::EntryKind::kReplyDone, rpc.call_id));
+  server->post(shm::make_ring_entry(shm::EntryKind::kReplyDone, rpc.call_id));
 }
 
 void RouterOperator::on_replies(RpcBatch& batch, Output&) {

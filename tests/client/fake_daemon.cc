@@ -19,15 +19,6 @@ std::string unique_socket_path() {
          std::to_string(counter.fetch_add(1)) + ".sock";
 }
 
-shm::RingEntry blank(shm::EntryKind kind, uint64_t call_id) {
-  shm::RingEntry entry{};
-  entry.kind = kind;
-  entry.call_id = call_id;
-  entry.message_offset = shm::kNoOffset;
-  entry.metadata_offset = shm::kNoOffset;
-  entry.detail_offset = shm::kNoOffset;
-  return entry;
-}
 }  // namespace
 
 FakeDaemon::FakeDaemon(FakeDaemonOptions options)
@@ -171,7 +162,7 @@ void FakeDaemon::handle_submission(const shm::RingEntry& entry) {
       auto reply = echo::EchoReply::create(*receive_heap_);
       reply.set_text(request.text());
       reply.set_payload(request.payload());
-      shm::RingEntry done = blank(shm::EntryKind::kCallDone, entry.call_id);
+      shm::RingEntry done = shm::make_ring_entry(shm::EntryKind::kCallDone, entry.call_id);
       done.message_offset = reply.ref().offset;
       post(done);
       receive_live_messages = receive_heap_->live_messages();
@@ -179,7 +170,7 @@ void FakeDaemon::handle_submission(const shm::RingEntry& entry) {
     }
     case shm::EntryKind::kCancel: {
       cancels.push_back(entry.call_id);
-      shm::RingEntry done = blank(shm::EntryKind::kCallDone, entry.call_id);
+      shm::RingEntry done = shm::make_ring_entry(shm::EntryKind::kCallDone, entry.call_id);
       done.status = static_cast<uint32_t>(StatusCode::kCancelled);
       post(done);
       return;
@@ -219,7 +210,7 @@ uint64_t FakeDaemon::send_incoming_echo(const std::string& service_name, const s
   std::lock_guard lock(mutex_);
   auto request = echo::EchoRequest::create(*receive_heap_);
   request.set_text(text);
-  shm::RingEntry incoming = blank(shm::EntryKind::kIncomingCall, next_call_id_++);
+  shm::RingEntry incoming = shm::make_ring_entry(shm::EntryKind::kIncomingCall, next_call_id_++);
   incoming.service_id = service_ids_.at(service_name);
   incoming.method_index = 0;
   incoming.message_offset = request.ref().offset;
@@ -246,7 +237,7 @@ void FakeDaemon::corrupt_completion_tail() {
 
 void FakeDaemon::send_reply_done(uint64_t call_id) {
   std::lock_guard lock(mutex_);
-  post(blank(shm::EntryKind::kReplyDone, call_id));
+  post(shm::make_ring_entry(shm::EntryKind::kReplyDone, call_id));
 }
 
 }  // namespace mrpc::testing

@@ -677,6 +677,7 @@ TEST_CASE("a reply dropped by a policy fails the call and its copied response is
     REQUIRE(done.has_value());
     CHECK(call_status(*done) == StatusCode::kDataLoss);
     CHECK(done->message_offset == shm::kNoOffset);
+    CHECK_FALSE(client->call_detail(id).empty());  // the policy's reason, released after reading
   }
   REQUIRE(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));
   REQUIRE(eventually([&] { return server.live_replies() == 0; }));

@@ -233,9 +233,23 @@ std::optional<shm::RingEntry> TestApp::wait_call_done(uint64_t call_id) {
     auto entry = next_completion();
     if (!entry) return std::nullopt;
     if (entry->kind != shm::EntryKind::kCallDone) continue;
+    // Error text comes in a receive block of its own: read, then hand it back, as libmrpc does.
+    if (entry->detail_offset != shm::kNoOffset) {
+      const uint64_t end = entry->detail_offset + entry->detail_length;
+      if (end <= receive_.size())
+        details_[entry->call_id].assign(
+            reinterpret_cast<const char*>(receive_.data() + entry->detail_offset),
+            entry->detail_length);
+      release(entry->detail_offset);
+    }
     if (entry->call_id == call_id) return entry;
     other_calls_done_.emplace(entry->call_id, *entry);
   }
+}
+
+std::string TestApp::call_detail(uint64_t call_id) const {
+  auto it = details_.find(call_id);
+  return it == details_.end() ? std::string() : it->second;
 }
 
 void TestApp::disconnect() {

@@ -84,6 +84,8 @@ class TestApp {
       std::chrono::nanoseconds timeout = std::chrono::seconds(10));
   // Waits for kCallDone of `call_id`, handling other completions as a client would.
   std::optional<shm::RingEntry> wait_call_done(uint64_t call_id);
+  // The error text that came with kCallDone of `call_id` ("" if none).
+  std::string call_detail(uint64_t call_id) const;
 
   ShmHeap& heap() { return *heap_; }
   shm::SharedRegion& heap_region() { return heap_region_; }
@@ -110,6 +112,7 @@ class TestApp {
   uint32_t ring_entries_ = 0;
   uint64_t next_request_id_ = 1;
   std::unordered_map<uint64_t, shm::RingEntry> other_calls_done_;  // seen while waiting for another
+  std::unordered_map<uint64_t, std::string> details_;  // error text of ended calls, by call id
 };
 
 // An echo server on its own thread: replies to each incoming call with the same text (or holds

@@ -95,12 +95,17 @@ TEST_CASE("the nested example round-trips exactly through the daemon") {
   mrpc::testing::check_document(**reply);
 }
 
-TEST_CASE("a call to a service nobody serves ends with UNAVAILABLE, not at its deadline") {
+TEST_CASE("a call to a service nobody serves ends with UNAVAILABLE and the reason, not at its "
+          "deadline") {
   LocalHost host;
   REQUIRE(host.start_daemon().ok());
   auto channel = host.connect();
   REQUIRE(channel.ok());
-  CHECK(call_once(*channel, 60s).code() == StatusCode::kUnavailable);
+  mrpc::Status status = call_once(*channel, 60s);
+  CHECK(status.code() == StatusCode::kUnavailable);
+  // The daemon's reason reaches the caller (through the receive region, then released).
+  CHECK(status.message() == "no app serves echo.EchoService");
+  CHECK(receive_bytes_settled(host, 0) == 0);
 }
 
 TEST_CASE("a call past its deadline ends with DEADLINE_EXCEEDED and a cancelled one with CANCELLED") {
@@ -144,6 +149,7 @@ TEST_CASE("a server killed mid-load fails its pending calls and the daemon keeps
     auto reply = call.get();
     CHECK_FALSE(reply.ok());
     CHECK(reply.status().code() == StatusCode::kUnavailable);
+    CHECK_FALSE(reply.status().message().empty());
   }
 
   // The daemon still serves the other app, and a new echo server.

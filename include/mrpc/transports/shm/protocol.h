@@ -45,7 +45,9 @@ enum class EntryKind : uint8_t {
                          // request in the receive region; metadata block there too
   kCallDone = 17,        // a call this app started has ended: status, response in the receive
                          // region (kNoOffset unless OK); the daemon no longer reads the request,
-                         // so the app may free it
+                         // so the app may free it. A non-OK status may come with UTF-8 detail
+                         // text in the receive region (detail_offset): the app copies it and
+                         // gives that block back with kRelease
   kReplyDone = 18,       // the daemon no longer reads the response the app sent with kReply
                          // (call_id = the daemon's id); the app may free it
   kIncomingCancelled = 19,  // an incoming call was cancelled or timed out; a kReply for it is
@@ -69,6 +71,17 @@ struct RingEntry {
   uint32_t reserved;
 };
 static_assert(sizeof(RingEntry) == 64);
+
+// A zeroed entry of `kind` for `call_id`, with every offset set to kNoOffset.
+constexpr RingEntry make_ring_entry(EntryKind kind, uint64_t call_id) {
+  RingEntry entry{};
+  entry.kind = kind;
+  entry.call_id = call_id;
+  entry.message_offset = kNoOffset;
+  entry.metadata_offset = kNoOffset;
+  entry.detail_offset = kNoOffset;
+  return entry;
+}
 
 // Metadata block: u32 count, then per pair u32 key_length, u32 value_length, key bytes, value
 // bytes (no padding). Keys are lower-case ASCII like HTTP/2 headers; at most
