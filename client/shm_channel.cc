@@ -1,6 +1,7 @@
 #include "shm_channel.h"
 
 #include <poll.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -484,7 +485,10 @@ void ShmChannel::completion_loop() {
       idle_since = now;
       continue;
     }
-    if (now - idle_since < spin_budget) continue;
+    if (now - idle_since < spin_budget) {
+      sched_yield();  // spin, but let a runnable thread on this core (often a peer) go first
+      continue;
+    }
     if (connection->completions().prepare_to_sleep()) {
       MonoTime until = next_deadline();
       if (overflow) until = std::min(until, saturating_add(now, kOverflowRetry));

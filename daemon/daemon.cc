@@ -52,11 +52,19 @@ class HousekeepingTask final : public Task {
       spdlog::info("draining: new calls and connections are refused");
       did_work = true;
     }
-    if (!core_.draining) did_work |= accept_apps();
-    did_work |= control_.poll();
+    // The listeners cost a syscall each: look at them after a wake-up (a connect wakes the
+    // runtime) and otherwise at most every kDaemonListenerCheckInterval.
+    const MonoTime now = core_.clock.now();
+    if (listeners_due_ || now - listeners_checked_ >= limits::kDaemonListenerCheckInterval.count()) {
+      listeners_due_ = false;
+      listeners_checked_ = now;
+      if (!core_.draining) did_work |= accept_apps();
+      did_work |= control_.poll();
+    }
     did_work |= core_.expire_deadlines();
     return did_work;
   }
+  void woke() override { listeners_due_ = true; }
   MonoTime next_timer() const override { return core_.next_deadline(); }
 
  private:
@@ -114,6 +122,8 @@ class HousekeepingTask final : public Task {
   int app_listener_;
   ControlServer& control_;
   const std::atomic<bool>& drain_requested_;
+  bool listeners_due_ = true;
+  MonoTime listeners_checked_ = 0;
   std::mutex jobs_mutex_;
   std::atomic<bool> has_jobs_{false};
   std::vector<std::function<void()>> jobs_;

@@ -66,6 +66,10 @@ inline constexpr std::chrono::nanoseconds kReconnectMaxBackoff = 1s;
 // registration replies).
 inline constexpr std::chrono::nanoseconds kAppSocketCheckInterval = 1ms;
 
+// While mrpcd's runtime is busy, how often it looks for new app and control connections (it
+// always looks right after waking, which is when a connection attempt wakes it).
+inline constexpr std::chrono::nanoseconds kDaemonListenerCheckInterval = 1ms;
+
 // ---- Policy language (.mpol) ----
 // Largest .mpol file the parser reads (bytes).
 inline constexpr uint64_t kMaxPolicyFileBytes = 1ull << 20;
