@@ -52,8 +52,8 @@ class HousekeepingTask final : public Task {
       spdlog::info("draining: new calls and connections are refused");
       did_work = true;
     }
-    // The listeners cost a syscall each: look at them after a wake-up (a connect wakes the
-    // runtime) and otherwise at most every kDaemonListenerCheckInterval.
+    // The listeners cost a syscall each: look at them after a socket woke the runtime (a connect
+    // or a control request does) and otherwise at most every kDaemonListenerCheckInterval.
     const MonoTime now = core_.clock.now();
     if (listeners_due_ || now - listeners_checked_ >= limits::kDaemonListenerCheckInterval.count()) {
       listeners_due_ = false;
@@ -64,7 +64,7 @@ class HousekeepingTask final : public Task {
     did_work |= core_.expire_deadlines();
     return did_work;
   }
-  void woke() override { listeners_due_ = true; }
+  void woke() override { listeners_due_ = listeners_due_ || core_.runtime->woke_by_readable(); }
   MonoTime next_timer() const override { return core_.next_deadline(); }
 
  private:

@@ -181,9 +181,12 @@ bool Runtime::sleep_once() {
   sleeps_.fetch_add(1, std::memory_order_relaxed);
   epoll_event events[16];
   int ready = ::epoll_wait(epoll_fd_, events, 16, -1);
+  woke_by_readable_ = false;
   for (int i = 0; i < ready; ++i) {
     if (events[i].data.u64 & kDrainFlag)
       drain_fd(static_cast<int>(events[i].data.u64 & 0xffffffffu));
+    else
+      woke_by_readable_ = true;
   }
   std::lock_guard lock(round_mutex_);
   round_thread_.store(std::this_thread::get_id(), std::memory_order_release);

@@ -77,6 +77,9 @@ class Runtime {
   // Any other fd (a socket): readable wakes the runtime, which leaves the data to the task that
   // reads it. Level-triggered: a task must read it or unwatch it, or the runtime cannot sleep.
   Status watch_readable(int fd);
+  // Whether the last sleep ended because a watch_readable fd (not an eventfd or a timer) became
+  // readable. Runtime thread only; meant for Task::woke().
+  bool woke_by_readable() const { return woke_by_readable_; }
   void unwatch(int fd);
   // Ends a sleep now, or prevents the next one. Thread-safe, async-signal-safe.
   void wake();
@@ -108,6 +111,7 @@ class Runtime {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   int timer_fd_ = -1;
+  bool woke_by_readable_ = false;
   std::thread thread_;
   std::atomic<bool> stop_{false};
 
