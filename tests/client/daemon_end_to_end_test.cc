@@ -170,7 +170,7 @@ TEST_CASE("a call to a service nobody serves ends UNAVAILABLE") {
   CHECK(client->heap().live_messages() == 0);
 }
 
-TEST_CASE("a call past its deadline ends DEADLINE_EXCEEDED; a cancelled one CANCELLED") {
+TEST_CASE("a call past its deadline ends DEADLINE_EXCEEDED, a cancelled one CANCELLED") {
   TestDaemon daemon;
   auto server = daemon.connect("server", 2);
   EchoService service;

@@ -1,6 +1,8 @@
 // mrpcd's engine embedded on real sockets, driven by raw test apps: routing, errors, deadlines,
 // cancellation, apps that leave, and hostile apps that must not hurt a well-behaved one.
 #include <doctest/doctest.h>
+
+#include <sys/mman.h>
 #include <google/protobuf/descriptor.pb.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -274,6 +276,16 @@ TEST_CASE("hostile calls get errors while a well-behaved app keeps getting answe
     expect(2, StatusCode::kInvalidArgument);
     evil->submit(evil->call_entry(service, 3, heap_bytes - 8));  // body runs off the end
     expect(3, StatusCode::kInvalidArgument);
+  }
+  SUBCASE("an app that takes its own heap mapping away hurts only itself") {
+    uint64_t request = evil->build_echo("still here");
+    // Replace the app's view of its heap with inaccessible memory (an munmap that keeps the
+    // address range reserved, so the region's own cleanup stays safe).
+    void* gone = ::mmap(evil->heap_region().data(), heap_bytes, PROT_NONE,
+                        MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(gone != MAP_FAILED);
+    evil->submit(evil->call_entry(service, 1, request));
+    expect(1, StatusCode::kOk);  // the daemon reads the heap through its own mapping
   }
   SUBCASE("a string reference far outside the heap") {
     uint64_t request = evil->build_echo("x");
@@ -562,7 +574,7 @@ TEST_CASE("policies spliced into a running daemon's graphs take effect and lose 
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
 }
 
-TEST_CASE("connections past max_connections are refused; closing one makes room") {
+TEST_CASE("connections past max_connections are refused, closing one makes room") {
   DaemonConfig config = EmbeddedDaemon::small_config();
   config.max_connections = 2;
   EmbeddedDaemon daemon(config);

@@ -89,7 +89,7 @@ TEST_CASE("a packet beyond the socket message limit is refused on both ends") {
   }
 }
 
-TEST_CASE("the peer closing the socket reads as UNAVAILABLE; sending to it too") {
+TEST_CASE("the peer closing the socket reads as UNAVAILABLE, sending to it too") {
   auto [app, daemon] = pair();
   daemon.reset();
   auto packet = mrpc::shm::receive_packet(app.get(), 5);
