@@ -120,7 +120,9 @@ int Subprocess::stop(int signal, std::chrono::milliseconds grace) {
   return exit_code_of(status);
 }
 
-Expected<ProcessCpu> Subprocess::cpu() const { return process_cpu(pid_); }
+Expected<ProcessCpu> Subprocess::cpu() const {
+  return process_cpu(pid_);
+}
 
 Expected<ProcessCpu> process_cpu(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/stat", pid));

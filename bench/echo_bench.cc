@@ -1,8 +1,8 @@
 // echo_bench: 64 B echo round trips through mrpc (daemon spin budget at its default and at zero)
 // beside the raw TCP floor, gRPC, and gRPC through an nginx sidecar (when nginx is installed), in
-// one run, with ratios. Each transport runs client and server as separate processes; the report gives p50/p99
-// latency (one call in flight), calls/s (a window of calls in flight) and CPU seconds per call of
-// every process taking part.
+// one run, with ratios. Each transport runs client and server as separate processes; the report
+// gives p50/p99 latency (one call in flight), calls/s (a window of calls in flight) and CPU seconds
+// per call of every process taking part.
 //
 //   build/bench/echo_bench [--calls N] [--payload B] [--window W]
 #include <sys/resource.h>
@@ -12,17 +12,17 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <thread>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
+#include "grpc_echo.h"
 #include "latency_recorder.h"
 #include "mrpc/base/subprocess.h"
-#include "grpc_echo.h"
 #ifdef MRPC_BENCH_WITH_MRPC
 #include "echo_load.h"
 #include "mrpc/client/channel.h"
@@ -60,7 +60,8 @@ using ClientRun = std::function<Status(LatencyRecorder&, double&)>;
 Expected<BenchRow> measure(std::string name, const Settings& settings, uint32_t window,
                            std::vector<Participant>& participants, const ClientRun& client) {
   std::vector<double> before;
-  for (auto& p : participants) before.push_back(p.process.cpu().ok() ? p.process.cpu()->total() : 0);
+  for (auto& p : participants)
+    before.push_back(p.process.cpu().ok() ? p.process.cpu()->total() : 0);
   LatencyRecorder latencies;
   double seconds = 0;
   double client_before = self_cpu_seconds();
@@ -126,8 +127,7 @@ Expected<Subprocess> start_nginx(const std::string& directory, uint16_t listen, 
              "    location / {{ grpc_pass grpc://b; }} }} }}\n",
              directory, listen, backend);
   std::fclose(file);
-  return Subprocess::start({"nginx", "-p", directory, "-c", conf}, {},
-                           directory + "/nginx.out");
+  return Subprocess::start({"nginx", "-p", directory, "-c", conf}, {}, directory + "/nginx.out");
 }
 
 #ifdef MRPC_BENCH_WITH_MRPC
@@ -138,8 +138,8 @@ Status bench_mrpc(const Settings& settings, std::vector<BenchRow>& rows) {
     char directory_template[] = "/tmp/mrpc-bench-XXXXXX";
     const std::string directory = ::mkdtemp(directory_template);
     const std::string socket = directory + "/app.sock";
-    std::vector<std::string> daemon_args = {MRPCD_PATH, "--app-socket", socket,
-                                            "--control-socket", directory + "/control.sock"};
+    std::vector<std::string> daemon_args = {MRPCD_PATH, "--app-socket", socket, "--control-socket",
+                                            directory + "/control.sock"};
     if (std::string(spin_us) != "default") {
       daemon_args.push_back("--spin-budget-us");
       daemon_args.push_back(spin_us);
@@ -214,8 +214,9 @@ Status bench_grpc(const Settings& settings, std::vector<BenchRow>& rows) {
     MRPC_TRY_STATUS(run(fmt::format("gRPC (window {})", window), port, window));
 
   if (!wait_for_path("/usr/sbin/nginx", std::chrono::milliseconds(0))) {
-    fmt::print("(gRPC through an nginx sidecar: skipped, nginx is not installed: "
-               "apt-get install nginx-light)\n");
+    fmt::print(
+        "(gRPC through an nginx sidecar: skipped, nginx is not installed: "
+        "apt-get install nginx-light)\n");
     return Status();
   }
   char directory_template[] = "/tmp/mrpc-bench-nginx-XXXXXX";
@@ -225,7 +226,8 @@ Status bench_grpc(const Settings& settings, std::vector<BenchRow>& rows) {
   if (!nginx.ok()) return nginx.status();
   participants.push_back({"nginx", std::move(*nginx)});
   for (uint32_t window : {1u, settings.window})
-    MRPC_TRY_STATUS(run(fmt::format("gRPC via nginx sidecar (window {})", window), proxy_port, window));
+    MRPC_TRY_STATUS(
+        run(fmt::format("gRPC via nginx sidecar (window {})", window), proxy_port, window));
   return Status();
 }
 
@@ -275,12 +277,11 @@ int main(int argc, char** argv) {
 
   std::vector<BenchRow> rows;
   using Bench = mrpc::Status (*)(const Settings&, std::vector<BenchRow>&);
-  const std::vector<std::pair<std::string, Bench>> benches = {
-      {"tcp", bench_tcp},
+  const std::vector<std::pair<std::string, Bench>> benches = {{"tcp", bench_tcp},
 #ifdef MRPC_BENCH_WITH_MRPC
-      {"mrpc", bench_mrpc},
+                                                              {"mrpc", bench_mrpc},
 #endif
-      {"grpc", bench_grpc}};
+                                                              {"grpc", bench_grpc}};
   for (const auto& [name, bench] : benches) {
     mrpc::Status status = bench(settings, rows);
     if (!status.ok()) {

@@ -15,7 +15,7 @@ namespace mrpc::bench {
 int run_grpc_echo_server(uint16_t port);
 
 struct GrpcRunOptions {
-  std::string target;   // "127.0.0.1:port"
+  std::string target;  // "127.0.0.1:port"
   uint32_t payload = 64;
   uint32_t calls = 20000;
   uint32_t window = 1;

@@ -32,7 +32,7 @@ struct BenchRow {
   std::string name;
   double p50_us = 0;
   double p99_us = 0;
-  double calls_per_second = 0;   // with `window` calls in flight
+  double calls_per_second = 0;  // with `window` calls in flight
   uint32_t window = 1;
   // CPU seconds per call, per process taking part ("client", "server", "daemon").
   std::vector<std::pair<std::string, double>> cpu_per_call;

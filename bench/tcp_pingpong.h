@@ -17,7 +17,7 @@ struct TcpRunOptions {
   uint16_t port = 0;
   uint32_t payload = 64;
   uint32_t calls = 20000;
-  uint32_t window = 1;   // messages in flight (pipelined on the one connection)
+  uint32_t window = 1;  // messages in flight (pipelined on the one connection)
 };
 // Connects and runs the calls; fills latency (window 1) or throughput (window > 1) into `row`.
 Status run_tcp_client(const TcpRunOptions& options, LatencyRecorder& latencies, double& seconds);

@@ -770,7 +770,8 @@ bool ShmChannel::fire_deadlines() {
   // The daemon enforces the same deadline; the cancel makes sure it lets go of the request even
   // if its clock disagrees.
   if (auto connection = current_connection()) {
-    for (CallId id : to_cancel) connection->submit(shm::make_ring_entry(shm::EntryKind::kCancel, id));
+    for (CallId id : to_cancel)
+      connection->submit(shm::make_ring_entry(shm::EntryKind::kCancel, id));
   }
   for (auto& done : expired) {
     done(Status(StatusCode::kDeadlineExceeded, "the call passed its deadline"), ReceivedMessage());

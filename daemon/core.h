@@ -30,7 +30,6 @@ namespace mrpc {
 
 struct DaemonCore;
 
-
 // One app connection: its socket, the regions and rings the daemon created for it, and what it
 // has in flight. Owned (shared) by DaemonCore::connections and by its ConnectionTask.
 struct Connection {

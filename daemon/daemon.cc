@@ -55,7 +55,8 @@ class HousekeepingTask final : public Task {
     // The listeners cost a syscall each: look at them after a socket woke the runtime (a connect
     // or a control request does) and otherwise at most every kDaemonListenerCheckInterval.
     const MonoTime now = core_.clock.now();
-    if (listeners_due_ || now - listeners_checked_ >= limits::kDaemonListenerCheckInterval.count()) {
+    if (listeners_due_ ||
+        now - listeners_checked_ >= limits::kDaemonListenerCheckInterval.count()) {
       listeners_due_ = false;
       listeners_checked_ = now;
       if (!core_.draining) did_work |= accept_apps();

@@ -1,8 +1,8 @@
 // echo_client: makes echo.EchoService calls through the host's mrpcd ($MRPC_SOCKET), checks every
 // reply and prints what happened and the round-trip latency. Exit code 0 iff every call was
 // answered correctly.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "echo_load.h"
 #include "mrpc/client/channel.h"

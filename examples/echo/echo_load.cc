@@ -93,13 +93,13 @@ EchoLoadResult run_echo_load(const std::shared_ptr<mrpc::Channel>& channel,
       state.changed.wait(lock, [&] { return state.outstanding < options.in_flight; });
       ++state.outstanding;
     }
-    client.Echo(request, call_options, [&state, &clock, call, sent, &options](
-                                           mrpc::CallResult<EchoReply> reply) {
-      state.record(call, options.payload_bytes, clock.now() - sent, reply);
-      std::lock_guard lock(state.mutex);
-      --state.outstanding;
-      state.changed.notify_all();
-    });
+    client.Echo(request, call_options,
+                [&state, &clock, call, sent, &options](mrpc::CallResult<EchoReply> reply) {
+                  state.record(call, options.payload_bytes, clock.now() - sent, reply);
+                  std::lock_guard lock(state.mutex);
+                  --state.outstanding;
+                  state.changed.notify_all();
+                });
   }
   std::unique_lock lock(state.mutex);
   state.changed.wait(lock, [&] { return state.outstanding == 0; });

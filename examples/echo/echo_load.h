@@ -17,14 +17,14 @@ namespace echo {
 
 struct EchoLoadOptions {
   uint32_t calls = 1000;
-  uint32_t in_flight = 1;        // 1: blocking calls; more: callbacks with a window
-  uint32_t payload_bytes = 64;   // bytes field; the text field carries the call's number
+  uint32_t in_flight = 1;       // 1: blocking calls; more: callbacks with a window
+  uint32_t payload_bytes = 64;  // bytes field; the text field carries the call's number
   std::chrono::nanoseconds timeout = std::chrono::seconds(10);
 };
 
 struct EchoLoadResult {
-  uint64_t answered = 0;         // replies equal to their requests
-  uint64_t mismatched = 0;       // replies that differ from their request
+  uint64_t answered = 0;    // replies equal to their requests
+  uint64_t mismatched = 0;  // replies that differ from their request
   std::map<mrpc::StatusCode, uint64_t> errors;
   mrpc::Status first_error;
   std::vector<int64_t> latencies_ns;  // of answered calls, in completion order

@@ -3,11 +3,11 @@
 #include <chrono>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
-#include "echo.mrpc.h"
 #include "common/serve_until_signal.h"
+#include "echo.mrpc.h"
 
 namespace {
 

@@ -58,11 +58,20 @@ void copy_document(const Document& from, Document to) {
 
   // The oneof: only its set member.
   switch (from.body_case()) {
-    case Document::kText: to.set_text(from.text()); break;
-    case Document::kImage: to.set_image(from.image()); break;
-    case Document::kLocation: copy_point(from.location(), to.mutable_location()); break;
-    case Document::kNumber: to.set_number(from.number()); break;
-    case Document::BODY_NOT_SET: break;
+    case Document::kText:
+      to.set_text(from.text());
+      break;
+    case Document::kImage:
+      to.set_image(from.image());
+      break;
+    case Document::kLocation:
+      copy_point(from.location(), to.mutable_location());
+      break;
+    case Document::kNumber:
+      to.set_number(from.number());
+      break;
+    case Document::BODY_NOT_SET:
+      break;
   }
 
   // Maps.

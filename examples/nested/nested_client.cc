@@ -1,7 +1,7 @@
 // nested_client: sends one nested.Document with every kind of field to nested.DocumentStore/Put
 // through the host's mrpcd ($MRPC_SOCKET) and prints what came back.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "mrpc/client/channel.h"
 #include "nested.mrpc.h"
@@ -46,7 +46,8 @@ int main(int argc, char** argv) {
 
   auto channel = mrpc::Channel::connect(options);
   if (!channel.ok()) {
-    fmt::print(stderr, "nested_client: cannot connect to mrpcd: {}\n", channel.status().to_string());
+    fmt::print(stderr, "nested_client: cannot connect to mrpcd: {}\n",
+               channel.status().to_string());
     return 1;
   }
   nested::DocumentStore::Client client(*channel);
@@ -58,19 +59,21 @@ int main(int argc, char** argv) {
     return 1;
   }
   const nested::Document& back = **reply;
-  fmt::print("nested_client: Put answered: title '{}', kind {}, maybe_count set {} (= {}), u64 {}\n",
-             back.title(), static_cast<int>(back.kind()), back.has_maybe_count(),
-             back.maybe_count(), back.u64());
+  fmt::print(
+      "nested_client: Put answered: title '{}', kind {}, maybe_count set {} (= {}), u64 {}\n",
+      back.title(), static_cast<int>(back.kind()), back.has_maybe_count(), back.maybe_count(),
+      back.u64());
   fmt::print("  {} sections (last '{}'), numbers [{}], tags [{}]\n", back.sections_size(),
              back.sections(back.sections_size() - 1).title(),
              fmt::join(std::vector<int32_t>{back.numbers(0), back.numbers(1), back.numbers(2),
                                             back.numbers(3), back.numbers(4)},
                        ", "),
              fmt::format("{}, {}", back.tags(0), back.tags(1)));
-  fmt::print("  oneof body = location ({}, {}); counts['apples'] = {}; names[7] = '{}'; tree '{}' "
-             "with {} children\n",
-             back.location().x(), back.location().y(), back.counts_at("apples"),
-             back.names_at(7), back.tree().label(), back.tree().children_size());
+  fmt::print(
+      "  oneof body = location ({}, {}); counts['apples'] = {}; names[7] = '{}'; tree '{}' "
+      "with {} children\n",
+      back.location().x(), back.location().y(), back.counts_at("apples"), back.names_at(7),
+      back.tree().label(), back.tree().children_size());
   const bool exact = back.body_case() == nested::Document::kLocation && back.sections_size() == 3 &&
                      back.numbers_size() == 5 && back.counts_at("apples") == 3 &&
                      back.tree().children_size() == 2 && back.has_maybe_count();

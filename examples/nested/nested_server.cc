@@ -1,10 +1,10 @@
 // nested_server: serves nested.DocumentStore through the host's mrpcd ($MRPC_SOCKET) until
 // SIGTERM or SIGINT. Put answers with an exact copy of the document it received.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
-#include "document_copy.h"
 #include "common/serve_until_signal.h"
+#include "document_copy.h"
 
 namespace {
 

@@ -2,8 +2,8 @@
 // cancellation, apps that leave, and hostile apps that must not hurt a well-behaved one.
 #include <doctest/doctest.h>
 
-#include <sys/mman.h>
 #include <google/protobuf/descriptor.pb.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 

@@ -12,8 +12,8 @@
 #include "../message/document_fixture.h"
 #include "document_copy.h"
 #include "echo.mrpc.h"
-#include "echo_load.h"
 #include "echo_host.h"
+#include "echo_load.h"
 #include "local_host.h"
 #include "mrpc/message/shm_heap.h"
 #include "nested.mrpc.h"
@@ -58,8 +58,9 @@ uint64_t receive_bytes_settled(LocalHost& host, uint64_t expected) {
 
 }  // namespace
 
-TEST_CASE("echo: 100,000 calls with 64 in flight are all answered correctly and memory is "
-          "reclaimed") {
+TEST_CASE(
+    "echo: 100,000 calls with 64 in flight are all answered correctly and memory is "
+    "reclaimed") {
   EchoHost echo;
   LocalHost& host = echo.host;
   auto* channel = &echo.channel;
@@ -95,8 +96,9 @@ TEST_CASE("the nested example round-trips exactly through the daemon") {
   mrpc::testing::check_document(**reply);
 }
 
-TEST_CASE("a call to a service nobody serves ends with UNAVAILABLE and the reason, not at its "
-          "deadline") {
+TEST_CASE(
+    "a call to a service nobody serves ends with UNAVAILABLE and the reason, not at its "
+    "deadline") {
   LocalHost host;
   REQUIRE(host.start_daemon().ok());
   auto channel = host.connect();
@@ -108,7 +110,8 @@ TEST_CASE("a call to a service nobody serves ends with UNAVAILABLE and the reaso
   CHECK(receive_bytes_settled(host, 0) == 0);
 }
 
-TEST_CASE("a call past its deadline ends with DEADLINE_EXCEEDED and a cancelled one with CANCELLED") {
+TEST_CASE(
+    "a call past its deadline ends with DEADLINE_EXCEEDED and a cancelled one with CANCELLED") {
   EchoHost echo({"--delay-ms", "1000"});
   auto* channel = &echo.channel;
 
@@ -118,10 +121,9 @@ TEST_CASE("a call past its deadline ends with DEADLINE_EXCEEDED and a cancelled 
   mrpc::CallOptions options;
   options.timeout = 60s;
   std::promise<mrpc::Status> ended;
-  mrpc::CallId id = client.Echo(make_request(**channel, "cancel me"), options,
-                                [&](mrpc::CallResult<echo::EchoReply> reply) {
-                                  ended.set_value(reply.status());
-                                });
+  mrpc::CallId id = client.Echo(
+      make_request(**channel, "cancel me"), options,
+      [&](mrpc::CallResult<echo::EchoReply> reply) { ended.set_value(reply.status()); });
   (*channel)->cancel(id);
   CHECK(ended.get_future().get().code() == StatusCode::kCancelled);
 }
@@ -165,7 +167,8 @@ TEST_CASE("a server killed mid-load fails its pending calls and the daemon keeps
   CHECK_MESSAGE(after_restart.ok(), after_restart.to_string());
 }
 
-TEST_CASE("a daemon restarted under a client fails its calls, then they succeed after reconnection") {
+TEST_CASE(
+    "a daemon restarted under a client fails its calls, then they succeed after reconnection") {
   EchoHost echo;
   LocalHost& host = echo.host;
   auto* channel = &echo.channel;
@@ -190,7 +193,7 @@ TEST_CASE("an idle daemon sleeps: under 5% of a core over 2 s") {
   EchoHost echo;
   LocalHost& host = echo.host;
   auto* channel = &echo.channel;
-  REQUIRE(call_once(*channel).ok());  // apps connected, then everyone goes quiet
+  REQUIRE(call_once(*channel).ok());   // apps connected, then everyone goes quiet
   std::this_thread::sleep_for(200ms);  // past the spin budget
   auto before = host.daemon().cpu();
   REQUIRE(before.ok());

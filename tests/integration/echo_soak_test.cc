@@ -3,8 +3,8 @@
 #include <doctest/doctest.h>
 
 #include "echo.mrpc.h"
-#include "echo_load.h"
 #include "echo_host.h"
+#include "echo_load.h"
 #include "mrpc/message/shm_heap.h"
 
 using namespace std::chrono_literals;

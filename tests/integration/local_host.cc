@@ -56,12 +56,14 @@ Status LocalHost::start_daemon(std::vector<std::string> extra_args) {
   if (!daemon.ok()) return daemon.status();
   daemon_ = std::move(*daemon);
   if (!wait_for_path(app_socket(), kStartTimeout))
-    return Status(StatusCode::kUnavailable, "mrpcd did not create its app socket; see " +
-                                                directory_ + "/mrpcd.log");
+    return Status(StatusCode::kUnavailable,
+                  "mrpcd did not create its app socket; see " + directory_ + "/mrpcd.log");
   return Status();
 }
 
-void LocalHost::kill_daemon() { daemon_.stop(SIGKILL, 0ms); }
+void LocalHost::kill_daemon() {
+  daemon_.stop(SIGKILL, 0ms);
+}
 
 Expected<Subprocess> LocalHost::start_app(const std::string& binary, const std::string& name,
                                           const std::string& ready_line,

@@ -36,8 +36,7 @@ class LocalHost {
   // Starts an app binary with MRPC_SOCKET pointing at this host's daemon and waits until it prints
   // `ready_line` on stdout (its log file is directory()/<name>-<n>.log).
   Expected<Subprocess> start_app(const std::string& binary, const std::string& name,
-                                 const std::string& ready_line,
-                                 std::vector<std::string> args = {});
+                                 const std::string& ready_line, std::vector<std::string> args = {});
   Expected<Subprocess> start_echo_server(std::vector<std::string> args = {});
   Expected<Subprocess> start_nested_server();
 

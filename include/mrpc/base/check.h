@@ -10,10 +10,10 @@ namespace mrpc::detail {
                                    const std::string& detail);
 }  // namespace mrpc::detail
 
-#define MRPC_ASSERT(cond, ...)                                                       \
-  do {                                                                               \
-    if (!(cond)) [[unlikely]] {                                                      \
-      ::mrpc::detail::assertion_failed(#cond, __FILE__, __LINE__,                    \
+#define MRPC_ASSERT(cond, ...)                                                        \
+  do {                                                                                \
+    if (!(cond)) [[unlikely]] {                                                       \
+      ::mrpc::detail::assertion_failed(#cond, __FILE__, __LINE__,                     \
                                        ::fmt::format("" __VA_OPT__(, ) __VA_ARGS__)); \
-    }                                                                                \
+    }                                                                                 \
   } while (0)

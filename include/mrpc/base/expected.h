@@ -12,7 +12,8 @@ namespace mrpc {
 template <class T>
 class [[nodiscard]] Expected {
  public:
-  Expected(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
+  Expected(T value)
+      : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
   Expected(Status status) : state_(std::in_place_index<1>, std::move(status)) {  // NOLINT
     assert(!std::get<1>(state_).ok() && "Expected built from an OK status carries no value");
   }
@@ -38,8 +39,8 @@ class [[nodiscard]] Expected {
 }  // namespace mrpc
 
 // Returns the error of an Expected or Status expression from the enclosing function.
-#define MRPC_TRY_STATUS(expr)              \
-  do {                                     \
-    ::mrpc::Status mrpc_status_ = (expr);  \
+#define MRPC_TRY_STATUS(expr)                    \
+  do {                                           \
+    ::mrpc::Status mrpc_status_ = (expr);        \
     if (!mrpc_status_.ok()) return mrpc_status_; \
   } while (0)

@@ -48,15 +48,17 @@ namespace mrpc {
 
 // One service's schema, emitted by protoc-gen-mrpc as static data.
 struct ServiceSchema {
-  std::string_view full_name;                  // "echo.EchoService"
-  std::string_view file_descriptor_set;        // serialized FileDescriptorSet: the file and imports
-  std::span<const std::string_view> methods;   // method names in declaration order
+  std::string_view full_name;                 // "echo.EchoService"
+  std::string_view file_descriptor_set;       // serialized FileDescriptorSet: the file and imports
+  std::span<const std::string_view> methods;  // method names in declaration order
 };
 
 // Per-call key/value pairs, visible to policies. Keys are lower-case ASCII.
 class Metadata {
  public:
-  void add(std::string key, std::string value) { entries_.emplace_back(std::move(key), std::move(value)); }
+  void add(std::string key, std::string value) {
+    entries_.emplace_back(std::move(key), std::move(value));
+  }
   std::optional<std::string_view> get(std::string_view key) const {
     for (const auto& [k, v] : entries_)
       if (k == key) return std::string_view(v);
@@ -96,7 +98,8 @@ template <class M>
 class Received {
  public:
   Received() = default;
-  explicit Received(ReceivedMessage message) : message_(std::move(message)), view_(message_.ref()) {}
+  explicit Received(ReceivedMessage message)
+      : message_(std::move(message)), view_(message_.ref()) {}
   const M& operator*() const { return view_; }
   const M* operator->() const { return &view_; }
 
@@ -117,15 +120,15 @@ class ServerContext {
  public:
   virtual ~ServerContext() = default;
   virtual const Metadata& metadata() const = 0;
-  virtual int64_t deadline() const = 0;      // absolute CLOCK_MONOTONIC ns
+  virtual int64_t deadline() const = 0;  // absolute CLOCK_MONOTONIC ns
   virtual bool is_cancelled() const = 0;
-  virtual ShmHeap& heap() = 0;               // where the response is built
+  virtual ShmHeap& heap() = 0;  // where the response is built
 };
 
 // One method's handler, untyped: given the request, fill `response` (already allocated in the
 // heap, of the method's output type) and return the status.
-using UntypedHandler =
-    std::function<Status(ServerContext& context, const ReceivedMessage& request, MessageRef& response)>;
+using UntypedHandler = std::function<Status(ServerContext& context, const ReceivedMessage& request,
+                                            MessageRef& response)>;
 // Allocates an empty message of the method's output type in `heap`.
 using ResponseFactory = std::function<Expected<MessageRef>(ShmHeap& heap)>;
 
@@ -135,10 +138,10 @@ struct UntypedMethod {
 };
 
 struct ChannelOptions {
-  std::string socket_path;   // empty: $MRPC_SOCKET, else shm::kDefaultAppSocketPath
-  std::string app_name;      // for logs and stats
-  int handler_threads = 1;   // threads running server handlers
-  bool reconnect = true;     // reconnect in the background if the daemon goes away
+  std::string socket_path;  // empty: $MRPC_SOCKET, else shm::kDefaultAppSocketPath
+  std::string app_name;     // for logs and stats
+  int handler_threads = 1;  // threads running server handlers
+  bool reconnect = true;    // reconnect in the background if the daemon goes away
 };
 
 class Channel {

@@ -13,8 +13,8 @@ class ShmHeap;  // the app's allocator over its send heap: mrpc/message/shm_heap
 struct MessageRef {
   std::byte* base = nullptr;  // start of the region, as mapped in this process
   uint64_t region_size = 0;
-  uint64_t offset = 0;        // root of the message within the region
-  ShmHeap* heap = nullptr;    // the heap it may grow in; null for a read-only received message
+  uint64_t offset = 0;      // root of the message within the region
+  ShmHeap* heap = nullptr;  // the heap it may grow in; null for a read-only received message
 };
 
 }  // namespace mrpc

@@ -25,7 +25,7 @@ class RegionAllocator {
   Status free(uint64_t offset);
 
   uint64_t region_bytes() const;
-  uint64_t used_bytes() const;   // bytes in live blocks, rounding included
+  uint64_t used_bytes() const;  // bytes in live blocks, rounding included
   uint64_t live_blocks() const;
 
  private:

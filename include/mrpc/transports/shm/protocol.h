@@ -41,15 +41,15 @@ enum class EntryKind : uint8_t {
   kCancel = 3,   // cancel a call this app started (call_id = the app's id)
   kRelease = 4,  // the app is done with the receive-region block at message_offset
   // ---- daemon -> app (completion ring) ----
-  kIncomingCall = 16,    // a call to a service this app serves; call_id chosen by the daemon;
-                         // request in the receive region; metadata block there too
-  kCallDone = 17,        // a call this app started has ended: status, response in the receive
-                         // region (kNoOffset unless OK); the daemon no longer reads the request,
-                         // so the app may free it. A non-OK status may come with UTF-8 detail
-                         // text in the receive region (detail_offset): the app copies it and
-                         // gives that block back with kRelease
-  kReplyDone = 18,       // the daemon no longer reads the response the app sent with kReply
-                         // (call_id = the daemon's id); the app may free it
+  kIncomingCall = 16,       // a call to a service this app serves; call_id chosen by the daemon;
+                            // request in the receive region; metadata block there too
+  kCallDone = 17,           // a call this app started has ended: status, response in the receive
+                            // region (kNoOffset unless OK); the daemon no longer reads the request,
+                            // so the app may free it. A non-OK status may come with UTF-8 detail
+                            // text in the receive region (detail_offset): the app copies it and
+                            // gives that block back with kRelease
+  kReplyDone = 18,          // the daemon no longer reads the response the app sent with kReply
+                            // (call_id = the daemon's id); the app may free it
   kIncomingCancelled = 19,  // an incoming call was cancelled or timed out; a kReply for it is
                             // still expected (and ignored), to release the request
 };
@@ -57,16 +57,16 @@ enum class EntryKind : uint8_t {
 // One slot of a ring; 64 bytes, one cache line.
 struct RingEntry {
   EntryKind kind;
-  uint8_t flags;            // reserved, 0
-  uint16_t method_index;    // kCall, kIncomingCall: index of the method in its service
-  uint32_t service_id;      // kCall, kIncomingCall: id the daemon gave at schema registration
-  uint64_t call_id;         // see EntryKind
-  uint64_t message_offset;  // root of the message (request or response), or kNoOffset
-  uint64_t metadata_offset; // metadata block (below), or kNoOffset
-  uint32_t metadata_length; // bytes of the metadata block
-  uint32_t status;          // kReply, kCallDone: a StatusCode
-  int64_t deadline;         // kCall, kIncomingCall: absolute CLOCK_MONOTONIC ns
-  uint64_t detail_offset;   // kReply, kCallDone: UTF-8 error text, or kNoOffset
+  uint8_t flags;             // reserved, 0
+  uint16_t method_index;     // kCall, kIncomingCall: index of the method in its service
+  uint32_t service_id;       // kCall, kIncomingCall: id the daemon gave at schema registration
+  uint64_t call_id;          // see EntryKind
+  uint64_t message_offset;   // root of the message (request or response), or kNoOffset
+  uint64_t metadata_offset;  // metadata block (below), or kNoOffset
+  uint32_t metadata_length;  // bytes of the metadata block
+  uint32_t status;           // kReply, kCallDone: a StatusCode
+  int64_t deadline;          // kCall, kIncomingCall: absolute CLOCK_MONOTONIC ns
+  uint64_t detail_offset;    // kReply, kCallDone: UTF-8 error text, or kNoOffset
   uint32_t detail_length;
   uint32_t reserved;
 };
@@ -103,7 +103,11 @@ constexpr uint64_t rings_region_bytes(uint32_t entries) {
   return 2 * (sizeof(RingHeader) + static_cast<uint64_t>(entries) * sizeof(RingEntry));
 }
 // Where each ring starts in the rings region.
-constexpr uint64_t submission_ring_offset() { return 0; }
-constexpr uint64_t completion_ring_offset(uint32_t entries) { return rings_region_bytes(entries) / 2; }
+constexpr uint64_t submission_ring_offset() {
+  return 0;
+}
+constexpr uint64_t completion_ring_offset(uint32_t entries) {
+  return rings_region_bytes(entries) / 2;
+}
 
 }  // namespace mrpc::shm
