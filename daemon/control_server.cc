@@ -1,5 +1,7 @@
 #include "control_server.h"
 
+#include "mrpc/transports/shm/app_socket.h"
+
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -36,15 +38,7 @@ Expected<ControlServer> ControlServer::listen(const std::string& path, Handler h
   if (!address.ok()) return address.status();
   shm::UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!listener) return errno_status(StatusCode::kUnavailable, "control socket");
-  ::unlink(path.c_str());
-  // The socket file is born 0600: no window in which another user could connect.
-  mode_t previous = ::umask(0177);
-  int bound = ::bind(listener.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address);
-  ::umask(previous);
-  if (bound < 0) return errno_status(StatusCode::kUnavailable, "bind " + path);
-  if (::chmod(path.c_str(), 0600) < 0)
-    return errno_status(StatusCode::kUnavailable, "chmod " + path);
-  if (::listen(listener.get(), 16) < 0) return errno_status(StatusCode::kUnavailable, "listen");
+  MRPC_TRY_STATUS(shm::listen_unix_socket_at(listener.get(), path, 0600, 16));
   ControlServer server;
   server.listener_ = std::move(listener);
   server.handler_ = std::move(handler);

@@ -23,7 +23,9 @@ step "starting mrpcd (app socket $MRPC_SOCKET)"
 "$build/daemon/mrpcd" --app-socket "$MRPC_SOCKET" --control-socket "$run_dir/control.sock" \
   >"$run_dir/mrpcd.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 500); do [ -S "$MRPC_SOCKET" ] && break; sleep 0.01; done
+# mrpcd makes the socket appear only once it accepts connections.
+for _ in $(seq 1 1000); do [ -S "$MRPC_SOCKET" ] && break; sleep 0.01; done
+[ -S "$MRPC_SOCKET" ] || { echo "mrpcd did not start:"; cat "$run_dir/mrpcd.log"; exit 1; }
 
 step "starting the server apps"
 "$build/examples/echo/echo_server" >"$run_dir/echo_server.log" 2>&1 &
@@ -31,8 +33,9 @@ pids+=($!)
 "$build/examples/nested/nested_server" >"$run_dir/nested_server.log" 2>&1 &
 pids+=($!)
 for log in echo_server nested_server; do
-  for _ in $(seq 1 500); do grep -q serving "$run_dir/$log.log" && break; sleep 0.01; done
+  for _ in $(seq 1 1000); do grep -q serving "$run_dir/$log.log" && break; sleep 0.01; done
   cat "$run_dir/$log.log"
+  grep -q serving "$run_dir/$log.log" || { echo "$log did not start"; exit 1; }
 done
 
 step "echo: 1,000 blocking calls (one in flight), 64 B payload"

@@ -1,5 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <cstdio>
+
+#include <sys/stat.h>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -140,6 +144,34 @@ TEST_CASE("a listening socket accepts a connection and names the peer's process"
   CHECK(credentials->uid == ::getuid());
   REQUIRE(mrpc::shm::send_packet(client->get(), "ping").ok());
   CHECK(mrpc::shm::receive_packet(server->get(), 0).value().bytes == "ping");
+  ::unlink(path.c_str());
+}
+
+TEST_CASE("listening replaces a stale socket file and never leaves a file that refuses") {
+  const std::string path = temp_socket_path();
+  {
+    // A daemon that died: its socket file stays, nobody listens on it.
+    auto dead = mrpc::shm::listen_app_socket(path);
+    REQUIRE(dead.ok());
+  }
+  CHECK(mrpc::shm::connect_app_socket(path).status().code() == StatusCode::kUnavailable);
+  auto listener = mrpc::shm::listen_app_socket(path);
+  REQUIRE(listener.ok());
+  CHECK(mrpc::shm::connect_app_socket(path).ok());
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0666);
+  // No temporary file is left beside it.
+  CHECK(::access((path + "." + std::to_string(::getpid()) + ".tmp").c_str(), F_OK) != 0);
+  ::unlink(path.c_str());
+}
+
+TEST_CASE("a path that exists and is not a socket is not replaced") {
+  const std::string path = temp_socket_path();
+  FILE* file = std::fopen(path.c_str(), "w");
+  REQUIRE(file != nullptr);
+  std::fclose(file);
+  CHECK(mrpc::shm::listen_app_socket(path).status().code() == StatusCode::kFailedPrecondition);
   ::unlink(path.c_str());
 }
 

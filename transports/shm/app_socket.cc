@@ -41,20 +41,37 @@ Expected<UniqueFd> new_socket() {
 
 }  // namespace
 
-Expected<UniqueFd> listen_app_socket(const std::string& path, int backlog) {
-  auto address = unix_address(path);
+Status listen_unix_socket_at(int fd, const std::string& path, mode_t mode, int backlog) {
+  // Bind under a temporary name, listen, then rename into place: whoever sees `path` can connect
+  // (no window between bind and listen in which a connect is refused), and a stale socket file
+  // is replaced atomically.
+  const std::string temporary = fmt::format("{}.{}.tmp", path, ::getpid());
+  auto address = unix_address(temporary);
   if (!address) return address.status();
+  ::unlink(temporary.c_str());
+  // The file is born with `mode` at most: no window in which others could connect.
+  const mode_t previous = ::umask(static_cast<mode_t>(~mode & 0777));
+  const int bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un));
+  ::umask(previous);
+  if (bound != 0) return errno_status(StatusCode::kUnavailable, fmt::format("bind {}", temporary));
+  if (::chmod(temporary.c_str(), mode) != 0 || ::listen(fd, backlog) != 0 ||
+      ::rename(temporary.c_str(), path.c_str()) != 0) {
+    Status failed = errno_status(StatusCode::kUnavailable, fmt::format("listen on {}", path));
+    ::unlink(temporary.c_str());
+    return failed;
+  }
+  return {};
+}
+
+Expected<UniqueFd> listen_app_socket(const std::string& path, int backlog) {
+  if (auto address = unix_address(path); !address) return address.status();
   auto fd = new_socket();
   if (!fd) return fd.status();
   struct stat existing {};
-  if (::lstat(path.c_str(), &existing) == 0 && S_ISSOCK(existing.st_mode)) ::unlink(path.c_str());
-  if (::bind(fd->get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un)) != 0) {
-    return errno_status(StatusCode::kUnavailable, fmt::format("bind {}", path));
-  }
-  ::chmod(path.c_str(), 0666);
-  if (::listen(fd->get(), backlog) != 0) {
-    return errno_status(StatusCode::kUnavailable, fmt::format("listen {}", path));
-  }
+  if (::lstat(path.c_str(), &existing) == 0 && !S_ISSOCK(existing.st_mode))
+    return Status(StatusCode::kFailedPrecondition,
+                  fmt::format("{} exists and is not a socket: not replacing it", path));
+  MRPC_TRY_STATUS(listen_unix_socket_at(fd->get(), path, 0666, backlog));
   return fd;
 }
 

@@ -31,6 +31,9 @@ inline constexpr size_t kMaxFdsPerPacket = 8;
 
 // A listening socket at `path` (an existing socket file there is replaced). Mode 0666 unless
 // changed by the caller afterwards: access control is by SO_PEERCRED on each connection.
+// Binds `fd` (a Unix socket) at `path` with permissions `mode` and listens, so that the path
+// appears only once connections are accepted; an existing socket file there is replaced.
+Status listen_unix_socket_at(int fd, const std::string& path, mode_t mode, int backlog);
 Expected<UniqueFd> listen_app_socket(const std::string& path, int backlog = 64);
 // Connects to `path`. UNAVAILABLE if nothing listens there (missing file, refused).
 Expected<UniqueFd> connect_app_socket(const std::string& path);
