@@ -63,21 +63,21 @@ TEST_CASE(
     "reclaimed") {
   EchoHost echo;
   LocalHost& host = echo.host;
-  auto* channel = &echo.channel;
+  std::shared_ptr<mrpc::Channel>& channel = echo.channel;
   // One call first, so lazily created state (service registration) is in the baseline.
-  REQUIRE(call_once(*channel).ok());
-  const uint64_t heap_before = (*channel)->heap().used_bytes();
+  REQUIRE(call_once(channel).ok());
+  const uint64_t heap_before = channel->heap().used_bytes();
   const uint64_t receive_before = receive_bytes_settled(host, 0);
 
   echo::EchoLoadOptions load;
   load.calls = 100'000;
   load.in_flight = 64;
   load.timeout = 60s;
-  echo::EchoLoadResult result = echo::run_echo_load(*channel, load);
+  echo::EchoLoadResult result = echo::run_echo_load(channel, load);
   INFO(result.summary());
   CHECK(result.answered == 100'000);
   CHECK(result.failed() == 0);
-  CHECK((*channel)->heap().used_bytes() == heap_before);
+  CHECK(channel->heap().used_bytes() == heap_before);
   CHECK(receive_bytes_settled(host, receive_before) == receive_before);
 }
 
@@ -113,18 +113,18 @@ TEST_CASE(
 TEST_CASE(
     "a call past its deadline ends with DEADLINE_EXCEEDED and a cancelled one with CANCELLED") {
   EchoHost echo({"--delay-ms", "1000"});
-  auto* channel = &echo.channel;
+  std::shared_ptr<mrpc::Channel>& channel = echo.channel;
 
-  CHECK(call_once(*channel, 50ms).code() == StatusCode::kDeadlineExceeded);
+  CHECK(call_once(channel, 50ms).code() == StatusCode::kDeadlineExceeded);
 
-  echo::EchoService::Client client(*channel);
+  echo::EchoService::Client client(channel);
   mrpc::CallOptions options;
   options.timeout = 60s;
   std::promise<mrpc::Status> ended;
   mrpc::CallId id = client.Echo(
-      make_request(**channel, "cancel me"), options,
+      make_request(*channel, "cancel me"), options,
       [&](mrpc::CallResult<echo::EchoReply> reply) { ended.set_value(reply.status()); });
-  (*channel)->cancel(id);
+  channel->cancel(id);
   CHECK(ended.get_future().get().code() == StatusCode::kCancelled);
 }
 
@@ -171,18 +171,18 @@ TEST_CASE(
     "a daemon restarted under a client fails its calls, then they succeed after reconnection") {
   EchoHost echo;
   LocalHost& host = echo.host;
-  auto* channel = &echo.channel;
-  REQUIRE(call_once(*channel).ok());
+  std::shared_ptr<mrpc::Channel>& channel = echo.channel;
+  REQUIRE(call_once(channel).ok());
 
   host.kill_daemon();
-  CHECK(call_once(*channel, 60s).code() == StatusCode::kUnavailable);
+  CHECK(call_once(channel, 60s).code() == StatusCode::kUnavailable);
 
   REQUIRE(host.start_daemon().ok());
   // Both apps reconnect in the background (with backoff) and the server serves again. Bounded by
   // attempts, not by a measured time.
   mrpc::Status last;
   for (int attempt = 0; attempt < 600; ++attempt) {
-    last = call_once(*channel, 5s);
+    last = call_once(channel, 5s);
     if (last.ok()) break;
     std::this_thread::sleep_for(50ms);
   }
@@ -192,8 +192,8 @@ TEST_CASE(
 TEST_CASE("an idle daemon sleeps: under 5% of a core over 2 s") {
   EchoHost echo;
   LocalHost& host = echo.host;
-  auto* channel = &echo.channel;
-  REQUIRE(call_once(*channel).ok());   // apps connected, then everyone goes quiet
+  std::shared_ptr<mrpc::Channel>& channel = echo.channel;
+  REQUIRE(call_once(channel).ok());    // apps connected, then everyone goes quiet
   std::this_thread::sleep_for(200ms);  // past the spin budget
   auto before = host.daemon().cpu();
   REQUIRE(before.ok());

@@ -11,19 +11,19 @@ using namespace std::chrono_literals;
 
 TEST_CASE("soak: 1,000,000 echo calls with 64 in flight, memory reclaimed") {
   mrpc::testing::EchoHost echo;
-  auto* channel = &echo.channel;
+  std::shared_ptr<mrpc::Channel>& channel = echo.channel;
   echo::EchoLoadOptions warmup;
   warmup.calls = 10;
-  REQUIRE(echo::run_echo_load(*channel, warmup).answered == 10);
-  const uint64_t heap_before = (*channel)->heap().used_bytes();
+  REQUIRE(echo::run_echo_load(channel, warmup).answered == 10);
+  const uint64_t heap_before = channel->heap().used_bytes();
 
   echo::EchoLoadOptions load;
   load.calls = 1'000'000;
   load.in_flight = 64;
   load.timeout = 120s;
-  echo::EchoLoadResult result = echo::run_echo_load(*channel, load);
+  echo::EchoLoadResult result = echo::run_echo_load(channel, load);
   INFO(result.summary());
   CHECK(result.answered == 1'000'000);
   CHECK(result.failed() == 0);
-  CHECK((*channel)->heap().used_bytes() == heap_before);
+  CHECK(channel->heap().used_bytes() == heap_before);
 }
