@@ -85,6 +85,8 @@ struct Checker::Impl {
   Module* load(const std::string& path, std::optional<std::string> text, const Span* from);
   void load_imports(Module& module);
   bool check_module(Module& module);
+  // Loads the file given by the caller (or its `text`) and checks it and what it imports.
+  bool check_root(const std::string& path, std::optional<std::string> text);
 };
 
 // ---- loading ----
@@ -189,6 +191,14 @@ void Checker::Impl::load_imports(Module& module) {
   }
 }
 
+bool Checker::Impl::check_root(const std::string& path, std::optional<std::string> text) {
+  size_t before = diagnostics.error_count();
+  Module* module = load(path, std::move(text), nullptr);
+  if (module == nullptr) return false;
+  if (module->file && !diagnostics.too_many()) check_module(*module);
+  return diagnostics.error_count() == before;
+}
+
 bool Checker::Impl::check_module(Module& module) {
   if (!module.file || module.checked) return false;
   module.checked = true;
@@ -207,19 +217,11 @@ Checker::Checker(CheckOptions options, dsl::SourceManager& sources, DiagnosticEn
 Checker::~Checker() = default;
 
 bool Checker::check_file(const std::string& path) {
-  size_t before = impl_->diagnostics.error_count();
-  Module* module = impl_->load(path, std::nullopt, nullptr);
-  if (module == nullptr) return false;
-  if (module->file && !impl_->diagnostics.too_many()) impl_->check_module(*module);
-  return impl_->diagnostics.error_count() == before;
+  return impl_->check_root(path, std::nullopt);
 }
 
 bool Checker::check_text(const std::string& path, std::string text) {
-  size_t before = impl_->diagnostics.error_count();
-  Module* module = impl_->load(path, std::move(text), nullptr);
-  if (module == nullptr) return false;
-  if (module->file && !impl_->diagnostics.too_many()) impl_->check_module(*module);
-  return impl_->diagnostics.error_count() == before;
+  return impl_->check_root(path, std::move(text));
 }
 
 const std::vector<PolicySummary>& Checker::policies() const {

@@ -141,20 +141,17 @@ bool ModuleChecker::dotted_name(const dsl::ast::Expr& e, std::string& out, int d
 Type ModuleChecker::check_expr(const dsl::ast::Expr& e, Scope& scope) {
   using EK = dsl::ast::ExprKind;
   switch (e.kind) {
-    case EK::kInt:
-      return Type::of(K::kInt);
-    case EK::kFloat:
-      return Type::of(K::kFloat);
     case EK::kDuration:
       if (auto ns = duration_ns(e); !ns || *ns > 9.2e18) {
         error(e.span, "duration literal is too large");
         return Type::of(K::kError);
       }
-      return Type::of(K::kDuration);
+      return *literal_type(e);
+    case EK::kInt:
+    case EK::kFloat:
     case EK::kString:
-      return Type::of(K::kString);
     case EK::kBool:
-      return Type::of(K::kBool);
+      return *literal_type(e);
     case EK::kEmptyBraces:
       return Type::of(K::kEmptyBraces);
     case EK::kName:
@@ -413,11 +410,6 @@ Type ModuleChecker::check_binary(const dsl::ast::Expr& e, Scope& scope) {
   }
   const auto& le = *e.children[0];
   const auto& re = *e.children[1];
-  // An int literal beside a float is a float.
-  auto unify = [&](Type& x, Type& y) {
-    if (x.is(K::kFloat) && y.is(K::kInt) && is_int_literal(re)) y = x;
-    if (y.is(K::kFloat) && x.is(K::kInt) && is_int_literal(le)) x = y;
-  };
   auto mismatch = [&]() {
     error(e.span, fmt::format("'{}' cannot combine {} and {}", op, type_name(a), type_name(b)));
     return Type::of(K::kError);
@@ -438,7 +430,7 @@ Type ModuleChecker::check_binary(const dsl::ast::Expr& e, Scope& scope) {
     }
     return Type::of(K::kBool);
   }
-  unify(a, b);
+  unify_int_literal(a, le, b, re);
   if (op == "==" || op == "!=") {
     if (!same_type(a, b) || !(a.is_scalar())) return mismatch();
     return Type::of(K::kBool);
@@ -521,7 +513,9 @@ Type ModuleChecker::check_call(const dsl::ast::Expr& call, Scope& scope) {
   }
   if (name == "min" || name == "max") {
     auto a = args(2);
-    unify_args(call, a);
+    // With fewer than two arguments a missing one is an error type: nothing to unify.
+    if (call.children.size() >= 3)
+      unify_int_literal(a[0], *call.children[1], a[1], *call.children[2]);
     want(a[0], 0, a[0].is_number() || a[0].is(K::kDuration) || a[0].is(K::kTime),
          "a number, duration or time");
     if (!same_type(a[0], a[1])) want(a[1], 1, false, type_name(a[0]).c_str());
@@ -611,9 +605,12 @@ Type ModuleChecker::check_call(const dsl::ast::Expr& call, Scope& scope) {
   return Type::of(K::kError);
 }
 
-void ModuleChecker::unify_args(const dsl::ast::Expr& call, std::vector<Type>& a) {
-  if (a[0].is(K::kFloat) && a[1].is(K::kInt) && is_int_literal(*call.children[2])) a[1] = a[0];
-  if (a[1].is(K::kFloat) && a[0].is(K::kInt) && is_int_literal(*call.children[1])) a[0] = a[1];
+// An int literal beside a float is a float (`f * 2`, `max(f, 1)`): the literal's type becomes
+// float.
+void ModuleChecker::unify_int_literal(Type& a, const dsl::ast::Expr& a_expr, Type& b,
+                                      const dsl::ast::Expr& b_expr) {
+  if (a.is(K::kFloat) && b.is(K::kInt) && is_int_literal(b_expr)) b = a;
+  if (b.is(K::kFloat) && a.is(K::kInt) && is_int_literal(a_expr)) a = b;
 }
 
 }  // namespace mrpc::compiler

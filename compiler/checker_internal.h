@@ -37,6 +37,8 @@ bool is_status_name(const std::string& name);
 std::optional<Type> scalar_type_named(const std::string& name);
 // Every type name, for "did you mean" suggestions.
 const std::vector<std::string>& type_names();
+// The type of a literal (`1`, `1.5`, `10ms`, `"s"`, `true`), or nothing if `e` is not one.
+std::optional<Type> literal_type(const dsl::ast::Expr& e);
 // The type of a message field (repeated: a list; map: a map).
 Type field_type(const pb::FieldDescriptor* field, bool is_request);
 
@@ -133,7 +135,8 @@ class ModuleChecker {
   Type check_index(const dsl::ast::Expr& e, Scope& scope);
   Type check_binary(const dsl::ast::Expr& e, Scope& scope);
   Type check_call(const dsl::ast::Expr& call, Scope& scope);
-  void unify_args(const dsl::ast::Expr& call, std::vector<Type>& a);
+  void unify_int_literal(Type& a, const dsl::ast::Expr& a_expr, Type& b,
+                         const dsl::ast::Expr& b_expr);
 
   // ---- statements and actions (checker_statements.cc) ----
 

@@ -108,6 +108,24 @@ const std::vector<std::string>& type_names() {
   return names;
 }
 
+std::optional<Type> literal_type(const dsl::ast::Expr& e) {
+  using EK = dsl::ast::ExprKind;
+  switch (e.kind) {
+    case EK::kInt:
+      return Type::of(K::kInt);
+    case EK::kFloat:
+      return Type::of(K::kFloat);
+    case EK::kDuration:
+      return Type::of(K::kDuration);
+    case EK::kString:
+      return Type::of(K::kString);
+    case EK::kBool:
+      return Type::of(K::kBool);
+    default:
+      return std::nullopt;
+  }
+}
+
 namespace {
 
 Type element_type(const pb::FieldDescriptor* field, bool is_request) {
@@ -228,23 +246,8 @@ bool ModuleChecker::assignable(const Type& from, const Type& to, const dsl::ast:
 
 Type ModuleChecker::check_expr_quiet(const dsl::ast::Expr& e) {
   // Element types of literals are scalars of literals: recompute without reporting.
-  using EK = dsl::ast::ExprKind;
-  switch (e.kind) {
-    case EK::kInt:
-      return Type::of(K::kInt);
-    case EK::kFloat:
-      return Type::of(K::kFloat);
-    case EK::kDuration:
-      return Type::of(K::kDuration);
-    case EK::kString:
-      return Type::of(K::kString);
-    case EK::kBool:
-      return Type::of(K::kBool);
-    case EK::kUnary:
-      return check_expr_quiet(*e.children[0]);
-    default:
-      return Type::of(K::kError);
-  }
+  if (e.kind == dsl::ast::ExprKind::kUnary) return check_expr_quiet(*e.children[0]);
+  return literal_type(e).value_or(Type::of(K::kError));
 }
 
 Type ModuleChecker::resolve_type_quiet(const dsl::ast::Type& t, const Type& fallback) {
