@@ -13,6 +13,7 @@ namespace mrpc::compiler {
 
 namespace {
 
+// What `module` and, transitively, its imports declare (each module once).
 void collect_visible(const Module& module, Visible& out, std::set<const Module*>& seen) {
   if (!seen.insert(&module).second || !module.file) return;
   for (const auto& item : module.file->items) {
@@ -98,9 +99,12 @@ void ModuleChecker::check_consts() {
   }
 }
 
+// ---- scopes ----
+
 bool ModuleChecker::runs_on(const Scope& scope, dsl::ast::HandlerKind kind) {
   return std::find(scope.handlers.begin(), scope.handlers.end(), kind) != scope.handlers.end();
 }
+
 // The first event of the current handler that is not one of `allowed`, if there is one.
 std::optional<dsl::ast::HandlerKind> ModuleChecker::event_outside(
     const Scope& scope, std::initializer_list<dsl::ast::HandlerKind> allowed) {
