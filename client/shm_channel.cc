@@ -126,6 +126,7 @@ void WorkerPool::start(int threads) {
 }
 
 void WorkerPool::post(std::function<void()> work) {
+  MRPC_ASSERT(!threads_.empty(), "work posted to a pool without threads");
   {
     std::lock_guard lock(mutex_);
     queue_.push_back(std::move(work));

@@ -37,6 +37,7 @@ namespace mrpc::client {
 class WorkerPool {
  public:
   void start(int threads);
+  // Only after start() with at least one thread (handler_threads 0 runs handlers inline instead).
   void post(std::function<void()> work);
   // Runs what is queued, then joins.
   void stop();
