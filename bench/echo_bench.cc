@@ -1,8 +1,9 @@
-// echo_bench: 64 B echo round trips through mrpc (daemon spin budget at its default and at zero)
-// beside the raw TCP floor, gRPC, and gRPC through an nginx sidecar (when nginx is installed), in
-// one run, with ratios. Each transport runs client and server as separate processes; the report
-// gives p50/p99 latency (one call in flight), calls/s (a window of calls in flight) and CPU seconds
-// per call of every process taking part.
+// echo_bench: 64 B echo round trips through mrpc (daemon spin budget at its default and at zero;
+// daemon and both apps at spin zero; the server's handlers inline on its completion thread) beside
+// the raw TCP floor, gRPC, and gRPC through an nginx sidecar (when nginx is installed), in one run,
+// with ratios. Each transport runs client and server as separate processes; the report gives
+// p50/p99 latency (one call in flight), calls/s (a window of calls in flight) and CPU seconds per
+// call of every process taking part.
 //
 //   build/bench/echo_bench [--calls N] [--payload B] [--window W]
 #include <sys/resource.h>
@@ -131,30 +132,52 @@ Expected<Subprocess> start_nginx(const std::string& directory, uint16_t listen, 
 }
 
 #ifdef MRPC_BENCH_WITH_MRPC
-// mrpc: mrpcd and echo_server as processes, this process as the client app, once with the
-// daemon's default spin budget and once with none (its runtime sleeps at once when idle).
+// One way to run mrpc for the bench.
+struct MrpcSetup {
+  const char* label;
+  bool daemon_spin_0;    // mrpcd --spin-budget-us 0: its runtime sleeps at once when idle
+  bool apps_spin_0;      // echo_server (MRPC_SPIN_BUDGET_US=0) and this process's channel too
+  bool inline_handlers;  // echo_server --threads 0: handlers on its completion thread
+};
+
+// mrpc: mrpcd and echo_server as processes, this process as the client app, in each setup.
 Status bench_mrpc(const Settings& settings, std::vector<BenchRow>& rows) {
-  for (const char* spin_us : {"default", "0"}) {
+  constexpr MrpcSetup kSetups[] = {
+      {"mrpc, spin default", false, false, false},
+      {"mrpc, spin 0", true, false, false},
+      {"mrpc, all spin 0", true, true, false},
+      {"mrpc, inline handlers", false, false, true},
+  };
+  for (const MrpcSetup& setup : kSetups) {
     char directory_template[] = "/tmp/mrpc-bench-XXXXXX";
     const std::string directory = ::mkdtemp(directory_template);
     const std::string socket = directory + "/app.sock";
     std::vector<std::string> daemon_args = {MRPCD_PATH, "--app-socket", socket, "--control-socket",
                                             directory + "/control.sock"};
-    if (std::string(spin_us) != "default") {
+    if (setup.daemon_spin_0) {
       daemon_args.push_back("--spin-budget-us");
-      daemon_args.push_back(spin_us);
+      daemon_args.push_back("0");
     }
     auto daemon = Subprocess::start(daemon_args, {}, directory + "/mrpcd.log");
     if (!daemon.ok()) return daemon.status();
     if (!wait_for_path(socket, std::chrono::seconds(30)))
       return Status(StatusCode::kUnavailable, "mrpcd did not start; see " + directory);
-    auto server = Subprocess::start({ECHO_SERVER_PATH}, {"MRPC_SOCKET=" + socket},
-                                    directory + "/echo_server.log");
+    std::vector<std::string> server_args = {ECHO_SERVER_PATH};
+    if (setup.inline_handlers) server_args.insert(server_args.end(), {"--threads", "0"});
+    std::vector<std::string> server_env = {"MRPC_SOCKET=" + socket};
+    if (setup.apps_spin_0) server_env.push_back(std::string(mrpc::kSpinBudgetEnv) + "=0");
+    auto server = Subprocess::start(server_args, server_env, directory + "/echo_server.log");
     if (!server.ok()) return server.status();
     ChannelOptions options;
     options.socket_path = socket;
     options.app_name = "echo_bench";
+    if (setup.apps_spin_0) options.spin_budget = std::chrono::nanoseconds(0);
+    // The socket file exists from bind(), a moment before mrpcd listens: retry a refusal.
     auto channel = Channel::connect(options);
+    for (int attempt = 0; !channel.ok() && attempt < 3000; ++attempt) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      channel = Channel::connect(options);
+    }
     if (!channel.ok()) return channel.status();
     // Wait until the server has registered: the first call that succeeds.
     echo::EchoLoadOptions probe;
@@ -167,8 +190,8 @@ Status bench_mrpc(const Settings& settings, std::vector<BenchRow>& rows) {
     participants.push_back({"daemon", std::move(*daemon)});
     participants.push_back({"server", std::move(*server)});
     for (uint32_t window : {1u, settings.window}) {
-      auto row = measure(fmt::format("mrpc, spin {} (window {})", spin_us, window), settings,
-                         window, participants, [&](LatencyRecorder& latencies, double& seconds) {
+      auto row = measure(fmt::format("{} (window {})", setup.label, window), settings, window,
+                         participants, [&](LatencyRecorder& latencies, double& seconds) {
                            echo::EchoLoadOptions load;
                            load.calls = settings.calls;
                            load.in_flight = window;

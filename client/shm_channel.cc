@@ -1,9 +1,11 @@
 #include "shm_channel.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -38,6 +40,33 @@ std::string resolve_socket_path(const std::string& configured) {
   const char* from_env = std::getenv(shm::kAppSocketEnv);
   if (from_env != nullptr && *from_env != '\0') return from_env;
   return shm::kDefaultAppSocketPath;
+}
+
+// ChannelOptions::spin_budget, else $MRPC_SPIN_BUDGET_US, else limits::kDefaultSpinBudget.
+Expected<std::chrono::nanoseconds> resolve_spin_budget(
+    const std::optional<std::chrono::nanoseconds>& configured) {
+  if (configured) {
+    if (*configured < std::chrono::nanoseconds::zero() || *configured > limits::kMaxSpinBudget) {
+      return Status(StatusCode::kInvalidArgument,
+                    fmt::format("ChannelOptions::spin_budget {} ns is outside [0, {} ns]",
+                                configured->count(), limits::kMaxSpinBudget.count()));
+    }
+    return *configured;
+  }
+  const char* from_env = std::getenv(kSpinBudgetEnv);
+  if (from_env == nullptr || *from_env == '\0') return limits::kDefaultSpinBudget;
+  const std::string_view text(from_env);
+  uint64_t micros = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), micros);
+  const auto max_micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(limits::kMaxSpinBudget).count();
+  if (error != std::errc() || end != text.data() + text.size() ||
+      micros > static_cast<uint64_t>(max_micros)) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("${}='{}' is not a whole number of microseconds in [0, {}]",
+                              kSpinBudgetEnv, text, max_micros));
+  }
+  return std::chrono::nanoseconds(std::chrono::microseconds(micros));
 }
 
 Status lost_status(const Status& why) {
@@ -78,7 +107,7 @@ struct IncomingCall {
 // ---- WorkerPool ----
 
 void WorkerPool::start(int threads) {
-  for (int i = 0; i < std::max(threads, 1); ++i) {
+  for (int i = 0; i < threads; ++i) {
     threads_.emplace_back([this] {
       for (;;) {
         std::function<void()> work;
@@ -92,10 +121,12 @@ void WorkerPool::start(int threads) {
         work();
       }
     });
+    pthread_setname_np(threads_.back().native_handle(), "mrpc-handler");
   }
 }
 
 void WorkerPool::post(std::function<void()> work) {
+  MRPC_ASSERT(!threads_.empty(), "work posted to a pool without threads");
   {
     std::lock_guard lock(mutex_);
     queue_.push_back(std::move(work));
@@ -125,6 +156,14 @@ ShmChannel::ShmChannel(ChannelOptions options) : options_(std::move(options)) {}
 
 Expected<std::shared_ptr<ShmChannel>> ShmChannel::open(ChannelOptions options) {
   options.socket_path = resolve_socket_path(options.socket_path);
+  if (options.handler_threads < 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("ChannelOptions::handler_threads is {}; 0 runs handlers inline",
+                              options.handler_threads));
+  }
+  auto spin_budget = resolve_spin_budget(options.spin_budget);
+  if (!spin_budget) return spin_budget.status();
+  options.spin_budget = *spin_budget;
   auto wake = shm::Doorbell::create();
   if (!wake) return wake.status();
   auto connection = Connection::open(options.socket_path, options.app_name);
@@ -135,6 +174,8 @@ Expected<std::shared_ptr<ShmChannel>> ShmChannel::open(ChannelOptions options) {
   channel->handlers_.start(channel->options_.handler_threads);
   channel->completion_thread_ = std::thread([raw = channel.get()] { raw->completion_loop(); });
   channel->completion_thread_id_ = channel->completion_thread_.get_id();
+  // Named before connect returns (not from inside: a caller may look it up at once).
+  pthread_setname_np(channel->completion_thread_.native_handle(), "mrpc-completion");
   return channel;
 }
 
@@ -454,7 +495,7 @@ void ShmChannel::cancel(CallId call) {
 void ShmChannel::completion_loop() {
   MonoTime idle_since = clock_.now();
   MonoTime last_socket_check = idle_since;
-  const auto spin_budget = limits::kDefaultSpinBudget.count();
+  const auto spin_budget = options_.spin_budget.value_or(limits::kDefaultSpinBudget).count();
   while (!stopping_.load(std::memory_order_acquire)) {
     auto connection = current_connection();
     if (!connection) {
@@ -665,7 +706,7 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
 
   const uint64_t request_offset = entry.message_offset;
   const uint16_t method_index = entry.method_index;
-  handlers_.post([call, served, request_offset, method_index] {
+  auto run_handler = [call, served, request_offset, method_index] {
     Connection& owner = *call->connection;
     // The kReply goes out when the last copy of the request dies (it releases the request).
     ReceivedMessage request(MessageRef{const_cast<std::byte*>(owner.receive_base()),
@@ -707,7 +748,12 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
       }
     }
     call->reply.status = static_cast<uint32_t>(status.code());
-  });
+  };
+  if (options_.handler_threads == 0) {
+    run_handler();  // inline: no hand-off; this completion thread waits for the handler
+  } else {
+    handlers_.post(std::move(run_handler));
+  }
 }
 
 bool ShmChannel::read_control(const std::shared_ptr<Connection>& connection, bool wait) {

@@ -6,8 +6,9 @@
 //  - one completion thread per channel: drains the completion ring (spinning up to the spin
 //    budget, then sleeping on the daemon_to_app doorbell with the sleeping flag set), reads the
 //    app socket, fires call deadlines, runs every completion callback, and reconnects after a
-//    daemon loss (backoff kReconnectInitialBackoff doubling to kReconnectMaxBackoff).
-//  - ChannelOptions::handler_threads threads running server handlers.
+//    daemon loss (backoff kReconnectInitialBackoff doubling to kReconnectMaxBackoff). Named
+//    "mrpc-completion". With ChannelOptions::handler_threads 0 it also runs server handlers.
+//  - ChannelOptions::handler_threads threads running server handlers, named "mrpc-handler".
 // Ownership: the channel owns its threads and every Connection it ever opened (apps may hold
 // their heaps; received messages keep their Connection, hence their mapping, alive).
 #pragma once
@@ -36,6 +37,7 @@ namespace mrpc::client {
 class WorkerPool {
  public:
   void start(int threads);
+  // Only after start() with at least one thread (handler_threads 0 runs handlers inline instead).
   void post(std::function<void()> work);
   // Runs what is queued, then joins.
   void stop();

@@ -34,7 +34,9 @@ int main(int argc, char** argv) {
   mrpc::ChannelOptions options;
   options.app_name = "echo_server";
   int delay_ms = 0;
-  app.add_option("--threads", options.handler_threads, "handler threads");
+  app.add_option("--threads", options.handler_threads,
+                 "handler threads (0: handlers run inline on the channel's completion thread)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--delay-ms", delay_ms, "wait this long before answering (to test deadlines)");
   app.add_option("--socket", options.socket_path, "mrpcd app socket (default: $MRPC_SOCKET)");
   CLI11_PARSE(app, argc, argv);

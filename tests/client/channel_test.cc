@@ -1,10 +1,17 @@
 #include <doctest/doctest.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <optional>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -49,6 +56,99 @@ echo::EchoRequest echo_request(Channel& channel, std::string_view text) {
   request.set_text(text);
   return request;
 }
+
+// The one live thread of this process named `name` (the test runs one channel at a time).
+std::string thread_dir(const std::string& name) {
+  std::string found;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string comm_name;
+    std::getline(comm, comm_name);
+    if (comm_name != name) continue;
+    REQUIRE_MESSAGE(found.empty(), "two threads named " << name);
+    found = task.path().string();
+  }
+  REQUIRE_MESSAGE(!found.empty(), "no thread named " << name);
+  return found;
+}
+
+// How often the thread blocked (poll, futex): voluntary_ctxt_switches in its status file.
+long voluntary_switches(const std::string& dir) {
+  std::ifstream status(dir + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("voluntary_ctxt_switches:", 0) == 0) return std::stol(line.substr(24));
+  }
+  FAIL("no voluntary_ctxt_switches in " << dir << "/status");
+  return 0;
+}
+
+// CPU time the thread has used, in clock ticks (utime + stime of its stat file).
+long cpu_ticks(const std::string& dir) {
+  std::ifstream stat_file(dir + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  long utime = 0;
+  long stime = 0;
+  for (int i = 3; fields >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) {
+      stime = std::stol(field);
+      break;
+    }
+  }
+  return utime + stime;
+}
+
+std::shared_ptr<Channel> connect_with_spin(const FakeDaemon& daemon,
+                                           std::optional<std::chrono::nanoseconds> spin_budget) {
+  ChannelOptions options;
+  options.socket_path = daemon.socket_path();
+  options.app_name = "channel-test";
+  options.spin_budget = spin_budget;
+  auto channel = Channel::connect(options);
+  REQUIRE_MESSAGE(channel.ok(), channel.status().to_string());
+  return *channel;
+}
+
+// Makes `calls` echo calls one after another; returns how often the completion thread blocked.
+long completion_thread_sleeps_over_calls(const std::shared_ptr<Channel>& channel, int calls) {
+  const std::string completion = thread_dir("mrpc-completion");
+  echo::EchoService::Client client(channel);
+  // The first call registers the service; count only the steady state.
+  REQUIRE(client.Echo(echo_request(*channel, "warm-up")).ok());
+  const long before = voluntary_switches(completion);
+  for (int i = 0; i < calls; ++i) {
+    auto result = client.Echo(echo_request(*channel, "ping"));
+    REQUIRE_MESSAGE(result.ok(), result.status().to_string());
+    CHECK((*result)->text() == "ping");
+  }
+  return voluntary_switches(completion) - before;
+}
+
+// Sets an environment variable for one scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = ::getenv(name)) old_ = old;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+constexpr int kSequentialCalls = 200;
 
 }  // namespace
 
@@ -336,4 +436,115 @@ TEST_CASE("the reply to an incoming call waits for the last copy of its request"
   auto lock = daemon.lock();
   CHECK(daemon.replies.at(call).text == "kept");
   CHECK(daemon.receive_live_messages == 0);
+}
+
+TEST_CASE("a channel with spin budget 0 completes calls and its completion thread sleeps") {
+  FakeDaemon daemon(echo_daemon());
+  auto channel = connect_with_spin(daemon, 0ns);
+  // Spin 0: after each completion the thread finds its ring empty and sleeps in poll, so it blocks
+  // about once per call (allow for completions that arrive before it gets to sleep).
+  const long sleeps = completion_thread_sleeps_over_calls(channel, kSequentialCalls);
+  CHECK(sleeps >= kSequentialCalls / 4);
+
+  // Idle, it uses (next to) no CPU: under 5% of a core over 2 s.
+  const std::string completion = thread_dir("mrpc-completion");
+  const long ticks_before = cpu_ticks(completion);
+  std::this_thread::sleep_for(2s);
+  const long used = cpu_ticks(completion) - ticks_before;
+  CHECK(used * 20 < 2 * ::sysconf(_SC_CLK_TCK));
+}
+
+TEST_CASE("a long spin budget keeps the completion thread awake between back-to-back calls") {
+  FakeDaemon daemon(echo_daemon());
+  auto channel = connect_with_spin(daemon, 500ms);
+  // The counterpart of the spin-0 test: the same calls, but the thread polls through the gaps.
+  const long sleeps = completion_thread_sleeps_over_calls(channel, kSequentialCalls);
+  CHECK(sleeps < kSequentialCalls / 4);
+}
+
+TEST_CASE("MRPC_SPIN_BUDGET_US sets the spin budget when the options leave it unset") {
+  FakeDaemon daemon(echo_daemon());
+  {
+    ScopedEnv spin("MRPC_SPIN_BUDGET_US", "0");
+    auto channel = connect_with_spin(daemon, std::nullopt);
+    CHECK(completion_thread_sleeps_over_calls(channel, kSequentialCalls) >= kSequentialCalls / 4);
+  }
+  {
+    // The option wins: the environment is not even read.
+    ScopedEnv spin("MRPC_SPIN_BUDGET_US", "not a number");
+    auto channel = connect_with_spin(daemon, 500ms);
+    CHECK(completion_thread_sleeps_over_calls(channel, kSequentialCalls) < kSequentialCalls / 4);
+  }
+}
+
+TEST_CASE("a bad spin budget or a negative handler thread count fails connect") {
+  FakeDaemon daemon(echo_daemon());
+  ChannelOptions options;
+  options.socket_path = daemon.socket_path();
+  {
+    ScopedEnv spin("MRPC_SPIN_BUDGET_US", "50us");
+    auto channel = Channel::connect(options);
+    REQUIRE_FALSE(channel.ok());
+    CHECK(channel.status().code() == StatusCode::kInvalidArgument);
+  }
+  options.spin_budget = -1ns;
+  CHECK(Channel::connect(options).status().code() == StatusCode::kInvalidArgument);
+  options.spin_budget = 2s;
+  CHECK(Channel::connect(options).status().code() == StatusCode::kInvalidArgument);
+  options.spin_budget = 0ns;
+  options.handler_threads = -1;
+  CHECK(Channel::connect(options).status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("with 0 handler threads handlers run inline on the completion thread and answer") {
+  FakeDaemon daemon(echo_daemon());
+  auto channel = connect_to(daemon, 0);
+  std::mutex mutex;
+  std::vector<std::string> handler_thread_names;
+  mrpc::UntypedMethod method;
+  method.new_response = [](mrpc::ShmHeap& heap) {
+    return heap.new_message(echo::EchoReply::kBodySize);
+  };
+  method.handler = [&](mrpc::ServerContext&, const mrpc::ReceivedMessage& request,
+                       mrpc::MessageRef& response) {
+    char name[16] = {};
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    {
+      std::lock_guard lock(mutex);
+      handler_thread_names.emplace_back(name);
+    }
+    const std::string_view text = echo::EchoRequest(request.ref()).text();
+    if (text == "fail") return mrpc::Status(StatusCode::kNotFound, "no such thing");
+    echo::EchoReply(response).set_text(std::string(text) + "!");
+    return mrpc::Status();
+  };
+  std::vector<mrpc::UntypedMethod> methods;
+  methods.push_back(std::move(method));
+  REQUIRE(channel->serve(echo::EchoService::schema(), std::move(methods)).ok());
+
+  std::vector<uint64_t> ok_calls;
+  for (int i = 0; i < 10; ++i) {
+    ok_calls.push_back(daemon.send_incoming_echo("echo.EchoService", fmt::format("call {}", i)));
+  }
+  const uint64_t failed_call = daemon.send_incoming_echo("echo.EchoService", "fail");
+  daemon.wait_for([&] { return daemon.replies.size() == 11; });
+  {
+    auto lock = daemon.lock();
+    for (size_t i = 0; i < ok_calls.size(); ++i) {
+      CHECK(daemon.replies.at(ok_calls[i]).status == 0);
+      CHECK(daemon.replies.at(ok_calls[i]).text == fmt::format("call {}!", i));
+    }
+    CHECK(daemon.replies.at(failed_call).status == static_cast<uint32_t>(StatusCode::kNotFound));
+    CHECK(daemon.replies.at(failed_call).detail == "no such thing");
+    CHECK(daemon.receive_live_messages == 0);
+  }
+  std::lock_guard lock(mutex);
+  REQUIRE(handler_thread_names.size() == 11);
+  for (const auto& name : handler_thread_names) CHECK(name == "mrpc-completion");
+
+  // Calls of its own still complete on the same channel.
+  echo::EchoService::Client client(channel);
+  auto result = client.Echo(echo_request(*channel, "outgoing"));
+  REQUIRE_MESSAGE(result.ok(), result.status().to_string());
+  CHECK((*result)->text() == "outgoing");
 }

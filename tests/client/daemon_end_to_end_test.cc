@@ -102,6 +102,33 @@ void wait_until(const std::function<bool()>& condition) {
   while (!condition()) std::this_thread::sleep_for(1ms);
 }
 
+// Makes `calls` echo calls with up to `window` in flight; returns how many got their own text back.
+int echo_with_window(Channel& channel, echo::EchoService::Client& stub, int calls, int window) {
+  std::mutex mutex;
+  std::condition_variable changed;
+  int in_flight = 0;
+  int finished = 0;
+  std::atomic<int> correct{0};
+  for (int i = 0; i < calls; ++i) {
+    {
+      std::unique_lock lock(mutex);
+      changed.wait(lock, [&] { return in_flight < window; });
+      ++in_flight;
+    }
+    std::string text = fmt::format("call {}", i);
+    stub.Echo(make_request(channel, text), {}, [&, text](mrpc::CallResult<echo::EchoReply> result) {
+      if (result.ok() && (*result)->text() == text) correct.fetch_add(1);
+      std::lock_guard lock(mutex);
+      --in_flight;
+      ++finished;
+      changed.notify_all();
+    });
+  }
+  std::unique_lock lock(mutex);
+  changed.wait(lock, [&] { return finished == calls; });
+  return correct.load();
+}
+
 }  // namespace
 
 TEST_CASE("an echo call goes through mrpcd from one channel to another and back") {
@@ -131,32 +158,7 @@ TEST_CASE("10,000 calls with 64 in flight are all answered and every heap is bac
   echo::EchoService::Client stub(client);
 
   constexpr int kCalls = 10'000;
-  constexpr int kWindow = 64;
-  std::mutex mutex;
-  std::condition_variable changed;
-  int in_flight = 0;
-  int finished = 0;
-  std::atomic<int> correct{0};
-  for (int i = 0; i < kCalls; ++i) {
-    {
-      std::unique_lock lock(mutex);
-      changed.wait(lock, [&] { return in_flight < kWindow; });
-      ++in_flight;
-    }
-    std::string text = fmt::format("call {}", i);
-    stub.Echo(make_request(*client, text), {}, [&, text](mrpc::CallResult<echo::EchoReply> result) {
-      if (result.ok() && (*result)->text() == text) correct.fetch_add(1);
-      std::lock_guard lock(mutex);
-      --in_flight;
-      ++finished;
-      changed.notify_all();
-    });
-  }
-  {
-    std::unique_lock lock(mutex);
-    changed.wait(lock, [&] { return finished == kCalls; });
-  }
-  CHECK(correct.load() == kCalls);
+  CHECK(echo_with_window(*client, stub, kCalls, 64) == kCalls);
   CHECK(client->heap().live_messages() == 0);
   wait_until([&] { return server->heap().live_messages() == 0; });
 }
@@ -225,4 +227,27 @@ TEST_CASE("a daemon restarted under a client fails its calls, then calls succeed
                     result.status().to_string());
     std::this_thread::sleep_for(5ms);
   }
+}
+
+TEST_CASE("a server with inline handlers and spin 0 answers 2,000 calls with 16 in flight") {
+  TestDaemon daemon;
+  ChannelOptions options;
+  options.socket_path = daemon.config.app_socket_path;
+  options.app_name = "inline-server";
+  options.handler_threads = 0;
+  options.spin_budget = 0ns;
+  auto server = Channel::connect(options);
+  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
+  EchoService service;
+  REQUIRE((*server)->serve(echo::EchoService::schema(), service.methods()).ok());
+  options.app_name = "spin-0-client";
+  options.handler_threads = 1;
+  auto client = Channel::connect(options);
+  REQUIRE_MESSAGE(client.ok(), client.status().to_string());
+  echo::EchoService::Client stub(*client);
+
+  constexpr int kCalls = 2'000;
+  CHECK(echo_with_window(**client, stub, kCalls, 16) == kCalls);
+  CHECK((*client)->heap().live_messages() == 0);
+  wait_until([&] { return (*server)->heap().live_messages() == 0; });
 }

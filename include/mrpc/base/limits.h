@@ -65,6 +65,9 @@ inline constexpr std::chrono::nanoseconds kReconnectMaxBackoff = 1s;
 // While its completion thread spins, how often libmrpc looks at the app socket (daemon loss,
 // registration replies).
 inline constexpr std::chrono::nanoseconds kAppSocketCheckInterval = 1ms;
+// The longest completion-thread spin budget a channel accepts (ChannelOptions::spin_budget,
+// $MRPC_SPIN_BUDGET_US); more is surely a mistake (a thread spinning that long is a busy loop).
+inline constexpr std::chrono::nanoseconds kMaxSpinBudget = 1s;
 
 // While mrpcd's runtime is busy, how often it looks for new app and control connections (it
 // always looks right after waking, which is when a connection attempt wakes it).

@@ -16,13 +16,14 @@
 //
 // Threads (libmrpc):
 //  - any app thread may call every member; the channel is thread-safe.
-//  - one completion thread per channel drains the daemon's completions (spinning up to
-//    limits::kDefaultSpinBudget, then sleeping on an eventfd), fires deadlines, and runs every
-//    UntypedCompletion, even for calls that fail before being sent. Do not block in a completion:
-//    a blocking call() from inside one deadlocks.
-//  - ChannelOptions::handler_threads threads run server handlers. A handler's reply is sent when
-//    it returns and the last copy of its request (ReceivedMessage) is gone: keeping a copy delays
-//    the reply.
+//  - one completion thread per channel drains the daemon's completions (spinning up to the spin
+//    budget, see ChannelOptions::spin_budget, then sleeping on an eventfd), fires deadlines, and
+//    runs every UntypedCompletion, even for calls that fail before being sent. Do not block in a
+//    completion: a blocking call() from inside one deadlocks. Its name (/proc, top -H) is
+//    "mrpc-completion"; handler threads are "mrpc-handler".
+//  - ChannelOptions::handler_threads threads run server handlers (0: the completion thread runs
+//    them itself, see there). A handler's reply is sent when it returns and the last copy of its
+//    request (ReceivedMessage) is gone: keeping a copy delays the reply.
 //  - ReceivedMessage copies may be dropped on any thread; the last one hands the block back.
 // After a reconnection heap() is a new heap: a message built in an earlier connection's heap and
 // then sent ends with FAILED_PRECONDITION (and is freed).
@@ -137,11 +138,27 @@ struct UntypedMethod {
   ResponseFactory new_response;
 };
 
+// The environment variable that sets the completion thread's spin budget, in whole microseconds,
+// when ChannelOptions::spin_budget is unset.
+inline constexpr const char* kSpinBudgetEnv = "MRPC_SPIN_BUDGET_US";
+
 struct ChannelOptions {
   std::string socket_path;  // empty: $MRPC_SOCKET, else shm::kDefaultAppSocketPath
   std::string app_name;     // for logs and stats
-  int handler_threads = 1;  // threads running server handlers
-  bool reconnect = true;    // reconnect in the background if the daemon goes away
+  // Threads running server handlers; 0 runs each handler inline on the completion thread: no
+  // thread hand-off per incoming call (lower latency, less CPU), but a slow handler delays every
+  // completion, deadline and incoming call of this channel while it runs, and a blocking call()
+  // from inside an inline handler deadlocks (as from a completion); use the async forms there.
+  // Negative: connect fails with INVALID_ARGUMENT.
+  int handler_threads = 1;
+  // How long the completion thread polls its ring, once idle, before sleeping on its eventfd.
+  // 0: sleep at once (least CPU; every completion then costs a wake-up, tens of microseconds).
+  // Precedence: this option if set, else $MRPC_SPIN_BUDGET_US (a whole number of microseconds),
+  // else limits::kDefaultSpinBudget. A negative value here, or an environment value that is not
+  // a whole number of microseconds up to limits::kMaxSpinBudget, fails connect with
+  // INVALID_ARGUMENT.
+  std::optional<std::chrono::nanoseconds> spin_budget;
+  bool reconnect = true;  // reconnect in the background if the daemon goes away
 };
 
 class Channel {
