@@ -172,12 +172,8 @@ Status bench_mrpc(const Settings& settings, std::vector<BenchRow>& rows) {
     options.socket_path = socket;
     options.app_name = "echo_bench";
     if (setup.apps_spin_0) options.spin_budget = std::chrono::nanoseconds(0);
-    // The socket file exists from bind(), a moment before mrpcd listens: retry a refusal.
+    // mrpcd's socket appears only once it listens (bind, listen, rename): connect at once.
     auto channel = Channel::connect(options);
-    for (int attempt = 0; !channel.ok() && attempt < 3000; ++attempt) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      channel = Channel::connect(options);
-    }
     if (!channel.ok()) return channel.status();
     // Wait until the server has registered: the first call that succeeds.
     echo::EchoLoadOptions probe;
