@@ -150,6 +150,15 @@ class ScopedEnv {
 
 constexpr int kSequentialCalls = 200;
 
+// A served method whose responses are echo.EchoReply; the test sets the handler.
+mrpc::UntypedMethod echo_reply_method() {
+  mrpc::UntypedMethod method;
+  method.new_response = [](mrpc::ShmHeap& heap) {
+    return heap.new_message(echo::EchoReply::kBodySize);
+  };
+  return method;
+}
+
 }  // namespace
 
 TEST_CASE("connecting where no daemon listens fails with UNAVAILABLE") {
@@ -402,10 +411,7 @@ TEST_CASE("the reply to an incoming call waits for the last copy of its request"
   auto channel = connect_to(daemon);
   std::mutex mutex;
   std::optional<mrpc::ReceivedMessage> kept;
-  mrpc::UntypedMethod method;
-  method.new_response = [](mrpc::ShmHeap& heap) {
-    return heap.new_message(echo::EchoReply::kBodySize);
-  };
+  mrpc::UntypedMethod method = echo_reply_method();
   method.handler = [&](mrpc::ServerContext&, const mrpc::ReceivedMessage& request,
                        mrpc::MessageRef& response) {
     echo::EchoReply(response).set_text(echo::EchoRequest(request.ref()).text());
@@ -501,10 +507,7 @@ TEST_CASE("with 0 handler threads handlers run inline on the completion thread a
   auto channel = connect_to(daemon, 0);
   std::mutex mutex;
   std::vector<std::string> handler_thread_names;
-  mrpc::UntypedMethod method;
-  method.new_response = [](mrpc::ShmHeap& heap) {
-    return heap.new_message(echo::EchoReply::kBodySize);
-  };
+  mrpc::UntypedMethod method = echo_reply_method();
   method.handler = [&](mrpc::ServerContext&, const mrpc::ReceivedMessage& request,
                        mrpc::MessageRef& response) {
     char name[16] = {};
