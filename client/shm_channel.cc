@@ -205,6 +205,7 @@ ShmChannel::~ShmChannel() {
       if (call.done) orphans.push_back(std::move(call.done));
     }
     calls_.clear();
+    call_ids_.release_all();
   }
   for (auto& done : orphans) done(Status(StatusCode::kCancelled, "the channel was destroyed"), {});
   std::lock_guard lock(deferred_mutex_);
@@ -375,7 +376,9 @@ void ShmChannel::fail_call_later(UntypedCompletion done, Status status) {
 CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_index,
                               const MessageRef& request, const CallOptions& options,
                               UntypedCompletion done) {
-  const CallId id = next_call_id_.fetch_add(1, std::memory_order_relaxed);
+  // Until the call is admitted below, its id is local: a call that fails before it reaches the
+  // daemon never takes one of the daemon's call slots.
+  CallId id = CallIds::kLocalOnly | next_local_id_.fetch_add(1, std::memory_order_relaxed);
   // From here the request is ours: every path below either sends it or frees it.
   auto free_request = [&request] {
     if (request.heap != nullptr && request.offset != kNoOffset) {
@@ -456,7 +459,9 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
                       Status(StatusCode::kUnavailable, "lost the connection to mrpcd"));
       return id;
     }
-    if (calls_.size() >= connection->welcome().max_calls_in_flight()) {
+    const uint32_t max_calls = connection->welcome().max_calls_in_flight();
+    const CallId admitted = calls_.size() >= max_calls ? 0 : call_ids_.allocate(max_calls);
+    if (admitted == 0) {
       free_request();
       fail_call_later(
           std::move(done),
@@ -464,6 +469,8 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
                  fmt::format("{} calls in flight: mrpcd's max_calls_in_flight", calls_.size())));
       return id;
     }
+    id = admitted;
+    entry.call_id = id;
     calls_.emplace(id, OutgoingCall{std::move(done), deadline, request.heap, request.offset});
     deadlines_.emplace(deadline, id);
     wake = deadline < sleeping_until_;
@@ -645,6 +652,7 @@ void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
       heap = it->second.heap;
       request_root = it->second.request_root;
       calls_.erase(it);
+      call_ids_.release(entry.call_id);
     }
   }
   if (heap != nullptr) (void)heap->free_message(request_root);
@@ -836,6 +844,7 @@ void ShmChannel::handle_loss(const std::shared_ptr<Connection>& connection, cons
       if (call.done) failed.push_back(std::move(call.done));
     }
     calls_.clear();
+    call_ids_.release_all();
     deadlines_ = {};
   }
   connection->shut_down_socket();

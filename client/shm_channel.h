@@ -27,6 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "call_ids.h"
 #include "connection.h"
 #include "mrpc/base/clock.h"
 #include "mrpc/client/channel.h"
@@ -137,8 +138,9 @@ class ShmChannel final : public Channel {
   std::priority_queue<std::pair<MonoTime, CallId>, std::vector<std::pair<MonoTime, CallId>>,
                       std::greater<>>
       deadlines_;
-  MonoTime sleeping_until_ = INT64_MIN;  // the completion thread's wake-up time while it sleeps
-  std::atomic<CallId> next_call_id_{1};
+  MonoTime sleeping_until_ = INT64_MIN;   // the completion thread's wake-up time while it sleeps
+  CallIds call_ids_;                      // ids of calls sent to the daemon; under calls_mutex_
+  std::atomic<CallId> next_local_id_{1};  // ids of calls that fail before reaching it
 
   std::mutex deferred_mutex_;
   std::deque<std::function<void()>> deferred_;

@@ -4,9 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include "frontend_operator.h"
 #include "mrpc/transports/shm/app_socket.h"
-#include "router_operator.h"
 #include "transports/shm/app_protocol.pb.h"
 
 namespace mrpc {
@@ -18,27 +16,35 @@ constexpr size_t kMaxAppNameBytes = 128;
 }  // namespace
 
 ConnectionTask::ConnectionTask(DaemonCore& core, std::shared_ptr<Connection> connection)
-    : core_(core), connection_(std::move(connection)) {}
+    : core_(core),
+      connection_(std::move(connection)),
+      frontend_(core, *connection_),
+      router_(core) {}
 
 bool ConnectionTask::run() {
   if (closed()) return false;
+  Connection& app = *connection_;
   bool did_work = false;
-  // Control messages are rare: the socket is read after a sleep and every few rounds, not with a
-  // syscall in every round of a busy datapath.
-  if (connection_->state == Connection::State::kHandshake &&
-      core_.clock.now() >= connection_->handshake_deadline) {
+  if (app.state == Connection::State::kHandshake && core_.clock.now() >= app.handshake_deadline) {
     close("no Hello within the handshake timeout");
     return true;
   }
-  if (socket_check_countdown_-- == 0 || !connection_->ready()) {
-    socket_check_countdown_ = kRoundsBetweenSocketChecks;
-    if (!read_control_messages()) {
-      close("the app closed its socket or broke the protocol");
+  // The socket carries rare control messages: it is read only when the runtime saw it readable,
+  // so idle connections cost no syscall per round.
+  if (app.socket_readable.exchange(false, std::memory_order_relaxed)) {
+    const char* why = nullptr;
+    if (!read_control_messages(why)) {
+      close(why);
       return true;
     }
+    did_work = true;
   }
-  if (connection_->ready()) did_work |= connection_->graph->run();
-  if (connection_->broken) {
+  if (app.ready()) {
+    did_work |= frontend_.poll();
+    did_work |= app.egress->run();
+    did_work |= app.ingress->run();
+  }
+  if (app.broken) {
     close("the app corrupted its rings");
     return true;
   }
@@ -46,22 +52,40 @@ bool ConnectionTask::run() {
 }
 
 MonoTime ConnectionTask::next_timer() const {
-  if (connection_->state == Connection::State::kHandshake) return connection_->handshake_deadline;
-  return connection_->ready() ? connection_->graph->next_timer() : kNoDeadline;
+  const Connection& app = *connection_;
+  if (app.state == Connection::State::kHandshake) return app.handshake_deadline;
+  if (!app.ready()) return kNoDeadline;
+  return std::min({frontend_.next_timer(), app.egress->next_timer(), app.ingress->next_timer()});
 }
 
 bool ConnectionTask::prepare_to_sleep() {
-  return !connection_->ready() || connection_->graph->prepare_to_sleep();
+  Connection& app = *connection_;
+  if (!app.ready()) return true;
+  if (!app.egress->prepare_to_sleep()) return false;
+  if (!app.ingress->prepare_to_sleep()) {
+    app.egress->woke();
+    return false;
+  }
+  if (!frontend_.prepare_to_sleep()) {
+    app.egress->woke();
+    app.ingress->woke();
+    return false;
+  }
+  return true;
 }
 
 void ConnectionTask::woke() {
-  socket_check_countdown_ = 0;
-  if (connection_->ready()) connection_->graph->woke();
+  Connection& app = *connection_;
+  if (!app.ready()) return;
+  frontend_.woke();
+  app.egress->woke();
+  app.ingress->woke();
 }
 
-bool ConnectionTask::read_control_messages() {
+bool ConnectionTask::read_control_messages(const char*& why) {
   for (int i = 0; i < kControlMessagesPerRound; ++i) {
     wire::AppMessage message;
+    core_.counters.socket_reads.fetch_add(1, std::memory_order_relaxed);
     auto fds = shm::receive_message(connection_->socket.get(), message, 0);
     if (!fds.ok()) {
       StatusCode code = fds.status().code();
@@ -70,25 +94,32 @@ bool ConnectionTask::read_control_messages() {
         core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
         spdlog::info("connection {}: bad control message: {}", connection_->id,
                      fds.status().to_string());
+        why = "the app sent a malformed control message";
         return false;
       }
-      return false;  // gone
+      why = "the app closed its socket";
+      return false;
     }
     bool keep = true;
     switch (message.body_case()) {
       case wire::AppMessage::kHello:
         keep = on_hello(message.hello());
+        why = "the handshake failed";
         break;
       case wire::AppMessage::kRegisterService:
         keep = on_register_service(message.register_service());
+        why = "the app broke the registration protocol";
         break;
       default:
         core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        why = "the app sent an unknown control message";
         keep = false;
         break;
     }
     if (!keep) return false;
   }
+  // There may be more: look again next round.
+  connection_->socket_readable.store(true, std::memory_order_relaxed);
   return true;
 }
 
@@ -161,16 +192,19 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
                      app.daemon_to_app.fd()};
   if (!shm::send_message(app.socket.get(), message, fds).ok()) return false;
 
-  GraphExits exits{[](RpcPtr rpc) {  // the router consumes every request; nothing should pass it
-                     spdlog::error("call {} passed the router", rpc->call_id);
-                   },
-                   [](RpcPtr rpc) {  // the frontend consumes every reply
-                     spdlog::error("reply of call {} passed the frontend", rpc->call_id);
-                   }};
-  app.graph = std::make_unique<Graph>(core_.clock, std::move(exits),
-                                      GraphOptions{.max_batch = config.max_batch});
-  app.graph->append(std::make_shared<FrontendOperator>(core_, app.id));
-  app.graph->append(std::make_shared<RouterOperator>(core_, app.id));
+  GraphOptions options{.max_batch = config.max_batch};
+  app.egress = std::make_unique<Graph>(
+      core_.clock,
+      GraphExits{[this](RpcPtr rpc) { router_.route(*connection_, std::move(rpc)); },
+                 [this](RpcPtr rpc) { frontend_.complete(std::move(rpc)); }},
+      options);
+  app.ingress = std::make_unique<Graph>(
+      core_.clock,
+      GraphExits{[this](RpcPtr rpc) { frontend_.deliver(std::move(rpc)); },
+                 [this](RpcPtr rpc) { core_.local_transport->send_reply(std::move(rpc)); }},
+      options);
+  app.outgoing.assign(config.max_calls_in_flight, OutgoingSlot{});
+  app.incoming = SlotTable<IncomingCall>(config.max_calls_served);
   Status watched = core_.runtime->watch_eventfd(app.app_to_daemon.fd());
   if (!watched.ok()) return refuse(watched.to_string());
   app.state = Connection::State::kReady;
@@ -213,18 +247,11 @@ void ConnectionTask::close(const char* why) {
   if (app.state == Connection::State::kClosed) return;
   bool was_ready = app.ready();
   app.state = Connection::State::kClosed;
-  spdlog::info("connection {}: closed: {}", app.id, why);
+  spdlog::info("connection {} ('{}'): closed: {}", app.id,
+               app.identity ? app.identity->app_name : std::string(), why);
   core_.runtime->unwatch(app.socket.get());
   if (was_ready) core_.runtime->unwatch(app.app_to_daemon.fd());
-  if (was_ready) {
-    // Replies on their way to this app still hold a server's response: the server gets it back.
-    app.graph->drain_into([this](RpcPtr rpc) {
-      if (!rpc->response.present() || rpc->response.region != RegionKind::kHeap) return;
-      if (Connection* server = core_.connection(rpc->response.owner))
-        server->post(shm::make_ring_entry(shm::EntryKind::kReplyDone, rpc->call_id));
-    });
-  }
-  core_.connection_lost(app.id);
+  core_.connection_lost(app);
   app.report_receive_usage(/*closing=*/true);
   core_.connections.erase(app.id);
   core_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);

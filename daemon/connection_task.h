@@ -1,14 +1,19 @@
-// ConnectionTask: one app connection as a task of the daemon's runtime. Each round it reads a few
-// control messages from the app socket (Hello, RegisterService), then runs the connection's graph
-// (frontend -> router). It sets the connection up (regions, rings, doorbells, Welcome with fds)
-// and tears it down (the app closed its socket, broke its rings, or the daemon stops).
-// Runtime thread only; owns its Connection jointly with DaemonCore::connections.
+// ConnectionTask: one app connection as a task of the daemon's runtime. Each round it reads the
+// app socket if the runtime saw it readable (Hello, RegisterService: rare), drains the app's
+// submission ring through its AppFrontend, and runs the connection's two graphs: egress (this
+// app's calls: policies, then the Router) and ingress (calls to this app: policies, then
+// delivery). It sets the connection up (regions, rings, doorbells, graphs, Welcome with fds) and
+// tears it down (the app closed its socket, broke its rings, or the daemon stops).
+// Runtime thread only; owns its Connection jointly with DaemonCore's connection table.
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <string>
 
+#include "app_frontend.h"
 #include "core.h"
-#include "mrpc/dataflow/runtime.h"
+#include "router.h"
 
 namespace mrpc {
 
@@ -31,17 +36,16 @@ class ConnectionTask final : public Task {
   bool closed() const { return connection_->state == Connection::State::kClosed; }
 
  private:
-  // Reads at most a few control messages; false if the connection must close.
-  bool read_control_messages();
+  // Reads at most a few control messages; false if the connection must close (`why` says why).
+  bool read_control_messages(const char*& why);
   bool on_hello(const wire::Hello& hello);
   bool on_register_service(const wire::RegisterService& request);
   bool refuse(const std::string& reason);
 
-  static constexpr uint32_t kRoundsBetweenSocketChecks = 64;
-
   DaemonCore& core_;
   std::shared_ptr<Connection> connection_;
-  uint32_t socket_check_countdown_ = 0;
+  AppFrontend frontend_;
+  Router router_;
 };
 
 }  // namespace mrpc

@@ -14,6 +14,7 @@
 #include "connection_task.h"
 #include "control_server.h"
 #include "core.h"
+#include "local_transport.h"
 #include "mrpc/base/check.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "mrpc/transports/shm/ring.h"
@@ -99,7 +100,6 @@ class HousekeepingTask final : public Task {
         continue;
       }
       auto connection = std::make_shared<Connection>();
-      connection->id = core_.next_connection_id++;
       connection->socket = std::move(socket);
       connection->handshake_deadline = core_.clock.now() + core_.config.handshake_timeout.count();
       auto identity = std::make_shared<CallerIdentity>();
@@ -107,11 +107,14 @@ class HousekeepingTask final : public Task {
       identity->uid = credentials->uid;
       identity->gid = credentials->gid;
       connection->identity = std::move(identity);
-      if (Status watched = core_.runtime->watch_readable(connection->socket.get()); !watched.ok()) {
+      connection->id = core_.connections.insert(connection);
+      if (Status watched =
+              core_.runtime->watch_readable(connection->socket.get(), &connection->socket_readable);
+          !watched.ok()) {
         spdlog::warn("dropping a connection: {}", watched.to_string());
+        core_.connections.erase(connection->id);
         continue;
       }
-      core_.connections.emplace(connection->id, connection);
       core_.runtime->add(std::make_shared<ConnectionTask>(core_, connection));
       core_.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
       core_.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
@@ -133,9 +136,11 @@ class HousekeepingTask final : public Task {
 struct Daemon::Impl {
   Impl(DaemonConfig config, const Clock& clock)
       : core(std::move(config), clock),
+        local_transport(core),
         runtime(clock,
                 RuntimeOptions{.name = "mrpcd-runtime", .spin_budget = core.config.spin_budget}) {
     core.runtime = &runtime;
+    core.local_transport = &local_transport;
   }
 
   std::string stats_json() const;
@@ -143,6 +148,7 @@ struct Daemon::Impl {
   std::string connections_json() const;
 
   DaemonCore core;
+  LocalTransport local_transport;
   Runtime runtime;  // after core: its tasks refer to core, so it goes first
   shm::UniqueFd app_listener;
   std::optional<ControlServer> control;
@@ -171,6 +177,7 @@ Status check_config(const DaemonConfig& config) {
   if (config.heap_bytes == 0 || config.receive_bytes == 0)
     return invalid("heap and receive regions need a size");
   if (config.max_calls_in_flight == 0) return invalid("max_calls_in_flight must be at least 1");
+  if (config.max_calls_served == 0) return invalid("max_calls_served must be at least 1");
   if (config.max_batch == 0) return invalid("max_batch must be at least 1");
   if (config.max_connections == 0) return invalid("max_connections must be at least 1");
   if (config.app_socket_path == config.control_socket_path)
@@ -240,15 +247,18 @@ void Daemon::stop(std::chrono::nanoseconds drain) {
   impl.runtime.stop();
 
   // The runtime thread has stopped: this thread owns the state now.
-  for (auto& [call_id, record] : impl.core.calls)
-    impl.core.complete_for_caller(record, Status(StatusCode::kUnavailable, "mrpcd stopped"),
-                                  shm::kNoOffset);
-  for (auto& [id, connection] : impl.core.connections) {
+  impl.core.calls.for_each([&impl](SlotHandle call, CallRecord&) {
+    impl.core.finish_call(call, Status(StatusCode::kUnavailable, "mrpcd stopped"), shm::kNoOffset);
+  });
+  impl.core.connections.for_each([&impl](SlotHandle id, std::shared_ptr<Connection>& connection) {
     connection->state = Connection::State::kClosed;
     connection->socket.reset();
-  }
-  impl.core.connections.clear();
-  impl.core.calls.clear();
+    // Graphs hold RPCs and exits that refer to the connection's task: empty them first.
+    auto forget = [](RpcPtr) {};
+    if (connection->egress) connection->egress->drain_into(forget);
+    if (connection->ingress) connection->ingress->drain_into(forget);
+    impl.core.connections.erase(id);
+  });
   impl.app_listener.reset();
   ::unlink(impl.core.config.app_socket_path.c_str());
   ::unlink(impl.core.config.control_socket_path.c_str());
@@ -264,8 +274,11 @@ std::future<void> Daemon::change_graphs(GraphChange change) {
   }
   DaemonCore& core = impl_->core;
   impl_->housekeeping->post([&core, change = std::move(change), done] {
-    for (auto& [id, connection] : core.connections)
-      if (connection->ready()) change(id, *connection->identity, *connection->graph);
+    core.connections.for_each([&](SlotHandle id, std::shared_ptr<Connection>& connection) {
+      if (connection->ready())
+        change(id, *connection->identity,
+               ConnectionGraphs{*connection->egress, *connection->ingress});
+    });
     done->set_value();
   });
   return future;
@@ -285,25 +298,38 @@ std::string Daemon::Impl::stats_json() const {
                         {"calls_in_flight", load(c.calls_in_flight)},
                         {"protocol_errors", load(c.protocol_errors)},
                         {"runtime_sleeps", runtime.stats().sleeps},
-                        {"receive_bytes_in_use", load(c.receive_bytes_in_use)}}
+                        {"receive_bytes_in_use", load(c.receive_bytes_in_use)},
+                        {"late_replies", load(c.late_replies)},
+                        {"socket_reads", load(c.socket_reads)},
+                        {"call_table_size", load(c.call_table_size)},
+                        {"call_table_capacity", load(c.call_table_capacity)},
+                        {"deadline_heap_size", load(c.deadline_heap_size)},
+                        {"deadline_heap_capacity", load(c.deadline_heap_capacity)}}
       .dump();
 }
 
 std::string Daemon::Impl::connections_json() const {
   nlohmann::json connections = nlohmann::json::array();
-  for (const auto& [id, connection] : core.connections) {
-    if (!connection->ready()) continue;
-    nlohmann::json operators = nlohmann::json::array();
-    for (size_t i = 0; i < connection->graph->size(); ++i)
-      operators.push_back(std::string(connection->graph->operator_at(i).name()));
-    connections.push_back({{"id", id},
-                           {"app", connection->identity->app_name},
-                           {"pid", connection->identity->pid},
-                           {"uid", connection->identity->uid},
-                           {"calls_in_flight", connection->outgoing.size()},
-                           {"graph", operators},
-                           {"graph_generation", connection->graph->stats().changes}});
-  }
+  auto operators = [](const Graph& graph) {
+    nlohmann::json names = nlohmann::json::array();
+    for (size_t i = 0; i < graph.size(); ++i)
+      names.push_back(std::string(graph.operator_at(i).name()));
+    return names;
+  };
+  const_cast<DaemonCore&>(core).connections.for_each(
+      [&](SlotHandle id, std::shared_ptr<Connection>& connection) {
+        if (!connection->ready()) return;
+        connections.push_back({{"id", id},
+                               {"app", connection->identity->app_name},
+                               {"pid", connection->identity->pid},
+                               {"uid", connection->identity->uid},
+                               {"calls_in_flight", connection->outgoing_in_flight},
+                               {"calls_being_served", connection->incoming.size()},
+                               {"egress", operators(*connection->egress)},
+                               {"ingress", operators(*connection->ingress)},
+                               {"egress_generation", connection->egress->stats().changes},
+                               {"ingress_generation", connection->ingress->stats().changes}});
+      });
   return nlohmann::json{{"connections", connections}}.dump();
 }
 
@@ -312,11 +338,25 @@ DaemonStats Daemon::stats() const {
   auto load = [](const std::atomic<uint64_t>& value) {
     return value.load(std::memory_order_relaxed);
   };
-  return DaemonStats{
-      load(c.connections_accepted), load(c.connections_open), load(c.services),
-      load(c.calls_started),        load(c.calls_completed),  load(c.calls_failed),
-      load(c.calls_in_flight),      load(c.protocol_errors),  impl_->runtime.stats().sleeps,
-      load(c.receive_bytes_in_use)};
+  DaemonStats stats;
+  stats.connections_accepted = load(c.connections_accepted);
+  stats.connections_open = load(c.connections_open);
+  stats.services = load(c.services);
+  stats.calls_started = load(c.calls_started);
+  stats.calls_completed = load(c.calls_completed);
+  stats.calls_failed = load(c.calls_failed);
+  stats.calls_in_flight = load(c.calls_in_flight);
+  stats.protocol_errors = load(c.protocol_errors);
+  stats.runtime_sleeps = impl_->runtime.stats().sleeps;
+  stats.receive_bytes_in_use = load(c.receive_bytes_in_use);
+  stats.late_replies = load(c.late_replies);
+  stats.socket_reads = load(c.socket_reads);
+  stats.runtime_rounds = impl_->runtime.stats().rounds;
+  stats.call_table_size = load(c.call_table_size);
+  stats.call_table_capacity = load(c.call_table_capacity);
+  stats.deadline_heap_size = load(c.deadline_heap_size);
+  stats.deadline_heap_capacity = load(c.deadline_heap_capacity);
+  return stats;
 }
 
 }  // namespace mrpc

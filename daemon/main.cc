@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-calls-in-flight", config.max_calls_in_flight,
                  "calls one app may have in flight; beyond: RESOURCE_EXHAUSTED")
       ->capture_default_str();
+  app.add_option("--max-calls-served", config.max_calls_served,
+                 "calls delivered to one serving app and not yet answered; beyond: the service's "
+                 "other endpoints, else RESOURCE_EXHAUSTED")
+      ->capture_default_str();
   app.add_option("--max-message-bytes", config.max_message_bytes, "largest message an app may send")
       ->capture_default_str();
   app.add_option("--max-connections", config.max_connections, "app connections held at once")

@@ -2,10 +2,30 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "mrpc/base/limits.h"
 #include "mrpc/message/layout.h"
 
 namespace mrpc {
+
+namespace {
+bool same_methods(const ServiceInfo& known, const ServiceInfo& offered) {
+  if (known.methods.size() != offered.methods.size()) return false;
+  for (size_t i = 0; i < known.methods.size(); ++i) {
+    const MethodInfo& a = known.methods[i];
+    const MethodInfo& b = offered.methods[i];
+    if (a.name != b.name || a.input->fingerprint() != b.input->fingerprint() ||
+        a.output->fingerprint() != b.output->fingerprint())
+      return false;
+  }
+  return true;
+}
+
+void add_once(std::vector<ConnectionId>& set, ConnectionId connection) {
+  if (std::find(set.begin(), set.end(), connection) == set.end()) set.push_back(connection);
+}
+}  // namespace
 
 Expected<const RegisteredService*> ServiceRegistry::register_service(
     std::shared_ptr<const Schema> schema, const std::string& service_name, ConnectionId connection,
@@ -17,52 +37,55 @@ Expected<const RegisteredService*> ServiceRegistry::register_service(
   RegisteredService* entry = nullptr;
   if (auto it = by_name_.find(service_name); it != by_name_.end()) {
     entry = it->second;
-    // Apps build messages with their own layouts and the daemon copies them with the first
+    // Apps build messages with their own layouts and the daemon copies them with the
     // registration's: every method and message layout must agree.
-    const auto& known = entry->info->methods;
-    bool same = known.size() == info->methods.size();
-    for (size_t i = 0; same && i < known.size(); ++i) {
-      same = known[i].name == info->methods[i].name &&
-             known[i].input->fingerprint() == info->methods[i].input->fingerprint() &&
-             known[i].output->fingerprint() == info->methods[i].output->fingerprint();
-    }
-    if (!same)
+    if (!same_methods(*entry->info, *info))
       return Status(StatusCode::kFailedPrecondition,
-                    fmt::format("service '{}' is already registered with other methods or "
-                                "message layouts",
-                                service_name));
+                    fmt::format("service '{}' is registered (by {} serving and {} calling apps "
+                                "still connected) with other methods or message layouts",
+                                service_name, entry->servers.size(), entry->callers.size()));
   } else {
-    if (by_id_.size() >= limits::kMaxRegisteredServices)
+    if (by_name_.size() >= limits::kMaxRegisteredServices)
       return Status(StatusCode::kResourceExhausted,
-                    fmt::format("mrpcd already knows kMaxRegisteredServices={} services",
+                    fmt::format("mrpcd already has kMaxRegisteredServices={} services registered",
                                 limits::kMaxRegisteredServices));
-    auto fresh = std::make_unique<RegisteredService>();
-    fresh->id = static_cast<uint32_t>(by_id_.size() + 1);
-    fresh->full_name = service_name;
-    fresh->schema = std::move(schema);
-    fresh->info = info;
-    entry = fresh.get();
+    uint32_t slot;
+    if (!free_slots_.empty()) {
+      slot = free_slots_.back();
+      free_slots_.pop_back();
+    } else {
+      slot = static_cast<uint32_t>(slots_.size());
+      slots_.emplace_back();
+    }
+    Slot& place = slots_[slot];
+    // Generation 0 never appears, so no id is 0 and a dropped id is never reissued until the
+    // 16-bit generation wraps.
+    place.generation = (place.generation + 1) & 0xffffu;
+    if (place.generation == 0) place.generation = 1;
+    place.service = std::make_unique<RegisteredService>();
+    entry = place.service.get();
+    entry->id = (place.generation << kSlotBits) | slot;
+    entry->full_name = service_name;
+    entry->schema = std::move(schema);
+    entry->info = info;
     by_name_.emplace(service_name, entry);
-    by_id_.push_back(std::move(fresh));
   }
-  if (serve) {
-    if (entry->server != kNoConnection && entry->server != connection)
-      return Status(StatusCode::kAlreadyExists,
-                    fmt::format("service '{}' is already served by connection {}", service_name,
-                                entry->server));
-    entry->server = connection;
-  }
+  add_once(serve ? entry->servers : entry->callers, connection);
   return static_cast<const RegisteredService*>(entry);
 }
 
-const RegisteredService* ServiceRegistry::find(uint32_t service_id) const {
-  if (service_id == 0 || service_id > by_id_.size()) return nullptr;
-  return by_id_[service_id - 1].get();
-}
-
 void ServiceRegistry::connection_closed(ConnectionId connection) {
-  for (auto& entry : by_id_)
-    if (entry->server == connection) entry->server = kNoConnection;
+  for (uint32_t slot = 0; slot < slots_.size(); ++slot) {
+    auto& service = slots_[slot].service;
+    if (service == nullptr) continue;
+    std::erase(service->servers, connection);
+    std::erase(service->callers, connection);
+    if (service->servers.empty() && service->callers.empty()) {
+      by_name_.erase(service->full_name);
+      service.reset();
+      free_slots_.push_back(slot);
+    }
+  }
 }
 
 }  // namespace mrpc

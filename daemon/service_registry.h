@@ -1,6 +1,11 @@
-// ServiceRegistry: the daemon's local routing table. Each service full name gets one id for the
-// daemon's lifetime (what kCall entries carry), the schema it was first registered with (whose
-// layouts the daemon copies messages with), and the connection serving it, if any.
+// ServiceRegistry: the daemon's table of services. A service full name gets an id when its first
+// app registers it (what kCall entries carry), the schema it was registered with (whose layouts
+// the daemon copies messages with) and an endpoint set: every connection serving it. The
+// registration lives while any app serves or calls the service; when the last one leaves it is
+// dropped, its id is never handed out again, and the name can be registered anew with another
+// schema.
+// Ids are slot handles folded into 32 bits ((generation << 16) | slot): a lookup is an index, and
+// an id of a dropped registration finds nothing.
 // Runtime thread only.
 #pragma once
 
@@ -11,6 +16,7 @@
 #include <vector>
 
 #include "mrpc/base/expected.h"
+#include "mrpc/base/limits.h"
 #include "mrpc/dataflow/rpc.h"
 #include "mrpc/message/schema.h"
 
@@ -21,27 +27,60 @@ struct RegisteredService {
   std::string full_name;
   std::shared_ptr<const Schema> schema;  // keeps `info` alive
   const ServiceInfo* info = nullptr;
-  ConnectionId server = kNoConnection;
+  // The endpoint set: connections serving it, in registration order; round robin over it.
+  std::vector<ConnectionId> servers;
+  size_t next_server = 0;
+  // Connections that registered to call it (each counted once).
+  std::vector<ConnectionId> callers;
 };
 
 class ServiceRegistry {
  public:
-  // Registers `service_name` from `schema` for `connection`; with `serve`, routes its calls there.
-  // NOT_FOUND: the schema has no such service. FAILED_PRECONDITION: the name is known with other
-  // methods or message layouts. ALREADY_EXISTS: another connection already serves it.
-  // RESOURCE_EXHAUSTED: limits::kMaxRegisteredServices reached.
+  // Registers `service_name` from `schema` for `connection`; with `serve`, the connection joins
+  // the service's endpoint set, else it is recorded as a caller. Registering again in the same
+  // role is harmless. NOT_FOUND: the schema has no such service. FAILED_PRECONDITION: the name is
+  // registered (by apps still there) with other methods or message layouts.
+  // RESOURCE_EXHAUSTED: limits::kMaxRegisteredServices services are registered.
   Expected<const RegisteredService*> register_service(std::shared_ptr<const Schema> schema,
                                                       const std::string& service_name,
                                                       ConnectionId connection, bool serve);
-  // Null for an unknown id.
-  const RegisteredService* find(uint32_t service_id) const;
-  // The connection stops serving everything it served.
+  // Null for an unknown or dropped id.
+  const RegisteredService* find(uint32_t service_id) const {
+    const uint32_t slot = service_id & kSlotMask;
+    if (slot >= slots_.size()) return nullptr;
+    const auto& entry = slots_[slot];
+    return entry.service != nullptr && entry.service->id == service_id ? entry.service.get()
+                                                                       : nullptr;
+  }
+  // The next endpoint of the service, round robin, skipping those `usable` refuses; kNoConnection
+  // if none is usable.
+  template <typename Usable>
+  ConnectionId pick_server(uint32_t service_id, Usable&& usable) {
+    RegisteredService* service = const_cast<RegisteredService*>(find(service_id));
+    if (service == nullptr) return kNoConnection;
+    const size_t count = service->servers.size();
+    for (size_t tried = 0; tried < count; ++tried) {
+      ConnectionId candidate = service->servers[service->next_server++ % count];
+      if (usable(candidate)) return candidate;
+    }
+    return kNoConnection;
+  }
+  // The connection leaves every service it served or called; services nobody uses any more are
+  // dropped.
   void connection_closed(ConnectionId connection);
-  size_t size() const { return by_id_.size(); }
+  size_t size() const { return by_name_.size(); }
 
  private:
-  std::vector<std::unique_ptr<RegisteredService>> by_id_;  // index = id - 1
-  std::unordered_map<std::string, RegisteredService*> by_name_;
+  static constexpr uint32_t kSlotBits = 16;
+  static constexpr uint32_t kSlotMask = (1u << kSlotBits) - 1;
+  static_assert(limits::kMaxRegisteredServices <= kSlotMask);
+  struct Slot {
+    uint32_t generation = 0;
+    std::unique_ptr<RegisteredService> service;
+  };
+  std::vector<Slot> slots_;
+  std::vector<uint32_t> free_slots_;
+  std::unordered_map<std::string, RegisteredService*> by_name_;  // registration only
 };
 
 }  // namespace mrpc

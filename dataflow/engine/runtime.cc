@@ -102,28 +102,48 @@ void Runtime::apply_pending() {
 }
 
 Status Runtime::watch_eventfd(int fd) {
-  return watch(fd, true);
+  return watch(fd, true, nullptr);
 }
-Status Runtime::watch_readable(int fd) {
-  return watch(fd, false);
+Status Runtime::watch_readable(int fd, std::atomic<bool>* readable) {
+  return watch(fd, false, readable);
 }
 
-namespace {
-constexpr uint64_t kDrainFlag = 1ull << 32;
-}  // namespace
-
-Status Runtime::watch(int fd, bool drain) {
+Status Runtime::watch(int fd, bool drain, std::atomic<bool>* readable) {
+  auto entry = std::make_unique<Watch>(Watch{fd, drain, readable});
   epoll_event event{};
   event.events = EPOLLIN;
-  event.data.u64 = static_cast<uint32_t>(fd) | (drain ? kDrainFlag : 0);
+  event.data.ptr = entry.get();
+  std::lock_guard lock(watches_mutex_);
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) < 0)
     return Status(StatusCode::kUnavailable,
                   fmt::format("epoll cannot watch fd {}: {}", fd, std::strerror(errno)));
+  watches_[fd] = std::move(entry);
   return {};
 }
 
 void Runtime::unwatch(int fd) {
+  std::lock_guard lock(watches_mutex_);
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  // An epoll_wait in progress on another thread may still return this watch: it is kept until
+  // the runtime is destroyed if so; here it is the runtime thread (or no thread runs), so freeing
+  // is safe.
+  watches_.erase(fd);
+}
+
+int Runtime::check_events(int timeout_ms) {
+  epoll_event events[64];
+  int ready = ::epoll_wait(epoll_fd_, events, 64, timeout_ms);
+  event_checks_.fetch_add(1, std::memory_order_relaxed);
+  for (int i = 0; i < ready; ++i) {
+    const Watch* watch = static_cast<const Watch*>(events[i].data.ptr);
+    if (watch->drain) {
+      drain_fd(watch->fd);
+    } else {
+      woke_by_readable_ = true;
+      if (watch->readable != nullptr) watch->readable->store(true, std::memory_order_relaxed);
+    }
+  }
+  return ready < 0 ? 0 : ready;
 }
 
 void Runtime::wake() {
@@ -179,15 +199,8 @@ bool Runtime::sleep_once() {
   }
   ::timerfd_settime(timer_fd_, 0, &spec, nullptr);  // a zero spec disarms
   sleeps_.fetch_add(1, std::memory_order_relaxed);
-  epoll_event events[16];
-  int ready = ::epoll_wait(epoll_fd_, events, 16, -1);
   woke_by_readable_ = false;
-  for (int i = 0; i < ready; ++i) {
-    if (events[i].data.u64 & kDrainFlag)
-      drain_fd(static_cast<int>(events[i].data.u64 & 0xffffffffu));
-    else
-      woke_by_readable_ = true;
-  }
+  check_events(-1);
   std::lock_guard lock(round_mutex_);
   round_thread_.store(std::this_thread::get_id(), std::memory_order_release);
   for (auto& task : tasks_) task->woke();
@@ -212,12 +225,21 @@ void Runtime::stop() {
 void Runtime::loop() {
   const auto& real_clock = MonotonicClock::instance();
   MonoTime last_work = real_clock.now();
+  MonoTime last_event_check = last_work;
   while (!stop_.load(std::memory_order_acquire)) {
-    if (run_once()) {
-      last_work = real_clock.now();
+    const bool worked = run_once();
+    const MonoTime now = real_clock.now();
+    if (now - last_event_check >= options_.event_check_interval.count()) {
+      // Not sleeping: still notice sockets that became readable.
+      woke_by_readable_ = false;
+      check_events(0);
+      last_event_check = now;
+    }
+    if (worked) {
+      last_work = now;
       continue;
     }
-    if (real_clock.now() - last_work < options_.spin_budget.count()) {
+    if (now - last_work < options_.spin_budget.count()) {
       // Spinning, but never at the expense of a runnable thread on this core (on a small box it
       // is usually the app this runtime waits for).
       sched_yield();
@@ -225,13 +247,13 @@ void Runtime::loop() {
     }
     if (stop_.load(std::memory_order_acquire)) break;
     sleep_once();
-    last_work = real_clock.now();
+    last_work = last_event_check = real_clock.now();
   }
 }
 
 RuntimeStats Runtime::stats() const {
   return {rounds_.load(std::memory_order_relaxed), busy_rounds_.load(std::memory_order_relaxed),
-          sleeps_.load(std::memory_order_relaxed)};
+          sleeps_.load(std::memory_order_relaxed), event_checks_.load(std::memory_order_relaxed)};
 }
 
 Scheduler::Scheduler(const Clock& clock, size_t threads, RuntimeOptions options) {

@@ -142,7 +142,8 @@ TEST_CASE("registering a service the schema does not have, or a broken schema, f
   CHECK(app->register_service(kEchoService, true, "not a descriptor set").status ==
         StatusCode::kInvalidArgument);
   EchoServer first(daemon.app_socket());
-  CHECK(app->register_service(kEchoService, true).status == StatusCode::kAlreadyExists);
+  // A second app serving the same service joins its endpoint set.
+  CHECK(app->register_service(kEchoService, true).status == StatusCode::kOk);
   // The same service name with a different request layout would make the daemon copy with the
   // wrong offsets: refused.
   google::protobuf::FileDescriptorSet changed;
@@ -219,6 +220,9 @@ TEST_CASE("a cancelled call ends CANCELLED and the server is told") {
 TEST_CASE("a server that dies fails its pending calls UNAVAILABLE and the daemon serves on") {
   EmbeddedDaemon daemon;
   auto client = TestApp::connect(daemon.app_socket(), "client");
+  // The client registers as a caller (libmrpc does so before its first call): the service's
+  // registration, and so its id, outlives its only server.
+  REQUIRE(client->register_service(kEchoService, false).status == StatusCode::kOk);
   uint32_t service_id = 0;
   {
     EchoServer doomed(daemon.app_socket(), EchoServer::Mode::kHold);
@@ -392,7 +396,8 @@ TEST_CASE("the control socket is private and answers stats as JSON") {
   REQUIRE(connections.size() == 1);
   CHECK(connections[0]["app"] == "echo-server");
   CHECK(connections[0]["pid"] == ::getpid());
-  CHECK(connections[0]["graph"] == nlohmann::json::array({"frontend", "router"}));
+  CHECK(connections[0]["egress"] == nlohmann::json::array());  // no policies: frontend -> router
+  CHECK(connections[0]["ingress"] == nlohmann::json::array());
   auto unknown = ControlServer::request(daemon.control_socket(), "reboot");
   REQUIRE(unknown.ok());
   CHECK(nlohmann::json::parse(*unknown).contains("error"));
@@ -535,8 +540,8 @@ TEST_CASE("policies spliced into a running daemon's graphs take effect and lose 
   auto only_client = [](const CallerIdentity& identity) { return identity.app_name == "client"; };
   auto holder = std::make_shared<HoldEverything>();
   daemon.daemon
-      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
-        if (only_client(identity)) CHECK(graph.insert(1, holder).ok());
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, ConnectionGraphs graphs) {
+        if (only_client(identity)) CHECK(graphs.egress.insert(0, holder).ok());
       })
       .wait();
   for (uint64_t id = 10; id < 15; ++id) client->call_echo(server.service_id(), id, "held");
@@ -544,8 +549,8 @@ TEST_CASE("policies spliced into a running daemon's graphs take effect and lose 
   CHECK(server.calls_seen() == 1);  // none of them got past the policy
 
   daemon.daemon
-      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
-        if (only_client(identity)) CHECK(graph.remove(graph.stage_at(1)).ok());
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, ConnectionGraphs graphs) {
+        if (only_client(identity)) CHECK(graphs.egress.remove(graphs.egress.stage_at(0)).ok());
       })
       .wait();
   for (uint64_t id = 10; id < 15; ++id) {
@@ -556,8 +561,9 @@ TEST_CASE("policies spliced into a running daemon's graphs take effect and lose 
   }
 
   daemon.daemon
-      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
-        if (only_client(identity)) CHECK(graph.insert(1, std::make_shared<DenyEverything>()).ok());
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, ConnectionGraphs graphs) {
+        if (only_client(identity))
+          CHECK(graphs.egress.insert(0, std::make_shared<DenyEverything>()).ok());
       })
       .wait();
   client->call_echo(server.service_id(), 20, "denied");
@@ -566,8 +572,8 @@ TEST_CASE("policies spliced into a running daemon's graphs take effect and lose 
   CHECK(call_status(*denied) == StatusCode::kPermissionDenied);
 
   daemon.daemon
-      .change_graphs([&](ConnectionId, const CallerIdentity& identity, Graph& graph) {
-        if (only_client(identity)) CHECK(graph.remove(graph.stage_at(1)).ok());
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, ConnectionGraphs graphs) {
+        if (only_client(identity)) CHECK(graphs.egress.remove(graphs.egress.stage_at(0)).ok());
       })
       .wait();
   check_echo_works(*client, server.service_id(), 21);
@@ -678,9 +684,9 @@ TEST_CASE("a reply dropped by a policy fails the call and its copied response is
   EchoServer server(daemon.app_socket());
   auto client = TestApp::connect(daemon.app_socket(), "client");
   daemon.daemon
-      .change_graphs([](ConnectionId, const CallerIdentity& identity, Graph& graph) {
+      .change_graphs([](ConnectionId, const CallerIdentity& identity, ConnectionGraphs graphs) {
         if (identity.app_name == "client")
-          CHECK(graph.insert(1, std::make_shared<FailReplies>()).ok());
+          CHECK(graphs.egress.insert(0, std::make_shared<FailReplies>()).ok());
       })
       .wait();
   for (uint64_t id = 1; id <= 20; ++id) {

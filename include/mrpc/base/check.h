@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "mrpc/base/status.h"
+
 namespace mrpc::detail {
 [[noreturn]] void assertion_failed(const char* condition, const char* file, int line,
                                    const std::string& detail);
@@ -16,4 +18,14 @@ namespace mrpc::detail {
       ::mrpc::detail::assertion_failed(#cond, __FILE__, __LINE__,                     \
                                        ::fmt::format("" __VA_OPT__(, ) __VA_ARGS__)); \
     }                                                                                 \
+  } while (0)
+
+// MRPC_REQUIRE: bad input from outside. In a function returning Status (or Expected<T>), returns
+// a Status with `code` and a message formatted from the rest (say the values involved) unless
+// `cond` holds. Never aborts: the sender gets the error, the process carries on.
+#define MRPC_REQUIRE(cond, code, ...)                            \
+  do {                                                           \
+    if (!(cond)) [[unlikely]] {                                  \
+      return ::mrpc::Status((code), ::fmt::format(__VA_ARGS__)); \
+    }                                                            \
   } while (0)

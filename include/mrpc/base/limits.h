@@ -18,6 +18,10 @@ inline constexpr uint64_t kDefaultAppHeapBytes = 64ull << 20;
 inline constexpr uint64_t kDefaultAppReceiveBytes = 64ull << 20;
 // Calls an app may have started and not yet seen end.
 inline constexpr uint32_t kDefaultMaxCallsInFlight = 4096;
+// Calls delivered to one serving app that it has not answered yet (its callers' calls, from every
+// app together); past it the router tries the service's other endpoints, then refuses with
+// RESOURCE_EXHAUSTED. Bounds what a server that never replies costs the daemon.
+inline constexpr uint32_t kDefaultMaxCallsServed = 16384;
 // Largest message (all its parts together) an app may send.
 inline constexpr uint64_t kDefaultMaxMessageBytes = 16ull << 20;
 // Entries in each shared-memory ring (app->daemon and daemon->app); a power of two.

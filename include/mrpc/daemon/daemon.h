@@ -1,6 +1,8 @@
 // Daemon: the engine of mrpcd, embeddable (tests run it in-process on a real socket).
-// It listens on the app socket and on a separate control socket, runs one dataflow graph per app
-// connection (frontend -> router) on its runtime, routes calls to the app serving each service,
+// It listens on the app socket and on a separate control socket, runs two dataflow graphs per app
+// connection on its runtime (egress: the app's calls, frontend -> policies -> router; ingress:
+// calls to the app, transport -> policies -> frontend), routes calls to the apps serving each
+// service (round robin over the service's endpoint set),
 // enforces per-app limits and deadlines, and survives whatever an app writes into shared memory.
 //
 // Threads: start/stop/stats from any one controlling thread; everything else runs on the
@@ -30,6 +32,7 @@ struct DaemonConfig {
   uint64_t receive_bytes = limits::kDefaultAppReceiveBytes;
   uint32_t ring_entries = limits::kDefaultRingEntries;
   uint32_t max_calls_in_flight = limits::kDefaultMaxCallsInFlight;
+  uint32_t max_calls_served = limits::kDefaultMaxCallsServed;
   uint64_t max_message_bytes = limits::kDefaultMaxMessageBytes;
   uint32_t max_connections = limits::kDefaultMaxAppConnections;
   // An app that has not said Hello by then is disconnected.
@@ -52,6 +55,21 @@ struct DaemonStats {
   uint64_t protocol_errors = 0;  // bad entries, bad releases, bad control messages
   uint64_t runtime_sleeps = 0;
   uint64_t receive_bytes_in_use = 0;  // all apps' receive regions: messages not yet released
+  uint64_t late_replies = 0;  // replies or requests that surfaced after their call had ended
+  uint64_t socket_reads = 0;  // app-socket reads (control messages), ever: idle apps add none
+  uint64_t runtime_rounds = 0;
+  // The call table and its deadlines: live entries, and the room they hold (high-water mark).
+  uint64_t call_table_size = 0;
+  uint64_t call_table_capacity = 0;
+  uint64_t deadline_heap_size = 0;
+  uint64_t deadline_heap_capacity = 0;
+};
+
+// The two graphs of one app connection: egress (its calls, caller side) and ingress (calls to it,
+// callee side). Operators inserted at position 0 run first on requests.
+struct ConnectionGraphs {
+  Graph& egress;
+  Graph& ingress;
 };
 
 class Daemon {
@@ -68,10 +86,12 @@ class Daemon {
   // then fails what is left with UNAVAILABLE, closes every connection and removes the sockets.
   void stop(std::chrono::nanoseconds drain = std::chrono::seconds(5));
 
-  // Runs `change` on the runtime thread, between rounds, once for the graph of every app
-  // connection that has completed its handshake (frontend at 0, router last); the future is ready
-  // when it has run. Where live policy splicing plugs in: insert/remove/replace operators there.
-  using GraphChange = std::function<void(ConnectionId, const CallerIdentity&, Graph&)>;
+  // Runs `change` on the runtime thread, between rounds, once for the graphs of every app
+  // connection that has completed its handshake; the future is ready when it has run. Where live
+  // policy splicing plugs in: insert/remove/replace operators there (the egress graph's ends are
+  // the app's frontend and the router, the ingress graph's the delivery from a transport and the
+  // app's frontend; neither end is an operator of the graph).
+  using GraphChange = std::function<void(ConnectionId, const CallerIdentity&, ConnectionGraphs)>;
   std::future<void> change_graphs(GraphChange change);
 
   DaemonStats stats() const;

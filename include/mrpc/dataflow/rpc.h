@@ -45,15 +45,21 @@ struct MetadataEntry {
   friend bool operator==(const MetadataEntry&, const MetadataEntry&) = default;
 };
 
-// Where a call is going once routed. Local: another app connection on this host.
+// Where a call is going once routed. Local: another app connection on this host (later: a peer
+// daemon's address as well).
 struct Endpoint {
   ConnectionId connection = kNoConnection;
   bool routed() const { return connection != kNoConnection; }
 };
 
+// Which of a connection's two graphs an RPC is in: egress (the caller's side: frontend ->
+// policies -> router) or ingress (the callee's side: delivery -> policies -> the app).
+enum class GraphSide : uint8_t { kEgress, kIngress };
+
 struct Rpc {
-  uint64_t call_id = 0;                     // unique in this daemon while in flight
+  uint64_t call_id = 0;                     // the daemon's handle of the call (its call table)
   uint64_t caller_call_id = 0;              // the id the calling app chose for it
+  uint64_t delivery_id = 0;                 // the id the callee app knows it by, once delivered
   ConnectionId connection = kNoConnection;  // the caller's connection
   std::shared_ptr<const CallerIdentity> caller;
   uint32_t service_id = 0;
@@ -62,6 +68,11 @@ struct Rpc {
   MessageLocation response;
   Status status;  // code and detail text; OK until something ends the call otherwise
   MonoTime deadline = kNoDeadline;
+  // The call's metadata as the app encoded it (shm metadata block format), read from the caller's
+  // heap only when the call is delivered: no per-call decoding into strings.
+  MessageLocation metadata_block;
+  uint32_t metadata_length = 0;
+  // Metadata added by operators on the way (decoded); merged into the block on delivery.
   std::vector<MetadataEntry> metadata;
   uint8_t priority = 0;  // higher first; policies set and read it
   Endpoint endpoint;

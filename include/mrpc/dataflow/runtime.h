@@ -17,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "mrpc/base/clock.h"
@@ -50,12 +51,16 @@ struct RuntimeOptions {
   std::string name = "mrpc-rt";
   // Rounds without work keep polling this long (real time) before the thread sleeps.
   Nanos spin_budget = limits::kDefaultSpinBudget;
+  // While rounds keep finding work (no sleep), how often the runtime still asks epoll which
+  // watched fds are ready, without waiting.
+  Nanos event_check_interval = limits::kDaemonListenerCheckInterval;
 };
 
 struct RuntimeStats {
   uint64_t rounds = 0;
   uint64_t busy_rounds = 0;
   uint64_t sleeps = 0;
+  uint64_t event_checks = 0;  // epoll_wait calls, sleeping or not
 };
 
 class Runtime {
@@ -76,10 +81,16 @@ class Runtime {
   Status watch_eventfd(int fd);
   // Any other fd (a socket): readable wakes the runtime, which leaves the data to the task that
   // reads it. Level-triggered: a task must read it or unwatch it, or the runtime cannot sleep.
-  Status watch_readable(int fd);
+  // With `readable`, the runtime sets that flag when it sees the fd readable (after a sleep, and
+  // while busy every RuntimeOptions::event_check_interval), so a task reads its socket only then:
+  // idle sockets cost no syscall per round, however many there are. The flag must outlive the
+  // watch.
+  Status watch_readable(int fd, std::atomic<bool>* readable = nullptr);
   // Whether the last sleep ended because a watch_readable fd (not an eventfd or a timer) became
   // readable. Runtime thread only; meant for Task::woke().
   bool woke_by_readable() const { return woke_by_readable_; }
+  // From the runtime thread (a task), or while the runtime's thread is not running: a watch
+  // removed from elsewhere could still be returned by the epoll_wait in progress.
   void unwatch(int fd);
   // Ends a sleep now, or prevents the next one. Thread-safe, async-signal-safe.
   void wake();
@@ -101,7 +112,14 @@ class Runtime {
 
  private:
   void loop();
-  Status watch(int fd, bool drain);
+  struct Watch {
+    int fd;
+    bool drain;                   // an eventfd or timerfd: read its counter
+    std::atomic<bool>* readable;  // set when ready (may be null)
+  };
+  Status watch(int fd, bool drain, std::atomic<bool>* readable);
+  // epoll_wait with `timeout_ms`; drains eventfds and flags readable fds. Returns events seen.
+  int check_events(int timeout_ms);
   void apply_pending();
   bool in_round() const;
   MonoTime next_timer() const;
@@ -112,6 +130,9 @@ class Runtime {
   int wake_fd_ = -1;
   int timer_fd_ = -1;
   bool woke_by_readable_ = false;
+  std::mutex watches_mutex_;
+  std::unordered_map<int, std::unique_ptr<Watch>> watches_;  // by fd; for unwatch
+  std::atomic<uint64_t> event_checks_{0};
   std::thread thread_;
   std::atomic<bool> stop_{false};
 

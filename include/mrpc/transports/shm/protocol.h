@@ -35,13 +35,18 @@ inline constexpr uint64_t kNoOffset = UINT64_MAX;
 
 enum class EntryKind : uint8_t {
   // ---- app -> daemon (submission ring) ----
-  kCall = 1,     // start a call: request root in the heap; call_id chosen by the app
+  kCall = 1,     // start a call: request root in the heap; call_id chosen by the app. The daemon
+                 // keeps the app's calls in max_calls_in_flight slots, slot = (low 32 bits of
+                 // call_id) mod max_calls_in_flight: a call whose slot is taken by another call
+                 // still in flight is refused with RESOURCE_EXHAUSTED (libmrpc uses
+                 // (generation << 32) | slot ids, so its ids never collide)
   kReply = 2,    // end an incoming call: status, response root in the heap (or kNoOffset);
                  // also releases the request the daemon placed in the receive region
   kCancel = 3,   // cancel a call this app started (call_id = the app's id)
   kRelease = 4,  // the app is done with the receive-region block at message_offset
   // ---- daemon -> app (completion ring) ----
-  kIncomingCall = 16,       // a call to a service this app serves; call_id chosen by the daemon;
+  kIncomingCall = 16,       // a call to a service this app serves; call_id chosen by the daemon
+                            // (unique among the app's unanswered calls, never reused soon after);
                             // request in the receive region; metadata block there too
   kCallDone = 17,           // a call this app started has ended: status, response in the receive
                             // region (kNoOffset unless OK); the daemon no longer reads the request,

@@ -1,0 +1,332 @@
+#include "app_frontend.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+#include "mrpc/base/check.h"
+#include "mrpc/message/copy.h"
+#include "mrpc/transports/shm/metadata_block.h"
+
+namespace mrpc {
+
+namespace {
+// Bytes [offset, offset + length) of a region, or nothing if they do not lie inside it.
+bool inside(uint64_t region_bytes, uint64_t offset, uint64_t length) {
+  return offset <= region_bytes && length <= region_bytes - offset;
+}
+}  // namespace
+
+bool AppFrontend::poll() {
+  bool did_work = app_.flush_overflow();
+  // An app that does not read its completions stops being read: its own ring fills up and only it
+  // waits, while the daemon's memory for it stays bounded.
+  if (app_.overflow.size() >= app_.completions.entries()) return did_work;
+  entries_.resize(core_.config.max_batch);
+  auto popped = app_.submissions.pop_batch(std::span(entries_));
+  if (!popped.ok()) {
+    spdlog::warn("connection {}: submission ring corrupt ({}); closing it", app_.id,
+                 popped.status().to_string());
+    app_.broken = true;
+    return true;
+  }
+  for (uint32_t i = 0; i < *popped && !app_.broken; ++i) {
+    const shm::RingEntry& entry = entries_[i];
+    switch (entry.kind) {
+      case shm::EntryKind::kCall:
+        on_call(entry);
+        break;
+      case shm::EntryKind::kReply:
+        on_reply(entry);
+        break;
+      case shm::EntryKind::kCancel:
+        on_cancel(entry);
+        break;
+      case shm::EntryKind::kRelease:
+        on_release(entry);
+        break;
+      default:
+        core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        spdlog::debug("connection {}: unknown submission kind {}", app_.id,
+                      static_cast<int>(entry.kind));
+        break;
+    }
+  }
+  return did_work || *popped > 0;
+}
+
+Status AppFrontend::admit(const shm::RingEntry& entry, MonoTime now, MonoTime& deadline) const {
+  MRPC_REQUIRE(!core_.draining, StatusCode::kUnavailable, "mrpcd is shutting down");
+  const RegisteredService* service = core_.registry.find(entry.service_id);
+  MRPC_REQUIRE(service != nullptr, StatusCode::kInvalidArgument, "unknown service id {}",
+               entry.service_id);
+  MRPC_REQUIRE(entry.method_index < service->info->methods.size(), StatusCode::kInvalidArgument,
+               "service {} has no method {}", service->full_name, entry.method_index);
+  const OutgoingSlot& slot =
+      app_.outgoing[static_cast<uint32_t>(entry.call_id) % app_.outgoing.size()];
+  MRPC_REQUIRE(slot.call == kNoSlotHandle || slot.app_call_id != entry.call_id,
+               StatusCode::kInvalidArgument, "call id {} is already in flight", entry.call_id);
+  MRPC_REQUIRE(slot.call == kNoSlotHandle, StatusCode::kResourceExhausted,
+               "call id {} maps to call slot {} (its low 32 bits mod max_calls_in_flight={}), "
+               "which call {} still holds: at most max_calls_in_flight calls in flight, with ids "
+               "distinct in that slot",
+               entry.call_id, static_cast<uint32_t>(entry.call_id) % app_.outgoing.size(),
+               app_.outgoing.size(), slot.app_call_id);
+  deadline = entry.deadline <= 0 ? now + limits::kDefaultCallTimeout.count() : entry.deadline;
+  MRPC_REQUIRE(deadline > now, StatusCode::kDeadlineExceeded,
+               "the call's deadline had already passed");
+  MRPC_REQUIRE(entry.message_offset != shm::kNoOffset && entry.message_offset < app_.heap.size(),
+               StatusCode::kInvalidArgument, "request offset {} is outside the {}-byte heap",
+               entry.message_offset, app_.heap.size());
+  if (entry.metadata_offset != shm::kNoOffset || entry.metadata_length != 0) {
+    MRPC_REQUIRE(entry.metadata_length <= limits::kMaxMetadataBytes, StatusCode::kInvalidArgument,
+                 "metadata block of {} bytes exceeds kMaxMetadataBytes={}", entry.metadata_length,
+                 limits::kMaxMetadataBytes);
+    MRPC_REQUIRE(inside(app_.heap.size(), entry.metadata_offset, entry.metadata_length),
+                 StatusCode::kInvalidArgument,
+                 "metadata block [{}, +{}) is outside the {}-byte heap", entry.metadata_offset,
+                 entry.metadata_length, app_.heap.size());
+  }
+  return {};
+}
+
+void AppFrontend::refuse_call(uint64_t call_id, const Status& status) {
+  core_.counters.calls_started.fetch_add(1, std::memory_order_relaxed);
+  core_.counters.calls_completed.fetch_add(1, std::memory_order_relaxed);
+  core_.counters.calls_failed.fetch_add(1, std::memory_order_relaxed);
+  app_.post_call_done(call_id, status, shm::kNoOffset);
+  spdlog::debug("connection {}: call {} refused: {}", app_.id, call_id, status.to_string());
+}
+
+void AppFrontend::on_call(const shm::RingEntry& entry) {
+  const MonoTime now = core_.clock.now();
+  MonoTime deadline = kNoDeadline;
+  if (Status admitted = admit(entry, now, deadline); !admitted.ok()) {
+    if (admitted.code() == StatusCode::kInvalidArgument)
+      core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    refuse_call(entry.call_id, admitted);
+    return;
+  }
+  const SlotHandle call = core_.start_call(CallRecord{app_.id, entry.call_id, deadline});
+  if (call == kNoSlotHandle) {
+    refuse_call(entry.call_id, Status(StatusCode::kResourceExhausted,
+                                      fmt::format("mrpcd's call table is full ({} calls)",
+                                                  core_.calls.max_entries())));
+    return;
+  }
+  app_.outgoing_slot(entry.call_id) = OutgoingSlot{entry.call_id, call};
+  ++app_.outgoing_in_flight;
+  core_.counters.calls_started.fetch_add(1, std::memory_order_relaxed);
+
+  auto rpc = std::make_unique<Rpc>();
+  rpc->call_id = call;
+  rpc->caller_call_id = entry.call_id;
+  rpc->connection = app_.id;
+  rpc->caller = app_.identity;
+  rpc->service_id = entry.service_id;
+  rpc->method_index = entry.method_index;
+  rpc->request = MessageLocation{app_.id, RegionKind::kHeap, entry.message_offset};
+  rpc->deadline = deadline;
+  if (entry.metadata_length != 0) {
+    rpc->metadata_block = MessageLocation{app_.id, RegionKind::kHeap, entry.metadata_offset};
+    rpc->metadata_length = entry.metadata_length;
+  }
+  app_.egress->push_request(std::move(rpc));
+}
+
+void AppFrontend::on_reply(const shm::RingEntry& entry) {
+  // Whatever the id, the app gets its response memory back once the daemon is done reading it.
+  const shm::RingEntry reply_done = shm::make_ring_entry(shm::EntryKind::kReplyDone, entry.call_id);
+  IncomingCall* incoming = app_.incoming.find(entry.call_id);
+  if (incoming == nullptr || incoming->rpc == nullptr) {
+    core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    app_.post(reply_done);
+    return;
+  }
+  if (!app_.free_received(incoming->request).ok() || !app_.free_received(incoming->metadata).ok())
+    spdlog::error("connection {}: could not free the request of incoming call {}", app_.id,
+                  entry.call_id);
+  RpcPtr rpc = std::move(incoming->rpc);
+  const bool cancelled = incoming->cancelled;
+  app_.incoming.erase(entry.call_id);
+  if (cancelled) {  // the call already ended for its caller: nobody waits for this reply
+    core_.counters.late_replies.fetch_add(1, std::memory_order_relaxed);
+    app_.post(reply_done);
+    return;
+  }
+  StatusCode code = status_code_from_wire(entry.status);
+  std::string detail;
+  if (entry.detail_offset != shm::kNoOffset) {
+    uint64_t length = std::min<uint64_t>(entry.detail_length, limits::kMaxStatusDetailBytes);
+    if (inside(app_.heap.size(), entry.detail_offset, length))
+      detail.assign(reinterpret_cast<const char*>(app_.heap.data() + entry.detail_offset), length);
+  }
+  rpc->response = MessageLocation{};
+  if (code == StatusCode::kOk && entry.message_offset == shm::kNoOffset) {
+    rpc->status = Status(StatusCode::kInternal, "the server replied OK without a response");
+  } else {
+    rpc->status = Status(code, std::move(detail));
+    if (code == StatusCode::kOk)
+      rpc->response = MessageLocation{app_.id, RegionKind::kHeap, entry.message_offset};
+  }
+  // The transport copies the response and then posts kReplyDone; without one, it is due now.
+  if (!rpc->response.present()) app_.post(reply_done);
+  app_.ingress->push_reply(std::move(rpc));
+}
+
+void AppFrontend::on_cancel(const shm::RingEntry& entry) {
+  const OutgoingSlot& slot = app_.outgoing_slot(entry.call_id);
+  if (slot.call == kNoSlotHandle || slot.app_call_id != entry.call_id)
+    return;  // already ended: the cancel raced the completion
+  core_.finish_call(slot.call, Status(StatusCode::kCancelled, "the caller cancelled the call"),
+                    shm::kNoOffset);
+}
+
+void AppFrontend::on_release(const shm::RingEntry& entry) {
+  Status freed = app_.free_received(entry.message_offset);
+  if (!freed.ok()) {
+    core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("connection {}: bad release: {}", app_.id, freed.to_string());
+  }
+}
+
+void AppFrontend::complete(RpcPtr rpc) {
+  uint64_t response = rpc->response.present() && rpc->response.owner == app_.id &&
+                              rpc->response.region == RegionKind::kReceive
+                          ? rpc->response.offset
+                          : shm::kNoOffset;
+  if (core_.call(rpc->call_id) == nullptr) {  // ended meanwhile (deadline, cancel)
+    core_.discard(std::move(rpc));
+    return;
+  }
+  if (!rpc->status.ok() && response != shm::kNoOffset) {
+    (void)app_.free_received(response);
+    response = shm::kNoOffset;
+  }
+  core_.finish_call(rpc->call_id, rpc->status, response);
+}
+
+Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata,
+                                 uint32_t& metadata_length) {
+  Connection* caller = core_.connection(rpc.request.owner);
+  MRPC_REQUIRE(caller != nullptr, StatusCode::kUnavailable, "the caller left");
+  const RegisteredService* service = core_.registry.find(rpc.service_id);
+  MRPC_REQUIRE(service != nullptr, StatusCode::kUnavailable,
+               "the service was unregistered during the call");
+  const MethodInfo& method = service->info->methods[rpc.method_index];
+  auto copied =
+      copy_message(*method.input, caller->heap_view(), rpc.request.offset, app_.receive_view(),
+                   *app_.receive_allocator,
+                   CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
+  if (!copied.ok()) return copied.status();
+  request = *copied;
+  if (rpc.metadata_length == 0 && rpc.metadata.empty()) return {};
+
+  // The encoded block is copied as it is, then checked in its copy, which the app cannot change
+  // any more; metadata added by operators (rare) means re-encoding.
+  Status status;
+  auto block = app_.receive_allocator->allocate(std::max<uint64_t>(rpc.metadata_length, 1));
+  if (!block.ok()) {
+    status = block.status();
+  } else {
+    metadata = *block;
+    metadata_length = rpc.metadata_length;
+    std::memcpy(app_.receive.data() + metadata, caller->heap.data() + rpc.metadata_block.offset,
+                rpc.metadata_length);
+    auto pairs = shm::decode_metadata(app_.receive.data(), app_.receive.size(), metadata,
+                                      rpc.metadata_length);
+    if (!pairs.ok()) {
+      status = pairs.status();
+    } else if (!rpc.metadata.empty()) {
+      for (const auto& added : rpc.metadata) pairs->emplace_back(added.key, added.value);
+      const uint64_t bytes = shm::metadata_block_bytes(*pairs);
+      (void)app_.free_received(metadata);
+      metadata = shm::kNoOffset;
+      auto merged = app_.receive_allocator->allocate(bytes);
+      if (!merged.ok()) {
+        status = merged.status();
+      } else {
+        metadata = *merged;
+        metadata_length = static_cast<uint32_t>(bytes);
+        auto written =
+            shm::encode_metadata(*pairs, std::span(app_.receive.data() + metadata, bytes));
+        if (!written.ok()) status = written.status();
+      }
+    }
+  }
+  if (!status.ok()) {
+    (void)app_.free_received(request);
+    (void)app_.free_received(metadata);
+    request = metadata = shm::kNoOffset;
+  }
+  return status;
+}
+
+void AppFrontend::bounce(RpcPtr rpc, Status status) {
+  rpc->status = std::move(status);
+  app_.ingress->push_reply(std::move(rpc));
+}
+
+void AppFrontend::deliver(RpcPtr rpc) {
+  CallRecord* record = core_.call(rpc->call_id);
+  if (record == nullptr) {  // ended for its caller while on its way here
+    core_.discard(std::move(rpc));
+    return;
+  }
+  if (app_.incoming.size() >= app_.incoming.max_entries()) {
+    bounce(std::move(rpc),
+           Status(StatusCode::kResourceExhausted,
+                  fmt::format("the serving app '{}' has {} calls it has not answered yet "
+                              "(max_calls_served)",
+                              app_.identity->app_name, app_.incoming.size())));
+    return;
+  }
+  uint64_t request = shm::kNoOffset;
+  uint64_t metadata = shm::kNoOffset;
+  uint32_t metadata_length = 0;
+  Status copied = copy_request(*rpc, request, metadata, metadata_length);
+  app_.report_receive_usage();
+  if (!copied.ok()) {
+    spdlog::debug("call {} not delivered to connection {}: {}", rpc->call_id, app_.id,
+                  copied.to_string());
+    bounce(std::move(rpc), std::move(copied));
+    return;
+  }
+  const SlotHandle delivery = app_.incoming.insert(IncomingCall{nullptr, request, metadata});
+  MRPC_ASSERT(delivery != kNoSlotHandle, "incoming table full after the check");
+  shm::RingEntry incoming = shm::make_ring_entry(shm::EntryKind::kIncomingCall, delivery);
+  incoming.method_index = rpc->method_index;
+  incoming.service_id = rpc->service_id;
+  incoming.message_offset = request;
+  incoming.metadata_offset = metadata;
+  incoming.metadata_length = metadata_length;
+  incoming.deadline = rpc->deadline;
+  record->callee = app_.id;
+  record->delivery = delivery;
+  rpc->delivery_id = delivery;
+  rpc->endpoint.connection = app_.id;
+  app_.incoming.find(delivery)->rpc = std::move(rpc);
+  if (!app_.post(incoming)) {
+    // Its ring is corrupt: the connection closes at the end of the round and fails the call.
+    spdlog::debug("connection {}: completion ring corrupt while delivering", app_.id);
+  }
+}
+
+MonoTime AppFrontend::next_timer() const {
+  if (app_.overflow.empty()) return kNoDeadline;
+  // The app does not ring the daemon when it frees completion slots: retry the overflow soon.
+  return core_.clock.now() + std::chrono::nanoseconds(std::chrono::milliseconds(1)).count();
+}
+
+bool AppFrontend::prepare_to_sleep() {
+  sleeping_ = app_.submissions.prepare_to_sleep();
+  return sleeping_;
+}
+
+void AppFrontend::woke() {
+  if (!sleeping_) return;
+  sleeping_ = false;
+  app_.submissions.finish_sleep();
+}
+
+}  // namespace mrpc

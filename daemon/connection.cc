@@ -1,0 +1,83 @@
+// Connection: posting completions to an app and freeing what the daemon placed in its receive
+// region. See connection.h.
+#include "connection.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "mrpc/base/limits.h"
+
+namespace mrpc {
+
+bool Connection::post(const shm::RingEntry& entry) {
+  if (broken) return false;
+  if (!overflow.empty()) {
+    overflow.push_back(entry);
+    return true;
+  }
+  Status pushed = completions.push(entry);
+  if (pushed.ok()) return true;
+  if (pushed.code() == StatusCode::kResourceExhausted) {
+    overflow.push_back(entry);
+    return true;
+  }
+  spdlog::warn("connection {}: completion ring corrupt ({}); closing it", id, pushed.to_string());
+  broken = true;
+  return false;
+}
+
+bool Connection::flush_overflow() {
+  if (overflow.empty() || broken) return false;
+  bool moved = false;
+  while (!overflow.empty()) {
+    Status pushed = completions.push(overflow.front());
+    if (!pushed.ok()) {
+      if (pushed.code() != StatusCode::kResourceExhausted) broken = true;
+      break;
+    }
+    overflow.pop_front();
+    moved = true;
+  }
+  return moved;
+}
+
+void Connection::post_call_done(uint64_t call_id, const Status& status, uint64_t response) {
+  shm::RingEntry done = shm::make_ring_entry(shm::EntryKind::kCallDone, call_id);
+  done.status = static_cast<uint32_t>(status.code());
+  done.message_offset = response;
+  const std::string& text = status.message();
+  if (!status.ok() && !text.empty()) {
+    const uint64_t length = std::min<uint64_t>(text.size(), limits::kMaxStatusDetailBytes);
+    if (auto block = receive_allocator->allocate(length, 1); block.ok()) {
+      std::memcpy(receive.data() + *block, text.data(), length);
+      done.detail_offset = *block;
+      done.detail_length = static_cast<uint32_t>(length);
+      report_receive_usage();
+    }
+  }
+  if (!post(done)) {
+    (void)free_received(response);
+    (void)free_received(done.detail_offset);
+  }
+}
+
+Status Connection::free_received(uint64_t offset) {
+  if (offset == shm::kNoOffset) return {};
+  Status freed = receive_allocator->free(offset);
+  report_receive_usage();
+  return freed;
+}
+
+void Connection::report_receive_usage(bool closing) {
+  if (receive_bytes_total == nullptr || receive_allocator == nullptr) return;
+  uint64_t used = closing ? 0 : receive_allocator->used_bytes();
+  if (used >= receive_bytes_reported)
+    receive_bytes_total->fetch_add(used - receive_bytes_reported, std::memory_order_relaxed);
+  else
+    receive_bytes_total->fetch_sub(receive_bytes_reported - used, std::memory_order_relaxed);
+  receive_bytes_reported = used;
+}
+
+}  // namespace mrpc

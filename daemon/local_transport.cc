@@ -1,0 +1,85 @@
+#include "local_transport.h"
+
+#include <spdlog/spdlog.h>
+
+#include "mrpc/base/check.h"
+#include "mrpc/message/copy.h"
+
+namespace mrpc {
+
+void LocalTransport::send_request(RpcPtr rpc) {
+  Connection* callee = core_.connection(rpc->endpoint.connection);
+  if (callee == nullptr) {
+    rpc->status = Status(StatusCode::kUnavailable, "the serving app left");
+    send_reply(std::move(rpc));
+    return;
+  }
+  callee->ingress->push_request(std::move(rpc));
+}
+
+void LocalTransport::send_reply(RpcPtr rpc) {
+  CallRecord* record = core_.call(rpc->call_id);
+  Connection* caller = record == nullptr ? nullptr : core_.connection(record->caller);
+  if (caller == nullptr) {  // the call ended for its caller meanwhile: a late reply
+    core_.discard(std::move(rpc));
+    return;
+  }
+  if (rpc->response.present() && rpc->response.region == RegionKind::kHeap)
+    copy_response(*rpc, *caller);
+  caller->egress->push_reply(std::move(rpc));
+}
+
+void LocalTransport::copy_response(Rpc& rpc, Connection& caller) {
+  Connection* server = core_.connection(rpc.response.owner);
+  if (server == nullptr) {
+    rpc.status = Status(StatusCode::kUnavailable, "the serving app left before its reply was read");
+    rpc.response = MessageLocation{};
+    return;
+  }
+  if (rpc.status.ok()) {
+    const RegisteredService* service = core_.registry.find(rpc.service_id);
+    if (service == nullptr) {
+      rpc.status = Status(StatusCode::kUnavailable, "the service was unregistered during the call");
+      rpc.response = MessageLocation{};
+    } else {
+      MRPC_ASSERT(rpc.method_index < service->info->methods.size(),
+                  "a routed call has service {} method {}", rpc.service_id, rpc.method_index);
+      const MethodInfo& method = service->info->methods[rpc.method_index];
+      auto copied =
+          copy_message(*method.output, server->heap_view(), rpc.response.offset,
+                       caller.receive_view(), *caller.receive_allocator,
+                       CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
+      caller.report_receive_usage();
+      if (copied.ok()) {
+        rpc.response = MessageLocation{caller.id, RegionKind::kReceive, *copied};
+      } else if (copied.status().code() == StatusCode::kResourceExhausted &&
+                 caller.receive_allocator->used_bytes() > 0) {
+        rpc.status = Status(
+            StatusCode::kResourceExhausted,
+            fmt::format("the caller's receive region has no room for the response ({} of {} bytes "
+                        "hold replies not yet released): {}; release received replies sooner",
+                        caller.receive_allocator->used_bytes(), caller.receive.size(),
+                        copied.status().message()));
+        rpc.response = MessageLocation{};
+      } else {
+        rpc.status = Status(copied.status().code(),
+                            "bad response from the server: " + copied.status().message());
+        rpc.response = MessageLocation{};
+      }
+    }
+  } else {
+    rpc.response = MessageLocation{};  // an error carries no response
+  }
+  server->post(shm::make_ring_entry(shm::EntryKind::kReplyDone, rpc.delivery_id));
+}
+
+void LocalTransport::cancel(ConnectionId callee_id, uint64_t delivery) {
+  Connection* callee = core_.connection(callee_id);
+  if (callee == nullptr) return;
+  IncomingCall* incoming = callee->incoming.find(delivery);
+  if (incoming == nullptr || incoming->cancelled) return;
+  incoming->cancelled = true;
+  callee->post(shm::make_ring_entry(shm::EntryKind::kIncomingCancelled, delivery));
+}
+
+}  // namespace mrpc

@@ -1,0 +1,46 @@
+#include "router.h"
+
+#include <algorithm>
+
+namespace mrpc {
+
+void Router::route(Connection& caller, RpcPtr rpc) {
+  if (core_.call(rpc->call_id) == nullptr) {  // ended while in the graph
+    core_.discard(std::move(rpc));
+    return;
+  }
+  auto fail = [&](StatusCode code, std::string text) {
+    rpc->status = Status(code, std::move(text));
+    caller.egress->push_reply(std::move(rpc));
+  };
+  if (rpc->deadline <= core_.clock.now())
+    return fail(StatusCode::kDeadlineExceeded, "the call passed its deadline");
+  const RegisteredService* service = core_.registry.find(rpc->service_id);
+  if (service == nullptr)
+    return fail(StatusCode::kUnavailable,
+                fmt::format("no app serves service id {} any more", rpc->service_id));
+  auto has_room = [this](ConnectionId id) {
+    Connection* server = core_.connection(id);
+    return server != nullptr && server->incoming.size() < server->incoming.max_entries();
+  };
+  ConnectionId target = kNoConnection;
+  if (rpc->endpoint.routed()) {  // chosen by a policy: honoured if it serves the service
+    const auto& servers = service->servers;
+    if (std::find(servers.begin(), servers.end(), rpc->endpoint.connection) != servers.end() &&
+        has_room(rpc->endpoint.connection))
+      target = rpc->endpoint.connection;
+  }
+  if (target == kNoConnection) target = core_.registry.pick_server(rpc->service_id, has_room);
+  if (target == kNoConnection) {
+    if (service->servers.empty())
+      return fail(StatusCode::kUnavailable, fmt::format("no app serves {}", service->full_name));
+    return fail(StatusCode::kResourceExhausted,
+                fmt::format("every app serving {} ({}) has max_calls_served calls it has not "
+                            "answered",
+                            service->full_name, service->servers.size()));
+  }
+  rpc->endpoint.connection = target;
+  core_.local_transport->send_request(std::move(rpc));
+}
+
+}  // namespace mrpc

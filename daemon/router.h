@@ -1,0 +1,23 @@
+// Router: the request exit of every app's egress graph. It picks the call's endpoint from the
+// service's endpoint set (the endpoint a policy chose, if that one serves the service; else round
+// robin over the serving apps that have room for another call) and hands the RPC to the
+// transport that reaches it. What it cannot route goes back up the caller's egress graph with an
+// error status, so the caller's policies see the failure too.
+// Runtime thread only; holds nothing.
+#pragma once
+
+#include "core.h"
+
+namespace mrpc {
+
+class Router {
+ public:
+  explicit Router(DaemonCore& core) : core_(core) {}
+  // `caller`: the connection whose egress graph the RPC left.
+  void route(Connection& caller, RpcPtr rpc);
+
+ private:
+  DaemonCore& core_;
+};
+
+}  // namespace mrpc
