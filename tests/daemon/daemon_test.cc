@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../../daemon/control_server.h"
+#include "embedded_daemon.h"
 #include "mrpc/base/random.h"
 #include "mrpc/daemon/daemon.h"
 #include "mrpc/message/layout.h"
@@ -21,64 +22,6 @@
 using namespace std::chrono_literals;
 using namespace mrpc;
 using namespace mrpc::testing;
-
-namespace {
-
-struct EmbeddedDaemon {
-  explicit EmbeddedDaemon(DaemonConfig config = small_config())
-      : daemon(with_paths(std::move(config)), MonotonicClock::instance()) {
-    Status started = daemon.start();
-    REQUIRE_MESSAGE(started.ok(), started.to_string());
-  }
-  static DaemonConfig small_config() {
-    DaemonConfig config;
-    config.heap_bytes = 4 << 20;
-    config.receive_bytes = 4 << 20;
-    config.ring_entries = 256;
-    config.max_calls_in_flight = 64;
-    return config;
-  }
-  DaemonConfig with_paths(DaemonConfig config) {
-    config.app_socket_path = dir.path("app.sock");
-    config.control_socket_path = dir.path("control.sock");
-    return config;
-  }
-  std::string app_socket() const { return dir.path("app.sock"); }
-  std::string control_socket() const { return dir.path("control.sock"); }
-
-  TempDir dir;
-  Daemon daemon;
-};
-
-// One echo call, start to end, as a well-behaved client does it.
-void check_echo_works(TestApp& client, uint32_t service_id, uint64_t call_id) {
-  std::string text = "hello " + std::to_string(call_id);
-  client.call_echo(service_id, call_id, text);
-  auto done = client.wait_call_done(call_id);
-  REQUIRE(done.has_value());
-  CHECK(done->status == static_cast<uint32_t>(StatusCode::kOk));
-  REQUIRE(done->message_offset != shm::kNoOffset);
-  CHECK(client.received_text(done->message_offset) == text);
-  client.release(done->message_offset);
-}
-
-StatusCode call_status(const shm::RingEntry& done) {
-  return status_code_from_wire(done.status);
-}
-
-// Whether `condition` holds within 10 s (it should hold almost at once; the bound only turns a
-// bug into a failure instead of a hang).
-template <class Condition>
-bool eventually(Condition condition) {
-  const MonoTime give_up = MonotonicClock::instance().now() + 10'000'000'000;
-  while (!condition()) {
-    if (MonotonicClock::instance().now() > give_up) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
-}  // namespace
 
 TEST_CASE("an echo call goes from one app to the serving app and back") {
   EmbeddedDaemon daemon;

@@ -285,6 +285,7 @@ void EchoServer::reply_to_held() {
 void EchoServer::serve() {
   std::unordered_map<uint64_t, uint64_t> replies;  // daemon call id -> reply root in our heap
   std::vector<shm::RingEntry> held;
+  std::unordered_map<uint64_t, shm::RingEntry> waiting_for_cancel;  // by daemon call id
   auto reply = [&](const shm::RingEntry& call) {
     uint64_t response = app_->build_echo(app_->received_text(call.message_offset));
     shm::RingEntry entry{};
@@ -314,8 +315,10 @@ void EchoServer::serve() {
         ++calls_seen_;
         if (mode_ == Mode::kEcho)
           reply(*entry);
-        else
+        else if (mode_ == Mode::kHold)
           held.push_back(*entry);
+        else
+          waiting_for_cancel.emplace(entry->call_id, *entry);
         break;
       case shm::EntryKind::kReplyDone:
         if (auto it = replies.find(entry->call_id); it != replies.end()) {
@@ -326,6 +329,10 @@ void EchoServer::serve() {
         break;
       case shm::EntryKind::kIncomingCancelled:
         ++cancellations_;
+        if (auto it = waiting_for_cancel.find(entry->call_id); it != waiting_for_cancel.end()) {
+          reply(it->second);
+          waiting_for_cancel.erase(it);
+        }
         break;
       default:
         break;

@@ -119,7 +119,10 @@ class TestApp {
 // them, when told to), frees replies on kReplyDone, counts cancellations.
 class EchoServer {
  public:
-  enum class Mode { kEcho, kHold };
+  // kEcho: reply at once. kHold: keep every call until reply_to_held(). kReplyWhenCancelled: a
+  // server too slow for its callers: it replies to a call only once the daemon says it was
+  // cancelled (deadline, caller gone), so every reply is late.
+  enum class Mode { kEcho, kHold, kReplyWhenCancelled };
   void set_mode(Mode mode) { mode_ = mode; }
   uint64_t replies_sent() const { return replies_sent_.load(); }
   EchoServer(const std::string& socket_path, Mode mode = Mode::kEcho);

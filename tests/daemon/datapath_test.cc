@@ -1,0 +1,257 @@
+// The daemon's datapath seams, shown on an embedded daemon with raw test apps over real sockets
+// and shared memory: egress and ingress graphs, endpoint sets, registrations that end with their
+// apps, and memory and per-round work that stay bounded whatever the apps do.
+#include <doctest/doctest.h>
+
+#include <google/protobuf/descriptor.pb.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "embedded_daemon.h"
+#include "mrpc/dataflow/operator.h"
+#include "test_app.h"
+
+using namespace std::chrono_literals;
+using namespace mrpc;
+using namespace mrpc::testing;
+
+namespace {
+
+// Counts the requests and replies it sees; passes everything.
+class CountingOperator final : public Operator {
+ public:
+  std::string_view name() const override { return "counting"; }
+  void on_requests(RpcBatch& batch, Output&) override { requests += batch.size(); }
+  void on_replies(RpcBatch& batch, Output&) override { replies += batch.size(); }
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> replies{0};
+};
+
+// Makes `count` echo calls one after another; returns how many ended OK.
+uint64_t echo_calls(TestApp& client, uint32_t service_id, uint64_t first_id, uint64_t count) {
+  uint64_t ok = 0;
+  for (uint64_t id = first_id; id < first_id + count; ++id) {
+    const uint64_t request = client.build_echo("x");
+    client.submit(client.call_entry(service_id, id, request));
+    auto done = client.wait_call_done(id);
+    REQUIRE(done.has_value());
+    (void)client.heap().free_message(request);
+    if (call_status(*done) == StatusCode::kOk) {
+      ++ok;
+      client.release(done->message_offset);
+    } else if (done->detail_offset != shm::kNoOffset) {
+      client.release(done->detail_offset);
+    }
+  }
+  return ok;
+}
+
+}  // namespace
+
+TEST_CASE("an operator at the callee sees every caller's calls, one at a caller only its own") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto first = TestApp::connect(daemon.app_socket(), "first");
+  auto second = TestApp::connect(daemon.app_socket(), "second");
+  auto at_callee = std::make_shared<CountingOperator>();
+  auto at_first_caller = std::make_shared<CountingOperator>();
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, ConnectionGraphs graphs) {
+        if (identity.app_name == "echo-server") CHECK(graphs.ingress.insert(0, at_callee).ok());
+        if (identity.app_name == "first") CHECK(graphs.egress.insert(0, at_first_caller).ok());
+      })
+      .wait();
+  CHECK(echo_calls(*first, server.service_id(), 1, 10) == 10);
+  CHECK(echo_calls(*second, server.service_id(), 1, 7) == 7);
+  CHECK(at_callee->requests == 17);
+  CHECK(at_callee->replies == 17);
+  CHECK(at_first_caller->requests == 10);
+  CHECK(at_first_caller->replies == 10);
+}
+
+TEST_CASE("two servers of one service share 10000 calls round robin") {
+  EmbeddedDaemon daemon;
+  EchoServer one(daemon.app_socket());
+  EchoServer two(daemon.app_socket());
+  REQUIRE(one.service_id() == two.service_id());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  CHECK(echo_calls(*client, one.service_id(), 1, 10000) == 10000);
+  CHECK(one.calls_seen() == 5000);
+  CHECK(two.calls_seen() == 5000);
+}
+
+TEST_CASE("killing one of two servers fails only its calls in flight, the other serves the rest") {
+  EmbeddedDaemon daemon;
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  REQUIRE(client->register_service(kEchoService, false).status == StatusCode::kOk);
+  EchoServer steady(daemon.app_socket());
+  auto doomed = std::make_unique<EchoServer>(daemon.app_socket(), EchoServer::Mode::kHold);
+  const uint32_t service = steady.service_id();
+  // 40 calls in flight: round robin gives 20 to each; the doomed server holds its 20.
+  for (uint64_t id = 1; id <= 40; ++id) client->call_echo(service, id, "load");
+  REQUIRE(eventually([&] { return doomed->calls_seen() == 20 && steady.calls_seen() == 20; }));
+  doomed->kill();
+  uint64_t ok = 0, unavailable = 0;
+  for (uint64_t id = 1; id <= 40; ++id) {
+    auto done = client->wait_call_done(id);
+    REQUIRE(done.has_value());
+    if (call_status(*done) == StatusCode::kOk) ++ok;
+    if (call_status(*done) == StatusCode::kUnavailable) ++unavailable;
+  }
+  CHECK(ok == 20);
+  CHECK(unavailable == 20);
+  // New calls all go to the survivor.
+  CHECK(echo_calls(*client, service, 41, 200) == 200);
+  CHECK(steady.calls_seen() == 220);
+  CHECK(daemon.daemon.stats().calls_in_flight == 0);
+}
+
+TEST_CASE("a service whose apps all left can be registered again with another schema") {
+  EmbeddedDaemon daemon;
+  google::protobuf::FileDescriptorSet changed;
+  REQUIRE(changed.ParseFromString(echo_file_descriptor_set()));
+  changed.mutable_file(0)->mutable_message_type(0)->mutable_field(0)->set_type(
+      google::protobuf::FieldDescriptorProto::TYPE_INT64);
+  const std::string changed_schema = changed.SerializeAsString();
+  uint32_t first_id = 0;
+  {
+    EchoServer original(daemon.app_socket());
+    first_id = original.service_id();
+    auto other = TestApp::connect(daemon.app_socket(), "other");
+    // While an app still uses the service, its layouts stand.
+    CHECK(other->register_service(kEchoService, true, changed_schema).status ==
+          StatusCode::kFailedPrecondition);
+  }
+  REQUIRE(eventually([&] { return daemon.daemon.stats().services == 0; }));
+  auto newcomer = TestApp::connect(daemon.app_socket(), "newcomer");
+  auto registered = newcomer->register_service(kEchoService, true, changed_schema);
+  CHECK(registered.status == StatusCode::kOk);
+  CHECK(registered.service_id != first_id);  // the old id names nothing any more
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  client->call_echo(first_id, 1, "to the old registration");
+  auto done = client->wait_call_done(1);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kInvalidArgument);
+}
+
+namespace {
+// `clients` apps each keep 64 calls (the small config's max in flight) with `timeout` deadlines
+// going until `total` calls have ended; returns how many ended with `expected`.
+uint64_t run_calls(EmbeddedDaemon& daemon, uint32_t service, int clients, uint64_t total,
+                   std::chrono::nanoseconds timeout, StatusCode expected) {
+  std::atomic<uint64_t> started{0};
+  std::atomic<uint64_t> as_expected{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      auto app = TestApp::connect(daemon.app_socket(), "client-" + std::to_string(c));
+      uint64_t in_flight = 0;
+      std::unordered_map<uint64_t, uint64_t> requests;  // call id -> request root
+      auto start_one = [&](uint64_t id) {
+        if (started.fetch_add(1) >= total) return false;
+        const uint64_t request = app->build_echo("abandoned?");
+        requests[id] = request;
+        app->submit(app->call_entry(service, id, request, timeout));
+        ++in_flight;
+        return true;
+      };
+      for (uint64_t id = 0; id < 64 && start_one(id); ++id) {
+      }
+      while (in_flight > 0) {
+        auto entry = app->next_completion();
+        REQUIRE(entry.has_value());
+        if (entry->kind != shm::EntryKind::kCallDone) continue;
+        --in_flight;
+        (void)app->heap().free_message(requests.at(entry->call_id));
+        requests.erase(entry->call_id);
+        if (call_status(*entry) == expected) ++as_expected;
+        if (entry->message_offset != shm::kNoOffset) app->release(entry->message_offset);
+        if (entry->detail_offset != shm::kNoOffset) app->release(entry->detail_offset);
+        start_one(entry->call_id + 64);  // the same call slot, the next id
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  return as_expected;
+}
+
+uint64_t count_from_env(const char* name, uint64_t fallback) {
+  const char* value = std::getenv(name);
+  return value == nullptr ? fallback : std::strtoull(value, nullptr, 10);
+}
+}  // namespace
+
+TEST_CASE("abandoned calls leave the call table and deadline heap at their starting size") {
+  // Default 40000 here; the soak runs MRPC_ABANDONED_CALLS=1000000.
+  const uint64_t total = count_from_env("MRPC_ABANDONED_CALLS", 40000);
+  EmbeddedDaemon daemon;
+  EchoServer slow(daemon.app_socket(), EchoServer::Mode::kReplyWhenCancelled);
+  // Warm-up: the tables grow to what 4 apps x 64 calls in flight need.
+  CHECK(run_calls(daemon, slow.service_id(), 4, 2000, 50ms, StatusCode::kDeadlineExceeded) == 2000);
+  REQUIRE(eventually([&] { return daemon.daemon.stats().late_replies >= 2000; }));
+  const DaemonStats warm = daemon.daemon.stats();
+  CHECK(warm.call_table_size == 0);
+  CHECK(warm.deadline_heap_size == 0);
+  CHECK(run_calls(daemon, slow.service_id(), 4, total, 50ms, StatusCode::kDeadlineExceeded) ==
+        total);
+  REQUIRE(eventually([&] { return daemon.daemon.stats().late_replies >= 2000 + total; }));
+  const DaemonStats after = daemon.daemon.stats();
+  MESSAGE("abandoned calls: ", total, ", call table capacity ", after.call_table_capacity,
+          " (after warm-up ", warm.call_table_capacity, "), deadline heap capacity ",
+          after.deadline_heap_capacity, " (", warm.deadline_heap_capacity, ")");
+  CHECK(after.call_table_size == 0);
+  CHECK(after.deadline_heap_size == 0);
+  CHECK(after.call_table_capacity <= std::max<uint64_t>(warm.call_table_capacity, 4 * 64));
+  CHECK(after.deadline_heap_capacity <= std::max<uint64_t>(warm.deadline_heap_capacity, 4 * 64));
+  CHECK(after.calls_in_flight == 0);
+  CHECK(slow.live_replies() == 0);  // every late reply's memory went back to the server
+}
+
+TEST_CASE("finished calls leave the call table and deadline heap at their starting size") {
+  // Default 200000 here; the soak runs MRPC_FINISHED_CALLS=10000000.
+  const uint64_t total = count_from_env("MRPC_FINISHED_CALLS", 200000);
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  CHECK(run_calls(daemon, server.service_id(), 2, 5000, 10s, StatusCode::kOk) == 5000);
+  const DaemonStats warm = daemon.daemon.stats();
+  CHECK(run_calls(daemon, server.service_id(), 2, total, 10s, StatusCode::kOk) == total);
+  const DaemonStats after = daemon.daemon.stats();
+  MESSAGE("finished calls: ", total, ", call table capacity ", after.call_table_capacity,
+          ", deadline heap capacity ", after.deadline_heap_capacity);
+  CHECK(after.call_table_size == 0);
+  CHECK(after.deadline_heap_size == 0);
+  CHECK(after.call_table_capacity <= std::max<uint64_t>(warm.call_table_capacity, 2 * 64));
+  CHECK(after.deadline_heap_capacity <= std::max<uint64_t>(warm.deadline_heap_capacity, 2 * 64));
+}
+
+TEST_CASE("1000 idle connected apps add no socket reads to another app's calls") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.heap_bytes = 1 << 20;
+  config.receive_bytes = 1 << 20;
+  config.ring_entries = 16;
+  EmbeddedDaemon daemon(config);
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  CHECK(echo_calls(*client, server.service_id(), 1, 100) == 100);  // warm-up
+  const uint64_t alone = daemon.daemon.stats().socket_reads;
+  CHECK(echo_calls(*client, server.service_id(), 101, 1000) == 1000);
+  const uint64_t reads_alone = daemon.daemon.stats().socket_reads - alone;
+
+  std::vector<std::unique_ptr<TestApp>> idle;
+  for (int i = 0; i < 1000; ++i)
+    idle.push_back(TestApp::connect(daemon.app_socket(), "idle-" + std::to_string(i)));
+  REQUIRE(eventually([&] { return daemon.daemon.stats().connections_open == 1002; }));
+  const uint64_t crowded = daemon.daemon.stats().socket_reads;
+  const uint64_t rounds_before = daemon.daemon.stats().runtime_rounds;
+  CHECK(echo_calls(*client, server.service_id(), 1101, 1000) == 1000);
+  const uint64_t reads_crowded = daemon.daemon.stats().socket_reads - crowded;
+  MESSAGE("socket reads over 1000 calls: ", reads_alone, " alone, ", reads_crowded,
+          " beside 1000 idle apps (", daemon.daemon.stats().runtime_rounds - rounds_before,
+          " runtime rounds)");
+  CHECK(reads_alone == 0);
+  CHECK(reads_crowded == 0);
+}
