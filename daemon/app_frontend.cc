@@ -118,7 +118,7 @@ void AppFrontend::on_call(const shm::RingEntry& entry) {
   ++app_.outgoing_in_flight;
   core_.counters.calls_started.fetch_add(1, std::memory_order_relaxed);
 
-  auto rpc = std::make_unique<Rpc>();
+  RpcPtr rpc = make_rpc();
   rpc->call_id = call;
   rpc->caller_call_id = entry.call_id;
   rpc->connection = app_.id;
@@ -273,6 +273,13 @@ void AppFrontend::deliver(RpcPtr rpc) {
     core_.discard(std::move(rpc));
     return;
   }
+  if (record->delivered >= record->deliveries.size()) {
+    bounce(std::move(rpc),
+           Status(StatusCode::kResourceExhausted,
+                  fmt::format("the call has kMaxAttemptsPerCall={} attempts delivered already",
+                              limits::kMaxAttemptsPerCall)));
+    return;
+  }
   if (app_.incoming.size() >= app_.incoming.max_entries()) {
     bounce(std::move(rpc),
            Status(StatusCode::kResourceExhausted,
@@ -301,8 +308,7 @@ void AppFrontend::deliver(RpcPtr rpc) {
   incoming.metadata_offset = metadata;
   incoming.metadata_length = metadata_length;
   incoming.deadline = rpc->deadline;
-  record->callee = app_.id;
-  record->delivery = delivery;
+  record->deliveries[record->delivered++] = Delivery{app_.id, delivery};
   rpc->delivery_id = delivery;
   rpc->endpoint.connection = app_.id;
   app_.incoming.find(delivery)->rpc = std::move(rpc);

@@ -196,12 +196,14 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   app.egress = std::make_unique<Graph>(
       core_.clock,
       GraphExits{[this](RpcPtr rpc) { router_.route(*connection_, std::move(rpc)); },
-                 [this](RpcPtr rpc) { frontend_.complete(std::move(rpc)); }},
+                 [this](RpcPtr rpc) { frontend_.complete(std::move(rpc)); },
+                 [this](RpcPtr rpc) { core_.end_attempt(std::move(rpc)); }},
       options);
   app.ingress = std::make_unique<Graph>(
       core_.clock,
       GraphExits{[this](RpcPtr rpc) { frontend_.deliver(std::move(rpc)); },
-                 [this](RpcPtr rpc) { core_.local_transport->send_reply(std::move(rpc)); }},
+                 [this](RpcPtr rpc) { core_.local_transport->send_reply(std::move(rpc)); },
+                 [this](RpcPtr rpc) { core_.end_attempt(std::move(rpc)); }},
       options);
   app.outgoing.assign(config.max_calls_in_flight, OutgoingSlot{});
   app.incoming = SlotTable<IncomingCall>(config.max_calls_served);

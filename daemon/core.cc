@@ -31,9 +31,16 @@ void DaemonCore::finish_call(SlotHandle handle, const Status& status, uint64_t r
     if (!status.ok()) counters.calls_failed.fetch_add(1, std::memory_order_relaxed);
     caller->post_call_done(record.app_call_id, status, response);
   }
-  // Replied calls are no longer in the callee's table: this finds nothing for them.
-  if (record.delivery != kNoSlotHandle) local_transport->cancel(record.callee, record.delivery);
+  // Attempts already replied to are no longer in their callee's table: this finds nothing there.
+  for (uint32_t i = 0; i < record.delivered; ++i)
+    local_transport->cancel(record.deliveries[i].callee, record.deliveries[i].handle);
   report_tables();
+}
+
+void DaemonCore::end_attempt(RpcPtr rpc) {
+  counters.attempts_ended.fetch_add(1, std::memory_order_relaxed);
+  counters.late_replies.fetch_sub(1, std::memory_order_relaxed);  // discard counts it back
+  discard(std::move(rpc));
 }
 
 void DaemonCore::discard(RpcPtr rpc) {

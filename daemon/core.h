@@ -18,6 +18,7 @@
 // lookup on the per-call path hashes.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -34,14 +35,20 @@
 
 namespace mrpc {
 
+// Where one attempt of a call was delivered: the callee and its incoming-table handle.
+struct Delivery {
+  ConnectionId callee = kNoConnection;
+  SlotHandle handle = kNoSlotHandle;
+};
+
 // The caller's side of one call, from its kCall until it ends for the caller.
 struct CallRecord {
   ConnectionId caller = kNoConnection;
   uint64_t app_call_id = 0;  // the id the calling app chose
   MonoTime deadline = kNoDeadline;
-  // Where the call was delivered, once it was (to cancel it there if it ends first).
-  ConnectionId callee = kNoConnection;
-  SlotHandle delivery = kNoSlotHandle;  // the callee's incoming-table handle
+  // Where its attempts were delivered (to cancel those still running when the call ends).
+  std::array<Delivery, limits::kMaxAttemptsPerCall> deliveries{};
+  uint32_t delivered = 0;
 };
 
 struct DaemonCounters {
@@ -54,8 +61,9 @@ struct DaemonCounters {
   std::atomic<uint64_t> calls_in_flight{0};
   std::atomic<uint64_t> protocol_errors{0};
   std::atomic<uint64_t> receive_bytes_in_use{0};
-  std::atomic<uint64_t> late_replies{0};  // replies (or requests) of calls already ended
-  std::atomic<uint64_t> socket_reads{0};  // app sockets read (control messages), ever
+  std::atomic<uint64_t> late_replies{0};    // replies (or requests) of calls already ended
+  std::atomic<uint64_t> attempts_ended{0};  // attempts ended by operators (mirrors, retried)
+  std::atomic<uint64_t> socket_reads{0};    // app sockets read (control messages), ever
   // Copies of the table sizes, for stats from other threads.
   std::atomic<uint64_t> call_table_size{0};
   std::atomic<uint64_t> call_table_capacity{0};
@@ -94,6 +102,8 @@ struct DaemonCore {
   // An RPC whose call has ended surfaced somewhere: free what it still holds (a response block in
   // a receive region, a response in a server's heap) and forget it.
   void discard(RpcPtr rpc);
+  // An operator ended an attempt (Output::end): free what it holds, as discard does.
+  void end_attempt(RpcPtr rpc);
   // The earliest deadline among calls in flight.
   MonoTime next_deadline() const { return deadlines.earliest(); }
   // Ends every call past its deadline; returns whether any ended.

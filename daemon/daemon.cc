@@ -300,6 +300,8 @@ std::string Daemon::Impl::stats_json() const {
                         {"runtime_sleeps", runtime.stats().sleeps},
                         {"receive_bytes_in_use", load(c.receive_bytes_in_use)},
                         {"late_replies", load(c.late_replies)},
+                        {"attempts_ended", load(c.attempts_ended)},
+                        {"rpcs_alive", rpcs_alive()},
                         {"socket_reads", load(c.socket_reads)},
                         {"call_table_size", load(c.call_table_size)},
                         {"call_table_capacity", load(c.call_table_capacity)},
@@ -350,6 +352,8 @@ DaemonStats Daemon::stats() const {
   stats.runtime_sleeps = impl_->runtime.stats().sleeps;
   stats.receive_bytes_in_use = load(c.receive_bytes_in_use);
   stats.late_replies = load(c.late_replies);
+  stats.attempts_ended = load(c.attempts_ended);
+  stats.rpcs_alive = rpcs_alive();
   stats.socket_reads = load(c.socket_reads);
   stats.runtime_rounds = impl_->runtime.stats().rounds;
   stats.call_table_size = load(c.call_table_size);

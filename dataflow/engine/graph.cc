@@ -40,9 +40,22 @@ class Graph::StageOutput final : public Output {
     MRPC_ASSERT(rpc != nullptr);
     graph_.enqueue_reply_before(position_, std::move(rpc));
   }
-  void emit(RpcPtr extra_request) override {
-    MRPC_ASSERT(extra_request != nullptr);
-    graph_.enqueue_request_after(position_, std::move(extra_request));
+  uint16_t fork(Rpc& original, AttemptKind kind, Endpoint endpoint) override {
+    RpcPtr attempt = make_rpc(original);
+    attempt->attempt = original.attempts_made++;
+    attempt->attempts_made = original.attempts_made;
+    attempt->attempt_kind = kind;
+    attempt->status = Status();
+    attempt->response = MessageLocation{};
+    attempt->delivery_id = 0;
+    attempt->endpoint = endpoint;
+    const uint16_t number = attempt->attempt;
+    graph_.enqueue_request_after(position_, std::move(attempt));
+    return number;
+  }
+  void end(RpcPtr attempt) override {
+    MRPC_ASSERT(attempt != nullptr);
+    if (graph_.exits_.ended) graph_.exits_.ended(std::move(attempt));
   }
   MonoTime now() const override { return graph_.clock_.now(); }
 
@@ -151,7 +164,7 @@ Status Graph::replace(StageId id, std::shared_ptr<Operator> op) {
 
 void Graph::drain_into(const std::function<void(RpcPtr)>& sink) {
   GraphExits saved = std::move(exits_);
-  exits_ = GraphExits{sink, sink};
+  exits_ = GraphExits{sink, sink, sink};
   for (size_t i = 0; i < stages_.size(); ++i) detach_stage(i);
   for (auto& stage : stages_) {
     for (auto& rpc : stage->requests) sink(std::move(rpc));

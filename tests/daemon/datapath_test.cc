@@ -141,19 +141,20 @@ TEST_CASE("a service whose apps all left can be registered again with another sc
 namespace {
 // `clients` apps each keep 64 calls (the small config's max in flight) with `timeout` deadlines
 // going until `total` calls have ended; returns how many ended with `expected`.
-uint64_t run_calls(EmbeddedDaemon& daemon, uint32_t service, int clients, uint64_t total,
+uint64_t run_calls(std::vector<std::unique_ptr<TestApp>>& apps, uint32_t service, uint64_t total,
                    std::chrono::nanoseconds timeout, StatusCode expected) {
   std::atomic<uint64_t> started{0};
   std::atomic<uint64_t> as_expected{0};
   std::vector<std::thread> threads;
-  for (int c = 0; c < clients; ++c) {
+  for (size_t c = 0; c < apps.size(); ++c) {
     threads.emplace_back([&, c] {
-      auto app = TestApp::connect(daemon.app_socket(), "client-" + std::to_string(c));
+      TestApp* app = apps[c].get();
       uint64_t in_flight = 0;
       std::unordered_map<uint64_t, uint64_t> requests;  // call id -> request root
       auto start_one = [&](uint64_t id) {
         if (started.fetch_add(1) >= total) return false;
-        const uint64_t request = app->build_echo("abandoned?");
+        const uint64_t request =
+            app->build_echo("client " + std::to_string(c) + " call " + std::to_string(id));
         requests[id] = request;
         app->submit(app->call_entry(service, id, request, timeout));
         ++in_flight;
@@ -165,9 +166,11 @@ uint64_t run_calls(EmbeddedDaemon& daemon, uint32_t service, int clients, uint64
         auto entry = app->next_completion();
         REQUIRE(entry.has_value());
         if (entry->kind != shm::EntryKind::kCallDone) continue;
+        auto request = requests.find(entry->call_id);
+        REQUIRE_MESSAGE(request != requests.end(), "a second kCallDone for call ", entry->call_id);
         --in_flight;
-        (void)app->heap().free_message(requests.at(entry->call_id));
-        requests.erase(entry->call_id);
+        (void)app->heap().free_message(request->second);
+        requests.erase(request);
         if (call_status(*entry) == expected) ++as_expected;
         if (entry->message_offset != shm::kNoOffset) app->release(entry->message_offset);
         if (entry->detail_offset != shm::kNoOffset) app->release(entry->detail_offset);
@@ -177,6 +180,14 @@ uint64_t run_calls(EmbeddedDaemon& daemon, uint32_t service, int clients, uint64
   }
   for (auto& thread : threads) thread.join();
   return as_expected;
+}
+
+uint64_t run_calls(EmbeddedDaemon& daemon, uint32_t service, int clients, uint64_t total,
+                   std::chrono::nanoseconds timeout, StatusCode expected) {
+  std::vector<std::unique_ptr<TestApp>> apps;
+  for (int c = 0; c < clients; ++c)
+    apps.push_back(TestApp::connect(daemon.app_socket(), "client-" + std::to_string(c)));
+  return run_calls(apps, service, total, timeout, expected);
 }
 
 uint64_t count_from_env(const char* name, uint64_t fallback) {
@@ -226,6 +237,111 @@ TEST_CASE("finished calls leave the call table and deadline heap at their starti
   CHECK(after.deadline_heap_size == 0);
   CHECK(after.call_table_capacity <= std::max<uint64_t>(warm.call_table_capacity, 2 * 64));
   CHECK(after.deadline_heap_capacity <= std::max<uint64_t>(warm.deadline_heap_capacity, 2 * 64));
+}
+
+namespace {
+// Mirrors every call to a shadow server and ends the shadow's replies here; pins the primary
+// attempt to the main server.
+class MirrorToShadow final : public Operator {
+ public:
+  MirrorToShadow(ConnectionId main, ConnectionId shadow) : main_(main), shadow_(shadow) {}
+  std::string_view name() const override { return "mirror-to-shadow"; }
+  void on_requests(RpcBatch& batch, Output& out) override {
+    for (auto& rpc : batch) {
+      if (rpc->attempt_kind != AttemptKind::kPrimary) continue;
+      rpc->endpoint.connection = main_;
+      out.fork(*rpc, AttemptKind::kMirror, Endpoint{shadow_});
+      ++mirrored;
+    }
+  }
+  void on_replies(RpcBatch& batch, Output& out) override {
+    for (auto& rpc : batch) {
+      if (rpc->attempt_kind != AttemptKind::kMirror) continue;
+      if (rpc->status.ok()) ++shadow_ok;
+      out.end(std::move(rpc));
+    }
+  }
+  std::atomic<uint64_t> mirrored{0};
+  std::atomic<uint64_t> shadow_ok{0};
+
+ private:
+  ConnectionId main_, shadow_;
+};
+
+// Retries a call once when an attempt fails UNAVAILABLE.
+class RetryOnceOnUnavailable final : public Operator {
+ public:
+  std::string_view name() const override { return "retry-once"; }
+  void on_requests(RpcBatch&, Output&) override {}
+  void on_replies(RpcBatch& batch, Output& out) override {
+    for (auto& rpc : batch) {
+      if (rpc->status.code() != StatusCode::kUnavailable || rpc->attempts_made >= 2) continue;
+      out.fork(*rpc, AttemptKind::kRetry);
+      out.end(std::move(rpc));
+      ++retries;
+    }
+  }
+  std::atomic<uint64_t> retries{0};
+};
+}  // namespace
+
+TEST_CASE("mirrored calls end once for the caller, shadow replies are absorbed, nothing is left") {
+  EmbeddedDaemon daemon;
+  EchoServer main_server(daemon.app_socket());
+  EchoServer shadow(daemon.app_socket());
+  auto mirror =
+      std::make_shared<MirrorToShadow>(main_server.connection_id(), shadow.connection_id());
+  std::vector<std::unique_ptr<TestApp>> clients;
+  clients.push_back(TestApp::connect(daemon.app_socket(), "client"));
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, ConnectionGraphs graphs) {
+        if (identity.app_name == "client") CHECK(graphs.egress.insert(0, mirror).ok());
+      })
+      .wait();
+  const uint64_t total = 100000;
+  CHECK(run_calls(clients, main_server.service_id(), total, 10s, StatusCode::kOk) == total);
+  CHECK(mirror->mirrored == total);
+  REQUIRE(eventually([&] { return shadow.calls_seen() == mirror->mirrored; }));
+  CHECK(main_server.calls_seen() == total);
+  // Each shadow reply is absorbed: by the operator when it comes back before the main reply ended
+  // the call, else by the daemon as a late reply of a call already ended.
+  REQUIRE(eventually([&] {
+    const DaemonStats stats = daemon.daemon.stats();
+    return stats.attempts_ended + stats.late_replies == total;
+  }));
+  const DaemonStats stats = daemon.daemon.stats();
+  MESSAGE("shadow replies ended by the operator: ", stats.attempts_ended,
+          ", discarded as late: ", stats.late_replies);
+  CHECK(stats.attempts_ended == mirror->shadow_ok);
+  CHECK(stats.call_table_size == 0);
+  CHECK(stats.calls_in_flight == 0);
+  REQUIRE(eventually([&] { return daemon.daemon.stats().rpcs_alive == 0; }));
+  REQUIRE(
+      eventually([&] { return shadow.live_replies() == 0 && main_server.live_replies() == 0; }));
+}
+
+TEST_CASE("a retried call ends once with the retry's reply, and nothing is left") {
+  EmbeddedDaemon daemon;
+  EchoServer flaky(daemon.app_socket(), EchoServer::Mode::kUnavailableFirstTime);
+  auto retry = std::make_shared<RetryOnceOnUnavailable>();
+  std::vector<std::unique_ptr<TestApp>> clients;
+  clients.push_back(TestApp::connect(daemon.app_socket(), "client"));
+  daemon.daemon
+      .change_graphs([&](ConnectionId, const CallerIdentity& identity, ConnectionGraphs graphs) {
+        if (identity.app_name == "client") CHECK(graphs.egress.insert(0, retry).ok());
+      })
+      .wait();
+  const uint64_t total = 100000;
+  // Every call's first attempt fails UNAVAILABLE; its retry succeeds.
+  CHECK(run_calls(clients, flaky.service_id(), total, 10s, StatusCode::kOk) == total);
+  CHECK(retry->retries == total);
+  CHECK(flaky.calls_seen() == 2 * total);
+  const DaemonStats stats = daemon.daemon.stats();
+  CHECK(stats.call_table_size == 0);
+  CHECK(stats.calls_in_flight == 0);
+  CHECK(stats.attempts_ended == total);
+  REQUIRE(eventually([&] { return daemon.daemon.stats().rpcs_alive == 0; }));
+  REQUIRE(eventually([&] { return flaky.live_replies() == 0; }));
 }
 
 TEST_CASE("1000 idle connected apps add no socket reads to another app's calls") {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "mrpc/base/check.h"
 #include "mrpc/base/clock.h"
@@ -286,6 +287,13 @@ void EchoServer::serve() {
   std::unordered_map<uint64_t, uint64_t> replies;  // daemon call id -> reply root in our heap
   std::vector<shm::RingEntry> held;
   std::unordered_map<uint64_t, shm::RingEntry> waiting_for_cancel;  // by daemon call id
+  std::unordered_set<std::string> texts_seen;
+  auto fail = [&](const shm::RingEntry& call) {
+    shm::RingEntry entry = shm::make_ring_entry(shm::EntryKind::kReply, call.call_id);
+    entry.status = static_cast<uint32_t>(StatusCode::kUnavailable);
+    app_->submit(entry);
+    ++replies_sent_;
+  };
   auto reply = [&](const shm::RingEntry& call) {
     uint64_t response = app_->build_echo(app_->received_text(call.message_offset));
     shm::RingEntry entry{};
@@ -317,6 +325,11 @@ void EchoServer::serve() {
           reply(*entry);
         else if (mode_ == Mode::kHold)
           held.push_back(*entry);
+        else if (mode_ == Mode::kUnavailableFirstTime &&
+                 texts_seen.insert(app_->received_text(entry->message_offset)).second)
+          fail(*entry);
+        else if (mode_ == Mode::kUnavailableFirstTime)
+          reply(*entry);
         else
           waiting_for_cancel.emplace(entry->call_id, *entry);
         break;

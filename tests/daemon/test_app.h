@@ -121,13 +121,15 @@ class EchoServer {
  public:
   // kEcho: reply at once. kHold: keep every call until reply_to_held(). kReplyWhenCancelled: a
   // server too slow for its callers: it replies to a call only once the daemon says it was
-  // cancelled (deadline, caller gone), so every reply is late.
-  enum class Mode { kEcho, kHold, kReplyWhenCancelled };
+  // cancelled (deadline, caller gone), so every reply is late. kUnavailableFirstTime: the first
+  // call with a given text fails UNAVAILABLE, a later one with the same text is echoed.
+  enum class Mode { kEcho, kHold, kReplyWhenCancelled, kUnavailableFirstTime };
   void set_mode(Mode mode) { mode_ = mode; }
   uint64_t replies_sent() const { return replies_sent_.load(); }
   EchoServer(const std::string& socket_path, Mode mode = Mode::kEcho);
   ~EchoServer();
   uint32_t service_id() const { return service_id_; }
+  uint64_t connection_id() const { return app_->connection_id(); }
   uint64_t cancellations() const { return cancellations_.load(); }
   uint64_t calls_seen() const { return calls_seen_.load(); }
   uint64_t live_replies() const { return live_replies_.load(); }

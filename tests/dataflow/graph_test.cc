@@ -123,7 +123,7 @@ TEST_CASE("a delayed request continues exactly when the clock reaches its time")
   CHECK(graph.next_timer() == kNoDeadline);
 }
 
-TEST_CASE("a fanned-out request travels beside the original and its reply is absorbed") {
+TEST_CASE("a forked mirror attempt travels beside the original and its reply is absorbed") {
   ManualClock clock;
   Exits exits;
   Graph graph(clock, exits.bind());
@@ -132,14 +132,23 @@ TEST_CASE("a fanned-out request travels beside the original and its reply is abs
   graph.append(std::make_shared<Tagger>("after"));
   graph.push_request(make_rpc(1));
   run_until_quiet(graph);
-  auto ids = exits.request_ids();
-  std::sort(ids.begin(), ids.end());
-  CHECK(ids == std::vector<uint64_t>{1, 1 + Mirror::kCopyIdOffset});
+  REQUIRE(exits.requests.size() == 2);  // the same call, two attempts
+  CHECK(exits.request_ids() == std::vector<uint64_t>{1, 1});
+  const Rpc& mirrored = exits.requests[0]->attempt_kind == AttemptKind::kMirror
+                            ? *exits.requests[0]
+                            : *exits.requests[1];
+  const Rpc& primary =
+      &mirrored == exits.requests[0].get() ? *exits.requests[1] : *exits.requests[0];
+  CHECK(mirrored.attempt_kind == AttemptKind::kMirror);
+  CHECK(mirrored.attempt == 1);
+  CHECK(primary.attempt_kind == AttemptKind::kPrimary);
+  CHECK(primary.attempt == 0);
   for (auto& rpc : exits.requests) graph.push_reply(std::move(rpc));
   exits.requests.clear();
   run_until_quiet(graph);
   CHECK(exits.reply_ids() == std::vector<uint64_t>{1});
-  CHECK(mirror->absorbed_replies == std::vector<uint64_t>{1 + Mirror::kCopyIdOffset});
+  CHECK(exits.replies[0]->attempt_kind == AttemptKind::kPrimary);
+  CHECK(mirror->absorbed_replies == std::vector<uint64_t>{1});
 }
 
 TEST_CASE("one round gives each operator at most max_batch requests") {

@@ -10,7 +10,7 @@
 namespace mrpc::testing {
 
 inline RpcPtr make_rpc(uint64_t call_id, uint32_t service_id = 1, uint16_t method_index = 0) {
-  auto rpc = std::make_unique<Rpc>();
+  auto rpc = mrpc::make_rpc();
   rpc->call_id = call_id;
   rpc->service_id = service_id;
   rpc->method_index = method_index;
@@ -137,24 +137,18 @@ class Answerer final : public Operator {
   uint64_t response_offset_;
 };
 
-// Mirrors each request: emits a copy (call id + offset) downstream and absorbs its reply.
+// Mirrors each request: forks a mirror attempt downstream and ends its reply here.
 class Mirror final : public Operator {
  public:
-  static constexpr uint64_t kCopyIdOffset = 1'000'000;
   std::string_view name() const override { return "mirror"; }
   void on_requests(RpcBatch& batch, Output& out) override {
-    for (auto& rpc : batch) {
-      auto copy = std::make_unique<Rpc>(*rpc);
-      copy->call_id = rpc->call_id + kCopyIdOffset;
-      copy->fanned_out_from = rpc->call_id;
-      out.emit(std::move(copy));
-    }
+    for (auto& rpc : batch) out.fork(*rpc, AttemptKind::kMirror);
   }
-  void on_replies(RpcBatch& batch, Output&) override {
+  void on_replies(RpcBatch& batch, Output& out) override {
     for (auto& rpc : batch) {
-      if (rpc->fanned_out_from != 0) {
+      if (rpc->attempt_kind == AttemptKind::kMirror) {
         absorbed_replies.push_back(rpc->call_id);
-        rpc.reset();
+        out.end(std::move(rpc));
       }
     }
   }

@@ -59,6 +59,11 @@ inline constexpr std::chrono::nanoseconds kDefaultSpinBudget = 50us;
 // RPCs one operator takes from one queue in one round of its graph: bounds the work one
 // connection gets per round, so a flooding app cannot stall the others on its runtime.
 inline constexpr size_t kDefaultOperatorBatch = 32;
+// Rpc descriptors one thread keeps for reuse (more are freed when given back).
+inline constexpr size_t kRpcPoolPerThread = 65536;
+// Attempts of one call that may be delivered (the first, retries, mirrors, fan-outs together);
+// past it a forked attempt fails with RESOURCE_EXHAUSTED instead of being delivered.
+inline constexpr uint32_t kMaxAttemptsPerCall = 4;
 
 // ---- App library (libmrpc) ----
 // How long libmrpc waits for mrpcd's answer to Hello or RegisterService before giving up.

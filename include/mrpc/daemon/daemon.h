@@ -56,6 +56,8 @@ struct DaemonStats {
   uint64_t runtime_sleeps = 0;
   uint64_t receive_bytes_in_use = 0;  // all apps' receive regions: messages not yet released
   uint64_t late_replies = 0;  // replies or requests that surfaced after their call had ended
+  uint64_t attempts_ended = 0;  // attempts ended by operators (mirror replies, retried failures)
+  int64_t rpcs_alive = 0;       // RPC descriptors in use (all threads of this process)
   uint64_t socket_reads = 0;  // app-socket reads (control messages), ever: idle apps add none
   uint64_t runtime_rounds = 0;
   // The call table and its deadlines: live entries, and the room they hold (high-water mark).

@@ -33,6 +33,8 @@ namespace mrpc {
 struct GraphExits {
   std::function<void(RpcPtr)> requests;  // passed the last operator
   std::function<void(RpcPtr)> replies;   // passed the first operator
+  // Attempts an operator ended (Output::end): the owner frees what they hold. Unset: destroyed.
+  std::function<void(RpcPtr)> ended = {};
 };
 
 struct GraphOptions {

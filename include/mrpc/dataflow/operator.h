@@ -11,9 +11,13 @@
 //   delay     the graph keeps it and continues it in the same direction at a given time
 //   drop      the call ends with an error status; the RPC turns around onto the reply path
 //   answer    the operator answers by itself (response/status set); the RPC turns around
-//   emit      fan out: an extra, new RPC goes down the request path from here; its reply comes
-//             back through this operator's on_replies, where it can recognise and absorb it
+//   fork      a new attempt of the same call (a retry, a mirror, a fan-out) goes down the request
+//             path from here; its reply comes back through this operator's on_replies, where it
+//             can recognise it (Rpc::attempt, attempt_kind) and let it pass or end it
+//   end       this attempt ends here, absorbed (a mirror's reply, a failed attempt that is being
+//             retried): nothing more comes of it and what its reply holds is freed
 // On the reply path, drop replaces the status and continues upstream; answer is the same as pass.
+// Whichever attempt of a call reaches the caller first ends the call (see rpc.h).
 // A dropped RPC keeps its response reference (if it had one) so that whoever owns that memory can
 // release it; a response with an error status is never delivered.
 #pragma once
@@ -34,7 +38,11 @@ class Output {
   virtual void delay(RpcPtr rpc, MonoTime until) = 0;
   virtual void drop(RpcPtr rpc, Status status) = 0;
   virtual void answer(RpcPtr rpc) = 0;
-  virtual void emit(RpcPtr extra_request) = 0;
+  // Returns the new attempt's number. `original` may be on either path (a retry forks from the
+  // failed reply); the copy keeps its call, request, metadata and deadline, with a fresh status
+  // and no response, and goes to `endpoint` if that is routed (else the router chooses).
+  virtual uint16_t fork(Rpc& original, AttemptKind kind, Endpoint endpoint = {}) = 0;
+  virtual void end(RpcPtr attempt) = 0;
   // The graph's clock, for deadlines and rate computations.
   virtual MonoTime now() const = 0;
 };

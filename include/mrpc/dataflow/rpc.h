@@ -1,8 +1,15 @@
-// Rpc: the descriptor of one call as it travels through a daemon's dataflow graph, request path
-// and reply path. It carries references to messages (offsets into a connection's region), never
-// the bytes themselves. Owned by exactly one place at a time (RpcPtr): a queue between operators,
-// an operator holding it, a timer, or the daemon's in-flight table. Touched only by the runtime
-// thread that currently owns it.
+// Rpc: the descriptor of one attempt of a call as it travels through the daemon's dataflow graphs,
+// request path and reply path. It carries references to messages (offsets into a connection's
+// region), never the bytes themselves. Owned by exactly one place at a time (RpcPtr): a queue
+// between operators, an operator holding it, a timer, or a callee's table of calls it serves.
+// Touched only by the runtime thread that currently owns it.
+//
+// A call has one attempt at first; operators may fork more (a retry, a mirror, a fan-out): each
+// is an Rpc of its own with the same call_id, delivered and answered on its own. Whichever attempt
+// reaches the caller's frontend first ends the call, exactly once; any attempt that surfaces
+// after that finds its call gone and is discarded (its memory freed).
+//
+// Descriptors come from a per-thread pool (make_rpc): in steady state no call allocates one.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +63,13 @@ struct Endpoint {
 // policies -> router) or ingress (the callee's side: delivery -> policies -> the app).
 enum class GraphSide : uint8_t { kEgress, kIngress };
 
+enum class AttemptKind : uint8_t {
+  kPrimary,  // the call as the app made it
+  kRetry,    // another try after a failed attempt; its reply may end the call
+  kMirror,   // a shadow copy: its reply is absorbed by the operator that forked it
+  kFanOut,   // one of several parallel attempts; an operator combines or picks the replies
+};
+
 struct Rpc {
   uint64_t call_id = 0;                     // the daemon's handle of the call (its call table)
   uint64_t caller_call_id = 0;              // the id the calling app chose for it
@@ -76,7 +90,9 @@ struct Rpc {
   std::vector<MetadataEntry> metadata;
   uint8_t priority = 0;  // higher first; policies set and read it
   Endpoint endpoint;
-  uint64_t fanned_out_from = 0;  // call_id of the RPC an operator emitted this one for; 0 = none
+  uint16_t attempt = 0;  // 0: the call's first attempt; forks number the others
+  AttemptKind attempt_kind = AttemptKind::kPrimary;
+  uint16_t attempts_made = 1;  // attempts of the call forked along this one's line, itself included
 
   const std::string* find_metadata(std::string_view key) const {
     for (const auto& entry : metadata)
@@ -85,7 +101,18 @@ struct Rpc {
   }
 };
 
-using RpcPtr = std::unique_ptr<Rpc>;
+// Gives a descriptor back to its thread's pool.
+struct RpcRecycler {
+  void operator()(Rpc* rpc) const noexcept;
+};
+using RpcPtr = std::unique_ptr<Rpc, RpcRecycler>;
+
+// A fresh descriptor (all fields default), from this thread's pool.
+RpcPtr make_rpc();
+// A copy of `rpc`, from this thread's pool.
+RpcPtr make_rpc(const Rpc& rpc);
+// Descriptors made and not yet given back, over all threads (leak checks in tests and stats).
+int64_t rpcs_alive();
 // One batch handed to an operator; it moves out the entries it takes (see operator.h).
 using RpcBatch = std::vector<RpcPtr>;
 
