@@ -21,6 +21,7 @@ void DaemonCore::finish_call(SlotHandle handle, const Status& status, uint64_t r
   deadlines.remove(handle);
   calls.erase(handle);
   counters.calls_in_flight.fetch_sub(1, std::memory_order_relaxed);
+  report_tables();  // before kCallDone, so a caller that saw it sees the tables without it
   if (Connection* caller = connection(record.caller)) {
     OutgoingSlot& slot = caller->outgoing_slot(record.app_call_id);
     if (slot.call == handle) {
@@ -34,7 +35,6 @@ void DaemonCore::finish_call(SlotHandle handle, const Status& status, uint64_t r
   // Attempts already replied to are no longer in their callee's table: this finds nothing there.
   for (uint32_t i = 0; i < record.delivered; ++i)
     local_transport->cancel(record.deliveries[i].callee, record.deliveries[i].handle);
-  report_tables();
 }
 
 void DaemonCore::end_attempt(RpcPtr rpc) {
