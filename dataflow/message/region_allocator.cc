@@ -3,6 +3,7 @@
 #include "mrpc/message/region_allocator.h"
 
 #include <map>
+#include <memory_resource>
 #include <optional>
 #include <set>
 #include <unordered_map>
@@ -30,10 +31,15 @@ uint64_t round_up(uint64_t value, uint64_t alignment) {
 struct RegionAllocator::State {
   uint64_t region_bytes = 0;
   uint64_t used_bytes = 0;
-  std::map<uint64_t, uint64_t> free_by_offset;                 // start -> length
-  std::set<std::pair<uint64_t, uint64_t>> free_by_size;        // (length, start)
-  std::unordered_map<uint64_t, uint64_t> live;                 // start -> length
-  std::unordered_map<uint64_t, std::vector<uint64_t>> cached;  // length -> starts of free blocks
+  // The containers' nodes come from this pool, which keeps freed nodes for reuse: once the
+  // allocator has seen its working set, allocate and free make no heap allocation (the daemon's
+  // per-call path relies on it). Declared first: the containers below use it.
+  std::pmr::unsynchronized_pool_resource nodes;
+  std::pmr::map<uint64_t, uint64_t> free_by_offset{&nodes};           // start -> length
+  std::pmr::set<std::pair<uint64_t, uint64_t>> free_by_size{&nodes};  // (length, start)
+  std::pmr::unordered_map<uint64_t, uint64_t> live{&nodes};           // start -> length
+  // length -> starts of free blocks
+  std::pmr::unordered_map<uint64_t, std::pmr::vector<uint64_t>> cached{&nodes};
   uint64_t cached_count = 0;
 
   void add_free(uint64_t start, uint64_t length) {
@@ -41,7 +47,7 @@ struct RegionAllocator::State {
     free_by_offset.emplace(start, length);
     free_by_size.emplace(length, start);
   }
-  void remove_free(std::map<uint64_t, uint64_t>::iterator it) {
+  void remove_free(std::pmr::map<uint64_t, uint64_t>::iterator it) {
     free_by_size.erase({it->second, it->first});
     free_by_offset.erase(it);
   }

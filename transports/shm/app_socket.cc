@@ -94,7 +94,9 @@ Expected<UniqueFd> connect_app_socket(const std::string& path) {
 Expected<UniqueFd> accept_app_socket(int listen_fd) {
   UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC));
   if (!fd) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED || errno == EINTR) {
+    // Nothing waiting is the common case (listeners are polled): no message text to allocate.
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Status(StatusCode::kUnavailable, "");
+    if (errno == ECONNABORTED || errno == EINTR) {
       return errno_status(StatusCode::kUnavailable, "accept");
     }
     return errno_status(StatusCode::kResourceExhausted, "accept");
