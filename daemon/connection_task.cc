@@ -205,6 +205,8 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
                  [this](RpcPtr rpc) { core_.local_transport->send_reply(std::move(rpc)); },
                  [this](RpcPtr rpc) { core_.end_attempt(std::move(rpc)); }},
       options);
+  core_.policies.build(*app.egress, GraphSide::kEgress, *app.identity);
+  core_.policies.build(*app.ingress, GraphSide::kIngress, *app.identity);
   app.outgoing.assign(config.max_calls_in_flight, OutgoingSlot{});
   app.incoming = SlotTable<IncomingCall>(config.max_calls_served);
   Status watched = core_.runtime->watch_eventfd(app.app_to_daemon.fd());

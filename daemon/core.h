@@ -29,6 +29,7 @@
 #include "mrpc/base/deadline_heap.h"
 #include "mrpc/base/slot_table.h"
 #include "mrpc/daemon/daemon.h"
+#include "mrpc/dataflow/policy_set.h"
 #include "mrpc/dataflow/runtime.h"
 #include "mrpc/transports/transport.h"
 #include "service_registry.h"
@@ -69,6 +70,7 @@ struct DaemonCounters {
   std::atomic<uint64_t> call_table_capacity{0};
   std::atomic<uint64_t> deadline_heap_size{0};
   std::atomic<uint64_t> deadline_heap_capacity{0};
+  std::atomic<uint64_t> policy_generation{0};
 };
 
 struct DaemonCore {
@@ -80,6 +82,7 @@ struct DaemonCore {
   Runtime* runtime = nullptr;
   Transport* local_transport = nullptr;
   ServiceRegistry registry;
+  PolicySet policies;  // every graph is built from it
   SlotTable<std::shared_ptr<Connection>> connections;
   SlotTable<CallRecord> calls;
   DeadlineHeap deadlines;  // of every call in `calls`

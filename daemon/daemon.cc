@@ -284,6 +284,105 @@ std::future<void> Daemon::change_graphs(GraphChange change) {
   return future;
 }
 
+namespace {
+// Runs `change` on the daemon's runtime thread between rounds and waits for its result.
+template <typename Change>
+Expected<uint64_t> on_runtime(bool started, HousekeepingTask& housekeeping, Change change) {
+  if (!started) return Status(StatusCode::kFailedPrecondition, "the daemon is not running");
+  auto result = std::make_shared<std::promise<Expected<uint64_t>>>();
+  auto future = result->get_future();
+  housekeeping.post(
+      [result, change = std::move(change)]() mutable { result->set_value(change()); });
+  return future.get();
+}
+
+// Every ready connection's graph of `side` for which `applies` holds.
+template <typename Fn>
+size_t for_each_graph(DaemonCore& core, GraphSide side, const Placement& placement, Fn&& fn) {
+  size_t changed = 0;
+  core.connections.for_each([&](SlotHandle, std::shared_ptr<Connection>& connection) {
+    if (!connection->ready() || !placement.applies_to(*connection->identity)) return;
+    fn(*connection, connection->graph(side));
+    ++changed;
+  });
+  return changed;
+}
+}  // namespace
+
+Expected<uint64_t> Daemon::attach_policy(PolicyEntry policy) {
+  DaemonCore& core = impl_->core;
+  return on_runtime(
+      impl_->started, *impl_->housekeeping,
+      [&core, policy = std::move(policy)]() mutable -> Expected<uint64_t> {
+        const std::string name = policy.name;
+        MRPC_TRY_STATUS(core.policies.attach(std::move(policy)));
+        const PolicyEntry& entry = *core.policies.find(name);
+        const size_t graphs = for_each_graph(
+            core, entry.placement.side, entry.placement, [&](Connection& app, Graph& graph) {
+              const size_t at = PolicySet::position_in(graph, entry.placement);
+              MRPC_ASSERT(at != Graph::kNone, "policy '{}' has no place", name);
+              auto inserted = graph.insert(at, entry.make(*app.identity), name);
+              MRPC_ASSERT(inserted.ok(), "{}", inserted.status().to_string());
+            });
+        const uint64_t generation = core.policies.generation();
+        core.counters.policy_generation.store(generation);
+        spdlog::info("policy '{}' attached to {} graphs: generation {}", name, graphs, generation);
+        return generation;
+      });
+}
+
+Expected<uint64_t> Daemon::detach_policy(std::string name) {
+  DaemonCore& core = impl_->core;
+  return on_runtime(impl_->started, *impl_->housekeeping, [&core, name]() -> Expected<uint64_t> {
+    const PolicyEntry* entry = core.policies.find(name);
+    if (entry == nullptr)
+      return Status(StatusCode::kNotFound, fmt::format("no policy '{}' is attached", name));
+    const Placement placement = entry->placement;
+    MRPC_TRY_STATUS(core.policies.detach(name));
+    const size_t graphs =
+        for_each_graph(core, placement.side, placement, [&](Connection&, Graph& graph) {
+          const size_t at = graph.position_of_label(name);
+          MRPC_ASSERT(at != Graph::kNone, "policy '{}' missing from a graph it applies to", name);
+          MRPC_ASSERT(graph.remove(graph.stage_at(at)).ok());
+        });
+    const uint64_t generation = core.policies.generation();
+    core.counters.policy_generation.store(generation);
+    spdlog::info("policy '{}' detached from {} graphs: generation {}", name, graphs, generation);
+    return generation;
+  });
+}
+
+Expected<uint64_t> Daemon::upgrade_policy(std::string name, OperatorFactory make) {
+  DaemonCore& core = impl_->core;
+  return on_runtime(impl_->started, *impl_->housekeeping,
+                    [&core, name, make = std::move(make)]() mutable -> Expected<uint64_t> {
+                      auto upgraded = core.policies.upgrade(name, std::move(make));
+                      if (!upgraded.ok()) return upgraded.status();
+                      const PolicyEntry& entry = **upgraded;
+                      const size_t graphs = for_each_graph(
+                          core, entry.placement.side, entry.placement,
+                          [&](Connection& app, Graph& graph) {
+                            const size_t at = graph.position_of_label(name);
+                            MRPC_ASSERT(at != Graph::kNone,
+                                        "policy '{}' missing from a graph it applies to", name);
+                            std::shared_ptr<Operator> next = entry.make(*app.identity);
+                            Operator& previous = graph.operator_at(at);
+                            if (&previous != next.get())
+                              next->import_state(previous.export_state());
+                            MRPC_ASSERT(graph.replace(graph.stage_at(at), std::move(next)).ok());
+                          });
+                      const uint64_t generation = core.policies.generation();
+                      core.counters.policy_generation.store(generation);
+                      spdlog::info("policy '{}' upgraded to version {} in {} graphs: generation {}",
+                                   name, entry.version, graphs, generation);
+                      return generation;
+                    });
+}
+
+uint64_t Daemon::policy_generation() const {
+  return impl_->core.counters.policy_generation.load();
+}
+
 std::string Daemon::Impl::stats_json() const {
   const auto& c = core.counters;
   auto load = [](const std::atomic<uint64_t>& value) {
@@ -314,8 +413,7 @@ std::string Daemon::Impl::connections_json() const {
   nlohmann::json connections = nlohmann::json::array();
   auto operators = [](const Graph& graph) {
     nlohmann::json names = nlohmann::json::array();
-    for (size_t i = 0; i < graph.size(); ++i)
-      names.push_back(std::string(graph.operator_at(i).name()));
+    for (size_t i = 0; i < graph.size(); ++i) names.push_back(graph.label_at(i));
     return names;
   };
   const_cast<DaemonCore&>(core).connections.for_each(

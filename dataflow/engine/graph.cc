@@ -87,6 +87,10 @@ Graph::StageId Graph::stage_at(size_t position) const {
   return stages_.at(position)->id;
 }
 
+const std::string& Graph::label_at(size_t position) const {
+  return stages_.at(position)->label;
+}
+
 Operator& Graph::operator_at(size_t position) const {
   return *stages_.at(position)->op;
 }
@@ -95,7 +99,14 @@ Graph::StageId Graph::append(std::shared_ptr<Operator> op) {
   return insert(stages_.size(), std::move(op)).value();
 }
 
-Expected<Graph::StageId> Graph::insert(size_t position, std::shared_ptr<Operator> op) {
+size_t Graph::position_of_label(std::string_view label) const {
+  for (size_t i = 0; i < stages_.size(); ++i)
+    if (stages_[i]->label == label) return i;
+  return kNone;
+}
+
+Expected<Graph::StageId> Graph::insert(size_t position, std::shared_ptr<Operator> op,
+                                       std::string label) {
   if (op == nullptr) return Status(StatusCode::kInvalidArgument, "no operator to insert");
   if (position > stages_.size())
     return Status(
@@ -103,6 +114,7 @@ Expected<Graph::StageId> Graph::insert(size_t position, std::shared_ptr<Operator
         fmt::format("insert position {} past the graph's {} operators", position, stages_.size()));
   auto stage = std::make_unique<Stage>();
   stage->id = next_stage_id_++;
+  stage->label = label.empty() ? std::string(op->name()) : std::move(label);
   stage->op = std::move(op);
   StageId id = stage->id;
   stages_.insert(stages_.begin() + static_cast<std::ptrdiff_t>(position), std::move(stage));

@@ -132,6 +132,8 @@ class EchoServer {
   uint64_t connection_id() const { return app_->connection_id(); }
   uint64_t cancellations() const { return cancellations_.load(); }
   uint64_t calls_seen() const { return calls_seen_.load(); }
+  // Incoming calls whose metadata had the key "counted" (set by test operators).
+  uint64_t tagged_calls() const { return tagged_calls_.load(); }
   uint64_t live_replies() const { return live_replies_.load(); }
   // The metadata of the last incoming call.
   shm::MetadataPairs last_metadata() const {
@@ -153,6 +155,7 @@ class EchoServer {
   std::atomic<bool> reply_held_{false};
   std::atomic<uint64_t> cancellations_{0};
   std::atomic<uint64_t> calls_seen_{0};
+  std::atomic<uint64_t> tagged_calls_{0};
   std::atomic<uint64_t> live_replies_{0};
   mutable std::mutex mutex_;
   shm::MetadataPairs last_metadata_;

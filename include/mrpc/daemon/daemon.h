@@ -20,6 +20,7 @@
 #include "mrpc/base/limits.h"
 #include "mrpc/base/status.h"
 #include "mrpc/dataflow/graph.h"
+#include "mrpc/dataflow/policy_set.h"
 #include "mrpc/transports/shm/protocol.h"
 
 namespace mrpc {
@@ -55,10 +56,10 @@ struct DaemonStats {
   uint64_t protocol_errors = 0;  // bad entries, bad releases, bad control messages
   uint64_t runtime_sleeps = 0;
   uint64_t receive_bytes_in_use = 0;  // all apps' receive regions: messages not yet released
-  uint64_t late_replies = 0;  // replies or requests that surfaced after their call had ended
+  uint64_t late_replies = 0;    // replies or requests that surfaced after their call had ended
   uint64_t attempts_ended = 0;  // attempts ended by operators (mirror replies, retried failures)
   int64_t rpcs_alive = 0;       // RPC descriptors in use (all threads of this process)
-  uint64_t socket_reads = 0;  // app-socket reads (control messages), ever: idle apps add none
+  uint64_t socket_reads = 0;    // app-socket reads (control messages), ever: idle apps add none
   uint64_t runtime_rounds = 0;
   // The call table and its deadlines: live entries, and the room they hold (high-water mark).
   uint64_t call_table_size = 0;
@@ -95,6 +96,17 @@ class Daemon {
   // app's frontend; neither end is an operator of the graph).
   using GraphChange = std::function<void(ConnectionId, const CallerIdentity&, ConnectionGraphs)>;
   std::future<void> change_graphs(GraphChange change);
+
+  // ---- the policy set (control plane; any one thread) ----
+  // Each returns once every affected graph has switched (all of them between two rounds), with
+  // the policy set's new generation; apps that connect later get the set as it is then.
+  // attach: see PolicySet::attach for the errors.
+  Expected<uint64_t> attach_policy(PolicyEntry policy);
+  Expected<uint64_t> detach_policy(std::string name);
+  // A new version in the same place: in each graph the new operator imports the old one's
+  // exported state, then takes its place with its queues (what the old one held is handed on).
+  Expected<uint64_t> upgrade_policy(std::string name, OperatorFactory make);
+  uint64_t policy_generation() const;
 
   DaemonStats stats() const;
   const DaemonConfig& config() const;

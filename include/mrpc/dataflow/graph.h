@@ -20,6 +20,8 @@
 #include <memory>
 #include <mutex>
 #include <queue>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "mrpc/base/clock.h"
@@ -56,8 +58,9 @@ class Graph final : public Task {
 
   // ---- changes: runtime thread, between rounds ----
   StageId append(std::shared_ptr<Operator> op);
-  // `position` in [0, size()]: the new operator comes before the one now at `position`.
-  Expected<StageId> insert(size_t position, std::shared_ptr<Operator> op);
+  // `position` in [0, size()]: the new operator comes before the one now at `position`. `label`
+  // names the stage for position_of_label (a policy's name; default: the operator's name()).
+  Expected<StageId> insert(size_t position, std::shared_ptr<Operator> op, std::string label = {});
   Status remove(StageId stage);
   // The new operator takes the old one's place and queues; the old one detaches first.
   Status replace(StageId stage, std::shared_ptr<Operator> op);
@@ -68,8 +71,11 @@ class Graph final : public Task {
   // kNone if the stage is not in the graph.
   static constexpr size_t kNone = SIZE_MAX;
   size_t position_of(StageId stage) const;
+  // The position of the first stage labelled `label`, or kNone.
+  size_t position_of_label(std::string_view label) const;
   StageId stage_at(size_t position) const;
   Operator& operator_at(size_t position) const;
+  const std::string& label_at(size_t position) const;
 
   // Tears the graph down: every operator detaches, then every RPC still in the graph (queued,
   // delayed, or handed on by a detaching operator) goes to `sink`, so its owner can account for
@@ -111,6 +117,7 @@ class Graph final : public Task {
   struct Stage {
     StageId id;
     std::shared_ptr<Operator> op;
+    std::string label;
     std::deque<RpcPtr> requests;  // waiting for op->on_requests
     std::deque<RpcPtr> replies;   // waiting for op->on_replies
     DelayQueue delayed_requests;  // continue after op, downstream

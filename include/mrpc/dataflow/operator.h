@@ -23,13 +23,23 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
 #include <string_view>
+#include <variant>
 
 #include "mrpc/base/clock.h"
 #include "mrpc/base/status.h"
 #include "mrpc/dataflow/rpc.h"
 
 namespace mrpc {
+
+// An operator's state as named, typed values: what an upgrade carries from the old version of a
+// policy to the new one (a value the new version does not know, or knows with another type, is
+// left out by its import_state).
+using StateValue = std::variant<int64_t, double, std::string>;
+using OperatorState = std::map<std::string, StateValue, std::less<>>;
 
 class Output {
  public:
@@ -81,6 +91,11 @@ class Operator {
   }
   // How many RPCs it holds now (for stats and for checking that nothing is lost).
   virtual size_t held() const { return 0; }
+
+  // Its state by name, for an upgrade (control plane, runtime thread, between rounds).
+  virtual OperatorState export_state() const { return {}; }
+  // Takes what it knows of an older version's state; ignores the rest.
+  virtual void import_state(const OperatorState& state) { (void)state; }
 };
 
 }  // namespace mrpc
