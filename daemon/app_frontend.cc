@@ -19,9 +19,17 @@ bool inside(uint64_t region_bytes, uint64_t offset, uint64_t length) {
 
 bool AppFrontend::poll() {
   bool did_work = app_.flush_overflow();
-  // An app that does not read its completions stops being read: its own ring fills up and only it
-  // waits, while the daemon's memory for it stays bounded.
-  if (app_.overflow.size() >= app_.completions.entries()) return did_work;
+  // An app that does not read its completions gets no new calls admitted: they wait, unread in
+  // effect, while its replies, releases and cancels go on being handled (it may be blocked
+  // submitting one of those, and every completion they cause is bounded by the call tables).
+  // Once max_calls_in_flight calls wait, its ring is not read at all: only it waits.
+  const bool backed_up = app_.overflow.size() >= app_.completions.entries();
+  while (!backed_up && !waiting_calls_.empty()) {
+    on_call(waiting_calls_.front());
+    waiting_calls_.pop_front();
+    did_work = true;
+  }
+  if (waiting_calls_.size() >= app_.outgoing.size()) return did_work;
   entries_.resize(core_.config.max_batch);
   auto popped = app_.submissions.pop_batch(std::span(entries_));
   if (!popped.ok()) {
@@ -34,7 +42,10 @@ bool AppFrontend::poll() {
     const shm::RingEntry& entry = entries_[i];
     switch (entry.kind) {
       case shm::EntryKind::kCall:
-        on_call(entry);
+        if (backed_up || !waiting_calls_.empty())
+          waiting_calls_.push_back(entry);
+        else
+          on_call(entry);
         break;
       case shm::EntryKind::kReply:
         on_reply(entry);

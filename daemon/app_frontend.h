@@ -10,6 +10,7 @@
 // Runtime thread only. Owned by the connection's ConnectionTask; holds no RPC itself.
 #pragma once
 
+#include <deque>
 #include <vector>
 
 #include "core.h"
@@ -47,6 +48,8 @@ class AppFrontend {
   Connection& app_;
   bool sleeping_ = false;
   std::vector<shm::RingEntry> entries_;  // reused for each batch popped from the ring
+  // kCall entries read while the app's completions were backed up, admitted once they are not.
+  std::deque<shm::RingEntry> waiting_calls_;
 };
 
 }  // namespace mrpc

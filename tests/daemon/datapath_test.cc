@@ -286,7 +286,11 @@ class RetryOnceOnUnavailable final : public Operator {
 }  // namespace
 
 TEST_CASE("mirrored calls end once for the caller, shadow replies are absorbed, nothing is left") {
-  EmbeddedDaemon daemon;
+  // The mirror does not wait for the shadow, which may fall thousands of calls behind (up to
+  // max_calls_served): room for that many replies in its heap.
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.heap_bytes = 64 << 20;
+  EmbeddedDaemon daemon(config);
   EchoServer main_server(daemon.app_socket());
   EchoServer shadow(daemon.app_socket());
   auto mirror =

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -176,7 +177,16 @@ std::string TestApp::received_text(uint64_t offset) const {
 }
 
 void TestApp::submit(const shm::RingEntry& entry) {
+  // A full ring waits for the daemon to drain it, as libmrpc does (bounded, so a daemon that
+  // stopped reading fails the test instead of hanging it).
+  const auto& clock = MonotonicClock::instance();
+  const MonoTime give_up = clock.now() + 10'000'000'000;
   Status pushed = submissions_.push(entry);
+  while (pushed.code() == StatusCode::kResourceExhausted && clock.now() < give_up) {
+    wake_daemon();
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    pushed = submissions_.push(entry);
+  }
   REQUIRE_MESSAGE(pushed.ok(), pushed.to_string());
 }
 
