@@ -7,6 +7,7 @@
 
 #include "checker_internal.h"
 #include "mrpc/base/limits.h"
+#include "mrpc/compiler/builtins.h"
 
 namespace mrpc::compiler {
 
@@ -594,12 +595,10 @@ Type ModuleChecker::check_call(const dsl::ast::Expr& call, Scope& scope) {
   }
   for (size_t i = 1; i < call.children.size(); ++i) check_expr(*call.children[i], scope);
   Diagnostic& d = error(callee.span, fmt::format("unknown function '{}'", name));
-  static const std::vector<std::string> builtins = {
-      "now",    "random",      "hash",         "min",      "max",     "abs",    "len",
-      "has",    "seconds",     "from_seconds", "int",      "float",   "str",    "lower",
-      "upper",  "starts_with", "ends_with",    "contains", "substr",  "sha256", "consistent_hash",
-      "reject", "delay",       "route",        "mirror",   "respond", "retry",  "log",
-      "observe"};
+  // Every name from the one builtin/action table (builtins.h).
+  std::vector<std::string> builtins;
+  for (const auto& b : builtin_table()) builtins.emplace_back(b.name);
+  for (const auto& a : action_table()) builtins.emplace_back(a.name);
   std::string guess = dsl::closest_name(name, builtins);
   if (!guess.empty()) DiagnosticEngine::help(d, fmt::format("did you mean '{}'?", guess));
   return Type::of(K::kError);

@@ -5,6 +5,7 @@
 
 #include "checker_internal.h"
 #include "mrpc/base/limits.h"
+#include "mrpc/compiler/builtins.h"
 #include "mrpc/dsl/format.h"
 
 namespace mrpc::compiler {
@@ -364,9 +365,7 @@ void ModuleChecker::check_expression_statement(const dsl::ast::Expr& e, Scope& s
 }
 
 bool ModuleChecker::is_action(const std::string& name) {
-  static const std::set<std::string> actions = {"reject",  "delay", "route", "mirror",
-                                                "respond", "retry", "log",   "observe"};
-  return actions.count(name) > 0;
+  return find_action(name) != nullptr;
 }
 
 void ModuleChecker::check_args(const dsl::ast::Expr& call, const std::vector<Type>& want,
