@@ -621,8 +621,8 @@ class Evaluation {
     Value m = message(*target.children[0]);
     if (ended_) return;
     if (!valid(m, step.holder)) {
-      // An element past the end, or a message that is not set: the write has no effect.
-      ++v_.defined_faults;
+      // An element past the end (counted as a fault where it was indexed), or a message that
+      // is not set: the write has no effect.
       v_.writes.push_back(std::move(w));
       return;
     }

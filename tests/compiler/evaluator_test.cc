@@ -3,6 +3,7 @@
 // every stdlib policy runs on seeded random RPCs, garbage message bytes included, without a crash.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -232,6 +233,479 @@ policy sums {
   CHECK(field("has_team").i == 1);
   CHECK(field("no_z").i == 0);
   CHECK(v.defined_faults == 1);  // items[7]: past the end
+}
+
+Value log_field(const Verdict& v, const char* key) {
+  REQUIRE(!v.logs.empty());
+  for (auto& [name, value] : v.logs.back().fields) {
+    if (name == key) return value;
+  }
+  FAIL("no log field " << key);
+  return Value{};
+}
+
+TEST_CASE("state containers keep their capacity by lru fifo and reject eviction") {
+  Harness h(R"(
+policy containers {
+  applies to * at callee;
+  state lru: map<string, int>[capacity 2, evict lru];
+  state fifo: set<string>[capacity 2, evict fifo];
+  state strict: set<string>[capacity 2, evict reject];
+  state calls: counter;
+  on request {
+    calls += 1;
+    let k = rpc.metadata["k"];
+    if k == "touch-a" {
+      let x = lru["a"];
+      log("read", x = x);
+      pass;
+    }
+    lru[k] = lru[k] + 1;
+    fifo.insert(k);
+    strict.insert(k);
+    if k == "drop-b" {
+      remove lru["b"];
+      fifo.remove("b");
+    }
+  }
+}
+)");
+  auto call_with = [&](const std::string& k) {
+    Call c;
+    c.metadata = encode_metadata({{"k", k}});
+    return h.run(ir::Event::kRequest, c);
+  };
+  call_with("a");
+  call_with("b");
+  call_with("a");                                // a = 2, b = 1
+  CHECK(call_with("touch-a").logs.size() == 1);  // a is the most recent now
+  Verdict v = call_with("c");                    // lru evicts b; fifo evicts a; strict refuses c
+  CHECK(v.refused_inserts == 1);                 // `c` refused by the full `evict reject` set
+  Value lru = h.instance->state("lru");
+  REQUIRE(lru.items.size() == 4);
+  CHECK(lru.items[0] == Value::of_string("a"));
+  CHECK(lru.items[1] == Value::of_int(2));
+  CHECK(lru.items[2] == Value::of_string("c"));
+  Value fifo = h.instance->state("fifo");
+  REQUIRE(fifo.items.size() == 2);
+  CHECK(fifo.items[0] == Value::of_string("b"));
+  CHECK(fifo.items[1] == Value::of_string("c"));
+  Value strict = h.instance->state("strict");
+  REQUIRE(strict.items.size() == 2);
+  CHECK(strict.items[0] == Value::of_string("a"));
+  CHECK(strict.items[1] == Value::of_string("b"));
+  CHECK(h.instance->state("calls").i == 5);
+}
+
+TEST_CASE("actions and rpc fields give the expected verdict under a manual clock and seed") {
+  Harness h(R"(
+policy steer {
+  applies to * at caller;
+  state latency: histogram[1ms, 10ms];
+  state last: time;
+  on request {
+    if rpc.metadata["x-drop"] == "1" {
+      drop;
+    }
+    delay(5ms);
+    delay(-3ms);
+    mirror("shadow", 0.25);
+    if len(rpc.endpoints) > 1 {
+      route(rpc.endpoints[1]);
+    }
+    rpc.priority = 3;
+    rpc.deadline = now() + 2s;
+    log("ctx", svc = rpc.service + "." + rpc.method, app = rpc.caller.app, uid = rpc.caller.uid,
+        remaining = rpc.remaining, since = now() - last, r = random(), size = rpc.size);
+    last = now();
+  }
+  on response {
+    observe(latency, rpc.latency);
+  }
+  on error {
+    observe(latency, rpc.latency);
+    if rpc.status == UNAVAILABLE {
+      retry(20ms);
+    }
+  }
+}
+)",
+            42);
+  Call c;
+  c.endpoints = encode_strings({"e0", "e1"});
+  c.view.caller_uid = 1000;
+  c.view.size = 77;
+  c.view.deadline_ns = h.clock.now() + 500'000'000;
+  Verdict v = h.run(ir::Event::kRequest, c);
+  CHECK(v.outcome == Verdict::Outcome::kContinue);
+  CHECK(v.delay_ns == 5'000'000);
+  REQUIRE(v.mirrors.size() == 1);
+  CHECK(v.mirrors[0].first == "shadow");
+  CHECK(v.mirrors[0].second == 0.25);
+  CHECK(v.route == "e1");
+  CHECK(c.view.priority == 3);
+  CHECK(c.view.deadline_ns == h.clock.now() + 2'000'000'000);
+  CHECK(log_field(v, "svc").s == "shop.Orders.PlaceOrder");
+  CHECK(log_field(v, "app").s == "frontend");
+  CHECK(log_field(v, "uid").i == 1000);
+  CHECK(log_field(v, "remaining").i == 2'000'000'000);  // the handler set the deadline first
+  CHECK(log_field(v, "since").i == h.clock.now());      // `last` was time zero: "never"
+  CHECK(log_field(v, "size").i == 77);
+  SeededRandom same(42);
+  CHECK(log_field(v, "r").f == same.next_unit());
+
+  c.metadata = encode_metadata({{"x-drop", "1"}});
+  CHECK(h.run(ir::Event::kRequest, c).outcome == Verdict::Outcome::kDrop);
+
+  Call done;
+  done.view.latency_ns = 5'000'000;
+  done.view.status = static_cast<uint32_t>(StatusCode::kUnavailable);
+  Verdict e = h.run(ir::Event::kError, done);
+  CHECK(e.retry_after_ns == 20'000'000);
+  done.view.latency_ns = 50'000'000;
+  done.view.status = 0;
+  CHECK_FALSE(h.run(ir::Event::kResponse, done).retry_after_ns.has_value());
+  Value counts = h.instance->state("latency");
+  REQUIRE(counts.items.size() == 3);
+  CHECK(counts.items[0].i == 0);
+  CHECK(counts.items[1].i == 1);
+  CHECK(counts.items[2].i == 1);
+}
+
+TEST_CASE("message writes land in the message bytes and clear resets a field") {
+  Harness h(std::string(kShop) + R"(
+policy mutate {
+  applies to shop.Orders.PlaceOrder at callee;
+  on request {
+    req.items[0].quantity = min(req.items[0].quantity, 10);
+    req.items[5].quantity = 1;
+    req.customer.tier = shop.CustomerTier.GOLD;
+    req.customer.email = lower(req.customer.email);
+    req.labels["checked"] = "yes";
+    clear req.credit_card;
+  }
+  on response {
+    resp.total_cents += 1;
+  }
+}
+)");
+  Region r;
+  const MessageLayout& in = h.input();
+  const MessageLayout& item = *in.field_by_name("items")->message;
+  const MessageLayout& customer = *in.field_by_name("customer")->message;
+  uint64_t body = r.body(in);
+  uint64_t items = r.set_elements(body, in, "items", 1);
+  r.set_int(items, item, "quantity", 50);
+  uint64_t cust = r.set_message(body, in, "customer");
+  r.set_string(cust, customer, "email", "A@B.C");
+  r.set_string(body, in, "credit_card", "4111");
+  Call call;
+  call.view.request = r.view(body, in);
+  Verdict v = h.run(ir::Event::kRequest, call);
+  int32_t quantity = 0, tier = 0;
+  std::memcpy(&quantity, r.bytes().data() + items + item.field_by_name("quantity")->offset, 4);
+  std::memcpy(&tier, r.bytes().data() + cust + customer.field_by_name("tier")->offset, 4);
+  CHECK(quantity == 10);
+  CHECK(tier == 2);
+  RegionRef card{};
+  std::memcpy(&card, r.bytes().data() + body + in.field_by_name("credit_card")->offset, 16);
+  CHECK(card.size == 0);
+  REQUIRE(v.writes.size() == 6);
+  CHECK(v.writes[0].applied);
+  CHECK(v.writes[1].path == "req.items[5].quantity");
+  CHECK_FALSE(v.writes[1].applied);  // past the end: no effect
+  CHECK(v.writes[2].applied);
+  CHECK(v.writes[3].path == "req.customer.email");
+  CHECK(v.writes[3].value.s == "a@b.c");
+  CHECK_FALSE(v.writes[3].applied);  // strings need the daemon's allocator: recorded
+  CHECK(v.writes[4].path == "req.labels[\"checked\"]");
+  CHECK(v.writes[5].applied);
+  CHECK(v.defined_faults == 1);
+
+  Region out;
+  uint64_t reply = out.body(h.output());
+  out.set_int(reply, h.output(), "total_cents", 41);
+  Call response;
+  response.view.response = out.view(reply, h.output());
+  h.run(ir::Event::kResponse, response);
+  int64_t total = 0;
+  std::memcpy(&total, out.bytes().data() + reply + h.output().field_by_name("total_cents")->offset,
+              8);
+  CHECK(total == 42);
+}
+
+TEST_CASE("a response cache answers the second call with the stored response") {
+  Harness h(R"(
+import proto "hotel/profile.proto";
+policy cache {
+  applies to hotel.Profile.GetProfiles at caller;
+  state cached: map<string, response>[capacity 4, evict lru];
+  on request {
+    let key = rpc.metadata["x-locale"];
+    if key in cached {
+      respond(cached[key]);
+    }
+  }
+  on response {
+    cached[rpc.metadata["x-locale"]] = resp;
+  }
+}
+)");
+  Call first;
+  first.service = "hotel.Profile";
+  first.method = "GetProfiles";
+  first.metadata = encode_metadata({{"x-locale", "en"}});
+  CHECK(h.run(ir::Event::kRequest, first).outcome == Verdict::Outcome::kContinue);
+  Region r;
+  uint64_t body = r.body(h.output());
+  first.view.response = r.view(body, h.output());
+  h.run(ir::Event::kResponse, first);
+  Call second = first;
+  second.view.response = {};
+  Verdict v = h.run(ir::Event::kRequest, second);
+  CHECK(v.outcome == Verdict::Outcome::kRespond);
+  CHECK(v.response_bytes.size() == r.bytes().size());
+}
+
+TEST_CASE("arithmetic faults give their documented results and the handler goes on") {
+  Harness h(R"(
+policy faults {
+  applies to * at callee;
+  state big: int = 9223372036854775807;
+  on request {
+    let zero = int(rpc.metadata["zero"]);
+    let minus_one = zero - 1;
+    let min = -9223372036854775807 - 1;
+    big += 1;
+    log("f", div = rpc.size / zero, rem = 7 % zero, min_div = min / minus_one,
+        min_rem = min % minus_one, neg_min = -min, abs_min = abs(min), wrapped = big,
+        far = rpc.deadline + 9223372036854775807 * 1ns, long_wait = 1h * 9223372036854775807,
+        back = from_seconds(1e300), nan = from_seconds(0.0 / 0.0), int_str = int("12x"),
+        int_ok = int("-12"), float_str = float("x"), int_nan = int(0.0 / 0.0),
+        int_big = int(1e300), dur_div = 5s / zero);
+  }
+}
+)");
+  Call c;
+  c.view.size = 9;
+  c.view.deadline_ns = 5;
+  Verdict v = h.run(ir::Event::kRequest, c);
+  CHECK(v.outcome == Verdict::Outcome::kContinue);
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  CHECK(log_field(v, "div").i == 0);
+  CHECK(log_field(v, "rem").i == 7);
+  CHECK(log_field(v, "min_div").i == kMin);
+  CHECK(log_field(v, "min_rem").i == 0);
+  CHECK(log_field(v, "neg_min").i == kMin);
+  CHECK(log_field(v, "abs_min").i == kMax);
+  CHECK(log_field(v, "wrapped").i == kMin);
+  CHECK(log_field(v, "far").i == kMax);
+  CHECK(log_field(v, "long_wait").i == kMax);
+  CHECK(log_field(v, "back").i == kMax);
+  CHECK(log_field(v, "nan").i == 0);
+  CHECK(log_field(v, "int_str").i == 0);
+  CHECK(log_field(v, "int_ok").i == -12);
+  CHECK(log_field(v, "float_str").f == 0.0);
+  CHECK(log_field(v, "int_nan").i == 0);
+  CHECK(log_field(v, "int_big").i == kMax);
+  CHECK(log_field(v, "dur_div").i == 0);
+  CHECK(v.defined_faults >= 15);
+}
+
+TEST_CASE("faults without a value to go on with reject the call with RESOURCE_EXHAUSTED") {
+  Harness strings(R"(
+policy grow {
+  applies to * at callee;
+  on request {
+    var s = rpc.metadata["seed"];
+    for i in 0..1000 {
+      s = s + rpc.metadata["seed"];
+    }
+    log("never", s = s);
+  }
+}
+)");
+  Call c;
+  c.metadata = encode_metadata({{"seed", std::string(100, 'x')}});
+  Verdict v = strings.run(ir::Event::kRequest, c);
+  CHECK(v.aborted);
+  CHECK(v.outcome == Verdict::Outcome::kReject);
+  CHECK(v.status == StatusCode::kResourceExhausted);
+  CHECK(v.message.find("limits::kMaxPolicyStringBytes") != std::string::npos);
+  CHECK(v.logs.empty());
+
+  Harness state(R"(
+policy keep {
+  applies to * at callee;
+  state last: string;
+  on request {
+    last = rpc.metadata["v"];
+  }
+}
+)");
+  Call small, big;
+  small.metadata = encode_metadata({{"v", "ok"}});
+  big.metadata = encode_metadata({{"v", std::string(limits::kMaxStateStringBytes + 1, 'y')}});
+  CHECK(state.run(ir::Event::kRequest, small).outcome == Verdict::Outcome::kContinue);
+  Verdict b = state.run(ir::Event::kRequest, big);
+  CHECK(b.aborted);
+  CHECK(b.message.find("limits::kMaxStateStringBytes") != std::string::npos);
+  CHECK(state.instance->state("last").s == "ok");
+
+  Harness loop(std::string(kShop) + R"(
+policy every_item {
+  applies to shop.Orders.PlaceOrder at callee;
+  on request {
+    for item in req.items {
+      if item.quantity > 5 {
+        reject(INVALID_ARGUMENT, "too many");
+      }
+    }
+  }
+}
+)");
+  Region r;
+  uint64_t body = r.body(loop.input());
+  r.set_elements(body, loop.input(), "items",
+                 static_cast<uint32_t>(limits::kMaxForEachIterations) + 1);
+  Call many;
+  many.view.request = r.view(body, loop.input());
+  Verdict l = loop.run(ir::Event::kRequest, many);
+  CHECK(l.aborted);
+  CHECK(l.status == StatusCode::kResourceExhausted);
+  CHECK(l.message.find("limits::kMaxForEachIterations") != std::string::npos);
+}
+
+TEST_CASE("lying references read as empty and another schema is rejected") {
+  Harness h(std::string(kShop) + R"(
+policy reads {
+  applies to shop.Orders.PlaceOrder at callee;
+  on request {
+    log("r", card = req.credit_card, n = len(req.items), name = req.customer.name,
+        has_customer = has(req.customer));
+  }
+}
+)");
+  Region r;
+  const MessageLayout& in = h.input();
+  uint64_t body = r.body(in);
+  // Every reference points past the region.
+  r.put(body + in.field_by_name("credit_card")->offset, RegionRef{1ull << 40, 16, 16});
+  r.put(body + in.field_by_name("items")->offset, RegionRef{16, 0xffffffffu, 0});
+  r.set_message(body, in, "customer");
+  r.put(body + in.field_by_name("customer")->offset, RegionRef{~uint64_t{0} - 8, 64, 64});
+  Call c;
+  c.view.request = r.view(body, in);
+  Verdict v = h.run(ir::Event::kRequest, c);
+  CHECK(v.outcome == Verdict::Outcome::kContinue);
+  CHECK(log_field(v, "card").s.empty());
+  CHECK(log_field(v, "n").i == 0);
+  CHECK(log_field(v, "name").s.empty());
+
+  // A body that does not fit the region: every field is the default.
+  c.view.request.body_offset = r.bytes().size() - 8;
+  v = h.run(ir::Event::kRequest, c);
+  CHECK(log_field(v, "has_customer").i == 0);
+
+  c.view.request.fingerprint = in.fingerprint() ^ 1;
+  v = h.run(ir::Event::kRequest, c);
+  CHECK(v.aborted);
+  CHECK(v.status == StatusCode::kFailedPrecondition);
+
+  // A method the policy does not apply to: it does not run.
+  Call other;
+  other.method = "CancelOrder";
+  CHECK(h.run(ir::Event::kRequest, other).logs.empty());
+}
+
+// Random RPCs: random caller, metadata, status and times; the request and response are either
+// well-formed messages with random fields or random bytes (lying references included).
+void random_message(Region& r, const MessageLayout& l, SeededRandom& rng, mrpc_message_view& out) {
+  uint64_t body = r.body(l);
+  if (rng.next_u64() % 3 == 0) {
+    // Garbage: random bytes over the body and some more.
+    uint64_t extra = r.alloc(64);
+    for (uint64_t i = body; i < extra + 64; ++i)
+      r.bytes()[i] = static_cast<uint8_t>(rng.next_u64());
+  } else {
+    for (const FieldLayout& f : l.fields()) {
+      if (rng.next_u64() % 2 == 0) continue;
+      if (f.repeated) {
+        uint32_t n = static_cast<uint32_t>(rng.next_u64() % 4);
+        uint64_t array = r.set_elements(body, l, f.name.c_str(), n);
+        if (f.kind == FieldKind::kMessage) {
+          for (uint32_t i = 0; i < n; ++i) {
+            uint64_t e = array + uint64_t{i} * f.element_size;
+            for (const FieldLayout& sub : f.message->fields()) {
+              if (sub.kind == FieldKind::kString)
+                r.set_string(e, *f.message, sub.name.c_str(), rng.next_u64() % 2 ? "a" : "b");
+            }
+          }
+        }
+      } else if (f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) {
+        r.set_string(body, l, f.name.c_str(), std::string(rng.next_u64() % 8, 'a'));
+      } else if (f.kind == FieldKind::kMessage) {
+        r.set_message(body, l, f.name.c_str());
+      } else {
+        r.set_int(body, l, f.name.c_str(), static_cast<int64_t>(rng.next_u64()));
+      }
+    }
+  }
+  out = r.view(body, l);
+}
+
+TEST_CASE("every stdlib policy runs on seeded random RPCs without a crash") {
+  uint64_t seed = 20261201;
+  if (const char* env = std::getenv("MRPC_TEST_SEED")) seed = std::strtoull(env, nullptr, 10);
+  INFO("seed " << seed << " (rerun with MRPC_TEST_SEED=" << seed << ")");
+  auto files = dsl::testing::mpol_files_under("stdlib-policies");
+  REQUIRE(files.size() >= 20);
+  SeededRandom rng(seed);
+  ManualClock clock(1'000'000'000);
+  int runs = 0, effects = 0, aborted = 0;
+  for (const auto& path : files) {
+    CAPTURE(path);
+    Built built = build(path, dsl::testing::read_file(path));
+    REQUIRE(built.unit != nullptr);
+    for (const ir::Policy& policy : built.unit->policies) {
+      PolicyInstance instance(policy, clock, rng);
+      for (int i = 0; i < 500; ++i) {
+        Region req, resp;
+        Call c;
+        c.app = rng.next_u64() % 2 ? "frontend" : "batch";
+        c.metadata = encode_metadata({{"x-user", std::to_string(rng.next_u64() % 5)},
+                                      {"session", std::to_string(rng.next_u64() % 7)}});
+        c.endpoints = encode_strings({"e0", "e1", "e2"});
+        if (!policy.methods.empty()) {
+          const ir::Method& m = policy.methods[rng.next_u64() % policy.methods.size()];
+          c.service = m.service;
+          c.method = m.name;
+          random_message(req, *m.input, rng, c.view.request);
+          random_message(resp, *m.output, rng, c.view.response);
+        }
+        c.view.deadline_ns = clock.now() + static_cast<int64_t>(rng.next_u64() % 1'000'000'000);
+        c.view.status = static_cast<uint32_t>(rng.next_u64() % 17);
+        c.view.latency_ns = static_cast<int64_t>(rng.next_u64() % 100'000'000);
+        c.view.attempt = static_cast<uint32_t>(rng.next_u64() % 3);
+        c.view.size = rng.next_u64() % 4096;
+        auto event = static_cast<ir::Event>(rng.next_u64() % 3);
+        Verdict v = instance.run(event, c.get());
+        CHECK((!v.aborted || v.outcome == Verdict::Outcome::kReject));
+        if (v.outcome != Verdict::Outcome::kContinue || !v.logs.empty() || v.delay_ns > 0 ||
+            v.route || v.retry_after_ns) {
+          ++effects;
+        }
+        aborted += v.aborted ? 1 : 0;
+        clock.advance(std::chrono::milliseconds(rng.next_u64() % 50));
+        ++runs;
+      }
+    }
+  }
+  CHECK(runs >= 20 * 500);
+  // The policies did things (rejected, logged, delayed, routed, retried), not only nothing.
+  MESSAGE("runs " << runs << ", with an effect " << effects << ", aborted " << aborted);
+  CHECK(effects > runs / 10);
 }
 
 }  // namespace
