@@ -272,6 +272,19 @@ Type ModuleChecker::check_name(const dsl::ast::Expr& e, Scope& scope) {
     return t;
   }
   Diagnostic& d = error(e.span, fmt::format("unknown name '{}'", e.text));
+  // Words other languages have and .mpol does not.
+  if (e.text == "return") {
+    DiagnosticEngine::help(d,
+                           "there is no `return`: `pass;` ends the handler and lets the call go "
+                           "on, `reject(CODE, \"why\");` ends it with an error");
+    return Type::of(K::kError);
+  }
+  if (e.text == "null" || e.text == "nil" || e.text == "None") {
+    DiagnosticEngine::help(d, fmt::format("there is no `{}`: absent values read as zero (\"\", 0, "
+                                          "false); test presence with `in` or `has(...)`",
+                                          e.text));
+    return Type::of(K::kError);
+  }
   std::vector<std::string> candidates = names_in_scope(scope);
   for (const auto& s : status_names()) candidates.push_back(s);
   std::string guess = dsl::closest_name(e.text, candidates);

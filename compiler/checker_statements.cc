@@ -341,7 +341,8 @@ void ModuleChecker::check_assignment(const dsl::ast::Stmt& s, Scope& scope) {
 
 void ModuleChecker::check_expression_statement(const dsl::ast::Expr& e, Scope& scope) {
   if (e.kind != dsl::ast::ExprKind::kCall) {
-    check_expr(e, scope);
+    // An expression that is already an error (`return;`: an unknown name) says enough.
+    if (check_expr(e, scope).is_error()) return;
     Diagnostic& d = error(e.span, "this expression does nothing");
     DiagnosticEngine::note(
         d,
