@@ -385,9 +385,10 @@ std::string dump(const Unit& unit) {
     Dumper d(p);
     std::string patterns;
     for (const auto& s : p.patterns) patterns += (patterns.empty() ? "" : ", ") + s;
-    out += fmt::format("policy {} at {} applies to {}{}\n", p.name,
+    out += fmt::format("policy {} at {} applies to {}{}{}\n", p.name,
                        p.placement == Placement::kCaller ? "caller" : "callee", patterns,
-                       p.schema_known ? "" : " (generic: no schema)");
+                       p.schema_known ? "" : " (generic: no schema)",
+                       p.reads_message ? " (reads message fields)" : "");
     for (size_t m = 0; m < p.methods.size(); ++m) {
       const Method& method = p.methods[m];
       out += fmt::format("  method m{} {}: {} fp={:016x} -> {} fp={:016x}\n", m, method.full_name,

@@ -366,6 +366,7 @@ ExprPtr IrBuilder::name(const ast::Expr& e, Ctx& ctx) {
   auto out = std::make_unique<ir::Expr>();
   out->span = e.span;
   if (e.text == "req" || e.text == "resp") {
+    ctx.policy->reads_message = true;
     out->kind = ir::ExprKind::kMessageRoot;
     out->request = e.text == "req";
     out->type = ir::Type::of(IK::kMessage);

@@ -252,6 +252,9 @@ struct Policy {
   Placement placement = Placement::kCallee;
   std::vector<std::string> patterns;  // as written: "hotel.Reservation.*"
   bool schema_known = false;          // false: generic (no `req`/`resp`, any service)
+  // Some handler reads `req` or `resp` (then the daemon runs it on a private copy of the bytes,
+  // so the app cannot change what was checked); false: metadata and rpc fields only.
+  bool reads_message = false;
   std::vector<Method> methods;
   std::vector<Param> params;
   std::vector<State> states;
