@@ -806,6 +806,14 @@ class Evaluation {
       }
       case F::kAttempt:
         return Value::of_int(rpc_.attempt);
+      case F::kMetadata: {
+        // The whole block as a map (`k in rpc.metadata`, `len(rpc.metadata)`).
+        Value out = Value::zero(e.type);
+        for (auto& s : decode_strings(rpc_.metadata, rpc_.metadata_size))
+          out.items.push_back(Value::of_string(std::move(s)));
+        if (out.items.size() % 2 != 0) out.items.pop_back();
+        return out;
+      }
     }
     return Value::zero(e.type);
   }

@@ -199,6 +199,8 @@ const char* rpc_field_text(RpcField field) {
       return "rpc.endpoints";
     case RpcField::kAttempt:
       return "rpc.attempt";
+    case RpcField::kMetadata:
+      return "rpc.metadata";
   }
   return "rpc.?";
 }

@@ -298,7 +298,7 @@ ExprPtr IrBuilder::expr(const ast::Expr& e, Ctx& ctx) {
     case EK::kIndex: {
       ExprPtr object = expr(*e.children[0], ctx);
       ExprPtr index = expr(*e.children[1], ctx);
-      if (object->kind == ir::ExprKind::kRpc && object->type.is(IK::kMap)) {
+      if (object->kind == ir::ExprKind::kRpc && object->rpc_field == ir::RpcField::kMetadata) {
         auto out = std::make_unique<ir::Expr>();
         out->kind = ir::ExprKind::kMetadata;
         out->type = ir::Type::of(IK::kString);
@@ -445,7 +445,7 @@ ExprPtr IrBuilder::member(const ast::Expr& e, Ctx& ctx) {
     MRPC_ASSERT(e.text == "metadata");
     ir::Type t = ir::Type::of(IK::kMap);
     t.args = {ir::Type::of(IK::kString), ir::Type::of(IK::kString)};
-    return rpc(ir::RpcField::kService, t);  // indexed at once: becomes kMetadata
+    return rpc(ir::RpcField::kMetadata, t);
   }
   if (object.kind == ast::ExprKind::kMember && object.text == "caller" &&
       object.children[0]->kind == ast::ExprKind::kName && object.children[0]->text == "rpc") {

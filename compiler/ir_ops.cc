@@ -205,6 +205,11 @@ Value apply_binary(Op op, const Value& a, const Value& b, Kind result, bool& fau
         if (b.f == 0) fault = true;
         r.f = a.f / b.f;
         break;
+      case Op::kRem:
+        // C's fmod: the sign of the dividend; x % 0.0 is NaN (flagged).
+        if (b.f == 0) fault = true;
+        r.f = std::fmod(a.f, b.f);
+        break;
       default:
         break;
     }

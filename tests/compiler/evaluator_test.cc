@@ -316,6 +316,8 @@ policy steer {
     rpc.priority = 3;
     rpc.deadline = now() + 2s;
     log("ctx", svc = rpc.service + "." + rpc.method, app = rpc.caller.app, uid = rpc.caller.uid,
+        traced = "x-trace" in rpc.metadata, untraced = "x-none" in rpc.metadata,
+        entries = len(rpc.metadata),
         remaining = rpc.remaining, since = now() - last, r = random(), size = rpc.size);
     last = now();
   }
@@ -333,6 +335,7 @@ policy steer {
             42);
   Call c;
   c.endpoints = encode_strings({"e0", "e1"});
+  c.metadata = encode_metadata({{"x-trace", "t1"}});
   c.view.caller_uid = 1000;
   c.view.size = 77;
   c.view.deadline_ns = h.clock.now() + 500'000'000;
@@ -347,6 +350,9 @@ policy steer {
   CHECK(c.view.deadline_ns == h.clock.now() + 2'000'000'000);
   CHECK(log_field(v, "svc").s == "shop.Orders.PlaceOrder");
   CHECK(log_field(v, "app").s == "frontend");
+  CHECK(log_field(v, "traced").i == 1);
+  CHECK(log_field(v, "untraced").i == 0);
+  CHECK(log_field(v, "entries").i == 1);
   CHECK(log_field(v, "uid").i == 1000);
   CHECK(log_field(v, "remaining").i == 2'000'000'000);  // the handler set the deadline first
   CHECK(log_field(v, "since").i == h.clock.now());      // `last` was time zero: "never"
@@ -482,7 +488,7 @@ policy faults {
         far = rpc.deadline + 9223372036854775807 * 1ns, long_wait = 1h * 9223372036854775807,
         back = from_seconds(1e300), nan = from_seconds(0.0 / 0.0), int_str = int("12x"),
         int_ok = int("-12"), float_str = float("x"), int_nan = int(0.0 / 0.0),
-        int_big = int(1e300), dur_div = 5s / zero);
+        int_big = int(1e300), dur_div = 5s / zero, frem = 7.5 % 2.0);
   }
 }
 )");
@@ -510,6 +516,7 @@ policy faults {
   CHECK(log_field(v, "int_nan").i == 0);
   CHECK(log_field(v, "int_big").i == kMax);
   CHECK(log_field(v, "dur_div").i == 0);
+  CHECK(log_field(v, "frem").f == 1.5);
   CHECK(v.defined_faults >= 15);
 }
 

@@ -98,6 +98,7 @@ enum class RpcField : uint8_t {
   kEndpoint,
   kEndpoints,
   kAttempt,
+  kMetadata,  // the whole map (`k in rpc.metadata`); `rpc.metadata[k]` is ExprKind::kMetadata
 };
 const char* rpc_field_text(RpcField field);  // "rpc.caller.app"
 
