@@ -473,6 +473,72 @@ policy cache {
   CHECK(v.response_bytes.size() == r.bytes().size());
 }
 
+TEST_CASE("builtins and if else chains give their documented values") {
+  Harness h(R"(
+policy builtins {
+  applies to * at callee;
+  on request {
+    let u = rpc.metadata["user"];
+    var class = "";
+    if u == "" {
+      class = "anonymous";
+    } else if starts_with(u, "test-") {
+      class = "test";
+    } else if ends_with(u, "@example.com") || contains(u, "bot") {
+      class = "synthetic";
+    } else {
+      class = "real";
+    }
+    log("b", class = class, digest = sha256(u), up = upper(u), low = lower("MiXeD"),
+        head = substr(u, 0, 4), tail = substr(u, 3, 100), none = substr(u, -5, 2),
+        empty = substr(u, 100, 2), s_int = str(42), s_dur = str(1500ms), s_bool = str(true),
+        s_status = str(NOT_FOUND), pick = consistent_hash(u, ["a", "b", "c"]),
+        pick_none = consistent_hash(u, rpc.endpoints), secs = seconds(1500ms),
+        back = from_seconds(0.25), h = hash(u), h2 = hash(u), f = float("2.5"),
+        i = int(2.9), mn = min(3s, 2s), mx = max(1.5, 2));
+  }
+}
+)");
+  auto run = [&](const std::string& user) {
+    Call c;
+    c.metadata = encode_metadata({{"user", user}});
+    return h.run(ir::Event::kRequest, c);
+  };
+  CHECK(log_field(run(""), "class").s == "anonymous");
+  CHECK(log_field(run("test-1"), "class").s == "test");
+  CHECK(log_field(run("x@example.com"), "class").s == "synthetic");
+  CHECK(log_field(run("robot"), "class").s == "synthetic");
+  Verdict v = run("abc");
+  CHECK(log_field(v, "class").s == "real");
+  CHECK(log_field(v, "digest").s ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(log_field(run(""), "digest").s ==
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(log_field(v, "up").s == "ABC");
+  CHECK(log_field(v, "low").s == "mixed");
+  CHECK(log_field(v, "head").s == "abc");
+  CHECK(log_field(v, "tail").s.empty());
+  CHECK(log_field(v, "none").s == "ab");
+  CHECK(log_field(v, "empty").s.empty());
+  CHECK(log_field(v, "s_int").s == "42");
+  CHECK(log_field(v, "s_dur").s == "1500ms");
+  CHECK(log_field(v, "s_bool").s == "true");
+  CHECK(log_field(v, "s_status").s == "NOT_FOUND");
+  std::string pick = log_field(v, "pick").s;
+  CHECK((pick == "a" || pick == "b" || pick == "c"));
+  CHECK(log_field(run("abc"), "pick").s == pick);  // stable
+  CHECK(log_field(v, "pick_none").s.empty());      // no endpoints: the zero value
+  CHECK(log_field(v, "secs").f == 1.5);
+  CHECK(log_field(v, "back").i == 250'000'000);
+  CHECK(log_field(v, "h").i == log_field(v, "h2").i);
+  CHECK(log_field(v, "h").i != log_field(run("abd"), "h").i);
+  CHECK(log_field(v, "f").f == 2.5);
+  CHECK(log_field(v, "i").i == 2);
+  CHECK(log_field(v, "mn").i == 2'000'000'000);
+  CHECK(log_field(v, "mx").f == 2.0);
+  CHECK(v.defined_faults == 0);
+}
+
 TEST_CASE("arithmetic faults give their documented results and the handler goes on") {
   Harness h(R"(
 policy faults {

@@ -69,8 +69,16 @@ int run_build(const std::string& path, const std::vector<std::string>& proto_pat
     return kExitInternalError;
   }
   mrpc::compiler::verify(*unit, diagnostics);
-  print_diagnostics(diagnostics, json);
-  if (diagnostics.has_errors()) return kExitInputError;
+  if (diagnostics.has_errors()) {
+    print_diagnostics(diagnostics, json);
+    return kExitInputError;
+  }
+  // The IR goes to stdout: with --json the diagnostics (warnings) object goes to stderr.
+  if (json) {
+    std::cerr << diagnostics.render_json() << "\n";
+  } else {
+    std::cerr << diagnostics.render_text();
+  }
   std::cout << mrpc::compiler::ir::dump(*unit);
   return kExitOk;
 }
