@@ -35,7 +35,9 @@ typedef struct mrpc_message_view {
   uint8_t* region;      /* null: no message (a response handler's request, an error) */
   uint64_t region_size; /* bytes at `region` */
   uint64_t body_offset; /* region-relative offset of the body */
-  uint64_t fingerprint; /* MessageLayout::fingerprint() of the body's type */
+  uint64_t fingerprint; /* MessageLayout::fingerprint() of the body's type; a policy built
+                         * against another layout does not run on it (the call is rejected
+                         * FAILED_PRECONDITION). 0: not stated, not checked. */
 } mrpc_message_view;
 
 struct mrpc_rpc_view;
