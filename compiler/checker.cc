@@ -226,7 +226,7 @@ std::unique_ptr<ir::Unit> Checker::build_ir(const std::string& path) {
       impl_->diagnostics.has_errors()) {
     return nullptr;
   }
-  return build_module_ir(*found->second);
+  return build_module_ir(*found->second, impl_->diagnostics);
 }
 
 bool Checker::check_file(const std::string& path) {

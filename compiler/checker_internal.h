@@ -179,6 +179,7 @@ class ModuleChecker {
 };
 
 // The typed IR of a module that checked clean (ir_builder.cc).
-std::unique_ptr<ir::Unit> build_module_ir(const Module& module);
+// Warnings (constants that fault) go to `diagnostics`.
+std::unique_ptr<ir::Unit> build_module_ir(const Module& module, DiagnosticEngine& diagnostics);
 
 }  // namespace mrpc::compiler

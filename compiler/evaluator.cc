@@ -349,6 +349,7 @@ class Evaluation {
           return;
         }
         // A map field entry: needs the daemon's allocator (recorded, not applied).
+        if (s.compound) value = combine(eval(target));
         Value key = eval(*target.children[1]);
         v_.writes.push_back(
             FieldWrite{path_text(container) + "[" + ir::value_text(key) + "]", value, false});

@@ -79,7 +79,8 @@ ir::Op binary_op(const std::string& op) {
 
 class IrBuilder {
  public:
-  IrBuilder(const Module& module, LayoutSet& layouts) : module_(module), layouts_(layouts) {
+  IrBuilder(const Module& module, LayoutSet& layouts, DiagnosticEngine& diagnostics)
+      : module_(module), layouts_(layouts), diagnostics_(diagnostics) {
     std::set<const Module*> seen;
     collect_consts(module, consts_, protos_, seen);
     for (auto* file : protos_) {
@@ -125,6 +126,11 @@ class IrBuilder {
 
   const Module& module_;
   LayoutSet& layouts_;
+  DiagnosticEngine& diagnostics_;
+  // While > 0, a constant is being built (a const, a param default, a state's initial value, a
+  // capacity): a fault folds to its defined result (with a warning) since nothing runs later.
+  int in_constant_ = 0;
+  std::set<std::pair<uint32_t, uint32_t>> warned_;  // (file, offset) of constant faults
   std::map<std::string, const ast::Const*> consts_;
   std::vector<const pb::FileDescriptor*> protos_;
   std::vector<const pb::ServiceDescriptor*> services_;
@@ -174,7 +180,9 @@ ir::Type IrBuilder::source_type(const ast::Type& t) {
 // A constant expression (param default, state initial value, const) as a value of `want`.
 ir::Value IrBuilder::constant(const ast::Expr& e, const ir::Type& want) {
   Ctx empty;
+  ++in_constant_;
   ExprPtr x = coerce(expr(e, empty), want);
+  --in_constant_;
   MRPC_ASSERT(x->kind == ir::ExprKind::kConst);
   return x->value;
 }
@@ -243,7 +251,15 @@ ExprPtr IrBuilder::fold(ExprPtr e) {
     default:
       return e;
   }
-  if (fault) return e;
+  if (fault) {
+    if (in_constant_ == 0) return e;
+    if (warned_.insert({e->span.file, e->span.begin}).second) {
+      diagnostics_.warning(e->span,
+                           fmt::format("this constant expression faults: its defined result, {}, "
+                                       "is used",
+                                       ir::value_text(v)));
+    }
+  }
   return make_const(std::move(v), e->type, e->span);
 }
 
@@ -395,7 +411,9 @@ ExprPtr IrBuilder::name(const ast::Expr& e, Ctx& ctx) {
   MRPC_ASSERT(c != consts_.end());
   MRPC_ASSERT(const_stack_.insert(e.text).second);
   Ctx empty;
+  ++in_constant_;
   ExprPtr value = expr(*c->second->value, empty);
+  --in_constant_;
   if (c->second->type) value = coerce(std::move(value), source_type(*c->second->type));
   const_stack_.erase(e.text);
   MRPC_ASSERT(value->kind == ir::ExprKind::kConst);
@@ -777,8 +795,7 @@ ir::Policy IrBuilder::policy(const ast::Policy& p) {
                      : arg.value->text == "reject" ? ir::Evict::kReject
                                                    : ir::Evict::kLru;
         } else {
-          Ctx empty;
-          is.buckets.push_back(expr(*arg.value, empty)->value);
+          is.buckets.push_back(constant(*arg.value, ir::Type::of(IK::kVoid)));
         }
       }
       ctx.frames.back()[st->name] =
@@ -817,11 +834,11 @@ ir::Policy IrBuilder::policy(const ast::Policy& p) {
 
 }  // namespace
 
-std::unique_ptr<ir::Unit> build_module_ir(const Module& module) {
+std::unique_ptr<ir::Unit> build_module_ir(const Module& module, DiagnosticEngine& diagnostics) {
   auto unit = std::make_unique<ir::Unit>();
   unit->path = module.path;
   unit->layouts = std::make_unique<LayoutSet>();
-  IrBuilder builder(module, *unit->layouts);
+  IrBuilder builder(module, *unit->layouts, diagnostics);
   for (const auto& item : module.file->items) {
     if (auto* p = std::get_if<ast::Policy>(&item)) unit->policies.push_back(builder.policy(*p));
   }
