@@ -502,8 +502,8 @@ void ModuleChecker::check_method_call(const dsl::ast::Expr& call, Scope& scope) 
     return;
   }
   if (object.kind != dsl::ast::ExprKind::kName) {
-    error(object.span, fmt::format("'{}' changes a state set: `s.{}(x);`", callee.text,
-                                   callee.text));
+    error(object.span,
+          fmt::format("'{}' changes a state set: `s.{}(x);`", callee.text, callee.text));
     return;
   }
   require_state(object, scope, "change");

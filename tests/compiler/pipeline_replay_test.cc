@@ -4,6 +4,8 @@
 // well typed") hold on programs nobody wrote by hand.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+
 #include "compiler_test_support.h"
 #include "mpol_test_support.h"
 #include "mrpc/base/random.h"
@@ -69,7 +71,13 @@ void run_everywhere(const ir::Unit& unit) {
 TEST_CASE("repository policies and their mutants that check clean build IR verify and run") {
   auto files = dsl::testing::all_repository_mpol_files();
   REQUIRE(files.size() >= 100);
-  SeededRandom random(kMutationSeed);
+  // MRPC_TEST_SEED and MRPC_MUTATIONS search further than the fixed default run.
+  uint64_t seed = kMutationSeed;
+  int per_file = kMutationsPerFile;
+  if (const char* env = std::getenv("MRPC_TEST_SEED")) seed = std::strtoull(env, nullptr, 10);
+  if (const char* env = std::getenv("MRPC_MUTATIONS")) per_file = std::atoi(env);
+  INFO("seed " << seed << ", " << per_file << " mutations per file");
+  SeededRandom random(seed);
   int built = 0, mutants_built = 0;
   for (const auto& path : files) {
     std::string text = dsl::testing::read_file(path);
@@ -80,7 +88,7 @@ TEST_CASE("repository policies and their mutants that check clean build IR verif
       // Only what the verifier passed may run (its rejects include 2^40-iteration loops).
       if (original.verified) run_everywhere(*original.unit);
     }
-    for (int i = 0; i < kMutationsPerFile; ++i) {
+    for (int i = 0; i < per_file; ++i) {
       std::string mutant = mutate(text, random);
       CAPTURE(mutant);
       Built b = build(path, mutant);
