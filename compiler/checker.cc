@@ -14,6 +14,7 @@
 
 #include "checker_internal.h"
 #include "mrpc/base/limits.h"
+#include "mrpc/compiler/ir.h"
 #include "mrpc/dsl/ast.h"
 #include "mrpc/dsl/parser.h"
 
@@ -215,6 +216,18 @@ Checker::Checker(CheckOptions options, dsl::SourceManager& sources, DiagnosticEn
     : impl_(std::make_unique<Impl>(std::move(options), sources, diagnostics)) {}
 
 Checker::~Checker() = default;
+
+std::unique_ptr<ir::Unit> Checker::build_ir(const std::string& path) {
+  std::error_code ec;
+  std::string canonical = std::filesystem::weakly_canonical(path, ec).string();
+  if (ec) canonical = path;
+  auto found = impl_->modules.find(canonical);
+  if (found == impl_->modules.end() || !found->second->file || !found->second->checked ||
+      impl_->diagnostics.has_errors()) {
+    return nullptr;
+  }
+  return build_module_ir(*found->second, impl_->diagnostics);
+}
 
 bool Checker::check_file(const std::string& path) {
   return impl_->check_root(path, std::nullopt);

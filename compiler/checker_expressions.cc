@@ -7,6 +7,7 @@
 
 #include "checker_internal.h"
 #include "mrpc/base/limits.h"
+#include "mrpc/compiler/builtins.h"
 
 namespace mrpc::compiler {
 
@@ -271,6 +272,19 @@ Type ModuleChecker::check_name(const dsl::ast::Expr& e, Scope& scope) {
     return t;
   }
   Diagnostic& d = error(e.span, fmt::format("unknown name '{}'", e.text));
+  // Words other languages have and .mpol does not.
+  if (e.text == "return") {
+    DiagnosticEngine::help(d,
+                           "there is no `return`: `pass;` ends the handler and lets the call go "
+                           "on, `reject(CODE, \"why\");` ends it with an error");
+    return Type::of(K::kError);
+  }
+  if (e.text == "null" || e.text == "nil" || e.text == "None") {
+    DiagnosticEngine::help(d, fmt::format("there is no `{}`: absent values read as zero (\"\", 0, "
+                                          "false); test presence with `in` or `has(...)`",
+                                          e.text));
+    return Type::of(K::kError);
+  }
   std::vector<std::string> candidates = names_in_scope(scope);
   for (const auto& s : status_names()) candidates.push_back(s);
   std::string guess = dsl::closest_name(e.text, candidates);
@@ -504,102 +518,115 @@ Type ModuleChecker::check_call(const dsl::ast::Expr& call, Scope& scope) {
     }
   };
   auto is_str = [](const Type& t) { return t.is(K::kString) || t.is_error(); };
-  if (name == "now") return args(0), Type::of(K::kTime);
-  if (name == "random") return args(0), Type::of(K::kFloat);
-  if (name == "hash") {
-    auto a = args(1);
-    want(a[0], 0, a[0].is_scalar(), "a scalar");
-    return Type::of(K::kInt);
-  }
-  if (name == "min" || name == "max") {
-    auto a = args(2);
-    // With fewer than two arguments a missing one is an error type: nothing to unify.
-    if (call.children.size() >= 3)
-      unify_int_literal(a[0], *call.children[1], a[1], *call.children[2]);
-    want(a[0], 0, a[0].is_number() || a[0].is(K::kDuration) || a[0].is(K::kTime),
-         "a number, duration or time");
-    if (!same_type(a[0], a[1])) want(a[1], 1, false, type_name(a[0]).c_str());
-    return a[0];
-  }
-  if (name == "abs") {
-    auto a = args(1);
-    want(a[0], 0, a[0].is_number() || a[0].is(K::kDuration), "a number or duration");
-    return a[0];
-  }
-  if (name == "len") {
-    auto a = args(1);
-    want(a[0], 0,
-         a[0].is(K::kString) || a[0].is(K::kBytes) || a[0].is(K::kList) || a[0].is(K::kSet) ||
-             a[0].is(K::kMap),
-         "a string, bytes, list, set or map");
-    return Type::of(K::kInt);
-  }
-  if (name == "has") {
-    if (call.children.size() != 2 || call.children[1]->kind != dsl::ast::ExprKind::kMember) {
-      error(call.span, "'has' takes one message field: `has(req.field)`");
-      for (size_t i = 1; i < call.children.size(); ++i) check_expr(*call.children[i], scope);
-      return Type::of(K::kBool);
+  // Typing per builtin; names and arity come from the one table (builtins.h).
+  const BuiltinInfo* info = find_builtin(name);
+  if (info != nullptr) {
+    switch (info->id) {
+      case Builtin::kNow:
+        return args(static_cast<size_t>(info->arity)), Type::of(K::kTime);
+      case Builtin::kRandom:
+        return args(static_cast<size_t>(info->arity)), Type::of(K::kFloat);
+      case Builtin::kHash: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0, a[0].is_scalar(), "a scalar");
+        return Type::of(K::kInt);
+      }
+      case Builtin::kMin:
+      case Builtin::kMax: {
+        auto a = args(static_cast<size_t>(info->arity));
+        // With fewer than two arguments a missing one is an error type: nothing to unify.
+        if (call.children.size() >= 3)
+          unify_int_literal(a[0], *call.children[1], a[1], *call.children[2]);
+        want(a[0], 0, a[0].is_number() || a[0].is(K::kDuration) || a[0].is(K::kTime),
+             "a number, duration or time");
+        if (!same_type(a[0], a[1])) want(a[1], 1, false, type_name(a[0]).c_str());
+        return a[0];
+      }
+      case Builtin::kAbs: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0, a[0].is_number() || a[0].is(K::kDuration), "a number or duration");
+        return a[0];
+      }
+      case Builtin::kLen: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0,
+             a[0].is(K::kString) || a[0].is(K::kBytes) || a[0].is(K::kList) || a[0].is(K::kSet) ||
+                 a[0].is(K::kMap),
+             "a string, bytes, list, set or map");
+        return Type::of(K::kInt);
+      }
+      case Builtin::kHas: {
+        if (call.children.size() != 2 || call.children[1]->kind != dsl::ast::ExprKind::kMember) {
+          error(call.span, "'has' takes one message field: `has(req.field)`");
+          for (size_t i = 1; i < call.children.size(); ++i) check_expr(*call.children[i], scope);
+          return Type::of(K::kBool);
+        }
+        const dsl::ast::Expr* root = root_of(*call.children[1]);
+        if (root == nullptr || (root->text != "req" && root->text != "resp")) {
+          error(call.children[1]->span, "'has' takes a message field: `has(req.field)`");
+        }
+        check_expr(*call.children[1], scope);
+        return Type::of(K::kBool);
+      }
+      case Builtin::kSeconds: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0, a[0].is(K::kDuration), "a duration");
+        return Type::of(K::kFloat);
+      }
+      case Builtin::kFromSeconds: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0, a[0].is_number(), "a number");
+        return Type::of(K::kDuration);
+      }
+      case Builtin::kInt:
+      case Builtin::kFloat: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0, a[0].is_number() || a[0].is(K::kBool) || a[0].is(K::kString),
+             "a number, bool or string");
+        return Type::of(info->id == Builtin::kInt ? K::kInt : K::kFloat);
+      }
+      case Builtin::kStr: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0, a[0].is_scalar(), "a scalar");
+        return Type::of(K::kString);
+      }
+      case Builtin::kLower:
+      case Builtin::kUpper:
+      case Builtin::kSha256: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0, is_str(a[0]) || (info->id == Builtin::kSha256 && a[0].is(K::kBytes)),
+             "a string");
+        return Type::of(K::kString);
+      }
+      case Builtin::kStartsWith:
+      case Builtin::kEndsWith:
+      case Builtin::kContains: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0, is_str(a[0]), "a string");
+        want(a[1], 1, is_str(a[1]), "a string");
+        return Type::of(K::kBool);
+      }
+      case Builtin::kSubstr: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0, is_str(a[0]), "a string");
+        want(a[1], 1, a[1].is(K::kInt) || a[1].is_error(), "an int");
+        want(a[2], 2, a[2].is(K::kInt) || a[2].is_error(), "an int");
+        return Type::of(K::kString);
+      }
+      case Builtin::kConsistentHash: {
+        auto a = args(static_cast<size_t>(info->arity));
+        want(a[0], 0, a[0].is_scalar(), "a scalar");
+        want(a[1], 1, a[1].is(K::kList), "a list");
+        return a[1].is(K::kList) ? a[1].args[0] : Type::of(K::kError);
+      }
     }
-    const dsl::ast::Expr* root = root_of(*call.children[1]);
-    if (root == nullptr || (root->text != "req" && root->text != "resp")) {
-      error(call.children[1]->span, "'has' takes a message field: `has(req.field)`");
-    }
-    check_expr(*call.children[1], scope);
-    return Type::of(K::kBool);
-  }
-  if (name == "seconds") {
-    auto a = args(1);
-    want(a[0], 0, a[0].is(K::kDuration), "a duration");
-    return Type::of(K::kFloat);
-  }
-  if (name == "from_seconds") {
-    auto a = args(1);
-    want(a[0], 0, a[0].is_number(), "a number");
-    return Type::of(K::kDuration);
-  }
-  if (name == "int" || name == "float") {
-    auto a = args(1);
-    want(a[0], 0, a[0].is_number() || a[0].is(K::kBool) || a[0].is(K::kString),
-         "a number, bool or string");
-    return Type::of(name == "int" ? K::kInt : K::kFloat);
-  }
-  if (name == "str") {
-    auto a = args(1);
-    want(a[0], 0, a[0].is_scalar(), "a scalar");
-    return Type::of(K::kString);
-  }
-  if (name == "lower" || name == "upper" || name == "sha256") {
-    auto a = args(1);
-    want(a[0], 0, is_str(a[0]) || (name == "sha256" && a[0].is(K::kBytes)), "a string");
-    return Type::of(K::kString);
-  }
-  if (name == "starts_with" || name == "ends_with" || name == "contains") {
-    auto a = args(2);
-    want(a[0], 0, is_str(a[0]), "a string");
-    want(a[1], 1, is_str(a[1]), "a string");
-    return Type::of(K::kBool);
-  }
-  if (name == "substr") {
-    auto a = args(3);
-    want(a[0], 0, is_str(a[0]), "a string");
-    want(a[1], 1, a[1].is(K::kInt) || a[1].is_error(), "an int");
-    want(a[2], 2, a[2].is(K::kInt) || a[2].is_error(), "an int");
-    return Type::of(K::kString);
-  }
-  if (name == "consistent_hash") {
-    auto a = args(2);
-    want(a[0], 0, a[0].is_scalar(), "a scalar");
-    want(a[1], 1, a[1].is(K::kList), "a list");
-    return a[1].is(K::kList) ? a[1].args[0] : Type::of(K::kError);
   }
   for (size_t i = 1; i < call.children.size(); ++i) check_expr(*call.children[i], scope);
   Diagnostic& d = error(callee.span, fmt::format("unknown function '{}'", name));
-  static const std::vector<std::string> builtins = {
-      "now",    "random",      "hash",         "min",      "max",     "abs",    "len",
-      "has",    "seconds",     "from_seconds", "int",      "float",   "str",    "lower",
-      "upper",  "starts_with", "ends_with",    "contains", "substr",  "sha256", "consistent_hash",
-      "reject", "delay",       "route",        "mirror",   "respond", "retry",  "log",
-      "observe"};
+  // Every name from the one builtin/action table (builtins.h).
+  std::vector<std::string> builtins;
+  for (const auto& b : builtin_table()) builtins.emplace_back(b.name);
+  for (const auto& a : action_table()) builtins.emplace_back(a.name);
   std::string guess = dsl::closest_name(name, builtins);
   if (!guess.empty()) DiagnosticEngine::help(d, fmt::format("did you mean '{}'?", guess));
   return Type::of(K::kError);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -21,6 +22,10 @@
 #include "types.h"
 
 namespace mrpc::compiler {
+
+namespace ir {
+struct Unit;
+}
 
 namespace pb = google::protobuf;
 using dsl::Diagnostic;
@@ -172,5 +177,9 @@ class ModuleChecker {
   int quiet_ = 0;
   Diagnostic scratch_;
 };
+
+// The typed IR of a module that checked clean (ir_builder.cc).
+// Warnings (constants that fault) go to `diagnostics`.
+std::unique_ptr<ir::Unit> build_module_ir(const Module& module, DiagnosticEngine& diagnostics);
 
 }  // namespace mrpc::compiler

@@ -5,6 +5,7 @@
 
 #include "checker_internal.h"
 #include "mrpc/base/limits.h"
+#include "mrpc/compiler/builtins.h"
 #include "mrpc/dsl/format.h"
 
 namespace mrpc::compiler {
@@ -93,6 +94,13 @@ void ModuleChecker::check_statement(const dsl::ast::Stmt& s, Scope& scope, int l
       }
       Type container = check_expr(*e.children[0], scope);
       Type key = check_expr(*e.children[1], scope);
+      if (e.children[0]->kind != dsl::ast::ExprKind::kName && !container.is_error()) {
+        // `remove req.labels["k"]`: removing from a message's map field is not in the language.
+        Diagnostic& d =
+            error(e.children[0]->span, "`remove` takes a state map entry: `remove m[key];`");
+        DiagnosticEngine::note(d, "message map fields cannot have entries removed (yet)");
+        return;
+      }
       require_state(*e.children[0], scope, "remove from");
       if (!container.is_error() && !container.is(K::kMap)) {
         error(e.children[0]->span,
@@ -340,7 +348,8 @@ void ModuleChecker::check_assignment(const dsl::ast::Stmt& s, Scope& scope) {
 
 void ModuleChecker::check_expression_statement(const dsl::ast::Expr& e, Scope& scope) {
   if (e.kind != dsl::ast::ExprKind::kCall) {
-    check_expr(e, scope);
+    // An expression that is already an error (`return;`: an unknown name) says enough.
+    if (check_expr(e, scope).is_error()) return;
     Diagnostic& d = error(e.span, "this expression does nothing");
     DiagnosticEngine::note(
         d,
@@ -364,9 +373,7 @@ void ModuleChecker::check_expression_statement(const dsl::ast::Expr& e, Scope& s
 }
 
 bool ModuleChecker::is_action(const std::string& name) {
-  static const std::set<std::string> actions = {"reject",  "delay", "route", "mirror",
-                                                "respond", "retry", "log",   "observe"};
-  return actions.count(name) > 0;
+  return find_action(name) != nullptr;
 }
 
 void ModuleChecker::check_args(const dsl::ast::Expr& call, const std::vector<Type>& want,
@@ -492,6 +499,11 @@ void ModuleChecker::check_method_call(const dsl::ast::Expr& call, Scope& scope) 
         error(callee.name_span, fmt::format("{} has no method '{}'", type_name(t), callee.text));
     DiagnosticEngine::note(
         d, "state sets have `insert(x)` and `remove(x)`; maps use `m[k] = v` and `remove m[k]`");
+    return;
+  }
+  if (object.kind != dsl::ast::ExprKind::kName) {
+    error(object.span,
+          fmt::format("'{}' changes a state set: `s.{}(x);`", callee.text, callee.text));
     return;
   }
   require_state(object, scope, "change");

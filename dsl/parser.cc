@@ -3,9 +3,11 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <exception>
+#include <string_view>
 
 #include "MpolLexer.h"
 #include "MpolParser.h"
@@ -110,13 +112,67 @@ std::string friendly_message(const std::string& message) {
   return message;
 }
 
+// Words and operators from other languages that people type by habit, and what .mpol says
+// instead: a help line on the syntax error they cause.
+std::string habit_hint(const std::string& text) {
+  std::vector<std::string> words;
+  auto ident = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_'; };
+  for (size_t i = 0; i < text.size();) {
+    if (!ident(text[i])) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < text.size() && ident(text[j])) ++j;
+    words.push_back(text.substr(i, j - i));
+    i = j;
+  }
+  for (size_t i = 0; i < words.size(); ++i) {
+    const std::string& w = words[i];
+    if (w == "while" || w == "loop" || w == "do")
+      return "there is no `" + w +
+             "` loop: `for x in list { }` and `for i in 0..N { }` are bounded, so every handler "
+             "ends";
+    if (w == "elif" || w == "elsif" || w == "elseif") return "write `else if`";
+    if (w == "return")
+      return "there is no `return`: `pass;` ends the handler and lets the call go on, "
+             "`reject(CODE, \"why\");` ends it with an error";
+    if (w == "and") return "write `&&` for `and`";
+    if (w == "or") return "write `||` for `or`";
+    if (w == "not" && (i + 1 >= words.size() || words[i + 1] != "in"))
+      return "write `!` to negate (`not` only appears in `x not in c`)";
+    if (w == "null" || w == "nil" || w == "None")
+      return "there is no `" + w + "`: absent values read as zero (\"\", 0, false)";
+  }
+  if (text.find("++") != std::string::npos) return "write `x += 1;`";
+  if (text.find("--") != std::string::npos) return "write `x -= 1;`";
+  return "";
+}
+
+// Collapses runs of whitespace (newlines included) to one space.
+std::string one_line(std::string_view text) {
+  std::string out;
+  bool space = false;
+  for (char c : text) {
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+      space = !out.empty();
+      continue;
+    }
+    if (space) out += ' ';
+    space = false;
+    out += c;
+  }
+  return out;
+}
+
 class ErrorListener final : public antlr4::BaseErrorListener {
  public:
   ErrorListener(const SourceFile& source, const Positions& positions, DiagnosticEngine& diagnostics)
       : source_(source), positions_(positions), diagnostics_(diagnostics) {}
 
   void syntaxError(antlr4::Recognizer* recognizer, Token* offending, size_t line,
-                   size_t char_position, const std::string& message, std::exception_ptr) override {
+                   size_t char_position, const std::string& message,
+                   std::exception_ptr error) override {
     Span span;
     if (offending != nullptr && offending->getType() != Token::EOF) {
       span = source_.span(positions_.byte(offending->getStartIndex()),
@@ -134,11 +190,41 @@ class ErrorListener final : public antlr4::BaseErrorListener {
       (void)char_position;
     }
     std::string text = offending != nullptr ? friendly_message(message) : message;
+    // What the hints look at: the offending token, or the whole stretch ANTLR could not parse.
+    std::string hint_text = offending != nullptr ? offending->getText() : "";
+    if (offending != nullptr && message.rfind("no viable alternative at input ", 0) == 0) {
+      // ANTLR glues the tokens of the stretch together ("whiletrue"): quote the source instead.
+      Token* start = offending;
+      try {
+        std::rethrow_exception(error);
+      } catch (const antlr4::NoViableAltException& e) {
+        if (e.getStartToken() != nullptr) start = e.getStartToken();
+      } catch (...) {
+      }
+      uint32_t from = positions_.byte(start->getStartIndex());
+      uint32_t to = offending->getType() == Token::EOF
+                        ? static_cast<uint32_t>(source_.text().size())
+                        : positions_.byte(offending->getStopIndex() + 1);
+      if (from <= to) {
+        hint_text = one_line(std::string_view(source_.text()).substr(from, to - from));
+        text = "cannot parse " + shorten("'" + hint_text + "'");
+      }
+    }
+    bool single_quote = false;
     if (offending == nullptr) {
       // "token recognition error at: '@'" -> "unexpected character '@'"
       const std::string prefix = "token recognition error at: ";
       if (text.rfind(prefix + "'\"", 0) == 0) {
         text = "unterminated string literal";
+      } else if (text == prefix + "'''") {
+        // 'x': one error for the pair of quotes on a line, not one per quote.
+        if (span.line == last_quote_line_) {
+          last_quote_line_ = 0;
+          return;
+        }
+        last_quote_line_ = span.line;
+        single_quote = true;
+        text = "unexpected character ''': strings use double quotes";
       } else if (text.rfind(prefix, 0) == 0) {
         text = "unexpected character " + text.substr(prefix.size());
       }
@@ -149,6 +235,12 @@ class ErrorListener final : public antlr4::BaseErrorListener {
     Diagnostic& d = diagnostics_.error(span, "syntax error: " + text);
     if (text == "unterminated string literal") {
       DiagnosticEngine::help(d, "string literals end on the line they start");
+    } else if (single_quote) {
+      DiagnosticEngine::help(d, "write \"text\", not 'text'");
+    } else if (hint_text == "=") {
+      DiagnosticEngine::help(d, "`=` assigns; to compare, write `==`");
+    } else if (std::string hint = habit_hint(hint_text); !hint.empty()) {
+      DiagnosticEngine::help(d, hint);
     }
     if (diagnostics_.too_many()) throw StopParsing();
   }
@@ -157,6 +249,7 @@ class ErrorListener final : public antlr4::BaseErrorListener {
   const SourceFile& source_;
   const Positions& positions_;
   DiagnosticEngine& diagnostics_;
+  uint32_t last_quote_line_ = 0;
 };
 
 // Rejects nesting deeper than limits::kMaxPolicyNestingDepth by looking at the tokens only:

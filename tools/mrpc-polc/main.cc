@@ -1,6 +1,7 @@
 // mrpc-polc: the .mpol policy compiler's command line.
 //   mrpc-polc check FILE.mpol... [--proto-path DIR]... [-j|--json] [--warnings-as-errors]
 //   mrpc-polc fmt FILE.mpol
+//   mrpc-polc build FILE.mpol [--proto-path DIR]... --emit=ir   (checks, verifies, prints the IR)
 // Exit codes: 0 ok (warnings alone keep 0), 1 errors in the input (warnings too under
 // --warnings-as-errors), 2 internal error (a bug in mrpc-polc).
 #include <CLI/CLI.hpp>
@@ -12,6 +13,8 @@
 
 #include "mrpc/base/limits.h"
 #include "mrpc/compiler/checker.h"
+#include "mrpc/compiler/ir.h"
+#include "mrpc/compiler/verifier.h"
 #include "mrpc/dsl/diagnostics.h"
 #include "mrpc/dsl/format.h"
 #include "mrpc/dsl/parser.h"
@@ -44,6 +47,42 @@ int run_check(const std::vector<std::string>& files, const std::vector<std::stri
   return diagnostics.has_errors() ? kExitInputError : kExitOk;
 }
 
+// Checks and verifies one file and prints what --emit asks for. Only the IR exists so far:
+// `llvm` and `asm` need the LLVM lowering, which is not built yet.
+int run_build(const std::string& path, const std::vector<std::string>& proto_paths,
+              const std::string& emit, bool json) {
+  mrpc::dsl::SourceManager sources;
+  mrpc::dsl::DiagnosticEngine diagnostics(sources);
+  if (emit != "ir") {
+    std::cerr << "mrpc-polc: --emit=" << emit
+              << " needs the LLVM lowering, which is not built yet; use --emit=ir\n";
+    return kExitInputError;
+  }
+  mrpc::compiler::Checker checker({proto_paths}, sources, diagnostics);
+  if (!checker.check_file(path)) {
+    print_diagnostics(diagnostics, json);
+    return kExitInputError;
+  }
+  auto unit = checker.build_ir(path);
+  if (unit == nullptr) {
+    std::cerr << "mrpc-polc: internal error: no IR for a file that checked clean\n";
+    return kExitInternalError;
+  }
+  mrpc::compiler::verify(*unit, diagnostics);
+  if (diagnostics.has_errors()) {
+    print_diagnostics(diagnostics, json);
+    return kExitInputError;
+  }
+  // The IR goes to stdout: with --json the diagnostics (warnings) object goes to stderr.
+  if (json) {
+    std::cerr << diagnostics.render_json() << "\n";
+  } else {
+    std::cerr << diagnostics.render_text();
+  }
+  std::cout << mrpc::compiler::ir::dump(*unit);
+  return kExitOk;
+}
+
 int run_fmt(const std::string& path, bool json) {
   mrpc::dsl::SourceManager sources;
   mrpc::dsl::DiagnosticEngine diagnostics(sources);
@@ -71,7 +110,7 @@ int run_fmt(const std::string& path, bool json) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"mrpc-polc: check and format .mpol policies"};
+  CLI::App app{"mrpc-polc: check, format and build .mpol policies"};
   app.require_subcommand(1);
   app.fallthrough();  // `check x.mpol --error-format=json` as well as before the subcommand
   bool json = false;
@@ -96,6 +135,16 @@ int main(int argc, char** argv) {
   fmt->add_option("file", fmt_file, "the .mpol file")->required();
   fmt->add_flag("-j,--json", json, "print diagnostics as JSON");
 
+  std::string build_file;
+  std::string emit = "ir";
+  CLI::App* build = app.add_subcommand("build", "check and verify a policy file and print its IR");
+  build->add_option("file", build_file, "the .mpol file")->required();
+  build->add_option("-I,--proto-path", proto_paths,
+                    "a directory searched for imported .proto files");
+  build->add_option("--emit", emit, "what to print: ir (llvm and asm are not built yet)")
+      ->check(CLI::IsMember({"ir", "llvm", "asm"}));
+  build->add_flag("-j,--json", json, "print diagnostics as JSON");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -105,6 +154,7 @@ int main(int argc, char** argv) {
   if (error_format == "json") json = true;
   try {
     if (*check) return run_check(check_files, proto_paths, json, warnings_as_errors);
+    if (*build) return run_build(build_file, proto_paths, emit, json);
     return run_fmt(fmt_file, json);
   } catch (const std::exception& e) {
     std::cerr << "mrpc-polc: internal error: " << e.what() << "\n";

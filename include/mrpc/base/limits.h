@@ -98,5 +98,28 @@ inline constexpr int64_t kMaxContainerCapacity = 1 << 20;
 inline constexpr uint64_t kMaxStringLiteralBytes = 4096;
 // Deepest chain of `import "x.mpol"` (cycles are reported separately).
 inline constexpr uint32_t kMaxPolicyImportDepth = 16;
+// Work one handler may do, counted by the verifier before the policy loads: every statement and
+// every expression node is one unit, and a `for` multiplies its body by its iteration bound (a
+// range's length, or kMaxForEachIterations), so nested loops multiply.
+inline constexpr int64_t kMaxHandlerWork = 1 << 22;
+// Elements a `for` over a list, set or repeated field may visit. A longer collection is a
+// run-time fault: the handler stops and the call is rejected with RESOURCE_EXHAUSTED.
+inline constexpr int64_t kMaxForEachIterations = 1024;
+// Elements of a list, set or map param (its default is checked by the verifier, the attached
+// value by the daemon); a `for` over a param is bounded by it.
+inline constexpr int64_t kMaxParamElements = 256;
+// Longest string value a handler may compute (`+`, `str`, `lower`, ...); longer is a run-time
+// fault (the call is rejected with RESOURCE_EXHAUSTED). Strings read from a message are not
+// copied and not bounded by it.
+inline constexpr uint64_t kMaxPolicyStringBytes = 64u << 10;
+// Longest string stored in state (a string state, a container key or value); storing a longer
+// one is a run-time fault. The verifier sizes state with it.
+inline constexpr uint64_t kMaxStateStringBytes = 256;
+// Largest response a `map<K, response>` stores; a bigger one is not stored (counted).
+inline constexpr uint64_t kMaxStoredResponseBytes = 32u << 10;
+// Worst-case bytes of one attachment's state (every container full of its largest entries),
+// checked by the verifier with each capacity param at its default (the daemon checks the
+// attached values).
+inline constexpr uint64_t kMaxPolicyStateBytes = 256ull << 20;
 
 }  // namespace mrpc::limits

@@ -16,6 +16,10 @@
 
 namespace mrpc::compiler {
 
+namespace ir {
+struct Unit;
+}
+
 struct CheckOptions {
   // Directories searched for `import proto "x.proto"`, in order. The importing .mpol file's
   // own directory is searched after them.
@@ -41,6 +45,10 @@ class Checker {
   bool check_text(const std::string& path, std::string text);
 
   const std::vector<PolicySummary>& policies() const;
+
+  // The typed IR (ir.h) of the policies of the file `path` names, which a check_file or
+  // check_text call must have checked clean; null otherwise.
+  std::unique_ptr<ir::Unit> build_ir(const std::string& path);
 
  private:
   struct Impl;

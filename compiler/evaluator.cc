@@ -1,0 +1,1015 @@
+// The IR evaluator (evaluator.h): statements, expressions, state containers and bounds-checked
+// reads and writes of messages in their shared-memory layout.
+#include "mrpc/compiler/evaluator.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "ir_ops.h"
+#include "mrpc/base/limits.h"
+
+namespace mrpc::compiler {
+
+using ir::Expr;
+using ir::ExprKind;
+using ir::Kind;
+using ir::Stmt;
+using ir::StmtKind;
+using ir::Value;
+
+namespace {
+
+bool in_bounds(uint64_t offset, uint64_t length, uint64_t size) {
+  return offset <= size && length <= size - offset;
+}
+
+// A message in a region: `i` is its body offset (-1: absent or out of bounds, every field reads
+// as its default), items[0] says which region (0 request, 1 response).
+Value message_ref(int region, int64_t body) {
+  Value v;
+  v.kind = Kind::kMessage;
+  v.i = body;
+  v.items.push_back(Value::of_int(region));
+  return v;
+}
+
+std::vector<std::string> decode_strings(const uint8_t* data, uint32_t size) {
+  std::vector<std::string> out;
+  uint64_t at = 0;
+  while (data != nullptr && at + 4 <= size) {
+    uint32_t n = 0;
+    std::memcpy(&n, data + at, 4);
+    at += 4;
+    if (n > size - at) break;  // a lying length ends the block
+    out.emplace_back(reinterpret_cast<const char*>(data + at), n);
+    at += n;
+  }
+  return out;
+}
+
+int encoded_get(const mrpc_rpc_view* rpc, const char* key, uint32_t key_size, mrpc_str* value) {
+  uint64_t at = 0;
+  const uint8_t* data = rpc->metadata;
+  uint32_t size = rpc->metadata_size;
+  int found = 0;
+  while (data != nullptr && at + 4 <= size) {
+    uint32_t kn = 0, vn = 0;
+    std::memcpy(&kn, data + at, 4);
+    if (kn > size - at - 4) break;
+    const char* k = reinterpret_cast<const char*>(data + at + 4);
+    at += 4 + uint64_t{kn};
+    if (at + 4 > size) break;
+    std::memcpy(&vn, data + at, 4);
+    if (vn > size - at - 4) break;
+    const char* v = reinterpret_cast<const char*>(data + at + 4);
+    at += 4 + uint64_t{vn};
+    if (kn == key_size && std::memcmp(k, key, kn) == 0) {
+      *value = mrpc_str{v, vn};
+      found = 1;  // a later duplicate wins
+    }
+  }
+  return found;
+}
+
+int encoded_set(mrpc_rpc_view*, const char*, uint32_t, const char*, uint32_t) {
+  return 1;
+}
+
+constexpr mrpc_rpc_view_ops kEncodedOps = {encoded_get, encoded_set};
+
+std::string str(mrpc_str s) {
+  return s.data == nullptr ? std::string() : std::string(s.data, s.size);
+}
+
+double as_number(const Value& v) {
+  return v.kind == Kind::kFloat ? v.f : static_cast<double>(v.i);
+}
+
+}  // namespace
+
+std::string encode_strings(const std::vector<std::string>& strings) {
+  std::string out;
+  for (const auto& s : strings) {
+    auto n = static_cast<uint32_t>(s.size());
+    out.append(reinterpret_cast<const char*>(&n), 4);
+    out += s;
+  }
+  return out;
+}
+
+std::string encode_metadata(const std::vector<std::pair<std::string, std::string>>& entries) {
+  std::vector<std::string> flat;
+  for (const auto& [k, v] : entries) {
+    flat.push_back(k);
+    flat.push_back(v);
+  }
+  return encode_strings(flat);
+}
+
+const mrpc_rpc_view_ops* encoded_block_ops() {
+  return &kEncodedOps;
+}
+
+// ---- one run of one handler ----
+
+class Evaluation {
+ public:
+  Evaluation(PolicyInstance& instance, mrpc_rpc_view& rpc, const ir::Handler& handler,
+             Verdict& verdict)
+      : in_(instance), policy_(instance.policy_), rpc_(rpc), handler_(handler), v_(verdict) {
+    locals_.resize(handler.locals.size());
+  }
+
+  void run() {
+    if (policy_.schema_known) {
+      std::string full = str(rpc_.service) + "." + str(rpc_.method);
+      for (size_t m = 0; m < policy_.methods.size(); ++m) {
+        if (policy_.methods[m].full_name == full) method_ = static_cast<int>(m);
+      }
+      if (method_ < 0) return;  // not a call this policy applies to: it does not run
+      const ir::Method& m = policy_.methods[static_cast<size_t>(method_)];
+      if (!schema_matches(rpc_.request, m.input) || !schema_matches(rpc_.response, m.output)) {
+        abort(StatusCode::kFailedPrecondition,
+              fmt::format("policy '{}': the message of {} is not the schema the policy was "
+                          "built against",
+                          policy_.name, m.full_name));
+        return;
+      }
+    }
+    block(handler_.body);
+  }
+
+ private:
+  static bool schema_matches(const mrpc_message_view& view, const MessageLayout* layout) {
+    return view.region == nullptr || view.fingerprint == 0 ||
+           view.fingerprint == layout->fingerprint();
+  }
+
+  void abort(StatusCode code, std::string message) {
+    if (ended_) return;
+    ended_ = true;
+    v_.aborted = true;
+    v_.outcome = Verdict::Outcome::kReject;
+    v_.status = code;
+    v_.message = std::move(message);
+  }
+  void count(bool fault) {
+    if (fault) ++v_.defined_faults;
+  }
+  Value checked_string(Value v) {
+    if (ir::string_too_long(v)) {
+      abort(StatusCode::kResourceExhausted,
+            fmt::format("policy '{}': a string of {} bytes is over limits::kMaxPolicyStringBytes "
+                        "({})",
+                        policy_.name, v.s.size(), limits::kMaxPolicyStringBytes));
+      v.s.clear();
+    }
+    return v;
+  }
+
+  // ---- statements ----
+
+  void block(const ir::Block& b) {
+    for (const auto& s : b) {
+      if (ended_) return;
+      stmt(*s);
+    }
+  }
+
+  void stmt(const Stmt& s) {
+    switch (s.kind) {
+      case StmtKind::kLet:
+        locals_[s.slot] = eval(*s.exprs[0]);
+        return;
+      case StmtKind::kAssign:
+        assign(s);
+        return;
+      case StmtKind::kRemove: {
+        const Expr& index = *s.exprs[0];
+        Value key = eval(*index.children[1]);
+        in_.containers_[index.children[0]->slot].entries.erase(key);
+        return;
+      }
+      case StmtKind::kSetInsert:
+        put(s.slot, eval(*s.exprs[0]), Value{});
+        return;
+      case StmtKind::kSetRemove:
+        in_.containers_[s.slot].entries.erase(eval(*s.exprs[0]));
+        return;
+      case StmtKind::kClear:
+        write_field(*s.exprs[0], std::nullopt);
+        return;
+      case StmtKind::kIf:
+        for (size_t i = 0; i < s.blocks.size(); ++i) {
+          if (i >= s.exprs.size() || eval(*s.exprs[i]).i != 0) {
+            if (!ended_) block(s.blocks[i]);
+            return;
+          }
+          if (ended_) return;
+        }
+        return;
+      case StmtKind::kForRange:
+        for (int64_t i = s.exprs[0]->value.i; i < s.exprs[1]->value.i && !ended_; ++i) {
+          locals_[s.slot] = Value::of_int(i);
+          block(s.blocks[0]);
+        }
+        return;
+      case StmtKind::kForEach: {
+        std::vector<Value> items = elements(*s.exprs[0]);
+        for (const Value& item : items) {
+          if (ended_) return;
+          locals_[s.slot] = item;
+          block(s.blocks[0]);
+        }
+        return;
+      }
+      case StmtKind::kPass:
+        ended_ = true;
+        return;
+      case StmtKind::kDrop:
+        ended_ = true;
+        v_.outcome = Verdict::Outcome::kDrop;
+        return;
+      case StmtKind::kAction:
+        action(s);
+        return;
+    }
+  }
+
+  void action(const Stmt& s) {
+    std::vector<Value> args;
+    if (s.action != Action::kObserve) {
+      for (const auto& e : s.exprs) {
+        args.push_back(eval(*e));
+        if (ended_) return;
+      }
+    }
+    switch (s.action) {
+      case Action::kReject:
+        ended_ = true;
+        v_.outcome = Verdict::Outcome::kReject;
+        v_.status = static_cast<StatusCode>(args[0].i);
+        v_.message = args[1].s;
+        return;
+      case Action::kDelay:
+        // A negative delay is no delay; the total saturates.
+        v_.delay_ns = ir::saturating_add(v_.delay_ns, std::max<int64_t>(0, args[0].i));
+        return;
+      case Action::kRoute:
+        v_.route = args[0].s;
+        return;
+      case Action::kMirror:
+        v_.mirrors.emplace_back(args[0].s, args[1].f);
+        return;
+      case Action::kRespond:
+        ended_ = true;
+        v_.outcome = Verdict::Outcome::kRespond;
+        v_.response_bytes = args[0].s;
+        return;
+      case Action::kRetry:
+        v_.retry_after_ns = std::max<int64_t>(0, args[0].i);
+        return;
+      case Action::kLog: {
+        LogRecord record;
+        record.event = args[0].s;
+        for (size_t i = 1; i < args.size(); ++i)
+          record.fields.emplace_back(s.log_keys[i - 1], args[i]);
+        v_.logs.push_back(std::move(record));
+        return;
+      }
+      case Action::kObserve: {
+        uint32_t slot = s.exprs[0]->slot;
+        Value x = eval(*s.exprs[1]);
+        const auto& bounds = policy_.states[slot].buckets;
+        size_t bucket = bounds.size();
+        for (size_t b = 0; b < bounds.size(); ++b) {
+          if (as_number(x) <= as_number(bounds[b])) {
+            bucket = b;
+            break;
+          }
+        }
+        auto& counts = in_.histograms_[slot];
+        counts[bucket] = ir::saturating_add(counts[bucket], 1);
+        return;
+      }
+    }
+  }
+
+  void assign(const Stmt& s) {
+    const Expr& target = *s.exprs[0];
+    Value value = eval(*s.exprs[1]);
+    if (ended_) return;
+    auto combine = [&](const Value& old) {
+      if (!s.compound) return value;
+      bool fault = false;
+      Value r = ir::apply_binary(s.op, old, value, target.type.kind, fault);
+      count(fault);
+      return checked_string(std::move(r));
+    };
+    switch (target.kind) {
+      case ExprKind::kLocal:
+        locals_[target.slot] = combine(locals_[target.slot]);
+        return;
+      case ExprKind::kState: {
+        Value& slot = in_.scalars_[target.slot];
+        if (target.type.is(Kind::kCounter)) {
+          // Counters only go up: a negative bump is ignored; the count saturates.
+          if (value.i < 0) {
+            ++v_.defined_faults;
+            return;
+          }
+          slot.i = ir::saturating_add(slot.i, value.i);
+          return;
+        }
+        Value next = combine(slot);
+        if (ended_ || !storable(next)) return;
+        slot = std::move(next);
+        return;
+      }
+      case ExprKind::kRpc:
+        if (target.rpc_field == ir::RpcField::kPriority) {
+          int64_t p = combine(Value::of_int(rpc_.priority)).i;
+          rpc_.priority = static_cast<int32_t>(std::clamp<int64_t>(
+              p, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max()));
+        } else {
+          rpc_.deadline_ns = combine(Value::of(Kind::kTime, rpc_.deadline_ns)).i;
+        }
+        return;
+      case ExprKind::kIndex: {
+        const Expr& container = *target.children[0];
+        if (container.kind == ExprKind::kState) {
+          Value key = eval(*target.children[1]);
+          Value old = lookup_state(container.slot, key);
+          Value next = combine(old);
+          if (target.type.is(Kind::kResponse)) next = stored_response();
+          if (!ended_) put(container.slot, std::move(key), std::move(next));
+          return;
+        }
+        // A map field entry: needs the daemon's allocator (recorded, not applied).
+        if (s.compound) value = combine(eval(target));
+        Value key = eval(*target.children[1]);
+        v_.writes.push_back(
+            FieldWrite{path_text(container) + "[" + ir::value_text(key) + "]", value, false});
+        return;
+      }
+      case ExprKind::kField:
+        if (s.compound) value = combine(eval(target));
+        write_field(target, value);
+        return;
+      default:
+        return;
+    }
+  }
+
+  // A string stored in state longer than limits::kMaxStateStringBytes is a fault.
+  bool storable(const Value& v) {
+    bool too_long = (v.kind == Kind::kString || v.kind == Kind::kBytes) &&
+                    v.s.size() > limits::kMaxStateStringBytes;
+    if (too_long) {
+      abort(StatusCode::kResourceExhausted,
+            fmt::format("policy '{}': storing a string of {} bytes in state, over "
+                        "limits::kMaxStateStringBytes ({})",
+                        policy_.name, v.s.size(), limits::kMaxStateStringBytes));
+    }
+    return !too_long;
+  }
+
+  Value stored_response() {
+    Value r;
+    r.kind = Kind::kResponse;
+    const mrpc_message_view& m = rpc_.response;
+    if (m.region == nullptr || m.region_size > limits::kMaxStoredResponseBytes) {
+      ++v_.refused_inserts;  // too big to store: an empty response is kept instead
+      return r;
+    }
+    r.s.assign(reinterpret_cast<const char*>(m.region), m.region_size);
+    r.i = static_cast<int64_t>(m.body_offset);
+    return r;
+  }
+
+  // Inserts or updates a container entry under its capacity and eviction rule.
+  void put(uint32_t slot, Value key, Value value) {
+    if (!storable(key) || !storable(value)) return;
+    const ir::State& st = policy_.states[slot];
+    PolicyInstance::Container& c = in_.containers_[slot];
+    auto it = c.entries.find(key);
+    if (it != c.entries.end()) {
+      it->second.first = std::move(value);
+      if (st.evict == ir::Evict::kLru) it->second.second = ++c.stamp;
+      return;
+    }
+    int64_t capacity = st.capacity_param >= 0
+                           ? in_.params_[static_cast<size_t>(st.capacity_param)].i
+                           : st.capacity;
+    if (static_cast<int64_t>(c.entries.size()) >= capacity) {
+      if (st.evict == ir::Evict::kReject || c.entries.empty()) {
+        ++v_.refused_inserts;
+        return;
+      }
+      auto oldest = std::min_element(c.entries.begin(), c.entries.end(), [](auto& a, auto& b) {
+        return a.second.second < b.second.second;
+      });
+      c.entries.erase(oldest);
+    }
+    c.entries.emplace(std::move(key), std::make_pair(std::move(value), ++c.stamp));
+  }
+
+  Value lookup_state(uint32_t slot, const Value& key) {
+    PolicyInstance::Container& c = in_.containers_[slot];
+    auto it = c.entries.find(key);
+    if (it == c.entries.end()) return Value::zero(policy_.states[slot].type.args.back());
+    if (policy_.states[slot].evict == ir::Evict::kLru) it->second.second = ++c.stamp;
+    return it->second.first;
+  }
+
+  // ---- messages ----
+
+  mrpc_message_view& view(int region) { return region == 0 ? rpc_.request : rpc_.response; }
+
+  // The message `e` (of message type) evaluates to, with the layout that applies.
+  Value message(const Expr& e) { return eval(e); }
+
+  bool valid(const Value& m, const MessageLayout* layout) {
+    if (m.i < 0 || layout == nullptr) return false;
+    const mrpc_message_view& r = view(static_cast<int>(m.items[0].i));
+    return r.region != nullptr &&
+           in_bounds(static_cast<uint64_t>(m.i), layout->body_size(), r.region_size);
+  }
+
+  template <typename T>
+  T load(int region, uint64_t at) {
+    T out;
+    std::memcpy(&out, view(region).region + at, sizeof(T));
+    return out;
+  }
+
+  bool present(const Value& m, const ir::FieldStep& step) {
+    const FieldLayout& f = *step.field;
+    int region = static_cast<int>(m.items[0].i);
+    auto body = static_cast<uint64_t>(m.i);
+    if (f.presence_bit >= 0) {
+      auto word = load<uint32_t>(region, body + 4 * static_cast<uint64_t>(f.presence_bit / 32));
+      if ((word & (1u << (f.presence_bit % 32))) == 0) return false;
+    }
+    if (f.oneof_index >= 0) {
+      const OneofLayout& o = step.holder->oneofs()[static_cast<size_t>(f.oneof_index)];
+      if (load<uint32_t>(region, body + o.case_offset) != f.number) return false;
+    }
+    return true;
+  }
+
+  // A RegionRef at `at`, checked against the region (`unit` bytes per element): empty when it
+  // points outside.
+  RegionRef region_ref(int region, uint64_t at, uint64_t unit) {
+    RegionRef ref = load<RegionRef>(region, at);
+    uint64_t size = view(region).region_size;
+    if (ref.size == 0 || unit == 0 || ref.size > size / unit ||
+        !in_bounds(ref.offset, uint64_t{ref.size} * unit, size)) {
+      return RegionRef{0, 0, 0};
+    }
+    return ref;
+  }
+
+  Value scalar_at(int region, uint64_t at, FieldKind kind, const ir::Type& type) {
+    Value v = Value::zero(type);
+    switch (kind) {
+      case FieldKind::kBool:
+        v.i = load<uint8_t>(region, at) != 0;
+        break;
+      case FieldKind::kInt32:
+      case FieldKind::kEnum:
+        v.i = load<int32_t>(region, at);
+        break;
+      case FieldKind::kUint32:
+        v.i = load<uint32_t>(region, at);
+        break;
+      case FieldKind::kInt64:
+        v.i = load<int64_t>(region, at);
+        break;
+      case FieldKind::kUint64:
+        v.i = static_cast<int64_t>(load<uint64_t>(region, at));
+        break;
+      case FieldKind::kFloat:
+        v.f = load<float>(region, at);
+        break;
+      case FieldKind::kDouble:
+        v.f = load<double>(region, at);
+        break;
+      case FieldKind::kString:
+      case FieldKind::kBytes: {
+        RegionRef ref = region_ref(region, at, 1);
+        v.s.assign(reinterpret_cast<const char*>(view(region).region + ref.offset), ref.size);
+        break;
+      }
+      case FieldKind::kMessage:
+        break;
+    }
+    return v;
+  }
+
+  // A repeated or map field: where its elements are.
+  struct Collection {
+    int region = 0;
+    uint64_t array = 0;
+    uint64_t count = 0;
+    const FieldLayout* field = nullptr;
+  };
+
+  Collection collection(const Expr& field_expr) {
+    Collection c;
+    Value m = message(*field_expr.children[0]);
+    const ir::FieldStep& step = field_expr.steps[static_cast<size_t>(method_)];
+    if (ended_ || !valid(m, step.holder)) return c;
+    c.region = static_cast<int>(m.items[0].i);
+    c.field = step.field;
+    RegionRef ref = region_ref(c.region, static_cast<uint64_t>(m.i) + step.field->offset,
+                               step.field->element_size);
+    c.array = ref.offset;
+    c.count = ref.size;
+    return c;
+  }
+
+  Value element(const Collection& c, uint64_t i, const ir::Type& type) {
+    uint64_t at = c.array + i * c.field->element_size;
+    if (c.field->kind == FieldKind::kMessage)
+      return message_ref(c.region, static_cast<int64_t>(at));
+    return scalar_at(c.region, at, c.field->kind, type);
+  }
+
+  // Key and value of map entry `i` (an inline entry body).
+  std::pair<Value, Value> entry(const Collection& c, uint64_t i, const ir::Type& map_type) {
+    const MessageLayout* e = c.field->message;
+    uint64_t body = c.array + i * c.field->element_size;
+    const FieldLayout* k = e->field_by_number(1);
+    const FieldLayout* v = e->field_by_number(2);
+    Value value = v->kind == FieldKind::kMessage
+                      ? message_ref(c.region, -1)  // message values: not readable by key yet
+                      : scalar_at(c.region, body + v->offset, v->kind, map_type.args[1]);
+    if (v->kind == FieldKind::kMessage) {
+      ir::FieldStep step{e, v, e->fingerprint()};
+      Value entry_ref = message_ref(c.region, static_cast<int64_t>(body));
+      if (present(entry_ref, step)) {
+        RegionRef ref = region_ref(c.region, body + v->offset, 1);
+        value = message_ref(c.region, ref.size == 0 ? -1 : static_cast<int64_t>(ref.offset));
+      }
+    }
+    return {scalar_at(c.region, body + k->offset, k->kind, map_type.args[0]), value};
+  }
+
+  Value read_field(const Expr& e) {
+    const ir::FieldStep& step = e.steps[static_cast<size_t>(method_)];
+    if (e.type.is(Kind::kList) || e.type.is(Kind::kMap)) {
+      Value out = Value::zero(e.type);
+      for (Value& item : elements(e)) out.items.push_back(std::move(item));
+      return out;
+    }
+    Value m = message(*e.children[0]);
+    if (ended_) return Value::zero(e.type);
+    if (!valid(m, step.holder) || !present(m, step)) {
+      return e.type.is(Kind::kMessage) ? message_ref(0, -1) : Value::zero(e.type);
+    }
+    int region = static_cast<int>(m.items[0].i);
+    uint64_t at = static_cast<uint64_t>(m.i) + step.field->offset;
+    if (e.type.is(Kind::kMessage)) {
+      RegionRef ref = region_ref(region, at, 1);
+      return message_ref(region, ref.size == 0 ? -1 : static_cast<int64_t>(ref.offset));
+    }
+    return scalar_at(region, at, step.field->kind, e.type);
+  }
+
+  // Elements of a list, set, repeated field or map field (map: key, value, ...), bounded by
+  // limits::kMaxForEachIterations (a longer collection is a fault).
+  std::vector<Value> elements(const Expr& e) {
+    std::vector<Value> out;
+    if (e.kind == ExprKind::kField) {
+      Collection c = collection(e);
+      if (c.count > static_cast<uint64_t>(limits::kMaxForEachIterations)) {
+        abort(StatusCode::kResourceExhausted,
+              fmt::format("policy '{}': field '{}' has {} elements, more than "
+                          "limits::kMaxForEachIterations ({})",
+                          policy_.name, e.name, c.count, limits::kMaxForEachIterations));
+        return out;
+      }
+      for (uint64_t i = 0; i < c.count; ++i) {
+        if (e.type.is(Kind::kMap)) {
+          auto [k, v] = entry(c, i, e.type);
+          out.push_back(std::move(k));
+          out.push_back(std::move(v));
+        } else {
+          out.push_back(element(c, i, e.type.args[0]));
+        }
+      }
+      return out;
+    }
+    Value v = eval(e);
+    if (v.items.size() > static_cast<size_t>(limits::kMaxForEachIterations)) {
+      abort(StatusCode::kResourceExhausted,
+            fmt::format("policy '{}': a collection of {} elements, more than "
+                        "limits::kMaxForEachIterations ({})",
+                        policy_.name, v.items.size(), limits::kMaxForEachIterations));
+      return out;
+    }
+    return std::move(v.items);
+  }
+
+  // `target = value` (or `clear target` with no value) for a message field.
+  void write_field(const Expr& target, const std::optional<Value>& value) {
+    FieldWrite w{path_text(target), value.value_or(Value{}), false};
+    const ir::FieldStep& step = target.steps[static_cast<size_t>(method_)];
+    Value m = message(*target.children[0]);
+    if (ended_) return;
+    if (!valid(m, step.holder)) {
+      // An element past the end (counted as a fault where it was indexed), or a message that
+      // is not set: the write has no effect.
+      v_.writes.push_back(std::move(w));
+      return;
+    }
+    const FieldLayout& f = *step.field;
+    int region = static_cast<int>(m.items[0].i);
+    uint8_t* base = view(region).region;
+    auto body = static_cast<uint64_t>(m.i);
+    uint64_t at = body + f.offset;
+    bool scalar = f.kind != FieldKind::kString && f.kind != FieldKind::kBytes &&
+                  f.kind != FieldKind::kMessage && !f.repeated;
+    if (!value.has_value()) {
+      std::memset(base + at, 0, f.size);
+      set_presence(region, body, step, false);
+      w.applied = true;
+    } else if (scalar) {
+      store_scalar(base + at, f.kind, *value);
+      set_presence(region, body, step, true);
+      w.applied = true;
+    }
+    v_.writes.push_back(std::move(w));
+  }
+
+  void set_presence(int region, uint64_t body, const ir::FieldStep& step, bool on) {
+    const FieldLayout& f = *step.field;
+    uint8_t* base = view(region).region;
+    if (f.presence_bit >= 0) {
+      uint64_t at = body + 4 * static_cast<uint64_t>(f.presence_bit / 32);
+      auto word = load<uint32_t>(region, at);
+      uint32_t bit = 1u << (f.presence_bit % 32);
+      word = on ? (word | bit) : (word & ~bit);
+      std::memcpy(base + at, &word, 4);
+    }
+    if (f.oneof_index >= 0) {
+      const OneofLayout& o = step.holder->oneofs()[static_cast<size_t>(f.oneof_index)];
+      uint32_t current = load<uint32_t>(region, body + o.case_offset);
+      uint32_t next = on ? f.number : (current == f.number ? 0 : current);
+      std::memcpy(base + body + o.case_offset, &next, 4);
+    }
+  }
+
+  // Integers are stored truncated to the field's width (two's complement), like protobuf's
+  // own setters on a 64-bit value.
+  static void store_scalar(uint8_t* at, FieldKind kind, const Value& v) {
+    switch (kind) {
+      case FieldKind::kBool: {
+        uint8_t b = v.i != 0;
+        std::memcpy(at, &b, 1);
+        return;
+      }
+      case FieldKind::kInt32:
+      case FieldKind::kEnum:
+      case FieldKind::kUint32: {
+        auto x = static_cast<uint32_t>(static_cast<uint64_t>(v.i));
+        std::memcpy(at, &x, 4);
+        return;
+      }
+      case FieldKind::kInt64:
+      case FieldKind::kUint64:
+        std::memcpy(at, &v.i, 8);
+        return;
+      case FieldKind::kFloat: {
+        auto x = static_cast<float>(v.f);
+        std::memcpy(at, &x, 4);
+        return;
+      }
+      case FieldKind::kDouble:
+        std::memcpy(at, &v.f, 8);
+        return;
+      default:
+        return;
+    }
+  }
+
+  std::string path_text(const Expr& e) {
+    switch (e.kind) {
+      case ExprKind::kMessageRoot:
+        return e.request ? "req" : "resp";
+      case ExprKind::kLocal:
+        return handler_.locals[e.slot].name;
+      case ExprKind::kField:
+        return path_text(*e.children[0]) + "." + e.name;
+      case ExprKind::kIndex:
+        return path_text(*e.children[0]) + "[" + ir::value_text(eval(*e.children[1])) + "]";
+      default:
+        return "?";
+    }
+  }
+
+  // ---- expressions ----
+
+  Value eval(const Expr& e) {
+    if (ended_) return Value::zero(e.type);
+    switch (e.kind) {
+      case ExprKind::kConst:
+        return e.value;
+      case ExprKind::kParam:
+        return in_.params_[e.slot];
+      case ExprKind::kState:
+        return in_.state(policy_.states[e.slot].name);
+      case ExprKind::kLocal:
+        return locals_[e.slot];
+      case ExprKind::kRpc:
+        return rpc_field(e);
+      case ExprKind::kMetadata: {
+        Value key = eval(*e.children[0]);
+        mrpc_str out{nullptr, 0};
+        const mrpc_rpc_view_ops* ops = rpc_.ops != nullptr ? rpc_.ops : &kEncodedOps;
+        if (ops->metadata_get != nullptr &&
+            ops->metadata_get(&rpc_, key.s.data(), static_cast<uint32_t>(key.s.size()), &out)) {
+          return Value::of_string(str(out));
+        }
+        return Value::of_string("");
+      }
+      case ExprKind::kMessageRoot: {
+        const mrpc_message_view& m = e.request ? rpc_.request : rpc_.response;
+        if (m.region == nullptr) return message_ref(e.request ? 0 : 1, -1);
+        return message_ref(e.request ? 0 : 1, static_cast<int64_t>(m.body_offset));
+      }
+      case ExprKind::kField:
+        return read_field(e);
+      case ExprKind::kIndex:
+        return index(e);
+      case ExprKind::kUnary: {
+        bool fault = false;
+        Value r = ir::apply_unary(e.op, eval(*e.children[0]), fault);
+        count(fault);
+        return r;
+      }
+      case ExprKind::kBinary:
+        return binary(e);
+      case ExprKind::kCall:
+        return call(e);
+      case ExprKind::kList:
+      case ExprKind::kSet:
+      case ExprKind::kMap: {
+        Value out = Value::zero(e.type);
+        for (const auto& c : e.children) out.items.push_back(eval(*c));
+        return out;
+      }
+    }
+    return Value::zero(e.type);
+  }
+
+  Value rpc_field(const Expr& e) {
+    using F = ir::RpcField;
+    switch (e.rpc_field) {
+      case F::kService:
+        return Value::of_string(str(rpc_.service));
+      case F::kMethod:
+        return Value::of_string(str(rpc_.method));
+      case F::kCallerApp:
+        return Value::of_string(str(rpc_.caller_app));
+      case F::kCallerHost:
+        return Value::of_string(str(rpc_.caller_host));
+      case F::kCallerUid:
+        return Value::of_int(rpc_.caller_uid);
+      case F::kDeadline:
+        return Value::of(Kind::kTime, rpc_.deadline_ns);
+      case F::kRemaining: {
+        int64_t now = in_.clock_.now();
+        return Value::of(Kind::kDuration, now == std::numeric_limits<int64_t>::min()
+                                              ? std::numeric_limits<int64_t>::max()
+                                              : ir::saturating_add(rpc_.deadline_ns, -now));
+      }
+      case F::kSize:
+        return Value::of_int(static_cast<int64_t>(
+            std::min<uint64_t>(rpc_.size, std::numeric_limits<int64_t>::max())));
+      case F::kStatus:
+        return Value::of(Kind::kStatus, rpc_.status);
+      case F::kLatency:
+        return Value::of(Kind::kDuration, rpc_.latency_ns);
+      case F::kPriority:
+        return Value::of_int(rpc_.priority);
+      case F::kEndpoint:
+        return Value::of_string(str(rpc_.endpoint));
+      case F::kEndpoints: {
+        Value out = Value::zero(e.type);
+        for (auto& s : decode_strings(rpc_.endpoints, rpc_.endpoints_size))
+          out.items.push_back(Value::of_string(std::move(s)));
+        return out;
+      }
+      case F::kAttempt:
+        return Value::of_int(rpc_.attempt);
+      case F::kMetadata: {
+        // The whole block as a map (`k in rpc.metadata`, `len(rpc.metadata)`).
+        Value out = Value::zero(e.type);
+        for (auto& s : decode_strings(rpc_.metadata, rpc_.metadata_size))
+          out.items.push_back(Value::of_string(std::move(s)));
+        if (out.items.size() % 2 != 0) out.items.pop_back();
+        return out;
+      }
+    }
+    return Value::zero(e.type);
+  }
+
+  Value index(const Expr& e) {
+    const Expr& object = *e.children[0];
+    Value key = eval(*e.children[1]);
+    if (ended_) return Value::zero(e.type);
+    if (object.kind == ExprKind::kState) return lookup_state(object.slot, key);
+    if (object.kind == ExprKind::kField) {
+      Collection c = collection(object);
+      if (object.type.is(Kind::kList)) {
+        // Past the end (or negative): the element type's zero value.
+        if (key.i < 0 || static_cast<uint64_t>(key.i) >= c.count) {
+          ++v_.defined_faults;
+          return e.type.is(Kind::kMessage) ? message_ref(c.region, -1) : Value::zero(e.type);
+        }
+        return element(c, static_cast<uint64_t>(key.i), e.type);
+      }
+      // A map field: linear scan, a later duplicate key wins.
+      std::optional<Value> found;
+      for (uint64_t i = 0; i < c.count; ++i) {
+        auto [k, v] = entry(c, i, object.type);
+        if (k == key) found = std::move(v);
+      }
+      if (found) return *found;
+      return e.type.is(Kind::kMessage) ? message_ref(c.region, -1) : Value::zero(e.type);
+    }
+    Value container = eval(object);
+    if (container.kind == Kind::kList) {
+      if (key.i < 0 || static_cast<uint64_t>(key.i) >= container.items.size()) {
+        ++v_.defined_faults;
+        return Value::zero(e.type);
+      }
+      return container.items[static_cast<size_t>(key.i)];
+    }
+    for (size_t i = 0; i + 1 < container.items.size(); i += 2) {
+      if (container.items[i] == key) return container.items[i + 1];
+    }
+    return Value::zero(e.type);
+  }
+
+  Value binary(const Expr& e) {
+    using O = ir::Op;
+    if (e.op == O::kAnd || e.op == O::kOr) {
+      bool a = eval(*e.children[0]).i != 0;
+      if (e.op == O::kAnd ? !a : a) return Value::of_bool(a);
+      return Value::of_bool(eval(*e.children[1]).i != 0);
+    }
+    if (e.op == O::kIn || e.op == O::kNotIn) {
+      Value x = eval(*e.children[0]);
+      const Expr& c = *e.children[1];
+      bool in = false;
+      if (c.kind == ExprKind::kState) {
+        in = in_.containers_[c.slot].entries.count(x) > 0;
+      } else if (c.kind == ExprKind::kField) {
+        Collection coll = collection(c);
+        for (uint64_t i = 0; i < coll.count && !in; ++i) {
+          in = c.type.is(Kind::kMap) ? entry(coll, i, c.type).first == x
+                                     : element(coll, i, c.type.args[0]) == x;
+        }
+      } else {
+        in = ir::contains_value(eval(c), x);
+      }
+      return Value::of_bool(e.op == O::kIn ? in : !in);
+    }
+    Value a = eval(*e.children[0]);
+    Value b = eval(*e.children[1]);
+    bool fault = false;
+    Value r = ir::apply_binary(e.op, a, b, e.type.kind, fault);
+    count(fault);
+    return checked_string(std::move(r));
+  }
+
+  Value call(const Expr& e) {
+    switch (e.builtin) {
+      case Builtin::kNow:
+        return Value::of(Kind::kTime, in_.clock_.now());
+      case Builtin::kRandom:
+        return Value::of_float(in_.random_.next_unit());
+      case Builtin::kHas: {
+        const Expr& f = *e.children[0];
+        const ir::FieldStep& step = f.steps[static_cast<size_t>(method_)];
+        Value m = message(*f.children[0]);
+        return Value::of_bool(
+            !ended_ && valid(m, step.holder) && present(m, step) &&
+            (f.type.is_scalar() || load<RegionRef>(static_cast<int>(m.items[0].i),
+                                                   static_cast<uint64_t>(m.i) + step.field->offset)
+                                           .size != 0));
+      }
+      case Builtin::kLen: {
+        const Expr& x = *e.children[0];
+        if (x.kind == ExprKind::kField && (x.type.is(Kind::kList) || x.type.is(Kind::kMap)))
+          return Value::of_int(static_cast<int64_t>(collection(x).count));
+        if (x.kind == ExprKind::kState && !x.type.is_scalar())
+          return Value::of_int(static_cast<int64_t>(in_.containers_[x.slot].entries.size()));
+        break;
+      }
+      default:
+        break;
+    }
+    std::vector<Value> args;
+    for (const auto& c : e.children) args.push_back(eval(*c));
+    if (ended_) return Value::zero(e.type);
+    bool fault = false;
+    Value r = ir::apply_builtin(e.builtin, args, e.type.kind, fault);
+    count(fault);
+    return checked_string(std::move(r));
+  }
+
+  PolicyInstance& in_;
+  const ir::Policy& policy_;
+  mrpc_rpc_view& rpc_;
+  const ir::Handler& handler_;
+  Verdict& v_;
+  std::vector<Value> locals_;
+  int method_ = -1;
+  bool ended_ = false;
+};
+
+// ---- PolicyInstance ----
+
+PolicyInstance::PolicyInstance(const ir::Policy& policy, const Clock& clock, RandomSource& random)
+    : policy_(policy), clock_(clock), random_(random) {
+  for (const auto& p : policy.params) params_.push_back(p.default_value);
+  scalars_.resize(policy.states.size());
+  containers_.resize(policy.states.size());
+  histograms_.resize(policy.states.size());
+  for (size_t i = 0; i < policy.states.size(); ++i) {
+    const ir::State& s = policy.states[i];
+    if (s.type.is_scalar()) scalars_[i] = s.initial;
+    if (s.type.is(Kind::kCounter)) scalars_[i] = Value::of_int(0);
+    if (s.type.is(Kind::kHistogram)) histograms_[i].assign(s.buckets.size() + 1, 0);
+  }
+}
+
+Status PolicyInstance::set_param(const std::string& name, Value value) {
+  for (size_t i = 0; i < policy_.params.size(); ++i) {
+    const ir::Param& p = policy_.params[i];
+    if (p.name != name) continue;
+    if (value.kind != p.type.kind) {
+      return Status(StatusCode::kInvalidArgument,
+                    fmt::format("param '{}' is {}, not {}", name, ir::type_text(p.type),
+                                ir::type_text(ir::Type::of(value.kind))));
+    }
+    size_t n = value.items.size() / (value.kind == Kind::kMap ? 2 : 1);
+    if (n > static_cast<size_t>(limits::kMaxParamElements)) {
+      return Status(StatusCode::kInvalidArgument,
+                    fmt::format("param '{}' has {} elements, over limits::kMaxParamElements ({})",
+                                name, n, limits::kMaxParamElements));
+    }
+    for (const ir::State& s : policy_.states) {
+      if (s.capacity_param == static_cast<int32_t>(i) &&
+          (value.i < 1 || value.i > limits::kMaxContainerCapacity)) {
+        return Status(StatusCode::kInvalidArgument,
+                      fmt::format("param '{}' = {} sizes state '{}': outside 1..{} "
+                                  "(limits::kMaxContainerCapacity)",
+                                  name, value.i, s.name, limits::kMaxContainerCapacity));
+      }
+    }
+    params_[i] = std::move(value);
+    return {};
+  }
+  return Status(StatusCode::kNotFound,
+                fmt::format("policy '{}' has no param '{}'", policy_.name, name));
+}
+
+Verdict PolicyInstance::run(ir::Event event, mrpc_rpc_view& rpc) {
+  Verdict verdict;
+  const ir::Handler* handler = policy_.handler_for(event);
+  if (handler == nullptr) return verdict;
+  Evaluation(*this, rpc, *handler, verdict).run();
+  return verdict;
+}
+
+Value PolicyInstance::state(const std::string& name) const {
+  for (size_t i = 0; i < policy_.states.size(); ++i) {
+    const ir::State& s = policy_.states[i];
+    if (s.name != name) continue;
+    if (s.type.is_scalar() || s.type.is(Kind::kCounter)) return scalars_[i];
+    if (s.type.is(Kind::kHistogram)) {
+      Value out;
+      out.kind = Kind::kList;
+      for (int64_t c : histograms_[i]) out.items.push_back(Value::of_int(c));
+      return out;
+    }
+    Value out;
+    out.kind = s.type.kind;
+    for (const auto& [k, v] : containers_[i].entries) {
+      out.items.push_back(k);
+      if (s.type.is(Kind::kMap)) out.items.push_back(v.first);
+    }
+    return out;
+  }
+  return Value{};
+}
+
+}  // namespace mrpc::compiler

@@ -1,0 +1,105 @@
+// The IR evaluator: a tree-walking interpreter of a verified policy (ir.h) over the plain-data
+// RPC view (dataflow/rpc_view.h). It is the reference the JIT is checked against (same verdicts,
+// writes, state and metrics), so it defines, with ir_ops, what every construct and every
+// run-time fault does (docs/mpol-design.md, "Run-time faults").
+//
+// A PolicyInstance is one attachment of one policy: its params (defaults, or values given at
+// attach time) and its state. It reads the time and random numbers only through the Clock and
+// RandomSource it is given (tests use ManualClock and SeededRandom). Single-threaded: one
+// instance is run by one thread at a time. It borrows the ir::Policy (and its Unit), which must
+// outlive it.
+//
+// What it does not do yet: string, bytes and map-entry writes into a message need the daemon's
+// allocator, so they are recorded in Verdict::writes and not applied (scalar writes, `clear` and
+// element writes are applied in place, bounds-checked); `respond` hands back the stored bytes.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mrpc/base/clock.h"
+#include "mrpc/base/expected.h"
+#include "mrpc/base/random.h"
+#include "mrpc/base/status.h"
+#include "mrpc/compiler/ir.h"
+#include "mrpc/dataflow/rpc_view.h"
+
+namespace mrpc::compiler {
+
+struct LogRecord {
+  std::string event;
+  std::vector<std::pair<std::string, ir::Value>> fields;
+};
+
+// A message write the handler made: where (the field path as written in the dump) and what.
+struct FieldWrite {
+  std::string path;
+  ir::Value value;       // kVoid for `clear`
+  bool applied = false;  // written into the message bytes (false: recorded only, or no effect)
+};
+
+struct Verdict {
+  enum class Outcome { kContinue, kReject, kDrop, kRespond };
+  Outcome outcome = Outcome::kContinue;
+  StatusCode status = StatusCode::kOk;  // kReject (also after a fault)
+  std::string message;
+  // The handler stopped on a run-time fault that has no value to go on with (a loop over a
+  // too-long collection, a string past its limit, a message of another schema); the call is
+  // rejected (outcome kReject) with the status and message saying which.
+  bool aborted = false;
+  // Faults with a defined result that let the handler go on (x / 0, overflow, an index past
+  // the end, int("x"), ...): how many happened.
+  uint32_t defined_faults = 0;
+  int64_t delay_ns = 0;
+  std::optional<std::string> route;
+  std::vector<std::pair<std::string, double>> mirrors;
+  std::optional<int64_t> retry_after_ns;
+  std::string response_bytes;  // kRespond: the stored response
+  std::vector<LogRecord> logs;
+  std::vector<FieldWrite> writes;
+  uint32_t refused_inserts = 0;  // `evict reject` containers that were full
+};
+
+class PolicyInstance {
+ public:
+  PolicyInstance(const ir::Policy& policy, const Clock& clock, RandomSource& random);
+
+  // Sets a param to the value an operator gave at attach time (type and limits checked).
+  Status set_param(const std::string& name, ir::Value value);
+  // Runs the handler for `event` (nothing happens without one). The view's priority and
+  // deadline may change (on request).
+  Verdict run(ir::Event event, mrpc_rpc_view& rpc);
+
+  // State, for tests and for carrying state across an upgrade: a scalar or counter value, a
+  // container as a value (set: items; map: key, value, ...), a histogram as a list of counts
+  // (one per bucket, then the overflow bucket).
+  ir::Value state(const std::string& name) const;
+
+  struct Container {
+    std::map<ir::Value, std::pair<ir::Value, uint64_t>> entries;  // key -> value, order stamp
+    uint64_t stamp = 0;
+  };
+
+ private:
+  friend class Evaluation;
+  const ir::Policy& policy_;
+  const Clock& clock_;
+  RandomSource& random_;
+  std::vector<ir::Value> params_;
+  std::vector<ir::Value> scalars_;     // scalar and counter state (by state slot)
+  std::vector<Container> containers_;  // map and set state (by state slot)
+  std::vector<std::vector<int64_t>> histograms_;
+};
+
+// The encoded metadata block of rpc_view.h (key, value, key, value, ...) and the endpoint list.
+std::string encode_metadata(const std::vector<std::pair<std::string, std::string>>& entries);
+std::string encode_strings(const std::vector<std::string>& strings);
+// Ops that look metadata up in the view's encoded block (metadata_set refuses: the block is
+// read-only to them).
+const mrpc_rpc_view_ops* encoded_block_ops();
+
+}  // namespace mrpc::compiler

@@ -1,0 +1,59 @@
+#include "compiler_test_support.h"
+
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "mpol_test_support.h"
+#include "mrpc/compiler/checker.h"
+#include "mrpc/compiler/verifier.h"
+
+namespace mrpc::compiler::testing {
+
+Built build(const std::string& path, const std::string& text) {
+  dsl::SourceManager sources;
+  dsl::DiagnosticEngine diagnostics(sources);
+  Checker checker({dsl::testing::test_proto_paths()}, sources, diagnostics);
+  Built out;
+  if (checker.check_text(path, text)) {
+    out.unit = checker.build_ir(path);
+    if (out.unit != nullptr) out.verified = verify(*out.unit, diagnostics);
+  }
+  out.diagnostics = diagnostics.diagnostics();
+  out.rendered = diagnostics.render_text();
+  for (size_t i = 0; i < sources.size(); ++i)
+    out.file_paths.push_back(sources.file(static_cast<uint32_t>(i)).path());
+  return out;
+}
+
+void check_expectations(const std::string& path, const std::string& text, const Built& built) {
+  CAPTURE(path);
+  std::multiset<std::string> errors, warnings, actual_errors, actual_warnings;
+  std::vector<std::string> helps;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    const std::string e = "// expect: ", w = "// expect-warning: ", h = "// expect-help: ";
+    if (line.rfind(e, 0) == 0) errors.insert(line.substr(e.size()));
+    if (line.rfind(w, 0) == 0) warnings.insert(line.substr(w.size()));
+    if (line.rfind(h, 0) == 0) helps.push_back(line.substr(h.size()));
+  }
+  for (const dsl::Diagnostic& d : built.diagnostics) {
+    (d.severity == dsl::Severity::kWarning ? actual_warnings : actual_errors)
+        .insert(fmt::format("{}:{}: {}", d.span.line, d.span.column, d.message));
+  }
+  INFO(built.rendered);
+  CHECK(actual_errors == errors);
+  CHECK(actual_warnings == warnings);
+  for (const std::string& help : helps) {
+    bool found = false;
+    for (const dsl::Diagnostic& d : built.diagnostics) {
+      for (const dsl::SubDiagnostic& child : d.children) found = found || child.message == help;
+    }
+    CHECK_MESSAGE(found, "missing help/note: " << help);
+  }
+}
+
+}  // namespace mrpc::compiler::testing
