@@ -156,7 +156,11 @@ Expected<uint64_t> MessageCodec::decode_wire(std::span<const std::byte> bytes,
                         input, input};
     WireCursor cursor{input, input + bytes.size()};
     const int32_t error = wire_decode_(&decoder, base + *block, &cursor, limits.max_nesting);
-    if (error == kCodecOk) return *block;
+    if (error == kCodecOk) {
+      // The guess was an upper bound: the unused tail goes back to the region.
+      MRPC_TRY_STATUS(allocator.shrink(*block, decoder.cursor - *block));
+      return *block;
+    }
     (void)allocator.free(*block);
     if (error != kErrorOutOfRoom) {
       return decode_error(*layout_, "wire", error, static_cast<uint64_t>(decoder.error_at - input));
