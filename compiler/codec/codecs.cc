@@ -158,7 +158,9 @@ Expected<uint64_t> MessageCodec::decode_wire(std::span<const std::byte> bytes,
     const int32_t error = wire_decode_(&decoder, base + *block, &cursor, limits.max_nesting);
     if (error == kCodecOk) {
       // The guess was an upper bound: the unused tail goes back to the region.
-      MRPC_TRY_STATUS(allocator.shrink(*block, decoder.cursor - *block));
+      if (*block + block_bytes - decoder.cursor >= limits::kCodecDecodeShrinkMinBytes) {
+        MRPC_TRY_STATUS(allocator.shrink(*block, decoder.cursor - *block));
+      }
       return *block;
     }
     (void)allocator.free(*block);
