@@ -2,17 +2,31 @@
 // (see include/mrpc/jit/jit.h).
 #include "mrpc/jit/jit.h"
 
+#include "mrpc/base/limits.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <map>
 #include <mutex>
 
 #include <fmt/format.h>
+#include <llvm/Config/llvm-config.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
 #include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
 #include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/LegacyPassManager.h>
 #include <llvm/IR/Module.h>
 #include <llvm/IR/Verifier.h>
 #include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/MemoryBuffer.h>
+#include <llvm/Support/SHA256.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
@@ -35,6 +49,28 @@ void initialize_llvm_once() {
   });
 }
 
+constexpr char kObjectMagic[8] = {'M', 'R', 'P', 'C', 'O', 'B', 'J', '1'};
+
+std::string hex(const uint8_t* bytes, size_t size) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < size; ++i) {
+    out += digits[bytes[i] >> 4];
+    out += digits[bytes[i] & 15];
+  }
+  return out;
+}
+
+std::array<uint8_t, 32> sha256(std::string_view bytes) {
+  return llvm::SHA256::hash(
+      llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+}
+
+// Owned by this user and writable by no one else.
+bool safe_owner_and_mode(const struct stat& info) {
+  return info.st_uid == geteuid() && (info.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
 }  // namespace
 
 struct Jit::State {
@@ -43,6 +79,90 @@ struct Jit::State {
   mutable std::mutex mutex;
   ModuleId next_id = 1;
   std::map<ModuleId, llvm::orc::ResourceTrackerSP> modules;
+  std::string cache_dir;  // empty: no object cache
+  std::string host_tag;   // triple, CPU, LLVM version: part of every cache entry's name
+  JitStats stats;
+
+  std::string entry_path(std::string_view ir_text) const {
+    const auto digest = sha256(std::string(ir_text) + "\n" + host_tag);
+    return cache_dir + "/" + hex(digest.data(), 16) + ".mrpcobj";
+  }
+
+  // The object of a valid entry, or nothing (a missing entry, or one refused and counted).
+  std::unique_ptr<llvm::MemoryBuffer> load_entry(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return nullptr;
+    struct stat info {};
+    std::string bytes;
+    const bool fits = ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode) &&
+                      safe_owner_and_mode(info) &&
+                      static_cast<uint64_t>(info.st_size) <= limits::kMaxCachedObjectBytes;
+    if (fits) {
+      bytes.resize(static_cast<size_t>(info.st_size));
+      size_t done = 0;
+      while (done < bytes.size()) {
+        const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+        if (n <= 0) break;
+        done += static_cast<size_t>(n);
+      }
+      bytes.resize(done);
+    }
+    ::close(fd);
+    constexpr size_t kHeader = sizeof(kObjectMagic) + 32;
+    if (!fits || bytes.size() < kHeader ||
+        std::memcmp(bytes.data(), kObjectMagic, sizeof(kObjectMagic)) != 0) {
+      ++stats.cache_rejected;
+      return nullptr;
+    }
+    const std::string_view object(bytes.data() + kHeader, bytes.size() - kHeader);
+    const auto digest = sha256(object);
+    if (std::memcmp(digest.data(), bytes.data() + sizeof(kObjectMagic), 32) != 0) {
+      ++stats.cache_rejected;
+      return nullptr;
+    }
+    return llvm::MemoryBuffer::getMemBufferCopy(llvm::StringRef(object.data(), object.size()),
+                                                path);
+  }
+
+  // Writes an entry atomically (a private temporary file renamed into place).
+  void store_entry(const std::string& path, std::string_view object) {
+    const std::string temporary = path + ".tmp." + std::to_string(::getpid());
+    const int fd =
+        ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      ++stats.cache_write_failures;
+      return;
+    }
+    const auto digest = sha256(object);
+    std::string bytes(kObjectMagic, sizeof(kObjectMagic));
+    bytes.append(reinterpret_cast<const char*>(digest.data()), digest.size());
+    bytes.append(object);
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    const bool written = done == bytes.size() && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
+      ::unlink(temporary.c_str());
+      ++stats.cache_write_failures;
+    }
+  }
+
+  // Machine code for `module`, as an object file in memory.
+  Expected<std::string> compile_to_object(llvm::Module& module) {
+    llvm::SmallVector<char, 0> buffer;
+    llvm::raw_svector_ostream stream(buffer);
+    llvm::legacy::PassManager passes;
+    if (target_machine->addPassesToEmitFile(passes, stream, nullptr,
+                                            llvm::CodeGenFileType::ObjectFile)) {
+      return Status(StatusCode::kInternal, "LLVM cannot emit an object file for this host");
+    }
+    passes.run(module);
+    return std::string(buffer.data(), buffer.size());
+  }
 
   // LLVM's default O2 module pipeline, tuned for the host.
   void optimize(llvm::Module& module) {
@@ -65,7 +185,7 @@ struct Jit::State {
 Jit::Jit(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Jit::~Jit() = default;
 
-Expected<std::unique_ptr<Jit>> Jit::create() {
+Expected<std::unique_ptr<Jit>> Jit::create(const JitOptions& options) {
   initialize_llvm_once();
   auto machine_builder = llvm::orc::JITTargetMachineBuilder::detectHost();
   if (!machine_builder) {
@@ -86,6 +206,25 @@ Expected<std::unique_ptr<Jit>> Jit::create() {
   auto state = std::make_unique<State>();
   state->lljit = std::move(*lljit);
   state->target_machine = std::move(*target_machine);
+  state->host_tag = fmt::format("{} {} {} LLVM {}", machine_builder->getTargetTriple().str(),
+                                machine_builder->getCPU(),
+                                machine_builder->getFeatures().getString(), LLVM_VERSION_STRING);
+  if (!options.object_cache_dir.empty()) {
+    const std::string& dir = options.object_cache_dir;
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Status(StatusCode::kFailedPrecondition,
+                    fmt::format("cannot create the object cache directory {}: {}", dir,
+                                std::strerror(errno)));
+    }
+    struct stat info {};
+    if (::lstat(dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode) || !safe_owner_and_mode(info)) {
+      return Status(StatusCode::kFailedPrecondition,
+                    fmt::format("the object cache directory {} must be a directory owned by uid "
+                                "{} and writable by no one else (it has uid {}, mode {:o})",
+                                dir, geteuid(), info.st_uid, info.st_mode & 07777));
+    }
+    state->cache_dir = dir;
+  }
   return std::unique_ptr<Jit>(new Jit(std::move(state)));
 }
 
@@ -126,12 +265,36 @@ Expected<ModuleId> Jit::add_module(std::unique_ptr<llvm::LLVMContext> context,
     return Status(StatusCode::kInvalidArgument,
                   fmt::format("module {} is not valid IR: {}", name, problem_stream.str()));
   }
-  state_->optimize(*module);
   llvm::orc::ResourceTrackerSP tracker = lljit.getMainJITDylib().createResourceTracker();
-  if (llvm::Error error = lljit.addIRModule(
-          tracker, llvm::orc::ThreadSafeModule(std::move(module), std::move(context)))) {
-    return Status(StatusCode::kAlreadyExists,
-                  fmt::format("loading a module: {}", error_text(std::move(error))));
+  if (state_->cache_dir.empty()) {
+    state_->optimize(*module);
+    ++state_->stats.modules_compiled;
+    if (llvm::Error error = lljit.addIRModule(
+            tracker, llvm::orc::ThreadSafeModule(std::move(module), std::move(context)))) {
+      return Status(StatusCode::kAlreadyExists,
+                    fmt::format("loading a module: {}", error_text(std::move(error))));
+    }
+  } else {
+    std::string ir_text;
+    llvm::raw_string_ostream ir_stream(ir_text);
+    module->print(ir_stream, nullptr);
+    const std::string path = state_->entry_path(ir_stream.str());
+    std::unique_ptr<llvm::MemoryBuffer> object = state_->load_entry(path);
+    if (object != nullptr) {
+      ++state_->stats.cache_hits;
+    } else {
+      state_->optimize(*module);
+      ++state_->stats.modules_compiled;
+      auto compiled = state_->compile_to_object(*module);
+      if (!compiled.ok()) return compiled.status();
+      state_->store_entry(path, *compiled);
+      object = llvm::MemoryBuffer::getMemBufferCopy(*compiled, path);
+    }
+    module.reset();  // before its context
+    if (llvm::Error error = lljit.addObjectFile(tracker, std::move(object))) {
+      return Status(StatusCode::kAlreadyExists,
+                    fmt::format("loading object {}: {}", path, error_text(std::move(error))));
+    }
   }
   const ModuleId id = state_->next_id++;
   state_->modules.emplace(id, std::move(tracker));
@@ -161,6 +324,11 @@ Status Jit::remove_module(ModuleId id) {
                   fmt::format("unloading module {}: {}", id, error_text(std::move(error))));
   }
   return Status();
+}
+
+JitStats Jit::stats() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->stats;
 }
 
 size_t Jit::module_count() const {

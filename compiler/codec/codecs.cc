@@ -288,8 +288,10 @@ Expected<std::shared_ptr<const CompiledSchema>> CodecCompiler::compile(
   }
   std::string prefix;
   {
+    // Names are unique per JIT, and the same in every process for the first compile of a key
+    // (so the JIT's object cache finds the same IR).
     std::lock_guard lock(mutex_);
-    prefix = fmt::format("mrpc_codec_{:016x}_{}", schema->key_, next_module_++);
+    prefix = fmt::format("mrpc_codec_{:016x}_{}", schema->key_, compiles_of_key_[schema->key_]++);
   }
   const auto compile_start = std::chrono::steady_clock::now();
   auto module = load_codec_module(jit_, types, prefix, &schema->generate_ns_);

@@ -1,6 +1,9 @@
 // CodecCache: a second registration of the same schema gets the compiled schema already there.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <filesystem>
+
 #include "codec_harness.h"
 #include "mrpc/codec/codec_cache.h"
 
@@ -71,4 +74,33 @@ TEST_CASE("the codec key tells apart schemas whose layouts agree but wire types 
   CHECK(layouts_a.add(*a).fingerprint() == layouts_b.add(*b).fingerprint());
   CHECK(mrpc::codec::CodecCompiler::key_of({a}) == mrpc::codec::CodecCompiler::key_of({a}));
   CHECK(mrpc::codec::CodecCompiler::key_of({a}) != mrpc::codec::CodecCompiler::key_of({b}));
+}
+
+TEST_CASE("a second JIT with the same object cache directory loads compiled codecs from disk") {
+  char name[] = "/tmp/mrpc-codec-cache-XXXXXX";
+  REQUIRE(::mkdtemp(name) != nullptr);
+  const std::string dir = name;
+  const pb::Descriptor& type = harness().protos.message("nested.proto", "nested.Document");
+  RandomCase c = random_case(type, 31337);
+  const std::string expected = c.message->SerializeAsString();
+  for (int round = 0; round < 2; ++round) {
+    CAPTURE(round);
+    auto jit = mrpc::jit::Jit::create({dir});
+    REQUIRE_MESSAGE(jit.ok(), jit.status().to_string());
+    auto compiler = mrpc::codec::CodecCompiler::create(**jit);
+    REQUIRE(compiler.ok());
+    auto schema = (*compiler)->compile({&type});
+    REQUIRE_MESSAGE(schema.ok(), schema.status().to_string());
+    const mrpc::jit::JitStats stats = (*jit)->stats();
+    CHECK(stats.cache_hits == (round == 0 ? 0u : 1u));
+    CHECK(stats.modules_compiled == (round == 0 ? 1u : 0u));
+    const MessageCodec& codec = *(*schema)->find("nested.Document");
+    Region heap(1 << 20);
+    const uint64_t root = build(codec.layout(), *c.message, heap);
+    std::vector<std::byte> out(1 << 16);
+    auto encoded = codec.encode_wire(heap.view(), root, out, CodecLimits{});
+    REQUIRE(encoded.ok());
+    CHECK(std::string(reinterpret_cast<const char*>(encoded->data()), encoded->size()) == expected);
+  }
+  std::filesystem::remove_all(dir);
 }

@@ -1,5 +1,10 @@
 // The JIT wrapper: IR modules load, optimize, run host functions, and unload.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/LLVMContext.h>
@@ -89,4 +94,79 @@ TEST_CASE("an unknown symbol is NOT_FOUND and a duplicate host symbol ALREADY_EX
   REQUIRE((*jit)->define_host_symbols({{"host_triple", address}}).ok());
   CHECK((*jit)->define_host_symbols({{"host_triple", address}}).code() ==
         mrpc::StatusCode::kAlreadyExists);
+}
+
+namespace {
+
+// A fresh private directory under /tmp, removed at the end of the test.
+struct TemporaryDirectory {
+  std::string path;
+  TemporaryDirectory() {
+    char name[] = "/tmp/mrpc-jit-test-XXXXXX";
+    REQUIRE(::mkdtemp(name) != nullptr);
+    path = name;
+  }
+  ~TemporaryDirectory() { std::filesystem::remove_all(path); }
+};
+
+std::vector<std::filesystem::path> entries(const std::string& dir) {
+  std::vector<std::filesystem::path> out;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) out.push_back(entry.path());
+  return out;
+}
+
+int64_t run_cached(const std::string& dir, mrpc::jit::JitStats* stats) {
+  auto jit = mrpc::jit::Jit::create({dir});
+  REQUIRE_MESSAGE(jit.ok(), jit.status().to_string());
+  REQUIRE((*jit)
+              ->define_host_symbols({{"host_triple", reinterpret_cast<const void*>(&host_triple)}})
+              .ok());
+  BuiltModule built = module_calling_host("plus_seven", 7);
+  auto id = (*jit)->add_module(std::move(built.context), std::move(built.module));
+  REQUIRE_MESSAGE(id.ok(), id.status().to_string());
+  auto address = (*jit)->lookup("plus_seven");
+  REQUIRE_MESSAGE(address.ok(), address.status().to_string());
+  *stats = (*jit)->stats();
+  return reinterpret_cast<int64_t (*)(int64_t)>(*address)(1);
+}
+
+}  // namespace
+
+TEST_CASE("the object cache serves a second JIT and refuses a tampered entry") {
+  TemporaryDirectory dir;
+  mrpc::jit::JitStats stats;
+  CHECK(run_cached(dir.path, &stats) == 10);
+  CHECK(stats.modules_compiled == 1);
+  CHECK(stats.cache_hits == 0);
+  const auto files = entries(dir.path);
+  REQUIRE(files.size() == 1);
+  CHECK((std::filesystem::status(files[0]).permissions() & std::filesystem::perms::group_write) ==
+        std::filesystem::perms::none);
+
+  CHECK(run_cached(dir.path, &stats) == 10);
+  CHECK(stats.cache_hits == 1);
+  CHECK(stats.modules_compiled == 0);
+
+  // One byte of the object changed: the hash check refuses it, the module is compiled again and
+  // the entry rewritten.
+  {
+    std::fstream file(files[0], std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(60);
+    file.put('\x5a');
+  }
+  CHECK(run_cached(dir.path, &stats) == 10);
+  CHECK(stats.cache_rejected == 1);
+  CHECK(stats.modules_compiled == 1);
+  CHECK(run_cached(dir.path, &stats) == 10);
+  CHECK(stats.cache_hits == 1);
+}
+
+TEST_CASE("an object cache directory others can write is refused") {
+  TemporaryDirectory dir;
+  std::filesystem::permissions(dir.path, std::filesystem::perms::all);
+  ::chmod(dir.path.c_str(), 0777);
+  auto jit = mrpc::jit::Jit::create({dir.path});
+  REQUIRE_FALSE(jit.ok());
+  CHECK(jit.status().code() == mrpc::StatusCode::kFailedPrecondition);
+  CHECK(jit.status().message().find("writable by no one else") != std::string::npos);
 }

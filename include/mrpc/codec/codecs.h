@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -140,7 +141,7 @@ class CodecCompiler {
   explicit CodecCompiler(jit::Jit& jit) : jit_(jit) {}
   jit::Jit& jit_;
   std::mutex mutex_;
-  uint64_t next_module_ = 0;  // module names are unique per JIT
+  std::map<uint64_t, uint64_t> compiles_of_key_;  // module names are unique per JIT
 };
 
 }  // namespace mrpc::codec

@@ -36,10 +36,27 @@ struct HostSymbol {
 // A loaded module, as returned by Jit::add_module; 0 is never a valid id.
 using ModuleId = uint64_t;
 
+struct JitOptions {
+  // When not empty: an on-disk cache of compiled objects, shared by every Jit (and process) given
+  // the same directory. Created (mode 0700) if missing; it must belong to this user and be
+  // writable by no one else, and so must each entry, else the entry is not loaded. Each entry
+  // carries the SHA-256 of its object, checked before loading. Entries are found by the SHA-256 of
+  // the module's IR text plus this host's target triple, CPU and LLVM version.
+  std::string object_cache_dir;
+};
+
+struct JitStats {
+  uint64_t modules_compiled = 0;  // optimized and compiled here
+  uint64_t cache_hits = 0;        // loaded from the object cache instead
+  uint64_t cache_rejected = 0;    // cache entries refused (hash, owner, mode or size)
+  uint64_t cache_write_failures = 0;
+};
+
 class Jit {
  public:
-  // Creates an LLJIT for the host CPU. INTERNAL if LLVM cannot target this host.
-  static Expected<std::unique_ptr<Jit>> create();
+  // Creates an LLJIT for the host CPU. INTERNAL if LLVM cannot target this host;
+  // FAILED_PRECONDITION if the object cache directory cannot be made or is not safe (owner, mode).
+  static Expected<std::unique_ptr<Jit>> create(const JitOptions& options = {});
   ~Jit();
   Jit(const Jit&) = delete;
   Jit& operator=(const Jit&) = delete;
@@ -56,6 +73,10 @@ class Jit {
   // Verifies `module`, runs the O2 pipeline on it, and loads it (machine code is generated on the
   // first lookup of one of its symbols). INVALID_ARGUMENT with the verifier's text if the IR is
   // malformed; ALREADY_EXISTS if it defines a symbol another loaded module defines.
+  //
+  // With an object cache the module is compiled to an object at once and stored, or, when the
+  // cache has a valid entry for the same IR (its text, hashed, names the entry), neither
+  // optimized nor compiled: the entry is loaded.
   Expected<ModuleId> add_module(std::unique_ptr<llvm::LLVMContext> context,
                                 std::unique_ptr<llvm::Module> module);
 
@@ -69,6 +90,7 @@ class Jit {
 
   // Modules loaded now.
   size_t module_count() const;
+  JitStats stats() const;
 
  private:
   struct State;
