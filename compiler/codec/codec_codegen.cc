@@ -318,8 +318,55 @@ class Generator {
 
   // ---- protobuf wire encoder ----
 
+  // Writes `bytes` (i8 values, first byte first) backwards into the output, inline: the cursor
+  // moves down by their count and they are stored only if they fit (see WireEncoder).
+  // `values` are stored one after the other; `size` is their total bytes.
+  void put_inline(llvm::Value* encoder, const std::vector<llvm::Value*>& values,
+                  uint64_t size = 0) {
+    if (size == 0) size = values.size();  // bytes
+    llvm::Value* pos_slot = at(encoder, offsetof(WireEncoder, pos));
+    llvm::Value* pos = ir_.CreateSub(ir_.CreateLoad(i64_, pos_slot), ir_.getInt64(size));
+    ir_.CreateStore(pos, pos_slot);
+    llvm::BasicBlock* write = block("write");
+    llvm::BasicBlock* done = block("written");
+    ir_.CreateCondBr(ir_.CreateICmpSGE(pos, ir_.getInt64(0)), write, done);
+    ir_.SetInsertPoint(write);
+    llvm::Value* out = ir_.CreateLoad(ptr_, at(encoder, offsetof(WireEncoder, out)));
+    llvm::Value* start = ir_.CreateInBoundsGEP(i8_, out, pos);
+    uint64_t offset = 0;
+    for (llvm::Value* value : values) {
+      store(value, start, offset);
+      offset += value->getType()->getPrimitiveSizeInBits() / 8;
+    }
+    ir_.CreateBr(done);
+    ir_.SetInsertPoint(done);
+  }
+
+  // A varint: one byte inline when it is below 128, else through the runtime.
+  void put_varint(llvm::Value* encoder, llvm::Value* value) {
+    llvm::BasicBlock* small = block("varint_small");
+    llvm::BasicBlock* large = block("varint_large");
+    llvm::BasicBlock* done = block("varint_done");
+    ir_.CreateCondBr(ir_.CreateICmpULT(value, ir_.getInt64(128)), small, large);
+    ir_.SetInsertPoint(small);
+    put_inline(encoder, {ir_.CreateTrunc(value, i8_)});
+    ir_.CreateBr(done);
+    ir_.SetInsertPoint(large);
+    ir_.CreateCall(we_varint_, {encoder, value});
+    ir_.CreateBr(done);
+    ir_.SetInsertPoint(done);
+  }
+
+  // A tag is a constant: its varint bytes are written inline.
   void put_tag(llvm::Value* encoder, uint32_t number, uint32_t wire_type) {
-    ir_.CreateCall(we_varint_, {encoder, ir_.getInt64((uint64_t{number} << 3) | wire_type)});
+    uint64_t tag = (uint64_t{number} << 3) | wire_type;
+    std::vector<llvm::Value*> bytes;
+    while (tag >= 0x80) {
+      bytes.push_back(ir_.getInt8(static_cast<uint8_t>(tag | 0x80)));
+      tag >>= 7;
+    }
+    bytes.push_back(ir_.getInt8(static_cast<uint8_t>(tag)));
+    put_inline(encoder, bytes);
   }
 
   // Writes one scalar stored at `where`.
@@ -327,35 +374,34 @@ class Generator {
     switch (scalar) {
       case Scalar::kBool: {
         llvm::Value* set = ir_.CreateICmpNE(load(i8_, where, 0), ir_.getInt8(0));
-        ir_.CreateCall(we_varint_, {encoder, ir_.CreateZExt(set, i64_)});
+        put_varint(encoder, ir_.CreateZExt(set, i64_));
         return;
       }
       case Scalar::kInt32:
-        ir_.CreateCall(we_varint_, {encoder, ir_.CreateSExt(load(i32_, where, 0), i64_)});
+        put_varint(encoder, ir_.CreateSExt(load(i32_, where, 0), i64_));
         return;
       case Scalar::kUint32:
-        ir_.CreateCall(we_varint_, {encoder, ir_.CreateZExt(load(i32_, where, 0), i64_)});
+        put_varint(encoder, ir_.CreateZExt(load(i32_, where, 0), i64_));
         return;
       case Scalar::kSint32: {
         llvm::Value* v = load(i32_, where, 0);
         llvm::Value* zigzag = ir_.CreateXor(ir_.CreateShl(v, 1), ir_.CreateAShr(v, 31));
-        ir_.CreateCall(we_varint_, {encoder, ir_.CreateZExt(zigzag, i64_)});
+        put_varint(encoder, ir_.CreateZExt(zigzag, i64_));
         return;
       }
       case Scalar::kInt64:
-        ir_.CreateCall(we_varint_, {encoder, load(i64_, where, 0)});
+        put_varint(encoder, load(i64_, where, 0));
         return;
       case Scalar::kSint64: {
         llvm::Value* v = load(i64_, where, 0);
-        ir_.CreateCall(we_varint_,
-                       {encoder, ir_.CreateXor(ir_.CreateShl(v, 1), ir_.CreateAShr(v, 63))});
+        put_varint(encoder, ir_.CreateXor(ir_.CreateShl(v, 1), ir_.CreateAShr(v, 63)));
         return;
       }
       case Scalar::kFixed32:
-        ir_.CreateCall(we_fixed32_, {encoder, load(i32_, where, 0)});
+        put_inline(encoder, {load(i32_, where, 0)}, 4);
         return;
       case Scalar::kFixed64:
-        ir_.CreateCall(we_fixed64_, {encoder, load(i64_, where, 0)});
+        put_inline(encoder, {load(i64_, where, 0)}, 8);
         return;
     }
   }
@@ -504,13 +550,64 @@ class Generator {
   }
 
   // Reads one scalar value of `scalar`'s wire type into an i64.
-  llvm::Value* read_scalar(Scalar scalar, llvm::Value* decoder, llvm::Value* cursor) {
+  // Reads one value at the cursor into an i64: inline when it is the common case (a one-byte
+  // varint, or a fixed value with enough input left), else through the runtime helper `slow`,
+  // which also reports errors. `min_byte`: a one-byte value below it takes the slow path (tags:
+  // field number 0 is an error the helper reports).
+  llvm::Value* read_value(llvm::Value* decoder, llvm::Value* cursor, llvm::FunctionCallee slow,
+                          uint32_t fixed_bytes, uint8_t min_byte = 0) {
+    llvm::Value* position = ir_.CreateLoad(ptr_, cursor);
+    llvm::Value* end = ir_.CreateLoad(ptr_, at(cursor, sizeof(void*)));
+    llvm::BasicBlock* fast = block("read_fast");
+    llvm::BasicBlock* slow_block = block("read_slow");
+    llvm::BasicBlock* done = block("read_done");
+    llvm::Value* fast_value = nullptr;
+    if (fixed_bytes != 0) {
+      llvm::Value* after = ir_.CreateGEP(i8_, position, ir_.getInt64(fixed_bytes));
+      ir_.CreateCondBr(ir_.CreateICmpULE(after, end), fast, slow_block);
+      ir_.SetInsertPoint(fast);
+      llvm::Type* type = fixed_bytes == 4 ? i32_ : i64_;
+      fast_value = ir_.CreateZExt(load(type, position, 0), i64_);
+      ir_.CreateStore(after, cursor);
+    } else {
+      llvm::BasicBlock* look = block("read_look");
+      ir_.CreateCondBr(ir_.CreateICmpULT(position, end), look, slow_block);
+      ir_.SetInsertPoint(look);
+      llvm::Value* byte = ir_.CreateLoad(i8_, position);
+      llvm::Value* one_byte = ir_.CreateICmpULT(byte, ir_.getInt8(0x80));
+      if (min_byte != 0) {
+        one_byte = ir_.CreateAnd(one_byte, ir_.CreateICmpUGE(byte, ir_.getInt8(min_byte)));
+      }
+      ir_.CreateCondBr(one_byte, fast, slow_block);
+      ir_.SetInsertPoint(fast);
+      fast_value = ir_.CreateZExt(byte, i64_);
+      ir_.CreateStore(ir_.CreateConstInBoundsGEP1_64(i8_, position, 1), cursor);
+    }
+    llvm::BasicBlock* fast_end = ir_.GetInsertBlock();
+    ir_.CreateBr(done);
+    ir_.SetInsertPoint(slow_block);
     ir_.CreateStore(ir_.getInt64(0), value_slot_);
-    llvm::FunctionCallee reader = scalar == Scalar::kFixed32   ? wd_fixed32_
-                                  : scalar == Scalar::kFixed64 ? wd_fixed64_
-                                                               : wd_varint_;
-    check(ir_.CreateCall(reader, {decoder, cursor, value_slot_}));
-    return ir_.CreateLoad(i64_, value_slot_);
+    check(ir_.CreateCall(slow, {decoder, cursor, value_slot_}));
+    llvm::Value* slow_value = ir_.CreateLoad(i64_, value_slot_);
+    llvm::BasicBlock* slow_end = ir_.GetInsertBlock();
+    ir_.CreateBr(done);
+    ir_.SetInsertPoint(done);
+    llvm::PHINode* value = ir_.CreatePHI(i64_, 2);
+    value->addIncoming(fast_value, fast_end);
+    value->addIncoming(slow_value, slow_end);
+    return value;
+  }
+
+  // Reads one scalar value of `scalar`'s wire type into an i64.
+  llvm::Value* read_scalar(Scalar scalar, llvm::Value* decoder, llvm::Value* cursor) {
+    switch (scalar) {
+      case Scalar::kFixed32:
+        return read_value(decoder, cursor, wd_fixed32_, 4);
+      case Scalar::kFixed64:
+        return read_value(decoder, cursor, wd_fixed64_, 8);
+      default:
+        return read_value(decoder, cursor, wd_varint_, 0);
+    }
   }
 
   void emit_wire_decoder(size_t type) {
@@ -521,7 +618,6 @@ class Generator {
     llvm::Value* cursor = function_->getArg(2);
     llvm::Value* depth_left = function_->getArg(3);
     ir_.SetInsertPoint(block("entry"));
-    tag_slot_ = ir_.CreateAlloca(i64_);
     value_slot_ = ir_.CreateAlloca(i64_);
     inner_cursor_ = ir_.CreateAlloca(llvm::ArrayType::get(ptr_, 2));
     {
@@ -546,8 +642,7 @@ class Generator {
     ir_.SetInsertPoint(done);
     ir_.CreateRet(ir_.getInt32(0));
     ir_.SetInsertPoint(read_tag);
-    check(ir_.CreateCall(wd_tag_, {decoder, cursor, tag_slot_}));
-    llvm::Value* tag = ir_.CreateLoad(i64_, tag_slot_);
+    llvm::Value* tag = read_value(decoder, cursor, wd_tag_, 0, 8);
     llvm::Value* wire_type = ir_.CreateAnd(tag, ir_.getInt64(7));
     llvm::BasicBlock* unknown = block("unknown_field");
     llvm::SwitchInst* dispatch = ir_.CreateSwitch(ir_.CreateLShr(tag, 3), unknown,
@@ -797,7 +892,6 @@ class Generator {
   llvm::PointerType* ptr_;
   llvm::Function* function_ = nullptr;
   llvm::BasicBlock* loop_top_ = nullptr;
-  llvm::Value* tag_slot_ = nullptr;
   llvm::Value* value_slot_ = nullptr;
   llvm::Value* inner_cursor_ = nullptr;
   std::vector<llvm::Function*> wire_encoders_, wire_decoders_, native_encoders_, native_decoders_;
