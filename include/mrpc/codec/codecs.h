@@ -96,7 +96,8 @@ class MessageCodec {
   int32_t (*native_decode_)(void*, void*, int32_t) = nullptr;
 };
 
-// The codecs of every message type reachable from the types a schema was compiled for.
+// The codecs of every message type reachable from the types a schema was compiled for. Its JIT
+// must outlive it (the destructor unloads the module from that JIT).
 class CompiledSchema {
  public:
   ~CompiledSchema();
