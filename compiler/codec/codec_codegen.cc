@@ -134,8 +134,14 @@ class Generator {
     auto* signature3 = llvm::FunctionType::get(i32_, {ptr_, ptr_, i32_}, false);
     for (size_t i = 0; i < types_.size(); ++i) {
       auto define = [&](CodecFunction which, llvm::FunctionType* type) {
-        return llvm::Function::Create(type, llvm::Function::ExternalLinkage,
-                                      codec_function_name(prefix_, which, i), *module_);
+        llvm::Function* function =
+            llvm::Function::Create(type, llvm::Function::ExternalLinkage,
+                                   codec_function_name(prefix_, which, i), *module_);
+        // Each type's codec stays one function: inlining sub-message codecs into their parents
+        // multiplies the code the JIT compiles (compile time) for little run time.
+        function->addFnAttr(llvm::Attribute::NoInline);
+        function->addFnAttr(llvm::Attribute::NoUnwind);
+        return function;
       };
       wire_encoders_.push_back(define(CodecFunction::kWireEncode, signature3));
       wire_decoders_.push_back(define(CodecFunction::kWireDecode, signature4));
