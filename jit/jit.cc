@@ -311,6 +311,28 @@ Expected<void*> Jit::lookup(std::string_view name) {
   return address->toPtr<void*>();
 }
 
+Expected<std::vector<void*>> Jit::lookup_all(const std::vector<std::string>& names) {
+  std::lock_guard lock(state_->mutex);
+  llvm::orc::LLJIT& lljit = *state_->lljit;
+  llvm::orc::SymbolLookupSet wanted;
+  std::vector<llvm::orc::SymbolStringPtr> mangled;
+  for (const std::string& name : names) {
+    mangled.push_back(lljit.mangleAndIntern(name));
+    wanted.add(mangled.back());
+  }
+  auto found = lljit.getExecutionSession().lookup(
+      llvm::orc::makeJITDylibSearchOrder(&lljit.getMainJITDylib()), std::move(wanted));
+  if (!found) {
+    return Status(StatusCode::kNotFound, fmt::format("JIT symbols ({} of them): {}", names.size(),
+                                                     error_text(found.takeError())));
+  }
+  std::vector<void*> addresses;
+  for (const auto& symbol : mangled) {
+    addresses.push_back(found->find(symbol)->second.getAddress().toPtr<void*>());
+  }
+  return addresses;
+}
+
 Status Jit::remove_module(ModuleId id) {
   std::lock_guard lock(state_->mutex);
   auto it = state_->modules.find(id);

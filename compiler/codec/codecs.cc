@@ -298,23 +298,23 @@ Expected<std::shared_ptr<const CompiledSchema>> CodecCompiler::compile(
   if (!module.ok()) return module.status();
   schema->state_->jit = &jit_;
   schema->state_->module = *module;
+  std::vector<std::string> names;
+  for (size_t i = 0; i < types.size(); ++i) {
+    for (CodecFunction function : {CodecFunction::kWireEncode, CodecFunction::kWireDecode,
+                                   CodecFunction::kNativeEncode, CodecFunction::kNativeDecode}) {
+      names.push_back(codec_function_name(prefix, function, i));
+    }
+  }
+  auto addresses = jit_.lookup_all(names);  // compiles the module (unless it came from disk)
+  if (!addresses.ok()) return addresses.status();
   for (size_t i = 0; i < types.size(); ++i) {
     MessageCodec codec;
     codec.layout_ = types[i].layout;
-    auto lookup = [&](CodecFunction function) {
-      return jit_.lookup(codec_function_name(prefix, function, i));
-    };
-    auto wire_encode = lookup(CodecFunction::kWireEncode);
-    auto wire_decode = lookup(CodecFunction::kWireDecode);
-    auto native_encode = lookup(CodecFunction::kNativeEncode);
-    auto native_decode = lookup(CodecFunction::kNativeDecode);
-    for (auto* found : {&wire_encode, &wire_decode, &native_encode, &native_decode}) {
-      if (!found->ok()) return found->status();
-    }
-    codec.wire_encode_ = reinterpret_cast<decltype(codec.wire_encode_)>(*wire_encode);
-    codec.wire_decode_ = reinterpret_cast<decltype(codec.wire_decode_)>(*wire_decode);
-    codec.native_encode_ = reinterpret_cast<decltype(codec.native_encode_)>(*native_encode);
-    codec.native_decode_ = reinterpret_cast<decltype(codec.native_decode_)>(*native_decode);
+    void* const* functions = addresses->data() + 4 * i;
+    codec.wire_encode_ = reinterpret_cast<decltype(codec.wire_encode_)>(functions[0]);
+    codec.wire_decode_ = reinterpret_cast<decltype(codec.wire_decode_)>(functions[1]);
+    codec.native_encode_ = reinterpret_cast<decltype(codec.native_encode_)>(functions[2]);
+    codec.native_decode_ = reinterpret_cast<decltype(codec.native_decode_)>(functions[3]);
     schema->state_->codecs.emplace(types[i].layout->full_name(), codec);
   }
   schema->compile_ns_ = nanoseconds_since(compile_start) - schema->generate_ns_;

@@ -170,3 +170,20 @@ TEST_CASE("an object cache directory others can write is refused") {
   CHECK(jit.status().code() == mrpc::StatusCode::kFailedPrecondition);
   CHECK(jit.status().message().find("writable by no one else") != std::string::npos);
 }
+
+TEST_CASE("lookup_all finds every symbol in one lookup or says NOT_FOUND") {
+  auto jit = mrpc::jit::Jit::create();
+  REQUIRE(jit.ok());
+  REQUIRE((*jit)
+              ->define_host_symbols({{"host_triple", reinterpret_cast<const void*>(&host_triple)}})
+              .ok());
+  BuiltModule one = module_calling_host("plus_one", 1);
+  REQUIRE((*jit)->add_module(std::move(one.context), std::move(one.module)).ok());
+  BuiltModule two = module_calling_host("plus_two", 2);
+  REQUIRE((*jit)->add_module(std::move(two.context), std::move(two.module)).ok());
+  auto both = (*jit)->lookup_all({"plus_two", "plus_one"});
+  REQUIRE_MESSAGE(both.ok(), both.status().to_string());
+  CHECK(reinterpret_cast<int64_t (*)(int64_t)>((*both)[0])(1) == 5);
+  CHECK(reinterpret_cast<int64_t (*)(int64_t)>((*both)[1])(1) == 4);
+  CHECK((*jit)->lookup_all({"plus_one", "missing"}).status().code() == mrpc::StatusCode::kNotFound);
+}

@@ -84,6 +84,10 @@ class Jit {
   // or host symbol defines it.
   Expected<void*> lookup(std::string_view name);
 
+  // The addresses of all `names` in one lookup (one round through ORC: much cheaper than one
+  // lookup() per name). NOT_FOUND if any is missing.
+  Expected<std::vector<void*>> lookup_all(const std::vector<std::string>& names);
+
   // Unloads a module: its code and data are freed, its symbols no longer resolve.
   // NOT_FOUND for an id that is not loaded.
   Status remove_module(ModuleId id);
