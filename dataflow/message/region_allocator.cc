@@ -156,6 +156,27 @@ Status RegionAllocator::free(uint64_t offset) {
   return Status();
 }
 
+Status RegionAllocator::shrink(uint64_t offset, uint64_t bytes) {
+  State& s = *state_;
+  auto live = s.live.find(offset);
+  if (live == s.live.end()) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("offset {} is not the start of a live block", offset));
+  }
+  const uint64_t length = round_up(bytes == 0 ? 1 : bytes, kGranule);
+  if (length > live->second) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("cannot shrink the block at {} of {} bytes to {} bytes", offset,
+                              live->second, bytes));
+  }
+  const uint64_t tail = live->second - length;
+  if (tail == 0) return Status();
+  live->second = length;
+  s.used_bytes -= tail;
+  s.release(offset + length, tail);
+  return Status();
+}
+
 uint64_t RegionAllocator::region_bytes() const {
   return state_->region_bytes;
 }

@@ -86,3 +86,22 @@ TEST_CASE("random allocate/free keeps the books: used_bytes returns to zero") {
   auto whole = allocator.allocate(1 << 20);
   CHECK(whole.ok());
 }
+
+TEST_CASE("shrink gives a block's tail back, and the whole region merges again after free") {
+  RegionAllocator allocator(4096);
+  auto block = allocator.allocate(4096);
+  REQUIRE(block.ok());
+  CHECK(allocator.allocate(8).status().code() == StatusCode::kResourceExhausted);
+  REQUIRE(allocator.shrink(*block, 1000).ok());
+  CHECK(allocator.used_bytes() == 1000);
+  auto tail = allocator.allocate(3096);
+  REQUIRE(tail.ok());
+  CHECK(*tail == *block + 1000);
+  CHECK(allocator.shrink(*block, 2000).code() == StatusCode::kInvalidArgument);
+  CHECK(allocator.shrink(*block + 8, 8).code() == StatusCode::kInvalidArgument);
+  REQUIRE(allocator.free(*tail).ok());
+  REQUIRE(allocator.free(*block).ok());
+  CHECK(allocator.used_bytes() == 0);
+  auto whole = allocator.allocate(4096);
+  CHECK(whole.ok());
+}

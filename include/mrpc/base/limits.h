@@ -49,6 +49,14 @@ inline constexpr uint64_t kHeapMaxChunkGrowthBytes = 1ull << 20;
 // Freed arenas a heap keeps for reuse (their bookkeeping, not heap memory).
 inline constexpr size_t kHeapSpareArenas = 1024;
 
+// ---- Marshalling (compiler/codec) ----
+// The wire decoder builds a message in a block sized by a guess, then gives the unused tail back
+// to the receive region, unless it is smaller than this (small messages then keep a block size
+// the region allocator reuses fast).
+inline constexpr uint64_t kCodecDecodeShrinkMinBytes = 1024;
+// The JIT's on-disk object cache: largest object file it loads.
+inline constexpr uint64_t kMaxCachedObjectBytes = 64ull << 20;
+
 // ---- Calls ----
 // Deadline of a call made without one.
 inline constexpr std::chrono::nanoseconds kDefaultCallTimeout = 30s;

@@ -23,6 +23,11 @@ class RegionAllocator {
   // Returns a block. INVALID_ARGUMENT (and no change) if `offset` is not a live block's start,
   // so a bad "release" from an app cannot corrupt the allocator.
   Status free(uint64_t offset);
+  // Gives the tail of a live block back: the block keeps its first `bytes` (rounded up to 8).
+  // For writers that reserve an upper bound and learn the real size later (the codecs' decoders).
+  // INVALID_ARGUMENT (and no change) if `offset` is not a live block's start or the block is
+  // smaller than `bytes`.
+  Status shrink(uint64_t offset, uint64_t bytes);
 
   uint64_t region_bytes() const;
   uint64_t used_bytes() const;  // bytes in live blocks, rounding included

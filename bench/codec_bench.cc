@@ -1,0 +1,243 @@
+// codec_bench: the compiled (LLVM JIT) protobuf codecs beside protoc-generated C++ on the same
+// messages: ~64 B, a ~1 KiB hotel profile (nested and repeated), a 1 MiB bytes field. Prints
+// ns per message, MB/s and the ratio protoc/JIT for encode and decode, the native (scatter-gather)
+// codec, and compile time per schema cold and cached. Not a test: numbers depend on the machine.
+//
+//   build/bench/codec_bench [--seconds S]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "codec_bench.pb.h"
+#include "examples/protos/hotel/profile.pb.h"
+#include "mrpc/codec/codec_cache.h"
+#include "mrpc/codec/codecs.h"
+#include "mrpc/jit/jit.h"
+#include "mrpc/message/layout.h"
+#include "mrpc/message/region_allocator.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_per_run = 0.3;
+
+// Runs `work` repeatedly for about seconds_per_run; returns ns per run.
+template <class Work>
+double time_per_run(Work&& work) {
+  for (int i = 0; i < 3; ++i) work();  // warm up
+  uint64_t runs = 0;
+  const auto start = Clock::now();
+  auto elapsed = Clock::duration::zero();
+  uint64_t batch = 1;
+  while (elapsed < std::chrono::duration<double>(seconds_per_run)) {
+    for (uint64_t i = 0; i < batch; ++i) work();
+    runs += batch;
+    batch *= 2;
+    elapsed = Clock::now() - start;
+  }
+  return std::chrono::duration<double, std::nano>(elapsed).count() / static_cast<double>(runs);
+}
+
+struct Region {
+  explicit Region(uint64_t bytes)
+      : words(new uint64_t[bytes / 8]()), size(bytes), allocator(bytes) {}
+  std::unique_ptr<uint64_t[]> words;
+  uint64_t size;
+  mrpc::RegionAllocator allocator;
+  std::byte* base() const { return reinterpret_cast<std::byte*>(words.get()); }
+};
+
+std::string text(size_t length, char fill) {
+  return std::string(length, fill);
+}
+
+hotel::ProfileResult hotel_profiles() {
+  hotel::ProfileResult result;
+  for (int h = 0; h < 2; ++h) {
+    hotel::Hotel* hotel = result.add_hotels();
+    hotel->set_id(fmt::format("hotel-{}", h));
+    hotel->set_name("The Grand Budapest Hotel");
+    hotel->set_phone_number("+36 1 555 0199");
+    hotel->set_description(text(180, 'd'));
+    hotel::Address* address = hotel->mutable_address();
+    address->set_street_number("1");
+    address->set_street_name("Zubrowka Street");
+    address->set_city("Nebelsbad");
+    address->set_state("Zubrowka");
+    address->set_country("Republic of Zubrowka");
+    address->set_postal_code("12345");
+    address->set_lat(47.4979f);
+    address->set_lon(19.0402f);
+    for (int i = 0; i < 4; ++i) {
+      hotel::Image* image = hotel->add_images();
+      image->set_url(fmt::format("https://images.example.com/hotel-{}/{}.jpg", h, i));
+      image->set_is_default(i == 0);
+    }
+  }
+  return result;
+}
+
+struct Row {
+  std::string name;
+  const google::protobuf::Message* message;
+  google::protobuf::Message* scratch;  // a parse target of the same type
+};
+
+void print_row(const char* what, const std::string& name, uint64_t bytes, double jit_ns,
+               double protoc_ns) {
+  const auto mbps = [&](double ns) { return static_cast<double>(bytes) / ns * 1e3; };
+  fmt::print("{:<8} {:<22} {:>9} {:>11.1f} {:>10.1f} {:>11.1f} {:>10.1f} {:>8.2f}\n", what, name,
+             bytes, jit_ns, mbps(jit_ns), protoc_ns, mbps(protoc_ns), protoc_ns / jit_ns);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--seconds") == 0) seconds_per_run = std::atof(argv[i + 1]);
+  }
+  auto jit = mrpc::jit::Jit::create();
+  if (!jit.ok()) {
+    fmt::print(stderr, "{}\n", jit.status().to_string());
+    return 2;
+  }
+  auto compiler = mrpc::codec::CodecCompiler::create(**jit);
+  if (!compiler.ok()) {
+    fmt::print(stderr, "{}\n", compiler.status().to_string());
+    return 2;
+  }
+  mrpc::codec::CodecCache cache(**compiler);
+
+  codec_bench::Small small;
+  small.set_id(123456789);
+  small.set_name("alice@example.com");
+  small.set_count(42);
+  small.set_price(19.99);
+  small.set_active(true);
+  for (int i = 0; i < 5; ++i) small.add_tags(i * 7);
+  small.set_region("eu-west");
+  hotel::ProfileResult profiles = hotel_profiles();
+  codec_bench::Blob blob;
+  blob.set_name("blob");
+  blob.set_data(text(1 << 20, 'x'));
+  codec_bench::Small small_scratch;
+  hotel::ProfileResult profiles_scratch;
+  codec_bench::Blob blob_scratch;
+  std::vector<Row> rows = {{"small (64 B)", &small, &small_scratch},
+                           {"hotel ProfileResult", &profiles, &profiles_scratch},
+                           {"bytes 1 MiB", &blob, &blob_scratch}};
+
+  fmt::print("compile time per schema (IR generation + O2 + machine code), cold and cached:\n");
+  for (const Row& row : rows) {
+    const google::protobuf::Descriptor* type = row.message->GetDescriptor();
+    auto cold = cache.get({type});
+    if (!cold.ok()) {
+      fmt::print(stderr, "{}\n", cold.status().to_string());
+      return 2;
+    }
+    const auto start = Clock::now();
+    auto cached = cache.get({type});
+    const double cached_us =
+        std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+    fmt::print(
+        "  {:<22} cold {:>7.2f} ms (IR {:.2f} ms, compile {:.2f} ms)   cached {:>7.2f} us\n",
+        row.name,
+        static_cast<double>((*cold)->generate_nanoseconds() + (*cold)->compile_nanoseconds()) / 1e6,
+        static_cast<double>((*cold)->generate_nanoseconds()) / 1e6,
+        static_cast<double>((*cold)->compile_nanoseconds()) / 1e6, cached_us);
+  }
+
+  // The JIT's on-disk object cache: a first JIT fills it, a second (as a restarted daemon would)
+  // loads from it.
+  char cache_dir[] = "/tmp/mrpc-codec-bench-XXXXXX";
+  if (::mkdtemp(cache_dir) != nullptr) {
+    fmt::print("the same schemas with the JIT's object cache ({}), filled then read:\n", cache_dir);
+    for (int round = 0; round < 2; ++round) {
+      auto cached_jit = mrpc::jit::Jit::create({cache_dir});
+      auto cached_compiler = mrpc::codec::CodecCompiler::create(**cached_jit);
+      for (const Row& row : rows) {
+        auto schema = (*cached_compiler)->compile({row.message->GetDescriptor()});
+        if (!schema.ok()) return 2;
+        fmt::print("  {:<22} {:<6} {:>7.2f} ms (IR {:.2f} ms, load {:.2f} ms)\n", row.name,
+                   round == 0 ? "fill" : "disk",
+                   static_cast<double>((*schema)->generate_nanoseconds() +
+                                       (*schema)->compile_nanoseconds()) /
+                       1e6,
+                   static_cast<double>((*schema)->generate_nanoseconds()) / 1e6,
+                   static_cast<double>((*schema)->compile_nanoseconds()) / 1e6);
+      }
+    }
+    std::filesystem::remove_all(cache_dir);
+  }
+
+  fmt::print("\n{:<8} {:<22} {:>9} {:>11} {:>10} {:>11} {:>10} {:>8}\n", "", "message", "bytes",
+             "JIT ns", "JIT MB/s", "protoc ns", "protoc MB/s", "protoc/JIT");
+  const mrpc::codec::CodecLimits limits;
+  for (const Row& row : rows) {
+    const google::protobuf::Descriptor* type = row.message->GetDescriptor();
+    auto schema = cache.get({type});
+    const mrpc::codec::MessageCodec& codec = *(*schema)->find(type->full_name());
+    const std::string wire = row.message->SerializeAsString();
+    const auto wire_span = std::span(reinterpret_cast<const std::byte*>(wire.data()), wire.size());
+    // The message in a "heap": decoded into a region by the JIT decoder itself.
+    Region heap(8 << 20);
+    auto root = codec.decode_wire(wire_span, {heap.base(), heap.size}, heap.allocator, limits);
+    if (!root.ok()) {
+      fmt::print(stderr, "{}\n", root.status().to_string());
+      return 2;
+    }
+    std::vector<std::byte> out(wire.size() + 64);
+    const double jit_encode = time_per_run([&] {
+      auto encoded = codec.encode_wire({heap.base(), heap.size}, *root, out, limits);
+      if (!encoded.ok() || encoded->size() != wire.size()) std::abort();
+    });
+    std::vector<uint8_t> protoc_out(wire.size());
+    const double protoc_encode = time_per_run([&] {
+      if (!row.message->SerializeToArray(protoc_out.data(), static_cast<int>(protoc_out.size())))
+        std::abort();
+    });
+    print_row("encode", row.name, wire.size(), jit_encode, protoc_encode);
+    Region receive(8 << 20);
+    const double jit_decode = time_per_run([&] {
+      auto decoded =
+          codec.decode_wire(wire_span, {receive.base(), receive.size}, receive.allocator, limits);
+      if (!decoded.ok()) std::abort();
+      (void)receive.allocator.free(*decoded);
+    });
+    const double protoc_decode = time_per_run([&] {
+      if (!row.scratch->ParseFromArray(wire.data(), static_cast<int>(wire.size()))) std::abort();
+    });
+    print_row("decode", row.name, wire.size(), jit_decode, protoc_decode);
+    std::vector<mrpc::codec::NativeSpan> spans;
+    uint64_t native_bytes = 0;
+    const double native_encode = time_per_run([&] {
+      spans.clear();
+      auto size = codec.encode_native({heap.base(), heap.size}, *root, spans, limits);
+      if (!size.ok()) std::abort();
+      native_bytes = *size;
+    });
+    std::vector<std::byte> gathered;
+    for (const auto& span : spans)
+      gathered.insert(gathered.end(), span.data, span.data + span.size);
+    const double native_decode = time_per_run([&] {
+      auto decoded =
+          codec.decode_native(gathered, {receive.base(), receive.size}, receive.allocator, limits);
+      if (!decoded.ok()) std::abort();
+      (void)receive.allocator.free(*decoded);
+    });
+    fmt::print("{:<8} {:<22} {:>9} {:>11.1f} {:>10.1f}   ({} spans, no copy)\n", "native-e",
+               row.name, native_bytes, native_encode,
+               static_cast<double>(native_bytes) / native_encode * 1e3, spans.size());
+    fmt::print("{:<8} {:<22} {:>9} {:>11.1f} {:>10.1f}   (one copy into the receive region)\n",
+               "native-d", row.name, native_bytes, native_decode,
+               static_cast<double>(native_bytes) / native_decode * 1e3);
+  }
+  return 0;
+}

@@ -1,0 +1,46 @@
+// Generates the LLVM IR of every codec of a set of message types (one module per schema). Private
+// to compiler/codec: codecs.cc compiles the module with the JIT and looks the functions up.
+//
+// Per message type i of `types`, the module defines (names from codec_function_name):
+//   i32 we_i(WireEncoder*, const u8* body, i32 depth_left)    protobuf wire, written backwards
+//   i32 wd_i(WireDecoder*, u8* body, WireCursor*, i32 depth_left)
+//   i32 ne_i(NativeEncoder*, const u8* body, i32 depth_left)  spans of the source region
+//   i32 nd_i(NativeDecoder*, u8* body, i32 depth_left)        rebuilds references in place
+// each returning a CodecError. Field offsets, presence, oneof cases, wire types and conversions are
+// constants of the generated code; only byte movement is in the runtime (codec_runtime.h).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mrpc/base/expected.h"
+#include "mrpc/jit/jit.h"
+
+namespace google::protobuf {
+class Descriptor;
+}  // namespace google::protobuf
+
+namespace mrpc {
+class MessageLayout;
+}
+
+namespace mrpc::codec {
+
+struct CodecType {
+  const MessageLayout* layout = nullptr;
+  const google::protobuf::Descriptor* descriptor = nullptr;
+};
+
+enum class CodecFunction { kWireEncode, kWireDecode, kNativeEncode, kNativeDecode };
+
+std::string codec_function_name(std::string_view prefix, CodecFunction function, size_t type);
+
+// Generates the module and loads it into `jit` (machine code is generated on the first lookup).
+// Every sub-message type a field of `types` refers to must be in `types` too. INVALID_ARGUMENT for
+// a field kind the codecs do not support (groups). `*generate_nanoseconds`: time spent building IR.
+Expected<jit::ModuleId> load_codec_module(jit::Jit& jit, const std::vector<CodecType>& types,
+                                          std::string_view prefix, uint64_t* generate_nanoseconds);
+
+}  // namespace mrpc::codec

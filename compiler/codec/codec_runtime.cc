@@ -1,0 +1,493 @@
+// The codec runtime helpers (codec_runtime.h). Called only from generated code, with contexts the
+// codec drivers (codecs.cc) set up. Encoders read untrusted memory: each value is loaded once and
+// checked before use. Decoders read untrusted bytes: every read is bounds-checked against the
+// cursor's end, every write against the receive block.
+#include "compiler/codec/codec_runtime.h"
+
+#include <cstring>
+
+namespace mrpc::codec {
+namespace {
+
+constexpr uint64_t round8(uint64_t value) {
+  return (value + 7) & ~uint64_t{7};
+}
+
+// ---- wire encoder ----
+
+inline void put(WireEncoder* e, const void* bytes, uint64_t size) {
+  e->pos -= static_cast<int64_t>(size);
+  if (e->pos >= 0) std::memcpy(e->out + e->pos, bytes, size);
+}
+
+bool in_region(uint64_t region_size, uint64_t offset, uint64_t bytes) {
+  return offset <= region_size && bytes <= region_size - offset;
+}
+
+}  // namespace
+
+const char* codec_error_text(int32_t error) {
+  switch (error) {
+    case kCodecOk:
+      return "no error";
+    case kErrorTooDeep:
+      return "messages nested deeper than the limit (max_nesting)";
+    case kErrorOutsideRegion:
+      return "a reference points outside the source region";
+    case kErrorTruncated:
+      return "the input ends inside a field";
+    case kErrorBadVarint:
+      return "a varint is longer than 10 bytes";
+    case kErrorBadTag:
+      return "a field number is 0 or larger than 2^29-1";
+    case kErrorBadWireType:
+      return "wire type is a group (3, 4) or invalid (6, 7)";
+    case kErrorOutOfRoom:
+      return "the receive block is full";
+    case kErrorTooLarge:
+      return "a length or element count past the limits (max_message_bytes)";
+    case kErrorBadOneofCase:
+      return "a oneof case word names none of its fields";
+    default:
+      return "unknown codec error";
+  }
+}
+
+extern "C" {
+
+void mrpc_we_varint(WireEncoder* e, uint64_t value) {
+  uint8_t bytes[10];
+  int n = 0;
+  while (value >= 0x80) {
+    bytes[n++] = static_cast<uint8_t>(value | 0x80);
+    value >>= 7;
+  }
+  bytes[n++] = static_cast<uint8_t>(value);
+  put(e, bytes, static_cast<uint64_t>(n));
+}
+
+void mrpc_we_fixed32(WireEncoder* e, uint32_t value) {
+  put(e, &value, 4);
+}
+
+void mrpc_we_fixed64(WireEncoder* e, uint64_t value) {
+  put(e, &value, 8);
+}
+
+// `count` elements of `element_size` bytes at region offset `offset`, or null (error set).
+const uint8_t* mrpc_we_resolve(WireEncoder* e, uint64_t offset, uint64_t count,
+                               uint64_t element_size) {
+  if (e->pos < e->floor) {  // bounds the work a heap of aliased references can cause
+    e->error = kErrorTooLarge;
+    e->error_detail = offset;
+    return nullptr;
+  }
+  const unsigned __int128 bytes = static_cast<unsigned __int128>(count) * element_size;
+  if (bytes > e->region_size || !in_region(e->region_size, offset, static_cast<uint64_t>(bytes))) {
+    e->error = kErrorOutsideRegion;
+    e->error_detail = offset;
+    return nullptr;
+  }
+  return e->base + offset;
+}
+
+// A string or bytes value: its bytes, then their length. `ref` is in untrusted memory.
+int32_t mrpc_we_bytes(WireEncoder* e, const RegionRef* ref) {
+  RegionRef value;
+  std::memcpy(&value, ref, sizeof value);
+  if (value.size != 0 || e->pos < e->floor) {
+    const uint8_t* bytes = mrpc_we_resolve(e, value.offset, value.size, 1);
+    if (bytes == nullptr) return e->error;
+    put(e, bytes, value.size);
+  }
+  mrpc_we_varint(e, value.size);
+  return kCodecOk;
+}
+
+// Unknown-field bytes, already in wire format.
+int32_t mrpc_we_raw(WireEncoder* e, const RegionRef* ref) {
+  RegionRef value;
+  std::memcpy(&value, ref, sizeof value);
+  if (value.size == 0) return kCodecOk;
+  const uint8_t* bytes = mrpc_we_resolve(e, value.offset, value.size, 1);
+  if (bytes == nullptr) return e->error;
+  put(e, bytes, value.size);
+  return kCodecOk;
+}
+
+int64_t mrpc_we_mark(WireEncoder* e) {
+  return e->pos;
+}
+
+void mrpc_we_length_since(WireEncoder* e, int64_t mark) {
+  mrpc_we_varint(e, static_cast<uint64_t>(mark - e->pos));
+}
+
+int32_t mrpc_codec_fail(int32_t* error_slot, int32_t error) {
+  *error_slot = error;
+  return error;
+}
+
+// ---- wire decoder ----
+
+static int32_t decode_fail(WireDecoder* d, int32_t error, const uint8_t* at) {
+  d->error = error;
+  d->error_at = at;
+  return error;
+}
+
+static int32_t read_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
+  const uint8_t* p = c->at;
+  uint64_t value = 0;
+  for (int shift = 0; shift < 70; shift += 7) {
+    if (p >= c->end) return decode_fail(d, kErrorTruncated, p);
+    const uint8_t byte = *p++;
+    value |= static_cast<uint64_t>(byte & 0x7f) << (shift < 64 ? shift : 63);
+    if ((byte & 0x80) == 0) {
+      c->at = p;
+      *out = value;
+      return kCodecOk;
+    }
+  }
+  return decode_fail(d, kErrorBadVarint, c->at);
+}
+
+int32_t mrpc_wd_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
+  if (c->end - c->at >= 1 && *c->at < 0x80) {  // the common one-byte case
+    *out = *c->at++;
+    return kCodecOk;
+  }
+  return read_varint(d, c, out);
+}
+
+int32_t mrpc_wd_tag(WireDecoder* d, WireCursor* c, uint64_t* tag) {
+  const uint8_t* start = c->at;
+  if (int32_t error = mrpc_wd_varint(d, c, tag)) return error;
+  const uint64_t number = *tag >> 3;
+  if (number == 0 || number > (1u << 29) - 1) return decode_fail(d, kErrorBadTag, start);
+  return kCodecOk;
+}
+
+int32_t mrpc_wd_fixed32(WireDecoder* d, WireCursor* c, uint32_t* out) {
+  if (c->end - c->at < 4) return decode_fail(d, kErrorTruncated, c->at);
+  std::memcpy(out, c->at, 4);
+  c->at += 4;
+  return kCodecOk;
+}
+
+int32_t mrpc_wd_fixed64(WireDecoder* d, WireCursor* c, uint64_t* out) {
+  if (c->end - c->at < 8) return decode_fail(d, kErrorTruncated, c->at);
+  std::memcpy(out, c->at, 8);
+  c->at += 8;
+  return kCodecOk;
+}
+
+// A length prefix and the bytes it covers: [*start, *start + *size) within the input.
+static int32_t read_length(WireDecoder* d, WireCursor* c, const uint8_t** start, uint64_t* size) {
+  const uint8_t* at = c->at;
+  uint64_t length = 0;
+  if (int32_t error = mrpc_wd_varint(d, c, &length)) return error;
+  if (length > static_cast<uint64_t>(c->end - c->at)) return decode_fail(d, kErrorTruncated, at);
+  *start = c->at;
+  *size = length;
+  c->at += length;
+  return kCodecOk;
+}
+
+constexpr uint64_t kNoRoom = UINT64_MAX;
+
+// `bytes` (8-aligned) of the receive block, or kNoRoom with kErrorOutOfRoom.
+static uint64_t take(WireDecoder* d, uint64_t bytes, const uint8_t* at) {
+  bytes = round8(bytes);
+  if (bytes > d->end - d->cursor) {
+    decode_fail(d, kErrorOutOfRoom, at);
+    return kNoRoom;
+  }
+  const uint64_t offset = d->cursor;
+  d->cursor += bytes;
+  return offset;
+}
+
+// Makes room for `more` elements in the array at `slot` (ours: only the decoder wrote it).
+static uint8_t* reserve(WireDecoder* d, RegionRef* slot, uint64_t more, uint32_t element_size,
+                        const uint8_t* at) {
+  const uint64_t needed = uint64_t{slot->size} + more;
+  if (needed > UINT32_MAX) {
+    decode_fail(d, kErrorTooLarge, at);
+    return nullptr;
+  }
+  if (needed <= slot->capacity) return d->base + slot->offset;
+  uint64_t capacity = slot->capacity < 4 ? 4 : uint64_t{slot->capacity} * 2;
+  if (capacity < needed) capacity = needed;
+  if (capacity > UINT32_MAX) capacity = UINT32_MAX;
+  // The array is the last piece of the block: grow it where it is.
+  if (slot->capacity != 0 &&
+      round8(slot->offset + uint64_t{slot->capacity} * element_size) == d->cursor) {
+    const uint64_t grown_end = slot->offset + capacity * element_size;
+    if (round8(grown_end) <= d->end) {
+      d->cursor = round8(grown_end);
+      slot->capacity = static_cast<uint32_t>(capacity);
+      return d->base + slot->offset;
+    }
+  }
+  const uint64_t offset = take(d, capacity * element_size, at);
+  if (offset == kNoRoom) return nullptr;
+  if (slot->size != 0) {
+    std::memcpy(d->base + offset, d->base + slot->offset, uint64_t{slot->size} * element_size);
+  }
+  slot->offset = offset;
+  slot->capacity = static_cast<uint32_t>(capacity);
+  return d->base + offset;
+}
+
+// A zeroed new element at the end of the array at `slot`.
+uint8_t* mrpc_wd_append(WireDecoder* d, RegionRef* slot, uint32_t element_size, const uint8_t* at) {
+  uint8_t* array = reserve(d, slot, 1, element_size, at);
+  if (array == nullptr) return nullptr;
+  uint8_t* element = array + uint64_t{slot->size} * element_size;
+  std::memset(element, 0, element_size);
+  ++slot->size;
+  return element;
+}
+
+static int32_t copy_bytes(WireDecoder* d, WireCursor* c, RegionRef* slot) {
+  const uint8_t* at = c->at;
+  const uint8_t* start;
+  uint64_t size;
+  if (int32_t error = read_length(d, c, &start, &size)) return error;
+  if (size > UINT32_MAX) return decode_fail(d, kErrorTooLarge, at);
+  RegionRef ref{0, static_cast<uint32_t>(size), static_cast<uint32_t>(size)};
+  if (size != 0) {
+    ref.offset = take(d, size, at);
+    if (ref.offset == kNoRoom) return d->error;
+    std::memcpy(d->base + ref.offset, start, size);
+  }
+  *slot = ref;
+  return kCodecOk;
+}
+
+int32_t mrpc_wd_bytes(WireDecoder* d, WireCursor* c, RegionRef* slot) {
+  return copy_bytes(d, c, slot);
+}
+
+int32_t mrpc_wd_append_bytes(WireDecoder* d, WireCursor* c, RegionRef* array_slot) {
+  auto* element =
+      reinterpret_cast<RegionRef*>(mrpc_wd_append(d, array_slot, sizeof(RegionRef), c->at));
+  if (element == nullptr) return d->error;
+  return copy_bytes(d, c, element);
+}
+
+// Enters a length-delimited sub-message: `inner` covers it, `outer` moves past it.
+int32_t mrpc_wd_enter(WireDecoder* d, WireCursor* outer, WireCursor* inner) {
+  const uint8_t* start;
+  uint64_t size;
+  if (int32_t error = read_length(d, outer, &start, &size)) return error;
+  inner->at = start;
+  inner->end = start + size;
+  return kCodecOk;
+}
+
+// The body of a singular sub-message: the one already there when `reuse` (a repeated occurrence
+// merges into it), else a new zeroed body referenced from `slot`.
+uint8_t* mrpc_wd_sub_body(WireDecoder* d, RegionRef* slot, uint32_t body_size, uint32_t reuse,
+                          const uint8_t* at) {
+  if (reuse != 0) return d->base + slot->offset;
+  const uint64_t offset = take(d, body_size, at);
+  if (offset == kNoRoom) return nullptr;
+  std::memset(d->base + offset, 0, body_size);
+  *slot = RegionRef{offset, body_size, body_size};
+  return d->base + offset;
+}
+
+int32_t mrpc_wd_packed(WireDecoder* d, WireCursor* c, RegionRef* slot, uint32_t encoding,
+                       uint32_t element_size) {
+  const uint8_t* at = c->at;
+  const uint8_t* start;
+  uint64_t size;
+  if (int32_t error = read_length(d, c, &start, &size)) return error;
+  const uint8_t* end = start + size;
+  uint64_t count = 0;
+  if (encoding == kPackedFixed32 || encoding == kPackedFixed64) {
+    const uint64_t width = encoding == kPackedFixed32 ? 4 : 8;
+    if (size % width != 0) return decode_fail(d, kErrorTruncated, at);
+    count = size / width;
+  } else {
+    for (const uint8_t* p = start; p < end; ++p) count += (*p & 0x80) == 0;
+    if (size != 0 && (end[-1] & 0x80) != 0) return decode_fail(d, kErrorTruncated, end - 1);
+  }
+  if (count == 0) return kCodecOk;
+  uint8_t* array = reserve(d, slot, count, element_size, at);
+  if (array == nullptr) return d->error;
+  uint8_t* out = array + uint64_t{slot->size} * element_size;
+  if (encoding == kPackedFixed32 || encoding == kPackedFixed64) {
+    std::memcpy(out, start, size);
+  } else {
+    WireCursor inner{start, end};
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t v = 0;
+      if (int32_t error = mrpc_wd_varint(d, &inner, &v)) return error;
+      switch (encoding) {
+        case kPackedBool:
+          out[i] = v != 0;
+          break;
+        case kPackedVarint32: {
+          const uint32_t low = static_cast<uint32_t>(v);
+          std::memcpy(out + 4 * i, &low, 4);
+          break;
+        }
+        case kPackedZigzag32: {
+          const uint32_t low = static_cast<uint32_t>(v);
+          const uint32_t decoded = (low >> 1) ^ (0u - (low & 1));
+          std::memcpy(out + 4 * i, &decoded, 4);
+          break;
+        }
+        case kPackedVarint64:
+          std::memcpy(out + 8 * i, &v, 8);
+          break;
+        case kPackedZigzag64: {
+          const uint64_t decoded = (v >> 1) ^ (uint64_t{0} - (v & 1));
+          std::memcpy(out + 8 * i, &decoded, 8);
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+  slot->size += static_cast<uint32_t>(count);
+  return kCodecOk;
+}
+
+// A field this schema does not know (or with an unexpected wire type): skipped, and its raw bytes
+// (tag included, from `field_start`) appended to the unknown-field bytes at `slot`.
+int32_t mrpc_wd_unknown(WireDecoder* d, WireCursor* c, uint64_t tag, const uint8_t* field_start,
+                        RegionRef* slot) {
+  uint64_t ignored;
+  switch (tag & 7) {
+    case 0:
+      if (int32_t error = read_varint(d, c, &ignored)) return error;
+      break;
+    case 1:
+      if (c->end - c->at < 8) return decode_fail(d, kErrorTruncated, c->at);
+      c->at += 8;
+      break;
+    case 2: {
+      const uint8_t* start;
+      if (int32_t error = read_length(d, c, &start, &ignored)) return error;
+      break;
+    }
+    case 5:
+      if (c->end - c->at < 4) return decode_fail(d, kErrorTruncated, c->at);
+      c->at += 4;
+      break;
+    default:
+      return decode_fail(d, kErrorBadWireType, field_start);
+  }
+  const uint64_t size = static_cast<uint64_t>(c->at - field_start);
+  uint8_t* array = reserve(d, slot, size, 1, field_start);
+  if (array == nullptr) return d->error;
+  std::memcpy(array + slot->size, field_start, size);
+  slot->size += static_cast<uint32_t>(size);
+  return kCodecOk;
+}
+
+int32_t mrpc_wd_fail(WireDecoder* d, int32_t error, const uint8_t* at) {
+  return decode_fail(d, error, at);
+}
+
+// ---- native encoder: spans of the source region, each piece padded to 8 bytes ----
+
+static const uint8_t kZeros[8] = {};
+
+// `bytes` at region offset `offset` (count * element size, computed without overflow by the
+// caller from a u32 count).
+const uint8_t* mrpc_ne_piece(NativeEncoder* e, uint64_t offset, uint64_t bytes) {
+  if (!in_region(e->region_size, offset, bytes)) {
+    e->error = kErrorOutsideRegion;
+    e->error_detail = offset;
+    return nullptr;
+  }
+  if (bytes == 0) return e->base + offset;
+  if (round8(bytes) > e->max_bytes - e->total) {
+    e->error = kErrorTooLarge;
+    e->error_detail = e->total;
+    return nullptr;
+  }
+  NativeSpan span{reinterpret_cast<const std::byte*>(e->base + offset), bytes};
+  if (!e->spans->empty() && e->spans->back().data + e->spans->back().size == span.data) {
+    e->spans->back().size += bytes;  // adjacent pieces (a heap arena) become one span
+  } else {
+    e->spans->push_back(span);
+  }
+  if (bytes % 8 != 0) {
+    e->spans->push_back(NativeSpan{reinterpret_cast<const std::byte*>(kZeros), 8 - bytes % 8});
+  }
+  e->total += round8(bytes);
+  return e->base + offset;
+}
+
+int32_t mrpc_ne_fail(NativeEncoder* e, int32_t error) {
+  e->error = error;
+  return error;
+}
+
+// ---- native decoder: the next piece of the received block, and the reference to it ----
+
+// The next `bytes` of the received block; `slot` is rewritten to reference them, with size and
+// capacity `stored_size`.
+uint8_t* mrpc_nd_piece(NativeDecoder* d, RegionRef* slot, uint64_t bytes, uint32_t stored_size) {
+  if (bytes > d->size - d->cursor || round8(bytes) > d->size - d->cursor) {
+    d->error = kErrorTruncated;
+    d->error_detail = d->cursor;
+    return nullptr;
+  }
+  uint8_t* piece = d->base + d->block + d->cursor;
+  slot->offset = bytes == 0 ? 0 : d->block + d->cursor;
+  slot->size = stored_size;
+  slot->capacity = stored_size;
+  d->cursor += round8(bytes);
+  return piece;
+}
+
+int32_t mrpc_nd_fail(NativeDecoder* d, int32_t error) {
+  d->error = error;
+  d->error_detail = d->cursor;
+  return error;
+}
+
+}  // extern "C"
+
+std::vector<jit::HostSymbol> codec_runtime_symbols() {
+  auto symbol = [](const char* name, auto* function) {
+    return jit::HostSymbol{name, reinterpret_cast<const void*>(function)};
+  };
+  return {
+      symbol("mrpc_we_varint", &mrpc_we_varint),
+      symbol("mrpc_we_fixed32", &mrpc_we_fixed32),
+      symbol("mrpc_we_fixed64", &mrpc_we_fixed64),
+      symbol("mrpc_we_resolve", &mrpc_we_resolve),
+      symbol("mrpc_we_bytes", &mrpc_we_bytes),
+      symbol("mrpc_we_raw", &mrpc_we_raw),
+      symbol("mrpc_we_mark", &mrpc_we_mark),
+      symbol("mrpc_we_length_since", &mrpc_we_length_since),
+      symbol("mrpc_codec_fail", &mrpc_codec_fail),
+      symbol("mrpc_wd_varint", &mrpc_wd_varint),
+      symbol("mrpc_wd_tag", &mrpc_wd_tag),
+      symbol("mrpc_wd_fixed32", &mrpc_wd_fixed32),
+      symbol("mrpc_wd_fixed64", &mrpc_wd_fixed64),
+      symbol("mrpc_wd_append", &mrpc_wd_append),
+      symbol("mrpc_wd_bytes", &mrpc_wd_bytes),
+      symbol("mrpc_wd_append_bytes", &mrpc_wd_append_bytes),
+      symbol("mrpc_wd_enter", &mrpc_wd_enter),
+      symbol("mrpc_wd_sub_body", &mrpc_wd_sub_body),
+      symbol("mrpc_wd_packed", &mrpc_wd_packed),
+      symbol("mrpc_wd_unknown", &mrpc_wd_unknown),
+      symbol("mrpc_wd_fail", &mrpc_wd_fail),
+      symbol("mrpc_ne_piece", &mrpc_ne_piece),
+      symbol("mrpc_ne_fail", &mrpc_ne_fail),
+      symbol("mrpc_nd_piece", &mrpc_nd_piece),
+      symbol("mrpc_nd_fail", &mrpc_nd_fail),
+  };
+}
+
+}  // namespace mrpc::codec

@@ -1,0 +1,103 @@
+// The small C runtime that generated codec code calls (registered with the JIT by name): byte
+// output for the wire encoder, bounds-checked reads and region allocation for the decoder. The
+// per-field dispatch, offsets, presence and conversions are compiled from the schema
+// (wire_codegen.cc); these helpers only move bytes. Private to compiler/codec.
+//
+// Every helper that can fail returns a CodecError (0: none) and records where in the context.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mrpc/codec/codecs.h"
+#include "mrpc/jit/jit.h"
+#include "mrpc/message/layout.h"
+
+namespace mrpc::codec {
+
+enum CodecError : int32_t {
+  kCodecOk = 0,
+  kErrorTooDeep = 1,        // nesting past max_nesting
+  kErrorOutsideRegion = 2,  // encoder: a reference outside the source region
+  kErrorTruncated = 3,      // decoder: input ends inside a field
+  kErrorBadVarint = 4,      // decoder: varint longer than 10 bytes
+  kErrorBadTag = 5,         // decoder: field number 0 or past 2^29-1
+  kErrorBadWireType = 6,    // decoder: wire type 3, 4 (groups), 6 or 7
+  kErrorOutOfRoom = 7,      // decoder: the receive block is full (the driver retries bigger)
+  kErrorTooLarge = 8,       // a length or count past the limits
+  kErrorBadOneofCase = 9,   // encoder: a oneof case word naming no member
+};
+const char* codec_error_text(int32_t error);
+
+// Wire encoder state. Output is written backwards: `pos` counts the bytes still free before the
+// cursor; when it goes negative the buffer is too small and the encoder only counts from then
+// on, so the final `capacity - pos` is the size needed either way.
+struct WireEncoder {
+  const uint8_t* base;  // source region (app heap, untrusted)
+  uint64_t region_size;
+  uint8_t* out;
+  int64_t pos;
+  int64_t floor;  // pos below this: the message is past max_message_bytes (stop counting)
+  uint32_t max_nesting;
+  int32_t error;
+  uint64_t error_detail;  // the region offset or field number involved
+};
+
+// A read position in decoder input.
+struct WireCursor {
+  const uint8_t* at;
+  const uint8_t* end;
+};
+
+// Wire decoder state: builds the message in [cursor, end) of a receive region block.
+struct WireDecoder {
+  uint8_t* base;  // receive region
+  uint64_t cursor;
+  uint64_t end;
+  uint32_t max_nesting;
+  int32_t error;
+  const uint8_t* input;  // start of the whole input, for error positions
+  const uint8_t* error_at;
+};
+
+// Encodings of packed repeated scalars (mrpc_wd_packed's `encoding`).
+enum PackedEncoding : uint32_t {
+  kPackedBool = 0,
+  kPackedVarint32 = 1,  // int32, uint32, enum: the low 32 bits
+  kPackedVarint64 = 2,
+  kPackedZigzag32 = 3,
+  kPackedZigzag64 = 4,
+  kPackedFixed32 = 5,
+  kPackedFixed64 = 6,
+};
+
+// Native (scatter-gather) encoder state: a list of spans of the source region, plus zero padding.
+struct NativeEncoder {
+  const uint8_t* base;
+  uint64_t region_size;
+  std::vector<NativeSpan>* spans;
+  uint64_t total;  // bytes of all spans so far (each piece padded to 8)
+  uint64_t max_bytes;
+  uint32_t max_nesting;
+  int32_t error;
+  uint64_t error_detail;
+};
+struct NativeDecoder {
+  uint8_t* base;  // receive region; the block holds the received bytes already
+  uint64_t block;
+  uint64_t cursor;  // next piece, relative to block
+  uint64_t size;    // bytes received
+  uint32_t max_nesting;
+  int32_t error;
+  uint64_t error_detail;
+};
+
+// The helpers, by the names generated code calls them.
+std::vector<jit::HostSymbol> codec_runtime_symbols();
+
+}  // namespace mrpc::codec
+
+// Called by the drivers (codecs.cc) as well as by generated code.
+extern "C" const uint8_t* mrpc_ne_piece(mrpc::codec::NativeEncoder* e, uint64_t offset,
+                                        uint64_t bytes);

@@ -1,0 +1,325 @@
+// CodecCompiler and the drivers of the compiled codecs (include/mrpc/codec/codecs.h): they set up
+// the runtime contexts, call the generated functions, and turn their error codes into Statuses.
+// No LLVM header here: IR generation is in codec_codegen.cc, loading in mrpc_jit.
+#include "mrpc/codec/codecs.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+#include <google/protobuf/descriptor.h>
+
+#include "compiler/codec/codec_codegen.h"
+#include "compiler/codec/codec_runtime.h"
+#include "mrpc/jit/jit.h"
+#include "mrpc/message/layout.h"
+#include "mrpc/message/region_allocator.h"
+
+namespace mrpc::codec {
+namespace {
+
+namespace pb = google::protobuf;
+
+uint64_t round8(uint64_t value) {
+  return (value + 7) & ~uint64_t{7};
+}
+
+bool in_region(uint64_t region_size, uint64_t offset, uint64_t bytes) {
+  return offset <= region_size && bytes <= region_size - offset;
+}
+
+uint64_t nanoseconds_since(std::chrono::steady_clock::time_point start) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count());
+}
+
+// Every message type reachable from `roots`, sorted by full name.
+std::vector<const pb::Descriptor*> closure(const std::vector<const pb::Descriptor*>& roots) {
+  std::map<std::string, const pb::Descriptor*> seen;
+  std::vector<const pb::Descriptor*> work(roots.begin(), roots.end());
+  while (!work.empty()) {
+    const pb::Descriptor* type = work.back();
+    work.pop_back();
+    if (!seen.emplace(type->full_name(), type).second) continue;
+    for (int i = 0; i < type->field_count(); ++i) {
+      if (const pb::Descriptor* sub = type->field(i)->message_type()) work.push_back(sub);
+    }
+  }
+  std::vector<const pb::Descriptor*> types;
+  for (const auto& [name, type] : seen) types.push_back(type);
+  return types;
+}
+
+uint64_t fnv1a(std::string_view text) {
+  uint64_t hash = 14695981039346656037ull;
+  for (char c : text) {
+    hash ^= static_cast<uint8_t>(c);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+std::string key_text(const std::vector<const pb::Descriptor*>& types, LayoutSet& layouts) {
+  std::string text = "mrpc-codec-v1\n";
+  for (const pb::Descriptor* type : types) {
+    text += describe_layout(layouts.add(*type));
+    for (int i = 0; i < type->field_count(); ++i) {
+      const pb::FieldDescriptor* field = type->field(i);
+      text += fmt::format("  wire {} {} {}\n", field->number(), field->type_name(),
+                          field->is_packed() ? "packed" : "");
+    }
+  }
+  return text;
+}
+
+Status decode_error(const MessageLayout& layout, std::string_view codec, int32_t error,
+                    uint64_t position) {
+  return Status(StatusCode::kInvalidArgument,
+                fmt::format("{} decode of {} failed at byte {}: {}", codec, layout.full_name(),
+                            position, codec_error_text(error)));
+}
+
+}  // namespace
+
+// ---- MessageCodec ----
+
+Expected<std::span<const std::byte>> MessageCodec::encode_wire(ConstRegion source, uint64_t offset,
+                                                               std::span<std::byte> out,
+                                                               const CodecLimits& limits,
+                                                               uint64_t* needed) const {
+  if (!in_region(source.size, offset, layout_->body_size())) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("{}: body at offset {} is outside the source region of {} bytes",
+                              layout_->full_name(), offset, source.size));
+  }
+  const auto capacity = static_cast<int64_t>(out.size());
+  WireEncoder encoder{reinterpret_cast<const uint8_t*>(source.base),
+                      source.size,
+                      reinterpret_cast<uint8_t*>(out.data()),
+                      capacity,
+                      capacity - static_cast<int64_t>(limits.max_message_bytes),
+                      limits.max_nesting,
+                      kCodecOk,
+                      0};
+  const int32_t error = wire_encode_(&encoder, source.base + offset, limits.max_nesting);
+  const uint64_t size = static_cast<uint64_t>(capacity - encoder.pos);
+  if (error == kCodecOk && size > limits.max_message_bytes) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("{}: wire encoding of {} bytes is past the limit of {} bytes "
+                              "(max_message_bytes)",
+                              layout_->full_name(), size, limits.max_message_bytes));
+  }
+  if (error != kCodecOk) {
+    return Status(
+        error == kErrorTooLarge ? StatusCode::kResourceExhausted : StatusCode::kInvalidArgument,
+        fmt::format("wire encode of {}: {} (offset or position {})", layout_->full_name(),
+                    codec_error_text(error), encoder.error_detail));
+  }
+  if (needed != nullptr) *needed = size;
+  if (encoder.pos < 0) {
+    return Status(StatusCode::kOutOfRange,
+                  fmt::format("wire encoding of {} needs {} bytes, the buffer has {}",
+                              layout_->full_name(), size, out.size()));
+  }
+  return std::span<const std::byte>(out.data() + encoder.pos, size);
+}
+
+Expected<uint64_t> MessageCodec::decode_wire(std::span<const std::byte> bytes,
+                                             MutableRegion destination, RegionAllocator& allocator,
+                                             const CodecLimits& limits) const {
+  const uint64_t body = round8(layout_->body_size());
+  if (bytes.size() > limits.max_message_bytes || body > limits.max_message_bytes) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("{}: {} input bytes are past the limit of {} (max_message_bytes)",
+                              layout_->full_name(), bytes.size(), limits.max_message_bytes));
+  }
+  // A first guess at the decoded size; a decode that runs out of room retries with 4x.
+  uint64_t block_bytes =
+      std::min<uint64_t>(body + 2 * round8(bytes.size()) + 64, limits.max_message_bytes);
+  const auto* input = reinterpret_cast<const uint8_t*>(bytes.data());
+  for (;;) {
+    auto block = allocator.allocate(block_bytes, MessageLayout::kAlignment);
+    if (!block.ok()) return block.status();
+    if (!in_region(destination.size, *block, block_bytes)) {
+      (void)allocator.free(*block);
+      return Status(StatusCode::kInternal,
+                    fmt::format("the allocator ({} bytes) does not match the region ({} bytes)",
+                                allocator.region_bytes(), destination.size));
+    }
+    auto* base = reinterpret_cast<uint8_t*>(destination.base);
+    std::memset(base + *block, 0, body);
+    WireDecoder decoder{base,  *block + body, *block + block_bytes, limits.max_nesting, kCodecOk,
+                        input, input};
+    WireCursor cursor{input, input + bytes.size()};
+    const int32_t error = wire_decode_(&decoder, base + *block, &cursor, limits.max_nesting);
+    if (error == kCodecOk) {
+      // The guess was an upper bound: the unused tail goes back to the region.
+      if (*block + block_bytes - decoder.cursor >= limits::kCodecDecodeShrinkMinBytes) {
+        MRPC_TRY_STATUS(allocator.shrink(*block, decoder.cursor - *block));
+      }
+      return *block;
+    }
+    (void)allocator.free(*block);
+    if (error != kErrorOutOfRoom) {
+      return decode_error(*layout_, "wire", error, static_cast<uint64_t>(decoder.error_at - input));
+    }
+    if (block_bytes >= limits.max_message_bytes) {
+      return Status(StatusCode::kResourceExhausted,
+                    fmt::format("{}: the decoded message is larger than the limit of {} bytes "
+                                "(max_message_bytes)",
+                                layout_->full_name(), limits.max_message_bytes));
+    }
+    block_bytes = std::min<uint64_t>(block_bytes * 4, limits.max_message_bytes);
+  }
+}
+
+Expected<uint64_t> MessageCodec::encode_native(ConstRegion source, uint64_t offset,
+                                               std::vector<NativeSpan>& spans,
+                                               const CodecLimits& limits) const {
+  const size_t first_span = spans.size();
+  NativeEncoder encoder{reinterpret_cast<const uint8_t*>(source.base),
+                        source.size,
+                        &spans,
+                        0,
+                        limits.max_message_bytes,
+                        limits.max_nesting,
+                        kCodecOk,
+                        0};
+  int32_t error = kCodecOk;
+  const uint8_t* root = mrpc_ne_piece(&encoder, offset, layout_->body_size());
+  error = root == nullptr ? encoder.error : native_encode_(&encoder, root, limits.max_nesting);
+  if (error != kCodecOk) {
+    spans.resize(first_span);
+    return Status(
+        error == kErrorTooLarge ? StatusCode::kResourceExhausted : StatusCode::kInvalidArgument,
+        fmt::format("native encode of {}: {} (offset {})", layout_->full_name(),
+                    codec_error_text(error), encoder.error_detail));
+  }
+  return encoder.total;
+}
+
+Expected<uint64_t> MessageCodec::decode_native(std::span<const std::byte> bytes,
+                                               MutableRegion destination,
+                                               RegionAllocator& allocator,
+                                               const CodecLimits& limits) const {
+  const uint64_t body = round8(layout_->body_size());
+  if (bytes.size() > limits.max_message_bytes) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("{}: {} native bytes are past the limit of {} (max_message_bytes)",
+                              layout_->full_name(), bytes.size(), limits.max_message_bytes));
+  }
+  if (bytes.size() < body || bytes.size() % 8 != 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("{}: a native encoding of {} bytes is not a whole number of 8-byte "
+                              "pieces holding at least the body ({} bytes)",
+                              layout_->full_name(), bytes.size(), body));
+  }
+  auto block = allocator.allocate(bytes.size(), MessageLayout::kAlignment);
+  if (!block.ok()) return block.status();
+  if (!in_region(destination.size, *block, bytes.size())) {
+    (void)allocator.free(*block);
+    return Status(StatusCode::kInternal,
+                  fmt::format("the allocator ({} bytes) does not match the region ({} bytes)",
+                              allocator.region_bytes(), destination.size));
+  }
+  auto* base = reinterpret_cast<uint8_t*>(destination.base);
+  std::memcpy(base + *block, bytes.data(), bytes.size());
+  NativeDecoder decoder{base, *block, body, bytes.size(), limits.max_nesting, kCodecOk, 0};
+  const int32_t error = native_decode_(&decoder, base + *block, limits.max_nesting);
+  if (error != kCodecOk) {
+    (void)allocator.free(*block);
+    return decode_error(*layout_, "native", error, decoder.error_detail);
+  }
+  if (decoder.cursor != bytes.size()) {
+    (void)allocator.free(*block);
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("native decode of {}: the message takes {} of the {} bytes "
+                              "received",
+                              layout_->full_name(), decoder.cursor, bytes.size()));
+  }
+  return *block;
+}
+
+// ---- CompiledSchema ----
+
+struct CompiledSchema::State {
+  jit::Jit* jit = nullptr;
+  jit::ModuleId module = 0;
+  LayoutSet layouts;
+  std::map<std::string, MessageCodec, std::less<>> codecs;
+};
+
+CompiledSchema::CompiledSchema() : state_(std::make_unique<State>()) {}
+
+CompiledSchema::~CompiledSchema() {
+  if (state_->module != 0) (void)state_->jit->remove_module(state_->module);
+}
+
+const MessageCodec* CompiledSchema::find(std::string_view full_name) const {
+  auto it = state_->codecs.find(full_name);
+  return it == state_->codecs.end() ? nullptr : &it->second;
+}
+
+// ---- CodecCompiler ----
+
+Expected<std::unique_ptr<CodecCompiler>> CodecCompiler::create(jit::Jit& jit) {
+  MRPC_TRY_STATUS(jit.define_host_symbols(codec_runtime_symbols()));
+  return std::unique_ptr<CodecCompiler>(new CodecCompiler(jit));
+}
+
+uint64_t CodecCompiler::key_of(const std::vector<const pb::Descriptor*>& roots) {
+  LayoutSet layouts;
+  return fnv1a(key_text(closure(roots), layouts));
+}
+
+Expected<std::shared_ptr<const CompiledSchema>> CodecCompiler::compile(
+    const std::vector<const pb::Descriptor*>& roots) {
+  const auto start = std::chrono::steady_clock::now();
+  std::shared_ptr<CompiledSchema> schema(new CompiledSchema());
+  const std::vector<const pb::Descriptor*> descriptors = closure(roots);
+  schema->key_ = fnv1a(key_text(descriptors, schema->state_->layouts));
+  std::vector<CodecType> types;
+  for (const pb::Descriptor* descriptor : descriptors) {
+    types.push_back(CodecType{schema->state_->layouts.find(descriptor->full_name()), descriptor});
+  }
+  std::string prefix;
+  {
+    // Names are unique per JIT, and the same in every process for the first compile of a key
+    // (so the JIT's object cache finds the same IR).
+    std::lock_guard lock(mutex_);
+    prefix = fmt::format("mrpc_codec_{:016x}_{}", schema->key_, compiles_of_key_[schema->key_]++);
+  }
+  const auto compile_start = std::chrono::steady_clock::now();
+  auto module = load_codec_module(jit_, types, prefix, &schema->generate_ns_);
+  if (!module.ok()) return module.status();
+  schema->state_->jit = &jit_;
+  schema->state_->module = *module;
+  std::vector<std::string> names;
+  for (size_t i = 0; i < types.size(); ++i) {
+    for (CodecFunction function : {CodecFunction::kWireEncode, CodecFunction::kWireDecode,
+                                   CodecFunction::kNativeEncode, CodecFunction::kNativeDecode}) {
+      names.push_back(codec_function_name(prefix, function, i));
+    }
+  }
+  auto addresses = jit_.lookup_all(names);  // compiles the module (unless it came from disk)
+  if (!addresses.ok()) return addresses.status();
+  for (size_t i = 0; i < types.size(); ++i) {
+    MessageCodec codec;
+    codec.layout_ = types[i].layout;
+    void* const* functions = addresses->data() + 4 * i;
+    codec.wire_encode_ = reinterpret_cast<decltype(codec.wire_encode_)>(functions[0]);
+    codec.wire_decode_ = reinterpret_cast<decltype(codec.wire_decode_)>(functions[1]);
+    codec.native_encode_ = reinterpret_cast<decltype(codec.native_encode_)>(functions[2]);
+    codec.native_decode_ = reinterpret_cast<decltype(codec.native_decode_)>(functions[3]);
+    schema->state_->codecs.emplace(types[i].layout->full_name(), codec);
+  }
+  schema->compile_ns_ = nanoseconds_since(compile_start) - schema->generate_ns_;
+  (void)start;
+  return std::shared_ptr<const CompiledSchema>(std::move(schema));
+}
+
+}  // namespace mrpc::codec

@@ -1,0 +1,148 @@
+// Marshalling compiled from an app's schema (docs/marshalling.md). A CodecCompiler turns the
+// message types of a protobuf schema into machine code through LLVM IR and the shared JIT: per
+// type, a protobuf wire encoder and decoder, and a native (scatter-gather) encoder and decoder.
+// The result, a CompiledSchema, owns its JIT module (unloaded when it dies) and its layouts.
+//
+// Trust: encoders read a message in an app's heap, which the app may change meanwhile; every
+// reference is bounds-checked against the region, each value loaded once. Decoders read bytes
+// from the network: any input gives a message or an error, within the limits given.
+//
+// Threads: a CompiledSchema and its MessageCodecs are immutable; their members may run on any
+// number of threads at once (each call has its own state). The decode calls use the caller's
+// RegionAllocator, which the caller serializes (it is not thread-safe).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mrpc/base/expected.h"
+#include "mrpc/base/limits.h"
+#include "mrpc/message/copy.h"
+
+namespace google::protobuf {
+class Descriptor;
+}  // namespace google::protobuf
+
+namespace mrpc {
+class MessageLayout;
+class RegionAllocator;
+namespace jit {
+class Jit;
+}
+}  // namespace mrpc
+
+namespace mrpc::codec {
+
+struct CodecLimits {
+  uint64_t max_message_bytes = limits::kDefaultMaxMessageBytes;  // decoded or native-encoded
+  uint32_t max_nesting = limits::kMaxMessageNesting;             // messages in messages
+};
+
+// One piece of a native encoding: bytes of the source region (or of static zero padding), never
+// a copy. Valid while the message stays unchanged in its heap.
+struct NativeSpan {
+  const std::byte* data;
+  uint64_t size;
+};
+
+// The compiled codecs of one message type. Owned by its CompiledSchema.
+class MessageCodec {
+ public:
+  const MessageLayout& layout() const { return *layout_; }
+
+  // Protobuf wire encoding of the message whose body is at `offset` of `source`. The bytes are
+  // written at the END of `out` (the encoder writes backwards, so nested lengths need no second
+  // pass); the returned span is where they are. OUT_OF_RANGE if `out` is too small: then
+  // `*needed` (if given) is the size needed. INVALID_ARGUMENT for a corrupt message (a reference
+  // outside the region, a bad oneof case, nesting past the limit).
+  Expected<std::span<const std::byte>> encode_wire(ConstRegion source, uint64_t offset,
+                                                   std::span<std::byte> out,
+                                                   const CodecLimits& limits,
+                                                   uint64_t* needed = nullptr) const;
+
+  // Decodes protobuf wire bytes into one new block of `destination` (allocated with
+  // `allocator`); returns the root body's offset, which is also the block's start: one
+  // allocator.free(root) releases the whole message. INVALID_ARGUMENT for malformed input (what
+  // and at which byte), RESOURCE_EXHAUSTED past max_message_bytes or when the region is full.
+  Expected<uint64_t> decode_wire(std::span<const std::byte> bytes, MutableRegion destination,
+                                 RegionAllocator& allocator, const CodecLimits& limits) const;
+
+  // Native encoding: appends to `spans` the pieces of the message (its bodies, strings and
+  // arrays in a fixed walk order, each padded to 8 bytes) without copying them. The receiver
+  // needs only their concatenation. Returns the total bytes.
+  Expected<uint64_t> encode_native(ConstRegion source, uint64_t offset,
+                                   std::vector<NativeSpan>& spans, const CodecLimits& limits) const;
+
+  // Copies a native encoding into one new block of `destination` and rewrites its references to
+  // their new places; checks every count and case against the bytes received. Returns the root
+  // offset (= the block; one free releases it).
+  Expected<uint64_t> decode_native(std::span<const std::byte> bytes, MutableRegion destination,
+                                   RegionAllocator& allocator, const CodecLimits& limits) const;
+
+ private:
+  friend class CompiledSchema;
+  friend class CodecCompiler;
+  const MessageLayout* layout_ = nullptr;
+  int32_t (*wire_encode_)(void*, const void*, int32_t) = nullptr;
+  int32_t (*wire_decode_)(void*, void*, void*, int32_t) = nullptr;
+  int32_t (*native_encode_)(void*, const void*, int32_t) = nullptr;
+  int32_t (*native_decode_)(void*, void*, int32_t) = nullptr;
+};
+
+// The codecs of every message type reachable from the types a schema was compiled for. Its JIT
+// must outlive it (the destructor unloads the module from that JIT).
+class CompiledSchema {
+ public:
+  ~CompiledSchema();
+  CompiledSchema(const CompiledSchema&) = delete;
+  CompiledSchema& operator=(const CompiledSchema&) = delete;
+
+  // The codec of a message type by full name ("hotel.Hotel"), or null.
+  const MessageCodec* find(std::string_view full_name) const;
+  // What the codecs depend on: the layouts' canonical text plus every field's protobuf type and
+  // packing, hashed (FNV-1a 64). Equal keys compile to interchangeable code.
+  uint64_t key() const { return key_; }
+  // Wall time of IR generation and of optimization + machine code generation.
+  uint64_t generate_nanoseconds() const { return generate_ns_; }
+  uint64_t compile_nanoseconds() const { return compile_ns_; }
+
+ private:
+  friend class CodecCompiler;
+  CompiledSchema();
+  struct State;
+  std::unique_ptr<State> state_;
+  uint64_t key_ = 0;
+  uint64_t generate_ns_ = 0;
+  uint64_t compile_ns_ = 0;
+};
+
+// Compiles schemas with one JIT. Registers the codec runtime's functions with the JIT, so one
+// CodecCompiler per Jit. Thread-safe (the JIT serializes loading).
+class CodecCompiler {
+ public:
+  // ALREADY_EXISTS if the JIT already has the codec runtime (another CodecCompiler).
+  static Expected<std::unique_ptr<CodecCompiler>> create(jit::Jit& jit);
+
+  // The codecs of `roots` and every type they reach. The descriptors need to live only during the
+  // call. INVALID_ARGUMENT for a schema the codecs do not support (proto2 groups).
+  Expected<std::shared_ptr<const CompiledSchema>> compile(
+      const std::vector<const google::protobuf::Descriptor*>& roots);
+
+  // The cache key compile() would give these roots, without compiling (see CompiledSchema::key).
+  static uint64_t key_of(const std::vector<const google::protobuf::Descriptor*>& roots);
+
+ private:
+  explicit CodecCompiler(jit::Jit& jit) : jit_(jit) {}
+  jit::Jit& jit_;
+  std::mutex mutex_;
+  std::map<uint64_t, uint64_t> compiles_of_key_;  // module names are unique per JIT
+};
+
+}  // namespace mrpc::codec

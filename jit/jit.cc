@@ -1,0 +1,361 @@
+// Jit: LLJIT with one ResourceTracker per module and LLVM's O2 pipeline before loading
+// (see include/mrpc/jit/jit.h).
+#include "mrpc/jit/jit.h"
+
+#include "mrpc/base/limits.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+#include <fmt/format.h>
+#include <llvm/Config/llvm-config.h>
+#include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
+#include <llvm/ExecutionEngine/Orc/LLJIT.h>
+#include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/LegacyPassManager.h>
+#include <llvm/IR/Module.h>
+#include <llvm/IR/Verifier.h>
+#include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/MemoryBuffer.h>
+#include <llvm/Support/SHA256.h>
+#include <llvm/Support/TargetSelect.h>
+#include <llvm/Support/raw_ostream.h>
+#include <llvm/Target/TargetMachine.h>
+
+namespace mrpc::jit {
+namespace {
+
+std::string error_text(llvm::Error error) {
+  std::string text;
+  llvm::raw_string_ostream stream(text);
+  stream << error;
+  return stream.str();
+}
+
+void initialize_llvm_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+  });
+}
+
+constexpr char kObjectMagic[8] = {'M', 'R', 'P', 'C', 'O', 'B', 'J', '1'};
+
+std::string hex(const uint8_t* bytes, size_t size) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < size; ++i) {
+    out += digits[bytes[i] >> 4];
+    out += digits[bytes[i] & 15];
+  }
+  return out;
+}
+
+std::array<uint8_t, 32> sha256(std::string_view bytes) {
+  return llvm::SHA256::hash(
+      llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+}
+
+// Owned by this user and writable by no one else.
+bool safe_owner_and_mode(const struct stat& info) {
+  return info.st_uid == geteuid() && (info.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
+}  // namespace
+
+struct Jit::State {
+  std::unique_ptr<llvm::orc::LLJIT> lljit;
+  std::unique_ptr<llvm::TargetMachine> target_machine;  // for the optimizer's cost models
+  mutable std::mutex mutex;
+  ModuleId next_id = 1;
+  std::map<ModuleId, llvm::orc::ResourceTrackerSP> modules;
+  std::string cache_dir;  // empty: no object cache
+  std::string host_tag;   // triple, CPU, LLVM version: part of every cache entry's name
+  JitStats stats;
+
+  std::string entry_path(std::string_view ir_text) const {
+    const auto digest = sha256(std::string(ir_text) + "\n" + host_tag);
+    return cache_dir + "/" + hex(digest.data(), 16) + ".mrpcobj";
+  }
+
+  // The object of a valid entry, or nothing (a missing entry, or one refused and counted).
+  std::unique_ptr<llvm::MemoryBuffer> load_entry(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return nullptr;
+    struct stat info {};
+    std::string bytes;
+    const bool fits = ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode) &&
+                      safe_owner_and_mode(info) &&
+                      static_cast<uint64_t>(info.st_size) <= limits::kMaxCachedObjectBytes;
+    if (fits) {
+      bytes.resize(static_cast<size_t>(info.st_size));
+      size_t done = 0;
+      while (done < bytes.size()) {
+        const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+        if (n <= 0) break;
+        done += static_cast<size_t>(n);
+      }
+      bytes.resize(done);
+    }
+    ::close(fd);
+    constexpr size_t kHeader = sizeof(kObjectMagic) + 32;
+    if (!fits || bytes.size() < kHeader ||
+        std::memcmp(bytes.data(), kObjectMagic, sizeof(kObjectMagic)) != 0) {
+      ++stats.cache_rejected;
+      return nullptr;
+    }
+    const std::string_view object(bytes.data() + kHeader, bytes.size() - kHeader);
+    const auto digest = sha256(object);
+    if (std::memcmp(digest.data(), bytes.data() + sizeof(kObjectMagic), 32) != 0) {
+      ++stats.cache_rejected;
+      return nullptr;
+    }
+    return llvm::MemoryBuffer::getMemBufferCopy(llvm::StringRef(object.data(), object.size()),
+                                                path);
+  }
+
+  // Writes an entry atomically (a private temporary file renamed into place).
+  void store_entry(const std::string& path, std::string_view object) {
+    const std::string temporary = path + ".tmp." + std::to_string(::getpid());
+    const int fd =
+        ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      ++stats.cache_write_failures;
+      return;
+    }
+    const auto digest = sha256(object);
+    std::string bytes(kObjectMagic, sizeof(kObjectMagic));
+    bytes.append(reinterpret_cast<const char*>(digest.data()), digest.size());
+    bytes.append(object);
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    const bool written = done == bytes.size() && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
+      ::unlink(temporary.c_str());
+      ++stats.cache_write_failures;
+    }
+  }
+
+  // Machine code for `module`, as an object file in memory.
+  Expected<std::string> compile_to_object(llvm::Module& module) {
+    llvm::SmallVector<char, 0> buffer;
+    llvm::raw_svector_ostream stream(buffer);
+    llvm::legacy::PassManager passes;
+    if (target_machine->addPassesToEmitFile(passes, stream, nullptr,
+                                            llvm::CodeGenFileType::ObjectFile)) {
+      return Status(StatusCode::kInternal, "LLVM cannot emit an object file for this host");
+    }
+    passes.run(module);
+    return std::string(buffer.data(), buffer.size());
+  }
+
+  // LLVM's default O2 module pipeline, tuned for the host.
+  void optimize(llvm::Module& module) {
+    llvm::LoopAnalysisManager loops;
+    llvm::FunctionAnalysisManager functions;
+    llvm::CGSCCAnalysisManager sccs;
+    llvm::ModuleAnalysisManager modules_analyses;
+    llvm::PassBuilder builder(target_machine.get());
+    builder.registerModuleAnalyses(modules_analyses);
+    builder.registerCGSCCAnalyses(sccs);
+    builder.registerFunctionAnalyses(functions);
+    builder.registerLoopAnalyses(loops);
+    builder.crossRegisterProxies(loops, functions, sccs, modules_analyses);
+    llvm::ModulePassManager pipeline =
+        builder.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2);
+    pipeline.run(module, modules_analyses);
+  }
+};
+
+Jit::Jit(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Jit::~Jit() = default;
+
+Expected<std::unique_ptr<Jit>> Jit::create(const JitOptions& options) {
+  initialize_llvm_once();
+  auto machine_builder = llvm::orc::JITTargetMachineBuilder::detectHost();
+  if (!machine_builder) {
+    return Status(StatusCode::kInternal, fmt::format("LLVM cannot target this host: {}",
+                                                     error_text(machine_builder.takeError())));
+  }
+  machine_builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Default);
+  auto target_machine = machine_builder->createTargetMachine();
+  if (!target_machine) {
+    return Status(StatusCode::kInternal,
+                  fmt::format("LLVM target machine: {}", error_text(target_machine.takeError())));
+  }
+  auto lljit = llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(*machine_builder).create();
+  if (!lljit) {
+    return Status(StatusCode::kInternal,
+                  fmt::format("creating the LLJIT failed: {}", error_text(lljit.takeError())));
+  }
+  auto state = std::make_unique<State>();
+  state->lljit = std::move(*lljit);
+  state->target_machine = std::move(*target_machine);
+  state->host_tag = fmt::format("{} {} {} LLVM {}", machine_builder->getTargetTriple().str(),
+                                machine_builder->getCPU(),
+                                machine_builder->getFeatures().getString(), LLVM_VERSION_STRING);
+  if (!options.object_cache_dir.empty()) {
+    const std::string& dir = options.object_cache_dir;
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Status(StatusCode::kFailedPrecondition,
+                    fmt::format("cannot create the object cache directory {}: {}", dir,
+                                std::strerror(errno)));
+    }
+    struct stat info {};
+    if (::lstat(dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode) || !safe_owner_and_mode(info)) {
+      return Status(StatusCode::kFailedPrecondition,
+                    fmt::format("the object cache directory {} must be a directory owned by uid "
+                                "{} and writable by no one else (it has uid {}, mode {:o})",
+                                dir, geteuid(), info.st_uid, info.st_mode & 07777));
+    }
+    state->cache_dir = dir;
+  }
+  return std::unique_ptr<Jit>(new Jit(std::move(state)));
+}
+
+Status Jit::define_host_symbols(const std::vector<HostSymbol>& symbols) {
+  std::lock_guard lock(state_->mutex);
+  llvm::orc::LLJIT& lljit = *state_->lljit;
+  llvm::orc::SymbolMap map;
+  for (const HostSymbol& symbol : symbols) {
+    map[lljit.mangleAndIntern(symbol.name)] = {llvm::orc::ExecutorAddr::fromPtr(symbol.address),
+                                               llvm::JITSymbolFlags::Exported};
+  }
+  if (llvm::Error error = lljit.getMainJITDylib().define(llvm::orc::absoluteSymbols(map))) {
+    return Status(StatusCode::kAlreadyExists,
+                  fmt::format("defining host symbols: {}", error_text(std::move(error))));
+  }
+  return Status();
+}
+
+std::string Jit::target_triple() const {
+  return state_->lljit->getTargetTriple().str();
+}
+
+std::string Jit::data_layout() const {
+  return state_->lljit->getDataLayout().getStringRepresentation();
+}
+
+Expected<ModuleId> Jit::add_module(std::unique_ptr<llvm::LLVMContext> context,
+                                   std::unique_ptr<llvm::Module> module) {
+  std::lock_guard lock(state_->mutex);
+  llvm::orc::LLJIT& lljit = *state_->lljit;
+  if (module->getTargetTriple().empty()) module->setTargetTriple(lljit.getTargetTriple().str());
+  if (module->getDataLayoutStr().empty()) module->setDataLayout(lljit.getDataLayout());
+  std::string problems;
+  llvm::raw_string_ostream problem_stream(problems);
+  if (llvm::verifyModule(*module, &problem_stream)) {
+    const std::string name = module->getModuleIdentifier();
+    module.reset();  // before its context: the order parameters die in is the caller's
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("module {} is not valid IR: {}", name, problem_stream.str()));
+  }
+  llvm::orc::ResourceTrackerSP tracker = lljit.getMainJITDylib().createResourceTracker();
+  if (state_->cache_dir.empty()) {
+    state_->optimize(*module);
+    ++state_->stats.modules_compiled;
+    if (llvm::Error error = lljit.addIRModule(
+            tracker, llvm::orc::ThreadSafeModule(std::move(module), std::move(context)))) {
+      return Status(StatusCode::kAlreadyExists,
+                    fmt::format("loading a module: {}", error_text(std::move(error))));
+    }
+  } else {
+    std::string ir_text;
+    llvm::raw_string_ostream ir_stream(ir_text);
+    module->print(ir_stream, nullptr);
+    const std::string path = state_->entry_path(ir_stream.str());
+    std::unique_ptr<llvm::MemoryBuffer> object = state_->load_entry(path);
+    if (object != nullptr) {
+      ++state_->stats.cache_hits;
+    } else {
+      state_->optimize(*module);
+      ++state_->stats.modules_compiled;
+      auto compiled = state_->compile_to_object(*module);
+      if (!compiled.ok()) return compiled.status();
+      state_->store_entry(path, *compiled);
+      object = llvm::MemoryBuffer::getMemBufferCopy(*compiled, path);
+    }
+    module.reset();  // before its context
+    if (llvm::Error error = lljit.addObjectFile(tracker, std::move(object))) {
+      return Status(StatusCode::kAlreadyExists,
+                    fmt::format("loading object {}: {}", path, error_text(std::move(error))));
+    }
+  }
+  const ModuleId id = state_->next_id++;
+  state_->modules.emplace(id, std::move(tracker));
+  return id;
+}
+
+Expected<void*> Jit::lookup(std::string_view name) {
+  std::lock_guard lock(state_->mutex);
+  auto address = state_->lljit->lookup(llvm::StringRef(name.data(), name.size()));
+  if (!address) {
+    return Status(StatusCode::kNotFound,
+                  fmt::format("JIT symbol {}: {}", name, error_text(address.takeError())));
+  }
+  return address->toPtr<void*>();
+}
+
+Expected<std::vector<void*>> Jit::lookup_all(const std::vector<std::string>& names) {
+  std::lock_guard lock(state_->mutex);
+  llvm::orc::LLJIT& lljit = *state_->lljit;
+  llvm::orc::SymbolLookupSet wanted;
+  std::vector<llvm::orc::SymbolStringPtr> mangled;
+  for (const std::string& name : names) {
+    mangled.push_back(lljit.mangleAndIntern(name));
+    wanted.add(mangled.back());
+  }
+  auto found = lljit.getExecutionSession().lookup(
+      llvm::orc::makeJITDylibSearchOrder(&lljit.getMainJITDylib()), std::move(wanted));
+  if (!found) {
+    return Status(StatusCode::kNotFound, fmt::format("JIT symbols ({} of them): {}", names.size(),
+                                                     error_text(found.takeError())));
+  }
+  std::vector<void*> addresses;
+  for (const auto& symbol : mangled) {
+    addresses.push_back(found->find(symbol)->second.getAddress().toPtr<void*>());
+  }
+  return addresses;
+}
+
+Status Jit::remove_module(ModuleId id) {
+  std::lock_guard lock(state_->mutex);
+  auto it = state_->modules.find(id);
+  if (it == state_->modules.end()) {
+    return Status(StatusCode::kNotFound, fmt::format("no loaded JIT module has id {}", id));
+  }
+  llvm::orc::ResourceTrackerSP tracker = std::move(it->second);
+  state_->modules.erase(it);
+  if (llvm::Error error = tracker->remove()) {
+    return Status(StatusCode::kInternal,
+                  fmt::format("unloading module {}: {}", id, error_text(std::move(error))));
+  }
+  return Status();
+}
+
+JitStats Jit::stats() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->stats;
+}
+
+size_t Jit::module_count() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->modules.size();
+}
+
+}  // namespace mrpc::jit
