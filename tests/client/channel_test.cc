@@ -51,7 +51,7 @@ std::shared_ptr<Channel> connect_to(const FakeDaemon& daemon, int handler_thread
   return *channel;
 }
 
-echo::EchoRequest echo_request(Channel& channel, std::string_view text) {
+mrpc::Owned<echo::EchoRequest> echo_request(Channel& channel, std::string_view text) {
   auto request = echo::EchoRequest::create(channel.heap());
   request.set_text(text);
   return request;
@@ -123,7 +123,7 @@ long completion_thread_sleeps_over_calls(const std::shared_ptr<Channel>& channel
   for (int i = 0; i < calls; ++i) {
     auto result = client.Echo(echo_request(*channel, "ping"));
     REQUIRE_MESSAGE(result.ok(), result.status().to_string());
-    CHECK((*result)->text() == "ping");
+    CHECK(result->text() == "ping");
   }
   return voluntary_switches(completion) - before;
 }
@@ -207,10 +207,10 @@ TEST_CASE("a call completes with the daemon's response, and every block goes bac
   {
     auto request = echo_request(*channel, "hello");
     request.set_payload(std::string(1000, 'p'));
-    auto result = client.Echo(request);
+    auto result = client.Echo(std::move(request));
     REQUIRE_MESSAGE(result.ok(), result.status().to_string());
-    CHECK((*result)->text() == "hello");
-    CHECK((*result)->payload() == std::string(1000, 'p'));
+    CHECK(result->text() == "hello");
+    CHECK(result->payload() == std::string(1000, 'p'));
     // The request was freed when the daemon said it no longer reads it.
     CHECK(channel->heap().live_messages() == 0);
   }
@@ -292,7 +292,7 @@ TEST_CASE("a message that ran out of heap fails with RESOURCE_EXHAUSTED without 
   echo::EchoService::Client client(channel);
   auto request = echo_request(*channel, "big");
   request.set_payload(std::string(128 << 10, 'x'));  // bigger than the whole heap
-  auto result = client.Echo(request);
+  auto result = client.Echo(std::move(request));
   CHECK(result.status().code() == StatusCode::kResourceExhausted);
   CHECK(channel->heap().live_messages() == 0);
   auto lock = daemon.lock();
@@ -318,7 +318,7 @@ TEST_CASE("many calls in flight from many threads all complete with their own re
       }
       for (int i = 0; i < kCallsPerThread; ++i) {
         auto result = futures[static_cast<size_t>(i)].get();
-        if (result.ok() && (*result)->text() == fmt::format("{}-{}", t, i)) correct.fetch_add(1);
+        if (result.ok() && result->text() == fmt::format("{}-{}", t, i)) correct.fetch_add(1);
       }
     });
   }
@@ -344,7 +344,7 @@ TEST_CASE("losing the daemon fails pending calls with UNAVAILABLE, then the chan
   for (;;) {
     auto result = client.EchoAsync(echo_request(*channel, "again")).get();
     if (result.ok()) {
-      CHECK((*result)->text() == "again");
+      CHECK(result->text() == "again");
       break;
     }
     // Until the channel has installed the new connection (a request built in the old heap just
@@ -360,7 +360,7 @@ TEST_CASE("a served method answers incoming calls, and reply memory is freed on 
   auto channel = connect_to(daemon, 2);
 
   struct Upper final : echo::EchoService::Service {
-    mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest& request,
+    mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest::View& request,
                       echo::EchoReply& response) override {
       if (request.text() == "fail") return mrpc::Status(StatusCode::kNotFound, "no such thing");
       std::string text(request.text());
@@ -549,5 +549,5 @@ TEST_CASE("with 0 handler threads handlers run inline on the completion thread a
   echo::EchoService::Client client(channel);
   auto result = client.Echo(echo_request(*channel, "outgoing"));
   REQUIRE_MESSAGE(result.ok(), result.status().to_string());
-  CHECK((*result)->text() == "outgoing");
+  CHECK(result->text() == "outgoing");
 }

@@ -73,7 +73,7 @@ struct EchoService final : echo::EchoService::Service {
   bool release_all = false;
   std::atomic<int> saw_cancel{0};
 
-  mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest& request,
+  mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest::View& request,
                     echo::EchoReply& response) override {
     if (hold.load()) {
       std::unique_lock lock(mutex);
@@ -92,7 +92,7 @@ struct EchoService final : echo::EchoService::Service {
   }
 };
 
-echo::EchoRequest make_request(Channel& channel, std::string_view text) {
+mrpc::Owned<echo::EchoRequest> make_request(Channel& channel, std::string_view text) {
   auto request = echo::EchoRequest::create(channel.heap());
   request.set_text(text);
   return request;
@@ -117,7 +117,7 @@ int echo_with_window(Channel& channel, echo::EchoService::Client& stub, int call
     }
     std::string text = fmt::format("call {}", i);
     stub.Echo(make_request(channel, text), {}, [&, text](mrpc::CallResult<echo::EchoReply> result) {
-      if (result.ok() && (*result)->text() == text) correct.fetch_add(1);
+      if (result.ok() && result->text() == text) correct.fetch_add(1);
       std::lock_guard lock(mutex);
       --in_flight;
       ++finished;
@@ -143,10 +143,10 @@ TEST_CASE("an echo call goes through mrpcd from one channel to another and back"
   request.set_payload(std::string("\0\1\2bytes", 8));
   mrpc::CallOptions options;
   options.metadata.add("suffix", ", world");
-  auto result = stub.Echo(request, options);
+  auto result = stub.Echo(std::move(request), options);
   REQUIRE_MESSAGE(result.ok(), result.status().to_string());
-  CHECK((*result)->text() == "hello, world");
-  CHECK((*result)->payload() == std::string("\0\1\2bytes", 8));
+  CHECK(result->text() == "hello, world");
+  CHECK(result->payload() == std::string("\0\1\2bytes", 8));
 }
 
 TEST_CASE("10,000 calls with 64 in flight are all answered and every heap is back to empty") {
@@ -219,7 +219,7 @@ TEST_CASE("a daemon restarted under a client fails its calls, then calls succeed
   for (;;) {
     auto result = stub.Echo(make_request(*client, "after"));
     if (result.ok()) {
-      CHECK((*result)->text() == "after");
+      CHECK(result->text() == "after");
       break;
     }
     REQUIRE_MESSAGE((result.status().code() == StatusCode::kUnavailable ||

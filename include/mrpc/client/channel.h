@@ -93,25 +93,34 @@ class ReceivedMessage {
   std::shared_ptr<ReceiveLease> lease_;
 };
 
-// A typed view of a received message: generated message types are constructible from a
-// MessageRef. Only const access: the region is mapped read-only.
+// A typed view of a received message: M is a generated message class, M::View its read-only
+// view (no setters: the region is mapped read-only). Keeps the message's block alive.
 template <class M>
 class Received {
  public:
+  using View = typename M::View;
   Received() = default;
   explicit Received(ReceivedMessage message)
       : message_(std::move(message)), view_(message_.ref()) {}
-  const M& operator*() const { return view_; }
-  const M* operator->() const { return &view_; }
+  const View& view() const { return view_; }
+  const View& operator*() const { return view_; }
+  const View* operator->() const { return &view_; }
 
  private:
   ReceivedMessage message_;
-  M view_{MessageRef{}};
+  View view_{MessageRef{}};
 };
 
-// The outcome of a call: a response, or the status that says why none.
+// The outcome of a call: a response, or the status that says why none. `reply->field()` reads
+// the response (as `reply.value()->field()`); check ok() first: reading a failed result aborts
+// with its status.
 template <class M>
-using CallResult = Expected<Received<M>>;
+class CallResult : public Expected<Received<M>> {
+ public:
+  using Expected<Received<M>>::Expected;
+  const typename M::View& operator*() const { return this->value().view(); }
+  const typename M::View* operator->() const { return &this->value().view(); }
+};
 
 using CallId = uint64_t;
 using UntypedCompletion = std::function<void(Status, ReceivedMessage)>;
