@@ -78,7 +78,7 @@ std::string accessor_name(const std::string& name) {
       "throw", "true", "try", "typedef", "typeid", "typename", "union", "unsigned", "using",
       "virtual", "void", "volatile", "wchar_t", "while", "xor", "xor_eq",
       // members of every generated message class
-      "ref", "create", "mrpc_ref_", "mrpc_self", "mrpc_anchor", "mrpc_anchor_"};
+      "ref", "create", "mrpc_ref_", "mrpc_self", "mrpc_anchor", "mrpc_anchor_", "mrpc_maps_"};
   std::string lowered = lower(name);
   return kReserved.count(lowered) != 0 ? lowered + "_" : lowered;
 }
@@ -387,6 +387,8 @@ class $C$ {
       out += field_decls(*d.field(i), layout, f, /*view=*/true);
       mutable_fields += field_decls(*d.field(i), layout, f, /*view=*/false);
     }
+    bool has_map = false;
+    for (const FieldLayout& f : layout.fields()) has_map |= f.is_map;
     out += R"(
  protected:
   ::mrpc::MessageRef mrpc_self() const {
@@ -397,10 +399,9 @@ class $C$ {
  private:
   ::mrpc::MessageRef mrpc_ref_;
   std::shared_ptr<const ::mrpc::gen::ElementAnchor> mrpc_anchor_;
-};
-}  // namespace mrpc_views
-
 )";
+    if (has_map) out += "  mutable std::shared_ptr<::mrpc::gen::MapCache> mrpc_maps_;\n";
+    out += "};\n}  // namespace mrpc_views\n\n";
     out += subst(
         R"(// $full$, mutable: a view of a message being built in a heap. Setters, adds and merges return
 // whether they wrote: false when the heap is full (the message is then failed, and sending it
@@ -501,7 +502,10 @@ class $C$ : public mrpc_views::$C$ {
         Vars m = map_vars(field, v);
         if (view) {
           out += subst(
-              "  // map: index of the entry of `key` (the last one, as protobuf keeps), or -1\n"
+              "  // map: index of the entry of `key` (the last one, as protobuf keeps), or -1. A "
+              "hash\n"
+              "  // lookup: the index is built on the first lookup through this view object and\n"
+              "  // kept up to date as the map grows, so keep the view to keep the index.\n"
               "  int $n$_find($K$ key) const;\n"
               "  bool $n$_contains($K$ key) const { return $n$_find(key) >= 0; }\n"
               "  // the value of `key`, or the default value if absent\n"
@@ -714,9 +718,10 @@ inline bool $C$::set_$n$(int index, $T$ value) { return ::mrpc::gen::set_element
       if (f.is_map) {
         Vars m = map_vars(field, v);
         out += subst(R"(inline int mrpc_views::$C$::$n$_find($K$ key) const {
-  for (int i = $n$_size() - 1; i >= 0; --i)
-    if ($n$(i).key() == key) return i;
-  return -1;
+  const ::mrpc::MessageRef self = mrpc_self();
+  return ::mrpc::gen::map_cache(mrpc_maps_).find(self, $off$, $subv$::kBodySize, key, [&](int i) {
+    return $subv$(::mrpc::gen::get_message_element(self, $off$, $subv$::kBodySize, i)).key();
+  });
 }
 inline $Vv$ mrpc_views::$C$::$n$_at($K$ key) const {
   const int i = $n$_find(key);

@@ -19,8 +19,10 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -367,6 +369,58 @@ V element_view(const MessageRef& self, const std::shared_ptr<const ElementAnchor
   anchor->element_size = body_size;
   anchor->index = index;
   return V(element, std::move(anchor));
+}
+
+// Map lookups: a hash index from key to entry index per map field, built on the first lookup
+// through a view and extended as the map grows (entries are only appended; a map that shrank is
+// indexed again). A found entry's key is checked against the key asked for, and the index rebuilt
+// if it differs (a key edited in place). Lives with the view object that looked up (copies share
+// it), so keep the view to keep the index. Thread-safe: lookups from several threads share it
+// behind a mutex.
+class MapCache {
+ public:
+  template <class K, class KeyAt>
+  int find(const MessageRef& m, uint32_t field_offset, uint32_t entry_size, const K& key,
+           KeyAt key_at) {
+    std::lock_guard lock(mutex_);
+    auto& slot = indexes_[field_offset];
+    if (!slot) slot = std::make_unique<Index<K>>();
+    auto& index = static_cast<Index<K>&>(*slot);
+    const int count = repeated_size(m, field_offset, entry_size);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (count < index.indexed || attempt == 1) {
+        index.entries.clear();
+        index.indexed = 0;
+      }
+      for (int i = index.indexed; i < count; ++i) index.entries[K(key_at(i))] = i;  // last wins
+      index.indexed = count;
+      auto it = index.entries.find(key);
+      if (it == index.entries.end()) return -1;
+      if (K(key_at(it->second)) == key) return it->second;
+    }
+    return -1;
+  }
+
+ private:
+  struct IndexBase {
+    virtual ~IndexBase() = default;
+  };
+  template <class K>
+  struct Index final : IndexBase {
+    std::unordered_map<K, int> entries;
+    int indexed = 0;
+  };
+  std::mutex mutex_;
+  std::unordered_map<uint32_t, std::unique_ptr<IndexBase>> indexes_;
+};
+
+// The cache of a view, created on first use (under a process-wide mutex, so two threads' first
+// lookups through one view agree on it).
+inline MapCache& map_cache(std::shared_ptr<MapCache>& cache) {
+  static std::mutex creation;
+  std::lock_guard lock(creation);
+  if (!cache) cache = std::make_shared<MapCache>();
+  return *cache;
 }
 
 // Empties a repeated field, keeping its room for the next adds.
