@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -161,12 +163,58 @@ mrpc::UntypedMethod echo_reply_method() {
 
 }  // namespace
 
-TEST_CASE("connecting where no daemon listens fails with UNAVAILABLE") {
+TEST_CASE(
+    "connecting where no daemon listens fails with UNAVAILABLE saying mrpcd is not running and "
+    "where it looked") {
   ChannelOptions options;
   options.socket_path = "/tmp/mrpc-client-test-nobody-here.sock";
   auto channel = Channel::connect(options);
   REQUIRE_FALSE(channel.ok());
   CHECK(channel.status().code() == StatusCode::kUnavailable);
+  const std::string text = channel.status().message();
+  CHECK_MESSAGE(text.starts_with("mrpcd is not running: nothing listens at "
+                                 "/tmp/mrpc-client-test-nobody-here.sock "
+                                 "(ChannelOptions::socket_path)"),
+                text);
+  CHECK_MESSAGE(text.find("MRPC_SOCKET") != std::string::npos, text);
+
+  ::setenv(mrpc::shm::kAppSocketEnv, "/tmp/mrpc-client-test-env-nobody.sock", 1);
+  auto from_env = Channel::connect({});
+  ::unsetenv(mrpc::shm::kAppSocketEnv);
+  REQUIRE_FALSE(from_env.ok());
+  CHECK(from_env.status().code() == StatusCode::kUnavailable);
+  CHECK_MESSAGE(from_env.status().message().find(
+                    "/tmp/mrpc-client-test-env-nobody.sock ($MRPC_SOCKET)") != std::string::npos,
+                from_env.status().message());
+}
+
+TEST_CASE("value() of a failed connect aborts printing the status, not bad_variant_access") {
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::dup2(pipe_fds[1], STDERR_FILENO);
+    ChannelOptions options;
+    options.socket_path = "/tmp/mrpc-client-test-nobody-here.sock";
+    options.reconnect = false;
+    auto channel = Channel::connect(options).value();  // aborts
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  std::string printed;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) > 0;)
+    printed.append(buffer, static_cast<size_t>(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
+  CHECK_MESSAGE(printed.find("Expected::value() of an error: UNAVAILABLE: mrpcd is not running") !=
+                    std::string::npos,
+                printed);
+  CHECK(printed.find("bad_variant_access") == std::string::npos);
 }
 
 TEST_CASE("the socket path comes from MRPC_SOCKET when the options name none") {

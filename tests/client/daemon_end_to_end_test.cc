@@ -251,3 +251,46 @@ TEST_CASE("a server with inline handlers and spin 0 answers 2,000 calls with 16 
   CHECK((*client)->heap().live_messages() == 0);
   wait_until([&] { return (*server)->heap().live_messages() == 0; });
 }
+
+TEST_CASE(
+    "with the default handler pool a slow call does not hold up another call to the same server") {
+  TestDaemon daemon;
+  CHECK(ChannelOptions{}.handler_threads == mrpc::limits::kDefaultHandlerThreads);
+  ChannelOptions options;  // handler_threads left at its default
+  options.socket_path = daemon.config.app_socket_path;
+  options.app_name = "default-pool-server";
+  auto server = Channel::connect(options);
+  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
+  // "slow" waits until the fast call has been answered: with one handler thread it never would be.
+  struct SlowFast final : echo::EchoService::Service {
+    std::mutex mutex;
+    std::condition_variable changed;
+    bool fast_done = false;
+    mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest::View& request,
+                      echo::EchoReply& response) override {
+      if (request.text() == "slow") {
+        std::unique_lock lock(mutex);
+        changed.wait(lock, [&] { return fast_done || context.is_cancelled(); });
+      }
+      response.set_text(request.text());
+      return {};
+    }
+  } service;
+  REQUIRE((*server)->serve(echo::EchoService::schema(), service.methods()).ok());
+  auto client = daemon.connect("default-pool-client");
+  echo::EchoService::Client stub(client);
+  auto slow = stub.EchoAsync(make_request(*client, "slow"));
+  mrpc::CallOptions fast_options;
+  fast_options.timeout = 20s;
+  auto fast = stub.Echo(make_request(*client, "fast"), fast_options);
+  REQUIRE_MESSAGE(fast.ok(), fast.status().to_string());
+  CHECK(fast->text() == "fast");
+  {
+    std::lock_guard lock(service.mutex);
+    service.fast_done = true;
+  }
+  service.changed.notify_all();
+  auto slow_result = slow.get();
+  REQUIRE_MESSAGE(slow_result.ok(), slow_result.status().to_string());
+  CHECK(slow_result->text() == "slow");
+}

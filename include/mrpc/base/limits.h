@@ -48,6 +48,9 @@ inline constexpr size_t kHeapSpareArenas = 1024;
 // ---- Calls ----
 // Deadline of a call made without one.
 inline constexpr std::chrono::nanoseconds kDefaultCallTimeout = 30s;
+// Server handler threads per channel (ChannelOptions::handler_threads): a small pool, so one slow
+// handler does not hold up every other call of the channel.
+inline constexpr int kDefaultHandlerThreads = 4;
 
 // ---- Runtime scheduling ----
 // How long a runtime thread keeps polling an idle queue before it sleeps on its eventfds.

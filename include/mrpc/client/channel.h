@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "mrpc/base/expected.h"
+#include "mrpc/base/limits.h"
 #include "mrpc/base/status.h"
 #include "mrpc/message/message_ref.h"
 
@@ -154,12 +155,14 @@ inline constexpr const char* kSpinBudgetEnv = "MRPC_SPIN_BUDGET_US";
 struct ChannelOptions {
   std::string socket_path;  // empty: $MRPC_SOCKET, else shm::kDefaultAppSocketPath
   std::string app_name;     // for logs and stats
-  // Threads running server handlers; 0 runs each handler inline on the completion thread: no
+  // Threads running server handlers (default limits::kDefaultHandlerThreads = 4: calls to a
+  // server run concurrently, so a slow handler holds up only its own call while fewer than that
+  // many are slow at once). 0 runs each handler inline on the completion thread: no
   // thread hand-off per incoming call (lower latency, less CPU), but a slow handler delays every
   // completion, deadline and incoming call of this channel while it runs, and a blocking call()
   // from inside an inline handler deadlocks (as from a completion); use the async forms there.
   // Negative: connect fails with INVALID_ARGUMENT.
-  int handler_threads = 1;
+  int handler_threads = limits::kDefaultHandlerThreads;
   // How long the completion thread polls its ring, once idle, before sleeping on its eventfd.
   // 0: sleep at once (least CPU; every completion then costs a wake-up, tens of microseconds).
   // Precedence: this option if set, else $MRPC_SPIN_BUDGET_US (a whole number of microseconds),
