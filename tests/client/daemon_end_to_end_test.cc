@@ -294,3 +294,40 @@ TEST_CASE(
   REQUIRE_MESSAGE(slow_result.ok(), slow_result.status().to_string());
   CHECK(slow_result->text() == "slow");
 }
+
+TEST_CASE(
+    "wait_for_ready waits for a server to register, and ends DEADLINE_EXCEEDED at its deadline") {
+  TestDaemon daemon;
+  auto client = daemon.connect("client");
+  echo::EchoService::Client stub(client);
+
+  // Nobody serves: without the option the call fails at once, with it at the deadline.
+  CHECK(stub.Echo(make_request(*client, "now")).status().code() == StatusCode::kUnavailable);
+  mrpc::CallOptions short_wait;
+  short_wait.wait_for_ready = true;
+  short_wait.timeout = 300ms;
+  auto timed_out = stub.Echo(make_request(*client, "nobody"), short_wait);
+  CHECK(timed_out.status().code() == StatusCode::kDeadlineExceeded);
+  CHECK_MESSAGE(timed_out.status().message().starts_with("wait_for_ready: not ready before the "
+                                                         "deadline"),
+                timed_out.status().message());
+  CHECK_MESSAGE(timed_out.status().message().find("last: UNAVAILABLE") != std::string::npos,
+                timed_out.status().message());
+  CHECK(client->heap().live_messages() == 0);
+
+  // A server that registers while the call waits answers it.
+  auto server = daemon.connect("late-server");
+  EchoService service;
+  std::thread late([&] {
+    std::this_thread::sleep_for(100ms);
+    REQUIRE(server->serve(echo::EchoService::schema(), service.methods()).ok());
+  });
+  mrpc::CallOptions long_wait;
+  long_wait.wait_for_ready = true;
+  long_wait.timeout = 20s;
+  auto answered = stub.Echo(make_request(*client, "waited"), long_wait);
+  late.join();
+  REQUIRE_MESSAGE(answered.ok(), answered.status().to_string());
+  CHECK(answered->text() == "waited");
+  CHECK(client->heap().live_messages() == 0);
+}

@@ -826,7 +826,7 @@ inline bool $C$::set_$n$($T$ value) {
           m);
       defs += subst(
           R"(inline ::mrpc::CallResult<$O$> $S$::Client::$M$(::mrpc::Owned<$I$> request, const ::mrpc::CallOptions& options) {
-  return ::mrpc::gen::blocking_call<$O$>(*channel_, schema(), $index$, request.release(), options);
+  return ::mrpc::gen::blocking_call_owned<$O$>(*channel_, schema(), $index$, std::move(request), options);
 }
 inline ::mrpc::CallId $S$::Client::$M$(::mrpc::Owned<$I$> request, const ::mrpc::CallOptions& options,
                                      std::function<void(::mrpc::CallResult<$O$>)> done) {

@@ -75,6 +75,13 @@ class Metadata {
 struct CallOptions {
   std::optional<std::chrono::nanoseconds> timeout;  // none: limits::kDefaultCallTimeout
   Metadata metadata;
+  // gRPC's wait_for_ready: a call that fails UNAVAILABLE (no app serves the service yet, or the
+  // daemon is away and the channel reconnecting) is tried again, with backoff
+  // (limits::kWaitForReadyInitialBackoff doubling to limits::kWaitForReadyMaxBackoff), until it
+  // gets another answer or its timeout runs out (then DEADLINE_EXCEEDED, naming the last error).
+  // Each try sends a copy of the request. Honoured by the generated blocking stub method only;
+  // the callback and future forms ignore it.
+  bool wait_for_ready = false;
 };
 
 class ReceiveLease;  // keeps a block of the receive region alive; released to the daemon when gone

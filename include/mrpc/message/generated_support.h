@@ -14,18 +14,23 @@
 // is not supported (the heap itself is thread-safe).
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "mrpc/base/limits.h"
 #include "mrpc/client/channel.h"
 #include "mrpc/message/layout.h"
 #include "mrpc/message/message_ref.h"
@@ -486,6 +491,42 @@ CallResult<Response> blocking_call(Channel& channel, const ServiceSchema& servic
                                    uint32_t method_index, const MessageRef& request,
                                    const CallOptions& options) {
   return future_call<Response>(channel, service, method_index, request, options).get();
+}
+
+// The blocking stub method: one call, or with options.wait_for_ready tries (of copies of the
+// request) until an answer other than UNAVAILABLE or the deadline.
+template <class Response, class Request>
+CallResult<Response> blocking_call_owned(Channel& channel, const ServiceSchema& service,
+                                         uint32_t method_index, Owned<Request> request,
+                                         const CallOptions& options) {
+  if (!options.wait_for_ready)
+    return blocking_call<Response>(channel, service, method_index, request.release(), options);
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + options.timeout.value_or(limits::kDefaultCallTimeout);
+  std::chrono::nanoseconds backoff = limits::kWaitForReadyInitialBackoff;
+  for (int attempt = 1;; ++attempt) {
+    auto copy = Request::create(channel.heap());
+    if (!copy.CopyFrom(request)) {
+      return CallResult<Response>(
+          Status(StatusCode::kResourceExhausted,
+                 "wait_for_ready: the heap has no room for another copy of the request"));
+    }
+    CallOptions attempt_options = options;
+    attempt_options.timeout =
+        std::max(std::chrono::nanoseconds(1),
+                 std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now()));
+    CallResult<Response> result =
+        blocking_call<Response>(channel, service, method_index, copy.release(), attempt_options);
+    if (result.ok() || result.status().code() != StatusCode::kUnavailable) return result;
+    if (Clock::now() + backoff >= deadline) {
+      return CallResult<Response>(Status(StatusCode::kDeadlineExceeded,
+                                         "wait_for_ready: not ready before the deadline after " +
+                                             std::to_string(attempt) +
+                                             " tries; last: " + result.status().to_string()));
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, limits::kWaitForReadyMaxBackoff);
+  }
 }
 
 // One method of a skeleton: wraps the typed handler, and allocates responses of type Response.
