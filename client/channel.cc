@@ -1,13 +1,46 @@
 // Channel's non-virtual members and its factory: libmrpc's Channel is a ShmChannel.
 #include "mrpc/client/channel.h"
 
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "mrpc/transports/shm/protocol.h"
 #include "shm_channel.h"
 
 namespace mrpc {
+namespace {
+
+// Where connect looks for mrpcd, and what said so (for the error that says it is not there).
+std::pair<std::string, std::string> socket_path_and_source(const ChannelOptions& options) {
+  if (!options.socket_path.empty()) return {options.socket_path, "ChannelOptions::socket_path"};
+  const char* from_env = std::getenv(shm::kAppSocketEnv);
+  if (from_env != nullptr && *from_env != '\0')
+    return {from_env, fmt::format("${}", shm::kAppSocketEnv)};
+  return {shm::kDefaultAppSocketPath,
+          fmt::format("the default; neither ChannelOptions::socket_path nor ${} is set",
+                      shm::kAppSocketEnv)};
+}
+
+}  // namespace
 
 Expected<std::shared_ptr<Channel>> Channel::connect(ChannelOptions options) {
+  const auto [path, source] = socket_path_and_source(options);
   auto channel = client::ShmChannel::open(std::move(options));
-  if (!channel) return channel.status();
+  if (!channel) {
+    const Status& status = channel.status();
+    // No socket file, or nobody listening on it: the daemon is not running there.
+    if (status.code() == StatusCode::kUnavailable &&
+        status.message().starts_with("connecting to mrpcd")) {
+      return Status(StatusCode::kUnavailable,
+                    fmt::format("mrpcd is not running: nothing listens at {} ({}); start it "
+                                "(mrpcd --app-socket {}) or point ${} at its app socket [{}]",
+                                path, source, path, shm::kAppSocketEnv, status.message()));
+    }
+    return status;
+  }
   return std::shared_ptr<Channel>(std::move(*channel));
 }
 

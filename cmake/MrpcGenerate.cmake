@@ -1,32 +1,70 @@
-# mrpc_generate(TARGET <target> PROTOS <a.proto> ... [IMPORT_DIRS <dir> ...])
+# mrpc_generate(TARGET <target> PROTOS <a.proto> ... [IMPORT_DIRS <dir> ...] [OUT_DIR <dir>])
 #
 # Generates mrpc message classes, client stubs and server skeletons from .proto files and adds
 # them to <target>, the way protobuf_generate() does for protobuf:
 #
+#   find_package(mrpc CONFIG REQUIRED)     # or add_subdirectory(path/to/mrpc)
 #   add_library(echo_proto STATIC)
 #   mrpc_generate(TARGET echo_proto PROTOS echo.proto)
-#   target_link_libraries(my_app PRIVATE echo_proto mrpc)   # mrpc: the client library
+#   target_link_libraries(my_app PRIVATE echo_proto mrpc::mrpc)
 #
-# For each <dir>/x.proto, protoc runs with protoc-gen-mrpc (built by this project) and writes
-# x.mrpc.h and x.mrpc.cc under ${CMAKE_CURRENT_BINARY_DIR}/mrpc_generated/, keeping the path of
-# the .proto relative to its import directory; that folder is added to <target>'s PUBLIC include
-# directories, so code includes "x.mrpc.h" (or "sub/x.mrpc.h"). <target> is linked PUBLIC to
-# mrpc_message (the message runtime) and mrpc_base; generated code needs nothing else of mrpc
-# unless it calls a service, which needs libmrpc's Channel.
+# For each <dir>/x.proto, protoc runs with protoc-gen-mrpc and writes x.mrpc.h and x.mrpc.cc under
+# OUT_DIR (default ${CMAKE_CURRENT_BINARY_DIR}/mrpc_generated/<target>), keeping the path of the
+# .proto relative to its import directory; OUT_DIR is added to <target>'s PUBLIC include
+# directories, so code includes "x.mrpc.h" (or "sub/x.mrpc.h"). Two .proto files of the same name
+# in different folders go to different targets (each has its own default OUT_DIR), or to one
+# target if IMPORT_DIRS makes their relative paths differ. <target> is linked PUBLIC to the
+# library generated code needs (MRPC_GENERATED_CODE_LIBS: mrpc::mrpc from an installed package,
+# the message runtime in mrpc's own build).
 #
 # IMPORT_DIRS: where imports are looked up (protoc -I), in order. Default: the folder of each
 # .proto. Every .proto must be inside one of them. Imported .proto files need their own
 # mrpc_generate (their x.mrpc.h is included by the generated code that imports them).
+#
+# Tools: protoc is MRPC_PROTOC_EXECUTABLE (else Protobuf_PROTOC_EXECUTABLE, else `protoc` on the
+# PATH); the plugin is the protoc-gen-mrpc target when mrpc is part of the build, else
+# MRPC_PROTOC_GEN_MRPC (set by the installed package).
 function(mrpc_generate)
-  cmake_parse_arguments(G "" "TARGET" "PROTOS;IMPORT_DIRS" ${ARGN})
+  cmake_parse_arguments(G "" "TARGET;OUT_DIR" "PROTOS;IMPORT_DIRS" ${ARGN})
   if(NOT G_TARGET OR NOT G_PROTOS)
     message(FATAL_ERROR "mrpc_generate: TARGET and PROTOS are required")
   endif()
-  if(NOT TARGET protoc-gen-mrpc)
-    message(FATAL_ERROR "mrpc_generate: the protoc-gen-mrpc target is not defined yet "
-                        "(tools/ must be added before ${CMAKE_CURRENT_SOURCE_DIR})")
+  if(NOT TARGET ${G_TARGET})
+    message(FATAL_ERROR "mrpc_generate: ${G_TARGET} is not a target (add_library it first)")
   endif()
-  set(out_dir ${CMAKE_CURRENT_BINARY_DIR}/mrpc_generated)
+
+  set(protoc ${MRPC_PROTOC_EXECUTABLE})
+  if(NOT protoc)
+    set(protoc ${Protobuf_PROTOC_EXECUTABLE})
+  endif()
+  if(NOT protoc)
+    find_program(MRPC_FOUND_PROTOC protoc)
+    if(NOT MRPC_FOUND_PROTOC)
+      message(FATAL_ERROR "mrpc_generate: protoc not found (install protobuf's compiler, or set "
+                          "MRPC_PROTOC_EXECUTABLE)")
+    endif()
+    set(protoc ${MRPC_FOUND_PROTOC})
+  endif()
+  if(TARGET protoc-gen-mrpc)
+    set(plugin $<TARGET_FILE:protoc-gen-mrpc>)
+    set(plugin_dependency protoc-gen-mrpc)
+  elseif(MRPC_PROTOC_GEN_MRPC)
+    set(plugin ${MRPC_PROTOC_GEN_MRPC})
+    set(plugin_dependency ${MRPC_PROTOC_GEN_MRPC})
+  else()
+    message(FATAL_ERROR "mrpc_generate: no protoc-gen-mrpc: find_package(mrpc CONFIG) or "
+                        "add_subdirectory(mrpc) first")
+  endif()
+  set(libs ${MRPC_GENERATED_CODE_LIBS})
+  if(NOT libs)
+    set(libs mrpc_message mrpc_base)
+  endif()
+
+  set(out_dir ${G_OUT_DIR})
+  if(NOT out_dir)
+    set(out_dir ${CMAKE_CURRENT_BINARY_DIR}/mrpc_generated/${G_TARGET})
+  endif()
+  get_filename_component(out_dir ${out_dir} ABSOLUTE BASE_DIR ${CMAKE_CURRENT_BINARY_DIR})
   file(MAKE_DIRECTORY ${out_dir})
 
   set(import_dirs)
@@ -36,6 +74,7 @@ function(mrpc_generate)
   endforeach()
 
   set(generated)
+  set(stems)
   foreach(proto IN LISTS G_PROTOS)
     get_filename_component(proto ${proto} ABSOLUTE BASE_DIR ${CMAKE_CURRENT_SOURCE_DIR})
     set(dirs ${import_dirs})
@@ -55,6 +94,12 @@ function(mrpc_generate)
       message(FATAL_ERROR "mrpc_generate: ${proto} is in none of the IMPORT_DIRS (${dirs})")
     endif()
     string(REGEX REPLACE "\\.proto$" "" stem ${relative})
+    if(stem IN_LIST stems)
+      message(FATAL_ERROR "mrpc_generate: two .proto files of ${G_TARGET} would both generate "
+                          "${out_dir}/${stem}.mrpc.h; put them in different targets, or give "
+                          "IMPORT_DIRS under which their paths differ")
+    endif()
+    list(APPEND stems ${stem})
     set(outputs ${out_dir}/${stem}.mrpc.h ${out_dir}/${stem}.mrpc.cc)
     set(include_flags)
     foreach(dir IN LISTS dirs)
@@ -62,9 +107,9 @@ function(mrpc_generate)
     endforeach()
     add_custom_command(
       OUTPUT ${outputs}
-      COMMAND protobuf::protoc --plugin=protoc-gen-mrpc=$<TARGET_FILE:protoc-gen-mrpc>
-              --mrpc_out=${out_dir} ${include_flags} ${proto}
-      DEPENDS ${proto} protoc-gen-mrpc protobuf::protoc
+      COMMAND ${protoc} --plugin=protoc-gen-mrpc=${plugin} --mrpc_out=${out_dir} ${include_flags}
+              ${proto}
+      DEPENDS ${proto} ${plugin_dependency} ${protoc}
       COMMENT "protoc-gen-mrpc: ${relative}"
       VERBATIM)
     list(APPEND generated ${outputs})
@@ -72,5 +117,6 @@ function(mrpc_generate)
 
   target_sources(${G_TARGET} PRIVATE ${generated})
   target_include_directories(${G_TARGET} PUBLIC ${out_dir})
-  target_link_libraries(${G_TARGET} PUBLIC mrpc_message mrpc_base)
+  target_link_libraries(${G_TARGET} PUBLIC ${libs})
+  target_compile_features(${G_TARGET} PUBLIC cxx_std_20)
 endfunction()

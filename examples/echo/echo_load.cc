@@ -31,8 +31,8 @@ struct LoadState {
     if (!reply.ok()) {
       ++result.errors[reply.status().code()];
       if (result.first_error.ok()) result.first_error = reply.status();
-    } else if ((*reply)->text() != fmt::format("echo {}", call) ||
-               (*reply)->payload() != payload_for(call, payload_bytes)) {
+    } else if (reply->text() != fmt::format("echo {}", call) ||
+               reply->payload() != payload_for(call, payload_bytes)) {
       ++result.mismatched;
     } else {
       ++result.answered;
@@ -79,12 +79,12 @@ EchoLoadResult run_echo_load(const std::shared_ptr<mrpc::Channel>& channel,
   call_options.timeout = options.timeout;
   const mrpc::MonoTime start = clock.now();
   for (uint32_t call = 0; call < options.calls; ++call) {
-    EchoRequest request = EchoRequest::create(channel->heap());
+    auto request = EchoRequest::create(channel->heap());
     request.set_text(fmt::format("echo {}", call));
     request.set_payload(payload_for(call, options.payload_bytes));
     const mrpc::MonoTime sent = clock.now();
     if (options.in_flight <= 1) {
-      auto reply = client.Echo(request, call_options);
+      auto reply = client.Echo(std::move(request), call_options);
       state.record(call, options.payload_bytes, clock.now() - sent, reply);
       continue;
     }
@@ -93,7 +93,7 @@ EchoLoadResult run_echo_load(const std::shared_ptr<mrpc::Channel>& channel,
       state.changed.wait(lock, [&] { return state.outstanding < options.in_flight; });
       ++state.outstanding;
     }
-    client.Echo(request, call_options,
+    client.Echo(std::move(request), call_options,
                 [&state, &clock, call, sent, &options](mrpc::CallResult<EchoReply> reply) {
                   state.record(call, options.payload_bytes, clock.now() - sent, reply);
                   std::lock_guard lock(state.mutex);

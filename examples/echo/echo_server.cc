@@ -15,7 +15,7 @@ class EchoServiceImpl final : public echo::EchoService::Service {
  public:
   explicit EchoServiceImpl(std::chrono::milliseconds delay) : delay_(delay) {}
 
-  mrpc::Status Echo(mrpc::ServerContext&, const echo::EchoRequest& request,
+  mrpc::Status Echo(mrpc::ServerContext&, const echo::EchoRequest::View& request,
                     echo::EchoReply& response) override {
     if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
     response.set_text(request.text());

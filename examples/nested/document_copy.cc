@@ -3,7 +3,7 @@
 namespace nested {
 namespace {
 
-void copy_section(const Document::Section& from, Document::Section to) {
+void copy_section(const Document::Section::View& from, Document::Section to) {
   to.set_title(from.title());
   for (int i = 0; i < from.paragraphs_size(); ++i) to.add_paragraphs(from.paragraphs(i));
   if (from.has_anchor()) copy_point(from.anchor(), to.mutable_anchor());
@@ -11,18 +11,18 @@ void copy_section(const Document::Section& from, Document::Section to) {
 
 }  // namespace
 
-void copy_point(const Point& from, Point to) {
+void copy_point(const Point::View& from, Point to) {
   to.set_x(from.x());
   to.set_y(from.y());
 }
 
-void copy_tree(const Tree& from, Tree to) {
+void copy_tree(const Tree::View& from, Tree to) {
   to.set_label(from.label());
   for (int i = 0; i < from.children_size(); ++i) copy_tree(from.children(i), to.add_children());
   if (from.has_parent_hint()) copy_tree(from.parent_hint(), to.mutable_parent_hint());
 }
 
-void copy_document(const Document& from, Document to) {
+void copy_document(const Document::View& from, Document to) {
   // Scalars, enums and optionals.
   to.set_flag(from.flag());
   to.set_i32(from.i32());

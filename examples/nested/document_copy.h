@@ -7,8 +7,8 @@
 
 namespace nested {
 
-void copy_point(const Point& from, Point to);
-void copy_tree(const Tree& from, Tree to);
-void copy_document(const Document& from, Document to);
+void copy_point(const Point::View& from, Point to);
+void copy_tree(const Tree::View& from, Tree to);
+void copy_document(const Document::View& from, Document to);
 
 }  // namespace nested

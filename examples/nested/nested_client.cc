@@ -51,14 +51,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   nested::DocumentStore::Client client(*channel);
-  nested::Document document = nested::Document::create((*channel)->heap());
+  auto document = nested::Document::create((*channel)->heap());
   fill(document);
-  auto reply = client.Put(document);
+  auto reply = client.Put(std::move(document));
   if (!reply.ok()) {
     fmt::print("nested_client: Put failed: {}\n", reply.status().to_string());
     return 1;
   }
-  const nested::Document& back = **reply;
+  const nested::Document::View& back = *reply;
   fmt::print(
       "nested_client: Put answered: title '{}', kind {}, maybe_count set {} (= {}), u64 {}\n",
       back.title(), static_cast<int>(back.kind()), back.has_maybe_count(), back.maybe_count(),

@@ -10,7 +10,7 @@ namespace {
 
 class DocumentStoreImpl final : public nested::DocumentStore::Service {
  public:
-  mrpc::Status Put(mrpc::ServerContext&, const nested::Document& request,
+  mrpc::Status Put(mrpc::ServerContext&, const nested::Document::View& request,
                    nested::Document& response) override {
     nested::copy_document(request, response);
     return {};

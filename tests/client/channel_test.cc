@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -51,7 +53,7 @@ std::shared_ptr<Channel> connect_to(const FakeDaemon& daemon, int handler_thread
   return *channel;
 }
 
-echo::EchoRequest echo_request(Channel& channel, std::string_view text) {
+mrpc::Owned<echo::EchoRequest> echo_request(Channel& channel, std::string_view text) {
   auto request = echo::EchoRequest::create(channel.heap());
   request.set_text(text);
   return request;
@@ -123,7 +125,7 @@ long completion_thread_sleeps_over_calls(const std::shared_ptr<Channel>& channel
   for (int i = 0; i < calls; ++i) {
     auto result = client.Echo(echo_request(*channel, "ping"));
     REQUIRE_MESSAGE(result.ok(), result.status().to_string());
-    CHECK((*result)->text() == "ping");
+    CHECK(result->text() == "ping");
   }
   return voluntary_switches(completion) - before;
 }
@@ -161,12 +163,58 @@ mrpc::UntypedMethod echo_reply_method() {
 
 }  // namespace
 
-TEST_CASE("connecting where no daemon listens fails with UNAVAILABLE") {
+TEST_CASE(
+    "connecting where no daemon listens fails with UNAVAILABLE saying mrpcd is not running and "
+    "where it looked") {
   ChannelOptions options;
   options.socket_path = "/tmp/mrpc-client-test-nobody-here.sock";
   auto channel = Channel::connect(options);
   REQUIRE_FALSE(channel.ok());
   CHECK(channel.status().code() == StatusCode::kUnavailable);
+  const std::string text = channel.status().message();
+  CHECK_MESSAGE(text.starts_with("mrpcd is not running: nothing listens at "
+                                 "/tmp/mrpc-client-test-nobody-here.sock "
+                                 "(ChannelOptions::socket_path)"),
+                text);
+  CHECK_MESSAGE(text.find("MRPC_SOCKET") != std::string::npos, text);
+
+  ::setenv(mrpc::shm::kAppSocketEnv, "/tmp/mrpc-client-test-env-nobody.sock", 1);
+  auto from_env = Channel::connect({});
+  ::unsetenv(mrpc::shm::kAppSocketEnv);
+  REQUIRE_FALSE(from_env.ok());
+  CHECK(from_env.status().code() == StatusCode::kUnavailable);
+  CHECK_MESSAGE(from_env.status().message().find(
+                    "/tmp/mrpc-client-test-env-nobody.sock ($MRPC_SOCKET)") != std::string::npos,
+                from_env.status().message());
+}
+
+TEST_CASE("value() of a failed connect aborts printing the status, not bad_variant_access") {
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::dup2(pipe_fds[1], STDERR_FILENO);
+    ChannelOptions options;
+    options.socket_path = "/tmp/mrpc-client-test-nobody-here.sock";
+    options.reconnect = false;
+    auto channel = Channel::connect(options).value();  // aborts
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  std::string printed;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) > 0;)
+    printed.append(buffer, static_cast<size_t>(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
+  CHECK_MESSAGE(printed.find("Expected::value() of an error: UNAVAILABLE: mrpcd is not running") !=
+                    std::string::npos,
+                printed);
+  CHECK(printed.find("bad_variant_access") == std::string::npos);
 }
 
 TEST_CASE("the socket path comes from MRPC_SOCKET when the options name none") {
@@ -207,10 +255,10 @@ TEST_CASE("a call completes with the daemon's response, and every block goes bac
   {
     auto request = echo_request(*channel, "hello");
     request.set_payload(std::string(1000, 'p'));
-    auto result = client.Echo(request);
+    auto result = client.Echo(std::move(request));
     REQUIRE_MESSAGE(result.ok(), result.status().to_string());
-    CHECK((*result)->text() == "hello");
-    CHECK((*result)->payload() == std::string(1000, 'p'));
+    CHECK(result->text() == "hello");
+    CHECK(result->payload() == std::string(1000, 'p'));
     // The request was freed when the daemon said it no longer reads it.
     CHECK(channel->heap().live_messages() == 0);
   }
@@ -292,7 +340,7 @@ TEST_CASE("a message that ran out of heap fails with RESOURCE_EXHAUSTED without 
   echo::EchoService::Client client(channel);
   auto request = echo_request(*channel, "big");
   request.set_payload(std::string(128 << 10, 'x'));  // bigger than the whole heap
-  auto result = client.Echo(request);
+  auto result = client.Echo(std::move(request));
   CHECK(result.status().code() == StatusCode::kResourceExhausted);
   CHECK(channel->heap().live_messages() == 0);
   auto lock = daemon.lock();
@@ -318,7 +366,7 @@ TEST_CASE("many calls in flight from many threads all complete with their own re
       }
       for (int i = 0; i < kCallsPerThread; ++i) {
         auto result = futures[static_cast<size_t>(i)].get();
-        if (result.ok() && (*result)->text() == fmt::format("{}-{}", t, i)) correct.fetch_add(1);
+        if (result.ok() && result->text() == fmt::format("{}-{}", t, i)) correct.fetch_add(1);
       }
     });
   }
@@ -344,7 +392,7 @@ TEST_CASE("losing the daemon fails pending calls with UNAVAILABLE, then the chan
   for (;;) {
     auto result = client.EchoAsync(echo_request(*channel, "again")).get();
     if (result.ok()) {
-      CHECK((*result)->text() == "again");
+      CHECK(result->text() == "again");
       break;
     }
     // Until the channel has installed the new connection (a request built in the old heap just
@@ -360,7 +408,7 @@ TEST_CASE("a served method answers incoming calls, and reply memory is freed on 
   auto channel = connect_to(daemon, 2);
 
   struct Upper final : echo::EchoService::Service {
-    mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest& request,
+    mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest::View& request,
                       echo::EchoReply& response) override {
       if (request.text() == "fail") return mrpc::Status(StatusCode::kNotFound, "no such thing");
       std::string text(request.text());
@@ -549,5 +597,5 @@ TEST_CASE("with 0 handler threads handlers run inline on the completion thread a
   echo::EchoService::Client client(channel);
   auto result = client.Echo(echo_request(*channel, "outgoing"));
   REQUIRE_MESSAGE(result.ok(), result.status().to_string());
-  CHECK((*result)->text() == "outgoing");
+  CHECK(result->text() == "outgoing");
 }

@@ -73,7 +73,7 @@ struct EchoService final : echo::EchoService::Service {
   bool release_all = false;
   std::atomic<int> saw_cancel{0};
 
-  mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest& request,
+  mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest::View& request,
                     echo::EchoReply& response) override {
     if (hold.load()) {
       std::unique_lock lock(mutex);
@@ -92,7 +92,7 @@ struct EchoService final : echo::EchoService::Service {
   }
 };
 
-echo::EchoRequest make_request(Channel& channel, std::string_view text) {
+mrpc::Owned<echo::EchoRequest> make_request(Channel& channel, std::string_view text) {
   auto request = echo::EchoRequest::create(channel.heap());
   request.set_text(text);
   return request;
@@ -117,7 +117,7 @@ int echo_with_window(Channel& channel, echo::EchoService::Client& stub, int call
     }
     std::string text = fmt::format("call {}", i);
     stub.Echo(make_request(channel, text), {}, [&, text](mrpc::CallResult<echo::EchoReply> result) {
-      if (result.ok() && (*result)->text() == text) correct.fetch_add(1);
+      if (result.ok() && result->text() == text) correct.fetch_add(1);
       std::lock_guard lock(mutex);
       --in_flight;
       ++finished;
@@ -143,10 +143,10 @@ TEST_CASE("an echo call goes through mrpcd from one channel to another and back"
   request.set_payload(std::string("\0\1\2bytes", 8));
   mrpc::CallOptions options;
   options.metadata.add("suffix", ", world");
-  auto result = stub.Echo(request, options);
+  auto result = stub.Echo(std::move(request), options);
   REQUIRE_MESSAGE(result.ok(), result.status().to_string());
-  CHECK((*result)->text() == "hello, world");
-  CHECK((*result)->payload() == std::string("\0\1\2bytes", 8));
+  CHECK(result->text() == "hello, world");
+  CHECK(result->payload() == std::string("\0\1\2bytes", 8));
 }
 
 TEST_CASE("10,000 calls with 64 in flight are all answered and every heap is back to empty") {
@@ -219,7 +219,7 @@ TEST_CASE("a daemon restarted under a client fails its calls, then calls succeed
   for (;;) {
     auto result = stub.Echo(make_request(*client, "after"));
     if (result.ok()) {
-      CHECK((*result)->text() == "after");
+      CHECK(result->text() == "after");
       break;
     }
     REQUIRE_MESSAGE((result.status().code() == StatusCode::kUnavailable ||
@@ -250,4 +250,84 @@ TEST_CASE("a server with inline handlers and spin 0 answers 2,000 calls with 16 
   CHECK(echo_with_window(**client, stub, kCalls, 16) == kCalls);
   CHECK((*client)->heap().live_messages() == 0);
   wait_until([&] { return (*server)->heap().live_messages() == 0; });
+}
+
+TEST_CASE(
+    "with the default handler pool a slow call does not hold up another call to the same server") {
+  TestDaemon daemon;
+  CHECK(ChannelOptions{}.handler_threads == mrpc::limits::kDefaultHandlerThreads);
+  ChannelOptions options;  // handler_threads left at its default
+  options.socket_path = daemon.config.app_socket_path;
+  options.app_name = "default-pool-server";
+  auto server = Channel::connect(options);
+  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
+  // "slow" waits until the fast call has been answered: with one handler thread it never would be.
+  struct SlowFast final : echo::EchoService::Service {
+    std::mutex mutex;
+    std::condition_variable changed;
+    bool fast_done = false;
+    mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest::View& request,
+                      echo::EchoReply& response) override {
+      if (request.text() == "slow") {
+        std::unique_lock lock(mutex);
+        changed.wait(lock, [&] { return fast_done || context.is_cancelled(); });
+      }
+      response.set_text(request.text());
+      return {};
+    }
+  } service;
+  REQUIRE((*server)->serve(echo::EchoService::schema(), service.methods()).ok());
+  auto client = daemon.connect("default-pool-client");
+  echo::EchoService::Client stub(client);
+  auto slow = stub.EchoAsync(make_request(*client, "slow"));
+  mrpc::CallOptions fast_options;
+  fast_options.timeout = 20s;
+  auto fast = stub.Echo(make_request(*client, "fast"), fast_options);
+  REQUIRE_MESSAGE(fast.ok(), fast.status().to_string());
+  CHECK(fast->text() == "fast");
+  {
+    std::lock_guard lock(service.mutex);
+    service.fast_done = true;
+  }
+  service.changed.notify_all();
+  auto slow_result = slow.get();
+  REQUIRE_MESSAGE(slow_result.ok(), slow_result.status().to_string());
+  CHECK(slow_result->text() == "slow");
+}
+
+TEST_CASE(
+    "wait_for_ready waits for a server to register, and ends DEADLINE_EXCEEDED at its deadline") {
+  TestDaemon daemon;
+  auto client = daemon.connect("client");
+  echo::EchoService::Client stub(client);
+
+  // Nobody serves: without the option the call fails at once, with it at the deadline.
+  CHECK(stub.Echo(make_request(*client, "now")).status().code() == StatusCode::kUnavailable);
+  mrpc::CallOptions short_wait;
+  short_wait.wait_for_ready = true;
+  short_wait.timeout = 300ms;
+  auto timed_out = stub.Echo(make_request(*client, "nobody"), short_wait);
+  CHECK(timed_out.status().code() == StatusCode::kDeadlineExceeded);
+  CHECK_MESSAGE(timed_out.status().message().starts_with("wait_for_ready: not ready before the "
+                                                         "deadline"),
+                timed_out.status().message());
+  CHECK_MESSAGE(timed_out.status().message().find("last: UNAVAILABLE") != std::string::npos,
+                timed_out.status().message());
+  CHECK(client->heap().live_messages() == 0);
+
+  // A server that registers while the call waits answers it.
+  auto server = daemon.connect("late-server");
+  EchoService service;
+  std::thread late([&] {
+    std::this_thread::sleep_for(100ms);
+    REQUIRE(server->serve(echo::EchoService::schema(), service.methods()).ok());
+  });
+  mrpc::CallOptions long_wait;
+  long_wait.wait_for_ready = true;
+  long_wait.timeout = 20s;
+  auto answered = stub.Echo(make_request(*client, "waited"), long_wait);
+  late.join();
+  REQUIRE_MESSAGE(answered.ok(), answered.status().to_string());
+  CHECK(answered->text() == "waited");
+  CHECK(client->heap().live_messages() == 0);
 }

@@ -163,7 +163,7 @@ void FakeDaemon::handle_submission(const shm::RingEntry& entry) {
       reply.set_text(request.text());
       reply.set_payload(request.payload());
       shm::RingEntry done = shm::make_ring_entry(shm::EntryKind::kCallDone, entry.call_id);
-      done.message_offset = reply.ref().offset;
+      done.message_offset = reply.release().offset;  // the app releases it
       post(done);
       receive_live_messages = receive_heap_->live_messages();
       return;
@@ -222,7 +222,7 @@ uint64_t FakeDaemon::send_incoming_echo(const std::string& service_name, const s
     incoming.metadata_offset = at;
     incoming.metadata_length = static_cast<uint32_t>(bytes);
   }
-  incoming_requests_[incoming.call_id] = incoming.message_offset;
+  incoming_requests_[incoming.call_id] = request.release().offset;  // freed on the app's kReply
   receive_live_messages = receive_heap_->live_messages();
   post(incoming);
   return incoming.call_id;

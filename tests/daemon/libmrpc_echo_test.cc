@@ -17,7 +17,7 @@ using mrpc::testing::TempDir;
 namespace {
 
 struct EchoImpl final : echo::EchoService::Service {
-  Status Echo(ServerContext& context, const echo::EchoRequest& request,
+  Status Echo(ServerContext& context, const echo::EchoRequest::View& request,
               echo::EchoReply& response) override {
     if (request.text() == "sleep") {
       while (!context.is_cancelled()) std::this_thread::sleep_for(1ms);
@@ -75,18 +75,18 @@ TEST_CASE("libmrpc echo through the daemon: blocking calls return what was sent"
     auto request = echo::EchoRequest::create(setup.client->heap());
     request.set_text("hello " + std::to_string(i));
     request.set_payload(std::string(static_cast<size_t>(i), '\x7f'));
-    auto result = stub.Echo(request);
+    auto result = stub.Echo(std::move(request));
     REQUIRE_MESSAGE(result.ok(), result.status().to_string());
-    CHECK((*result)->text() == "hello " + std::to_string(i));
-    CHECK((*result)->payload() == std::string(static_cast<size_t>(i), '\x7f'));
+    CHECK(result->text() == "hello " + std::to_string(i));
+    CHECK(result->payload() == std::string(static_cast<size_t>(i), '\x7f'));
   }
   CallOptions options;
   options.metadata.add("tag", "blue");
   auto request = echo::EchoRequest::create(setup.client->heap());
   request.set_text("m");
-  auto tagged = stub.Echo(request, options);
+  auto tagged = stub.Echo(std::move(request), options);
   REQUIRE(tagged.ok());
-  CHECK((*tagged)->text() == "m+blue");
+  CHECK(tagged->text() == "m+blue");
 }
 
 TEST_CASE("libmrpc echo through the daemon: 64 calls in flight, all answered, memory back") {
@@ -101,8 +101,8 @@ TEST_CASE("libmrpc echo through the daemon: 64 calls in flight, all answered, me
     std::string text = std::to_string(i);
     request.set_text(text);
     ++in_flight;
-    stub.Echo(request, {}, [&, text](CallResult<echo::EchoReply> result) {
-      if (!result.ok() || (*result)->text() != text) ++wrong;
+    stub.Echo(std::move(request), {}, [&, text](CallResult<echo::EchoReply> result) {
+      if (!result.ok() || result->text() != text) ++wrong;
       ++answered;
       --in_flight;
     });
@@ -127,7 +127,8 @@ TEST_CASE("libmrpc through the daemon: a call past its deadline, and a cancelled
   short_deadline.timeout = 50ms;
   auto slow = echo::EchoRequest::create(setup.client->heap());
   slow.set_text("sleep");
-  CHECK(stub.Echo(slow, short_deadline).status().code() == StatusCode::kDeadlineExceeded);
+  CHECK(stub.Echo(std::move(slow), short_deadline).status().code() ==
+        StatusCode::kDeadlineExceeded);
 
   auto request = echo::EchoRequest::create(setup.client->heap());
   request.set_text("sleep");
@@ -140,9 +141,9 @@ TEST_CASE("libmrpc through the daemon: a call past its deadline, and a cancelled
 
   auto quick = echo::EchoRequest::create(setup.client->heap());
   quick.set_text("still fine");
-  auto result = stub.Echo(quick);
+  auto result = stub.Echo(std::move(quick));
   REQUIRE(result.ok());
-  CHECK((*result)->text() == "still fine");
+  CHECK(result->text() == "still fine");
 }
 
 TEST_CASE("libmrpc through the daemon: a call nobody serves fails UNAVAILABLE") {
@@ -150,7 +151,7 @@ TEST_CASE("libmrpc through the daemon: a call nobody serves fails UNAVAILABLE") 
   echo::EchoService::Client stub(setup.client);
   auto request = echo::EchoRequest::create(setup.client->heap());
   request.set_text("anyone?");
-  CHECK(stub.Echo(request).status().code() == StatusCode::kUnavailable);
+  CHECK(stub.Echo(std::move(request)).status().code() == StatusCode::kUnavailable);
 }
 
 TEST_CASE("libmrpc through a restarted daemon: calls fail UNAVAILABLE, then work again") {
@@ -181,7 +182,7 @@ TEST_CASE("libmrpc through a restarted daemon: calls fail UNAVAILABLE, then work
   auto echo_once = [&](const std::string& text) {
     auto request = echo::EchoRequest::create(client->heap());
     request.set_text(text);
-    return stub.Echo(request);
+    return stub.Echo(std::move(request));
   };
   REQUIRE(echo_once("before").ok());
 
@@ -193,12 +194,12 @@ TEST_CASE("libmrpc through a restarted daemon: calls fail UNAVAILABLE, then work
   REQUIRE(daemon->start().ok());
   // Both apps reconnect in the background and the server registers its service again.
   const MonoTime give_up = MonotonicClock::instance().now() + 20'000'000'000;
-  Expected<Received<echo::EchoReply>> result = Status(StatusCode::kUnknown, "not tried");
+  CallResult<echo::EchoReply> result = Status(StatusCode::kUnknown, "not tried");
   while (MonotonicClock::instance().now() < give_up) {
     result = echo_once("after");
     if (result.ok()) break;
     std::this_thread::sleep_for(10ms);
   }
   REQUIRE_MESSAGE(result.ok(), result.status().to_string());
-  CHECK((*result)->text() == "after");
+  CHECK(result->text() == "after");
 }

@@ -25,8 +25,8 @@ using mrpc::testing::LocalHost;
 
 namespace {
 
-echo::EchoRequest make_request(mrpc::Channel& channel, const std::string& text) {
-  echo::EchoRequest request = echo::EchoRequest::create(channel.heap());
+mrpc::Owned<echo::EchoRequest> make_request(mrpc::Channel& channel, const std::string& text) {
+  auto request = echo::EchoRequest::create(channel.heap());
   request.set_text(text);
   request.set_payload("0123456789abcdef");
   return request;
@@ -39,7 +39,7 @@ mrpc::Status call_once(const std::shared_ptr<mrpc::Channel>& channel,
   options.timeout = timeout;
   auto reply = client.Echo(make_request(*channel, "once"), options);
   if (!reply.ok()) return reply.status();
-  if ((*reply)->text() != "once") return mrpc::Status(StatusCode::kDataLoss, "wrong reply");
+  if (reply->text() != "once") return mrpc::Status(StatusCode::kDataLoss, "wrong reply");
   return {};
 }
 
@@ -89,11 +89,11 @@ TEST_CASE("the nested example round-trips exactly through the daemon") {
   auto channel = host.connect();
   REQUIRE(channel.ok());
   nested::DocumentStore::Client client(*channel);
-  nested::Document document = nested::Document::create((*channel)->heap());
+  auto document = nested::Document::create((*channel)->heap());
   mrpc::testing::fill_document(document);
-  auto reply = client.Put(document);
+  auto reply = client.Put(std::move(document));
   REQUIRE_MESSAGE(reply.ok(), reply.status().to_string());
-  mrpc::testing::check_document(**reply);
+  mrpc::testing::check_document(*reply);
 }
 
 TEST_CASE(
@@ -156,11 +156,11 @@ TEST_CASE("a server killed mid-load fails its pending calls and the daemon keeps
 
   // The daemon still serves the other app, and a new echo server.
   nested::DocumentStore::Client documents(*channel);
-  nested::Document document = nested::Document::create((*channel)->heap());
+  auto document = nested::Document::create((*channel)->heap());
   mrpc::testing::fill_document(document);
-  auto reply = documents.Put(document);
+  auto reply = documents.Put(std::move(document));
   REQUIRE_MESSAGE(reply.ok(), reply.status().to_string());
-  mrpc::testing::check_document(**reply);
+  mrpc::testing::check_document(*reply);
   auto new_server = host.start_echo_server();
   REQUIRE_MESSAGE(new_server.ok(), new_server.status().to_string());
   mrpc::Status after_restart = call_once(*channel);

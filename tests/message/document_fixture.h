@@ -99,7 +99,7 @@ inline void fill_document(nested::Document doc) {
   doc.mutable_tree().mutable_parent_hint().set_label("hint");
 }
 
-inline void check_tree(const nested::Tree& tree, const std::string& label, int depth) {
+inline void check_tree(const nested::Tree::View& tree, const std::string& label, int depth) {
   CHECK(tree.label() == label);
   REQUIRE(tree.children_size() == (depth == 0 ? 0 : 2));
   for (int i = 0; i < tree.children_size(); ++i)
@@ -107,7 +107,7 @@ inline void check_tree(const nested::Tree& tree, const std::string& label, int d
 }
 
 // Every value fill_document set, read back through the const accessors.
-inline void check_document(const nested::Document& doc) {
+inline void check_document(const nested::Document::View& doc) {
   CHECK(doc.flag());
   CHECK(doc.i32() == -7);
   CHECK(doc.s32() == -123456);

@@ -124,7 +124,7 @@ class LoopbackChannel final : public mrpc::Channel {
 
 class Echoer final : public echo::EchoService::Service {
  public:
-  mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest& request,
+  mrpc::Status Echo(mrpc::ServerContext& context, const echo::EchoRequest::View& request,
                     echo::EchoReply& response) override {
     if (request.text() == "fail")
       return mrpc::Status(StatusCode::kFailedPrecondition, "asked to fail");
@@ -153,24 +153,24 @@ TEST_CASE(
   request.set_payload(payload);
   mrpc::CallOptions options;
   options.metadata.add("suffix", "!");
-  auto reply = client.Echo(request, options);
+  auto reply = client.Echo(std::move(request), options);
   REQUIRE(reply.ok());
-  CHECK((*reply)->text() == "hi!");
-  CHECK((*reply)->payload() == payload);
+  CHECK(reply->text() == "hi!");
+  CHECK(reply->payload() == payload);
 
   auto second = echo::EchoRequest::create(channel->heap());
   second.set_text("callback");
   bool called = false;
-  client.Echo(second, {}, [&](mrpc::CallResult<echo::EchoReply> result) {
+  client.Echo(std::move(second), {}, [&](mrpc::CallResult<echo::EchoReply> result) {
     called = true;
     REQUIRE(result.ok());
-    CHECK((*result)->text() == "callback");
+    CHECK(result->text() == "callback");
   });
   CHECK(called);
 
   auto third = echo::EchoRequest::create(channel->heap());
   third.set_text("fail");
-  auto failed = client.EchoAsync(third).get();
+  auto failed = client.EchoAsync(std::move(third)).get();
   CHECK(failed.status().code() == StatusCode::kFailedPrecondition);
 
   channel->release_replies();
@@ -187,7 +187,7 @@ TEST_CASE(
   echo::EchoService::Client client(channel);
   auto request = echo::EchoRequest::create(channel->heap());
   request.set_payload(std::string(2 << 20, 'x'));  // larger than the heap
-  auto reply = client.Echo(request);
+  auto reply = client.Echo(std::move(request));
   CHECK(reply.status().code() == StatusCode::kResourceExhausted);
   CHECK(channel->heap().used_bytes() == 0);
 }
@@ -201,7 +201,7 @@ TEST_CASE(
   nested::DocumentStore::Client client(channel);
   auto doc = nested::Document::create(channel->heap());
   mrpc::testing::fill_document(doc);
-  auto reply = client.Put(doc);
+  auto reply = client.Put(std::move(doc));
   CHECK(reply.status().code() == StatusCode::kUnimplemented);
   CHECK(channel->heap().used_bytes() == 0);
   CHECK(channel->receive_used() == 0);

@@ -29,7 +29,7 @@ TEST_CASE(
   CHECK(request.payload().empty());
   request.set_payload("small");  // a failed message stays failed, whatever comes after
   CHECK(mrpc::sendable(request.ref()).code() == StatusCode::kResourceExhausted);
-  CHECK(heap.free_message(request.ref().offset).ok());
+  request.reset();
   CHECK(heap.used_bytes() == 0);
 }
 
@@ -64,7 +64,7 @@ TEST_CASE("free_message returns the whole tree: used_bytes back at its start aft
     auto document = nested::Document::create(heap);
     mrpc::testing::fill_document(document);
     REQUIRE(mrpc::sendable(document.ref()).ok());
-    roots.push_back(document.ref().offset);
+    roots.push_back(document.release().offset);
     if (roots.size() == 50) {  // keep some alive while others come and go
       for (uint64_t root : roots) REQUIRE(heap.free_message(root).ok());
       roots.clear();
@@ -85,8 +85,9 @@ TEST_CASE("free_message and sendable refuse offsets that are not a live message'
   CHECK(mrpc::sendable(origin.ref()).code() == StatusCode::kInvalidArgument);
   CHECK(heap.free_message(12345).code() == StatusCode::kInvalidArgument);
   CHECK(heap.used_bytes() == used);
-  CHECK(heap.free_message(document.ref().offset).ok());
-  CHECK(heap.free_message(document.ref().offset).code() == StatusCode::kInvalidArgument);
+  const uint64_t root = document.ref().offset;
+  document.reset();
+  CHECK(heap.free_message(root).code() == StatusCode::kInvalidArgument);
   CHECK(mrpc::sendable(mrpc::MessageRef{}).code() == StatusCode::kFailedPrecondition);
 }
 
@@ -107,7 +108,7 @@ TEST_CASE("messages built on many threads while another thread frees them") {
         request.set_text(text);
         request.set_payload(std::string(static_cast<size_t>(i % 700), 'p'));
         if (!mrpc::sendable(request.ref()).ok() || request.text() != text) bad.fetch_add(1);
-        handoff[static_cast<size_t>(t * kPerThread + i)].store(request.ref().offset,
+        handoff[static_cast<size_t>(t * kPerThread + i)].store(request.release().offset,
                                                                std::memory_order_release);
       }
     });

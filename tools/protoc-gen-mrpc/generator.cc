@@ -78,7 +78,7 @@ std::string accessor_name(const std::string& name) {
       "throw", "true", "try", "typedef", "typeid", "typename", "union", "unsigned", "using",
       "virtual", "void", "volatile", "wchar_t", "while", "xor", "xor_eq",
       // members of every generated message class
-      "ref", "create", "mrpc_ref_"};
+      "ref", "create", "mrpc_ref_", "mrpc_self", "mrpc_anchor", "mrpc_anchor_", "mrpc_maps_"};
   std::string lowered = lower(name);
   return kReserved.count(lowered) != 0 ? lowered + "_" : lowered;
 }
@@ -250,7 +250,9 @@ class FileGenerator {
         "// The serialized FileDescriptorSet of {} and its imports.\nstd::string_view {}();\n\n",
         file_.name(), descriptor_set_function());
     for_each_message([&](const pb::Descriptor& d) { out += "class " + local_name(d) + ";\n"; });
-    out += "\n";
+    out += "namespace mrpc_views {\n";
+    for_each_message([&](const pb::Descriptor& d) { out += "class " + local_name(d) + ";\n"; });
+    out += "}  // namespace mrpc_views\n\n";
     for (int i = 0; i < file_.enum_type_count(); ++i) out += enum_decl(*file_.enum_type(i));
     for_each_message([&](const pb::Descriptor& d) {
       for (int i = 0; i < d.enum_type_count(); ++i) out += enum_decl(*d.enum_type(i));
@@ -332,33 +334,33 @@ class FileGenerator {
     return out + "};\n\n";
   }
 
+  // Two classes per message: mrpc_views::C, read-only (getters only; what received messages and
+  // every getter of a sub-message give), and C, a mutable view deriving from it (setters, adds,
+  // CopyFrom/MergeFrom; what create(), mutable_x() and add_x() give).
   std::string message_decl(const pb::Descriptor& d) {
     const MessageLayout& layout = *layouts_.find(d.full_name());
     Vars v{{"C", local_name(d)},
            {"full", d.full_name()},
            {"size", std::to_string(layout.body_size())},
            {"fp", fmt::format("0x{:016x}ULL", layout.fingerprint())}};
-    std::string out = subst(R"(// $full$
+    std::string out = subst(R"(namespace mrpc_views {
+// $full$, read-only: a view of a message that cannot change it (received messages, and every
+// getter of a sub-message). Copyable; owns nothing.
 class $C$ {
  public:
   static constexpr std::string_view kFullName = "$full$";
   static constexpr uint32_t kBodySize = $size$;
   static constexpr uint64_t kLayoutFingerprint = $fp$;
 
-  // A view of the message at `ref`; owns nothing.
   explicit $C$(::mrpc::MessageRef ref) : mrpc_ref_(ref) {}
-  // A new, empty message in `heap`, owned by the caller until it is handed to a stub (free it with
-  // heap.free_message(ref().offset) otherwise). If the heap is full the message is failed:
-  // mrpc::sendable(ref()) says RESOURCE_EXHAUSTED and writes do nothing.
-  static $C$ create(::mrpc::ShmHeap& heap);
-  const ::mrpc::MessageRef& ref() const { return mrpc_ref_; }
+  $C$(::mrpc::MessageRef ref, std::shared_ptr<const ::mrpc::gen::ElementAnchor> anchor)
+      : mrpc_ref_(ref), mrpc_anchor_(std::move(anchor)) {}
+  // Where the message is now (an element of a repeated field is found again on each access, as
+  // growing the field moves it).
+  ::mrpc::MessageRef ref() const { return mrpc_self(); }
 
 )",
                             v);
-    for (int i = 0; i < d.nested_type_count(); ++i) {
-      out += fmt::format("  using {} = {};\n", d.nested_type(i)->name(),
-                         local_name(*d.nested_type(i)));
-    }
     for (int i = 0; i < d.enum_type_count(); ++i) {
       const pb::EnumDescriptor& e = *d.enum_type(i);
       out += fmt::format("  using {} = {};\n", e.name(), local_name(e));
@@ -366,6 +368,7 @@ class $C$ {
         out += fmt::format("  static constexpr {} {} = {}_{};\n", e.name(), e.value(k)->name(),
                            local_name(e), e.value(k)->name());
     }
+    std::string mutable_oneofs;
     for (const OneofLayout& oneof : layout.oneofs()) {
       out += fmt::format("  enum {}Case : uint32_t {{\n", camel(oneof.name));
       for (uint32_t index : oneof.fields) {
@@ -373,13 +376,63 @@ class $C$ {
         out += fmt::format("    k{} = {},\n", camel(f.name), f.number);
       }
       out += fmt::format("    {}_NOT_SET = 0,\n  }};\n", upper(oneof.name));
-      out += fmt::format("  {}Case {}_case() const;\n  void clear_{}();\n", camel(oneof.name),
-                         accessor_name(oneof.name), accessor_name(oneof.name));
+      out +=
+          fmt::format("  {}Case {}_case() const;\n", camel(oneof.name), accessor_name(oneof.name));
+      mutable_oneofs += fmt::format("  void clear_{}();\n", accessor_name(oneof.name));
     }
     out += "\n";
-    for (int i = 0; i < d.field_count(); ++i)
-      out += field_decls(*d.field(i), layout, layout.fields()[static_cast<size_t>(i)]);
-    out += "\n private:\n  ::mrpc::MessageRef mrpc_ref_;\n};\n\n";
+    std::string mutable_fields;
+    for (int i = 0; i < d.field_count(); ++i) {
+      const FieldLayout& f = layout.fields()[static_cast<size_t>(i)];
+      out += field_decls(*d.field(i), layout, f, /*view=*/true);
+      mutable_fields += field_decls(*d.field(i), layout, f, /*view=*/false);
+    }
+    bool has_map = false;
+    for (const FieldLayout& f : layout.fields()) has_map |= f.is_map;
+    out += R"(
+ protected:
+  ::mrpc::MessageRef mrpc_self() const {
+    return mrpc_anchor_ ? ::mrpc::gen::resolve(*mrpc_anchor_) : mrpc_ref_;
+  }
+  const std::shared_ptr<const ::mrpc::gen::ElementAnchor>& mrpc_anchor() const { return mrpc_anchor_; }
+
+ private:
+  ::mrpc::MessageRef mrpc_ref_;
+  std::shared_ptr<const ::mrpc::gen::ElementAnchor> mrpc_anchor_;
+)";
+    if (has_map) out += "  mutable std::shared_ptr<::mrpc::gen::MapCache> mrpc_maps_;\n";
+    out += "};\n}  // namespace mrpc_views\n\n";
+    out += subst(
+        R"(// $full$, mutable: a view of a message being built in a heap. Setters, adds and merges return
+// whether they wrote: false when the heap is full (the message is then failed, and sending it
+// ends with RESOURCE_EXHAUSTED) or the message is not in a heap. Owns nothing; the root a
+// create() returns is owned by its mrpc::Owned.
+class $C$ : public mrpc_views::$C$ {
+ public:
+  using View = mrpc_views::$C$;
+  using View::View;
+  // Slicing the owner away would free the message under this view: keep the mrpc::Owned, or take
+  // a view of it (`$C$ view = owned;`).
+  $C$(::mrpc::Owned<$C$>&&) = delete;
+  // A new, empty message in `heap`, freed when the returned owner is dropped unless it was handed
+  // to a stub. If the heap is full the message is failed: writes return false and sending it ends
+  // with RESOURCE_EXHAUSTED.
+  static ::mrpc::Owned<$C$> create(::mrpc::ShmHeap& heap);
+
+  // Clears every field. CopyFrom: Clear, then MergeFrom. MergeFrom (protobuf's rules): set
+  // fields of `from` overwrite, repeated fields append, maps insert-or-assign, sub-messages
+  // merge. `from` is any view of the same type (received, or built); deep.
+  void Clear();
+  bool CopyFrom(const View& from);
+  bool MergeFrom(const View& from);
+
+)",
+        v);
+    for (int i = 0; i < d.nested_type_count(); ++i) {
+      out += fmt::format("  using {} = {};\n", d.nested_type(i)->name(),
+                         local_name(*d.nested_type(i)));
+    }
+    out += mutable_oneofs + "\n" + mutable_fields + "};\n\n";
     return out;
   }
 
@@ -398,20 +451,23 @@ class $C$ {
            {"has", "true"},
            {"guard", ""},
            {"guard_end", ""}};
-    if (f.kind == FieldKind::kMessage) v["sub"] = qualified(*field.message_type());
+    if (f.kind == FieldKind::kMessage) {
+      v["sub"] = qualified(*field.message_type());
+      v["subv"] = view_name(*field.message_type());
+    }
     if (f.presence_bit != kNoPresenceBit) {
       v["bit"] = std::to_string(f.presence_bit);
-      v["has"] = subst("::mrpc::gen::has_bit(mrpc_ref_, $bit$)", v);
-      v["mark"] = subst("::mrpc::gen::set_bit(mrpc_ref_, $bit$, true);\n  ", v);
-      v["unmark"] = subst("::mrpc::gen::set_bit(mrpc_ref_, $bit$, false);\n  ", v);
+      v["has"] = subst("::mrpc::gen::has_bit(mrpc_self(), $bit$)", v);
+      v["mark"] = subst("::mrpc::gen::set_bit(mrpc_self(), $bit$, true);\n  ", v);
+      v["unmark"] = subst("::mrpc::gen::set_bit(mrpc_self(), $bit$, false);\n  ", v);
     } else if (f.oneof_index != kNoOneof) {
       const OneofLayout& o = layout.oneofs()[static_cast<size_t>(f.oneof_index)];
       v["case_off"] = std::to_string(o.case_offset);
       v["stor_off"] = std::to_string(o.storage_offset);
       v["stor_size"] = std::to_string(o.storage_size);
-      v["has"] = subst("(::mrpc::gen::get<uint32_t>(mrpc_ref_, $case_off$) == $num$)", v);
+      v["has"] = subst("(::mrpc::gen::get<uint32_t>(mrpc_self(), $case_off$) == $num$)", v);
       v["mark"] = subst(
-          "::mrpc::gen::set_case(mrpc_ref_, $case_off$, $stor_off$, $stor_size$, $num$);\n  ", v);
+          "::mrpc::gen::set_case(mrpc_self(), $case_off$, $stor_off$, $stor_size$, $num$);\n  ", v);
     }
     if (v["has"] != "true") {
       // Unset reads as the default, whatever the storage holds.
@@ -421,50 +477,76 @@ class $C$ {
     return v;
   }
 
+  static std::string view_name(const pb::Descriptor& d) {
+    return cpp_namespace(*d.file()) + "::mrpc_views::" + local_name(d);
+  }
+
+  // Declarations of one field's members: the getters (view) or the writers (mutable class).
   std::string field_decls(const pb::FieldDescriptor& field, const MessageLayout& layout,
-                          const FieldLayout& f) {
+                          const FieldLayout& f, bool view) {
     Vars v = field_vars(field, layout, f);
     std::string out = subst("  // $num$: $n$\n", v);
     if (f.repeated) {
-      out += subst("  int $n$_size() const;\n  void clear_$n$();\n", v);
-      if (f.kind == FieldKind::kMessage) {
-        out += subst(
-            "  $sub$ $n$(int index) const;\n  $sub$ add_$n$();\n  $sub$ mutable_$n$(int index);\n",
-            v);
+      if (view) {
+        out += subst("  int $n$_size() const;\n", v);
+        out += f.kind == FieldKind::kMessage ? subst("  $subv$ $n$(int index) const;\n", v)
+                                             : subst("  $T$ $n$(int index) const;\n", v);
       } else {
-        out += subst(
-            "  $T$ $n$(int index) const;\n  void add_$n$($T$ value);\n  void set_$n$(int index, "
-            "$T$ value);\n",
-            v);
+        out += subst("  void clear_$n$();\n", v);
+        out +=
+            f.kind == FieldKind::kMessage
+                ? subst("  $sub$ add_$n$();\n  $sub$ mutable_$n$(int index);\n", v)
+                : subst("  bool add_$n$($T$ value);\n  bool set_$n$(int index, $T$ value);\n", v);
       }
       if (f.is_map) {
-        const pb::FieldDescriptor& key = *field.message_type()->map_key();
-        const pb::FieldDescriptor& value = *field.message_type()->map_value();
-        Vars m = v;
-        m["K"] = value_type(key, kind_of_field(key));
-        m["V"] = value_type(value, kind_of_field(value));
-        out += subst(
-            "  // map: linear scan; -1 if absent\n  int $n$_find($K$ key) const;\n"
-            "  bool $n$_contains($K$ key) const { return $n$_find(key) >= 0; }\n"
-            "  $V$ $n$_at($K$ key) const;\n",
-            m);
-        if (kind_of_field(value) == FieldKind::kMessage) {
-          out += subst("  $V$ insert_$n$($K$ key);\n", m);
+        Vars m = map_vars(field, v);
+        if (view) {
+          out += subst(
+              "  // map: index of the entry of `key` (the last one, as protobuf keeps), or -1. A "
+              "hash\n"
+              "  // lookup: the index is built on the first lookup through this view object and\n"
+              "  // kept up to date as the map grows, so keep the view to keep the index.\n"
+              "  int $n$_find($K$ key) const;\n"
+              "  bool $n$_contains($K$ key) const { return $n$_find(key) >= 0; }\n"
+              "  // the value of `key`, or the default value if absent\n"
+              "  $Vv$ $n$_at($K$ key) const;\n",
+              m);
+        } else if (m["value_is_message"] == "1") {
+          out += subst(
+              "  // insert-or-assign: the value of `key`, created empty if absent\n"
+              "  $V$ insert_$n$($K$ key);\n",
+              m);
         } else {
-          out += subst("  void insert_$n$($K$ key, $V$ value);\n", m);
+          out += subst("  // insert-or-assign\n  bool insert_$n$($K$ key, $V$ value);\n", m);
         }
       }
       return out;
     }
-    if (f.presence_bit != kNoPresenceBit || f.oneof_index != kNoOneof)
-      out += subst("  bool has_$n$() const;\n", v);
-    out += subst("  $T$ $n$() const;\n  void clear_$n$();\n", v);
-    if (f.kind == FieldKind::kMessage) {
-      out += subst("  $sub$ mutable_$n$();\n", v);
+    if (view) {
+      if (f.presence_bit != kNoPresenceBit || f.oneof_index != kNoOneof)
+        out += subst("  bool has_$n$() const;\n", v);
+      out += f.kind == FieldKind::kMessage ? subst("  $subv$ $n$() const;\n", v)
+                                           : subst("  $T$ $n$() const;\n", v);
     } else {
-      out += subst("  void set_$n$($T$ value);\n", v);
+      out += subst("  void clear_$n$();\n", v);
+      out += f.kind == FieldKind::kMessage ? subst("  $sub$ mutable_$n$();\n", v)
+                                           : subst("  bool set_$n$($T$ value);\n", v);
     }
     return out;
+  }
+
+  Vars map_vars(const pb::FieldDescriptor& field, const Vars& v) {
+    const pb::FieldDescriptor& key = *field.message_type()->map_key();
+    const pb::FieldDescriptor& value = *field.message_type()->map_value();
+    Vars m = v;
+    m["K"] = value_type(key, kind_of_field(key));
+    m["V"] = value_type(value, kind_of_field(value));
+    const bool is_message = kind_of_field(value) == FieldKind::kMessage;
+    m["value_is_message"] = is_message ? "1" : "0";
+    m["Vv"] = is_message ? view_name(*value.message_type()) : m["V"];
+    m["Vdefault"] = is_message ? m["Vv"] + "(::mrpc::MessageRef{})"
+                               : default_value(value, kind_of_field(value));
+    return m;
   }
 
   static FieldKind kind_of_field(const pb::FieldDescriptor& field) {
@@ -511,9 +593,11 @@ class $C$ {
     const MessageLayout& layout = *layouts_.find(d.full_name());
     Vars cv{{"C", local_name(d)}};
     std::string out = subst(
-        "inline $C$ $C$::create(::mrpc::ShmHeap& heap) { return ::mrpc::gen::create<$C$>(heap); "
-        "}\n",
+        "inline ::mrpc::Owned<$C$> $C$::create(::mrpc::ShmHeap& heap) {\n"
+        "  return ::mrpc::gen::create<$C$>(heap);\n}\n",
         cv);
+    std::string clear;
+    std::string merge;
     for (const OneofLayout& oneof : layout.oneofs()) {
       Vars o{{"C", local_name(d)},
              {"O", camel(oneof.name)},
@@ -521,16 +605,72 @@ class $C$ {
              {"case_off", std::to_string(oneof.case_offset)},
              {"stor_off", std::to_string(oneof.storage_offset)},
              {"stor_size", std::to_string(oneof.storage_size)}};
-      out += subst(R"(inline $C$::$O$Case $C$::$o$_case() const {
-  return static_cast<$O$Case>(::mrpc::gen::get<uint32_t>(mrpc_ref_, $case_off$));
+      out += subst(R"(inline mrpc_views::$C$::$O$Case mrpc_views::$C$::$o$_case() const {
+  return static_cast<$O$Case>(::mrpc::gen::get<uint32_t>(mrpc_self(), $case_off$));
 }
-inline void $C$::clear_$o$() { ::mrpc::gen::set_case(mrpc_ref_, $case_off$, $stor_off$, $stor_size$, 0); }
+inline void $C$::clear_$o$() { ::mrpc::gen::set_case(mrpc_self(), $case_off$, $stor_off$, $stor_size$, 0); }
 )",
                    o);
+      clear += subst("  clear_$o$();\n", o);
     }
-    for (int i = 0; i < d.field_count(); ++i)
-      out += field_defs(*d.field(i), layout, layout.fields()[static_cast<size_t>(i)]);
-    return out + "\n";
+    for (int i = 0; i < d.field_count(); ++i) {
+      const FieldLayout& f = layout.fields()[static_cast<size_t>(i)];
+      out += field_defs(*d.field(i), layout, f);
+      Vars v = field_vars(*d.field(i), layout, f);
+      if (f.oneof_index == kNoOneof) clear += subst("  clear_$n$();\n", v);
+      merge += merge_field(*d.field(i), f, v);
+    }
+    out += subst("inline void $C$::Clear() {\n", cv) + clear + "}\n";
+    out += subst(R"(inline bool $C$::CopyFrom(const View& from) {
+  const ::mrpc::MessageRef self = mrpc_self(), source = from.ref();
+  if (self.base == source.base && self.offset == source.offset) return true;
+  Clear();
+  return MergeFrom(from);
+}
+inline bool $C$::MergeFrom(const View& from) {
+  bool ok = true;
+)",
+                 cv);
+    out += merge + "  return ok;\n}\n\n";
+    return out;
+  }
+
+  // MergeFrom's statement for one field (protobuf's merge rules).
+  std::string merge_field(const pb::FieldDescriptor& field, const FieldLayout& f, const Vars& v) {
+    if (f.is_map) {
+      Vars m = map_vars(field, v);
+      if (m["value_is_message"] == "1") {
+        return subst(
+            "  for (int i = 0, count = from.$n$_size(); i < count; ++i)\n"
+            "    ok &= insert_$n$(from.$n$(i).key()).CopyFrom(from.$n$(i).value());\n",
+            m);
+      }
+      return subst(
+          "  for (int i = 0, count = from.$n$_size(); i < count; ++i)\n"
+          "    ok &= insert_$n$(from.$n$(i).key(), from.$n$(i).value());\n",
+          m);
+    }
+    if (f.repeated) {
+      if (f.kind == FieldKind::kMessage) {
+        return subst(
+            "  for (int i = 0, count = from.$n$_size(); i < count; ++i)\n"
+            "    ok &= add_$n$().MergeFrom(from.$n$(i));\n",
+            v);
+      }
+      return subst(
+          "  for (int i = 0, count = from.$n$_size(); i < count; ++i) ok &= "
+          "add_$n$(from.$n$(i));\n",
+          v);
+    }
+    const bool has_presence = f.presence_bit != kNoPresenceBit || f.oneof_index != kNoOneof;
+    if (f.kind == FieldKind::kMessage) {
+      return has_presence
+                 ? subst("  if (from.has_$n$()) ok &= mutable_$n$().MergeFrom(from.$n$());\n", v)
+                 : subst("  ok &= mutable_$n$().MergeFrom(from.$n$());\n", v);
+    }
+    if (has_presence) return subst("  if (from.has_$n$()) ok &= set_$n$(from.$n$());\n", v);
+    // proto3 implicit presence: only values that are not zero are merged.
+    return subst("  if (::mrpc::gen::nonzero(from.$n$())) ok &= set_$n$(from.$n$());\n", v);
   }
 
   std::string field_defs(const pb::FieldDescriptor& field, const MessageLayout& layout,
@@ -539,57 +679,57 @@ inline void $C$::clear_$o$() { ::mrpc::gen::set_case(mrpc_ref_, $case_off$, $sto
     std::string out;
     if (f.repeated) {
       out += subst(
-          R"(inline int $C$::$n$_size() const { return ::mrpc::gen::repeated_size(mrpc_ref_, $off$, $elem$); }
-inline void $C$::clear_$n$() { ::mrpc::gen::clear_repeated(mrpc_ref_, $off$); }
+          R"(inline int mrpc_views::$C$::$n$_size() const { return ::mrpc::gen::repeated_size(mrpc_self(), $off$, $elem$); }
+inline void $C$::clear_$n$() { ::mrpc::gen::clear_repeated(mrpc_self(), $off$); }
 )",
           v);
       if (f.kind == FieldKind::kMessage) {
-        out += subst(R"(inline $sub$ $C$::$n$(int index) const {
-  return $sub$(::mrpc::gen::get_message_element(mrpc_ref_, $off$, $sub$::kBodySize, index));
+        out += subst(R"(inline $subv$ mrpc_views::$C$::$n$(int index) const {
+  return ::mrpc::gen::element_view<$subv$>(mrpc_self(), mrpc_anchor(), $off$, $subv$::kBodySize, index);
 }
-inline $sub$ $C$::add_$n$() { return $sub$(::mrpc::gen::add_message_element(mrpc_ref_, $off$, $sub$::kBodySize)); }
+inline $sub$ $C$::add_$n$() {
+  const ::mrpc::MessageRef self = mrpc_self();
+  const int index = ::mrpc::gen::add_message_index(self, $off$, $sub$::kBodySize);
+  return ::mrpc::gen::element_view<$sub$>(self, mrpc_anchor(), $off$, $sub$::kBodySize, index);
+}
 inline $sub$ $C$::mutable_$n$(int index) {
-  return $sub$(::mrpc::gen::mutable_message_element(mrpc_ref_, $off$, $sub$::kBodySize, index));
+  return ::mrpc::gen::element_view<$sub$>(mrpc_self(), mrpc_anchor(), $off$, $sub$::kBodySize, index);
 }
 )",
                      v);
       } else if (f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) {
         out += subst(
-            R"(inline std::string_view $C$::$n$(int index) const { return ::mrpc::gen::get_bytes_element(mrpc_ref_, $off$, index); }
-inline void $C$::add_$n$(std::string_view value) { ::mrpc::gen::add_bytes_element(mrpc_ref_, $off$, value); }
-inline void $C$::set_$n$(int index, std::string_view value) { ::mrpc::gen::set_bytes_element(mrpc_ref_, $off$, index, value); }
+            R"(inline std::string_view mrpc_views::$C$::$n$(int index) const { return ::mrpc::gen::get_bytes_element(mrpc_self(), $off$, index); }
+inline bool $C$::add_$n$(std::string_view value) { return ::mrpc::gen::add_bytes_element(mrpc_self(), $off$, value); }
+inline bool $C$::set_$n$(int index, std::string_view value) { return ::mrpc::gen::set_bytes_element(mrpc_self(), $off$, index, value); }
 )",
             v);
       } else {
         Vars s = v;
         s["read"] = read_scalar(
-            f.kind, subst("::mrpc::gen::get_element<$st$>(mrpc_ref_, $off$, index)", v), v);
+            f.kind, subst("::mrpc::gen::get_element<$st$>(mrpc_self(), $off$, index)", v), v);
         s["value"] = stored(f.kind);
-        out += subst(R"(inline $T$ $C$::$n$(int index) const { return $read$; }
-inline void $C$::add_$n$($T$ value) { ::mrpc::gen::add_element<$st$>(mrpc_ref_, $off$, $value$); }
-inline void $C$::set_$n$(int index, $T$ value) { ::mrpc::gen::set_element<$st$>(mrpc_ref_, $off$, index, $value$); }
+        out += subst(R"(inline $T$ mrpc_views::$C$::$n$(int index) const { return $read$; }
+inline bool $C$::add_$n$($T$ value) { return ::mrpc::gen::add_element<$st$>(mrpc_self(), $off$, $value$); }
+inline bool $C$::set_$n$(int index, $T$ value) { return ::mrpc::gen::set_element<$st$>(mrpc_self(), $off$, index, $value$); }
 )",
                      s);
       }
       if (f.is_map) {
-        const pb::FieldDescriptor& key = *field.message_type()->map_key();
-        const pb::FieldDescriptor& value = *field.message_type()->map_value();
-        Vars m = v;
-        m["K"] = value_type(key, kind_of_field(key));
-        m["V"] = value_type(value, kind_of_field(value));
-        m["Vdefault"] = default_value(value, kind_of_field(value));
-        out += subst(R"(inline int $C$::$n$_find($K$ key) const {
-  for (int i = 0, count = $n$_size(); i < count; ++i)
-    if ($n$(i).key() == key) return i;
-  return -1;
+        Vars m = map_vars(field, v);
+        out += subst(R"(inline int mrpc_views::$C$::$n$_find($K$ key) const {
+  const ::mrpc::MessageRef self = mrpc_self();
+  return ::mrpc::gen::map_cache(mrpc_maps_).find(self, $off$, $subv$::kBodySize, key, [&](int i) {
+    return $subv$(::mrpc::gen::get_message_element(self, $off$, $subv$::kBodySize, i)).key();
+  });
 }
-inline $V$ $C$::$n$_at($K$ key) const {
+inline $Vv$ mrpc_views::$C$::$n$_at($K$ key) const {
   const int i = $n$_find(key);
   return i < 0 ? $Vdefault$ : $n$(i).value();
 }
 )",
                      m);
-        if (kind_of_field(value) == FieldKind::kMessage) {
+        if (m["value_is_message"] == "1") {
           out += subst(R"(inline $V$ $C$::insert_$n$($K$ key) {
   const int i = $n$_find(key);
   $sub$ entry = i >= 0 ? mutable_$n$(i) : add_$n$();
@@ -599,11 +739,11 @@ inline $V$ $C$::$n$_at($K$ key) const {
 )",
                        m);
         } else {
-          out += subst(R"(inline void $C$::insert_$n$($K$ key, $V$ value) {
+          out += subst(R"(inline bool $C$::insert_$n$($K$ key, $V$ value) {
   const int i = $n$_find(key);
   $sub$ entry = i >= 0 ? mutable_$n$(i) : add_$n$();
-  if (i < 0) entry.set_key(key);
-  entry.set_value(value);
+  if (i < 0 && !entry.set_key(key)) return false;
+  return entry.set_value(value);
 }
 )",
                        m);
@@ -612,45 +752,46 @@ inline $V$ $C$::$n$_at($K$ key) const {
       return out;
     }
     const bool has_presence = f.presence_bit != kNoPresenceBit || f.oneof_index != kNoOneof;
-    if (has_presence) out += subst("inline bool $C$::has_$n$() const { return $has$; }\n", v);
+    if (has_presence)
+      out += subst("inline bool mrpc_views::$C$::has_$n$() const { return $has$; }\n", v);
     if (f.kind == FieldKind::kMessage) {
-      out += subst(R"(inline $sub$ $C$::$n$() const {
-  return $sub$($has$ ? ::mrpc::gen::get_message(mrpc_ref_, $off$, $sub$::kBodySize) : ::mrpc::MessageRef{});
+      out += subst(R"(inline $subv$ mrpc_views::$C$::$n$() const {
+  return $subv$($has$ ? ::mrpc::gen::get_message(mrpc_self(), $off$, $subv$::kBodySize) : ::mrpc::MessageRef{});
 }
 inline $sub$ $C$::mutable_$n$() {
-  $mark$return $sub$(::mrpc::gen::mutable_message(mrpc_ref_, $off$, $sub$::kBodySize));
+  $mark$return $sub$(::mrpc::gen::mutable_message(mrpc_self(), $off$, $sub$::kBodySize));
 }
 )",
                    v);
     } else if (f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) {
-      out += subst(R"(inline std::string_view $C$::$n$() const {
-  return $guard$::mrpc::gen::get_bytes(mrpc_ref_, $off$)$guard_end$;
+      out += subst(R"(inline std::string_view mrpc_views::$C$::$n$() const {
+  return $guard$::mrpc::gen::get_bytes(mrpc_self(), $off$)$guard_end$;
 }
-inline void $C$::set_$n$(std::string_view value) {
-  $mark$::mrpc::gen::set_bytes(mrpc_ref_, $off$, value);
+inline bool $C$::set_$n$(std::string_view value) {
+  $mark$return ::mrpc::gen::set_bytes(mrpc_self(), $off$, value);
 }
 )",
                    v);
     } else {
       Vars s = v;
-      s["read"] = read_scalar(f.kind, subst("::mrpc::gen::get<$st$>(mrpc_ref_, $off$)", v), v);
+      s["read"] = read_scalar(f.kind, subst("::mrpc::gen::get<$st$>(mrpc_self(), $off$)", v), v);
       s["value"] = stored(f.kind);
-      out += subst(R"(inline $T$ $C$::$n$() const { return $guard$$read$$guard_end$; }
-inline void $C$::set_$n$($T$ value) {
-  $mark$::mrpc::gen::set<$st$>(mrpc_ref_, $off$, $value$);
+      out += subst(R"(inline $T$ mrpc_views::$C$::$n$() const { return $guard$$read$$guard_end$; }
+inline bool $C$::set_$n$($T$ value) {
+  $mark$return ::mrpc::gen::set<$st$>(mrpc_self(), $off$, $value$);
 }
 )",
                    s);
     }
     if (f.oneof_index != kNoOneof) {
       out += subst(R"(inline void $C$::clear_$n$() {
-  if ($has$) ::mrpc::gen::set_case(mrpc_ref_, $case_off$, $stor_off$, $stor_size$, 0);
+  if ($has$) ::mrpc::gen::set_case(mrpc_self(), $case_off$, $stor_off$, $stor_size$, 0);
 }
 )",
                    v);
     } else {
       out += subst(R"(inline void $C$::clear_$n$() {
-  $unmark$::mrpc::gen::set<$st$>(mrpc_ref_, $off$, $st${});
+  $unmark$(void)::mrpc::gen::set<$st$>(mrpc_self(), $off$, $st${});
 }
 )",
                    v);
@@ -671,29 +812,30 @@ inline void $C$::set_$n$($T$ value) {
       m["O"] = qualified(*method.output_type());
       m["index"] = std::to_string(i);
       client_methods += subst(
-          R"(    // The request belongs to the library from here on (it frees it when the daemon is done).
-    ::mrpc::CallResult<$O$> $M$(const $I$& request, const ::mrpc::CallOptions& options = {});
-    ::mrpc::CallId $M$(const $I$& request, const ::mrpc::CallOptions& options,
+          R"(    // The request is moved in: the library owns it from here on and frees it when the daemon
+    // is done with it (or at once if it cannot be sent).
+    ::mrpc::CallResult<$O$> $M$(::mrpc::Owned<$I$> request, const ::mrpc::CallOptions& options = {});
+    ::mrpc::CallId $M$(::mrpc::Owned<$I$> request, const ::mrpc::CallOptions& options,
                        std::function<void(::mrpc::CallResult<$O$>)> done);
-    std::future<::mrpc::CallResult<$O$>> $M$Async(const $I$& request, const ::mrpc::CallOptions& options = {});
+    std::future<::mrpc::CallResult<$O$>> $M$Async(::mrpc::Owned<$I$> request, const ::mrpc::CallOptions& options = {});
 )",
           m);
       server_methods += subst(
-          R"(    virtual ::mrpc::Status $M$(::mrpc::ServerContext& context, const $I$& request, $O$& response);
+          R"(    virtual ::mrpc::Status $M$(::mrpc::ServerContext& context, const $I$::View& request, $O$& response);
 )",
           m);
       defs += subst(
-          R"(inline ::mrpc::CallResult<$O$> $S$::Client::$M$(const $I$& request, const ::mrpc::CallOptions& options) {
-  return ::mrpc::gen::blocking_call<$O$>(*channel_, schema(), $index$, request.ref(), options);
+          R"(inline ::mrpc::CallResult<$O$> $S$::Client::$M$(::mrpc::Owned<$I$> request, const ::mrpc::CallOptions& options) {
+  return ::mrpc::gen::blocking_call_owned<$O$>(*channel_, schema(), $index$, std::move(request), options);
 }
-inline ::mrpc::CallId $S$::Client::$M$(const $I$& request, const ::mrpc::CallOptions& options,
+inline ::mrpc::CallId $S$::Client::$M$(::mrpc::Owned<$I$> request, const ::mrpc::CallOptions& options,
                                      std::function<void(::mrpc::CallResult<$O$>)> done) {
-  return ::mrpc::gen::start_typed_call<$O$>(*channel_, schema(), $index$, request.ref(), options, std::move(done));
+  return ::mrpc::gen::start_typed_call<$O$>(*channel_, schema(), $index$, request.release(), options, std::move(done));
 }
-inline std::future<::mrpc::CallResult<$O$>> $S$::Client::$M$Async(const $I$& request, const ::mrpc::CallOptions& options) {
-  return ::mrpc::gen::future_call<$O$>(*channel_, schema(), $index$, request.ref(), options);
+inline std::future<::mrpc::CallResult<$O$>> $S$::Client::$M$Async(::mrpc::Owned<$I$> request, const ::mrpc::CallOptions& options) {
+  return ::mrpc::gen::future_call<$O$>(*channel_, schema(), $index$, request.release(), options);
 }
-inline ::mrpc::Status $S$::Service::$M$(::mrpc::ServerContext&, const $I$&, $O$&) {
+inline ::mrpc::Status $S$::Service::$M$(::mrpc::ServerContext&, const $I$::View&, $O$&) {
   return ::mrpc::Status(::mrpc::StatusCode::kUnimplemented, "$full$.$M$ is not implemented");
 }
 )",
@@ -709,7 +851,7 @@ inline ::mrpc::Status $S$::Service::$M$(::mrpc::ServerContext&, const $I$&, $O$&
              {"I", qualified(*method.input_type())},
              {"O", qualified(*method.output_type())}};
       handlers += subst(R"(  methods.push_back(::mrpc::gen::typed_method<$I$, $O$>(
-      [this](::mrpc::ServerContext& context, const $I$& request, $O$& response) {
+      [this](::mrpc::ServerContext& context, const $I$::View& request, $O$& response) {
         return $M$(context, request, response);
       }));
 )",

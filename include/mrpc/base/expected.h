@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cassert>
+#include <cstdio>
+#include <cstdlib>
 #include <utility>
 #include <variant>
 
@@ -21,9 +23,20 @@ class [[nodiscard]] Expected {
   bool ok() const { return state_.index() == 0; }
   explicit operator bool() const { return ok(); }
 
-  T& value() & { return std::get<0>(state_); }
-  const T& value() const& { return std::get<0>(state_); }
-  T&& value() && { return std::get<0>(std::move(state_)); }
+  // The value. On an error: prints the status ("value() of an error: UNAVAILABLE: ...") to stderr
+  // and aborts; check ok() first where an error is possible.
+  T& value() & {
+    check_value();
+    return *std::get_if<0>(&state_);
+  }
+  const T& value() const& {
+    check_value();
+    return *std::get_if<0>(&state_);
+  }
+  T&& value() && {
+    check_value();
+    return std::move(*std::get_if<0>(&state_));
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
@@ -33,6 +46,13 @@ class [[nodiscard]] Expected {
   Status status() const { return ok() ? Status() : std::get<1>(state_); }
 
  private:
+  void check_value() const {
+    if (ok()) return;
+    std::fprintf(stderr, "mrpc: Expected::value() of an error: %s\n",
+                 std::get<1>(state_).to_string().c_str());
+    std::abort();
+  }
+
   std::variant<T, Status> state_;
 };
 

@@ -60,6 +60,13 @@ inline constexpr uint64_t kMaxCachedObjectBytes = 64ull << 20;
 // ---- Calls ----
 // Deadline of a call made without one.
 inline constexpr std::chrono::nanoseconds kDefaultCallTimeout = 30s;
+// Server handler threads per channel (ChannelOptions::handler_threads): a small pool, so one slow
+// handler does not hold up every other call of the channel.
+inline constexpr int kDefaultHandlerThreads = 4;
+// Pause between tries of a wait_for_ready call (CallOptions::wait_for_ready), doubling up to the
+// max.
+inline constexpr std::chrono::nanoseconds kWaitForReadyInitialBackoff = 10ms;
+inline constexpr std::chrono::nanoseconds kWaitForReadyMaxBackoff = 1s;
 
 // ---- Runtime scheduling ----
 // How long a runtime thread keeps polling an idle queue before it sleeps on its eventfds.

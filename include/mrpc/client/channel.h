@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "mrpc/base/expected.h"
+#include "mrpc/base/limits.h"
 #include "mrpc/base/status.h"
 #include "mrpc/message/message_ref.h"
 
@@ -74,6 +75,13 @@ class Metadata {
 struct CallOptions {
   std::optional<std::chrono::nanoseconds> timeout;  // none: limits::kDefaultCallTimeout
   Metadata metadata;
+  // gRPC's wait_for_ready: a call that fails UNAVAILABLE (no app serves the service yet, or the
+  // daemon is away and the channel reconnecting) is tried again, with backoff
+  // (limits::kWaitForReadyInitialBackoff doubling to limits::kWaitForReadyMaxBackoff), until it
+  // gets another answer or its timeout runs out (then DEADLINE_EXCEEDED, naming the last error).
+  // Each try sends a copy of the request. Honoured by the generated blocking stub method only;
+  // the callback and future forms ignore it.
+  bool wait_for_ready = false;
 };
 
 class ReceiveLease;  // keeps a block of the receive region alive; released to the daemon when gone
@@ -93,25 +101,34 @@ class ReceivedMessage {
   std::shared_ptr<ReceiveLease> lease_;
 };
 
-// A typed view of a received message: generated message types are constructible from a
-// MessageRef. Only const access: the region is mapped read-only.
+// A typed view of a received message: M is a generated message class, M::View its read-only
+// view (no setters: the region is mapped read-only). Keeps the message's block alive.
 template <class M>
 class Received {
  public:
+  using View = typename M::View;
   Received() = default;
   explicit Received(ReceivedMessage message)
       : message_(std::move(message)), view_(message_.ref()) {}
-  const M& operator*() const { return view_; }
-  const M* operator->() const { return &view_; }
+  const View& view() const { return view_; }
+  const View& operator*() const { return view_; }
+  const View* operator->() const { return &view_; }
 
  private:
   ReceivedMessage message_;
-  M view_{MessageRef{}};
+  View view_{MessageRef{}};
 };
 
-// The outcome of a call: a response, or the status that says why none.
+// The outcome of a call: a response, or the status that says why none. `reply->field()` reads
+// the response (as `reply.value()->field()`); check ok() first: reading a failed result aborts
+// with its status.
 template <class M>
-using CallResult = Expected<Received<M>>;
+class CallResult : public Expected<Received<M>> {
+ public:
+  using Expected<Received<M>>::Expected;
+  const typename M::View& operator*() const { return this->value().view(); }
+  const typename M::View* operator->() const { return &this->value().view(); }
+};
 
 using CallId = uint64_t;
 using UntypedCompletion = std::function<void(Status, ReceivedMessage)>;
@@ -145,12 +162,14 @@ inline constexpr const char* kSpinBudgetEnv = "MRPC_SPIN_BUDGET_US";
 struct ChannelOptions {
   std::string socket_path;  // empty: $MRPC_SOCKET, else shm::kDefaultAppSocketPath
   std::string app_name;     // for logs and stats
-  // Threads running server handlers; 0 runs each handler inline on the completion thread: no
+  // Threads running server handlers (default limits::kDefaultHandlerThreads = 4: calls to a
+  // server run concurrently, so a slow handler holds up only its own call while fewer than that
+  // many are slow at once). 0 runs each handler inline on the completion thread: no
   // thread hand-off per incoming call (lower latency, less CPU), but a slow handler delays every
   // completion, deadline and incoming call of this channel while it runs, and a blocking call()
   // from inside an inline handler deadlocks (as from a completion); use the async forms there.
   // Negative: connect fails with INVALID_ARGUMENT.
-  int handler_threads = 1;
+  int handler_threads = limits::kDefaultHandlerThreads;
   // How long the completion thread polls its ring, once idle, before sleeping on its eventfd.
   // 0: sleep at once (least CPU; every completion then costs a wake-up, tens of microseconds).
   // Precedence: this option if set, else $MRPC_SPIN_BUDGET_US (a whole number of microseconds),
