@@ -18,7 +18,7 @@ namespace mrpc::testing {
 namespace {
 
 constexpr uint64_t kMutationSeed = 0xf022;
-constexpr int kMutationsPerSeed = 300;
+constexpr int kMutationsPerSeed = 100;
 
 std::filesystem::path corpus_dir(const char* target) {
   return std::filesystem::path(MRPC_SOURCE_DIR) / "tests/message/corpus" / target;
