@@ -3,7 +3,10 @@
 #   mrpc_strict(target)      warnings as errors; for mrpc's own code, never for generated code
 #   mrpc_add_test(name SOURCES ... [LIBS ...] [LABELS ...])
 #                            a doctest executable registered with CTest, one CTest test per case;
-#                            LABELS soak keeps it out of the default run (ctest -LE soak)
+#                            LABELS soak keeps it out of the default run (ctest -LE soak);
+#                            LABELS multishard also runs it under TSan (scripts/test.sh). Each
+#                            label L gets a target mrpc_tests_L that builds its executables, and
+#                            mrpc_tests builds every executable of the default run (tests/).
 
 set(MRPC_WARNINGS -Wall -Wextra -Werror -Wshadow -Wnon-virtual-dtor -Wold-style-cast
                   -Wimplicit-fallthrough -Wno-missing-field-initializers)
@@ -25,4 +28,11 @@ function(mrpc_add_test name)
   endif()
   doctest_discover_tests(${name} PROPERTIES LABELS "${labels}" TIMEOUT 300
                          WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
+  foreach(label IN LISTS labels)
+    set_property(GLOBAL APPEND PROPERTY MRPC_TEST_LABELS ${label})
+    set_property(GLOBAL APPEND PROPERTY MRPC_TEST_TARGETS_${label} ${name})
+  endforeach()
+  if(NOT labels STREQUAL "soak")
+    set_property(GLOBAL APPEND PROPERTY MRPC_TEST_TARGETS_default ${name})
+  endif()
 endfunction()

@@ -252,36 +252,64 @@ class ErrorListener final : public antlr4::BaseErrorListener {
   uint32_t last_quote_line_ = 0;
 };
 
-// Rejects nesting deeper than limits::kMaxPolicyNestingDepth by looking at the tokens only:
-// brackets, runs of prefix operators and `list<`/`set<`/`map<` type arguments are what make the
-// generated recursive-descent parser recurse.
+bool is_chain_operator(const std::string& text) {
+  static const char* const kOperators[] = {"+",  "-",  "*",  "/",  "%",  "<",  "<=",  ">",
+                                           ">=", "==", "!=", "&&", "||", "in", "not", "."};
+  for (const char* op : kOperators)
+    if (text == op) return true;
+  return false;
+}
+
+// Looks at the tokens only, before parsing, and rejects
+// - nesting deeper than limits::kMaxPolicyNestingDepth: brackets, runs of prefix operators and
+//   `list<`/`set<`/`map<` type arguments are what make the generated recursive-descent parser
+//   recurse;
+// - a run of more than limits::kMaxPolicyOperatorChain operators (between `;`, `,`, `{`, `}` at
+//   one bracket level): the AST would be too deep anyway, and ANTLR spends time and memory in
+//   proportion to the run before the AST builder can say so (docs/security.md, finding 8).
 bool check_nesting(const std::vector<Token*>& tokens, const SourceFile& source,
                    const Positions& positions, DiagnosticEngine& diagnostics) {
   uint32_t brackets = 0, type_args = 0, prefix_run = 0;
+  std::vector<uint32_t> chain{0};  // operators in the current run, one counter per bracket level
   std::string previous_text;
+  auto reject = [&](Token* token, std::string message, const char* help) {
+    Span span = source.span(positions.byte(token->getStartIndex()),
+                            positions.byte(token->getStopIndex() + 1));
+    Diagnostic& d = diagnostics.error(span, std::move(message));
+    DiagnosticEngine::help(d, help);
+    return false;
+  };
   for (Token* token : tokens) {
     if (token->getChannel() != Token::DEFAULT_CHANNEL || token->getType() == Token::EOF) continue;
     std::string text = token->getText();
     if (text == "(" || text == "[" || text == "{") {
       ++brackets;
+      chain.push_back(0);
     } else if ((text == ")" || text == "]" || text == "}") && brackets > 0) {
       --brackets;
+      chain.pop_back();
     } else if (text == "<" &&
                (previous_text == "list" || previous_text == "set" || previous_text == "map")) {
       ++type_args;
     } else if (text == ">" && type_args > 0) {
       --type_args;
     }
+    if (text == ";" || text == "," || text == "{" || text == "}") {
+      chain.back() = 0;
+    } else if (is_chain_operator(text) && ++chain.back() > limits::kMaxPolicyOperatorChain) {
+      return reject(token,
+                    fmt::format("more than {} operators in a row in one expression "
+                                "(limits::kMaxPolicyOperatorChain)",
+                                limits::kMaxPolicyOperatorChain),
+                    "split the expression with `let`");
+    }
     prefix_run = (text == "!" || text == "-") ? prefix_run + 1 : 0;
     if (brackets + type_args + prefix_run > limits::kMaxPolicyNestingDepth) {
-      Span span = source.span(positions.byte(token->getStartIndex()),
-                              positions.byte(token->getStopIndex() + 1));
-      Diagnostic& d = diagnostics.error(
-          span,
+      return reject(
+          token,
           fmt::format("nesting is deeper than the limit of {} (limits::kMaxPolicyNestingDepth)",
-                      limits::kMaxPolicyNestingDepth));
-      DiagnosticEngine::help(d, "split the expression with `let` or flatten the blocks");
-      return false;
+                      limits::kMaxPolicyNestingDepth),
+          "split the expression with `let` or flatten the blocks");
     }
     previous_text = std::move(text);
   }

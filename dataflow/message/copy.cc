@@ -41,37 +41,24 @@ Status invalid(std::string what) {
   return Status(StatusCode::kInvalidArgument, std::move(what));
 }
 
-// Which storage of a body must be followed: the answer for each field, computed from a body in
-// private memory.
-struct Activity {
-  // Returns INVALID_ARGUMENT for a oneof case that names no member.
-  static Status check_oneofs(const MessageLayout& layout, const std::byte* body) {
-    for (const OneofLayout& oneof : layout.oneofs()) {
-      const uint32_t number = load<uint32_t>(body + oneof.case_offset);
-      if (number == 0) continue;
-      bool member = false;
-      for (uint32_t index : oneof.fields) member |= layout.fields()[index].number == number;
-      if (!member) {
-        return invalid(fmt::format("{}: oneof {} case {} is not one of its fields",
-                                   layout.full_name(), oneof.name, number));
-      }
-    }
-    return Status();
-  }
-  // Whether `field`'s storage holds a value to follow (references only).
-  static bool active(const MessageLayout& layout, const FieldLayout& field, const std::byte* body) {
-    if (field.oneof_index != kNoOneof) {
-      const OneofLayout& oneof = layout.oneofs()[static_cast<size_t>(field.oneof_index)];
-      return load<uint32_t>(body + oneof.case_offset) == field.number;
-    }
-    if (field.presence_bit != kNoPresenceBit) return presence_bit(body, field.presence_bit);
-    return true;
-  }
-};
-
 bool is_reference(const FieldLayout& field) {
   return field.repeated || field.kind == FieldKind::kString || field.kind == FieldKind::kBytes ||
          field.kind == FieldKind::kMessage;
+}
+
+// The member of oneof `oneof` whose number a body's case holds: null for none set,
+// INVALID_ARGUMENT for a case that names no member. One binary search, whatever the member count.
+Expected<const FieldLayout*> active_member(const MessageLayout& layout, int32_t oneof_index,
+                                           const std::byte* body) {
+  const OneofLayout& oneof = layout.oneofs()[static_cast<size_t>(oneof_index)];
+  const uint32_t number = load<uint32_t>(body + oneof.case_offset);
+  if (number == 0) return static_cast<const FieldLayout*>(nullptr);
+  const FieldLayout* member = layout.oneof_member(oneof, number);
+  if (member == nullptr) {
+    return invalid(fmt::format("{}: oneof {} case {} is not one of its fields", layout.full_name(),
+                               oneof.name, number));
+  }
+  return member;
 }
 
 class Copier {
@@ -105,6 +92,7 @@ class Copier {
     end_ = start + bytes;
   }
   uint64_t measured() const { return total_; }
+  uint64_t work() const { return work_; }
 
  private:
   Status check_depth(const MessageLayout& layout, uint32_t depth) const {
@@ -128,6 +116,32 @@ class Copier {
     return Status();
   }
 
+  // One step of work (a body, a reference or a oneof case): bounded per call by max_work.
+  Status step() {
+    if (++work_ > limits_.max_work) {
+      return Status(StatusCode::kResourceExhausted,
+                    fmt::format("copying the message took more than the limit of {} steps "
+                                "(max_work)",
+                                limits_.max_work));
+    }
+    return Status();
+  }
+
+  // The field of `reference` to follow in `body`, or null when it holds nothing to follow.
+  static Expected<const FieldLayout*> followed(const MessageLayout& layout,
+                                               const BodyReference& reference,
+                                               const std::byte* body) {
+    if (reference.oneof == kNoOneof) {
+      const FieldLayout& field = layout.fields()[reference.field];
+      if (field.presence_bit != kNoPresenceBit && !presence_bit(body, field.presence_bit))
+        return static_cast<const FieldLayout*>(nullptr);
+      return &field;
+    }
+    auto member = active_member(layout, reference.oneof, body);
+    if (!member.ok() || *member == nullptr || is_reference(**member)) return member;
+    return static_cast<const FieldLayout*>(nullptr);
+  }
+
   Status add(uint64_t bytes) {
     total_ += round8(bytes);
     if (total_ > limits_.max_message_bytes) {
@@ -144,9 +158,13 @@ class Copier {
   }
 
   Status measure_body(const MessageLayout& layout, const std::byte* body, uint32_t depth) {
-    MRPC_TRY_STATUS(Activity::check_oneofs(layout, body));
-    for (const FieldLayout& field : layout.fields()) {
-      if (!is_reference(field) || !Activity::active(layout, field, body)) continue;
+    MRPC_TRY_STATUS(step());
+    for (const BodyReference& reference : layout.body_references()) {
+      MRPC_TRY_STATUS(step());
+      auto active = followed(layout, reference, body);
+      if (!active.ok()) return active.status();
+      if (*active == nullptr) continue;
+      const FieldLayout& field = **active;
       const RegionRef ref = load<RegionRef>(body + field.offset);
       if (!field.repeated) {
         if (field.kind == FieldKind::kMessage) {
@@ -162,6 +180,7 @@ class Copier {
       MRPC_TRY_STATUS(add(bytes));
       if (field.kind == FieldKind::kString || field.kind == FieldKind::kBytes) {
         for (uint32_t i = 0; i < ref.size; ++i) {
+          MRPC_TRY_STATUS(step());
           const RegionRef element =
               load<RegionRef>(source_.base + ref.offset + uint64_t{i} * sizeof(RegionRef));
           MRPC_TRY_STATUS(check_range(layout, element.offset, element.size, field.name));
@@ -208,15 +227,21 @@ class Copier {
   // `body` is already in the destination (only the daemon writes there): read it, follow its
   // references in the source, rewrite them to point at their copies.
   Status copy_body(const MessageLayout& layout, std::byte* body, uint32_t depth) {
-    MRPC_TRY_STATUS(Activity::check_oneofs(layout, body));
-    for (const FieldLayout& field : layout.fields()) {
-      if (!is_reference(field)) continue;
-      std::byte* slot = body + field.offset;
-      if (!Activity::active(layout, field, body)) {
-        // Not set: never followed, and the stale reference is not passed on.
-        if (field.oneof_index == kNoOneof) store(slot, RegionRef{0, 0, 0});
+    MRPC_TRY_STATUS(step());
+    for (const BodyReference& reference : layout.body_references()) {
+      MRPC_TRY_STATUS(step());
+      auto active = followed(layout, reference, body);
+      if (!active.ok()) return active.status();
+      if (*active == nullptr) {
+        // Not set: never followed, and the stale reference is not passed on (a oneof's storage
+        // may hold a scalar member, so it is left as it is).
+        if (reference.oneof == kNoOneof) {
+          store(body + layout.fields()[reference.field].offset, RegionRef{0, 0, 0});
+        }
         continue;
       }
+      const FieldLayout& field = **active;
+      std::byte* slot = body + field.offset;
       const RegionRef ref = load<RegionRef>(slot);
       if (!field.repeated && field.kind == FieldKind::kMessage) {
         auto copied = copy_message(*field.message, ref.offset, depth + 1);
@@ -232,6 +257,7 @@ class Copier {
       std::byte* array = destination_.base + copied->offset;
       if (field.kind == FieldKind::kString || field.kind == FieldKind::kBytes) {
         for (uint32_t i = 0; i < copied->size; ++i) {
+          MRPC_TRY_STATUS(step());
           std::byte* element_slot = array + uint64_t{i} * sizeof(RegionRef);
           const RegionRef element = load<RegionRef>(element_slot);
           auto element_copy = copy_bytes(layout, element, element.size, field.name);
@@ -257,6 +283,7 @@ class Copier {
   ConstRegion source_;
   CopyLimits limits_;
   uint64_t total_ = 0;
+  uint64_t work_ = 0;
   MutableRegion destination_;
   uint64_t cursor_ = 0;
   uint64_t end_ = 0;
@@ -266,8 +293,16 @@ class Copier {
 
 Expected<uint64_t> copy_message(const MessageLayout& layout, ConstRegion source,
                                 uint64_t source_offset, MutableRegion destination,
-                                RegionAllocator& destination_allocator, const CopyLimits& limits) {
+                                RegionAllocator& destination_allocator, const CopyLimits& limits,
+                                CopyStats* stats) {
   Copier copier(source, limits);
+  struct Report {
+    const Copier& copier;
+    CopyStats* stats;
+    ~Report() {
+      if (stats != nullptr) stats->work = copier.work();
+    }
+  } report{copier, stats};
   MRPC_TRY_STATUS(copier.measure_message(layout, source_offset, 0));
   const uint64_t bytes = copier.measured();
   auto block = destination_allocator.allocate(bytes, MessageLayout::kAlignment);

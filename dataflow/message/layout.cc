@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <unordered_map>
 
 #include "mrpc/base/check.h"
 
@@ -71,11 +72,18 @@ uint64_t fnv1a64(std::string_view text) {
   return hash;
 }
 
-void collect_reachable(const MessageLayout& layout,
+// Every layout reachable from `root`, by an explicit stack: a chain of types as long as the schema
+// limits allow must not exhaust the thread's stack (docs/security.md, finding 1).
+void collect_reachable(const MessageLayout& root,
                        std::map<std::string, const MessageLayout*>& out) {
-  if (!out.emplace(layout.full_name(), &layout).second) return;
-  for (const FieldLayout& field : layout.fields())
-    if (field.message != nullptr) collect_reachable(*field.message, out);
+  std::vector<const MessageLayout*> stack{&root};
+  while (!stack.empty()) {
+    const MessageLayout* layout = stack.back();
+    stack.pop_back();
+    if (!out.emplace(layout->full_name(), layout).second) continue;
+    for (const FieldLayout& field : layout->fields())
+      if (field.message != nullptr) stack.push_back(field.message);
+  }
 }
 
 }  // namespace
@@ -129,6 +137,13 @@ uint32_t inline_size(FieldKind kind) {
   return 0;
 }
 
+const FieldLayout* MessageLayout::oneof_member(const OneofLayout& oneof, uint32_t number) const {
+  auto it = std::lower_bound(oneof.members_by_number.begin(), oneof.members_by_number.end(),
+                             std::pair<uint32_t, uint32_t>{number, 0});
+  if (it == oneof.members_by_number.end() || it->first != number) return nullptr;
+  return &fields_[it->second];
+}
+
 const FieldLayout* MessageLayout::field_by_number(uint32_t number) const {
   for (const FieldLayout& field : fields_)
     if (field.number == number) return &field;
@@ -170,7 +185,140 @@ std::string MessageLayout::canonical_text() const {
 
 struct LayoutSet::State {
   std::map<std::string, std::unique_ptr<MessageLayout>, std::less<>> layouts;
+  uint64_t work = 0;
 };
+
+uint64_t LayoutSet::work() const {
+  return state_->work;
+}
+
+namespace {
+
+// Fingerprints of the layouts `added` by one LayoutSet::add (docs/message-layout.md, "The
+// fingerprint"). Tarjan's algorithm, iterative, finds the groups of mutually reachable types; it
+// finishes a group only after every group the group reaches, so each group is hashed once, from
+// its members' descriptions and the fingerprints of the types it reaches outside itself. Layouts
+// not in `added` were added by an earlier call and cannot reach the new ones: their fingerprints
+// are final. Linear in types + fields (plus sorting each group's members and exits).
+class Fingerprinter {
+ public:
+  Fingerprinter(const std::vector<MessageLayout*>& added, uint64_t& work)
+      : added_(added), work_(work), nodes_(added.size()), fingerprints_(added.size()) {
+    for (uint32_t i = 0; i < added.size(); ++i) index_of_.emplace(added[i], i);
+  }
+
+  // Calls set(layout, fingerprint) once per added layout, after every layout it reaches.
+  template <class Set>
+  void run(Set&& set) {
+    for (uint32_t root = 0; root < added_.size(); ++root) {
+      if (nodes_[root].order != kUnvisited) continue;
+      visit(root);
+      while (!frames_.empty()) {
+        Frame& frame = frames_.back();
+        const std::vector<FieldLayout>& fields = added_[frame.node]->fields();
+        if (frame.next_field < fields.size()) {
+          ++work_;
+          const MessageLayout* target = fields[frame.next_field++].message;
+          const uint32_t to = internal(target);
+          if (to == kExternal) continue;
+          if (nodes_[to].order == kUnvisited) {
+            visit(to);  // invalidates `frame`
+          } else if (nodes_[to].on_stack) {
+            nodes_[frame.node].low = std::min(nodes_[frame.node].low, nodes_[to].order);
+          }
+          continue;
+        }
+        const uint32_t done = frame.node;
+        frames_.pop_back();
+        if (!frames_.empty()) {
+          Node& parent = nodes_[frames_.back().node];
+          parent.low = std::min(parent.low, nodes_[done].low);
+        }
+        if (nodes_[done].low == nodes_[done].order) finish_group(done, set);
+      }
+    }
+  }
+
+ private:
+  static constexpr uint32_t kUnvisited = UINT32_MAX;
+  static constexpr uint32_t kExternal = UINT32_MAX;
+  struct Node {
+    uint32_t order = kUnvisited;
+    uint32_t low = 0;
+    uint32_t group = kUnvisited;
+    bool on_stack = false;
+  };
+  struct Frame {
+    uint32_t node;
+    size_t next_field;
+  };
+
+  uint32_t internal(const MessageLayout* layout) const {
+    if (layout == nullptr) return kExternal;
+    auto it = index_of_.find(layout);
+    return it == index_of_.end() ? kExternal : it->second;
+  }
+
+  void visit(uint32_t node) {
+    ++work_;
+    nodes_[node].order = nodes_[node].low = next_order_++;
+    nodes_[node].on_stack = true;
+    stack_.push_back(node);
+    frames_.push_back(Frame{node, 0});
+  }
+
+  template <class Set>
+  void finish_group(uint32_t head, Set& set) {
+    std::vector<MessageLayout*> members;
+    const uint32_t group = next_group_++;
+    for (;;) {
+      const uint32_t node = stack_.back();
+      stack_.pop_back();
+      nodes_[node].on_stack = false;
+      nodes_[node].group = group;
+      members.push_back(added_[node]);
+      if (node == head) break;
+    }
+    std::sort(members.begin(), members.end(),
+              [](MessageLayout* a, MessageLayout* b) { return a->full_name() < b->full_name(); });
+    std::string text;
+    std::vector<uint64_t> exits;
+    for (const MessageLayout* member : members) {
+      ++work_;
+      text += describe_layout(*member);
+      for (const FieldLayout& field : member->fields()) {
+        ++work_;
+        if (field.message == nullptr) continue;
+        const uint32_t to = internal(field.message);
+        if (to != kExternal && nodes_[to].group == group) continue;
+        // Another group, finished before this one, or a layout of an earlier add.
+        exits.push_back(to != kExternal ? fingerprints_[to] : field.message->fingerprint());
+      }
+    }
+    std::sort(exits.begin(), exits.end());
+    exits.erase(std::unique(exits.begin(), exits.end()), exits.end());
+    for (uint64_t exit : exits) text += fmt::format("reaches {:016x}\n", exit);
+    const uint64_t group_hash = fnv1a64(text);
+    for (MessageLayout* member : members) {
+      const uint64_t fingerprint =
+          fnv1a64(fmt::format("root {} group {:016x}", member->full_name(), group_hash));
+      fingerprints_[index_of_.at(member)] = fingerprint;
+      set(member, fingerprint);
+    }
+  }
+
+  const std::vector<MessageLayout*>& added_;
+  uint64_t& work_;
+  std::vector<Node> nodes_;
+  std::unordered_map<const MessageLayout*, uint32_t> index_of_;
+  std::vector<uint64_t> fingerprints_;  // by node, once its group is finished
+  std::vector<uint32_t> stack_;
+  std::vector<Frame> frames_;
+  uint32_t next_order_ = 0;
+  uint32_t next_group_ = 0;
+};
+
+}  // namespace
 
 LayoutSet::LayoutSet() : state_(std::make_unique<State>()) {}
 LayoutSet::~LayoutSet() = default;
@@ -190,6 +338,7 @@ const MessageLayout& LayoutSet::add(const pb::Descriptor& root) {
   while (!stack.empty()) {
     const pb::Descriptor* descriptor = stack.back();
     stack.pop_back();
+    ++state_->work;
     if (find(descriptor->full_name()) != nullptr || !seen.insert(descriptor->full_name()).second)
       continue;
     pending.push_back(descriptor);
@@ -223,6 +372,7 @@ const MessageLayout& LayoutSet::add(const pb::Descriptor& root) {
 
     int32_t next_bit = 0;
     for (int i = 0; i < descriptor->field_count(); ++i) {
+      ++state_->work;
       const pb::FieldDescriptor& field = *descriptor->field(i);
       FieldLayout f;
       f.name = field.name();
@@ -248,13 +398,26 @@ const MessageLayout& LayoutSet::add(const pb::Descriptor& root) {
         }
         f.offset = o.storage_offset;
         o.fields.push_back(static_cast<uint32_t>(layout->fields_.size()));
+        o.members_by_number.emplace_back(f.number, static_cast<uint32_t>(layout->fields_.size()));
+        if (o.fields.size() == 1) {
+          layout->body_references_.push_back(BodyReference{0, f.oneof_index});
+        }
       } else {
+        if (f.repeated || f.kind == FieldKind::kString || f.kind == FieldKind::kBytes ||
+            f.kind == FieldKind::kMessage) {
+          layout->body_references_.push_back(
+              BodyReference{static_cast<uint32_t>(layout->fields_.size()), kNoOneof});
+        }
         if (field.has_presence() && !field.is_repeated()) f.presence_bit = next_bit++;
         cursor = align_up(cursor, std::min<uint32_t>(f.size, 8));
         f.offset = cursor;
         cursor += f.size;
       }
       layout->fields_.push_back(std::move(f));
+    }
+    for (OneofLayout& oneof : layout->oneofs_) {
+      state_->work += oneof.members_by_number.size();
+      std::sort(oneof.members_by_number.begin(), oneof.members_by_number.end());
     }
     cursor = align_up(cursor, 8);
     layout->unknown_fields_offset_ = cursor;
@@ -270,6 +433,7 @@ const MessageLayout& LayoutSet::add(const pb::Descriptor& root) {
     const pb::Descriptor& descriptor = *pending[n];
     MessageLayout& layout = *added[n];
     for (int i = 0; i < descriptor.field_count(); ++i) {
+      ++state_->work;
       const pb::Descriptor* sub = descriptor.field(i)->message_type();
       if (sub == nullptr) continue;
       FieldLayout& f = layout.fields_[static_cast<size_t>(i)];
@@ -280,7 +444,9 @@ const MessageLayout& LayoutSet::add(const pb::Descriptor& root) {
   }
 
   // Pass 3: fingerprints, now that every reachable layout is complete.
-  for (MessageLayout* layout : added) layout->fingerprint_ = fnv1a64(layout->canonical_text());
+  Fingerprinter(added, state_->work).run([](MessageLayout* layout, uint64_t fingerprint) {
+    layout->fingerprint_ = fingerprint;
+  });
 
   return *find(root.full_name());
 }

@@ -1,5 +1,7 @@
-// Schema::from_file_descriptor_set: parses the set, builds it in a private DescriptorPool (which
-// checks it is valid and self-contained) and computes every message's layout with LayoutSet.
+// Schema::from_file_descriptor_set: parses the set, checks its size against SchemaLimits, builds
+// it in a private DescriptorPool (which checks it is valid and self-contained) and computes every
+// message's layout with LayoutSet. The input is untrusted (any local app registers schemas):
+// every walk is iterative and linear in the set's size (docs/security.md, findings 1 and 2).
 #include "mrpc/message/schema.h"
 
 #include <google/protobuf/descriptor.h>
@@ -9,6 +11,7 @@
 #include <map>
 
 #include "mrpc/base/check.h"
+#include "mrpc/base/limits.h"
 #include "mrpc/message/layout.h"
 
 namespace mrpc {
@@ -20,10 +23,17 @@ class CollectingErrors final : public pb::DescriptorPool::ErrorCollector {
  public:
   void AddError(const std::string& filename, const std::string& element_name, const pb::Message*,
                 ErrorLocation, const std::string& message) override {
-    if (!text.empty()) text += "; ";
-    text += fmt::format("{}: {}: {}", filename, element_name, message);
+    if (++count > limits::kMaxSchemaErrorsQuoted) return;
+    if (!quoted.empty()) quoted += "; ";
+    quoted += fmt::format("{}: {}: {}", filename, element_name, message);
   }
-  std::string text;
+  // The first errors, then how many more (limits::kMaxSchemaErrorsQuoted).
+  std::string text() const {
+    if (count <= limits::kMaxSchemaErrorsQuoted) return quoted;
+    return fmt::format("{}; and {} more errors", quoted, count - limits::kMaxSchemaErrorsQuoted);
+  }
+  std::string quoted;
+  uint64_t count = 0;
 };
 
 class DescriptorSchema final : public Schema {
@@ -36,10 +46,18 @@ class DescriptorSchema final : public Schema {
     return it == services.end() ? nullptr : &it->second;
   }
 
+  uint64_t layout_work() const override { return layouts.work(); }
+
+  // `descriptor` and every type declared inside it (an explicit stack, no recursion).
   void add_messages(const pb::Descriptor& descriptor) {
-    layouts.add(descriptor);
-    for (int i = 0; i < descriptor.nested_type_count(); ++i)
-      add_messages(*descriptor.nested_type(i));
+    std::vector<const pb::Descriptor*> stack{&descriptor};
+    while (!stack.empty()) {
+      const pb::Descriptor* next = stack.back();
+      stack.pop_back();
+      layouts.add(*next);
+      for (int i = next->nested_type_count() - 1; i >= 0; --i)
+        stack.push_back(next->nested_type(i));
+    }
   }
 
   LayoutSet layouts;
@@ -50,14 +68,71 @@ Status invalid(std::string reason) {
   return Status(StatusCode::kInvalidArgument, "invalid FileDescriptorSet: " + std::move(reason));
 }
 
+Status too_big(std::string what, uint64_t count, uint64_t limit, std::string_view name) {
+  return Status(StatusCode::kResourceExhausted,
+                fmt::format("schema has {} {}, more than the limit of {} (limits::{})", count, what,
+                            limit, name));
+}
+
+// Counts the types, fields and declaration nesting of `set` without building anything, stopping
+// at the first limit passed.
+Status check_limits(const pb::FileDescriptorSet& set, const SchemaLimits& limits) {
+  uint64_t types = 0, fields = 0;
+  struct Pending {
+    const pb::DescriptorProto* message;
+    uint32_t depth;
+  };
+  std::vector<Pending> stack;
+  auto count_enum = [&](const pb::EnumDescriptorProto& e) {
+    ++types;
+    fields += static_cast<uint64_t>(e.value_size());
+  };
+  for (const pb::FileDescriptorProto& file : set.file()) {
+    fields += static_cast<uint64_t>(file.extension_size());
+    for (const auto& e : file.enum_type()) count_enum(e);
+    for (const auto& m : file.message_type()) stack.push_back({&m, 1});
+    while (!stack.empty()) {
+      const Pending next = stack.back();
+      stack.pop_back();
+      if (next.depth > limits.max_nesting) {
+        return too_big("message types declared inside each other", next.depth, limits.max_nesting,
+                       "kMaxSchemaNesting");
+      }
+      ++types;
+      fields += static_cast<uint64_t>(next.message->field_size()) +
+                static_cast<uint64_t>(next.message->extension_size());
+      for (const auto& e : next.message->enum_type()) count_enum(e);
+      for (const auto& m : next.message->nested_type()) stack.push_back({&m, next.depth + 1});
+      if (types > limits.max_types) {
+        return too_big("message and enum types", types, limits.max_types, "kMaxSchemaTypes");
+      }
+      if (fields > limits.max_fields) {
+        return too_big("fields and enum values", fields, limits.max_fields, "kMaxSchemaFields");
+      }
+    }
+    if (types > limits.max_types) {
+      return too_big("message and enum types", types, limits.max_types, "kMaxSchemaTypes");
+    }
+    if (fields > limits.max_fields) {
+      return too_big("fields and enum values", fields, limits.max_fields, "kMaxSchemaFields");
+    }
+  }
+  return Status();
+}
+
 }  // namespace
 
-Expected<std::shared_ptr<const Schema>> Schema::from_file_descriptor_set(std::string_view bytes) {
+Expected<std::shared_ptr<const Schema>> Schema::from_file_descriptor_set(
+    std::string_view bytes, const SchemaLimits& limits) {
+  if (bytes.size() > limits.max_bytes) {
+    return too_big("bytes", bytes.size(), limits.max_bytes, "kMaxSchemaBytes");
+  }
   pb::FileDescriptorSet set;
   if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
       !set.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return invalid("not a serialized google.protobuf.FileDescriptorSet");
   }
+  MRPC_TRY_STATUS(check_limits(set, limits));
   pb::SimpleDescriptorDatabase database;
   for (const pb::FileDescriptorProto& file : set.file()) {
     if (!database.Add(file))
@@ -70,7 +145,7 @@ Expected<std::shared_ptr<const Schema>> Schema::from_file_descriptor_set(std::st
     const pb::FileDescriptor* file = pool.FindFileByName(proto.name());
     if (file == nullptr) {
       return invalid(fmt::format("file {} does not build: {}", proto.name(),
-                                 errors.text.empty() ? "missing import" : errors.text));
+                                 errors.count == 0 ? "missing import" : errors.text()));
     }
     for (int i = 0; i < file->message_type_count(); ++i)
       schema->add_messages(*file->message_type(i));

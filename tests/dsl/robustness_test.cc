@@ -53,24 +53,56 @@ TEST_CASE("100k nested parentheses are rejected before parsing, without exhausti
   CHECK(result.diagnostics[0].span.column == 11 + limits::kMaxPolicyNestingDepth);
 }
 
-TEST_CASE("deep blocks, prefix operators, type arguments and operator chains are all bounded") {
+TEST_CASE("deep blocks, prefix operators and type arguments are all bounded") {
   std::string blocks = "policy p { applies to * at callee; on request {";
   for (int i = 0; i < 100000; ++i) blocks += "if true {";
   std::string unary = "const X = " + std::string(100000, '!') + "true;";
   std::string minus = "const X = 1" + std::string(100000, '-') + "1;";
   std::string types = "policy p { applies to * at callee; param x: ";
   for (int i = 0; i < 100000; ++i) types += "list<";
-  std::string chain = "const X = 1";
-  for (int i = 0; i < 100000; ++i) chain += " + 1";
-  chain += ";";
-  std::string members = "const X = a";
-  for (int i = 0; i < 100000; ++i) members += ".b";
-  members += ";";
-  for (const std::string& text : {blocks, unary, minus, types, chain, members}) {
+  for (const std::string& text : {blocks, unary, minus, types}) {
     CheckResult result = check_text("deep.mpol", text);
     CHECK_FALSE(result.ok);
     CHECK(mentions(result, "limits::kMaxPolicyNestingDepth"));
   }
+}
+
+TEST_CASE("long operator and member chains are rejected on their tokens, before parsing") {
+  // Finding 8 of issue 11: a 16,000-term `let` chain (64 KB, also in tests/dsl/corpus/) made
+  // ANTLR build its whole tree before the AST builder could reject it. The token check stops at
+  // the first operator past the limit: one diagnostic, pointing there.
+  std::string chain = "policy p { applies to * at callee; on request { let x = 1";
+  for (int i = 0; i < 16000; ++i) chain += " + 1";
+  chain += "; } }";
+  std::string members = "const X = a";
+  for (int i = 0; i < 100000; ++i) members += ".b";
+  members += ";";
+  std::string inside_call = "const X = f(1, 2, g(1";
+  for (int i = 0; i < 10000; ++i) inside_call += " * 2";
+  inside_call += "));";
+  for (const std::string& text : {chain, members, inside_call}) {
+    CheckResult result = check_text("chain.mpol", text);
+    CHECK_FALSE(result.ok);
+    REQUIRE(result.diagnostics.size() == 1);
+    CHECK(mentions(result, "limits::kMaxPolicyOperatorChain"));
+  }
+  CheckResult result = check_text("chain.mpol", chain);
+  const uint32_t first_term = static_cast<uint32_t>(chain.find("= 1") + 3);
+  // Column (from 1) of the '+' that passes the limit.
+  CHECK(result.diagnostics[0].span.column == first_term + 4 * limits::kMaxPolicyOperatorChain + 2);
+}
+
+TEST_CASE("operator runs restart at each separator and bracket level") {
+  // 40 operators in each of 50 list elements: no run is long, so the token
+  // check lets the file through (the AST builder then bounds the depth of each element).
+  std::string list = "const X = [";
+  for (int element = 0; element < 50; ++element) {
+    list += element == 0 ? "1" : ", 1";
+    for (int i = 0; i < 40; ++i) list += " * 2";
+  }
+  list += "];";
+  CheckResult result = check_text("list.mpol", list);
+  CHECK_FALSE(mentions(result, "limits::kMaxPolicyOperatorChain"));
 }
 
 TEST_CASE("a long string literal is rejected by name") {

@@ -57,6 +57,28 @@ inline constexpr uint64_t kCodecDecodeShrinkMinBytes = 1024;
 // The JIT's on-disk object cache: largest object file it loads.
 inline constexpr uint64_t kMaxCachedObjectBytes = 64ull << 20;
 
+// ---- Schemas apps register (dataflow/message/schema.cc; docs/security.md) ----
+// Checked on the FileDescriptorSet before any descriptor is built, each with its own error, so
+// a hostile schema costs at most a parse of its bytes. Every walk over a schema is iterative and
+// linear in its size; these bound its memory and the time one registration takes.
+// Largest serialized FileDescriptorSet (the app socket's frame limit as well).
+inline constexpr uint64_t kMaxSchemaBytes = kMaxAppSocketMessageBytes;
+// Message and enum types in one schema, nested ones included.
+inline constexpr uint32_t kMaxSchemaTypes = 16384;
+// Fields (of every message, extensions included) and enum values in one schema.
+inline constexpr uint32_t kMaxSchemaFields = 65536;
+// Deepest declaration of a message type inside another (`message A { message B { ... } }`);
+// protobuf's own DescriptorPool stops at 32.
+inline constexpr uint32_t kMaxSchemaNesting = 24;
+// Errors of an invalid schema quoted in the reply to the app (the rest are counted).
+inline constexpr uint32_t kMaxSchemaErrorsQuoted = 8;
+
+// ---- Copying a message out of an app's heap (dataflow/message/copy.cc) ----
+// Steps (bodies, references followed, oneof cases resolved; both passes) one copy may take. The
+// work is linear in the message's bytes (a few steps per 16 bytes at most), so a message within
+// kDefaultMaxMessageBytes stays far below this; it is a backstop with its own error.
+inline constexpr uint64_t kDefaultMaxCopyWork = 1ull << 25;
+
 // ---- Calls ----
 // Deadline of a call made without one.
 inline constexpr std::chrono::nanoseconds kDefaultCallTimeout = 30s;
@@ -98,6 +120,10 @@ inline constexpr std::chrono::nanoseconds kMaxSpinBudget = 1s;
 inline constexpr std::chrono::nanoseconds kDaemonListenerCheckInterval = 1ms;
 
 // ---- Policy language (.mpol) ----
+// Binary operators in one run of an expression (between `;`, `{`, `}` and `,` at the same
+// bracket level). Checked on the tokens before parsing: ANTLR's prediction is super-linear on
+// long operator chains (docs/security.md, finding 8); no real policy comes close.
+inline constexpr uint32_t kMaxPolicyOperatorChain = 256;
 // Largest .mpol file the parser reads (bytes).
 inline constexpr uint64_t kMaxPolicyFileBytes = 1ull << 20;
 // Deepest nesting of blocks, brackets, unary operators and type arguments in a .mpol file. Checked

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "mrpc/base/expected.h"
+#include "mrpc/base/limits.h"
 
 namespace mrpc {
 
@@ -26,14 +27,25 @@ struct MutableRegion {
 struct CopyLimits {
   uint64_t max_message_bytes;  // all parts of the message together
   uint32_t max_nesting;        // messages inside messages
+  // Steps (bodies visited, references followed, oneof cases resolved), both passes together.
+  uint64_t max_work = limits::kDefaultMaxCopyWork;
 };
 
-// Returns the root offset of the copy in `destination`.
+// What one copy did (for tests and counters).
+struct CopyStats {
+  uint64_t work = 0;  // steps, as CopyLimits::max_work counts them
+};
+
+// Returns the root offset of the copy in `destination`. The work is linear in the bytes of the
+// message (never in elements x schema members): each body costs its references and oneofs,
+// each oneof case one binary search among its members.
 // INVALID_ARGUMENT: a reference outside the source region, a length that does not fit, a bad
 // oneof case, nesting deeper than the limit. RESOURCE_EXHAUSTED: bigger than max_message_bytes,
-// or no room in the destination. On error nothing stays allocated in the destination.
+// more work than max_work, or no room in the destination. On error nothing stays allocated in
+// the destination. `stats`, if given, is filled in either case.
 Expected<uint64_t> copy_message(const MessageLayout& layout, ConstRegion source,
                                 uint64_t source_offset, MutableRegion destination,
-                                RegionAllocator& destination_allocator, const CopyLimits& limits);
+                                RegionAllocator& destination_allocator, const CopyLimits& limits,
+                                CopyStats* stats = nullptr);
 
 }  // namespace mrpc

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace google::protobuf {
@@ -76,6 +77,17 @@ struct OneofLayout {
   uint32_t storage_offset = 0;  // shared by all members
   uint32_t storage_size = 0;
   std::vector<uint32_t> fields;  // indices into MessageLayout::fields()
+  // (field number, index into MessageLayout::fields()) of every member, sorted by number: the
+  // copy resolves a case in O(log members), never by scanning them (docs/security.md, finding 3).
+  std::vector<std::pair<uint32_t, uint32_t>> members_by_number;
+};
+
+// What a copy of a body must look at, in declaration order: each field outside any oneof whose
+// storage is a reference (string, bytes, repeated, sub-message), and each oneof once. Scalars are
+// not in it, so the work per body is bounded by the body's size, whatever the schema declares.
+struct BodyReference {
+  uint32_t field = 0;        // index into MessageLayout::fields(); unused for a oneof
+  int32_t oneof = kNoOneof;  // index into MessageLayout::oneofs(), or kNoOneof for a field
 };
 
 class MessageLayout {
@@ -92,11 +104,16 @@ class MessageLayout {
   // RegionRef to bytes of fields this layout does not know (protobuf wire format).
   uint32_t unknown_fields_offset() const { return unknown_fields_offset_; }
   bool is_map_entry() const { return is_map_entry_; }
-  // FNV-1a 64 over the canonical text of this layout and of every layout reachable from it.
+  // A hash of the layout of every type reachable from this one (docs/message-layout.md, "The
+  // fingerprint"): computed per strongly connected group of types, so linear in the schema.
   // Equal fingerprints: caller and callee agree on every offset of the whole message tree.
   uint64_t fingerprint() const { return fingerprint_; }
-  // The text the fingerprint hashes (for diagnostics: diff two of them to see what differs).
+  // Every layout reachable from this one, as text (sorted by name): what the fingerprint covers;
+  // for diagnostics (diff two of them to see what differs). Linear in the reachable types.
   std::string canonical_text() const;
+  const std::vector<BodyReference>& body_references() const { return body_references_; }
+  // The member of `oneof` whose field number is `number`, or null.
+  const FieldLayout* oneof_member(const OneofLayout& oneof, uint32_t number) const;
 
   const FieldLayout* field_by_number(uint32_t number) const;
   const FieldLayout* field_by_name(std::string_view name) const;
@@ -111,6 +128,7 @@ class MessageLayout {
   uint64_t fingerprint_ = 0;
   std::vector<FieldLayout> fields_;
   std::vector<OneofLayout> oneofs_;
+  std::vector<BodyReference> body_references_;
 };
 
 // Owns layouts computed from descriptors. Not thread-safe while adding; once filled, the layouts
@@ -126,6 +144,9 @@ class LayoutSet {
   const MessageLayout& add(const google::protobuf::Descriptor& descriptor);
   // A layout already added (directly or reached), or null.
   const MessageLayout* find(std::string_view full_name) const;
+  // Steps every `add` so far took (types, fields and references visited by each pass): the tests
+  // assert it grows linearly with the schema (docs/security.md, findings 1 and 2).
+  uint64_t work() const;
 
  private:
   struct State;

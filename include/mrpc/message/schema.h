@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mrpc/base/expected.h"
+#include "mrpc/base/limits.h"
 
 namespace mrpc {
 
@@ -27,14 +28,29 @@ struct ServiceInfo {
   std::vector<MethodInfo> methods;  // declaration order
 };
 
+// What one schema may contain (limits.h has the defaults and why). Checked on the serialized set
+// before anything is built from it.
+struct SchemaLimits {
+  uint64_t max_bytes = limits::kMaxSchemaBytes;
+  uint32_t max_types = limits::kMaxSchemaTypes;
+  uint32_t max_fields = limits::kMaxSchemaFields;
+  uint32_t max_nesting = limits::kMaxSchemaNesting;
+};
+
 class Schema {
  public:
-  // INVALID_ARGUMENT with a readable reason if the bytes are not a valid, self-contained set.
-  static Expected<std::shared_ptr<const Schema>> from_file_descriptor_set(std::string_view bytes);
+  // INVALID_ARGUMENT with a readable reason if the bytes are not a valid, self-contained set;
+  // RESOURCE_EXHAUSTED naming the limit (limits::kMaxSchema*) if the set is bigger than `limits`
+  // allow. Time and memory are linear in the size of the set: no walk recurses on the input.
+  // Runs on the calling thread (the daemon should call it off its datapath; docs/security.md).
+  static Expected<std::shared_ptr<const Schema>> from_file_descriptor_set(
+      std::string_view bytes, const SchemaLimits& limits = {});
   virtual ~Schema() = default;
 
   virtual const MessageLayout* message(std::string_view full_name) const = 0;
   virtual const ServiceInfo* service(std::string_view full_name) const = 0;
+  // Steps the layout and fingerprint passes took (LayoutSet::work): linear in the schema.
+  virtual uint64_t layout_work() const = 0;
 };
 
 }  // namespace mrpc

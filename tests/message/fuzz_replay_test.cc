@@ -1,0 +1,113 @@
+// Replays the seed corpora of the message fuzz targets (fuzz/message_inputs.h) and a fixed set of
+// mutations of them drawn from a fixed seed: the same inputs every run, so a crash found once
+// stays found. tests/message/corpus/{copy,schema}/ hold the seeds on disk (libFuzzer starts from
+// them; docs/fuzzing.md) plus any input a fuzzer found; MRPC_WRITE_FUZZ_SEEDS=1 rewrites the
+// generated seeds there.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "message_inputs.h"
+#include "mrpc/base/random.h"
+
+namespace mrpc::testing {
+namespace {
+
+constexpr uint64_t kMutationSeed = 0xf022;
+constexpr int kMutationsPerSeed = 100;
+
+std::filesystem::path corpus_dir(const char* target) {
+  return std::filesystem::path(MRPC_SOURCE_DIR) / "tests/message/corpus" / target;
+}
+
+// The generated seeds (written to the corpus folder when asked) and every file of the folder.
+std::vector<std::string> corpus(const char* target, const std::vector<std::string>& generated) {
+  const auto dir = corpus_dir(target);
+  if (std::getenv("MRPC_WRITE_FUZZ_SEEDS") != nullptr) {
+    std::filesystem::create_directories(dir);
+    for (size_t i = 0; i < generated.size(); ++i) {
+      std::ofstream(dir / ("seed-" + std::to_string(i)), std::ios::binary) << generated[i];
+    }
+  }
+  std::set<std::string> out(generated.begin(), generated.end());
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    out.insert(bytes.str());
+  }
+  return {out.begin(), out.end()};
+}
+
+// Byte-level mutations in the spirit of libFuzzer's: flips, interesting words (offsets, sizes,
+// all ones) written at 8-aligned places, inserted and deleted ranges, truncation.
+std::string mutate(const std::string& input, SeededRandom& random) {
+  std::string s = input;
+  const int steps = 1 + static_cast<int>(random.next_u64() % 6);
+  for (int i = 0; i < steps; ++i) {
+    const size_t at = s.empty() ? 0 : random.next_u64() % s.size();
+    switch (random.next_u64() % 6) {
+      case 0:
+        if (!s.empty()) s[at] = static_cast<char>(random.next_u64() & 0xff);
+        break;
+      case 1: {
+        const uint64_t words[] = {0,
+                                  1,
+                                  8,
+                                  16,
+                                  0xffffffffull,
+                                  ~uint64_t{0},
+                                  s.size(),
+                                  s.size() - at,
+                                  random.next_u64() % (s.size() + 1)};
+        const uint64_t word = words[random.next_u64() % (sizeof(words) / sizeof(words[0]))];
+        const size_t aligned = at / 8 * 8;
+        if (aligned + 8 <= s.size()) s.replace(aligned, 8, reinterpret_cast<const char*>(&word), 8);
+        break;
+      }
+      case 2:
+        if (at < s.size()) s.erase(at, random.next_u64() % 64);
+        break;
+      case 3:
+        if (at < s.size()) s.insert(at, s.substr(at, random.next_u64() % 64));
+        break;
+      case 4:
+        s.insert(at, std::string(1 + random.next_u64() % 8, static_cast<char>(random.next_u64())));
+        break;
+      default:
+        s.resize(at);
+        break;
+    }
+  }
+  return s;
+}
+
+void replay(const char* target, const std::vector<std::string>& seeds,
+            void (*entry)(std::string_view)) {
+  for (const std::string& seed : seeds) entry(seed);
+  SeededRandom random(kMutationSeed);
+  for (const std::string& seed : seeds) {
+    for (int i = 0; i < kMutationsPerSeed; ++i) entry(mutate(seed, random));
+  }
+  MESSAGE(std::string(target), ": ", seeds.size(), " seeds and ", seeds.size() * kMutationsPerSeed,
+          " mutations (seed ", kMutationSeed, ") went through");
+}
+
+TEST_CASE("the copy fuzz corpus and a fixed set of its mutations copy or fail cleanly") {
+  auto seeds = corpus("copy", fuzz::copy_seeds());
+  REQUIRE(seeds.size() >= 4);
+  replay("copy", seeds, fuzz::copy_from_heap);
+}
+
+TEST_CASE("the schema fuzz corpus and a fixed set of its mutations register or fail cleanly") {
+  auto seeds = corpus("schema", fuzz::schema_seeds());
+  REQUIRE(seeds.size() >= 4);
+  replay("schema", seeds, fuzz::register_schema);
+}
+
+}  // namespace
+}  // namespace mrpc::testing
