@@ -202,7 +202,7 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   app.ingress = std::make_unique<Graph>(
       core_.clock,
       GraphExits{[this](RpcPtr rpc) { frontend_.deliver(std::move(rpc)); },
-                 [this](RpcPtr rpc) { core_.local_transport->send_reply(std::move(rpc)); },
+                 [this](RpcPtr rpc) { core_.transport->send_reply(std::move(rpc)); },
                  [this](RpcPtr rpc) { core_.end_attempt(std::move(rpc)); }},
       options);
   core_.policies.build(*app.egress, GraphSide::kEgress, *app.identity);

@@ -34,7 +34,7 @@ void DaemonCore::finish_call(SlotHandle handle, const Status& status, uint64_t r
   }
   // Attempts already replied to are no longer in their callee's table: this finds nothing there.
   for (uint32_t i = 0; i < record.delivered; ++i)
-    local_transport->cancel(record.deliveries[i].callee, record.deliveries[i].handle);
+    transport->cancel(record.deliveries[i].callee, record.deliveries[i].handle);
 }
 
 void DaemonCore::end_attempt(RpcPtr rpc) {
@@ -85,7 +85,7 @@ void DaemonCore::connection_lost(Connection& app) {
     if (rpc->status.ok() || rpc->response.present())
       rpc->status = Status(StatusCode::kUnavailable, "the serving app disconnected");
     rpc->response = MessageLocation{};
-    local_transport->send_reply(std::move(rpc));
+    transport->send_reply(std::move(rpc));
   };
   app.incoming.for_each([&](SlotHandle handle, IncomingCall& incoming) {
     RpcPtr rpc = std::move(incoming.rpc);

@@ -80,7 +80,9 @@ struct DaemonCore {
   DaemonConfig config;
   const Clock& clock;
   Runtime* runtime = nullptr;
-  Transport* local_transport = nullptr;
+  // Where calls to this host's apps go: the LocalTransport, or a LoopbackTransport wrapping it
+  // (fault injection).
+  Transport* transport = nullptr;
   ServiceRegistry registry;
   PolicySet policies;  // every graph is built from it
   SlotTable<std::shared_ptr<Connection>> connections;

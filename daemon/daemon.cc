@@ -16,6 +16,7 @@
 #include "core.h"
 #include "local_transport.h"
 #include "mrpc/base/check.h"
+#include "mrpc/transports/loopback.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "mrpc/transports/shm/ring.h"
 
@@ -140,7 +141,7 @@ struct Daemon::Impl {
         runtime(clock,
                 RuntimeOptions{.name = "mrpcd-runtime", .spin_budget = core.config.spin_budget}) {
     core.runtime = &runtime;
-    core.local_transport = &local_transport;
+    core.transport = &local_transport;
   }
 
   std::string stats_json() const;
@@ -149,6 +150,7 @@ struct Daemon::Impl {
 
   DaemonCore core;
   LocalTransport local_transport;
+  std::shared_ptr<LoopbackTransport> loopback;  // when fault injection is on
   Runtime runtime;  // after core: its tasks refer to core, so it goes first
   shm::UniqueFd app_listener;
   std::optional<ControlServer> control;
@@ -226,6 +228,7 @@ Status Daemon::start() {
   impl.housekeeping = std::make_shared<HousekeepingTask>(impl.core, impl.app_listener.get(),
                                                          *impl.control, impl.drain_requested);
   impl.runtime.add(impl.housekeeping);
+  if (impl.loopback) impl.runtime.add(impl.loopback);
   impl.runtime.start();
   impl.started = true;
   spdlog::info("mrpcd listening: apps on {}, control on {}", impl.core.config.app_socket_path,
@@ -377,6 +380,16 @@ Expected<uint64_t> Daemon::upgrade_policy(std::string name, OperatorFactory make
                                    name, entry.version, graphs, generation);
                       return generation;
                     });
+}
+
+LoopbackTransport& Daemon::enable_loopback_faults(uint64_t seed) {
+  MRPC_ASSERT(!impl_->started, "enable_loopback_faults must come before start()");
+  if (!impl_->loopback) {
+    impl_->loopback =
+        std::make_shared<LoopbackTransport>(impl_->local_transport, impl_->core.clock, seed);
+    impl_->core.transport = impl_->loopback.get();
+  }
+  return *impl_->loopback;
 }
 
 uint64_t Daemon::policy_generation() const {

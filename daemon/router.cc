@@ -40,7 +40,7 @@ void Router::route(Connection& caller, RpcPtr rpc) {
                             service->full_name, service->servers.size()));
   }
   rpc->endpoint.connection = target;
-  core_.local_transport->send_request(std::move(rpc));
+  core_.transport->send_request(std::move(rpc));
 }
 
 }  // namespace mrpc

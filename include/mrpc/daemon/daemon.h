@@ -25,6 +25,8 @@
 
 namespace mrpc {
 
+class LoopbackTransport;
+
 struct DaemonConfig {
   std::string app_socket_path = shm::kDefaultAppSocketPath;
   std::string control_socket_path = shm::kDefaultControlSocketPath;
@@ -107,6 +109,10 @@ class Daemon {
   // exported state, then takes its place with its queues (what the old one held is handed on).
   Expected<uint64_t> upgrade_policy(std::string name, OperatorFactory make);
   uint64_t policy_generation() const;
+
+  // Routes every call between this host's apps through a LoopbackTransport, whose API injects a
+  // link's faults (drop, delay, reorder, duplicate, corrupt, refuse, die). Before start().
+  LoopbackTransport& enable_loopback_faults(uint64_t seed);
 
   DaemonStats stats() const;
   const DaemonConfig& config() const;
