@@ -377,3 +377,32 @@ TEST_CASE("1000 idle connected apps add no socket reads to another app's calls")
   CHECK(reads_alone <= 4);
   CHECK(reads_crowded <= 4);
 }
+
+TEST_CASE(
+    "a caller whose receive region is full of unreleased replies is told so, not the server") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.receive_bytes = 64 << 10;
+  EmbeddedDaemon daemon(config);
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "hoarder");
+  const std::string text(4000, 'h');
+  uint64_t id = 1;
+  std::vector<uint64_t> kept;
+  for (;; ++id) {  // keeps every reply: the region fills up
+    REQUIRE(id < 100);
+    client->call_echo(server.service_id(), id, text);
+    auto done = client->wait_call_done(id);
+    REQUIRE(done.has_value());
+    if (call_status(*done) != StatusCode::kOk) {
+      CHECK(call_status(*done) == StatusCode::kResourceExhausted);
+      const std::string detail = client->call_detail(id);
+      CHECK(detail.find("the caller's receive region has no room") != std::string::npos);
+      CHECK(detail.find("release received replies") != std::string::npos);
+      break;
+    }
+    kept.push_back(done->message_offset);
+  }
+  CHECK(kept.size() > 5);
+  for (uint64_t offset : kept) client->release(offset);
+  check_echo_works(*client, server.service_id(), id + 1);
+}
