@@ -139,43 +139,17 @@ TEST_CASE("a service whose apps all left can be registered again with another sc
 }
 
 namespace {
-// `clients` apps each keep 64 calls (the small config's max in flight) with `timeout` deadlines
-// going until `total` calls have ended; returns how many ended with `expected`.
+// `clients` apps share `total` calls, each keeping 64 in flight (the small config's max) with
+// `timeout` deadlines; returns how many ended with `expected`.
 uint64_t run_calls(std::vector<std::unique_ptr<TestApp>>& apps, uint32_t service, uint64_t total,
                    std::chrono::nanoseconds timeout, StatusCode expected) {
-  std::atomic<uint64_t> started{0};
   std::atomic<uint64_t> as_expected{0};
   std::vector<std::thread> threads;
   for (size_t c = 0; c < apps.size(); ++c) {
-    threads.emplace_back([&, c] {
-      TestApp* app = apps[c].get();
-      uint64_t in_flight = 0;
-      std::unordered_map<uint64_t, uint64_t> requests;  // call id -> request root
-      auto start_one = [&](uint64_t id) {
-        if (started.fetch_add(1) >= total) return false;
-        const uint64_t request =
-            app->build_echo("client " + std::to_string(c) + " call " + std::to_string(id));
-        requests[id] = request;
-        app->submit(app->call_entry(service, id, request, timeout));
-        ++in_flight;
-        return true;
-      };
-      for (uint64_t id = 0; id < 64 && start_one(id); ++id) {
-      }
-      while (in_flight > 0) {
-        auto entry = app->next_completion();
-        REQUIRE(entry.has_value());
-        if (entry->kind != shm::EntryKind::kCallDone) continue;
-        auto request = requests.find(entry->call_id);
-        REQUIRE_MESSAGE(request != requests.end(), "a second kCallDone for call ", entry->call_id);
-        --in_flight;
-        (void)app->heap().free_message(request->second);
-        requests.erase(request);
-        if (call_status(*entry) == expected) ++as_expected;
-        if (entry->message_offset != shm::kNoOffset) app->release(entry->message_offset);
-        if (entry->detail_offset != shm::kNoOffset) app->release(entry->detail_offset);
-        start_one(entry->call_id + 64);  // the same call slot, the next id
-      }
+    const uint64_t share = total / apps.size() + (c == 0 ? total % apps.size() : 0);
+    threads.emplace_back([&, c, share] {
+      uint64_t first_id = 0;
+      as_expected += echo_load(*apps[c], service, first_id, share, timeout).of(expected);
     });
   }
   for (auto& thread : threads) thread.join();

@@ -64,35 +64,6 @@ struct CountingFactory {
   }
 };
 
-// Calls `total` echo calls with 64 in flight from one app; counts OK ends and fails the test on a
-// second end of one call.
-uint64_t call_under_load(TestApp& app, uint32_t service, uint64_t total) {
-  std::unordered_map<uint64_t, uint64_t> requests;
-  uint64_t started = 0, ok = 0;
-  auto start = [&](uint64_t id) {
-    if (started == total) return;
-    ++started;
-    const uint64_t request = app.build_echo("load");
-    requests[id] = request;
-    app.submit(app.call_entry(service, id, request));
-  };
-  for (uint64_t id = 0; id < 64; ++id) start(id);
-  while (!requests.empty()) {
-    auto entry = app.next_completion();
-    REQUIRE(entry.has_value());
-    if (entry->kind != shm::EntryKind::kCallDone) continue;
-    auto request = requests.find(entry->call_id);
-    REQUIRE_MESSAGE(request != requests.end(), "a second kCallDone for call ", entry->call_id);
-    (void)app.heap().free_message(request->second);
-    requests.erase(request);
-    if (call_status(*entry) == StatusCode::kOk) ++ok;
-    if (entry->message_offset != shm::kNoOffset) app.release(entry->message_offset);
-    if (entry->detail_offset != shm::kNoOffset) app.release(entry->detail_offset);
-    start(entry->call_id + 64);
-  }
-  return ok;
-}
-
 std::vector<std::string> egress_of(EmbeddedDaemon& daemon, const std::string& app) {
   auto listing = ControlServer::request(daemon.control_socket(), "connections");
   REQUIRE(listing.ok());
@@ -116,7 +87,8 @@ TEST_CASE("attach, upgrade and detach 1000 times under load: no call lost or dou
   std::vector<std::thread> load;
   for (auto& client : clients)
     load.emplace_back([&, app = client.get()] {
-      ok += call_under_load(*app, server.service_id(), kCallsPerClient);
+      uint64_t first_id = 0;
+      ok += echo_load(*app, server.service_id(), first_id, kCallsPerClient, 10s).ok;
     });
 
   uint64_t generation = daemon.daemon.policy_generation();

@@ -365,4 +365,42 @@ void EchoServer::serve() {
   }
 }
 
+EchoOutcomes echo_load(TestApp& app, uint32_t service, uint64_t& next_id, uint64_t count,
+                       std::chrono::nanoseconds timeout, uint32_t window) {
+  constexpr uint64_t kSlots = 64;
+  REQUIRE(window <= kSlots);
+  EchoOutcomes outcomes;
+  std::unordered_map<uint64_t, uint64_t> requests;  // call id -> request root in the heap
+  uint64_t started = 0, highest = next_id;
+  auto start = [&](uint64_t id) {
+    const uint64_t request = app.build_echo("payload " + std::to_string(id));
+    requests[id] = request;
+    app.submit(app.call_entry(service, id, request, timeout));
+    highest = std::max(highest, id);
+    ++started;
+  };
+  for (uint64_t i = 0; i < window && started < count; ++i) start(next_id + i);
+  while (!requests.empty()) {
+    auto entry = app.next_completion();
+    REQUIRE_MESSAGE(entry.has_value(), "a call never ended (", requests.size(), " waiting)");
+    if (entry->kind != shm::EntryKind::kCallDone) continue;
+    auto request = requests.find(entry->call_id);
+    REQUIRE_MESSAGE(request != requests.end(), "a second kCallDone for call ", entry->call_id);
+    (void)app.heap().free_message(request->second);
+    requests.erase(request);
+    if (status_code_from_wire(entry->status) == StatusCode::kOk) {
+      ++outcomes.ok;
+      CHECK(app.received_text(entry->message_offset) ==
+            "payload " + std::to_string(entry->call_id));
+      app.release(entry->message_offset);
+    } else {
+      ++outcomes.failed[status_code_from_wire(entry->status)];
+      if (entry->detail_offset != shm::kNoOffset) app.release(entry->detail_offset);
+    }
+    if (started < count) start(entry->call_id + kSlots);
+  }
+  next_id = highest + 1;
+  return outcomes;
+}
+
 }  // namespace mrpc::testing

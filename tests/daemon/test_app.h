@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -161,5 +162,24 @@ class EchoServer {
   shm::MetadataPairs last_metadata_;
   std::thread thread_;
 };
+
+// What a run of calls ended with.
+struct EchoOutcomes {
+  uint64_t ok = 0;
+  std::map<StatusCode, uint64_t> failed;
+  uint64_t of(StatusCode code) const {
+    if (code == StatusCode::kOk) return ok;
+    auto it = failed.find(code);
+    return it == failed.end() ? 0 : it->second;
+  }
+};
+
+// `count` echo calls from `app` with up to `window` (at most 64) in flight and `timeout`
+// deadlines, the way a client keeps its pipeline full. Ids start at `next_id`; a finished call's
+// slot is reused with id + 64 (the daemon's rule: slot = id mod max_calls_in_flight, 64 in the
+// test configurations); `next_id` is left past every id used. Each reply must echo its request,
+// and a second kCallDone for a call fails the test: every call ends exactly once.
+EchoOutcomes echo_load(TestApp& app, uint32_t service, uint64_t& next_id, uint64_t count,
+                       std::chrono::nanoseconds timeout, uint32_t window = 64);
 
 }  // namespace mrpc::testing
