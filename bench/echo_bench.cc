@@ -8,6 +8,7 @@
 //   build/bench/echo_bench [--calls N] [--payload B] [--window W]
 #include <sys/resource.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <signal.h>
 
@@ -283,6 +284,10 @@ int main(int argc, char** argv) {
   app.add_option("--calls", settings.calls, "round trips per measurement");
   app.add_option("--payload", settings.payload, "bytes per message");
   app.add_option("--window", settings.window, "calls in flight for the calls/s measurement");
+  uint32_t repeat = 1;
+  app.add_option("--repeat", repeat,
+                 "run the whole comparison this many times; prints each run and the p50 ratios "
+                 "of every run side by side");
   app.add_option("--role", role, "internal: driver | tcp-server");
   app.add_option("--port", port, "internal: port of the tcp-server role");
   CLI11_PARSE(app, argc, argv);
@@ -294,20 +299,42 @@ int main(int argc, char** argv) {
   ssize_t n = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
   if (n > 0) settings.self.assign(path, static_cast<size_t>(n));
 
-  std::vector<BenchRow> rows;
   using Bench = mrpc::Status (*)(const Settings&, std::vector<BenchRow>&);
   const std::vector<std::pair<std::string, Bench>> benches = {{"tcp", bench_tcp},
 #ifdef MRPC_BENCH_WITH_MRPC
                                                               {"mrpc", bench_mrpc},
 #endif
                                                               {"grpc", bench_grpc}};
-  for (const auto& [name, bench] : benches) {
-    mrpc::Status status = bench(settings, rows);
-    if (!status.ok()) {
-      fmt::print(stderr, "{}: {}\n", name, status.to_string());
-      return 1;
+  // Row name -> its p50 against the raw TCP floor at the same window, one value per run.
+  std::vector<std::pair<std::string, std::vector<double>>> p50_ratios;
+  for (uint32_t run = 1; run <= std::max(repeat, 1u); ++run) {
+    if (repeat > 1) fmt::print("\n== run {} of {}\n", run, repeat);
+    std::vector<BenchRow> rows;
+    for (const auto& [name, bench] : benches) {
+      mrpc::Status status = bench(settings, rows);
+      if (!status.ok()) {
+        fmt::print(stderr, "{}: {}\n", name, status.to_string());
+        return 1;
+      }
+    }
+    print_rows(rows);
+    for (const auto& row : rows) {
+      const BenchRow* floor = nullptr;
+      for (const auto& candidate : rows)
+        if (floor == nullptr && candidate.window == row.window) floor = &candidate;
+      auto it = std::find_if(p50_ratios.begin(), p50_ratios.end(),
+                             [&](const auto& entry) { return entry.first == row.name; });
+      if (it == p50_ratios.end()) it = p50_ratios.insert(p50_ratios.end(), {row.name, {}});
+      it->second.push_back(row.p50_us / floor->p50_us);
     }
   }
-  print_rows(rows);
+  if (repeat > 1) {
+    fmt::print("\np50 against raw TCP at the same window, run by run:\n");
+    for (const auto& [name, ratios] : p50_ratios) {
+      std::string line;
+      for (double ratio : ratios) line += fmt::format(" {:>6.2f}x", ratio);
+      fmt::print("  {:<42}{}\n", name, line);
+    }
+  }
   return 0;
 }
