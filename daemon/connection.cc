@@ -50,11 +50,19 @@ void Connection::post_call_done(uint64_t call_id, const Status& status, uint64_t
   const std::string& text = status.message();
   if (!status.ok() && !text.empty()) {
     const uint64_t length = std::min<uint64_t>(text.size(), limits::kMaxStatusDetailBytes);
+    uint64_t at = shm::kNoOffset;
     if (auto block = receive_allocator->allocate(length, 1); block.ok()) {
-      std::memcpy(receive.data() + *block, text.data(), length);
-      done.detail_offset = *block;
-      done.detail_length = static_cast<uint32_t>(length);
+      at = *block;
       report_receive_usage();
+    } else if (!spare_detail_blocks.empty()) {  // the region is full: the text still gets through
+      at = spare_detail_blocks.back();
+      spare_detail_blocks.pop_back();
+      lent_detail_blocks.push_back(at);
+    }
+    if (at != shm::kNoOffset) {
+      std::memcpy(receive.data() + at, text.data(), length);
+      done.detail_offset = at;
+      done.detail_length = static_cast<uint32_t>(length);
     }
   }
   if (!post(done)) {
@@ -65,6 +73,13 @@ void Connection::post_call_done(uint64_t call_id, const Status& status, uint64_t
 
 Status Connection::free_received(uint64_t offset) {
   if (offset == shm::kNoOffset) return {};
+  for (size_t i = 0; i < lent_detail_blocks.size(); ++i) {
+    if (lent_detail_blocks[i] != offset) continue;
+    lent_detail_blocks[i] = lent_detail_blocks.back();
+    lent_detail_blocks.pop_back();
+    spare_detail_blocks.push_back(offset);  // capacity reserved at Hello: no allocation
+    return {};
+  }
   Status freed = receive_allocator->free(offset);
   report_receive_usage();
   return freed;
@@ -72,7 +87,10 @@ Status Connection::free_received(uint64_t offset) {
 
 void Connection::report_receive_usage(bool closing) {
   if (receive_bytes_total == nullptr || receive_allocator == nullptr) return;
-  uint64_t used = closing ? 0 : receive_allocator->used_bytes();
+  // Spare error-text blocks are the daemon's own, not messages the app holds.
+  uint64_t used =
+      closing ? 0
+              : receive_allocator->used_bytes() - spare_detail_blocks.size() * detail_block_bytes;
   if (used >= receive_bytes_reported)
     receive_bytes_total->fetch_add(used - receive_bytes_reported, std::memory_order_relaxed);
   else

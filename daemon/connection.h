@@ -61,6 +61,11 @@ struct Connection {
   shm::RingConsumer submissions;
   shm::RingProducer completions;
   std::unique_ptr<RegionAllocator> receive_allocator;
+  // Receive blocks set aside for error text when the region is full (kReservedStatusDetailBlocks,
+  // allocated at Hello): free ones here, handed out ones back here on kRelease.
+  std::vector<uint64_t> spare_detail_blocks;
+  std::vector<uint64_t> lent_detail_blocks;
+  uint64_t detail_block_bytes = 0;  // what one spare takes of the region (rounding included)
   // Completions that did not fit in the ring; flushed first every round. Bounded by the calls in
   // flight, since each call posts a fixed number of completions.
   std::deque<shm::RingEntry> overflow;

@@ -173,6 +173,16 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   app.completions = shm::RingProducer(shm::completion_ring(app.rings.data(), config.ring_entries),
                                       &app.daemon_to_app);
   app.receive_allocator = std::make_unique<RegionAllocator>(config.receive_bytes);
+  // Spare blocks for error text, so a full region does not swallow why a call failed.
+  app.spare_detail_blocks.reserve(limits::kReservedStatusDetailBlocks);
+  app.lent_detail_blocks.reserve(limits::kReservedStatusDetailBlocks);
+  for (uint32_t i = 0; i < limits::kReservedStatusDetailBlocks; ++i) {
+    auto block = app.receive_allocator->allocate(limits::kMaxStatusDetailBytes, 1);
+    if (!block.ok()) break;  // a tiny region: fewer spares
+    app.spare_detail_blocks.push_back(*block);
+  }
+  if (!app.spare_detail_blocks.empty())
+    app.detail_block_bytes = app.receive_allocator->used_bytes() / app.spare_detail_blocks.size();
   app.receive_bytes_total = &core_.counters.receive_bytes_in_use;
 
   auto identity = std::make_shared<CallerIdentity>(*app.identity);

@@ -380,3 +380,34 @@ TEST_CASE(
   for (uint64_t offset : kept) client->release(offset);
   check_echo_works(*client, server.service_id(), id + 1);
 }
+
+TEST_CASE("error text reaches a caller whose receive region is completely full") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.receive_bytes = 64 << 10;
+  EmbeddedDaemon daemon(config);
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "hoarder");
+  uint64_t id = 1;
+  std::vector<uint64_t> kept;
+  // Replies of shrinking size fill every gap of the region; none is released.
+  for (size_t size = 4000; size >= 8; size /= 2) {
+    for (;; ++id) {
+      REQUIRE(id < 1000);
+      client->call_echo(server.service_id(), id, std::string(size, 'f'));
+      auto done = client->wait_call_done(id);
+      REQUIRE(done.has_value());
+      if (call_status(*done) != StatusCode::kOk) break;
+      kept.push_back(done->message_offset);
+    }
+    ++id;
+  }
+  // The region has no room for even a short text now; the call still says why it failed.
+  client->call_echo(server.service_id(), id, "x");
+  auto done = client->wait_call_done(id);
+  REQUIRE(done.has_value());
+  CHECK(call_status(*done) == StatusCode::kResourceExhausted);
+  CHECK(client->call_detail(id).find("release received replies") != std::string::npos);
+  for (uint64_t offset : kept) client->release(offset);
+  REQUIRE(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));
+  check_echo_works(*client, server.service_id(), id + 1);
+}

@@ -32,6 +32,9 @@ inline constexpr uint32_t kMaxMessageNesting = 64;
 inline constexpr uint32_t kMaxMetadataBytes = 16u << 10;
 // Longest error text an app's kReply may carry (longer text is cut to this).
 inline constexpr uint32_t kMaxStatusDetailBytes = 1024;
+// Blocks of kMaxStatusDetailBytes the daemon sets aside in each app's receive region for error
+// text, so a call that fails because the region is full still tells the app why.
+inline constexpr uint32_t kReservedStatusDetailBlocks = 8;
 // App connections mrpcd holds at once; more are refused until some close.
 inline constexpr uint32_t kDefaultMaxAppConnections = 1024;
 // Services one daemon knows (each keeps the schema it was registered with).
