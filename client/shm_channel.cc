@@ -326,13 +326,24 @@ Expected<uint32_t> ShmChannel::service_id_for_call(const std::shared_ptr<Connect
 
 Status ShmChannel::register_served(const std::shared_ptr<Connection>& connection,
                                    const std::shared_ptr<ServedService>& served) {
-  auto id = register_service(connection, served->schema, /*serve=*/true);
-  if (!id) return id.status();
-  std::lock_guard lock(registry_mutex_);
-  if (ids_connection_ == connection.get()) {
-    service_ids_.emplace(served->schema.full_name, *id);
-    served_by_id_[*id] = served;
+  {
+    std::lock_guard lock(registry_mutex_);
+    ++serve_registrations_pending_;
   }
+  auto id = register_service(connection, served->schema, /*serve=*/true);
+  std::vector<std::pair<std::shared_ptr<Connection>, shm::RingEntry>> early;
+  {
+    std::lock_guard lock(registry_mutex_);
+    if (id && ids_connection_ == connection.get()) {
+      service_ids_.emplace(served->schema.full_name, *id);
+      served_by_id_[*id] = served;
+    }
+    if (--serve_registrations_pending_ == 0) early.swap(early_incoming_);
+  }
+  // Calls that arrived before the registration was recorded: now their service is known (or,
+  // if it failed, they are answered UNIMPLEMENTED as before).
+  for (auto& [early_connection, entry] : early) on_incoming_call(early_connection, entry);
+  if (!id) return id.status();
   return Status();
 }
 
@@ -421,6 +432,7 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
   }
 
   shm::RingEntry entry = shm::make_ring_entry(shm::EntryKind::kCall, id);
+  if (options.wait_for_ready) entry.flags = shm::kCallWaitForReady;  // mrpcd waits for a server
   entry.service_id = *service_id;
   entry.method_index = static_cast<uint16_t>(method_index);
   entry.message_offset = request.offset;
@@ -693,7 +705,12 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
   {
     std::lock_guard lock(registry_mutex_);
     auto it = served_by_id_.find(entry.service_id);
-    if (it != served_by_id_.end()) served = it->second;
+    if (it != served_by_id_.end()) {
+      served = it->second;
+    } else if (serve_registrations_pending_ > 0) {
+      early_incoming_.emplace_back(connection, entry);  // handled once the registration is in
+      return;
+    }
   }
   if (!served || entry.method_index >= served->methods.size()) {
     reply_now(Status(StatusCode::kUnimplemented, "this app does not serve that method"));

@@ -129,6 +129,11 @@ class ShmChannel final : public Channel {
   StringMap<uint32_t> service_ids_;  // for `ids_connection_`
   const Connection* ids_connection_ = nullptr;
   std::unordered_map<uint32_t, std::shared_ptr<ServedService>> served_by_id_;  // same
+  // Serve registrations sent and not yet recorded in served_by_id_; incoming calls for a service
+  // id not known yet wait here meanwhile (mrpcd may deliver a call, e.g. one that waited for a
+  // server, before this app has read its registration reply).
+  int serve_registrations_pending_ = 0;
+  std::vector<std::pair<std::shared_ptr<Connection>, shm::RingEntry>> early_incoming_;
   std::unordered_map<uint64_t, std::shared_ptr<std::promise<wire::ServiceRegistered>>>
       registrations_;
   uint64_t next_request_id_ = 1;

@@ -138,6 +138,7 @@ void AppFrontend::on_call(const shm::RingEntry& entry) {
   rpc->method_index = entry.method_index;
   rpc->request = MessageLocation{app_.id, RegionKind::kHeap, entry.message_offset};
   rpc->deadline = deadline;
+  rpc->wait_for_ready = (entry.flags & shm::kCallWaitForReady) != 0;
   if (entry.metadata_length != 0) {
     rpc->metadata_block = MessageLocation{app_.id, RegionKind::kHeap, entry.metadata_offset};
     rpc->metadata_length = entry.metadata_length;

@@ -247,6 +247,8 @@ bool ConnectionTask::on_register_service(const wire::RegisterService& request) {
     reply->set_service_id(service.id);
     for (const auto& method : service.info->methods) reply->add_methods(method.name);
     core_.counters.services.store(core_.registry.size(), std::memory_order_relaxed);
+    if (request.serve() && !service.waiting.empty())
+      router_.server_registered(*core_.registry.find_mutable(service.id));
     spdlog::info("connection {}: {} service {} as id {}", app.id,
                  request.serve() ? "serves" : "calls", service.full_name, service.id);
   } else {

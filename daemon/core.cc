@@ -59,8 +59,14 @@ bool DaemonCore::expire_deadlines() {
   const MonoTime now = clock.now();
   bool expired = false;
   while (!deadlines.empty() && deadlines.top().deadline <= now) {
-    finish_call(deadlines.top().handle,
-                Status(StatusCode::kDeadlineExceeded, "the call passed its deadline"),
+    const SlotHandle handle = deadlines.top().handle;
+    const CallRecord* record = calls.find(handle);
+    finish_call(handle,
+                Status(StatusCode::kDeadlineExceeded,
+                       record != nullptr && record->waiting_for_server
+                           ? "the call passed its deadline while waiting for a server "
+                             "(wait_for_ready): no app served the service in time"
+                           : "the call passed its deadline"),
                 shm::kNoOffset);
     expired = true;
   }

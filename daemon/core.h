@@ -50,6 +50,7 @@ struct CallRecord {
   // Where its attempts were delivered (to cancel those still running when the call ends).
   std::array<Delivery, limits::kMaxAttemptsPerCall> deliveries{};
   uint32_t delivered = 0;
+  bool waiting_for_server = false;  // a wait_for_ready call parked until a server registers
 };
 
 struct DaemonCounters {

@@ -32,6 +32,11 @@ void Router::route(Connection& caller, RpcPtr rpc) {
   }
   if (target == kNoConnection) target = core_.registry.pick_server(rpc->service_id, has_room);
   if (target == kNoConnection) {
+    if (service->servers.empty() && rpc->wait_for_ready) {
+      RegisteredService& waiting_in = *core_.registry.find_mutable(rpc->service_id);
+      park(waiting_in, std::move(rpc));
+      return;
+    }
     if (service->servers.empty())
       return fail(StatusCode::kUnavailable, fmt::format("no app serves {}", service->full_name));
     return fail(StatusCode::kResourceExhausted,
@@ -41,6 +46,38 @@ void Router::route(Connection& caller, RpcPtr rpc) {
   }
   rpc->endpoint.connection = target;
   core_.transport->send_request(std::move(rpc));
+}
+
+void Router::park(RegisteredService& service, RpcPtr rpc) {
+  // Calls that ended meanwhile (deadline, cancel, caller gone) leave their RPCs here until a
+  // server comes or the list doubles: then they are swept out, so the list stays within twice the
+  // calls really waiting.
+  if (service.waiting.size() >= std::max<size_t>(16, 2 * swept_size_)) {
+    std::erase_if(service.waiting, [this](RpcPtr& waiting) {
+      if (core_.call(waiting->call_id) != nullptr) return false;
+      core_.discard(std::move(waiting));
+      return true;
+    });
+    swept_size_ = service.waiting.size();
+  }
+  if (CallRecord* record = core_.call(rpc->call_id)) record->waiting_for_server = true;
+  service.waiting.push_back(std::move(rpc));
+}
+
+void Router::server_registered(RegisteredService& service) {
+  std::vector<RpcPtr> waiting = std::move(service.waiting);
+  service.waiting.clear();
+  swept_size_ = 0;
+  for (RpcPtr& rpc : waiting) {
+    CallRecord* record = core_.call(rpc->call_id);
+    Connection* caller = record == nullptr ? nullptr : core_.connection(record->caller);
+    if (caller == nullptr) {
+      core_.discard(std::move(rpc));
+      continue;
+    }
+    record->waiting_for_server = false;
+    route(*caller, std::move(rpc));
+  }
 }
 
 }  // namespace mrpc

@@ -2,7 +2,8 @@
 // service's endpoint set (the endpoint a policy chose, if that one serves the service; else round
 // robin over the serving apps that have room for another call) and hands the RPC to the
 // transport that reaches it. What it cannot route goes back up the caller's egress graph with an
-// error status, so the caller's policies see the failure too.
+// error status, so the caller's policies see the failure too. A wait_for_ready call with no
+// server at all waits in the service's registration until one registers or its deadline passes.
 // Runtime thread only; holds nothing.
 #pragma once
 
@@ -15,9 +16,15 @@ class Router {
   explicit Router(DaemonCore& core) : core_(core) {}
   // `caller`: the connection whose egress graph the RPC left.
   void route(Connection& caller, RpcPtr rpc);
+  // A server joined `service`'s endpoint set: the wait_for_ready calls parked there are routed.
+  void server_registered(RegisteredService& service);
 
  private:
+  // Parks a wait_for_ready call until a server registers (its deadline still runs).
+  void park(RegisteredService& service, RpcPtr rpc);
+
   DaemonCore& core_;
+  size_t swept_size_ = 0;
 };
 
 }  // namespace mrpc

@@ -32,6 +32,8 @@ struct RegisteredService {
   size_t next_server = 0;
   // Connections that registered to call it (each counted once).
   std::vector<ConnectionId> callers;
+  // wait_for_ready calls parked until a server registers (some may have ended meanwhile).
+  std::vector<RpcPtr> waiting;
 };
 
 class ServiceRegistry {
@@ -45,6 +47,9 @@ class ServiceRegistry {
                                                       const std::string& service_name,
                                                       ConnectionId connection, bool serve);
   // Null for an unknown or dropped id.
+  RegisteredService* find_mutable(uint32_t service_id) {
+    return const_cast<RegisteredService*>(find(service_id));
+  }
   const RegisteredService* find(uint32_t service_id) const {
     const uint32_t slot = service_id & kSlotMask;
     if (slot >= slots_.size()) return nullptr;

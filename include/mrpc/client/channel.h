@@ -75,12 +75,11 @@ class Metadata {
 struct CallOptions {
   std::optional<std::chrono::nanoseconds> timeout;  // none: limits::kDefaultCallTimeout
   Metadata metadata;
-  // gRPC's wait_for_ready: a call that fails UNAVAILABLE (no app serves the service yet, or the
-  // daemon is away and the channel reconnecting) is tried again, with backoff
-  // (limits::kWaitForReadyInitialBackoff doubling to limits::kWaitForReadyMaxBackoff), until it
-  // gets another answer or its timeout runs out (then DEADLINE_EXCEEDED, naming the last error).
-  // Each try sends a copy of the request. Honoured by the generated blocking stub method only;
-  // the callback and future forms ignore it.
+  // gRPC's wait_for_ready: while no app serves the service, mrpcd keeps the call waiting for one
+  // to register until its timeout (then DEADLINE_EXCEEDED) instead of ending it UNAVAILABLE; all
+  // call forms. The generated blocking stub method also tries again (a copy of the request, with
+  // backoff from limits::kWaitForReadyInitialBackoff to kWaitForReadyMaxBackoff) when libmrpc
+  // itself answers UNAVAILABLE because it is reconnecting to mrpcd.
   bool wait_for_ready = false;
 };
 

@@ -88,7 +88,8 @@ struct Rpc {
   uint32_t metadata_length = 0;
   // Metadata added by operators on the way (decoded); merged into the block on delivery.
   std::vector<MetadataEntry> metadata;
-  uint8_t priority = 0;  // higher first; policies set and read it
+  uint8_t priority = 0;         // higher first; policies set and read it
+  bool wait_for_ready = false;  // with no endpoint, wait for one (up to the deadline)
   Endpoint endpoint;
   uint16_t attempt = 0;  // 0: the call's first attempt; forks number the others
   AttemptKind attempt_kind = AttemptKind::kPrimary;

@@ -59,10 +59,15 @@ enum class EntryKind : uint8_t {
                             // still expected (and ignored), to release the request
 };
 
+// kCall flags. kCallWaitForReady (gRPC's wait_for_ready): while no app serves the service, the
+// daemon keeps the call waiting for one to register (up to its deadline) instead of ending it
+// UNAVAILABLE at once.
+inline constexpr uint8_t kCallWaitForReady = 1;
+
 // One slot of a ring; 64 bytes, one cache line.
 struct RingEntry {
   EntryKind kind;
-  uint8_t flags;             // reserved, 0
+  uint8_t flags;             // kCall: kCallWaitForReady; otherwise 0
   uint16_t method_index;     // kCall, kIncomingCall: index of the method in its service
   uint32_t service_id;       // kCall, kIncomingCall: id the daemon gave at schema registration
   uint64_t call_id;          // see EntryKind
