@@ -39,19 +39,22 @@ void DaemonCore::finish_call(SlotHandle handle, const Status& status, uint64_t r
 
 void DaemonCore::end_attempt(RpcPtr rpc) {
   counters.attempts_ended.fetch_add(1, std::memory_order_relaxed);
-  counters.late_replies.fetch_sub(1, std::memory_order_relaxed);  // discard counts it back
-  discard(std::move(rpc));
+  free_held(*rpc);
 }
 
 void DaemonCore::discard(RpcPtr rpc) {
   counters.late_replies.fetch_add(1, std::memory_order_relaxed);
-  const MessageLocation& response = rpc->response;
+  free_held(*rpc);
+}
+
+void DaemonCore::free_held(const Rpc& rpc) {
+  const MessageLocation& response = rpc.response;
   if (!response.present()) return;
   if (Connection* owner = connection(response.owner)) {
     if (response.region == RegionKind::kReceive)
       (void)owner->free_received(response.offset);
     else  // still in the server's heap: the server may free it
-      owner->post(shm::make_ring_entry(shm::EntryKind::kReplyDone, rpc->delivery_id));
+      owner->post(shm::make_ring_entry(shm::EntryKind::kReplyDone, rpc.delivery_id));
   }
 }
 

@@ -110,6 +110,8 @@ struct DaemonCore {
   void discard(RpcPtr rpc);
   // An operator ended an attempt (Output::end): free what it holds, as discard does.
   void end_attempt(RpcPtr rpc);
+  // What both of those free: a response block in a receive region, or a response in a heap.
+  void free_held(const Rpc& rpc);
   // The earliest deadline among calls in flight.
   MonoTime next_deadline() const { return deadlines.earliest(); }
   // Ends every call past its deadline; returns whether any ended.

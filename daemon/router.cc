@@ -52,13 +52,13 @@ void Router::park(RegisteredService& service, RpcPtr rpc) {
   // Calls that ended meanwhile (deadline, cancel, caller gone) leave their RPCs here until a
   // server comes or the list doubles: then they are swept out, so the list stays within twice the
   // calls really waiting.
-  if (service.waiting.size() >= std::max<size_t>(16, 2 * swept_size_)) {
+  if (service.waiting.size() >= std::max<size_t>(16, 2 * service.waiting_after_sweep)) {
     std::erase_if(service.waiting, [this](RpcPtr& waiting) {
       if (core_.call(waiting->call_id) != nullptr) return false;
       core_.discard(std::move(waiting));
       return true;
     });
-    swept_size_ = service.waiting.size();
+    service.waiting_after_sweep = service.waiting.size();
   }
   if (CallRecord* record = core_.call(rpc->call_id)) record->waiting_for_server = true;
   service.waiting.push_back(std::move(rpc));
@@ -67,7 +67,7 @@ void Router::park(RegisteredService& service, RpcPtr rpc) {
 void Router::server_registered(RegisteredService& service) {
   std::vector<RpcPtr> waiting = std::move(service.waiting);
   service.waiting.clear();
-  swept_size_ = 0;
+  service.waiting_after_sweep = 0;
   for (RpcPtr& rpc : waiting) {
     CallRecord* record = core_.call(rpc->call_id);
     Connection* caller = record == nullptr ? nullptr : core_.connection(record->caller);

@@ -24,7 +24,6 @@ class Router {
   void park(RegisteredService& service, RpcPtr rpc);
 
   DaemonCore& core_;
-  size_t swept_size_ = 0;
 };
 
 }  // namespace mrpc

@@ -34,6 +34,7 @@ struct RegisteredService {
   std::vector<ConnectionId> callers;
   // wait_for_ready calls parked until a server registers (some may have ended meanwhile).
   std::vector<RpcPtr> waiting;
+  size_t waiting_after_sweep = 0;  // its size after the last sweep of ended calls
 };
 
 class ServiceRegistry {
