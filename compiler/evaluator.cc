@@ -1012,4 +1012,57 @@ Value PolicyInstance::state(const std::string& name) const {
   return Value{};
 }
 
+Status PolicyInstance::set_state(const std::string& name, const Value& value) {
+  for (size_t i = 0; i < policy_.states.size(); ++i) {
+    const ir::State& s = policy_.states[i];
+    if (s.name != name) continue;
+    Kind want = s.type.is(Kind::kCounter)     ? Kind::kInt
+                : s.type.is(Kind::kHistogram) ? Kind::kList
+                                              : s.type.kind;
+    if (value.kind != want) {
+      return Status(StatusCode::kInvalidArgument,
+                    fmt::format("state '{}' is {}, the value given is {}", name,
+                                ir::type_text(s.type), ir::type_text(ir::Type::of(value.kind))));
+    }
+    if (s.type.is_scalar() || s.type.is(Kind::kCounter)) {
+      scalars_[i] = value;
+      return Status::ok_status();
+    }
+    if (s.type.is(Kind::kHistogram)) {
+      if (value.items.size() != histograms_[i].size()) {
+        return Status(StatusCode::kInvalidArgument,
+                      fmt::format("histogram '{}' has {} buckets, the value given has {}", name,
+                                  histograms_[i].size(), value.items.size()));
+      }
+      for (size_t b = 0; b < value.items.size(); ++b) histograms_[i][b] = value.items[b].i;
+      return Status::ok_status();
+    }
+    bool is_map = s.type.is(Kind::kMap);
+    size_t step = is_map ? 2 : 1;
+    const Kind key_kind = s.type.args.empty() ? Kind::kVoid : s.type.args[0].kind;
+    for (size_t k = 0; k + step <= value.items.size(); k += step) {
+      if (value.items[k].kind != key_kind ||
+          (is_map && s.type.args.size() > 1 && value.items[k + 1].kind != s.type.args[1].kind)) {
+        return Status(
+            StatusCode::kInvalidArgument,
+            fmt::format("an entry of '{}' does not have the type {}", name, ir::type_text(s.type)));
+      }
+    }
+    int64_t capacity =
+        s.capacity_param >= 0 ? params_[static_cast<size_t>(s.capacity_param)].i : s.capacity;
+    Container fresh;
+    size_t entries = value.items.size() / step;
+    size_t first =
+        entries > static_cast<size_t>(capacity) ? entries - static_cast<size_t>(capacity) : 0;
+    for (size_t e = first; e < entries; ++e) {
+      const Value& key = value.items[e * step];
+      Value mapped = is_map ? value.items[e * step + 1] : Value{};
+      fresh.entries[key] = {std::move(mapped), ++fresh.stamp};
+    }
+    containers_[i] = std::move(fresh);
+    return Status::ok_status();
+  }
+  return Status(StatusCode::kNotFound, fmt::format("the policy has no state '{}'", name));
+}
+
 }  // namespace mrpc::compiler

@@ -26,6 +26,7 @@
 #include "mrpc/base/random.h"
 #include "mrpc/base/status.h"
 #include "mrpc/compiler/ir.h"
+#include "mrpc/compiler/policy_runner.h"
 #include "mrpc/dataflow/rpc_view.h"
 
 namespace mrpc::compiler {
@@ -64,20 +65,23 @@ struct Verdict {
   uint32_t refused_inserts = 0;  // `evict reject` containers that were full
 };
 
-class PolicyInstance {
+class PolicyInstance final : public PolicyRunner {
  public:
   PolicyInstance(const ir::Policy& policy, const Clock& clock, RandomSource& random);
 
   // Sets a param to the value an operator gave at attach time (type and limits checked).
-  Status set_param(const std::string& name, ir::Value value);
+  Status set_param(const std::string& name, ir::Value value) override;
   // Runs the handler for `event` (nothing happens without one). The view's priority and
   // deadline may change (on request).
-  Verdict run(ir::Event event, mrpc_rpc_view& rpc);
+  Verdict run(ir::Event event, mrpc_rpc_view& rpc) override;
 
   // State, for tests and for carrying state across an upgrade: a scalar or counter value, a
   // container as a value (set: items; map: key, value, ...), a histogram as a list of counts
   // (one per bucket, then the overflow bucket).
-  ir::Value state(const std::string& name) const;
+  ir::Value state(const std::string& name) const override;
+  // The inverse of state(): a value of the state's type (container capacity applies; entries past
+  // it are dropped, oldest first by the given order).
+  Status set_state(const std::string& name, const ir::Value& value) override;
 
   struct Container {
     std::map<ir::Value, std::pair<ir::Value, uint64_t>> entries;  // key -> value, order stamp
