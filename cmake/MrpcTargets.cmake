@@ -18,7 +18,9 @@ endfunction()
 include(doctest OPTIONAL RESULT_VARIABLE MRPC_DOCTEST_MODULE)
 
 function(mrpc_add_test name)
-  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  # SHARDED: the test cases are registered a second time, run against a daemon with 3 runtime
+  # threads (suffix " [3 runtime threads]", label multishard: the TSan stage runs these).
+  cmake_parse_arguments(T "SHARDED" "" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE mrpc_doctest_main ${T_LIBS})
   mrpc_strict(${name})
@@ -28,6 +30,14 @@ function(mrpc_add_test name)
   endif()
   doctest_discover_tests(${name} PROPERTIES LABELS "${labels}" TIMEOUT 300
                          WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
+  if(T_SHARDED)
+    doctest_discover_tests(${name} EXTRA_ARGS --runtime-threads=3
+                           TEST_SUFFIX " [3 runtime threads]"
+                           PROPERTIES LABELS "multishard;${labels}" TIMEOUT 300
+                           WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
+    set_property(GLOBAL APPEND PROPERTY MRPC_TEST_LABELS multishard)
+    set_property(GLOBAL APPEND PROPERTY MRPC_TEST_TARGETS_multishard ${name})
+  endif()
   foreach(label IN LISTS labels)
     set_property(GLOBAL APPEND PROPERTY MRPC_TEST_LABELS ${label})
     set_property(GLOBAL APPEND PROPERTY MRPC_TEST_TARGETS_${label} ${name})

@@ -220,7 +220,7 @@ void AppFrontend::complete(RpcPtr rpc) {
 
 Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata,
                                  uint32_t& metadata_length) {
-  Connection* caller = core_.connection(rpc.request.owner);
+  const Connection* caller = core_.memory_of(rpc, rpc.request.owner);
   MRPC_REQUIRE(caller != nullptr, StatusCode::kUnavailable, "the caller left");
   const RegisteredService* service = core_.registry.find(rpc.service_id);
   MRPC_REQUIRE(service != nullptr, StatusCode::kUnavailable,
@@ -280,12 +280,15 @@ void AppFrontend::bounce(RpcPtr rpc, Status status) {
 }
 
 void AppFrontend::deliver(RpcPtr rpc) {
-  CallRecord* record = core_.call(rpc->call_id);
-  if (record == nullptr) {  // ended for its caller while on its way here
+  // A call of another shard: its record is there, told of the delivery below (and it cancels the
+  // delivery if the call has ended meanwhile).
+  const bool call_of_this_shard = core_.is_local(rpc->call_id);
+  CallRecord* record = call_of_this_shard ? core_.call(rpc->call_id) : nullptr;
+  if (call_of_this_shard && record == nullptr) {  // ended for its caller while on its way here
     core_.discard(std::move(rpc));
     return;
   }
-  if (record->delivered >= record->deliveries.size()) {
+  if (record != nullptr && record->delivered >= record->deliveries.size()) {
     bounce(std::move(rpc),
            Status(StatusCode::kResourceExhausted,
                   fmt::format("the call has kMaxAttemptsPerCall={} attempts delivered already",
@@ -320,7 +323,16 @@ void AppFrontend::deliver(RpcPtr rpc) {
   incoming.metadata_offset = metadata;
   incoming.metadata_length = metadata_length;
   incoming.deadline = rpc->deadline;
-  record->deliveries[record->delivered++] = Delivery{app_.id, delivery};
+  if (record != nullptr) {
+    record->deliveries[record->delivered++] = Delivery{app_.id, delivery};
+  } else {
+    ShardMessage delivered;
+    delivered.kind = ShardMessage::Kind::kDelivered;
+    delivered.connection = app_.id;
+    delivered.value = delivery;
+    delivered.call = rpc->call_id;
+    core_.send_to(shards::shard_of(rpc->call_id), std::move(delivered));
+  }
   rpc->delivery_id = delivery;
   rpc->endpoint.connection = app_.id;
   app_.incoming.find(delivery)->rpc = std::move(rpc);

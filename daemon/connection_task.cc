@@ -237,18 +237,17 @@ bool ConnectionTask::on_register_service(const wire::RegisterService& request) {
   auto* reply = message.mutable_service_registered();
   reply->set_request_id(request.request_id());
   auto schema = Schema::from_file_descriptor_set(request.file_descriptor_set());
-  Expected<const RegisteredService*> registered =
-      schema.ok()
-          ? core_.registry.register_service(*schema, request.service(), app.id, request.serve())
-          : Expected<const RegisteredService*>(schema.status());
+  Expected<ServiceUpdate> registered =
+      schema.ok() ? core_.shared.directory.register_service(*schema, request.service(), app.id,
+                                                            request.serve())
+                  : Expected<ServiceUpdate>(schema.status());
   if (registered.ok()) {
-    const RegisteredService& service = **registered;
+    const ServiceUpdate& service = *registered;
     reply->set_status(static_cast<uint32_t>(StatusCode::kOk));
     reply->set_service_id(service.id);
     for (const auto& method : service.info->methods) reply->add_methods(method.name);
-    core_.counters.services.store(core_.registry.size(), std::memory_order_relaxed);
-    if (request.serve() && !service.waiting.empty())
-      router_.server_registered(*core_.registry.find_mutable(service.id));
+    // Every shard's view takes it (this one's now) before the app hears it is registered.
+    core_.publish(service);
     spdlog::info("connection {}: {} service {} as id {}", app.id,
                  request.serve() ? "serves" : "calls", service.full_name, service.id);
   } else {
@@ -269,7 +268,7 @@ void ConnectionTask::close(const char* why) {
   if (was_ready) core_.runtime->unwatch(app.app_to_daemon.fd());
   core_.connection_lost(app);
   app.report_receive_usage(/*closing=*/true);
-  core_.connections.erase(app.id);
+  core_.connections.erase(shards::local(app.id));
   core_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
   app.socket.reset();
   core_.runtime->remove(this);

@@ -3,23 +3,90 @@
 
 #include <spdlog/spdlog.h>
 
+#include "router.h"
+
 namespace mrpc {
 
+void JobQueue::post(std::function<void()> job) {
+  {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(std::move(job));
+    has_jobs_.store(true, std::memory_order_release);
+  }
+  if (runtime != nullptr) runtime->wake();
+}
+
+bool JobQueue::run() {
+  if (!has_jobs_.load(std::memory_order_acquire)) return false;
+  std::vector<std::function<void()>> jobs;
+  {
+    std::lock_guard lock(mutex_);
+    jobs.swap(jobs_);
+    has_jobs_.store(false, std::memory_order_release);
+  }
+  for (auto& job : jobs) job();
+  return true;
+}
+
+const Connection* DaemonCore::memory_of(const Rpc& rpc, ConnectionId owner) {
+  if (is_local(owner)) return connection(owner);
+  const auto* pinned = static_cast<const Connection*>(rpc.pinned_memory.get());
+  return pinned != nullptr && pinned->id == owner ? pinned : nullptr;
+}
+
+void DaemonCore::send_to(uint32_t to, ShardMessage message) {
+  MRPC_ASSERT(to != shard && to < shared.shards.size(), "shard {} sends to shard {}", shard, to);
+  ShardInbox& target = *shared.shards[to]->inbox;
+  target.from(shard).push(std::move(message));
+  target.ring();
+}
+
+void DaemonCore::reply_done(ConnectionId server, uint64_t delivery,
+                            std::shared_ptr<const void> pinned) {
+  if (is_local(server)) {
+    if (Connection* owner = connection(server))
+      owner->post(shm::make_ring_entry(shm::EntryKind::kReplyDone, delivery));
+    return;
+  }
+  ShardMessage message;
+  message.kind = ShardMessage::Kind::kReplyDone;
+  message.connection = server;
+  message.value = delivery;
+  message.pinned_memory = std::move(pinned);
+  send_to(shards::shard_of(server), std::move(message));
+}
+
+void DaemonCore::publish(const ServiceUpdate& update) {
+  for (DaemonCore* other : shared.shards) {
+    if (other != this) other->jobs.post([other, update] { other->apply(update); });
+  }
+  apply(update);
+  counters.services.store(shared.directory.size(), std::memory_order_relaxed);
+}
+
+void DaemonCore::apply(ServiceUpdate update) {
+  std::vector<RpcPtr> orphaned;
+  RegisteredService* serving = registry.apply(std::move(update), orphaned);
+  for (RpcPtr& rpc : orphaned) discard(std::move(rpc));
+  if (serving != nullptr) Router(*this).server_registered(*serving);
+}
+
 SlotHandle DaemonCore::start_call(const CallRecord& record) {
-  SlotHandle handle = calls.insert(record);
-  if (handle == kNoSlotHandle) return handle;
-  deadlines.push(handle, record.deadline);
+  SlotHandle local = calls.insert(record);
+  if (local == kNoSlotHandle) return local;
+  deadlines.push(local, record.deadline);
   counters.calls_in_flight.fetch_add(1, std::memory_order_relaxed);
   report_tables();
-  return handle;
+  return shards::global(local, shard);
 }
 
 void DaemonCore::finish_call(SlotHandle handle, const Status& status, uint64_t response) {
-  CallRecord* found = calls.find(handle);
+  CallRecord* found = call(handle);
   if (found == nullptr) return;
   const CallRecord record = *found;
-  deadlines.remove(handle);
-  calls.erase(handle);
+  const SlotHandle local = shards::local(handle);
+  deadlines.remove(local);
+  calls.erase(local);
   counters.calls_in_flight.fetch_sub(1, std::memory_order_relaxed);
   report_tables();  // before kCallDone, so a caller that saw it sees the tables without it
   if (Connection* caller = connection(record.caller)) {
@@ -50,11 +117,16 @@ void DaemonCore::discard(RpcPtr rpc) {
 void DaemonCore::free_held(const Rpc& rpc) {
   const MessageLocation& response = rpc.response;
   if (!response.present()) return;
-  if (Connection* owner = connection(response.owner)) {
-    if (response.region == RegionKind::kReceive)
-      (void)owner->free_received(response.offset);
-    else  // still in the server's heap: the server may free it
-      owner->post(shm::make_ring_entry(shm::EntryKind::kReplyDone, rpc.delivery_id));
+  if (response.region == RegionKind::kHeap) {  // still in the server's heap: it may free it
+    reply_done(response.owner, rpc.delivery_id, rpc.pinned_memory);
+  } else if (Connection* owner = connection(response.owner)) {
+    (void)owner->free_received(response.offset);
+  } else if (!is_local(response.owner)) {
+    ShardMessage message;
+    message.kind = ShardMessage::Kind::kFreeReceived;
+    message.connection = response.owner;
+    message.value = response.offset;
+    send_to(shards::shard_of(response.owner), std::move(message));
   }
 }
 
@@ -62,8 +134,8 @@ bool DaemonCore::expire_deadlines() {
   const MonoTime now = clock.now();
   bool expired = false;
   while (!deadlines.empty() && deadlines.top().deadline <= now) {
-    const SlotHandle handle = deadlines.top().handle;
-    const CallRecord* record = calls.find(handle);
+    const SlotHandle handle = shards::global(deadlines.top().handle, shard);
+    const CallRecord* record = call(handle);
     finish_call(handle,
                 Status(StatusCode::kDeadlineExceeded,
                        record != nullptr && record->waiting_for_server
@@ -102,8 +174,7 @@ void DaemonCore::connection_lost(Connection& app) {
     if (rpc) fail_back(std::move(rpc));
   });
   if (app.ingress) app.ingress->drain_into(fail_back);
-  registry.connection_closed(app.id);
-  counters.services.store(registry.size(), std::memory_order_relaxed);
+  for (const ServiceUpdate& update : shared.directory.connection_closed(app.id)) publish(update);
 }
 
 void DaemonCore::report_tables() {

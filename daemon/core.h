@@ -1,5 +1,7 @@
-// DaemonCore: the daemon's state, owned by its runtime thread: the connection table, the call
-// table with its deadlines, the service registry, the transports, counters.
+// DaemonCore: one shard of the daemon (shard_link.h), owned by its runtime thread: its connection
+// table, the call table of calls its connections started with their deadlines, its view of the
+// service registry, its policy set, its transport, counters, and the jobs other threads post to
+// it. With one runtime thread there is one shard and every hand-off below is a plain call.
 //
 // The life of a call on one host (see also transport.h):
 //   caller's frontend (AppFrontend::poll: kCall)  -> caller's egress graph (policies)
@@ -21,8 +23,11 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "connection.h"
 #include "mrpc/base/clock.h"
@@ -33,6 +38,7 @@
 #include "mrpc/dataflow/runtime.h"
 #include "mrpc/transports/transport.h"
 #include "service_registry.h"
+#include "shard_link.h"
 
 namespace mrpc {
 
@@ -74,30 +80,83 @@ struct DaemonCounters {
   std::atomic<uint64_t> policy_generation{0};
 };
 
+// Functions run on a shard's runtime thread at the start of its next round (control plane:
+// connections handed over, registry snapshots, policy changes, stats). Thread-safe.
+class JobQueue {
+ public:
+  void post(std::function<void()> job);
+  // Runtime thread: runs what was posted; returns whether there was anything.
+  bool run();
+  Runtime* runtime = nullptr;  // woken by post
+
+ private:
+  std::mutex mutex_;
+  std::atomic<bool> has_jobs_{false};
+  std::vector<std::function<void()>> jobs_;
+};
+
+struct DaemonCore;
+
+// What the shards share: the service directory and the way to each other. Set up before the
+// runtimes start, read-only after (the directory locks itself).
+struct DaemonShared {
+  ServiceDirectory directory;
+  std::vector<DaemonCore*> shards;
+};
+
 struct DaemonCore {
-  DaemonCore(DaemonConfig config_in, const Clock& clock_in)
-      : config(std::move(config_in)), clock(clock_in) {}
+  DaemonCore(DaemonConfig config_in, const Clock& clock_in, uint32_t shard_in,
+             DaemonShared& shared_in)
+      : config(std::move(config_in)), clock(clock_in), shard(shard_in), shared(shared_in) {}
 
   DaemonConfig config;
   const Clock& clock;
+  const uint32_t shard;
+  DaemonShared& shared;
   Runtime* runtime = nullptr;
-  // Where calls to this host's apps go: the LocalTransport, or a LoopbackTransport wrapping it
-  // (fault injection).
+  std::unique_ptr<ShardInbox> inbox;  // links from every shard into this one
+  JobQueue jobs;
+  // Where this shard's calls go once routed: the LocalTransport, or a LoopbackTransport wrapping
+  // it (fault injection).
   Transport* transport = nullptr;
-  ServiceRegistry registry;
-  PolicySet policies;  // every graph is built from it
-  SlotTable<std::shared_ptr<Connection>> connections;
-  SlotTable<CallRecord> calls;
-  DeadlineHeap deadlines;  // of every call in `calls`
+  ServiceTable registry;  // this shard's view of shared.directory
+  PolicySet policies;     // every graph of this shard is built from it (the same on every shard)
+  SlotTable<std::shared_ptr<Connection>> connections;  // local handles
+  SlotTable<CallRecord> calls{shards::kMaxSlot};       // local handles
+  DeadlineHeap deadlines;  // of every call in `calls` (local handles)
   bool draining = false;
   DaemonCounters counters;
 
-  // A connection that has completed its handshake, or null.
+  bool is_local(uint64_t handle) const { return shards::shard_of(handle) == shard; }
+  // A connection of this shard that has completed its handshake, or null (also for another
+  // shard's connection).
   Connection* connection(ConnectionId id) {
-    auto* entry = connections.find(id);
+    if (!is_local(id)) return nullptr;
+    auto* entry = connections.find(shards::local(id));
     return entry == nullptr || !(*entry)->ready() ? nullptr : entry->get();
   }
-  CallRecord* call(SlotHandle id) { return calls.find(id); }
+  // A reference that keeps a connection of this shard (its memory) alive; null if none.
+  std::shared_ptr<const void> pin(ConnectionId id) {
+    if (!is_local(id)) return nullptr;
+    auto* entry = connections.find(shards::local(id));
+    return entry == nullptr ? nullptr : *entry;
+  }
+  // The connection whose memory `owner` names for `rpc`: this shard's, or the one the RPC
+  // pinned when it crossed from another shard; null if neither.
+  const Connection* memory_of(const Rpc& rpc, ConnectionId owner);
+  // A call of this shard, or null.
+  CallRecord* call(SlotHandle id) { return is_local(id) ? calls.find(shards::local(id)) : nullptr; }
+
+  // Sends `message` to shard `to` (never this one).
+  void send_to(uint32_t to, ShardMessage message);
+  // The server `server` may free its response `delivery`: told now, or through its shard.
+  void reply_done(ConnectionId server, uint64_t delivery, std::shared_ptr<const void> pinned);
+  // The registry changed: this shard's view takes `update` now, the other shards' through jobs.
+  void publish(const ServiceUpdate& update);
+  // Applies a snapshot to this shard's view (routing the calls it let go).
+  void apply(ServiceUpdate update);
+  // Brings this shard's view of `service_id` up to the directory's (a miss on the slow path).
+  void refresh_service(uint32_t service_id) { apply(shared.directory.snapshot(service_id)); }
 
   // Admits a new call into the call table; kNoSlotHandle if the table is full.
   SlotHandle start_call(const CallRecord& record);

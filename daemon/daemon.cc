@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include "control_server.h"
 #include "core.h"
 #include "local_transport.h"
+#include "shard_task.h"
 #include "mrpc/base/check.h"
 #include "mrpc/transports/loopback.h"
 #include "mrpc/transports/shm/app_socket.h"
@@ -27,42 +29,70 @@ namespace {
 constexpr int kAcceptsPerRound = 16;
 }  // namespace
 
-// Accepts apps, serves the control socket and ends calls at their deadlines.
+// Sets up a connection accepted by shard 0 on the shard it was placed on: its task, its watch.
+void adopt_connection(DaemonCore& core, shm::UniqueFd socket, const shm::PeerCredentials& peer) {
+  auto connection = std::make_shared<Connection>();
+  connection->socket = std::move(socket);
+  connection->handshake_deadline = core.clock.now() + core.config.handshake_timeout.count();
+  auto identity = std::make_shared<CallerIdentity>();
+  identity->pid = peer.pid;
+  identity->uid = peer.uid;
+  identity->gid = peer.gid;
+  connection->identity = std::move(identity);
+  const SlotHandle local = core.connections.insert(connection);
+  if (local == kNoSlotHandle || slot_of(local) > shards::kMaxSlot) {
+    if (local != kNoSlotHandle) core.connections.erase(local);
+    spdlog::warn("dropping a connection: shard {} has no room", core.shard);
+    return;
+  }
+  connection->id = shards::global(local, core.shard);
+  if (Status watched =
+          core.runtime->watch_readable(connection->socket.get(), &connection->socket_readable);
+      !watched.ok()) {
+    spdlog::warn("dropping a connection: {}", watched.to_string());
+    core.connections.erase(local);
+    return;
+  }
+  core.runtime->add(std::make_shared<ConnectionTask>(core, connection));
+  core.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+  core.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
+}
+
+uint64_t connections_open(const DaemonShared& shared) {
+  uint64_t open = 0;
+  for (const DaemonCore* shard : shared.shards)
+    open += shard->counters.connections_open.load(std::memory_order_relaxed);
+  return open;
+}
+
+// Each shard's: runs the jobs posted to it and ends its calls at their deadlines. Shard 0's also
+// accepts apps (placing each on a shard, round robin) and serves the control socket.
 class HousekeepingTask final : public Task {
  public:
-  HousekeepingTask(DaemonCore& core, int app_listener, ControlServer& control,
+  HousekeepingTask(DaemonCore& core, int app_listener, ControlServer* control,
                    const std::atomic<bool>& drain_requested)
       : core_(core),
         app_listener_(app_listener),
         control_(control),
         drain_requested_(drain_requested) {}
 
-  // Runs `job` on the runtime thread at the start of the next round. Thread-safe.
-  void post(std::function<void()> job) {
-    {
-      std::lock_guard lock(jobs_mutex_);
-      jobs_.push_back(std::move(job));
-      has_jobs_.store(true, std::memory_order_release);
-    }
-    wake_runtime();
-  }
-
   bool run() override {
-    bool did_work = run_jobs();
+    bool did_work = core_.jobs.run();
     if (drain_requested_.load(std::memory_order_acquire) && !core_.draining) {
       core_.draining = true;
-      spdlog::info("draining: new calls and connections are refused");
+      if (core_.shard == 0) spdlog::info("draining: new calls and connections are refused");
       did_work = true;
     }
     // The listeners cost a syscall each: look at them after a socket woke the runtime (a connect
     // or a control request does) and otherwise at most every kDaemonListenerCheckInterval.
     const MonoTime now = core_.clock.now();
-    if (listeners_due_ ||
-        now - listeners_checked_ >= limits::kDaemonListenerCheckInterval.count()) {
+    if (control_ != nullptr &&
+        (listeners_due_ ||
+         now - listeners_checked_ >= limits::kDaemonListenerCheckInterval.count())) {
       listeners_due_ = false;
       listeners_checked_ = now;
       if (!core_.draining) did_work |= accept_apps();
-      did_work |= control_.poll();
+      did_work |= control_->poll();
     }
     did_work |= core_.expire_deadlines();
     return did_work;
@@ -71,18 +101,6 @@ class HousekeepingTask final : public Task {
   MonoTime next_timer() const override { return core_.next_deadline(); }
 
  private:
-  bool run_jobs() {
-    if (!has_jobs_.load(std::memory_order_acquire)) return false;
-    std::vector<std::function<void()>> jobs;
-    {
-      std::lock_guard lock(jobs_mutex_);
-      jobs.swap(jobs_);
-      has_jobs_.store(false, std::memory_order_release);
-    }
-    for (auto& job : jobs) job();
-    return true;
-  }
-
   bool accept_apps() {
     bool did_work = false;
     for (int i = 0; i < kAcceptsPerRound; ++i) {
@@ -90,7 +108,7 @@ class HousekeepingTask final : public Task {
       if (!accepted.ok()) break;
       did_work = true;
       shm::UniqueFd socket = std::move(*accepted);
-      if (core_.connections.size() >= core_.config.max_connections) {
+      if (connections_open(core_.shared) >= core_.config.max_connections) {
         spdlog::warn("refusing a connection: max_connections={} reached",
                      core_.config.max_connections);
         continue;  // closing the socket is the refusal
@@ -100,61 +118,86 @@ class HousekeepingTask final : public Task {
         spdlog::warn("dropping a connection: {}", credentials.status().to_string());
         continue;
       }
-      auto connection = std::make_shared<Connection>();
-      connection->socket = std::move(socket);
-      connection->handshake_deadline = core_.clock.now() + core_.config.handshake_timeout.count();
-      auto identity = std::make_shared<CallerIdentity>();
-      identity->pid = credentials->pid;
-      identity->uid = credentials->uid;
-      identity->gid = credentials->gid;
-      connection->identity = std::move(identity);
-      connection->id = core_.connections.insert(connection);
-      if (Status watched =
-              core_.runtime->watch_readable(connection->socket.get(), &connection->socket_readable);
-          !watched.ok()) {
-        spdlog::warn("dropping a connection: {}", watched.to_string());
-        core_.connections.erase(connection->id);
-        continue;
+      const auto& shards = core_.shared.shards;
+      DaemonCore& target = *shards[next_shard_++ % shards.size()];
+      if (&target == &core_) {
+        adopt_connection(core_, std::move(socket), *credentials);
+      } else {
+        // Counted as open now, so max_connections holds while the hand-over is under way.
+        target.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
+        auto moved = std::make_shared<shm::UniqueFd>(std::move(socket));
+        target.jobs.post([&target, moved, peer = *credentials] {
+          target.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
+          adopt_connection(target, std::move(*moved), peer);
+        });
       }
-      core_.runtime->add(std::make_shared<ConnectionTask>(core_, connection));
-      core_.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
-      core_.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
     }
     return did_work;
   }
 
   DaemonCore& core_;
   int app_listener_;
-  ControlServer& control_;
+  ControlServer* control_;  // shard 0's only
   const std::atomic<bool>& drain_requested_;
   bool listeners_due_ = true;
   MonoTime listeners_checked_ = 0;
-  std::mutex jobs_mutex_;
-  std::atomic<bool> has_jobs_{false};
-  std::vector<std::function<void()>> jobs_;
+  size_t next_shard_ = 0;
 };
 
-struct Daemon::Impl {
-  Impl(DaemonConfig config, const Clock& clock)
-      : core(std::move(config), clock),
+// One runtime thread and what it owns.
+struct Shard {
+  Shard(const DaemonConfig& config, const Clock& clock, uint32_t index, uint32_t count,
+        DaemonShared& shared)
+      : core(config, clock, index, shared),
         local_transport(core),
-        runtime(clock,
-                RuntimeOptions{.name = "mrpcd-runtime", .spin_budget = core.config.spin_budget}) {
+        runtime(clock, RuntimeOptions{.name = count == 1 ? std::string("mrpcd-runtime")
+                                                         : fmt::format("mrpcd-rt{}", index),
+                                      .spin_budget = config.spin_budget}) {
     core.runtime = &runtime;
+    core.jobs.runtime = &runtime;
     core.transport = &local_transport;
+    core.inbox = std::make_unique<ShardInbox>(count, limits::kShardLinkEntries, runtime);
   }
-
-  std::string stats_json() const;
-  // Runtime thread only (the control server runs there).
-  std::string connections_json() const;
 
   DaemonCore core;
   LocalTransport local_transport;
-  std::shared_ptr<LoopbackTransport> loopback;  // when fault injection is on
   Runtime runtime;  // after core: its tasks refer to core, so it goes first
+  std::shared_ptr<HousekeepingTask> housekeeping;
+};
+
+struct Daemon::Impl {
+  Impl(DaemonConfig config_in, const Clock& clock)
+      : config(std::move(config_in)) {
+    const uint32_t count = std::clamp<uint32_t>(config.runtime_threads, 1, limits::kMaxRuntimeThreads);
+    for (uint32_t i = 0; i < count; ++i) {
+      shards.push_back(std::make_unique<Shard>(config, clock, i, count, shared));
+      shared.shards.push_back(&shards.back()->core);
+    }
+  }
+
+  std::string stats_json() const;
+  // Shard 0's runtime thread (the control server runs there).
+  std::string connections_json() const;
+  DaemonCore& core0() const { return shards.front()->core; }
+  // The sum over shards of one counter.
+  uint64_t sum(std::atomic<uint64_t> DaemonCounters::*counter) const {
+    uint64_t total = 0;
+    for (const auto& shard : shards)
+      total += (shard->core.counters.*counter).load(std::memory_order_relaxed);
+    return total;
+  }
+  uint64_t sum_runtime(uint64_t RuntimeStats::*field) const {
+    uint64_t total = 0;
+    for (const auto& shard : shards) total += shard->runtime.stats().*field;
+    return total;
+  }
+
+  DaemonConfig config;
+  DaemonShared shared;
+  std::vector<std::unique_ptr<Shard>> shards;
+  std::shared_ptr<LoopbackTransport> loopback;  // when fault injection is on
   shm::UniqueFd app_listener;
   std::optional<ControlServer> control;
-  std::shared_ptr<HousekeepingTask> housekeeping;
   std::atomic<bool> drain_requested{false};
   bool started = false;
 };
@@ -167,7 +210,7 @@ Daemon::~Daemon() {
 }
 
 const DaemonConfig& Daemon::config() const {
-  return impl_->core.config;
+  return impl_->config;
 }
 
 namespace {
@@ -182,6 +225,12 @@ Status check_config(const DaemonConfig& config) {
   if (config.max_calls_served == 0) return invalid("max_calls_served must be at least 1");
   if (config.max_batch == 0) return invalid("max_batch must be at least 1");
   if (config.max_connections == 0) return invalid("max_connections must be at least 1");
+  if (config.max_connections > shards::kMaxSlot)
+    return invalid(fmt::format("max_connections={} is past {}", config.max_connections,
+                               shards::kMaxSlot));
+  if (config.runtime_threads == 0 || config.runtime_threads > limits::kMaxRuntimeThreads)
+    return invalid(fmt::format("runtime_threads={} is not in 1..{}", config.runtime_threads,
+                               limits::kMaxRuntimeThreads));
   if (config.app_socket_path == config.control_socket_path)
     return invalid("the app and control sockets need different paths");
   return {};
@@ -196,15 +245,17 @@ void make_parent_directory(const std::string& path) {
 Status Daemon::start() {
   Impl& impl = *impl_;
   MRPC_ASSERT(!impl.started, "daemon started twice");
-  MRPC_TRY_STATUS(check_config(impl.core.config));
-  make_parent_directory(impl.core.config.app_socket_path);
-  make_parent_directory(impl.core.config.control_socket_path);
-  auto listener = shm::listen_app_socket(impl.core.config.app_socket_path);
+  const DaemonConfig& config = impl.config;
+  MRPC_TRY_STATUS(check_config(config));
+  make_parent_directory(config.app_socket_path);
+  make_parent_directory(config.control_socket_path);
+  auto listener = shm::listen_app_socket(config.app_socket_path);
   if (!listener.ok()) return listener.status();
   MRPC_TRY_STATUS(shm::set_nonblocking(listener->get()));
   impl.app_listener = std::move(*listener);
+  Runtime& runtime0 = impl.shards.front()->runtime;
   auto control = ControlServer::listen(
-      impl.core.config.control_socket_path,
+      config.control_socket_path,
       [&impl](const std::string& command) -> std::string {
         if (command == "stats") return impl.stats_json();
         if (command == "connections") return impl.connections_json();
@@ -212,27 +263,34 @@ Status Daemon::start() {
                               {"commands", {"stats", "connections"}}}
             .dump();
       },
-      [&impl](int fd, bool watch) {
+      [&runtime0](int fd, bool watch) {
         if (watch)
-          (void)impl.runtime.watch_readable(fd);  // unwatched, it is still read on wake-ups
+          (void)runtime0.watch_readable(fd);  // unwatched, it is still read on wake-ups
         else
-          impl.runtime.unwatch(fd);
+          runtime0.unwatch(fd);
       });
   if (!control.ok()) {
-    ::unlink(impl.core.config.app_socket_path.c_str());
+    ::unlink(config.app_socket_path.c_str());
     return control.status();
   }
   impl.control.emplace(std::move(*control));
-  MRPC_TRY_STATUS(impl.runtime.watch_readable(impl.app_listener.get()));
-  MRPC_TRY_STATUS(impl.runtime.watch_readable(impl.control->fd()));
-  impl.housekeeping = std::make_shared<HousekeepingTask>(impl.core, impl.app_listener.get(),
-                                                         *impl.control, impl.drain_requested);
-  impl.runtime.add(impl.housekeeping);
-  if (impl.loopback) impl.runtime.add(impl.loopback);
-  impl.runtime.start();
+  MRPC_TRY_STATUS(runtime0.watch_readable(impl.app_listener.get()));
+  MRPC_TRY_STATUS(runtime0.watch_readable(impl.control->fd()));
+  const bool sharded = impl.shards.size() > 1;
+  for (auto& shard : impl.shards) {
+    const bool first = shard.get() == impl.shards.front().get();
+    shard->housekeeping = std::make_shared<HousekeepingTask>(
+        shard->core, first ? impl.app_listener.get() : -1, first ? &*impl.control : nullptr,
+        impl.drain_requested);
+    shard->runtime.add(shard->housekeeping);
+    if (sharded) shard->runtime.add(std::make_shared<ShardTask>(shard->core, shard->local_transport));
+  }
+  if (impl.loopback) runtime0.add(impl.loopback);
+  for (auto& shard : impl.shards) shard->runtime.start();
   impl.started = true;
-  spdlog::info("mrpcd listening: apps on {}, control on {}", impl.core.config.app_socket_path,
-               impl.core.config.control_socket_path);
+  spdlog::info("mrpcd listening: apps on {}, control on {}; {} runtime thread{}",
+               config.app_socket_path, config.control_socket_path, impl.shards.size(),
+               sharded ? "s" : "");
   return {};
 }
 
@@ -241,30 +299,51 @@ void Daemon::stop(std::chrono::nanoseconds drain) {
   if (!impl.started) return;
   impl.started = false;
   impl.drain_requested.store(true, std::memory_order_release);
-  impl.runtime.wake();
+  for (auto& shard : impl.shards) shard->runtime.wake();
   const auto& real_clock = MonotonicClock::instance();
   const MonoTime give_up = real_clock.now() + drain.count();
-  while (impl.core.counters.calls_in_flight.load(std::memory_order_relaxed) > 0 &&
-         real_clock.now() < give_up)
+  while (impl.sum(&DaemonCounters::calls_in_flight) > 0 && real_clock.now() < give_up)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  impl.runtime.stop();
+  for (auto& shard : impl.shards) shard->runtime.stop();
 
-  // The runtime thread has stopped: this thread owns the state now.
-  impl.core.calls.for_each([&impl](SlotHandle call, CallRecord&) {
-    impl.core.finish_call(call, Status(StatusCode::kUnavailable, "mrpcd stopped"), shm::kNoOffset);
-  });
-  impl.core.connections.for_each([&impl](SlotHandle id, std::shared_ptr<Connection>& connection) {
-    connection->state = Connection::State::kClosed;
-    connection->socket.reset();
-    // Graphs hold RPCs and exits that refer to the connection's task: empty them first.
-    auto forget = [](RpcPtr) {};
-    if (connection->egress) connection->egress->drain_into(forget);
-    if (connection->ingress) connection->ingress->drain_into(forget);
-    impl.core.connections.erase(id);
-  });
+  // The runtime threads have stopped: this thread owns the state now.
+  for (auto& shard : impl.shards) {
+    DaemonCore& core = shard->core;
+    core.calls.for_each([&core](SlotHandle call, CallRecord&) {
+      core.finish_call(shards::global(call, core.shard),
+                       Status(StatusCode::kUnavailable, "mrpcd stopped"), shm::kNoOffset);
+    });
+  }
+  for (auto& shard : impl.shards) {
+    DaemonCore& core = shard->core;
+    core.connections.for_each([&core](SlotHandle id, std::shared_ptr<Connection>& connection) {
+      connection->state = Connection::State::kClosed;
+      connection->socket.reset();
+      // Graphs hold RPCs and exits that refer to the connection's task: empty them first.
+      auto forget = [](RpcPtr) {};
+      if (connection->egress) connection->egress->drain_into(forget);
+      if (connection->ingress) connection->ingress->drain_into(forget);
+      connection->incoming.for_each(
+          [&](SlotHandle handle, IncomingCall&) { connection->incoming.erase(handle); });
+      core.connections.erase(id);
+    });
+  }
+  // What is still travelling between shards goes too (its RPCs, the connections it pins).
+  std::vector<ShardMessage> left;
+  for (auto& shard : impl.shards) {
+    for (size_t from = 0; from < impl.shards.size(); ++from) {
+      ShardLink& link = shard->core.inbox->from(static_cast<uint32_t>(from));
+      while (link.has_overflow() || !link.empty()) {
+        link.flush();
+        left.clear();
+        link.pop(left, limits::kShardLinkEntries);
+      }
+    }
+  }
+  left.clear();
   impl.app_listener.reset();
-  ::unlink(impl.core.config.app_socket_path.c_str());
-  ::unlink(impl.core.config.control_socket_path.c_str());
+  ::unlink(impl.config.app_socket_path.c_str());
+  ::unlink(impl.config.control_socket_path.c_str());
   spdlog::info("mrpcd stopped");
 }
 
@@ -275,28 +354,42 @@ std::future<void> Daemon::change_graphs(GraphChange change) {
     done->set_value();
     return future;
   }
-  DaemonCore& core = impl_->core;
-  impl_->housekeeping->post([&core, change = std::move(change), done] {
-    core.connections.for_each([&](SlotHandle id, std::shared_ptr<Connection>& connection) {
-      if (connection->ready())
-        change(id, *connection->identity,
-               ConnectionGraphs{*connection->egress, *connection->ingress});
+  // Shard after shard: the last one's job fulfils the promise.
+  auto shared_change = std::make_shared<GraphChange>(std::move(change));
+  auto remaining = std::make_shared<std::atomic<size_t>>(impl_->shards.size());
+  for (auto& shard : impl_->shards) {
+    DaemonCore& core = shard->core;
+    core.jobs.post([&core, shared_change, remaining, done] {
+      core.connections.for_each([&](SlotHandle id, std::shared_ptr<Connection>& connection) {
+        if (connection->ready())
+          (*shared_change)(connection->id, *connection->identity,
+                           ConnectionGraphs{*connection->egress, *connection->ingress});
+        (void)id;
+      });
+      if (remaining->fetch_sub(1) == 1) done->set_value();
     });
-    done->set_value();
-  });
+  }
   return future;
 }
 
 namespace {
-// Runs `change` on the daemon's runtime thread between rounds and waits for its result.
+// Runs `change(core)` on every shard's runtime thread between its rounds, shard after shard,
+// waiting for each; stops at the first error. The generation is the last shard's.
 template <typename Change>
-Expected<uint64_t> on_runtime(bool started, HousekeepingTask& housekeeping, Change change) {
+Expected<uint64_t> on_every_shard(bool started, const std::vector<std::unique_ptr<Shard>>& shards,
+                                  Change&& change) {
   if (!started) return Status(StatusCode::kFailedPrecondition, "the daemon is not running");
-  auto result = std::make_shared<std::promise<Expected<uint64_t>>>();
-  auto future = result->get_future();
-  housekeeping.post(
-      [result, change = std::move(change)]() mutable { result->set_value(change()); });
-  return future.get();
+  Expected<uint64_t> result = uint64_t{0};
+  for (const auto& shard : shards) {
+    DaemonCore& core = shard->core;
+    auto promise = std::make_shared<std::promise<Expected<uint64_t>>>();
+    auto future = promise->get_future();
+    core.jobs.post([promise, &change, &core] { promise->set_value(change(core)); });
+    result = future.get();
+    if (!result.ok()) return result;
+    core.counters.policy_generation.store(*result);
+  }
+  return result;
 }
 
 // Every ready connection's graph of `side` for which `applies` holds.
@@ -313,164 +406,178 @@ size_t for_each_graph(DaemonCore& core, GraphSide side, const Placement& placeme
 }  // namespace
 
 Expected<uint64_t> Daemon::attach_policy(PolicyEntry policy) {
-  DaemonCore& core = impl_->core;
-  return on_runtime(
-      impl_->started, *impl_->housekeeping,
-      [&core, policy = std::move(policy)]() mutable -> Expected<uint64_t> {
-        const std::string name = policy.name;
-        MRPC_TRY_STATUS(core.policies.attach(std::move(policy)));
+  const std::string name = policy.name;
+  size_t graphs = 0;
+  auto generation = on_every_shard(
+      impl_->started, impl_->shards, [&](DaemonCore& core) -> Expected<uint64_t> {
+        MRPC_TRY_STATUS(core.policies.attach(policy));
         const PolicyEntry& entry = *core.policies.find(name);
-        const size_t graphs = for_each_graph(
+        graphs += for_each_graph(
             core, entry.placement.side, entry.placement, [&](Connection& app, Graph& graph) {
               const size_t at = PolicySet::position_in(graph, entry.placement);
               MRPC_ASSERT(at != Graph::kNone, "policy '{}' has no place", name);
               auto inserted = graph.insert(at, entry.make(*app.identity), name);
               MRPC_ASSERT(inserted.ok(), "{}", inserted.status().to_string());
             });
-        const uint64_t generation = core.policies.generation();
-        core.counters.policy_generation.store(generation);
-        spdlog::info("policy '{}' attached to {} graphs: generation {}", name, graphs, generation);
-        return generation;
+        return core.policies.generation();
       });
+  if (generation.ok())
+    spdlog::info("policy '{}' attached to {} graphs: generation {}", name, graphs, *generation);
+  return generation;
 }
 
 Expected<uint64_t> Daemon::detach_policy(std::string name) {
-  DaemonCore& core = impl_->core;
-  return on_runtime(impl_->started, *impl_->housekeeping, [&core, name]() -> Expected<uint64_t> {
-    const PolicyEntry* entry = core.policies.find(name);
-    if (entry == nullptr)
-      return Status(StatusCode::kNotFound, fmt::format("no policy '{}' is attached", name));
-    const Placement placement = entry->placement;
-    MRPC_TRY_STATUS(core.policies.detach(name));
-    const size_t graphs =
-        for_each_graph(core, placement.side, placement, [&](Connection&, Graph& graph) {
+  size_t graphs = 0;
+  auto generation = on_every_shard(
+      impl_->started, impl_->shards, [&](DaemonCore& core) -> Expected<uint64_t> {
+        const PolicyEntry* entry = core.policies.find(name);
+        if (entry == nullptr)
+          return Status(StatusCode::kNotFound, fmt::format("no policy '{}' is attached", name));
+        const Placement placement = entry->placement;
+        MRPC_TRY_STATUS(core.policies.detach(name));
+        graphs += for_each_graph(core, placement.side, placement, [&](Connection&, Graph& graph) {
           const size_t at = graph.position_of_label(name);
           MRPC_ASSERT(at != Graph::kNone, "policy '{}' missing from a graph it applies to", name);
           MRPC_ASSERT(graph.remove(graph.stage_at(at)).ok());
         });
-    const uint64_t generation = core.policies.generation();
-    core.counters.policy_generation.store(generation);
-    spdlog::info("policy '{}' detached from {} graphs: generation {}", name, graphs, generation);
-    return generation;
-  });
+        return core.policies.generation();
+      });
+  if (generation.ok())
+    spdlog::info("policy '{}' detached from {} graphs: generation {}", name, graphs, *generation);
+  return generation;
 }
 
 Expected<uint64_t> Daemon::upgrade_policy(std::string name, OperatorFactory make) {
-  DaemonCore& core = impl_->core;
-  return on_runtime(impl_->started, *impl_->housekeeping,
-                    [&core, name, make = std::move(make)]() mutable -> Expected<uint64_t> {
-                      auto upgraded = core.policies.upgrade(name, std::move(make));
-                      if (!upgraded.ok()) return upgraded.status();
-                      const PolicyEntry& entry = **upgraded;
-                      const size_t graphs = for_each_graph(
-                          core, entry.placement.side, entry.placement,
-                          [&](Connection& app, Graph& graph) {
-                            const size_t at = graph.position_of_label(name);
-                            MRPC_ASSERT(at != Graph::kNone,
-                                        "policy '{}' missing from a graph it applies to", name);
-                            std::shared_ptr<Operator> next = entry.make(*app.identity);
-                            Operator& previous = graph.operator_at(at);
-                            if (&previous != next.get())
-                              next->import_state(previous.export_state());
-                            MRPC_ASSERT(graph.replace(graph.stage_at(at), std::move(next)).ok());
-                          });
-                      const uint64_t generation = core.policies.generation();
-                      core.counters.policy_generation.store(generation);
-                      spdlog::info("policy '{}' upgraded to version {} in {} graphs: generation {}",
-                                   name, entry.version, graphs, generation);
-                      return generation;
-                    });
+  size_t graphs = 0;
+  uint64_t version = 0;
+  auto generation = on_every_shard(
+      impl_->started, impl_->shards, [&](DaemonCore& core) -> Expected<uint64_t> {
+        auto upgraded = core.policies.upgrade(name, make);
+        if (!upgraded.ok()) return upgraded.status();
+        const PolicyEntry& entry = **upgraded;
+        version = entry.version;
+        graphs += for_each_graph(
+            core, entry.placement.side, entry.placement, [&](Connection& app, Graph& graph) {
+              const size_t at = graph.position_of_label(name);
+              MRPC_ASSERT(at != Graph::kNone, "policy '{}' missing from a graph it applies to",
+                          name);
+              std::shared_ptr<Operator> next = entry.make(*app.identity);
+              Operator& previous = graph.operator_at(at);
+              if (&previous != next.get()) next->import_state(previous.export_state());
+              MRPC_ASSERT(graph.replace(graph.stage_at(at), std::move(next)).ok());
+            });
+        return core.policies.generation();
+      });
+  if (generation.ok())
+    spdlog::info("policy '{}' upgraded to version {} in {} graphs: generation {}", name, version,
+                 graphs, *generation);
+  return generation;
 }
 
 LoopbackTransport& Daemon::enable_loopback_faults(uint64_t seed) {
   MRPC_ASSERT(!impl_->started, "enable_loopback_faults must come before start()");
+  MRPC_ASSERT(impl_->shards.size() == 1, "loopback faults need runtime_threads=1 (not {})",
+              impl_->shards.size());
+  Shard& shard = *impl_->shards.front();
   if (!impl_->loopback) {
     impl_->loopback =
-        std::make_shared<LoopbackTransport>(impl_->local_transport, impl_->core.clock, seed);
-    impl_->core.transport = impl_->loopback.get();
+        std::make_shared<LoopbackTransport>(shard.local_transport, shard.core.clock, seed);
+    shard.core.transport = impl_->loopback.get();
   }
   return *impl_->loopback;
 }
 
 uint64_t Daemon::policy_generation() const {
-  return impl_->core.counters.policy_generation.load();
+  return impl_->core0().counters.policy_generation.load();
 }
 
 std::string Daemon::Impl::stats_json() const {
-  const auto& c = core.counters;
-  auto load = [](const std::atomic<uint64_t>& value) {
-    return value.load(std::memory_order_relaxed);
-  };
-  return nlohmann::json{{"connections_accepted", load(c.connections_accepted)},
-                        {"connections_open", load(c.connections_open)},
-                        {"services", load(c.services)},
-                        {"calls_started", load(c.calls_started)},
-                        {"calls_completed", load(c.calls_completed)},
-                        {"calls_failed", load(c.calls_failed)},
-                        {"calls_in_flight", load(c.calls_in_flight)},
-                        {"protocol_errors", load(c.protocol_errors)},
-                        {"runtime_sleeps", runtime.stats().sleeps},
-                        {"receive_bytes_in_use", load(c.receive_bytes_in_use)},
-                        {"late_replies", load(c.late_replies)},
-                        {"attempts_ended", load(c.attempts_ended)},
+  using C = DaemonCounters;
+  return nlohmann::json{{"runtime_threads", shards.size()},
+                        {"connections_accepted", sum(&C::connections_accepted)},
+                        {"connections_open", sum(&C::connections_open)},
+                        {"services", shared.directory.size()},
+                        {"calls_started", sum(&C::calls_started)},
+                        {"calls_completed", sum(&C::calls_completed)},
+                        {"calls_failed", sum(&C::calls_failed)},
+                        {"calls_in_flight", sum(&C::calls_in_flight)},
+                        {"protocol_errors", sum(&C::protocol_errors)},
+                        {"runtime_sleeps", sum_runtime(&RuntimeStats::sleeps)},
+                        {"receive_bytes_in_use", sum(&C::receive_bytes_in_use)},
+                        {"late_replies", sum(&C::late_replies)},
+                        {"attempts_ended", sum(&C::attempts_ended)},
                         {"rpcs_alive", rpcs_alive()},
-                        {"socket_reads", load(c.socket_reads)},
-                        {"call_table_size", load(c.call_table_size)},
-                        {"call_table_capacity", load(c.call_table_capacity)},
-                        {"deadline_heap_size", load(c.deadline_heap_size)},
-                        {"deadline_heap_capacity", load(c.deadline_heap_capacity)}}
+                        {"socket_reads", sum(&C::socket_reads)},
+                        {"call_table_size", sum(&C::call_table_size)},
+                        {"call_table_capacity", sum(&C::call_table_capacity)},
+                        {"deadline_heap_size", sum(&C::deadline_heap_size)},
+                        {"deadline_heap_capacity", sum(&C::deadline_heap_capacity)}}
       .dump();
 }
 
-std::string Daemon::Impl::connections_json() const {
+namespace {
+nlohmann::json shard_connections(DaemonCore& core) {
   nlohmann::json connections = nlohmann::json::array();
   auto operators = [](const Graph& graph) {
     nlohmann::json names = nlohmann::json::array();
     for (size_t i = 0; i < graph.size(); ++i) names.push_back(graph.label_at(i));
     return names;
   };
-  const_cast<DaemonCore&>(core).connections.for_each(
-      [&](SlotHandle id, std::shared_ptr<Connection>& connection) {
-        if (!connection->ready()) return;
-        connections.push_back({{"id", id},
-                               {"app", connection->identity->app_name},
-                               {"pid", connection->identity->pid},
-                               {"uid", connection->identity->uid},
-                               {"calls_in_flight", connection->outgoing_in_flight},
-                               {"calls_being_served", connection->incoming.size()},
-                               {"egress", operators(*connection->egress)},
-                               {"ingress", operators(*connection->ingress)},
-                               {"egress_generation", connection->egress->stats().changes},
-                               {"ingress_generation", connection->ingress->stats().changes}});
-      });
+  core.connections.for_each([&](SlotHandle, std::shared_ptr<Connection>& connection) {
+    if (!connection->ready()) return;
+    connections.push_back({{"id", connection->id},
+                           {"shard", core.shard},
+                           {"app", connection->identity->app_name},
+                           {"pid", connection->identity->pid},
+                           {"uid", connection->identity->uid},
+                           {"calls_in_flight", connection->outgoing_in_flight},
+                           {"calls_being_served", connection->incoming.size()},
+                           {"egress", operators(*connection->egress)},
+                           {"ingress", operators(*connection->ingress)},
+                           {"egress_generation", connection->egress->stats().changes},
+                           {"ingress_generation", connection->ingress->stats().changes}});
+  });
+  return connections;
+}
+}  // namespace
+
+std::string Daemon::Impl::connections_json() const {
+  // Shard 0's part here (this is its thread); the others' on theirs, waited for (they never
+  // wait for shard 0).
+  nlohmann::json connections = shard_connections(core0());
+  for (size_t i = 1; i < shards.size(); ++i) {
+    DaemonCore& core = shards[i]->core;
+    auto part = std::make_shared<std::promise<nlohmann::json>>();
+    auto future = part->get_future();
+    core.jobs.post([&core, part] { part->set_value(shard_connections(core)); });
+    for (auto& connection : future.get()) connections.push_back(std::move(connection));
+  }
   return nlohmann::json{{"connections", connections}}.dump();
 }
 
 DaemonStats Daemon::stats() const {
-  const auto& c = impl_->core.counters;
-  auto load = [](const std::atomic<uint64_t>& value) {
-    return value.load(std::memory_order_relaxed);
-  };
+  using C = DaemonCounters;
+  const Impl& impl = *impl_;
   DaemonStats stats;
-  stats.connections_accepted = load(c.connections_accepted);
-  stats.connections_open = load(c.connections_open);
-  stats.services = load(c.services);
-  stats.calls_started = load(c.calls_started);
-  stats.calls_completed = load(c.calls_completed);
-  stats.calls_failed = load(c.calls_failed);
-  stats.calls_in_flight = load(c.calls_in_flight);
-  stats.protocol_errors = load(c.protocol_errors);
-  stats.runtime_sleeps = impl_->runtime.stats().sleeps;
-  stats.receive_bytes_in_use = load(c.receive_bytes_in_use);
-  stats.late_replies = load(c.late_replies);
-  stats.attempts_ended = load(c.attempts_ended);
+  stats.connections_accepted = impl.sum(&C::connections_accepted);
+  stats.connections_open = impl.sum(&C::connections_open);
+  stats.services = impl.shared.directory.size();
+  stats.calls_started = impl.sum(&C::calls_started);
+  stats.calls_completed = impl.sum(&C::calls_completed);
+  stats.calls_failed = impl.sum(&C::calls_failed);
+  stats.calls_in_flight = impl.sum(&C::calls_in_flight);
+  stats.protocol_errors = impl.sum(&C::protocol_errors);
+  stats.runtime_sleeps = impl.sum_runtime(&RuntimeStats::sleeps);
+  stats.receive_bytes_in_use = impl.sum(&C::receive_bytes_in_use);
+  stats.late_replies = impl.sum(&C::late_replies);
+  stats.attempts_ended = impl.sum(&C::attempts_ended);
   stats.rpcs_alive = rpcs_alive();
-  stats.socket_reads = load(c.socket_reads);
-  stats.runtime_rounds = impl_->runtime.stats().rounds;
-  stats.call_table_size = load(c.call_table_size);
-  stats.call_table_capacity = load(c.call_table_capacity);
-  stats.deadline_heap_size = load(c.deadline_heap_size);
-  stats.deadline_heap_capacity = load(c.deadline_heap_capacity);
+  stats.socket_reads = impl.sum(&C::socket_reads);
+  stats.runtime_rounds = impl.sum_runtime(&RuntimeStats::rounds);
+  stats.call_table_size = impl.sum(&C::call_table_size);
+  stats.call_table_capacity = impl.sum(&C::call_table_capacity);
+  stats.deadline_heap_size = impl.sum(&C::deadline_heap_size);
+  stats.deadline_heap_capacity = impl.sum(&C::deadline_heap_capacity);
   return stats;
 }
 

@@ -8,16 +8,49 @@
 namespace mrpc {
 
 void LocalTransport::send_request(RpcPtr rpc) {
+  const ConnectionId callee = rpc->endpoint.connection;
+  if (core_.is_local(callee)) return deliver_here(std::move(rpc));
+  rpc->pinned_memory = core_.pin(rpc->connection);  // the caller's heap holds the request
+  ShardMessage message;
+  message.kind = ShardMessage::Kind::kRequest;
+  message.rpc = std::move(rpc);
+  core_.send_to(shards::shard_of(callee), std::move(message));
+}
+
+void LocalTransport::deliver_here(RpcPtr rpc) {
   Connection* callee = core_.connection(rpc->endpoint.connection);
-  if (callee == nullptr) {
+  if (callee != nullptr) {
+    callee->ingress->push_request(std::move(rpc));
+  } else if (!core_.is_local(rpc->connection)) {
+    // It left after the caller's shard chose it: that shard routes the call again.
+    const uint32_t caller_shard = shards::shard_of(rpc->connection);
+    rpc->endpoint = Endpoint{};
+    rpc->pinned_memory.reset();
+    ShardMessage message;
+    message.kind = ShardMessage::Kind::kBounced;
+    message.rpc = std::move(rpc);
+    core_.send_to(caller_shard, std::move(message));
+  } else {
     rpc->status = Status(StatusCode::kUnavailable, "the serving app left");
     send_reply(std::move(rpc));
-    return;
   }
-  callee->ingress->push_request(std::move(rpc));
 }
 
 void LocalTransport::send_reply(RpcPtr rpc) {
+  if (core_.is_local(rpc->connection)) return reply_here(std::move(rpc));
+  // The response (if any) is still in the server's heap, on this shard: pin it for the copy.
+  const MessageLocation& response = rpc->response;
+  rpc->pinned_memory = response.present() && response.region == RegionKind::kHeap
+                           ? core_.pin(response.owner)
+                           : nullptr;
+  const uint32_t caller_shard = shards::shard_of(rpc->connection);
+  ShardMessage message;
+  message.kind = ShardMessage::Kind::kReply;
+  message.rpc = std::move(rpc);
+  core_.send_to(caller_shard, std::move(message));
+}
+
+void LocalTransport::reply_here(RpcPtr rpc) {
   CallRecord* record = core_.call(rpc->call_id);
   Connection* caller = record == nullptr ? nullptr : core_.connection(record->caller);
   if (caller == nullptr) {  // the call ended for its caller meanwhile: a late reply
@@ -30,7 +63,8 @@ void LocalTransport::send_reply(RpcPtr rpc) {
 }
 
 void LocalTransport::copy_response(Rpc& rpc, Connection& caller) {
-  Connection* server = core_.connection(rpc.response.owner);
+  const ConnectionId server_id = rpc.response.owner;
+  const Connection* server = core_.memory_of(rpc, server_id);
   if (server == nullptr) {
     rpc.status = Status(StatusCode::kUnavailable, "the serving app left before its reply was read");
     rpc.response = MessageLocation{};
@@ -70,10 +104,19 @@ void LocalTransport::copy_response(Rpc& rpc, Connection& caller) {
   } else {
     rpc.response = MessageLocation{};  // an error carries no response
   }
-  server->post(shm::make_ring_entry(shm::EntryKind::kReplyDone, rpc.delivery_id));
+  core_.reply_done(server_id, rpc.delivery_id, std::move(rpc.pinned_memory));
 }
 
-void LocalTransport::cancel(ConnectionId callee_id, uint64_t delivery) {
+void LocalTransport::cancel(ConnectionId callee, uint64_t delivery) {
+  if (core_.is_local(callee)) return cancel_here(callee, delivery);
+  ShardMessage message;
+  message.kind = ShardMessage::Kind::kCancel;
+  message.connection = callee;
+  message.value = delivery;
+  core_.send_to(shards::shard_of(callee), std::move(message));
+}
+
+void LocalTransport::cancel_here(ConnectionId callee_id, uint64_t delivery) {
   Connection* callee = core_.connection(callee_id);
   if (callee == nullptr) return;
   IncomingCall* incoming = callee->incoming.find(delivery);

@@ -42,6 +42,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-batch", config.max_batch, "ring entries handled per connection per round")
       ->capture_default_str();
+  app.add_option("--runtime-threads", config.runtime_threads,
+                 "runtime threads (shards); each owns the app connections placed on it")
+      ->capture_default_str();
   app.add_option("--spin-budget-us", spin_budget_us,
                  "microseconds an idle runtime polls before sleeping (0: sleep at once)")
       ->capture_default_str();

@@ -16,19 +16,33 @@ void Router::route(Connection& caller, RpcPtr rpc) {
   if (rpc->deadline <= core_.clock.now())
     return fail(StatusCode::kDeadlineExceeded, "the call passed its deadline");
   const RegisteredService* service = core_.registry.find(rpc->service_id);
+  if (service == nullptr || service->servers.empty()) {
+    // This shard's view may lag the directory by one hand-off (a server that just registered on
+    // another shard): look there before failing. Failure path only.
+    core_.refresh_service(rpc->service_id);
+    service = core_.registry.find(rpc->service_id);
+  }
   if (service == nullptr)
     return fail(StatusCode::kUnavailable,
                 fmt::format("no app serves service id {} any more", rpc->service_id));
   auto has_room = [this](ConnectionId id) {
+    if (!core_.is_local(id)) return true;  // its shard checks, and bounces the call if full
     Connection* server = core_.connection(id);
     return server != nullptr && server->incoming.size() < server->incoming.max_entries();
   };
   ConnectionId target = kNoConnection;
-  if (rpc->endpoint.routed()) {  // chosen by a policy: honoured if it serves the service
+  if (rpc->endpoint.routed()) {
+    // Chosen by a policy: honoured if it serves the service. If it is full, this attempt fails
+    // (the policy chose that endpoint: a mirror to a shadow must not land on the primary).
     const auto& servers = service->servers;
-    if (std::find(servers.begin(), servers.end(), rpc->endpoint.connection) != servers.end() &&
-        has_room(rpc->endpoint.connection))
+    if (std::find(servers.begin(), servers.end(), rpc->endpoint.connection) != servers.end()) {
+      if (!has_room(rpc->endpoint.connection))
+        return fail(StatusCode::kResourceExhausted,
+                    fmt::format("the endpoint chosen for this call (connection {}) has "
+                                "max_calls_served calls it has not answered",
+                                rpc->endpoint.connection));
       target = rpc->endpoint.connection;
+    }
   }
   if (target == kNoConnection) target = core_.registry.pick_server(rpc->service_id, has_room);
   if (target == kNoConnection) {

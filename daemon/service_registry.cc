@@ -74,18 +74,91 @@ Expected<const RegisteredService*> ServiceRegistry::register_service(
   return static_cast<const RegisteredService*>(entry);
 }
 
-void ServiceRegistry::connection_closed(ConnectionId connection) {
+void ServiceRegistry::connection_closed(ConnectionId connection, std::vector<uint32_t>& changed) {
   for (uint32_t slot = 0; slot < slots_.size(); ++slot) {
     auto& service = slots_[slot].service;
     if (service == nullptr) continue;
-    std::erase(service->servers, connection);
-    std::erase(service->callers, connection);
+    const size_t erased =
+        std::erase(service->servers, connection) + std::erase(service->callers, connection);
+    if (erased > 0) changed.push_back(service->id);
     if (service->servers.empty() && service->callers.empty()) {
       by_name_.erase(service->full_name);
       service.reset();
       free_slots_.push_back(slot);
     }
   }
+}
+
+ServiceUpdate ServiceDirectory::snapshot_locked(uint32_t service_id) {
+  ServiceUpdate update;
+  update.sequence = ++sequence_;
+  update.id = service_id;
+  const RegisteredService* service = registry_.find(service_id);
+  if (service == nullptr) {
+    update.dropped = true;
+    return update;
+  }
+  update.full_name = service->full_name;
+  update.schema = service->schema;
+  update.info = service->info;
+  update.servers = service->servers;
+  return update;
+}
+
+Expected<ServiceUpdate> ServiceDirectory::register_service(std::shared_ptr<const Schema> schema,
+                                                           const std::string& service_name,
+                                                           ConnectionId connection, bool serve) {
+  std::lock_guard lock(mutex_);
+  auto registered = registry_.register_service(std::move(schema), service_name, connection, serve);
+  if (!registered.ok()) return registered.status();
+  return snapshot_locked((*registered)->id);
+}
+
+std::vector<ServiceUpdate> ServiceDirectory::connection_closed(ConnectionId connection) {
+  std::lock_guard lock(mutex_);
+  std::vector<uint32_t> changed;
+  registry_.connection_closed(connection, changed);
+  std::vector<ServiceUpdate> updates;
+  updates.reserve(changed.size());
+  for (uint32_t id : changed) updates.push_back(snapshot_locked(id));
+  return updates;
+}
+
+ServiceUpdate ServiceDirectory::snapshot(uint32_t service_id) {
+  std::lock_guard lock(mutex_);
+  return snapshot_locked(service_id);
+}
+
+size_t ServiceDirectory::size() const {
+  std::lock_guard lock(mutex_);
+  return registry_.size();
+}
+
+RegisteredService* ServiceTable::apply(ServiceUpdate update, std::vector<RpcPtr>& orphaned) {
+  const uint32_t slot = update.id & kSlotMask;
+  if (slot >= slots_.size()) slots_.resize(slot + 1);
+  Slot& entry = slots_[slot];
+  if (update.sequence <= entry.sequence) return nullptr;  // an older snapshot, arrived late
+  entry.sequence = update.sequence;
+  if (update.dropped) {
+    if (entry.service != nullptr && entry.service->id == update.id) {
+      for (RpcPtr& rpc : entry.service->waiting) orphaned.push_back(std::move(rpc));
+      entry.service.reset();
+    }
+    return nullptr;
+  }
+  if (entry.service == nullptr || entry.service->id != update.id) {
+    if (entry.service != nullptr)  // a dropped registration whose drop has not arrived yet
+      for (RpcPtr& rpc : entry.service->waiting) orphaned.push_back(std::move(rpc));
+    entry.service = std::make_unique<RegisteredService>();
+    entry.service->id = update.id;
+  }
+  RegisteredService& service = *entry.service;
+  service.full_name = std::move(update.full_name);
+  service.schema = std::move(update.schema);
+  service.info = update.info;
+  service.servers = std::move(update.servers);
+  return !service.servers.empty() && !service.waiting.empty() ? &service : nullptr;
 }
 
 }  // namespace mrpc

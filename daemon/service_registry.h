@@ -6,11 +6,19 @@
 // schema.
 // Ids are slot handles folded into 32 bits ((generation << 16) | slot): a lookup is an index, and
 // an id of a dropped registration finds nothing.
-// Runtime thread only.
+//
+// With several shards (shard_link.h) the registry is the ServiceDirectory, shared and locked
+// (registration is rare), and every shard routes with its own ServiceTable, a view the directory
+// keeps up to date by publishing a snapshot of each change to every shard: no lock and no shared
+// write on the per-call path. A shard's view may lag the directory by one hand-off; a lookup that
+// finds no server consults the directory before giving up (ServiceDirectory::snapshot).
+// ServiceRegistry itself: not thread-safe (the directory holds it under its lock).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -58,22 +66,9 @@ class ServiceRegistry {
     return entry.service != nullptr && entry.service->id == service_id ? entry.service.get()
                                                                        : nullptr;
   }
-  // The next endpoint of the service, round robin, skipping those `usable` refuses; kNoConnection
-  // if none is usable.
-  template <typename Usable>
-  ConnectionId pick_server(uint32_t service_id, Usable&& usable) {
-    RegisteredService* service = const_cast<RegisteredService*>(find(service_id));
-    if (service == nullptr) return kNoConnection;
-    const size_t count = service->servers.size();
-    for (size_t tried = 0; tried < count; ++tried) {
-      ConnectionId candidate = service->servers[service->next_server++ % count];
-      if (usable(candidate)) return candidate;
-    }
-    return kNoConnection;
-  }
   // The connection leaves every service it served or called; services nobody uses any more are
-  // dropped.
-  void connection_closed(ConnectionId connection);
+  // dropped. Appends the ids of the services it left to `changed`.
+  void connection_closed(ConnectionId connection, std::vector<uint32_t>& changed);
   size_t size() const { return by_name_.size(); }
 
  private:
@@ -87,6 +82,82 @@ class ServiceRegistry {
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
   std::unordered_map<std::string, RegisteredService*> by_name_;  // registration only
+};
+
+// One change of a service's registration, as the directory publishes it to the shards: the whole
+// registration as it is after the change (or its end), with a sequence number so a shard that gets
+// two snapshots out of order keeps the newer.
+struct ServiceUpdate {
+  uint64_t sequence = 0;
+  uint32_t id = 0;
+  bool dropped = false;
+  std::string full_name;
+  std::shared_ptr<const Schema> schema;
+  const ServiceInfo* info = nullptr;
+  std::vector<ConnectionId> servers;
+};
+
+// The daemon's registry, shared by its shards. Thread-safe (one lock; control plane only).
+class ServiceDirectory {
+ public:
+  // As ServiceRegistry::register_service; the registration after it.
+  Expected<ServiceUpdate> register_service(std::shared_ptr<const Schema> schema,
+                                           const std::string& service_name,
+                                           ConnectionId connection, bool serve);
+  // As ServiceRegistry::connection_closed; the registrations it changed.
+  std::vector<ServiceUpdate> connection_closed(ConnectionId connection);
+  // The registration as it is now (a dropped update if `service_id` names none).
+  ServiceUpdate snapshot(uint32_t service_id);
+  size_t size() const;
+
+ private:
+  ServiceUpdate snapshot_locked(uint32_t service_id);
+
+  mutable std::mutex mutex_;
+  ServiceRegistry registry_;
+  uint64_t sequence_ = 0;
+};
+
+// One shard's view of the registry: what its routers and frontends read per call. Runtime thread
+// of its shard only.
+class ServiceTable {
+ public:
+  // Takes `update` unless the view already has a newer one. Parked wait_for_ready calls of a
+  // dropped service go to `orphaned`. Returns the service if it now has servers and calls are
+  // parked in it (the caller routes them), else null.
+  RegisteredService* apply(ServiceUpdate update, std::vector<RpcPtr>& orphaned);
+
+  RegisteredService* find_mutable(uint32_t service_id) {
+    return const_cast<RegisteredService*>(find(service_id));
+  }
+  const RegisteredService* find(uint32_t service_id) const {
+    const uint32_t slot = service_id & kSlotMask;
+    if (slot >= slots_.size()) return nullptr;
+    const auto& entry = slots_[slot];
+    return entry.service != nullptr && entry.service->id == service_id ? entry.service.get()
+                                                                       : nullptr;
+  }
+  // The next endpoint of the service, round robin, skipping those `usable` refuses; kNoConnection
+  // if none is usable.
+  template <typename Usable>
+  ConnectionId pick_server(uint32_t service_id, Usable&& usable) {
+    RegisteredService* service = find_mutable(service_id);
+    if (service == nullptr) return kNoConnection;
+    const size_t count = service->servers.size();
+    for (size_t tried = 0; tried < count; ++tried) {
+      ConnectionId candidate = service->servers[service->next_server++ % count];
+      if (usable(candidate)) return candidate;
+    }
+    return kNoConnection;
+  }
+
+ private:
+  static constexpr uint32_t kSlotMask = (1u << 16) - 1;
+  struct Slot {
+    uint64_t sequence = 0;
+    std::unique_ptr<RegisteredService> service;
+  };
+  std::vector<Slot> slots_;
 };
 
 }  // namespace mrpc

@@ -1,5 +1,6 @@
 // libmrpc against the real mrpcd engine, in-process (Daemon on real sockets and real shared
 // memory): two channels, one serving echo.EchoService and one calling it.
+#include "../runtime_threads.h"
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -40,6 +41,7 @@ struct TestDaemon {
     config.control_socket_path = dir + "/control.sock";
     config.heap_bytes = 16 << 20;
     config.receive_bytes = 16 << 20;
+    config.runtime_threads = mrpc::testing::test_runtime_threads();
     start();
   }
   ~TestDaemon() {

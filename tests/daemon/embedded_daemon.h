@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "../runtime_threads.h"
 #include "mrpc/daemon/daemon.h"
 #include "test_app.h"
 
@@ -26,6 +27,7 @@ struct EmbeddedDaemon {
     config.receive_bytes = 4 << 20;
     config.ring_entries = 256;
     config.max_calls_in_flight = 64;
+    config.runtime_threads = test_runtime_threads();
     return config;
   }
   DaemonConfig with_paths(DaemonConfig config) {

@@ -8,11 +8,13 @@
 #include "echo.mrpc.h"
 #include "mrpc/client/channel.h"
 #include "mrpc/daemon/daemon.h"
+#include "../runtime_threads.h"
 #include "test_app.h"
 
 using namespace std::chrono_literals;
 using namespace mrpc;
 using mrpc::testing::TempDir;
+using mrpc::testing::test_runtime_threads;
 
 namespace {
 
@@ -47,6 +49,7 @@ struct Setup {
     c.control_socket_path = dir.path("control.sock");
     c.heap_bytes = 8 << 20;
     c.receive_bytes = 8 << 20;
+    c.runtime_threads = test_runtime_threads();
     return c;
   }
   std::shared_ptr<Channel> connect(std::string name) {
@@ -162,6 +165,7 @@ TEST_CASE("libmrpc through a restarted daemon: calls fail UNAVAILABLE, then work
     config.control_socket_path = dir.path("control.sock");
     config.heap_bytes = 8 << 20;
     config.receive_bytes = 8 << 20;
+    config.runtime_threads = test_runtime_threads();
     return config;
   };
   auto daemon = std::make_unique<Daemon>(make_config(), MonotonicClock::instance());

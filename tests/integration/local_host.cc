@@ -1,5 +1,7 @@
 #include "local_host.h"
 
+#include "../runtime_threads.h"
+
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -51,6 +53,10 @@ Status LocalHost::start_daemon(std::vector<std::string> extra_args) {
   ::unlink(app_socket().c_str());
   std::vector<std::string> argv = {MRPCD_PATH, "--app-socket", app_socket(), "--control-socket",
                                    control_socket()};
+  if (const uint32_t threads = mrpc::testing::test_runtime_threads(); threads > 1) {
+    argv.push_back("--runtime-threads");
+    argv.push_back(std::to_string(threads));
+  }
   argv.insert(argv.end(), daemon_args_.begin(), daemon_args_.end());
   auto daemon = Subprocess::start(argv, {}, directory_ + "/mrpcd.log");
   if (!daemon.ok()) return daemon.status();

@@ -37,6 +37,10 @@ inline constexpr uint32_t kMaxStatusDetailBytes = 1024;
 inline constexpr uint32_t kReservedStatusDetailBlocks = 8;
 // App connections mrpcd holds at once; more are refused until some close.
 inline constexpr uint32_t kDefaultMaxAppConnections = 1024;
+// mrpcd --runtime-threads: shards (a handle has 8 bits for its shard).
+inline constexpr uint32_t kMaxRuntimeThreads = 64;
+// Messages a link between two shards holds before its producer keeps them in an overflow list.
+inline constexpr uint32_t kShardLinkEntries = 4096;
 // Services one daemon knows (each keeps the schema it was registered with).
 inline constexpr uint32_t kMaxRegisteredServices = 1024;
 // Time an app connection has to say Hello before mrpcd closes it.

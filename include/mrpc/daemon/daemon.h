@@ -6,7 +6,8 @@
 // enforces per-app limits and deadlines, and survives whatever an app writes into shared memory.
 //
 // Threads: start/stop/stats from any one controlling thread; everything else runs on the
-// daemon's runtime thread, which owns all connection and call state.
+// daemon's runtime threads (DaemonConfig::runtime_threads shards; each owns the state of the
+// connections placed on it: their rings, regions, graphs and calls; see daemon/shard_link.h).
 #pragma once
 
 #include <chrono>
@@ -42,6 +43,8 @@ struct DaemonConfig {
   std::chrono::nanoseconds handshake_timeout = limits::kAppHandshakeTimeout;
   // Runtime polling: how long an idle runtime spins before it sleeps (0: sleep at once).
   std::chrono::nanoseconds spin_budget = limits::kDefaultSpinBudget;
+  // Shards: runtime threads, each owning the connections placed on it (round robin at accept).
+  uint32_t runtime_threads = 1;
   // Ring entries (and RPCs per operator) one connection gets handled per round.
   size_t max_batch = limits::kDefaultOperatorBatch;
 };
@@ -91,8 +94,9 @@ class Daemon {
   // then fails what is left with UNAVAILABLE, closes every connection and removes the sockets.
   void stop(std::chrono::nanoseconds drain = std::chrono::seconds(5));
 
-  // Runs `change` on the runtime thread, between rounds, once for the graphs of every app
-  // connection that has completed its handshake; the future is ready when it has run. Where live
+  // Runs `change` on each runtime thread, between rounds, once for the graphs of every app
+  // connection of that shard that has completed its handshake (so `change` must be safe to run
+  // on several threads, one after another); the future is ready when it has run. Where live
   // policy splicing plugs in: insert/remove/replace operators there (the egress graph's ends are
   // the app's frontend and the router, the ingress graph's the delivery from a transport and the
   // app's frontend; neither end is an operator of the graph).
@@ -100,8 +104,10 @@ class Daemon {
   std::future<void> change_graphs(GraphChange change);
 
   // ---- the policy set (control plane; any one thread) ----
-  // Each returns once every affected graph has switched (all of them between two rounds), with
-  // the policy set's new generation; apps that connect later get the set as it is then.
+  // Each returns once every affected graph has switched (each shard's between two of its rounds,
+  // shard after shard), with the policy set's new generation; apps that connect later get the
+  // set as it is then. A factory is called on the thread of the shard whose graph it serves; an
+  // operator it hands to apps of several shards runs on several threads at once.
   // attach: see PolicySet::attach for the errors.
   Expected<uint64_t> attach_policy(PolicyEntry policy);
   Expected<uint64_t> detach_policy(std::string name);
@@ -111,7 +117,8 @@ class Daemon {
   uint64_t policy_generation() const;
 
   // Routes every call between this host's apps through a LoopbackTransport, whose API injects a
-  // link's faults (drop, delay, reorder, duplicate, corrupt, refuse, die). Before start().
+  // link's faults (drop, delay, reorder, duplicate, corrupt, refuse, die). Before start(), with
+  // one runtime thread.
   LoopbackTransport& enable_loopback_faults(uint64_t seed);
 
   DaemonStats stats() const;
