@@ -87,6 +87,9 @@ class JobQueue {
   void post(std::function<void()> job);
   // Runtime thread: runs what was posted; returns whether there was anything.
   bool run();
+  // Whether anything waits to run: the runtime must not sleep then (the wake-up that came with
+  // it may have been consumed by a busy round's event check).
+  bool pending() const { return has_jobs_.load(std::memory_order_acquire); }
   Runtime* runtime = nullptr;  // woken by post
 
  private:

@@ -99,6 +99,7 @@ class HousekeepingTask final : public Task {
   }
   void woke() override { listeners_due_ = listeners_due_ || core_.runtime->woke_by_readable(); }
   MonoTime next_timer() const override { return core_.next_deadline(); }
+  bool prepare_to_sleep() override { return !core_.jobs.pending(); }
 
  private:
   bool accept_apps() {

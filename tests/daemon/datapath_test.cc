@@ -191,8 +191,10 @@ TEST_CASE("abandoned calls leave the call table and deadline heap at their start
           after.deadline_heap_capacity, " (", warm.deadline_heap_capacity, ")");
   CHECK(after.call_table_size == 0);
   CHECK(after.deadline_heap_size == 0);
-  CHECK(after.call_table_capacity <= std::max<uint64_t>(warm.call_table_capacity, 4 * 64));
-  CHECK(after.deadline_heap_capacity <= std::max<uint64_t>(warm.deadline_heap_capacity, 4 * 64));
+  CHECK(after.call_table_capacity <= std::max<uint64_t>(warm.call_table_capacity,
+                                                       test_runtime_threads() * 4 * 64));
+  CHECK(after.deadline_heap_capacity <= std::max<uint64_t>(warm.deadline_heap_capacity,
+                                                       test_runtime_threads() * 4 * 64));
   CHECK(after.calls_in_flight == 0);
   // Every late reply's memory goes back to the server (its kReplyDone may still be on its way).
   CHECK(eventually([&] { return slow.live_replies() == 0; }));
@@ -211,8 +213,10 @@ TEST_CASE("finished calls leave the call table and deadline heap at their starti
           ", deadline heap capacity ", after.deadline_heap_capacity);
   CHECK(after.call_table_size == 0);
   CHECK(after.deadline_heap_size == 0);
-  CHECK(after.call_table_capacity <= std::max<uint64_t>(warm.call_table_capacity, 2 * 64));
-  CHECK(after.deadline_heap_capacity <= std::max<uint64_t>(warm.deadline_heap_capacity, 2 * 64));
+  CHECK(after.call_table_capacity <= std::max<uint64_t>(warm.call_table_capacity,
+                                                       test_runtime_threads() * 2 * 64));
+  CHECK(after.deadline_heap_capacity <= std::max<uint64_t>(warm.deadline_heap_capacity,
+                                                       test_runtime_threads() * 2 * 64));
 }
 
 namespace {
@@ -285,11 +289,6 @@ TEST_CASE("mirrored calls end once for the caller, shadow replies are absorbed, 
   const uint64_t total = 100000;
   CHECK(run_calls(clients, main_server.service_id(), total, 10s, StatusCode::kOk) == total);
   CHECK(mirror->mirrored == total);
-  const bool shadow_saw_all = eventually(
-      [&] { return shadow.calls_seen() + mirror->shadow_full == mirror->mirrored; });
-  INFO("shadow saw ", shadow.calls_seen(), " and refused ", mirror->shadow_full.load(), " of ",
-       mirror->mirrored.load(), "; main server saw ", main_server.calls_seen());
-  REQUIRE(shadow_saw_all);
   CHECK(main_server.calls_seen() == total);
   // Each shadow reply is absorbed: by the operator when it comes back before the main reply ended
   // the call, else by the daemon as a late reply of a call already ended.
@@ -299,7 +298,13 @@ TEST_CASE("mirrored calls end once for the caller, shadow replies are absorbed, 
   }));
   const DaemonStats stats = daemon.daemon.stats();
   MESSAGE("shadow replies ended by the operator: ", stats.attempts_ended,
-          ", discarded as late: ", stats.late_replies);
+          ", discarded as late: ", stats.late_replies, "; the shadow saw ", shadow.calls_seen(),
+          " and refused ", mirror->shadow_full.load(), " of ", mirror->mirrored.load());
+  // A mirror whose call ended (the primary's reply came back) before it reached the shadow is
+  // discarded as late, not delivered: the caller may already have freed the request. With one
+  // runtime thread that is rare; with several the primary's reply can overtake its mirror.
+  CHECK(shadow.calls_seen() + mirror->shadow_full <= mirror->mirrored);
+  CHECK(shadow.calls_seen() > 0);
   CHECK(stats.attempts_ended == mirror->shadow_ok + mirror->shadow_full);
   CHECK(stats.call_table_size == 0);
   CHECK(stats.calls_in_flight == 0);
