@@ -13,7 +13,9 @@ bool ShardLink::try_push(ShardMessage& message) {
   const uint64_t tail = tail_.load(std::memory_order_relaxed);
   if (tail - head_.load(std::memory_order_acquire) == slots_.size()) return false;
   slots_[tail & mask_] = std::move(message);
-  tail_.store(tail + 1, std::memory_order_release);
+  // seq_cst, with the doorbell's: either the consumer sees this message before it sleeps, or
+  // ring() sees it asleep (Dekker's pattern, no fence: TSan does not model fences).
+  tail_.store(tail + 1, std::memory_order_seq_cst);
   return true;
 }
 
@@ -46,17 +48,15 @@ ShardInbox::ShardInbox(uint32_t shard_count, uint32_t capacity, Runtime& runtime
 
 void ShardInbox::ring() {
   // Pairs with prepare_to_sleep: either the sleeper sees the message, or this sees it asleep.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (sleeping_.load(std::memory_order_relaxed) &&
-      sleeping_.exchange(false, std::memory_order_acq_rel)) {
+  if (sleeping_.load(std::memory_order_seq_cst) &&
+      sleeping_.exchange(false, std::memory_order_seq_cst)) {
     wakeups_.fetch_add(1, std::memory_order_relaxed);
     runtime_.wake();
   }
 }
 
 bool ShardInbox::prepare_to_sleep() {
-  sleeping_.store(true, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  sleeping_.store(true, std::memory_order_seq_cst);
   for (const auto& link : links_) {
     if (!link->empty()) {
       sleeping_.store(false, std::memory_order_relaxed);

@@ -86,7 +86,7 @@ class ShardLink {
   // Consumer side: pops at most `max` messages into `out` (appended); returns how many.
   size_t pop(std::vector<ShardMessage>& out, size_t max);
   bool empty() const {
-    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
+    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_seq_cst);
   }
 
  private:

@@ -115,7 +115,9 @@ TEST_CASE("a call past its deadline ends DEADLINE_EXCEEDED and the late reply is
   EmbeddedDaemon daemon;
   EchoServer server(daemon.app_socket(), EchoServer::Mode::kHold);
   auto client = TestApp::connect(daemon.app_socket(), "client");
-  client->call_echo(server.service_id(), 1, "slow", 30ms);
+  // Long enough that the call surely reaches the server first, even on a loaded machine.
+  client->call_echo(server.service_id(), 1, "slow", 500ms);
+  REQUIRE(eventually([&] { return server.calls_seen() >= 1; }));
   auto done = client->wait_call_done(1);
   REQUIRE(done.has_value());
   CHECK(call_status(*done) == StatusCode::kDeadlineExceeded);

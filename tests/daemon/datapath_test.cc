@@ -184,7 +184,12 @@ TEST_CASE("abandoned calls leave the call table and deadline heap at their start
   CHECK(warm.deadline_heap_size == 0);
   CHECK(run_calls(daemon, slow.service_id(), 4, total, 50ms, StatusCode::kDeadlineExceeded) ==
         total);
-  REQUIRE(eventually([&] { return daemon.daemon.stats().late_replies >= 2000 + total; }));
+  const bool all_late = eventually([&] { return daemon.daemon.stats().late_replies >= 2000 + total; });
+  INFO("late replies: ", daemon.daemon.stats().late_replies, " of ", 2000 + total,
+       "; server replies sent: ", slow.replies_sent(), ", live: ", slow.live_replies(),
+       "; calls in flight ", daemon.daemon.stats().calls_in_flight, ", rpcs alive ",
+       daemon.daemon.stats().rpcs_alive);
+  REQUIRE(all_late);
   const DaemonStats after = daemon.daemon.stats();
   MESSAGE("abandoned calls: ", total, ", call table capacity ", after.call_table_capacity,
           " (after warm-up ", warm.call_table_capacity, "), deadline heap capacity ",
