@@ -1,0 +1,304 @@
+// The policy JIT against the evaluator, its reference: every stdlib policy and every valid
+// example policy of the repository (tests/dsl/cases/valid, tests/compiler/ir) gives the same
+// verdicts, message writes, view changes, state values and metric (counter and histogram)
+// values as the evaluator on 10,000 seeded random RPCs; plus module sharing, unloading and the
+// object cache. The per-construct golden and fault tests through the JIT are evaluator_test.cc
+// built as policy_jit_golden_test.
+#include <doctest/doctest.h>
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "compiler_test_support.h"
+#include "mpol_test_support.h"
+#include "mrpc/compiler/policy_jit.h"
+#include "rpc_test_support.h"
+
+namespace mrpc::compiler::testing {
+namespace {
+
+using ir::Kind;
+using ir::Value;
+
+std::unique_ptr<jit::Jit> make_jit(const std::string& cache_dir = "") {
+  jit::JitOptions options;
+  options.object_cache_dir = cache_dir;
+  auto created = jit::Jit::create(options);
+  REQUIRE_MESSAGE(created.ok(), created.status().message());
+  return std::move(*created);
+}
+
+std::unique_ptr<PolicyCompiler> make_compiler(jit::Jit& jit) {
+  auto created = PolicyCompiler::create(jit);
+  REQUIRE_MESSAGE(created.ok(), created.status().message());
+  return std::move(*created);
+}
+
+std::string text(const Value& v) {
+  return fmt::format("{}:{}", static_cast<int>(v.kind), ir::value_text(v));
+}
+
+// Everything a run can change, as text, so a difference prints what differs.
+std::string describe(const Verdict& v, const mrpc_rpc_view& view) {
+  std::string out = fmt::format(
+      "outcome {} status {} message '{}' aborted {} faults {} delay {} route {} retry {} "
+      "respond {} refused {} priority {} deadline {}",
+      static_cast<int>(v.outcome), static_cast<int>(v.status), v.message, v.aborted,
+      v.defined_faults, v.delay_ns, v.route.value_or("-"), v.retry_after_ns.value_or(-1),
+      v.response_bytes.size(), v.refused_inserts, view.priority, view.deadline_ns);
+  for (const auto& [to, f] : v.mirrors) out += fmt::format(" mirror {} {}", to, f);
+  for (const auto& log : v.logs) {
+    out += " log " + log.event;
+    for (const auto& [k, value] : log.fields) out += " " + k + "=" + text(value);
+  }
+  for (const auto& w : v.writes)
+    out += fmt::format(" write {}={} applied {}", w.path, text(w.value), w.applied);
+  return out;
+}
+
+std::string states(const ir::Policy& policy, const PolicyRunner& runner) {
+  std::string out;
+  for (const auto& s : policy.states) out += s.name + "=" + text(runner.state(s.name)) + "; ";
+  return out;
+}
+
+// Params that make the stdlib's defaults do something: string sets name a caller the random
+// RPCs use, zero fractions become one half.
+void twist_params(const ir::Policy& policy, PolicyRunner& a, PolicyRunner& b) {
+  for (const auto& p : policy.params) {
+    Value v;
+    if ((p.type.is(Kind::kSet) || p.type.is(Kind::kList)) && !p.type.args.empty() &&
+        p.type.args[0].is(Kind::kString)) {
+      v.kind = p.type.kind;
+      v.items = {Value::of_string("batch"), Value::of_string("aaa")};
+    } else if (p.type.is(Kind::kFloat) && p.default_value.f == 0.0) {
+      v = Value::of_float(0.5);
+    } else {
+      continue;
+    }
+    REQUIRE(a.set_param(p.name, v).ok());
+    REQUIRE(b.set_param(p.name, v).ok());
+  }
+}
+
+// One random call, the same for the same seed (the messages written in `req` and `resp`).
+void random_call(const ir::Policy& policy, uint64_t seed, int64_t now, Region& req, Region& resp,
+                 Call& c) {
+  SeededRandom rng(seed);
+  c.app = rng.next_u64() % 2 ? "frontend" : "batch";
+  c.metadata = encode_metadata({{"x-user", std::to_string(rng.next_u64() % 5)},
+                                {"session", std::to_string(rng.next_u64() % 7)}});
+  c.endpoints = encode_strings({"e0", "e1", "e2"});
+  c.endpoint = rng.next_u64() % 2 ? "e1" : "";
+  if (!policy.methods.empty()) {
+    const ir::Method& m = policy.methods[rng.next_u64() % policy.methods.size()];
+    c.service = m.service;
+    c.method = m.name;
+    random_message(req, *m.input, rng, c.view.request);
+    random_message(resp, *m.output, rng, c.view.response);
+    if (rng.next_u64() % 8 == 0) c.view.request.fingerprint ^= 1;  // another schema
+  }
+  c.view.deadline_ns = now + static_cast<int64_t>(rng.next_u64() % 1'000'000'000);
+  c.view.status = static_cast<uint32_t>(rng.next_u64() % 17);
+  c.view.latency_ns = static_cast<int64_t>(rng.next_u64() % 100'000'000);
+  c.view.attempt = static_cast<uint32_t>(rng.next_u64() % 3);
+  c.view.size = rng.next_u64() % 4096;
+  c.view.priority = static_cast<int32_t>(rng.next_u64() % 3);
+}
+
+std::vector<std::string> differential_corpus() {
+  std::vector<std::string> files;
+  for (const char* dir : {"stdlib-policies", "tests/dsl/cases/valid", "tests/compiler/ir"}) {
+    auto more = dsl::testing::mpol_files_under(dir);
+    files.insert(files.end(), more.begin(), more.end());
+  }
+  return files;
+}
+
+TEST_CASE("the jit and the evaluator agree on 10000 seeded random rpcs for every policy") {
+  uint64_t seed = 20261202;
+  if (const char* env = std::getenv("MRPC_TEST_SEED")) seed = std::strtoull(env, nullptr, 10);
+  int calls = 10'000;
+  if (const char* env = std::getenv("MRPC_TEST_CALLS")) calls = std::atoi(env);
+  INFO("seed " << seed << " (rerun with MRPC_TEST_SEED=" << seed << ")");
+  auto jit = make_jit();
+  auto compiler = make_compiler(*jit);
+  SeededRandom seeds(seed);
+  int policies = 0, stdlib = 0;
+  uint64_t native = 0, evaluated = 0, effects = 0;
+  for (const auto& path : differential_corpus()) {
+    CAPTURE(path);
+    Built built = build(path, dsl::testing::read_file(path));
+    if (built.unit == nullptr || !built.verified) continue;  // a case for other tests
+    for (const ir::Policy& policy : built.unit->policies) {
+      CAPTURE(policy.name);
+      for (int twisted = 0; twisted < 2; ++twisted) {
+        uint64_t policy_seed = seeds.next_u64();
+        ManualClock clock(1'000'000'000);
+        SeededRandom eval_random(policy_seed), jit_random(policy_seed);
+        PolicyInstance reference(policy, clock, eval_random);
+        auto compiled = compiler->compile(policy, clock, jit_random);
+        REQUIRE_MESSAGE(compiled.ok(), compiled.status().message());
+        CompiledPolicy& jitted = **compiled;
+        if (twisted) twist_params(policy, reference, jitted);
+        if (twisted == 0) {
+          native += jitted.native_statements();
+          evaluated += jitted.evaluator_statements();
+        }
+        int n = twisted ? calls / 2 : calls - calls / 2;
+        for (int i = 0; i < n; ++i) {
+          uint64_t call_seed = seeds.next_u64();
+          CAPTURE(call_seed);
+          CAPTURE(i);
+          Region req_a, resp_a, req_b, resp_b;
+          Call a, b;
+          random_call(policy, call_seed, clock.now(), req_a, resp_a, a);
+          random_call(policy, call_seed, clock.now(), req_b, resp_b, b);
+          auto event = static_cast<ir::Event>(call_seed % 3);
+          Verdict va = reference.run(event, a.get());
+          Verdict vb = jitted.run(event, b.get());
+          std::string da = describe(va, a.view), db = describe(vb, b.view);
+          if (da != db || req_a.bytes() != req_b.bytes() || resp_a.bytes() != resp_b.bytes()) {
+            FAIL_CHECK("the evaluator and the jit differ on event " << static_cast<int>(event)
+                                                                    << "\n  evaluator: " << da
+                                                                    << "\n  jit:       " << db);
+            break;
+          }
+          std::string sa = states(policy, reference), sb = states(policy, jitted);
+          if (sa != sb) {
+            FAIL_CHECK("state differs\n  evaluator: " << sa << "\n  jit:       " << sb);
+            break;
+          }
+          if (va.outcome != Verdict::Outcome::kContinue || !va.logs.empty() || va.delay_ns > 0)
+            ++effects;
+          clock.advance(std::chrono::milliseconds(call_seed % 50));
+        }
+      }
+      ++policies;
+      if (path.find("stdlib-policies") != std::string::npos) ++stdlib;
+    }
+  }
+  MESSAGE("policies " << policies << " (stdlib " << stdlib << "), statements compiled natively "
+                      << native << ", handed to the evaluator " << evaluated
+                      << ", calls with an effect " << effects);
+  CHECK(stdlib >= 23);
+  CHECK(policies >= 40);
+  CHECK(native > evaluated);
+}
+
+const char* kAclByField = R"(import proto "hotel/reservation.proto";
+policy acl_by_field {
+  applies to hotel.Reservation.MakeReservation at callee;
+  param deny_customers: set<string> = {"mallory"};
+  state denied: counter;
+  on request {
+    if req.customer_name in deny_customers {
+      denied += 1;
+      reject(PERMISSION_DENIED, "customer not allowed");
+    }
+  }
+}
+)";
+
+TEST_CASE("an acl on a string field is compiled without handing anything to the evaluator") {
+  Built built = build("acl.mpol", kAclByField);
+  REQUIRE(built.verified);
+  const ir::Policy& policy = built.unit->policies[0];
+  auto jit = make_jit();
+  auto compiler = make_compiler(*jit);
+  ManualClock clock;
+  SeededRandom random(1);
+  auto compiled = compiler->compile(policy, clock, random);
+  REQUIRE(compiled.ok());
+  CHECK((*compiled)->evaluator_statements() == 0);
+  CHECK((*compiled)->native_statements() == 3);
+
+  const MessageLayout& in = *policy.methods[0].input;
+  for (const char* who : {"alice", "mallory"}) {
+    Region r;
+    uint64_t body = r.body(in);
+    r.set_string(body, in, "customer_name", who);
+    Call c;
+    c.service = "hotel.Reservation";
+    c.method = "MakeReservation";
+    c.view.request = r.view(body, in);
+    Verdict v = (*compiled)->run(ir::Event::kRequest, c.get());
+    bool denied = std::string(who) == "mallory";
+    CHECK(v.outcome == (denied ? Verdict::Outcome::kReject : Verdict::Outcome::kContinue));
+    if (denied) CHECK(v.message == "customer not allowed");
+  }
+  CHECK((*compiled)->state("denied").i == 1);
+
+  // The LLVM text names the field's load at its layout offset.
+  auto llvm_text = compiler->emit_llvm(policy);
+  REQUIRE(llvm_text.ok());
+  CHECK(llvm_text->find("mpolrt_in_str") != std::string::npos);
+  CHECK(llvm_text->find("mpolrt_eval") == std::string::npos);
+}
+
+TEST_CASE("instances of one policy share its module and the last one unloads it") {
+  Built built = build("acl.mpol", kAclByField);
+  REQUIRE(built.verified);
+  const ir::Policy& policy = built.unit->policies[0];
+  auto jit = make_jit();
+  auto compiler = make_compiler(*jit);
+  ManualClock clock;
+  SeededRandom random(1);
+  size_t before = jit->module_count();
+  {
+    auto a = compiler->compile(policy, clock, random);
+    auto b = compiler->compile(policy, clock, random);
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+    CHECK(jit->module_count() == before + 1);
+    CHECK(compiler->loaded_modules() == 1);
+    CHECK(compiler->stats().modules_shared == 1);
+    CHECK((*a)->module_key() == (*b)->module_key());
+    a->reset();
+    CHECK(jit->module_count() == before + 1);  // b still runs it
+  }
+  CHECK(jit->module_count() == before);
+  CHECK(compiler->loaded_modules() == 0);
+  // Loading again after the unload works (its symbols were freed with the module).
+  for (int i = 0; i < 20; ++i) {
+    auto again = compiler->compile(policy, clock, random);
+    REQUIRE(again.ok());
+    CHECK(jit->module_count() == before + 1);
+  }
+  CHECK(jit->module_count() == before);
+  CHECK(compiler->stats().modules_built == 21);
+}
+
+TEST_CASE("a policy compiled again with the object cache is loaded from it") {
+  std::string dir = fmt::format("{}/mrpc-policy-cache-{}",
+                                std::filesystem::temp_directory_path().string(), getpid());
+  std::filesystem::remove_all(dir);
+  Built built = build("acl.mpol", kAclByField);
+  REQUIRE(built.verified);
+  const ir::Policy& policy = built.unit->policies[0];
+  ManualClock clock;
+  SeededRandom random(1);
+  {
+    auto jit = make_jit(dir);
+    auto compiler = make_compiler(*jit);
+    REQUIRE(compiler->compile(policy, clock, random).ok());
+    CHECK(jit->stats().modules_compiled == 1);
+  }
+  auto jit = make_jit(dir);
+  auto compiler = make_compiler(*jit);
+  auto compiled = compiler->compile(policy, clock, random);
+  REQUIRE(compiled.ok());
+  CHECK(jit->stats().cache_hits == 1);
+  CHECK(jit->stats().modules_compiled == 0);
+  Call c;
+  c.service = "hotel.Reservation";
+  c.method = "MakeReservation";
+  CHECK((*compiled)->run(ir::Event::kRequest, c.get()).outcome == Verdict::Outcome::kContinue);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mrpc::compiler::testing
