@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <string_view>
 
 #include "eval_session.h"
 #include "ir_ops.h"
@@ -139,9 +140,18 @@ class Evaluation {
   // policy does not apply to) or was stopped (a message of another schema).
   bool start() {
     if (policy_.schema_known) {
-      std::string full = str(rpc_.service) + "." + str(rpc_.method);
+      // `service + "." + method` against each full name, without building it (the per-call path
+      // allocates nothing).
+      std::string_view service(rpc_.service.data != nullptr ? rpc_.service.data : "",
+                               rpc_.service.data != nullptr ? rpc_.service.size : 0);
+      std::string_view method(rpc_.method.data != nullptr ? rpc_.method.data : "",
+                              rpc_.method.data != nullptr ? rpc_.method.size : 0);
       for (size_t m = 0; m < policy_.methods.size(); ++m) {
-        if (policy_.methods[m].full_name == full) method_ = static_cast<int>(m);
+        std::string_view full = policy_.methods[m].full_name;
+        if (full.size() == service.size() + 1 + method.size() && full.starts_with(service) &&
+            full[service.size()] == '.' && full.ends_with(method)) {
+          method_ = static_cast<int>(m);
+        }
       }
       if (method_ < 0) return false;  // not a call this policy applies to: it does not run
       const ir::Method& m = policy_.methods[static_cast<size_t>(method_)];

@@ -11,6 +11,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "compiler_test_support.h"
 #include "mpol_test_support.h"
@@ -109,12 +111,44 @@ void random_call(const ir::Policy& policy, uint64_t seed, int64_t now, Region& r
   c.view.priority = static_cast<int32_t>(rng.next_u64() % 3);
 }
 
-std::vector<std::string> differential_corpus() {
+// Every ```mpol block of the user reference (docs/mpol.md) saved as a file the way
+// tests/stdlib-policies/check_doc_examples.sh does (`// file: NAME` names a block others import).
+std::vector<std::string> reference_examples(const std::string& dir) {
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::istringstream doc(dsl::testing::read_file(std::string(MRPC_SOURCE_DIR) + "/docs/mpol.md"));
+  std::vector<std::string> out;
+  std::string name, body;
+  bool inside = false;
+  for (std::string line; std::getline(doc, line);) {
+    if (!inside && line.rfind("```mpol", 0) == 0 &&
+        line.find_first_not_of(' ', 7) == std::string::npos) {
+      inside = true;
+      name = fmt::format("example_{:02d}.mpol", out.size() + 1);
+      body.clear();
+      continue;
+    }
+    if (!inside) continue;
+    if (line.rfind("```", 0) == 0) {
+      inside = false;
+      std::ofstream(dir + "/" + name) << body;
+      out.push_back(dir + "/" + name);
+      continue;
+    }
+    if (body.empty() && line.rfind("// file: ", 0) == 0) name = line.substr(9);
+    body += line + "\n";
+  }
+  return out;
+}
+
+std::vector<std::string> differential_corpus(const std::string& examples_dir) {
   std::vector<std::string> files;
   for (const char* dir : {"stdlib-policies", "tests/dsl/cases/valid", "tests/compiler/ir"}) {
     auto more = dsl::testing::mpol_files_under(dir);
     files.insert(files.end(), more.begin(), more.end());
   }
+  auto examples = reference_examples(examples_dir);
+  files.insert(files.end(), examples.begin(), examples.end());
   return files;
 }
 
@@ -127,9 +161,11 @@ TEST_CASE("the jit and the evaluator agree on 10000 seeded random rpcs for every
   auto jit = make_jit();
   auto compiler = make_compiler(*jit);
   SeededRandom seeds(seed);
-  int policies = 0, stdlib = 0;
+  std::string examples_dir = fmt::format("{}/mrpc-mpol-examples-{}",
+                                         std::filesystem::temp_directory_path().string(), getpid());
+  int policies = 0, stdlib = 0, examples = 0;
   uint64_t native = 0, evaluated = 0, effects = 0;
-  for (const auto& path : differential_corpus()) {
+  for (const auto& path : differential_corpus(examples_dir)) {
     CAPTURE(path);
     Built built = build(path, dsl::testing::read_file(path));
     if (built.unit == nullptr || !built.verified) continue;  // a case for other tests
@@ -179,12 +215,16 @@ TEST_CASE("the jit and the evaluator agree on 10000 seeded random rpcs for every
       }
       ++policies;
       if (path.find("stdlib-policies") != std::string::npos) ++stdlib;
+      if (path.find(examples_dir) != std::string::npos) ++examples;
     }
   }
-  MESSAGE("policies " << policies << " (stdlib " << stdlib << "), statements compiled natively "
-                      << native << ", handed to the evaluator " << evaluated
-                      << ", calls with an effect " << effects);
+  std::filesystem::remove_all(examples_dir);
+  MESSAGE("policies " << policies << " (stdlib " << stdlib << ", reference examples " << examples
+                      << "), statements compiled natively " << native
+                      << ", handed to the evaluator " << evaluated << ", calls with an effect "
+                      << effects);
   CHECK(stdlib >= 23);
+  CHECK(examples >= 10);
   CHECK(policies >= 40);
   CHECK(native > evaluated);
 }
