@@ -38,6 +38,13 @@ class EvalSession {
   void stmt(const ir::Stmt& s);  // nothing once the handler has ended
   bool* ended_flag();            // the run's "handler ended" flag, read by compiled code
   bool state_contains(uint32_t slot, const ir::Value& key) const;
+  // A state map's value at `key` (its zero when absent; LRU order touched), and an insert or
+  // update under the state's capacity and eviction rule: the evaluator's own.
+  ir::Value state_lookup(uint32_t slot, const ir::Value& key);
+  void state_put(uint32_t slot, const ir::Value& key, ir::Value value);
+  // A string over limits::kMaxPolicyStringBytes ends the handler (the evaluator's abort) and is
+  // cleared.
+  void check_string(ir::Value& v);
   size_t state_size(uint32_t slot) const;
 
   std::vector<ir::Value>& locals() { return locals_; }

@@ -422,7 +422,8 @@ class Evaluation {
   }
 
   // Inserts or updates a container entry under its capacity and eviction rule.
-  void put(uint32_t slot, Value key, Value value) {
+  // The key is copied only when a new entry is made (an update allocates nothing).
+  void put(uint32_t slot, const Value& key, Value value) {
     if (!storable(key) || !storable(value)) return;
     const ir::State& st = policy_.states[slot];
     PolicyInstance::Container& c = in_.containers_[slot];
@@ -445,7 +446,7 @@ class Evaluation {
       });
       c.entries.erase(oldest);
     }
-    c.entries.emplace(std::move(key), std::make_pair(std::move(value), ++c.stamp));
+    c.entries.emplace(key, std::make_pair(std::move(value), ++c.stamp));
   }
 
   Value lookup_state(uint32_t slot, const Value& key) {
@@ -1129,6 +1130,18 @@ void EvalSession::stmt(const Stmt& s) {
 
 bool* EvalSession::ended_flag() {
   return &active_->ended_;
+}
+
+Value EvalSession::state_lookup(uint32_t slot, const Value& key) {
+  return active_->lookup_state(slot, key);
+}
+
+void EvalSession::state_put(uint32_t slot, const Value& key, Value value) {
+  active_->put(slot, key, std::move(value));
+}
+
+void EvalSession::check_string(Value& v) {
+  v = active_->checked_string(std::move(v));
 }
 
 bool EvalSession::state_contains(uint32_t slot, const Value& key) const {

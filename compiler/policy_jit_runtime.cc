@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <span>
 
 #include "compiler/ir_ops.h"
 
@@ -193,6 +194,71 @@ static int64_t mpolrt_state_len(JitHeader* h, uint32_t slot) {
   return static_cast<int64_t>(frame_of(h).session.state_size(slot));
 }
 
+// A cell holding a container key: a string (copied into the frame's reused key cell) or a scalar.
+static Value* mpolrt_key_str(JitHeader* h, uint32_t kind, const char* p, uint64_t n) {
+  JitFrame& f = frame_of(h);
+  f.key.kind = static_cast<Kind>(kind);
+  f.key.s.assign(p, n);
+  return &f.key;
+}
+
+static Value* mpolrt_key_scalar(JitHeader* h, uint32_t kind, int64_t bits) {
+  JitFrame& f = frame_of(h);
+  f.key = scalar(static_cast<Kind>(kind), bits);
+  return &f.key;
+}
+
+// `state[key]` of a map with scalar values.
+static int64_t mpolrt_state_get(JitHeader* h, uint32_t slot, const Value* key) {
+  if (*h->ended) return 0;
+  return bits_of(frame_of(h).session.state_lookup(slot, *key));
+}
+
+// `state[key] = v` / `+=` / `-=` (packed: op, compound flag in bit 7 of the op byte, target
+// kind, value kind): the old value is looked up first (LRU order), like the evaluator.
+static void mpolrt_state_set(JitHeader* h, uint32_t slot, uint32_t packed, const Value* key,
+                             int64_t bits) {
+  if (*h->ended) return;
+  JitFrame& f = frame_of(h);
+  Value old = f.session.state_lookup(slot, *key);
+  Value value = scalar(static_cast<Kind>(packed >> 24), bits);
+  if ((packed & 0x80) != 0) {
+    bool fault = false;
+    value = ir::apply_binary(static_cast<ir::Op>(packed & 0x7f), old, value,
+                             static_cast<Kind>((packed >> 8) & 0xff), fault);
+    if (fault) ++f.verdict->defined_faults;
+  }
+  f.session.state_put(slot, *key, std::move(value));
+}
+
+// A pure builtin of one or two scalar arguments (packed: builtin, result kind, argument kinds).
+static int64_t mpolrt_builtin(JitHeader* h, uint32_t packed, uint32_t arity, int64_t a, int64_t b) {
+  if (*h->ended) return 0;
+  Value args[2] = {scalar(static_cast<Kind>((packed >> 16) & 0xff), a),
+                   scalar(static_cast<Kind>(packed >> 24), b)};
+  bool fault = false;
+  Value r =
+      ir::apply_builtin(static_cast<Builtin>(packed & 0xff), std::span<const Value>(args, arity),
+                        static_cast<Kind>((packed >> 8) & 0xff), fault);
+  if (fault) ++frame_of(h).verdict->defined_faults;
+  return bits_of(r);
+}
+
+// `a + b` of strings into `out` (the node's temp cell: its capacity is reused).
+static Value* mpolrt_concat(JitHeader* h, Value* out, uint32_t kind, const char* a, uint64_t an,
+                            const char* b, uint64_t bn) {
+  out->kind = static_cast<Kind>(kind);
+  out->s.clear();
+  if (*h->ended) return out;
+  out->s.append(a, an).append(b, bn);
+  if (ir::string_too_long(*out)) {
+    JitFrame& f = frame_of(h);
+    ++f.verdict->defined_faults;
+    f.session.check_string(*out);
+  }
+  return out;
+}
+
 static void mpolrt_reject(JitHeader* h, int64_t status, const char* p, uint64_t n) {
   if (*h->ended) return;
   Verdict& v = *frame_of(h).verdict;
@@ -239,7 +305,10 @@ std::vector<jit::HostSymbol> policy_runtime_symbols() {
           MPOLRT(mpolrt_state_len),     MPOLRT(mpolrt_reject),
           MPOLRT(mpolrt_drop),          MPOLRT(mpolrt_delay),
           MPOLRT(mpolrt_route),         MPOLRT(mpolrt_retry),
-          MPOLRT(mpolrt_items_size)};
+          MPOLRT(mpolrt_items_size),    MPOLRT(mpolrt_key_str),
+          MPOLRT(mpolrt_key_scalar),    MPOLRT(mpolrt_state_get),
+          MPOLRT(mpolrt_state_set),     MPOLRT(mpolrt_builtin),
+          MPOLRT(mpolrt_concat)};
 #undef MPOLRT
 }
 

@@ -267,8 +267,8 @@ class Lowerer {
       store_scalar(local_cell(slot), kind, bits);
       return true;
     }
-    if (is_string(kind) && str_native(value)) {
-      auto [p, n] = str(value);
+    if (is_string(kind)) {
+      auto [p, n] = str(value);  // a string the evaluator makes is copied out of its temp cell
       call("mpolrt_box_str", void_, {ptr_, i32_, ptr_, i64_},
            {local_cell(slot), c32(static_cast<uint32_t>(kind)), p, n});
       return true;
@@ -318,6 +318,18 @@ class Lowerer {
       store_scalar(cell, kind, v);
       return true;
     }
+    if (target.kind == ExprKind::kIndex && target.children[0]->kind == ExprKind::kState &&
+        target.children[0]->type.is(Kind::kMap) && is_scalar(kind) && is_scalar(value.type.kind) &&
+        key_native(*target.children[1])) {
+      // The value first, then the key (the evaluator's order).
+      llvm::Value* v = scalar(value);
+      exit_if_ended();
+      llvm::Value* key = key_cell(*target.children[1]);
+      uint32_t packed = pack_op(s.op, kind, kind, value.type.kind) | (s.compound ? 0x80u : 0u);
+      call("mpolrt_state_set", void_, {ptr_, i32_, i32_, ptr_, i64_},
+           {header_, c32(target.children[0]->slot), c32(packed), key, v});
+      return true;
+    }
     return false;
   }
 
@@ -326,7 +338,7 @@ class Lowerer {
       case Action::kReject: {
         llvm::Value* status = scalar(*s.exprs[0]);
         exit_if_ended();
-        if (!str_native(*s.exprs[1])) {
+        if (!string_native(*s.exprs[1])) {
           LV msg = boxed(*s.exprs[1]);
           exit_if_ended();
           auto [p, n] = box_str(msg.a);
@@ -390,6 +402,13 @@ class Lowerer {
       default:
         return false;
     }
+  }
+
+  // A string the code builds or points at without the evaluator (concatenations of those).
+  bool string_native(const Expr& e) const {
+    if (str_native(e)) return true;
+    return e.kind == ExprKind::kBinary && e.op == ir::Op::kAdd && is_string(e.type.kind) &&
+           string_native(*e.children[0]) && string_native(*e.children[1]);
   }
 
   std::pair<llvm::Value*, llvm::Value*> box_str(llvm::Value* cell) {
@@ -493,9 +512,37 @@ class Lowerer {
         return binary(e);
       case ExprKind::kCall:
         return builtin(e);
+      case ExprKind::kIndex: {
+        const Expr& object = *e.children[0];
+        if (object.kind == ExprKind::kState && object.type.is(Kind::kMap) &&
+            is_scalar(e.type.kind) && key_native(*e.children[1])) {
+          llvm::Value* key = key_cell(*e.children[1]);
+          return LV{
+              LV::K::kScalar,
+              call("mpolrt_state_get", i64_, {ptr_, i32_, ptr_}, {header_, c32(object.slot), key}),
+              nullptr};
+        }
+        return evaluate(e);
+      }
       default:
         return evaluate(e);
     }
+  }
+
+  // A container key the code passes without the evaluator: a scalar or a string it points at.
+  bool key_native(const Expr& key) const {
+    return is_scalar(key.type.kind) || (is_string(key.type.kind) && string_native(key));
+  }
+  llvm::Value* key_cell(const Expr& key) {
+    Kind k = key.type.kind;
+    if (is_scalar(k)) {
+      llvm::Value* bits = scalar(key);
+      return call("mpolrt_key_scalar", ptr_, {ptr_, i32_, i64_},
+                  {header_, c32(static_cast<uint32_t>(k)), bits});
+    }
+    auto [p, n] = str(key);
+    return call("mpolrt_key_str", ptr_, {ptr_, i32_, ptr_, i64_},
+                {header_, c32(static_cast<uint32_t>(k)), p, n});
   }
 
   LV rpc_field(const Expr& e) {
@@ -760,6 +807,14 @@ class Lowerer {
       if (e.op == O::kNe) eq = b_.CreateXor(eq, c64(1));
       return LV{LV::K::kScalar, eq, nullptr};
     }
+    if (e.op == O::kAdd && is_string(e.type.kind) && is_string(lk) && is_string(rk)) {
+      auto [ap, an] = str(l);
+      auto [bp, bn] = str(r);
+      llvm::Value* out = call(
+          "mpolrt_concat", ptr_, {ptr_, ptr_, i32_, ptr_, i64_, ptr_, i64_},
+          {header_, temp_cell(id(e)), c32(static_cast<uint32_t>(e.type.kind)), ap, an, bp, bn});
+      return LV{LV::K::kBoxed, out, nullptr};
+    }
     if (is_scalar(lk) && is_scalar(rk) && is_scalar(e.type.kind)) {
       llvm::Value* a = scalar(l);
       llvm::Value* b = scalar(r);
@@ -819,11 +874,41 @@ class Lowerer {
           if (x.type.is(Kind::kMap)) items = b_.CreateLShr(items, 1);
           return LV{LV::K::kScalar, items, nullptr};
         }
-        return evaluate(e);
+        break;
+      }
+      case Builtin::kMin:
+      case Builtin::kMax:
+      case Builtin::kAbs:
+      case Builtin::kSeconds:
+      case Builtin::kFromSeconds:
+      case Builtin::kInt:
+      case Builtin::kFloat:
+      case Builtin::kHash: {
+        if (!is_scalar(e.type.kind) || e.children.empty() || e.children.size() > 2) break;
+        for (const auto& c : e.children) {
+          if (!is_scalar(c->type.kind)) return evaluate(e);
+        }
+        llvm::Value* a = scalar(*e.children[0]);
+        Kind ak = e.children[0]->type.kind;
+        llvm::Value* bv = c64(0);
+        Kind bk = ak;
+        if (e.children.size() == 2) {
+          bv = scalar(*e.children[1]);
+          bk = e.children[1]->type.kind;
+        }
+        uint32_t packed = static_cast<uint32_t>(e.builtin) |
+                          static_cast<uint32_t>(e.type.kind) << 8 |
+                          static_cast<uint32_t>(ak) << 16 | static_cast<uint32_t>(bk) << 24;
+        return LV{
+            LV::K::kScalar,
+            call("mpolrt_builtin", i64_, {ptr_, i32_, i32_, i64_, i64_},
+                 {header_, c32(packed), c32(static_cast<uint32_t>(e.children.size())), a, bv}),
+            nullptr};
       }
       default:
-        return evaluate(e);
+        break;
     }
+    return evaluate(e);
   }
 
   // The element count of a Value cell's `items` (through a helper: std::vector's layout is the
