@@ -259,9 +259,10 @@ int main(int argc, char** argv) {
     double jit_ns = per_call(**compiled, load, clock, calls, passed_jit);
     fmt::print(
         "{:<10} {:>14.1f} {:>10.1f} {:>8.2f}   ({} / {} passed; {} statements native, {} "
-        "through the evaluator)\n",
+        "statements and {} expressions through the evaluator)\n",
         c.name, eval_ns, jit_ns, eval_ns / jit_ns, passed_eval, passed_jit,
-        (*compiled)->native_statements(), (*compiled)->evaluator_statements());
+        (*compiled)->native_statements(), (*compiled)->evaluator_statements(),
+        (*compiled)->evaluator_expressions());
   }
   std::filesystem::remove_all(cache);
   return 0;

@@ -37,6 +37,7 @@ class EvalSession {
   ir::Value eval(const ir::Expr& e);
   void stmt(const ir::Stmt& s);  // nothing once the handler has ended
   bool* ended_flag();            // the run's "handler ended" flag, read by compiled code
+  int method() const;            // the index into Policy::methods matched, -1 for none
   bool state_contains(uint32_t slot, const ir::Value& key) const;
   // A state map's value at `key` (its zero when absent; LRU order touched), and an insert or
   // update under the state's capacity and eviction rule: the evaluator's own.
@@ -45,6 +46,8 @@ class EvalSession {
   // A string over limits::kMaxPolicyStringBytes ends the handler (the evaluator's abort) and is
   // cleared.
   void check_string(ir::Value& v);
+  // `observe(histogram, x)`.
+  void observe(uint32_t slot, const ir::Value& x);
   size_t state_size(uint32_t slot) const;
 
   std::vector<ir::Value>& locals() { return locals_; }

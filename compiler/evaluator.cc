@@ -311,22 +311,24 @@ class Evaluation {
         v_.logs.push_back(std::move(record));
         return;
       }
-      case Action::kObserve: {
-        uint32_t slot = s.exprs[0]->slot;
-        Value x = eval(*s.exprs[1]);
-        const auto& bounds = policy_.states[slot].buckets;
-        size_t bucket = bounds.size();
-        for (size_t b = 0; b < bounds.size(); ++b) {
-          if (as_number(x) <= as_number(bounds[b])) {
-            bucket = b;
-            break;
-          }
-        }
-        auto& counts = in_.histograms_[slot];
-        counts[bucket] = ir::saturating_add(counts[bucket], 1);
+      case Action::kObserve:
+        observe(s.exprs[0]->slot, eval(*s.exprs[1]));
         return;
+    }
+  }
+
+  // Counts `x` in the first bucket whose bound it does not pass (or the overflow bucket).
+  void observe(uint32_t slot, const Value& x) {
+    const auto& bounds = policy_.states[slot].buckets;
+    size_t bucket = bounds.size();
+    for (size_t b = 0; b < bounds.size(); ++b) {
+      if (as_number(x) <= as_number(bounds[b])) {
+        bucket = b;
+        break;
       }
     }
+    auto& counts = in_.histograms_[slot];
+    counts[bucket] = ir::saturating_add(counts[bucket], 1);
   }
 
   void assign(const Stmt& s) {
@@ -1128,6 +1130,10 @@ void EvalSession::stmt(const Stmt& s) {
   if (!active_->ended_) active_->stmt(s);
 }
 
+int EvalSession::method() const {
+  return active_->method_;
+}
+
 bool* EvalSession::ended_flag() {
   return &active_->ended_;
 }
@@ -1138,6 +1144,10 @@ Value EvalSession::state_lookup(uint32_t slot, const Value& key) {
 
 void EvalSession::state_put(uint32_t slot, const Value& key, Value value) {
   active_->put(slot, key, std::move(value));
+}
+
+void EvalSession::observe(uint32_t slot, const Value& x) {
+  active_->observe(slot, x);
 }
 
 void EvalSession::check_string(Value& v) {

@@ -19,6 +19,7 @@ struct CompiledCode {
   std::vector<void (*)(JitHeader*)> handlers;  // by Policy::handlers index
   uint32_t native_statements = 0;
   uint32_t evaluator_statements = 0;
+  uint32_t evaluator_expressions = 0;
   bool registered = false;  // in PolicyCompiler::loaded_ (else being built, under its mutex)
 
   ~CompiledCode() {
@@ -98,6 +99,7 @@ Expected<std::unique_ptr<CompiledPolicy>> PolicyCompiler::compile(const ir::Poli
     fresh->key = key;
     fresh->native_statements = lowered->native_statements;
     fresh->evaluator_statements = lowered->evaluator_statements;
+    fresh->evaluator_expressions = lowered->evaluator_expressions;
     auto id = load_lowered(jit_, std::move(*lowered));
     if (!id.ok()) {
       fresh->module = 0;
@@ -136,7 +138,8 @@ CompiledPolicy::CompiledPolicy(const ir::Policy& policy, const Clock& clock, Ran
       instance_(std::make_unique<PolicyInstance>(policy, clock, random)),
       frame_(std::make_unique<JitFrame>(*instance_, clock, random, policy)),
       native_statements_(code_->native_statements),
-      evaluator_statements_(code_->evaluator_statements) {}
+      evaluator_statements_(code_->evaluator_statements),
+      evaluator_expressions_(code_->evaluator_expressions) {}
 
 CompiledPolicy::~CompiledPolicy() = default;
 
@@ -167,6 +170,7 @@ Verdict CompiledPolicy::run(ir::Event event, mrpc_rpc_view& rpc) {
     f.header.rpc = &rpc;
     f.header.locals = f.session.locals().data();
     f.header.ended = f.session.ended_flag();
+    f.header.method = f.session.method();
     code_->handlers[index](&f.header);
     f.verdict = nullptr;
   }

@@ -259,6 +259,51 @@ static Value* mpolrt_concat(JitHeader* h, Value* out, uint32_t kind, const char*
   return out;
 }
 
+// `observe(h, x)`: like the evaluator, it counts even when evaluating `x` ended the handler.
+static void mpolrt_observe(JitHeader* h, uint32_t slot, uint32_t kind, int64_t bits) {
+  frame_of(h).session.observe(slot, scalar(static_cast<Kind>(kind), bits));
+}
+
+static void mpolrt_mirror(JitHeader* h, const char* p, uint64_t n, int64_t fraction_bits) {
+  double fraction = 0;
+  std::memcpy(&fraction, &fraction_bits, 8);
+  frame_of(h).verdict->mirrors.emplace_back(std::string(p, n), fraction);
+}
+
+// `rpc.metadata[key]`: the value in place (the view keeps it alive and unchanged while the
+// handler runs), empty when absent.
+static const char* mpolrt_metadata(JitHeader* h, const char* key, uint64_t key_size,
+                                   uint64_t* size) {
+  *size = 0;
+  if (*h->ended) return nullptr;
+  mrpc_rpc_view* rpc = h->rpc;
+  const mrpc_rpc_view_ops* ops = rpc->ops != nullptr ? rpc->ops : encoded_block_ops();
+  mrpc_str out{nullptr, 0};
+  if (ops->metadata_get == nullptr ||
+      !ops->metadata_get(rpc, key, static_cast<uint32_t>(key_size), &out) || out.data == nullptr) {
+    return nullptr;
+  }
+  *size = out.size;
+  return out.data;
+}
+
+// len(rpc.endpoints): the entries of the encoded block up to the first lying length.
+static int64_t mpolrt_endpoints_len(JitHeader* h) {
+  const uint8_t* data = h->rpc->endpoints;
+  uint32_t size = h->rpc->endpoints_size;
+  uint64_t at = 0;
+  int64_t n = 0;
+  while (data != nullptr && at + 4 <= size) {
+    uint32_t len = 0;
+    std::memcpy(&len, data + at, 4);
+    at += 4;
+    if (len > size - at) break;
+    at += len;
+    ++n;
+  }
+  return n;
+}
+
 static void mpolrt_reject(JitHeader* h, int64_t status, const char* p, uint64_t n) {
   if (*h->ended) return;
   Verdict& v = *frame_of(h).verdict;
@@ -308,7 +353,9 @@ std::vector<jit::HostSymbol> policy_runtime_symbols() {
           MPOLRT(mpolrt_items_size),    MPOLRT(mpolrt_key_str),
           MPOLRT(mpolrt_key_scalar),    MPOLRT(mpolrt_state_get),
           MPOLRT(mpolrt_state_set),     MPOLRT(mpolrt_builtin),
-          MPOLRT(mpolrt_concat)};
+          MPOLRT(mpolrt_concat),        MPOLRT(mpolrt_observe),
+          MPOLRT(mpolrt_mirror),        MPOLRT(mpolrt_metadata),
+          MPOLRT(mpolrt_endpoints_len)};
 #undef MPOLRT
 }
 

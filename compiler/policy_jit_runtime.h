@@ -32,6 +32,7 @@ struct JitHeader {
   ir::Value* temps;  // one cell per IR node, for values handed around by pointer
   bool* ended;       // the run's "handler ended" flag (shared with the evaluator's session)
   void* frame;       // the JitFrame
+  int64_t method;    // the index into Policy::methods this call matched (-1: generic policy)
 };
 
 // Byte offsets of the parts of an ir::Value generated code touches, and its size.

@@ -19,6 +19,7 @@
 #include <llvm/IR/Verifier.h>
 #include <llvm/Support/raw_ostream.h>
 
+#include <climits>
 #include <cstddef>
 #include <cstring>
 #include <unordered_map>
@@ -84,6 +85,7 @@ class Lowerer {
     LoweredModule out;
     out.native_statements = native_;
     out.evaluator_statements = evaluated_;
+    out.evaluator_expressions = evaluated_exprs_;
     llvm::raw_string_ostream text(out.ir_text);
     module_->print(text, nullptr);
     out.context = std::move(context_);
@@ -318,6 +320,32 @@ class Lowerer {
       store_scalar(cell, kind, v);
       return true;
     }
+    if (target.kind == ExprKind::kRpc && (target.rpc_field == ir::RpcField::kPriority ||
+                                          target.rpc_field == ir::RpcField::kDeadline)) {
+      if (!is_scalar(value.type.kind)) return false;
+      bool priority = target.rpc_field == ir::RpcField::kPriority;
+      llvm::Value* v = scalar(value);
+      exit_if_ended();
+      size_t at =
+          priority ? offsetof(mrpc_rpc_view, priority) : offsetof(mrpc_rpc_view, deadline_ns);
+      llvm::Value* field = b_.CreateConstGEP1_64(i8_, rpc(), at);
+      Kind old_kind = priority ? Kind::kInt : Kind::kTime;
+      if (s.compound) {
+        llvm::Value* old =
+            priority ? b_.CreateSExt(b_.CreateLoad(i32_, field), i64_) : b_.CreateLoad(i64_, field);
+        v = arith(s.op, old_kind, old_kind, old, value.type.kind, v);
+      }
+      if (priority) {
+        // Clamped into int32 (the evaluator's rule).
+        v = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smax, v,
+                                     c64(static_cast<uint64_t>(INT32_MIN)));
+        v = b_.CreateBinaryIntrinsic(llvm::Intrinsic::smin, v, c64(INT32_MAX));
+        b_.CreateStore(b_.CreateTrunc(v, i32_), field);
+      } else {
+        b_.CreateStore(v, field);
+      }
+      return true;
+    }
     if (target.kind == ExprKind::kIndex && target.children[0]->kind == ExprKind::kState &&
         target.children[0]->type.is(Kind::kMap) && is_scalar(kind) && is_scalar(value.type.kind) &&
         key_native(*target.children[1])) {
@@ -360,9 +388,25 @@ class Lowerer {
         return true;
       }
       case Action::kRoute: {
-        if (!str_native(*s.exprs[0])) return false;
         auto [p, n] = str(*s.exprs[0]);
+        exit_if_ended();
         call("mpolrt_route", void_, {ptr_, ptr_, i64_}, {header_, p, n});
+        return true;
+      }
+      case Action::kMirror: {
+        auto [p, n] = str(*s.exprs[0]);
+        exit_if_ended();
+        llvm::Value* fraction = scalar(*s.exprs[1]);
+        exit_if_ended();
+        call("mpolrt_mirror", void_, {ptr_, ptr_, i64_, i64_}, {header_, p, n, fraction});
+        return true;
+      }
+      case Action::kObserve: {
+        const Expr& x = *s.exprs[1];
+        if (!is_scalar(x.type.kind)) return false;
+        llvm::Value* bits = scalar(x);
+        call("mpolrt_observe", void_, {ptr_, i32_, i32_, i64_},
+             {header_, c32(s.exprs[0]->slot), c32(static_cast<uint32_t>(x.type.kind)), bits});
         return true;
       }
       default:
@@ -375,6 +419,7 @@ class Lowerer {
   uint32_t id(const Expr& e) const { return expr_ids_.at(&e); }
 
   LV evaluate(const Expr& e) {
+    ++evaluated_exprs_;
     return LV{LV::K::kBoxed, call("mpolrt_eval", ptr_, {ptr_, i32_}, {header_, c32(id(e))}),
               nullptr};
   }
@@ -399,6 +444,8 @@ class Lowerer {
                e.rpc_field == ir::RpcField::kCallerHost || e.rpc_field == ir::RpcField::kEndpoint;
       case ExprKind::kField:
         return field_native(e);
+      case ExprKind::kMetadata:
+        return true;
       default:
         return false;
     }
@@ -411,8 +458,14 @@ class Lowerer {
            string_native(*e.children[0]) && string_native(*e.children[1]);
   }
 
+  // An alloca in the entry block (one per use site, not one per loop iteration).
+  llvm::Value* entry_alloca(llvm::Type* type) {
+    llvm::IRBuilder<> entry(&fn_->getEntryBlock(), fn_->getEntryBlock().begin());
+    return entry.CreateAlloca(type);
+  }
+
   std::pair<llvm::Value*, llvm::Value*> box_str(llvm::Value* cell) {
-    llvm::Value* size = b_.CreateAlloca(i64_);
+    llvm::Value* size = entry_alloca(i64_);
     llvm::Value* p = call("mpolrt_str_data", ptr_, {ptr_, ptr_}, {cell, size});
     return {p, b_.CreateLoad(i64_, size)};
   }
@@ -512,6 +565,13 @@ class Lowerer {
         return binary(e);
       case ExprKind::kCall:
         return builtin(e);
+      case ExprKind::kMetadata: {
+        auto [p, n] = str(*e.children[0]);
+        llvm::Value* size = entry_alloca(i64_);
+        llvm::Value* data =
+            call("mpolrt_metadata", ptr_, {ptr_, ptr_, i64_, ptr_}, {header_, p, n, size});
+        return LV{LV::K::kStr, data, b_.CreateLoad(i64_, size)};
+      }
       case ExprKind::kIndex: {
         const Expr& object = *e.children[0];
         if (object.kind == ExprKind::kState && object.type.is(Kind::kMap) &&
@@ -603,18 +663,16 @@ class Lowerer {
     if (e.type.is(Kind::kList) || e.type.is(Kind::kMap)) return false;
     if (!is_scalar(e.type.kind) && !is_string(e.type.kind) && !e.type.is(Kind::kMessage))
       return false;
-    const ir::FieldStep& first = e.steps[0];
-    if (first.holder == nullptr || first.field->repeated) return false;
+    bool any = false;
     for (const auto& s : e.steps) {
-      if (s.holder == nullptr || s.fingerprint != first.fingerprint ||
-          s.field->offset != first.field->offset || s.field->kind != first.field->kind) {
-        return false;
-      }
+      if (s.holder == nullptr) continue;
+      any = true;
+      if (s.field->repeated) return false;
+      // A float is read from a float or double field only (anything else: the evaluator).
+      bool float_field = s.field->kind == FieldKind::kFloat || s.field->kind == FieldKind::kDouble;
+      if (e.type.is(Kind::kFloat) != float_field) return false;
     }
-    // A float is read from a float or double field only (anything else: the evaluator decides).
-    bool float_field =
-        first.field->kind == FieldKind::kFloat || first.field->kind == FieldKind::kDouble;
-    if (e.type.is(Kind::kFloat) != float_field) return false;
+    if (!any) return false;
     const Expr& parent = *e.children[0];
     return parent.kind == ExprKind::kMessageRoot || field_native(parent);
   }
@@ -638,11 +696,67 @@ class Lowerer {
     return {b_.CreateSelect(bad, c64(0), off), b_.CreateSelect(bad, c64(0), n)};
   }
 
+  // The field's value: one read when every matched method stores it alike, else a switch on the
+  // method the run matched (a method where the path does not exist reads the default).
   LV field(const Expr& e) {
-    const ir::FieldStep& step = e.steps[0];
-    const FieldLayout& f = *step.field;
     LV parent = expr(*e.children[0]);
-    llvm::Value* m = parent.a;
+    if (uniform_steps(e)) return read_step(e, e.steps[0], parent.a);
+    llvm::Value* method =
+        b_.CreateLoad(i64_, b_.CreateConstGEP1_64(i8_, header_, offsetof(JitHeader, method)));
+    llvm::BasicBlock* done = llvm::BasicBlock::Create(*context_, "field.method.done", fn_);
+    llvm::BasicBlock* none = llvm::BasicBlock::Create(*context_, "field.method.none", fn_);
+    llvm::SwitchInst* sw = b_.CreateSwitch(method, none, static_cast<unsigned>(e.steps.size()));
+    std::vector<std::pair<LV, llvm::BasicBlock*>> results;
+    for (size_t m = 0; m < e.steps.size(); ++m) {
+      if (e.steps[m].holder == nullptr) continue;
+      llvm::BasicBlock* bb = llvm::BasicBlock::Create(*context_, "field.method", fn_);
+      sw->addCase(llvm::cast<llvm::ConstantInt>(c64(m)), bb);
+      b_.SetInsertPoint(bb);
+      LV r = read_step(e, e.steps[m], parent.a);
+      results.emplace_back(r, b_.GetInsertBlock());
+      b_.CreateBr(done);
+    }
+    b_.SetInsertPoint(none);
+    LV d = default_of(e);
+    b_.CreateBr(done);
+    b_.SetInsertPoint(done);
+    LV out = d;
+    llvm::PHINode* pa = b_.CreatePHI(d.a->getType(), static_cast<unsigned>(results.size() + 1));
+    pa->addIncoming(d.a, none);
+    for (auto& [r, bb] : results) pa->addIncoming(r.a, bb);
+    out.a = pa;
+    if (d.b != nullptr) {
+      llvm::PHINode* pb = b_.CreatePHI(i64_, static_cast<unsigned>(results.size() + 1));
+      pb->addIncoming(d.b, none);
+      for (auto& [r, bb] : results) pb->addIncoming(r.b, bb);
+      out.b = pb;
+    }
+    return out;
+  }
+
+  LV default_of(const Expr& e) {
+    if (e.type.is(Kind::kMessage)) return LV{LV::K::kMsg, c64(~uint64_t{0}), nullptr};
+    if (is_string(e.type.kind)) {
+      return LV{LV::K::kStr, llvm::ConstantPointerNull::get(llvm::cast<llvm::PointerType>(ptr_)),
+                c64(0)};
+    }
+    return LV{LV::K::kScalar, c64(0), nullptr};
+  }
+
+  bool uniform_steps(const Expr& e) const {
+    const ir::FieldStep& first = e.steps[0];
+    for (const auto& s : e.steps) {
+      if (s.holder == nullptr || first.holder == nullptr || s.fingerprint != first.fingerprint ||
+          s.field->offset != first.field->offset || s.field->kind != first.field->kind) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // One method's read of the field on message `m`.
+  LV read_step(const Expr& e, const ir::FieldStep& step, llvm::Value* m) {
+    const FieldLayout& f = *step.field;
     llvm::BasicBlock* read = llvm::BasicBlock::Create(*context_, "field.read", fn_);
     llvm::BasicBlock* done = llvm::BasicBlock::Create(*context_, "field.done", fn_);
 
@@ -827,7 +941,7 @@ class Lowerer {
   // map or set. Null when not handled here.
   llvm::Value* membership(const Expr& x, const Expr& c) {
     Kind xk = x.type.kind;
-    bool str_x = is_string(xk) && str_native(x);
+    bool str_x = is_string(xk);
     if (!str_x && !is_scalar(xk)) return nullptr;
     if (c.kind == ExprKind::kState && (c.type.is(Kind::kSet) || c.type.is(Kind::kMap))) {
       if (str_x) {
@@ -862,6 +976,9 @@ class Lowerer {
         const Expr& x = *e.children[0];
         if (is_string(x.type.kind) && str_native(x)) {
           return LV{LV::K::kScalar, str(x).second, nullptr};
+        }
+        if (x.kind == ExprKind::kRpc && x.rpc_field == ir::RpcField::kEndpoints) {
+          return LV{LV::K::kScalar, call("mpolrt_endpoints_len", i64_, {ptr_}, {header_}), nullptr};
         }
         if (x.kind == ExprKind::kState && (x.type.is(Kind::kSet) || x.type.is(Kind::kMap))) {
           return LV{LV::K::kScalar,
@@ -938,6 +1055,7 @@ class Lowerer {
   llvm::BasicBlock* exit_ = nullptr;
   uint32_t native_ = 0;
   uint32_t evaluated_ = 0;
+  uint32_t evaluated_exprs_ = 0;
 };
 
 }  // namespace

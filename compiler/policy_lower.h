@@ -30,6 +30,7 @@ struct LoweredModule {
   std::string ir_text;  // the module before optimization
   uint32_t native_statements = 0;
   uint32_t evaluator_statements = 0;
+  uint32_t evaluator_expressions = 0;  // inside natively compiled statements
 };
 
 // INTERNAL when the module fails LLVM's verifier (a bug of the lowering).

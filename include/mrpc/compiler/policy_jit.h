@@ -98,6 +98,8 @@ class CompiledPolicy final : public PolicyRunner {
   // to the evaluator (a statement inside a handed-over one is not counted).
   uint32_t native_statements() const { return native_statements_; }
   uint32_t evaluator_statements() const { return evaluator_statements_; }
+  // Expressions inside natively compiled statements that the evaluator computes.
+  uint32_t evaluator_expressions() const { return evaluator_expressions_; }
   const std::string& module_key() const;
 
  private:
@@ -111,6 +113,7 @@ class CompiledPolicy final : public PolicyRunner {
   std::unique_ptr<JitFrame> frame_;
   uint32_t native_statements_ = 0;
   uint32_t evaluator_statements_ = 0;
+  uint32_t evaluator_expressions_ = 0;
 };
 
 }  // namespace mrpc::compiler
