@@ -80,6 +80,12 @@ Expected<std::string> PolicyCompiler::emit_llvm(const ir::Policy& policy) {
   return std::move(lowered->ir_text);
 }
 
+Expected<std::string> PolicyCompiler::emit(const ir::Policy& policy, jit::Jit::TextForm form) {
+  auto lowered = lower_policy(policy, prefix_of(module_key(policy, "")));
+  if (!lowered.ok()) return lowered.status();
+  return emit_lowered(jit_, std::move(*lowered), form);
+}
+
 Expected<std::unique_ptr<CompiledPolicy>> PolicyCompiler::compile(const ir::Policy& policy,
                                                                   const Clock& clock,
                                                                   RandomSource& random,

@@ -1069,6 +1069,10 @@ Expected<LoweredModule> lower_policy(const ir::Policy& policy, const std::string
   return Lowerer(policy, prefix).run();
 }
 
+Expected<std::string> emit_lowered(jit::Jit& jit, LoweredModule lowered, jit::Jit::TextForm form) {
+  return jit.emit_text(std::move(lowered.context), std::move(lowered.module), form);
+}
+
 Expected<jit::ModuleId> load_lowered(jit::Jit& jit, LoweredModule lowered) {
   return jit.add_module(std::move(lowered.context), std::move(lowered.module));
 }

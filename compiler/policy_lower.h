@@ -39,5 +39,6 @@ Expected<LoweredModule> lower_policy(const ir::Policy& policy, const std::string
 // Hands the module to `jit` (Jit::add_module: O2, object cache). Here because the hand-over
 // needs LLVM's complete types.
 Expected<jit::ModuleId> load_lowered(jit::Jit& jit, LoweredModule lowered);
+Expected<std::string> emit_lowered(jit::Jit& jit, LoweredModule lowered, jit::Jit::TextForm form);
 
 }  // namespace mrpc::compiler

@@ -67,8 +67,10 @@ class PolicyCompiler {
                                                     RandomSource& random,
                                                     const std::string& source_hash = "");
 
-  // The LLVM IR text of `policy`'s module (before optimization), for `--emit=llvm` and tests.
+  // The LLVM IR text of `policy`'s module (before optimization), for tests.
   Expected<std::string> emit_llvm(const ir::Policy& policy);
+  // What `mrpc-polc build --emit=llvm|asm` prints: the module after O2, or the host's assembly.
+  Expected<std::string> emit(const ir::Policy& policy, jit::Jit::TextForm form);
 
   size_t loaded_modules() const;
   PolicyCompileStats stats() const;
