@@ -135,7 +135,12 @@ class Lowerer {
   }
 
   // Ends the handler when the ended flag is set (after anything that may have ended it).
+  // Only where something since the last check could have ended it: a helper that runs the
+  // evaluator, builds a string (its limit) or stores into a container (its limits). Each block of
+  // statements ends with a check, so a merge point after it starts with nothing pending.
   void exit_if_ended() {
+    if (!may_end_) return;
+    may_end_ = false;
     llvm::Value* flag = b_.CreateLoad(i8_, header_field(offsetof(JitHeader, ended)));
     llvm::BasicBlock* go = llvm::BasicBlock::Create(*context_, "go", fn_);
     b_.CreateCondBr(b_.CreateICmpNE(flag, b_.getInt8(0)), exit_, go);
@@ -158,6 +163,7 @@ class Lowerer {
     header_ = fn_->getArg(0);
     b_.SetInsertPoint(llvm::BasicBlock::Create(*context_, "entry", fn_));
     exit_ = llvm::BasicBlock::Create(*context_, "exit", fn_);
+    may_end_ = false;
     block(h.body);
     b_.CreateBr(exit_);
     b_.SetInsertPoint(exit_);
@@ -174,6 +180,7 @@ class Lowerer {
   void evaluate_stmt(const Stmt& s) {
     ++evaluated_;
     call("mpolrt_stmt", void_, {ptr_, i32_}, {header_, c32(stmt_ids_.at(&s))});
+    may_end_ = true;
   }
 
   void stmt(const Stmt& s) {
@@ -354,6 +361,7 @@ class Lowerer {
       exit_if_ended();
       llvm::Value* key = key_cell(*target.children[1]);
       uint32_t packed = pack_op(s.op, kind, kind, value.type.kind) | (s.compound ? 0x80u : 0u);
+      may_end_ = true;
       call("mpolrt_state_set", void_, {ptr_, i32_, i32_, ptr_, i64_},
            {header_, c32(target.children[0]->slot), c32(packed), key, v});
       return true;
@@ -420,6 +428,7 @@ class Lowerer {
 
   LV evaluate(const Expr& e) {
     ++evaluated_exprs_;
+    may_end_ = true;
     return LV{LV::K::kBoxed, call("mpolrt_eval", ptr_, {ptr_, i32_}, {header_, c32(id(e))}),
               nullptr};
   }
@@ -924,6 +933,7 @@ class Lowerer {
     if (e.op == O::kAdd && is_string(e.type.kind) && is_string(lk) && is_string(rk)) {
       auto [ap, an] = str(l);
       auto [bp, bn] = str(r);
+      may_end_ = true;  // a result past the string limit ends the handler
       llvm::Value* out = call(
           "mpolrt_concat", ptr_, {ptr_, ptr_, i32_, ptr_, i64_, ptr_, i64_},
           {header_, temp_cell(id(e)), c32(static_cast<uint32_t>(e.type.kind)), ap, an, bp, bn});
@@ -1056,6 +1066,7 @@ class Lowerer {
   uint32_t native_ = 0;
   uint32_t evaluated_ = 0;
   uint32_t evaluated_exprs_ = 0;
+  bool may_end_ = false;  // a helper that can end the handler ran since the last check
 };
 
 }  // namespace
