@@ -455,6 +455,39 @@ TEST_CASE("instances of one policy share its module and the last one unloads it"
   CHECK(compiler->stats().modules_built == 21);
 }
 
+// Resident set size in bytes.
+uint64_t rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+TEST_CASE(
+    "compiling and unloading a policy 300 times after 50 warm-up cycles grows rss by under 4 MiB") {
+  std::string path = std::string(MRPC_SOURCE_DIR) + "/stdlib-policies/rate_limit.mpol";
+  Built built = build(path, dsl::testing::read_file(path));
+  REQUIRE(built.verified);
+  const ir::Policy& policy = built.unit->policies[0];
+  auto jit = make_jit();
+  auto compiler = make_compiler(*jit);
+  ManualClock clock(1'000'000'000);
+  SeededRandom random(1);
+  Call c;
+  auto cycle = [&] {
+    auto compiled = compiler->compile(policy, clock, random);
+    REQUIRE(compiled.ok());
+    (void)(*compiled)->run(ir::Event::kRequest, c.get());
+  };
+  for (int i = 0; i < 50; ++i) cycle();
+  uint64_t before = rss_bytes();
+  for (int i = 0; i < 300; ++i) cycle();
+  uint64_t after = rss_bytes();
+  MESSAGE("rss before " << before << ", after 300 cycles " << after);
+  CHECK(jit->module_count() == 0);
+  CHECK(after < before + (4u << 20));
+}
+
 TEST_CASE("a policy compiled again with the object cache is loaded from it") {
   std::string dir = fmt::format("{}/mrpc-policy-cache-{}",
                                 std::filesystem::temp_directory_path().string(), getpid());
