@@ -173,6 +173,61 @@ std::vector<std::string> differential_corpus(const std::string& examples_dir) {
   return files;
 }
 
+struct RunStats {
+  bool agreed = true;
+  bool whole = false;
+  uint64_t native = 0, evaluated = 0, evaluated_exprs = 0, effects = 0;
+};
+
+// Runs `calls` random RPCs (seeds drawn from `seeds`) through the evaluator and the JIT and
+// compares everything after each; `twisted`: with twist_params.
+RunStats differential(const ir::Policy& policy, PolicyCompiler& compiler, SeededRandom& seeds,
+                      int calls, bool twisted) {
+  RunStats st;
+  uint64_t policy_seed = seeds.next_u64();
+  ManualClock clock(1'000'000'000);
+  SeededRandom eval_random(policy_seed), jit_random(policy_seed);
+  PolicyInstance reference(policy, clock, eval_random);
+  auto compiled = compiler.compile(policy, clock, jit_random);
+  REQUIRE_MESSAGE(compiled.ok(), compiled.status().message());
+  CompiledPolicy& jitted = **compiled;
+  if (twisted) twist_params(policy, reference, jitted);
+  st.native = jitted.native_statements();
+  st.evaluated = jitted.evaluator_statements();
+  st.evaluated_exprs = jitted.evaluator_expressions();
+  st.whole = st.evaluated == 0 && st.evaluated_exprs == 0;
+  Region req_a, resp_a, req_b, resp_b;  // reused: their capacity stays
+  for (int i = 0; i < calls; ++i) {
+    uint64_t call_seed = seeds.next_u64();
+    CAPTURE(call_seed);
+    CAPTURE(i);
+    for (Region* r : {&req_a, &resp_a, &req_b, &resp_b}) r->bytes().clear();
+    Call a, b;
+    random_call(policy, call_seed, clock.now(), req_a, resp_a, a);
+    random_call(policy, call_seed, clock.now(), req_b, resp_b, b);
+    auto event = static_cast<ir::Event>(call_seed % 3);
+    Verdict va = reference.run(event, a.get());
+    Verdict vb = jitted.run(event, b.get());
+    std::string da = describe(va, a.view), db = describe(vb, b.view);
+    if (da != db || req_a.bytes() != req_b.bytes() || resp_a.bytes() != resp_b.bytes()) {
+      FAIL_CHECK("the evaluator and the jit differ on event "
+                 << static_cast<int>(event) << "\n  evaluator: " << da << "\n  jit:       " << db);
+      st.agreed = false;
+      return st;
+    }
+    std::string sa = states(policy, reference), sb = states(policy, jitted);
+    if (sa != sb) {
+      FAIL_CHECK("state differs\n  evaluator: " << sa << "\n  jit:       " << sb);
+      st.agreed = false;
+      return st;
+    }
+    if (va.outcome != Verdict::Outcome::kContinue || !va.logs.empty() || va.delay_ns > 0)
+      ++st.effects;
+    clock.advance(std::chrono::milliseconds(call_seed % 50));
+  }
+  return st;
+}
+
 TEST_CASE("the jit and the evaluator agree on 10000 seeded random rpcs for every policy") {
   uint64_t seed = 20261202;
   if (const char* env = std::getenv("MRPC_TEST_SEED")) seed = std::strtoull(env, nullptr, 10);
@@ -194,52 +249,18 @@ TEST_CASE("the jit and the evaluator agree on 10000 seeded random rpcs for every
     for (const ir::Policy& policy : built.unit->policies) {
       CAPTURE(policy.name);
       for (int twisted = 0; twisted < 2; ++twisted) {
-        uint64_t policy_seed = seeds.next_u64();
-        ManualClock clock(1'000'000'000);
-        SeededRandom eval_random(policy_seed), jit_random(policy_seed);
-        PolicyInstance reference(policy, clock, eval_random);
-        auto compiled = compiler->compile(policy, clock, jit_random);
-        REQUIRE_MESSAGE(compiled.ok(), compiled.status().message());
-        CompiledPolicy& jitted = **compiled;
-        if (twisted) twist_params(policy, reference, jitted);
-        if (twisted == 0) {
-          native += jitted.native_statements();
-          evaluated += jitted.evaluator_statements();
-          evaluated_exprs += jitted.evaluator_expressions();
-          if (path.find("stdlib-policies") != std::string::npos) {
-            bool whole = jitted.evaluator_statements() == 0 && jitted.evaluator_expressions() == 0;
-            (whole ? all_native : partly_native) += policy.name + " ";
-          }
-        }
         int n = twisted ? calls / 2 : calls - calls / 2;
-        Region req_a, resp_a, req_b, resp_b;  // reused: their capacity stays
-        for (int i = 0; i < n; ++i) {
-          uint64_t call_seed = seeds.next_u64();
-          CAPTURE(call_seed);
-          CAPTURE(i);
-          for (Region* r : {&req_a, &resp_a, &req_b, &resp_b}) r->bytes().clear();
-          Call a, b;
-          random_call(policy, call_seed, clock.now(), req_a, resp_a, a);
-          random_call(policy, call_seed, clock.now(), req_b, resp_b, b);
-          auto event = static_cast<ir::Event>(call_seed % 3);
-          Verdict va = reference.run(event, a.get());
-          Verdict vb = jitted.run(event, b.get());
-          std::string da = describe(va, a.view), db = describe(vb, b.view);
-          if (da != db || req_a.bytes() != req_b.bytes() || resp_a.bytes() != resp_b.bytes()) {
-            FAIL_CHECK("the evaluator and the jit differ on event " << static_cast<int>(event)
-                                                                    << "\n  evaluator: " << da
-                                                                    << "\n  jit:       " << db);
-            break;
+        RunStats st = differential(policy, *compiler, seeds, n, twisted != 0);
+        effects += st.effects;
+        if (twisted == 0) {
+          native += st.native;
+          evaluated += st.evaluated;
+          evaluated_exprs += st.evaluated_exprs;
+          if (path.find("stdlib-policies") != std::string::npos) {
+            (st.whole ? all_native : partly_native) += policy.name + " ";
           }
-          std::string sa = states(policy, reference), sb = states(policy, jitted);
-          if (sa != sb) {
-            FAIL_CHECK("state differs\n  evaluator: " << sa << "\n  jit:       " << sb);
-            break;
-          }
-          if (va.outcome != Verdict::Outcome::kContinue || !va.logs.empty() || va.delay_ns > 0)
-            ++effects;
-          clock.advance(std::chrono::milliseconds(call_seed % 50));
         }
+        if (!st.agreed) break;
       }
       ++policies;
       if (path.find("stdlib-policies") != std::string::npos) ++stdlib;
@@ -257,6 +278,37 @@ TEST_CASE("the jit and the evaluator agree on 10000 seeded random rpcs for every
   CHECK(examples >= 10);
   CHECK(policies >= 40);
   CHECK(native > evaluated);
+}
+
+TEST_CASE("the jit and the evaluator agree on mutants of the stdlib and the valid cases") {
+  uint64_t seed = 0x6d75;
+  if (const char* env = std::getenv("MRPC_TEST_SEED")) seed = std::strtoull(env, nullptr, 10);
+  int per_file = 10;
+  if (const char* env = std::getenv("MRPC_MUTATIONS")) per_file = std::atoi(env);
+  INFO("seed " << seed << " (rerun with MRPC_TEST_SEED=" << seed << "), " << per_file
+               << " mutations per file");
+  auto jit = make_jit();
+  auto compiler = make_compiler(*jit);
+  SeededRandom mutations(seed), seeds(seed + 1);
+  int verified = 0;
+  for (const char* dir : {"stdlib-policies", "tests/dsl/cases/valid"}) {
+    for (const auto& path : dsl::testing::mpol_files_under(dir)) {
+      std::string text = dsl::testing::read_file(path);
+      for (int i = 0; i < per_file; ++i) {
+        std::string mutant = mutate_policy_text(text, mutations);
+        Built b = build(path, mutant);
+        if (b.unit == nullptr || !b.verified) continue;
+        CAPTURE(path);
+        CAPTURE(mutant);
+        for (const ir::Policy& policy : b.unit->policies) {
+          ++verified;
+          if (!differential(policy, *compiler, seeds, 200, i % 2 == 1).agreed) break;
+        }
+      }
+    }
+  }
+  MESSAGE(verified << " mutant policies verified and ran 200 random rpcs through both");
+  CHECK(verified > 100);
 }
 
 const char* kAclByField = R"(import proto "hotel/reservation.proto";
