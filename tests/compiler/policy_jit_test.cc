@@ -15,6 +15,7 @@
 #include <fstream>
 #include <new>
 #include <sstream>
+#include <thread>
 
 #include "compiler_test_support.h"
 #include "mpol_test_support.h"
@@ -505,6 +506,45 @@ TEST_CASE("instances of one policy share its module and the last one unloads it"
   }
   CHECK(jit->module_count() == before);
   CHECK(compiler->stats().modules_built == 21);
+}
+
+TEST_CASE(
+    "threads compiling, running and dropping instances of one policy at once share its code") {
+  std::string path = std::string(MRPC_SOURCE_DIR) + "/stdlib-policies/rate_limit.mpol";
+  Built built = build(path, dsl::testing::read_file(path));
+  REQUIRE(built.verified);
+  const ir::Policy& policy = built.unit->policies[0];
+  auto jit = make_jit();
+  auto compiler = make_compiler(*jit);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      ManualClock clock(1'000'000'000);
+      SeededRandom random(static_cast<uint64_t>(t));
+      for (int round = 0; round < 20; ++round) {
+        auto compiled = compiler->compile(policy, clock, random);
+        if (!compiled.ok()) {
+          ++failures;
+          return;
+        }
+        Call c;
+        c.app = "t" + std::to_string(t);
+        int passed = 0;
+        for (int i = 0; i < 500; ++i) {
+          clock.advance(std::chrono::milliseconds(10));
+          passed +=
+              (*compiled)->run(ir::Event::kRequest, c.get()).outcome == Verdict::Outcome::kContinue;
+        }
+        // 100 calls a second, a burst of 100: every call at 10 ms intervals passes.
+        if (passed != 500 || (*compiled)->state("limited").i != 0) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failures.load() == 0);
+  CHECK(jit->module_count() == 0);
+  CHECK(compiler->loaded_modules() == 0);
 }
 
 // Resident set size in bytes.
