@@ -2,17 +2,13 @@
 // into mrpc's ORC LLJIT (jit/jit.h), run as a PolicyRunner the daemon (and the differential tests)
 // use exactly like the evaluator.
 //
-// What is compiled (docs/mpol-design.md, "Compilation"): each handler is one function over the
-// plain-data RPC view; control flow (if/else, `for` over ranges, pass, drop, reject), scalar
-// locals, params and state (loads and stores in their cells), rpc fields, message field reads
-// (loads at the layout's offsets, bounds-checked against the region: a lying length reads as the
-// default, never outside), comparisons, `&&`/`||`/`!`, counters, string equality and membership
-// in a string set (no copy of the string), len() of strings, and now()/random() through the
-// replaceable clock and random source. Arithmetic on scalars calls one runtime helper (the shared
-// fault rules of ir_ops). Every other statement or expression (string building, containers,
-// message writes, log, observe, respond, `for` over a collection) is handed to the evaluator's
-// code through a runtime helper on the same locals and state: correct, but not faster than the
-// evaluator for those parts.
+// What is compiled natively and what is handed to the evaluator is listed in docs/mpol-design.md,
+// "Compilation": in short, control flow, scalars, params, scalar state, state map look-ups and
+// updates, rpc fields, bounds-checked message field reads, comparisons, string equality,
+// membership and concatenation, and the clock and random source are compiled; statements and
+// expressions the lowering does not know (message writes, `for` over a collection, `log`,
+// `respond`, string builtins, ...) run through a runtime helper with the evaluator's own code, on
+// the same locals and state, so they agree by construction (and are not faster).
 //
 // Unloading: a CompiledPolicy holds its code (one ResourceTracker, shared by every instance of the
 // same policy IR); the module is removed when the last instance goes away.
