@@ -304,6 +304,16 @@ static int64_t mpolrt_endpoints_len(JitHeader* h) {
   return n;
 }
 
+// `log(event, k = v, ...)`: `args` are the statement's values in order (event first).
+static void mpolrt_log(JitHeader* h, uint32_t stmt, const Value* const* args, uint32_t n) {
+  JitFrame& f = frame_of(h);
+  const ir::Stmt& s = *f.nodes.stmts[stmt];
+  LogRecord record;
+  record.event = args[0]->s;
+  for (uint32_t i = 1; i < n; ++i) record.fields.emplace_back(s.log_keys[i - 1], *args[i]);
+  f.verdict->logs.push_back(std::move(record));
+}
+
 static void mpolrt_reject(JitHeader* h, int64_t status, const char* p, uint64_t n) {
   if (*h->ended) return;
   Verdict& v = *frame_of(h).verdict;
@@ -355,7 +365,7 @@ std::vector<jit::HostSymbol> policy_runtime_symbols() {
           MPOLRT(mpolrt_state_set),     MPOLRT(mpolrt_builtin),
           MPOLRT(mpolrt_concat),        MPOLRT(mpolrt_observe),
           MPOLRT(mpolrt_mirror),        MPOLRT(mpolrt_metadata),
-          MPOLRT(mpolrt_endpoints_len)};
+          MPOLRT(mpolrt_endpoints_len), MPOLRT(mpolrt_log)};
 #undef MPOLRT
 }
 

@@ -409,6 +409,20 @@ class Lowerer {
         call("mpolrt_mirror", void_, {ptr_, ptr_, i64_, i64_}, {header_, p, n, fraction});
         return true;
       }
+      case Action::kLog: {
+        // Every value in a cell, in order (the handler ends at the first that ends it), then one
+        // record.
+        auto n = static_cast<uint32_t>(s.exprs.size());
+        llvm::Value* args = entry_alloca(llvm::ArrayType::get(ptr_, n));
+        for (uint32_t i = 0; i < n; ++i) {
+          LV v = boxed(*s.exprs[i]);
+          exit_if_ended();
+          b_.CreateStore(v.a, b_.CreateConstGEP1_64(ptr_, args, i));
+        }
+        call("mpolrt_log", void_, {ptr_, i32_, ptr_, i32_},
+             {header_, c32(stmt_ids_.at(&s)), args, c32(n)});
+        return true;
+      }
       case Action::kObserve: {
         const Expr& x = *s.exprs[1];
         if (!is_scalar(x.type.kind)) return false;
