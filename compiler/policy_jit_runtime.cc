@@ -314,6 +314,30 @@ static void mpolrt_log(JitHeader* h, uint32_t stmt, const Value* const* args, ui
   f.verdict->logs.push_back(std::move(record));
 }
 
+// `rpc.endpoints[i]`: the name in place; past the end (or negative): "" and a counted fault.
+static const char* mpolrt_endpoint_at(JitHeader* h, int64_t index, uint64_t* size) {
+  *size = 0;
+  if (*h->ended) return nullptr;
+  const uint8_t* data = h->rpc->endpoints;
+  uint32_t block = h->rpc->endpoints_size;
+  uint64_t at = 0;
+  int64_t n = 0;
+  while (data != nullptr && at + 4 <= block) {
+    uint32_t len = 0;
+    std::memcpy(&len, data + at, 4);
+    at += 4;
+    if (len > block - at) break;
+    if (n == index) {
+      *size = len;
+      return reinterpret_cast<const char*>(data + at);
+    }
+    at += len;
+    ++n;
+  }
+  ++frame_of(h).verdict->defined_faults;
+  return nullptr;
+}
+
 static void mpolrt_reject(JitHeader* h, int64_t status, const char* p, uint64_t n) {
   if (*h->ended) return;
   Verdict& v = *frame_of(h).verdict;
@@ -365,7 +389,8 @@ std::vector<jit::HostSymbol> policy_runtime_symbols() {
           MPOLRT(mpolrt_state_set),     MPOLRT(mpolrt_builtin),
           MPOLRT(mpolrt_concat),        MPOLRT(mpolrt_observe),
           MPOLRT(mpolrt_mirror),        MPOLRT(mpolrt_metadata),
-          MPOLRT(mpolrt_endpoints_len), MPOLRT(mpolrt_log)};
+          MPOLRT(mpolrt_endpoints_len), MPOLRT(mpolrt_log),
+          MPOLRT(mpolrt_endpoint_at)};
 #undef MPOLRT
 }
 

@@ -469,6 +469,10 @@ class Lowerer {
         return field_native(e);
       case ExprKind::kMetadata:
         return true;
+      case ExprKind::kIndex:
+        return e.children[0]->kind == ExprKind::kRpc &&
+               e.children[0]->rpc_field == ir::RpcField::kEndpoints &&
+               is_scalar(e.children[1]->type.kind);
       default:
         return false;
     }
@@ -597,6 +601,14 @@ class Lowerer {
       }
       case ExprKind::kIndex: {
         const Expr& object = *e.children[0];
+        if (object.kind == ExprKind::kRpc && object.rpc_field == ir::RpcField::kEndpoints &&
+            is_scalar(e.children[1]->type.kind)) {
+          llvm::Value* index = scalar(*e.children[1]);
+          llvm::Value* size = entry_alloca(i64_);
+          llvm::Value* data =
+              call("mpolrt_endpoint_at", ptr_, {ptr_, i64_, ptr_}, {header_, index, size});
+          return LV{LV::K::kStr, data, b_.CreateLoad(i64_, size)};
+        }
         if (object.kind == ExprKind::kState && object.type.is(Kind::kMap) &&
             is_scalar(e.type.kind) && key_native(*e.children[1])) {
           llvm::Value* key = key_cell(*e.children[1]);

@@ -115,7 +115,23 @@ void random_call(const ir::Policy& policy, uint64_t seed, int64_t now, Region& r
   c.app = rng.next_u64() % 2 ? "frontend" : "batch";
   c.metadata = encode_metadata({{"x-user", std::to_string(rng.next_u64() % 5)},
                                 {"session", std::to_string(rng.next_u64() % 7)}});
-  c.endpoints = encode_strings({"e0", "e1", "e2"});
+  // Endpoint blocks: three, one, none, or one whose last length lies (cut short).
+  switch (rng.next_u64() % 4) {
+    case 0:
+      c.endpoints = encode_strings({"e1"});
+      break;
+    case 1:
+      c.endpoints.clear();
+      break;
+    case 2:
+      c.endpoints = encode_strings({"e0", "e1", "e2"});
+      c.endpoints.resize(c.endpoints.size() - 1);
+      break;
+    default:
+      c.endpoints = encode_strings({"e0", "e1", "e2"});
+      break;
+  }
+  if (rng.next_u64() % 4 == 0) c.metadata.resize(c.metadata.size() - 1);  // a lying last length
   c.endpoint = rng.next_u64() % 2 ? "e1" : "";
   if (!policy.methods.empty()) {
     const ir::Method& m = policy.methods[rng.next_u64() % policy.methods.size()];
