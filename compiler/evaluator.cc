@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <string_view>
 
+#include "eval_session.h"
 #include "ir_ops.h"
 #include "mrpc/base/limits.h"
 
@@ -116,33 +118,69 @@ const mrpc_rpc_view_ops* encoded_block_ops() {
 // ---- one run of one handler ----
 
 class Evaluation {
+  friend class EvalSession;
+
  public:
   Evaluation(PolicyInstance& instance, mrpc_rpc_view& rpc, const ir::Handler& handler,
-             Verdict& verdict)
-      : in_(instance), policy_(instance.policy_), rpc_(rpc), handler_(handler), v_(verdict) {
+             Verdict& verdict, std::vector<Value>& locals)
+      : in_(instance),
+        policy_(instance.policy_),
+        rpc_(rpc),
+        handler_(handler),
+        v_(verdict),
+        locals_(locals) {
     locals_.resize(handler.locals.size());
   }
 
   void run() {
+    if (start()) block(handler_.body);
+  }
+
+  // The checks before the body: false when the handler does not run on this call (a method the
+  // policy does not apply to) or was stopped (a message of another schema).
+  bool start() {
     if (policy_.schema_known) {
-      std::string full = str(rpc_.service) + "." + str(rpc_.method);
+      // `service + "." + method` against each full name, without building it (the per-call path
+      // allocates nothing).
+      std::string_view service(rpc_.service.data != nullptr ? rpc_.service.data : "",
+                               rpc_.service.data != nullptr ? rpc_.service.size : 0);
+      std::string_view method(rpc_.method.data != nullptr ? rpc_.method.data : "",
+                              rpc_.method.data != nullptr ? rpc_.method.size : 0);
       for (size_t m = 0; m < policy_.methods.size(); ++m) {
-        if (policy_.methods[m].full_name == full) method_ = static_cast<int>(m);
+        std::string_view full = policy_.methods[m].full_name;
+        if (full.size() == service.size() + 1 + method.size() && full.starts_with(service) &&
+            full[service.size()] == '.' && full.ends_with(method)) {
+          method_ = static_cast<int>(m);
+        }
       }
-      if (method_ < 0) return;  // not a call this policy applies to: it does not run
+      if (method_ < 0) return false;  // not a call this policy applies to: it does not run
       const ir::Method& m = policy_.methods[static_cast<size_t>(method_)];
       if (!schema_matches(rpc_.request, m.input) || !schema_matches(rpc_.response, m.output)) {
         abort(StatusCode::kFailedPrecondition,
               fmt::format("policy '{}': the message of {} is not the schema the policy was "
                           "built against",
                           policy_.name, m.full_name));
-        return;
+        return false;
       }
     }
-    block(handler_.body);
+    return true;
   }
 
- private:
+  // For the JIT's runtime helpers (eval_session.h): they run the parts of a handler the lowering
+  // leaves to the evaluator, on the same locals, state and verdict.
+  bool& ended_flag() { return ended_; }
+  bool state_contains(uint32_t slot, const Value& key) const {
+    return in_.containers_[slot].entries.count(key) > 0;
+  }
+  size_t state_size(uint32_t slot) const { return in_.containers_[slot].entries.size(); }
+  Value state_lookup(uint32_t slot, const Value& key) { return lookup_state(slot, key); }
+
+  void block(const ir::Block& b) {
+    for (const auto& s : b) {
+      if (ended_) return;
+      stmt(*s);
+    }
+  }
   static bool schema_matches(const mrpc_message_view& view, const MessageLayout* layout) {
     return view.region == nullptr || view.fingerprint == 0 ||
            view.fingerprint == layout->fingerprint();
@@ -171,13 +209,6 @@ class Evaluation {
   }
 
   // ---- statements ----
-
-  void block(const ir::Block& b) {
-    for (const auto& s : b) {
-      if (ended_) return;
-      stmt(*s);
-    }
-  }
 
   void stmt(const Stmt& s) {
     switch (s.kind) {
@@ -280,22 +311,24 @@ class Evaluation {
         v_.logs.push_back(std::move(record));
         return;
       }
-      case Action::kObserve: {
-        uint32_t slot = s.exprs[0]->slot;
-        Value x = eval(*s.exprs[1]);
-        const auto& bounds = policy_.states[slot].buckets;
-        size_t bucket = bounds.size();
-        for (size_t b = 0; b < bounds.size(); ++b) {
-          if (as_number(x) <= as_number(bounds[b])) {
-            bucket = b;
-            break;
-          }
-        }
-        auto& counts = in_.histograms_[slot];
-        counts[bucket] = ir::saturating_add(counts[bucket], 1);
+      case Action::kObserve:
+        observe(s.exprs[0]->slot, eval(*s.exprs[1]));
         return;
+    }
+  }
+
+  // Counts `x` in the first bucket whose bound it does not pass (or the overflow bucket).
+  void observe(uint32_t slot, const Value& x) {
+    const auto& bounds = policy_.states[slot].buckets;
+    size_t bucket = bounds.size();
+    for (size_t b = 0; b < bounds.size(); ++b) {
+      if (as_number(x) <= as_number(bounds[b])) {
+        bucket = b;
+        break;
       }
     }
+    auto& counts = in_.histograms_[slot];
+    counts[bucket] = ir::saturating_add(counts[bucket], 1);
   }
 
   void assign(const Stmt& s) {
@@ -391,7 +424,8 @@ class Evaluation {
   }
 
   // Inserts or updates a container entry under its capacity and eviction rule.
-  void put(uint32_t slot, Value key, Value value) {
+  // The key is copied only when a new entry is made (an update allocates nothing).
+  void put(uint32_t slot, const Value& key, Value value) {
     if (!storable(key) || !storable(value)) return;
     const ir::State& st = policy_.states[slot];
     PolicyInstance::Container& c = in_.containers_[slot];
@@ -414,7 +448,7 @@ class Evaluation {
       });
       c.entries.erase(oldest);
     }
-    c.entries.emplace(std::move(key), std::make_pair(std::move(value), ++c.stamp));
+    c.entries.emplace(key, std::make_pair(std::move(value), ++c.stamp));
   }
 
   Value lookup_state(uint32_t slot, const Value& key) {
@@ -930,7 +964,7 @@ class Evaluation {
   mrpc_rpc_view& rpc_;
   const ir::Handler& handler_;
   Verdict& v_;
-  std::vector<Value> locals_;
+  std::vector<Value>& locals_;
   int method_ = -1;
   bool ended_ = false;
 };
@@ -986,7 +1020,8 @@ Verdict PolicyInstance::run(ir::Event event, mrpc_rpc_view& rpc) {
   Verdict verdict;
   const ir::Handler* handler = policy_.handler_for(event);
   if (handler == nullptr) return verdict;
-  Evaluation(*this, rpc, *handler, verdict).run();
+  std::vector<Value> locals;
+  Evaluation(*this, rpc, *handler, verdict, locals).run();
   return verdict;
 }
 
@@ -1063,6 +1098,80 @@ Status PolicyInstance::set_state(const std::string& name, const Value& value) {
     return Status::ok_status();
   }
   return Status(StatusCode::kNotFound, fmt::format("the policy has no state '{}'", name));
+}
+
+// ---- EvalSession (eval_session.h) ----
+
+static_assert(sizeof(Evaluation) <= EvalSession::kStorageBytes &&
+              alignof(Evaluation) <= alignof(std::max_align_t));
+
+EvalSession::EvalSession(PolicyInstance& instance) : instance_(instance) {}
+
+EvalSession::~EvalSession() {
+  end();
+}
+
+bool EvalSession::begin(mrpc_rpc_view& rpc, const ir::Handler& handler, Verdict& verdict) {
+  end();
+  active_ = new (storage_) Evaluation(instance_, rpc, handler, verdict, locals_);
+  return active_->start();
+}
+
+void EvalSession::end() {
+  if (active_ != nullptr) active_->~Evaluation();
+  active_ = nullptr;
+}
+
+Value EvalSession::eval(const Expr& e) {
+  return active_->eval(e);
+}
+
+void EvalSession::stmt(const Stmt& s) {
+  if (!active_->ended_) active_->stmt(s);
+}
+
+int EvalSession::method() const {
+  return active_->method_;
+}
+
+bool* EvalSession::ended_flag() {
+  return &active_->ended_;
+}
+
+Value EvalSession::state_lookup(uint32_t slot, const Value& key) {
+  return active_->lookup_state(slot, key);
+}
+
+void EvalSession::state_put(uint32_t slot, const Value& key, Value value) {
+  active_->put(slot, key, std::move(value));
+}
+
+void EvalSession::observe(uint32_t slot, const Value& x) {
+  active_->observe(slot, x);
+}
+
+void EvalSession::check_string(Value& v) {
+  v = active_->checked_string(std::move(v));
+}
+
+bool EvalSession::state_contains(uint32_t slot, const Value& key) const {
+  return active_->state_contains(slot, key);
+}
+
+size_t EvalSession::state_size(uint32_t slot) const {
+  return active_->state_size(slot);
+}
+
+Value* EvalSession::params() {
+  return instance_.params_.data();
+}
+
+Value* EvalSession::scalars() {
+  return instance_.scalars_.data();
+}
+
+std::vector<int64_t>& EvalSession::histogram(uint32_t slot) {
+  return instance_.histograms_[slot];
 }
 
 }  // namespace mrpc::compiler

@@ -383,7 +383,13 @@ const char* evict_text(Evict e) {
 
 std::string dump(const Unit& unit) {
   std::string out;
-  for (const Policy& p : unit.policies) {
+  for (const Policy& p : unit.policies) out += dump(p);
+  return out;
+}
+
+std::string dump(const Policy& p) {
+  std::string out;
+  {
     Dumper d(p);
     std::string patterns;
     for (const auto& s : p.patterns) patterns += (patterns.empty() ? "" : ", ") + s;

@@ -251,6 +251,42 @@ std::string Jit::data_layout() const {
   return state_->lljit->getDataLayout().getStringRepresentation();
 }
 
+Expected<std::string> Jit::emit_text(std::unique_ptr<llvm::LLVMContext> context,
+                                     std::unique_ptr<llvm::Module> module, TextForm form) {
+  std::lock_guard lock(state_->mutex);
+  llvm::orc::LLJIT& lljit = *state_->lljit;
+  if (module->getTargetTriple().empty()) module->setTargetTriple(lljit.getTargetTriple().str());
+  if (module->getDataLayoutStr().empty()) module->setDataLayout(lljit.getDataLayout());
+  std::string problems;
+  llvm::raw_string_ostream problem_stream(problems);
+  if (llvm::verifyModule(*module, &problem_stream)) {
+    module.reset();
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("not valid IR: {}", problem_stream.str()));
+  }
+  state_->optimize(*module);
+  std::string text;
+  if (form == TextForm::kOptimizedIr) {
+    llvm::raw_string_ostream stream(text);
+    module->print(stream, nullptr);
+    stream.flush();
+  } else {
+    llvm::SmallVector<char, 0> buffer;
+    llvm::raw_svector_ostream stream(buffer);
+    llvm::legacy::PassManager passes;
+    if (state_->target_machine->addPassesToEmitFile(passes, stream, nullptr,
+                                                    llvm::CodeGenFileType::AssemblyFile)) {
+      module.reset();
+      return Status(StatusCode::kInternal, "LLVM cannot emit assembly for this host");
+    }
+    passes.run(*module);
+    text.assign(buffer.data(), buffer.size());
+  }
+  module.reset();  // before its context
+  context.reset();
+  return text;
+}
+
 Expected<ModuleId> Jit::add_module(std::unique_ptr<llvm::LLVMContext> context,
                                    std::unique_ptr<llvm::Module> module) {
   std::lock_guard lock(state_->mutex);

@@ -29,6 +29,35 @@ Built build(const std::string& path, const std::string& text) {
   return out;
 }
 
+std::string mutate_policy_text(const std::string& input, SeededRandom& random) {
+  std::string s = input;
+  int steps = 1 + static_cast<int>(random.next_u64() % 3);
+  for (int i = 0; i < steps; ++i) {
+    if (s.empty()) break;
+    size_t at = random.next_u64() % s.size();
+    switch (random.next_u64() % 4) {
+      case 0:  // delete a short range (often a token: a `!`, a digit, an operand)
+        s.erase(at, 1 + random.next_u64() % 4);
+        break;
+      case 1:  // duplicate a range (a statement twice, a nested expression)
+        s.insert(at, s.substr(at, random.next_u64() % 48));
+        break;
+      case 2: {  // swap a digit
+        size_t digit = s.find_first_of("0123456789", at);
+        if (digit != std::string::npos) s[digit] = static_cast<char>('0' + random.next_u64() % 10);
+        break;
+      }
+      default: {  // swap an operator for another
+        static const char* ops[] = {"+", "-", "*", "/", "%", "<", ">", "==", "&&", "||"};
+        size_t op = s.find_first_of("+-*/%<>", at);
+        if (op != std::string::npos) s.replace(op, 1, ops[random.next_u64() % 10]);
+        break;
+      }
+    }
+  }
+  return s;
+}
+
 void check_expectations(const std::string& path, const std::string& text, const Built& built) {
   CAPTURE(path);
   std::multiset<std::string> errors, warnings, actual_errors, actual_warnings;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "mrpc/base/random.h"
 #include "mrpc/compiler/ir.h"
 #include "mrpc/dsl/diagnostics.h"
 
@@ -18,6 +19,10 @@ struct Built {
   std::string rendered;
   std::vector<std::string> file_paths;
 };
+
+// One to three random edits of a policy's text (delete a short range, duplicate one, change a
+// digit or an operator): mutants that often still check, to reach unusual programs.
+std::string mutate_policy_text(const std::string& input, SeededRandom& random);
 
 // Checks, builds the IR and verifies `text` as the file `path`.
 Built build(const std::string& path, const std::string& text);

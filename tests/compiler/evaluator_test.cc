@@ -1,6 +1,10 @@
 // The IR evaluator on crafted RPCs: each construct gives the expected verdict, writes and state;
 // each run-time fault gives its documented result (docs/mpol-design.md, "Run-time faults"); and
 // every stdlib policy runs on seeded random RPCs, garbage message bytes included, without a crash.
+//
+// Built twice: as compiler_test (the evaluator) and, with MRPC_TEST_THROUGH_JIT, as
+// policy_jit_golden_test, where every runner is the JIT-compiled policy (policy_jit.h): the same
+// crafted RPCs must give the same verdicts, faults and state through the JIT.
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -11,99 +15,41 @@
 #include "mpol_test_support.h"
 #include "mrpc/base/limits.h"
 #include "mrpc/compiler/evaluator.h"
+#include "rpc_test_support.h"
+
+#ifdef MRPC_TEST_THROUGH_JIT
+#include "mrpc/compiler/policy_jit.h"
+#define MRPC_CASE_PREFIX "through the jit: "
+#else
+#define MRPC_CASE_PREFIX ""
+#endif
 
 namespace mrpc::compiler::testing {
 namespace {
 
 using ir::Value;
 
-// Builds messages in one region by their layout, the way generated code lays them out.
-class Region {
- public:
-  Region() { bytes_.reserve(1 << 20); }
-
-  uint64_t alloc(uint64_t n) {
-    uint64_t at = (bytes_.size() + 7) & ~uint64_t{7};
-    bytes_.resize(at + n, 0);
-    return at;
-  }
-  uint64_t body(const MessageLayout& l) { return alloc(l.body_size()); }
-
-  template <typename T>
-  void put(uint64_t at, T v) {
-    std::memcpy(bytes_.data() + at, &v, sizeof v);
-  }
-  void presence(uint64_t body, const FieldLayout& f) {
-    if (f.presence_bit < 0) return;
-    uint64_t at = body + 4 * static_cast<uint64_t>(f.presence_bit / 32);
-    uint32_t w = 0;
-    std::memcpy(&w, bytes_.data() + at, 4);
-    put<uint32_t>(at, w | (1u << (f.presence_bit % 32)));
-  }
-  void set_int(uint64_t body, const MessageLayout& l, const char* name, int64_t v) {
-    const FieldLayout& f = *l.field_by_name(name);
-    if (f.size == 4) put<int32_t>(body + f.offset, static_cast<int32_t>(v));
-    if (f.size == 8) put<int64_t>(body + f.offset, v);
-    if (f.size == 1) put<uint8_t>(body + f.offset, v != 0);
-    presence(body, f);
-  }
-  void set_string(uint64_t body, const MessageLayout& l, const char* name, const std::string& s) {
-    const FieldLayout& f = *l.field_by_name(name);
-    uint64_t at = alloc(s.size());
-    std::memcpy(bytes_.data() + at, s.data(), s.size());
-    put(body + f.offset,
-        RegionRef{at, static_cast<uint32_t>(s.size()), static_cast<uint32_t>(s.size())});
-    presence(body, f);
-  }
-  uint64_t set_message(uint64_t body, const MessageLayout& l, const char* name) {
-    const FieldLayout& f = *l.field_by_name(name);
-    uint64_t sub = this->body(*f.message);
-    put(body + f.offset, RegionRef{sub, f.message->body_size(), f.message->body_size()});
-    presence(body, f);
-    return sub;
-  }
-  // `n` inline element bodies of a repeated message field (a map field's entries too).
-  uint64_t set_elements(uint64_t body, const MessageLayout& l, const char* name, uint32_t n) {
-    const FieldLayout& f = *l.field_by_name(name);
-    uint64_t array = alloc(uint64_t{f.element_size} * n);
-    put(body + f.offset, RegionRef{array, n, n});
-    return array;
-  }
-
-  mrpc_message_view view(uint64_t body, const MessageLayout& l) {
-    return mrpc_message_view{bytes_.data(), bytes_.size(), body, l.fingerprint()};
-  }
-  std::vector<uint8_t>& bytes() { return bytes_; }
-
- private:
-  std::vector<uint8_t> bytes_;
-};
-
-mrpc_str s(const std::string& text) {
-  return mrpc_str{text.data(), static_cast<uint32_t>(text.size())};
+// The runner under test: the evaluator, or the JIT-compiled policy.
+std::unique_ptr<PolicyRunner> make_runner(const ir::Policy& policy, const Clock& clock,
+                                          RandomSource& random) {
+#ifdef MRPC_TEST_THROUGH_JIT
+  static std::unique_ptr<jit::Jit> jit = [] {
+    auto created = jit::Jit::create();
+    REQUIRE(created.ok());
+    return std::move(*created);
+  }();
+  static std::unique_ptr<PolicyCompiler> compiler = [] {
+    auto created = PolicyCompiler::create(*jit);
+    REQUIRE(created.ok());
+    return std::move(*created);
+  }();
+  auto compiled = compiler->compile(policy, clock, random);
+  REQUIRE_MESSAGE(compiled.ok(), compiled.status().message());
+  return std::move(*compiled);
+#else
+  return std::make_unique<PolicyInstance>(policy, clock, random);
+#endif
 }
-
-// A call with its strings kept alive.
-struct Call {
-  std::string service = "shop.Orders", method = "PlaceOrder", app = "frontend", host = "host-1",
-              endpoint;
-  std::string metadata, endpoints;
-  mrpc_rpc_view view{};
-
-  mrpc_rpc_view& get() {
-    view.service = s(service);
-    view.method = s(method);
-    view.caller_app = s(app);
-    view.caller_host = s(host);
-    view.endpoint = s(endpoint);
-    view.metadata = reinterpret_cast<const uint8_t*>(metadata.data());
-    view.metadata_size = static_cast<uint32_t>(metadata.size());
-    view.endpoints = reinterpret_cast<const uint8_t*>(endpoints.data());
-    view.endpoints_size = static_cast<uint32_t>(endpoints.size());
-    view.ops = encoded_block_ops();
-    return view;
-  }
-};
 
 const char* kShop = "import proto \"shop/orders.proto\";\n";
 
@@ -115,7 +61,7 @@ struct Harness {
     REQUIRE(built.unit != nullptr);
     REQUIRE(built.verified);
     REQUIRE(built.unit->policies.size() == 1);
-    instance = std::make_unique<PolicyInstance>(policy(), clock, random);
+    instance = make_runner(policy(), clock, random);
   }
   const ir::Policy& policy() const { return built.unit->policies[0]; }
   const MessageLayout& input() const { return *policy().methods[0].input; }
@@ -125,10 +71,11 @@ struct Harness {
   Built built;
   ManualClock clock{1'000'000'000};
   SeededRandom random;
-  std::unique_ptr<PolicyInstance> instance;
+  std::unique_ptr<PolicyRunner> instance;
 };
 
-TEST_CASE("an ACL on a request string field rejects denied customers and passes others") {
+TEST_CASE(MRPC_CASE_PREFIX
+          "an ACL on a request string field rejects denied customers and passes others") {
   Harness h(std::string(kShop) + R"(
 policy acl {
   applies to shop.Orders.PlaceOrder at callee;
@@ -174,7 +121,8 @@ policy acl {
   CHECK_FALSE(h.instance->set_param("nope", Value::of_int(3)).ok());
 }
 
-TEST_CASE("loops over repeated fields map fields and ranges compute the expected values") {
+TEST_CASE(MRPC_CASE_PREFIX
+          "loops over repeated fields map fields and ranges compute the expected values") {
   Harness h(std::string(kShop) + R"(
 policy sums {
   applies to shop.Orders.PlaceOrder at callee;
@@ -244,7 +192,7 @@ Value log_field(const Verdict& v, const char* key) {
   return Value{};
 }
 
-TEST_CASE("state containers keep their capacity by lru fifo and reject eviction") {
+TEST_CASE(MRPC_CASE_PREFIX "state containers keep their capacity by lru fifo and reject eviction") {
   Harness h(R"(
 policy containers {
   applies to * at callee;
@@ -297,7 +245,8 @@ policy containers {
   CHECK(h.instance->state("calls").i == 5);
 }
 
-TEST_CASE("actions and rpc fields give the expected verdict under a manual clock and seed") {
+TEST_CASE(MRPC_CASE_PREFIX
+          "actions and rpc fields give the expected verdict under a manual clock and seed") {
   Harness h(R"(
 policy steer {
   applies to * at caller;
@@ -378,7 +327,7 @@ policy steer {
   CHECK(counts.items[2].i == 1);
 }
 
-TEST_CASE("message writes land in the message bytes and clear resets a field") {
+TEST_CASE(MRPC_CASE_PREFIX "message writes land in the message bytes and clear resets a field") {
   Harness h(std::string(kShop) + R"(
 policy mutate {
   applies to shop.Orders.PlaceOrder at callee;
@@ -440,7 +389,7 @@ policy mutate {
   CHECK(total == 42);
 }
 
-TEST_CASE("a response cache answers the second call with the stored response") {
+TEST_CASE(MRPC_CASE_PREFIX "a response cache answers the second call with the stored response") {
   Harness h(R"(
 import proto "hotel/profile.proto";
 policy cache {
@@ -473,7 +422,7 @@ policy cache {
   CHECK(v.response_bytes.size() == r.bytes().size());
 }
 
-TEST_CASE("builtins and if else chains give their documented values") {
+TEST_CASE(MRPC_CASE_PREFIX "builtins and if else chains give their documented values") {
   Harness h(R"(
 policy builtins {
   applies to * at callee;
@@ -539,7 +488,8 @@ policy builtins {
   CHECK(v.defined_faults == 0);
 }
 
-TEST_CASE("arithmetic faults give their documented results and the handler goes on") {
+TEST_CASE(MRPC_CASE_PREFIX
+          "arithmetic faults give their documented results and the handler goes on") {
   Harness h(R"(
 policy faults {
   applies to * at callee;
@@ -586,7 +536,8 @@ policy faults {
   CHECK(v.defined_faults >= 15);
 }
 
-TEST_CASE("faults without a value to go on with reject the call with RESOURCE_EXHAUSTED") {
+TEST_CASE(MRPC_CASE_PREFIX
+          "faults without a value to go on with reject the call with RESOURCE_EXHAUSTED") {
   Harness strings(R"(
 policy grow {
   applies to * at callee;
@@ -650,7 +601,7 @@ policy every_item {
   CHECK(l.message.find("limits::kMaxForEachIterations") != std::string::npos);
 }
 
-TEST_CASE("lying references read as empty and another schema is rejected") {
+TEST_CASE(MRPC_CASE_PREFIX "lying references read as empty and another schema is rejected") {
   Harness h(std::string(kShop) + R"(
 policy reads {
   applies to shop.Orders.PlaceOrder at callee;
@@ -692,43 +643,7 @@ policy reads {
   CHECK(h.run(ir::Event::kRequest, other).logs.empty());
 }
 
-// Random RPCs: random caller, metadata, status and times; the request and response are either
-// well-formed messages with random fields or random bytes (lying references included).
-void random_message(Region& r, const MessageLayout& l, SeededRandom& rng, mrpc_message_view& out) {
-  uint64_t body = r.body(l);
-  if (rng.next_u64() % 3 == 0) {
-    // Garbage: random bytes over the body and some more.
-    uint64_t extra = r.alloc(64);
-    for (uint64_t i = body; i < extra + 64; ++i)
-      r.bytes()[i] = static_cast<uint8_t>(rng.next_u64());
-  } else {
-    for (const FieldLayout& f : l.fields()) {
-      if (rng.next_u64() % 2 == 0) continue;
-      if (f.repeated) {
-        uint32_t n = static_cast<uint32_t>(rng.next_u64() % 4);
-        uint64_t array = r.set_elements(body, l, f.name.c_str(), n);
-        if (f.kind == FieldKind::kMessage) {
-          for (uint32_t i = 0; i < n; ++i) {
-            uint64_t e = array + uint64_t{i} * f.element_size;
-            for (const FieldLayout& sub : f.message->fields()) {
-              if (sub.kind == FieldKind::kString)
-                r.set_string(e, *f.message, sub.name.c_str(), rng.next_u64() % 2 ? "a" : "b");
-            }
-          }
-        }
-      } else if (f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) {
-        r.set_string(body, l, f.name.c_str(), std::string(rng.next_u64() % 8, 'a'));
-      } else if (f.kind == FieldKind::kMessage) {
-        r.set_message(body, l, f.name.c_str());
-      } else {
-        r.set_int(body, l, f.name.c_str(), static_cast<int64_t>(rng.next_u64()));
-      }
-    }
-  }
-  out = r.view(body, l);
-}
-
-TEST_CASE("every stdlib policy runs on seeded random RPCs without a crash") {
+TEST_CASE(MRPC_CASE_PREFIX "every stdlib policy runs on seeded random RPCs without a crash") {
   uint64_t seed = 20261201;
   if (const char* env = std::getenv("MRPC_TEST_SEED")) seed = std::strtoull(env, nullptr, 10);
   INFO("seed " << seed << " (rerun with MRPC_TEST_SEED=" << seed << ")");
@@ -742,7 +657,8 @@ TEST_CASE("every stdlib policy runs on seeded random RPCs without a crash") {
     Built built = build(path, dsl::testing::read_file(path));
     REQUIRE(built.unit != nullptr);
     for (const ir::Policy& policy : built.unit->policies) {
-      PolicyInstance instance(policy, clock, rng);
+      std::unique_ptr<PolicyRunner> runner = make_runner(policy, clock, rng);
+      PolicyRunner& instance = *runner;
       for (int i = 0; i < 500; ++i) {
         Region req, resp;
         Call c;

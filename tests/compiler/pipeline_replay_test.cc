@@ -17,35 +17,6 @@ namespace {
 constexpr uint64_t kMutationSeed = 0x1a7e;
 constexpr int kMutationsPerFile = 30;
 
-std::string mutate(const std::string& input, SeededRandom& random) {
-  std::string s = input;
-  int steps = 1 + static_cast<int>(random.next_u64() % 3);
-  for (int i = 0; i < steps; ++i) {
-    if (s.empty()) break;
-    size_t at = random.next_u64() % s.size();
-    switch (random.next_u64() % 4) {
-      case 0:  // delete a short range (often a token: a `!`, a digit, an operand)
-        s.erase(at, 1 + random.next_u64() % 4);
-        break;
-      case 1:  // duplicate a range (a statement twice, a nested expression)
-        s.insert(at, s.substr(at, random.next_u64() % 48));
-        break;
-      case 2: {  // swap a digit
-        size_t digit = s.find_first_of("0123456789", at);
-        if (digit != std::string::npos) s[digit] = static_cast<char>('0' + random.next_u64() % 10);
-        break;
-      }
-      default: {  // swap an operator for another
-        static const char* ops[] = {"+", "-", "*", "/", "%", "<", ">", "==", "&&", "||"};
-        size_t op = s.find_first_of("+-*/%<>", at);
-        if (op != std::string::npos) s.replace(op, 1, ops[random.next_u64() % 10]);
-        break;
-      }
-    }
-  }
-  return s;
-}
-
 void run_everywhere(const ir::Unit& unit) {
   ManualClock clock(1'000'000'000);
   SeededRandom random(7);
@@ -89,7 +60,7 @@ TEST_CASE("repository policies and their mutants that check clean build IR verif
       if (original.verified) run_everywhere(*original.unit);
     }
     for (int i = 0; i < per_file; ++i) {
-      std::string mutant = mutate(text, random);
+      std::string mutant = mutate_policy_text(text, random);
       CAPTURE(mutant);
       Built b = build(path, mutant);
       if (b.unit == nullptr) continue;

@@ -62,17 +62,23 @@ set -e
 "$polc" fmt "$src/stdlib-policies/rate_limit.mpol" > "$work/once.mpol"
 "$polc" fmt "$work/once.mpol" > "$work/twice.mpol"
 cmp "$work/once.mpol" "$work/twice.mpol" || fail "fmt is not a fixed point"
-# build --emit=ir: the golden dump on stdout; a verifier error exits 1; llvm is not built yet.
+# build --emit=ir: the golden dump on stdout; a verifier error exits 1; --emit=llvm prints each
+# policy's module (its handler functions), --emit=asm the host's assembly.
 "$polc" build "$src/tests/compiler/ir/wildcard_offsets.mpol" -I "$src/tests/dsl/protos" --emit=ir \
   > "$work/ir.txt" || fail "build --emit=ir: exit $?"
 cmp "$work/ir.txt" "$src/tests/compiler/ir/wildcard_offsets.ir" || fail "build --emit=ir output"
 set +e
 "$polc" build "$src/tests/compiler/verify/nested_range_loops.mpol" 2> "$work/verify.txt" > /dev/null
 code=$?
-"$polc" build "$src/tests/compiler/ir/rpc_context.mpol" --emit=llvm 2> /dev/null > /dev/null
+"$polc" build "$src/tests/compiler/ir/rpc_context.mpol" --emit=llvm 2> /dev/null > "$work/llvm.txt"
 llvm_code=$?
+"$polc" build "$src/tests/compiler/ir/rpc_context.mpol" --emit=asm 2> /dev/null > "$work/asm.txt"
+asm_code=$?
 set -e
 [[ $code -eq 1 ]] || fail "verifier error: exit $code, want 1"
 grep -q "nested_range_loops.mpol:6:5: error: .*(limits::kMaxHandlerWork)" "$work/verify.txt" || fail "verifier error text"
-[[ $llvm_code -eq 1 ]] || fail "--emit=llvm: exit $llvm_code, want 1 (not built yet)"
+[[ $llvm_code -eq 0 ]] || fail "--emit=llvm: exit $llvm_code"
+grep -q "^define void @mpol_[0-9a-f]*_h0(ptr" "$work/llvm.txt" || fail "--emit=llvm: no handler function"
+[[ $asm_code -eq 0 ]] || fail "--emit=asm: exit $asm_code"
+grep -q "^mpol_[0-9a-f]*_h0:" "$work/asm.txt" || fail "--emit=asm: no handler label"
 echo "ok"

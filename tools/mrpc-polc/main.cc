@@ -1,7 +1,8 @@
 // mrpc-polc: the .mpol policy compiler's command line.
 //   mrpc-polc check FILE.mpol... [--proto-path DIR]... [-j|--json] [--warnings-as-errors]
 //   mrpc-polc fmt FILE.mpol
-//   mrpc-polc build FILE.mpol [--proto-path DIR]... --emit=ir   (checks, verifies, prints the IR)
+//   mrpc-polc build FILE.mpol [--proto-path DIR]... --emit=ir|llvm|asm   (checks, verifies,
+//       prints the IR, or each policy's LLVM module after O2, or its host assembly)
 // Exit codes: 0 ok (warnings alone keep 0), 1 errors in the input (warnings too under
 // --warnings-as-errors), 2 internal error (a bug in mrpc-polc).
 #include <CLI/CLI.hpp>
@@ -14,6 +15,7 @@
 #include "mrpc/base/limits.h"
 #include "mrpc/compiler/checker.h"
 #include "mrpc/compiler/ir.h"
+#include "mrpc/compiler/policy_jit.h"
 #include "mrpc/compiler/verifier.h"
 #include "mrpc/dsl/diagnostics.h"
 #include "mrpc/dsl/format.h"
@@ -47,17 +49,36 @@ int run_check(const std::vector<std::string>& files, const std::vector<std::stri
   return diagnostics.has_errors() ? kExitInputError : kExitOk;
 }
 
-// Checks and verifies one file and prints what --emit asks for. Only the IR exists so far:
-// `llvm` and `asm` need the LLVM lowering, which is not built yet.
+// Each policy's LLVM module after O2 (`llvm`) or its assembly for this host (`asm`).
+int print_compiled(const mrpc::compiler::ir::Unit& unit, const std::string& emit) {
+  auto jit = mrpc::jit::Jit::create();
+  if (!jit.ok()) {
+    std::cerr << "mrpc-polc: " << jit.status().message() << "\n";
+    return kExitInternalError;
+  }
+  auto compiler = mrpc::compiler::PolicyCompiler::create(**jit);
+  if (!compiler.ok()) {
+    std::cerr << "mrpc-polc: " << compiler.status().message() << "\n";
+    return kExitInternalError;
+  }
+  for (const auto& policy : unit.policies) {
+    auto text = (*compiler)->emit(policy, emit == "asm" ? mrpc::jit::Jit::TextForm::kAssembly
+                                                        : mrpc::jit::Jit::TextForm::kOptimizedIr);
+    if (!text.ok()) {
+      std::cerr << "mrpc-polc: internal error: policy '" << policy.name
+                << "': " << text.status().message() << "\n";
+      return kExitInternalError;
+    }
+    std::cout << "; policy " << policy.name << "\n" << *text;
+  }
+  return kExitOk;
+}
+
+// Checks and verifies one file and prints what --emit asks for.
 int run_build(const std::string& path, const std::vector<std::string>& proto_paths,
               const std::string& emit, bool json) {
   mrpc::dsl::SourceManager sources;
   mrpc::dsl::DiagnosticEngine diagnostics(sources);
-  if (emit != "ir") {
-    std::cerr << "mrpc-polc: --emit=" << emit
-              << " needs the LLVM lowering, which is not built yet; use --emit=ir\n";
-    return kExitInputError;
-  }
   mrpc::compiler::Checker checker({proto_paths}, sources, diagnostics);
   if (!checker.check_file(path)) {
     print_diagnostics(diagnostics, json);
@@ -79,6 +100,7 @@ int run_build(const std::string& path, const std::vector<std::string>& proto_pat
   } else {
     std::cerr << diagnostics.render_text();
   }
+  if (emit != "ir") return print_compiled(*unit, emit);
   std::cout << mrpc::compiler::ir::dump(*unit);
   return kExitOk;
 }
@@ -141,7 +163,7 @@ int main(int argc, char** argv) {
   build->add_option("file", build_file, "the .mpol file")->required();
   build->add_option("-I,--proto-path", proto_paths,
                     "a directory searched for imported .proto files");
-  build->add_option("--emit", emit, "what to print: ir (llvm and asm are not built yet)")
+  build->add_option("--emit", emit, "what to print: ir, llvm (after O2) or asm (this host)")
       ->check(CLI::IsMember({"ir", "llvm", "asm"}));
   build->add_flag("-j,--json", json, "print diagnostics as JSON");
 

@@ -90,6 +90,7 @@ class PolicyInstance final : public PolicyRunner {
 
  private:
   friend class Evaluation;
+  friend class EvalSession;  // the JIT's runtime (compiler/eval_session.h)
   const ir::Policy& policy_;
   const Clock& clock_;
   RandomSource& random_;

@@ -276,5 +276,8 @@ struct Unit {
 
 // The readable dump `mrpc-polc build --emit=ir` prints; stable (golden tests compare it).
 std::string dump(const Unit& unit);
+// One policy's part of it (the policy JIT keys its modules by it: it names every field offset and
+// schema fingerprint).
+std::string dump(const Policy& policy);
 
 }  // namespace mrpc::compiler::ir

@@ -80,6 +80,12 @@ class Jit {
   Expected<ModuleId> add_module(std::unique_ptr<llvm::LLVMContext> context,
                                 std::unique_ptr<llvm::Module> module);
 
+  // What `module` becomes, as text, without loading it: the IR after the O2 pipeline, or the
+  // host's assembly of it (`mrpc-polc build --emit=llvm|asm`). INVALID_ARGUMENT for malformed IR.
+  enum class TextForm { kOptimizedIr, kAssembly };
+  Expected<std::string> emit_text(std::unique_ptr<llvm::LLVMContext> context,
+                                  std::unique_ptr<llvm::Module> module, TextForm form);
+
   // The address of `name` (compiling its module if not done yet). NOT_FOUND if no loaded module
   // or host symbol defines it.
   Expected<void*> lookup(std::string_view name);

@@ -1,0 +1,187 @@
+// PolicyCompiler and CompiledPolicy (mrpc/compiler/policy_jit.h): keying, sharing and unloading
+// modules, and running a compiled handler. No LLVM header here (the lowering is policy_lower.cc).
+#include "mrpc/compiler/policy_jit.h"
+
+#include <fmt/format.h>
+
+#include "compiler/policy_jit_runtime.h"
+#include "compiler/policy_lower.h"
+#include "compiler/sha256.h"
+
+namespace mrpc::compiler {
+
+// The loaded code of one policy IR, shared by every CompiledPolicy of it; removing the module
+// (its ResourceTracker) when the last one goes.
+struct CompiledCode {
+  PolicyCompiler* compiler = nullptr;
+  std::string key;
+  jit::ModuleId module = 0;
+  std::vector<void (*)(JitHeader*)> handlers;  // by Policy::handlers index
+  uint32_t native_statements = 0;
+  uint32_t evaluator_statements = 0;
+  uint32_t evaluator_expressions = 0;
+  bool registered = false;  // in PolicyCompiler::loaded_ (else being built, under its mutex)
+
+  ~CompiledCode() {
+    if (!registered) {
+      if (module != 0) (void)compiler->jit_.remove_module(module);
+      return;
+    }
+    compiler->release(key, module);
+  }
+};
+
+Expected<std::unique_ptr<PolicyCompiler>> PolicyCompiler::create(jit::Jit& jit) {
+  Status s = jit.define_host_symbols(policy_runtime_symbols());
+  // Another PolicyCompiler on the same Jit registered the same runtime already: fine.
+  if (!s.ok() && s.code() != StatusCode::kAlreadyExists) return s;
+  return std::unique_ptr<PolicyCompiler>(new PolicyCompiler(jit));
+}
+
+PolicyCompiler::~PolicyCompiler() = default;
+
+void PolicyCompiler::release(const std::string& key, jit::ModuleId module) {
+  // Under the mutex, so a compile() of the same policy cannot load its symbols before these are
+  // gone.
+  std::lock_guard lock(mutex_);
+  if (module != 0) (void)jit_.remove_module(module);
+  auto it = loaded_.find(key);
+  if (it != loaded_.end() && it->second.expired()) loaded_.erase(it);
+}
+
+size_t PolicyCompiler::loaded_modules() const {
+  std::lock_guard lock(mutex_);
+  size_t n = 0;
+  for (const auto& [key, code] : loaded_) n += code.expired() ? 0 : 1;
+  return n;
+}
+
+PolicyCompileStats PolicyCompiler::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+namespace {
+
+std::string module_key(const ir::Policy& policy, const std::string& source_hash) {
+  return sha256_hex(fmt::format("{}\nsource {}\npolicy-compiler {}\n", ir::dump(policy),
+                                source_hash, kPolicyCompilerVersion));
+}
+
+std::string prefix_of(const std::string& key) {
+  return "mpol_" + key.substr(0, 24);
+}
+
+}  // namespace
+
+Expected<std::string> PolicyCompiler::emit_llvm(const ir::Policy& policy) {
+  auto lowered = lower_policy(policy, prefix_of(module_key(policy, "")));
+  if (!lowered.ok()) return lowered.status();
+  return std::move(lowered->ir_text);
+}
+
+Expected<std::string> PolicyCompiler::emit(const ir::Policy& policy, jit::Jit::TextForm form) {
+  auto lowered = lower_policy(policy, prefix_of(module_key(policy, "")));
+  if (!lowered.ok()) return lowered.status();
+  return emit_lowered(jit_, std::move(*lowered), form);
+}
+
+Expected<std::unique_ptr<CompiledPolicy>> PolicyCompiler::compile(const ir::Policy& policy,
+                                                                  const Clock& clock,
+                                                                  RandomSource& random,
+                                                                  const std::string& source_hash) {
+  std::string key = module_key(policy, source_hash);
+  std::lock_guard lock(mutex_);
+  std::shared_ptr<CompiledCode> code;
+  if (auto it = loaded_.find(key); it != loaded_.end()) code = it->second.lock();
+  if (code != nullptr) {
+    ++stats_.modules_shared;
+  } else {
+    std::string prefix = prefix_of(key);
+    auto lowered = lower_policy(policy, prefix);
+    if (!lowered.ok()) return lowered.status();
+    auto fresh = std::make_shared<CompiledCode>();
+    fresh->compiler = this;
+    fresh->key = key;
+    fresh->native_statements = lowered->native_statements;
+    fresh->evaluator_statements = lowered->evaluator_statements;
+    fresh->evaluator_expressions = lowered->evaluator_expressions;
+    auto id = load_lowered(jit_, std::move(*lowered));
+    if (!id.ok()) {
+      fresh->module = 0;
+      return Status(StatusCode::kInternal, fmt::format("policy '{}': loading its code: {}",
+                                                       policy.name, id.status().message()));
+    }
+    fresh->module = *id;
+    std::vector<std::string> names;
+    for (size_t h = 0; h < policy.handlers.size(); ++h)
+      names.push_back(fmt::format("{}_h{}", prefix, h));
+    if (!names.empty()) {
+      auto addresses = jit_.lookup_all(names);
+      if (!addresses.ok()) {
+        return Status(StatusCode::kInternal,
+                      fmt::format("policy '{}': compiling its code: {}", policy.name,
+                                  addresses.status().message()));
+      }
+      for (void* a : *addresses)
+        fresh->handlers.push_back(reinterpret_cast<void (*)(JitHeader*)>(a));
+    }
+    ++stats_.modules_built;
+    fresh->registered = true;
+    code = fresh;
+    loaded_[key] = code;
+  }
+  return std::unique_ptr<CompiledPolicy>(
+      new CompiledPolicy(policy, clock, random, std::move(code)));
+}
+
+// ---- CompiledPolicy ----
+
+CompiledPolicy::CompiledPolicy(const ir::Policy& policy, const Clock& clock, RandomSource& random,
+                               std::shared_ptr<CompiledCode> code)
+    : policy_(policy),
+      code_(std::move(code)),
+      instance_(std::make_unique<PolicyInstance>(policy, clock, random)),
+      frame_(std::make_unique<JitFrame>(*instance_, clock, random, policy)),
+      native_statements_(code_->native_statements),
+      evaluator_statements_(code_->evaluator_statements),
+      evaluator_expressions_(code_->evaluator_expressions) {}
+
+CompiledPolicy::~CompiledPolicy() = default;
+
+const std::string& CompiledPolicy::module_key() const {
+  return code_->key;
+}
+
+Status CompiledPolicy::set_param(const std::string& name, ir::Value value) {
+  return instance_->set_param(name, std::move(value));
+}
+
+ir::Value CompiledPolicy::state(const std::string& name) const {
+  return instance_->state(name);
+}
+
+Status CompiledPolicy::set_state(const std::string& name, const ir::Value& value) {
+  return instance_->set_state(name, value);
+}
+
+Verdict CompiledPolicy::run(ir::Event event, mrpc_rpc_view& rpc) {
+  Verdict verdict;
+  const ir::Handler* handler = policy_.handler_for(event);
+  if (handler == nullptr) return verdict;
+  auto index = static_cast<size_t>(handler - policy_.handlers.data());
+  JitFrame& f = *frame_;
+  if (f.session.begin(rpc, *handler, verdict)) {
+    f.verdict = &verdict;
+    f.header.rpc = &rpc;
+    f.header.locals = f.session.locals().data();
+    f.header.ended = f.session.ended_flag();
+    f.header.method = f.session.method();
+    code_->handlers[index](&f.header);
+    f.verdict = nullptr;
+  }
+  f.session.end();
+  return verdict;
+}
+
+}  // namespace mrpc::compiler

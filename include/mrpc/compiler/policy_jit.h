@@ -1,0 +1,117 @@
+// The policy JIT: a verified policy (ir.h) lowered to one LLVM module, optimized (O2) and loaded
+// into mrpc's ORC LLJIT (jit/jit.h), run as a PolicyRunner the daemon (and the differential tests)
+// use exactly like the evaluator.
+//
+// What is compiled natively and what is handed to the evaluator is listed in docs/mpol-design.md,
+// "Compilation": in short, control flow, scalars, params, scalar state, state map look-ups and
+// updates, rpc fields, bounds-checked message field reads, comparisons, string equality,
+// membership and concatenation, and the clock and random source are compiled; statements and
+// expressions the lowering does not know (message writes, `for` over a collection, `log`,
+// `respond`, string builtins, ...) run through a runtime helper with the evaluator's own code, on
+// the same locals and state, so they agree by construction (and are not faster).
+//
+// Unloading: a CompiledPolicy holds its code (one ResourceTracker, shared by every instance of the
+// same policy IR); the module is removed when the last instance goes away.
+// Threads: PolicyCompiler::compile may be called from any thread (the Jit serializes); a
+// CompiledPolicy is run by one thread at a time (PolicyRunner's rule).
+// Ownership: a CompiledPolicy borrows the ir::Policy (and its Unit), the clock and the random
+// source, which must outlive it; the PolicyCompiler (and its Jit) must outlive every policy it
+// compiled.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "mrpc/base/clock.h"
+#include "mrpc/base/expected.h"
+#include "mrpc/base/random.h"
+#include "mrpc/compiler/evaluator.h"
+#include "mrpc/compiler/ir.h"
+#include "mrpc/compiler/policy_runner.h"
+#include "mrpc/jit/jit.h"
+
+namespace mrpc::compiler {
+
+// Bumped whenever the lowering changes the code it emits (part of every module's cache key).
+inline constexpr uint32_t kPolicyCompilerVersion = 1;
+
+class CompiledPolicy;
+struct CompiledCode;
+struct JitFrame;
+
+struct PolicyCompileStats {
+  uint64_t modules_built = 0;   // lowered to LLVM IR and added to the JIT
+  uint64_t modules_shared = 0;  // compile() found the same policy IR loaded and shared its code
+};
+
+class PolicyCompiler {
+ public:
+  // Registers the runtime library's symbols with `jit` (once per Jit).
+  static Expected<std::unique_ptr<PolicyCompiler>> create(jit::Jit& jit);
+  ~PolicyCompiler();
+  PolicyCompiler(const PolicyCompiler&) = delete;
+  PolicyCompiler& operator=(const PolicyCompiler&) = delete;
+
+  // Lowers `policy` (verified) and loads it: one module per policy IR, keyed by the SHA-256 of the
+  // policy's IR dump (which names every field offset and schema fingerprint), the source hash
+  // given and kPolicyCompilerVersion; the Jit's object cache, when it has one, holds the object.
+  // INTERNAL when LLVM refuses the module (a lowering bug).
+  Expected<std::unique_ptr<CompiledPolicy>> compile(const ir::Policy& policy, const Clock& clock,
+                                                    RandomSource& random,
+                                                    const std::string& source_hash = "");
+
+  // The LLVM IR text of `policy`'s module (before optimization), for tests.
+  Expected<std::string> emit_llvm(const ir::Policy& policy);
+  // What `mrpc-polc build --emit=llvm|asm` prints: the module after O2, or the host's assembly.
+  Expected<std::string> emit(const ir::Policy& policy, jit::Jit::TextForm form);
+
+  size_t loaded_modules() const;
+  PolicyCompileStats stats() const;
+  jit::Jit& jit() { return jit_; }
+
+ private:
+  friend struct CompiledCode;
+  explicit PolicyCompiler(jit::Jit& jit) : jit_(jit) {}
+  void release(const std::string& key, jit::ModuleId module);
+
+  jit::Jit& jit_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::weak_ptr<CompiledCode>> loaded_;  // by module key
+  PolicyCompileStats stats_;
+};
+
+class CompiledPolicy final : public PolicyRunner {
+ public:
+  ~CompiledPolicy() override;
+
+  Status set_param(const std::string& name, ir::Value value) override;
+  Verdict run(ir::Event event, mrpc_rpc_view& rpc) override;
+  ir::Value state(const std::string& name) const override;
+  Status set_state(const std::string& name, const ir::Value& value) override;
+
+  // How many of the policy's statements the lowering compiled natively and how many it handed
+  // to the evaluator (a statement inside a handed-over one is not counted).
+  uint32_t native_statements() const { return native_statements_; }
+  uint32_t evaluator_statements() const { return evaluator_statements_; }
+  // Expressions inside natively compiled statements that the evaluator computes.
+  uint32_t evaluator_expressions() const { return evaluator_expressions_; }
+  const std::string& module_key() const;
+
+ private:
+  friend class PolicyCompiler;
+  CompiledPolicy(const ir::Policy& policy, const Clock& clock, RandomSource& random,
+                 std::shared_ptr<CompiledCode> code);
+
+  const ir::Policy& policy_;
+  std::shared_ptr<CompiledCode> code_;
+  std::unique_ptr<PolicyInstance> instance_;  // params, state, containers (the runtime's)
+  std::unique_ptr<JitFrame> frame_;
+  uint32_t native_statements_ = 0;
+  uint32_t evaluator_statements_ = 0;
+  uint32_t evaluator_expressions_ = 0;
+};
+
+}  // namespace mrpc::compiler
