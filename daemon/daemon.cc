@@ -19,6 +19,7 @@
 #include "mrpc/transports/loopback.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "mrpc/transports/shm/ring.h"
+#include "policy_control.h"
 
 namespace mrpc {
 
@@ -154,6 +155,7 @@ struct Daemon::Impl {
   Runtime runtime;  // after core: its tasks refer to core, so it goes first
   shm::UniqueFd app_listener;
   std::optional<ControlServer> control;
+  std::unique_ptr<PolicyControl> policy_control;  // the policy commands of the control socket
   std::shared_ptr<HousekeepingTask> housekeeping;
   std::atomic<bool> drain_requested{false};
   bool started = false;
@@ -209,7 +211,9 @@ Status Daemon::start() {
         if (command == "stats") return impl.stats_json();
         if (command == "connections") return impl.connections_json();
         return nlohmann::json{{"error", fmt::format("unknown command '{}'", command)},
-                              {"commands", {"stats", "connections"}}}
+                              {"commands",
+                               {"stats", "connections", "load", "attach", "upgrade", "detach",
+                                "list", "show", "metrics"}}}
             .dump();
       },
       [&impl](int fd, bool watch) {
@@ -223,6 +227,12 @@ Status Daemon::start() {
     return control.status();
   }
   impl.control.emplace(std::move(*control));
+  impl.policy_control = std::make_unique<PolicyControl>(*this, impl.core);
+  impl.control->set_deferred(&PolicyControl::handles,
+                             [policies = impl.policy_control.get()](const std::string& command,
+                                                                    ControlServer::Reply reply) {
+                               policies->submit(command, std::move(reply));
+                             });
   MRPC_TRY_STATUS(impl.runtime.watch_readable(impl.app_listener.get()));
   MRPC_TRY_STATUS(impl.runtime.watch_readable(impl.control->fd()));
   impl.housekeeping = std::make_shared<HousekeepingTask>(impl.core, impl.app_listener.get(),
@@ -239,6 +249,8 @@ Status Daemon::start() {
 void Daemon::stop(std::chrono::nanoseconds drain) {
   Impl& impl = *impl_;
   if (!impl.started) return;
+  // Policy commands wait for the runtime: they finish while it still runs.
+  if (impl.policy_control) impl.policy_control->stop();
   impl.started = false;
   impl.drain_requested.store(true, std::memory_order_release);
   impl.runtime.wake();

@@ -75,6 +75,12 @@ class ServiceRegistry {
   // dropped.
   void connection_closed(ConnectionId connection);
   size_t size() const { return by_name_.size(); }
+  // Calls fn(const RegisteredService&) for every registered service (policy attach checks).
+  template <typename Fn>
+  void for_each(Fn&& fn) const {
+    for (const auto& slot : slots_)
+      if (slot.service != nullptr) fn(*slot.service);
+  }
 
  private:
   static constexpr uint32_t kSlotBits = 16;

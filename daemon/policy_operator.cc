@@ -1,0 +1,435 @@
+#include "policy_operator.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core.h"
+#include "mrpc/base/check.h"
+#include "mrpc/message/copy.h"
+#include "mrpc/message/layout.h"
+#include "runner_factory.h"
+
+namespace mrpc {
+
+namespace ir = compiler::ir;
+
+const ir::Policy* CompiledPolicyFile::find(const std::string& name) const {
+  for (const auto& policy : unit->policies)
+    if (policy.name == name) return &policy;
+  return nullptr;
+}
+
+namespace {
+constexpr const char* kEventNames[] = {"request", "response", "error"};
+constexpr const char* kOutcomeNames[] = {"pass",  "reject",          "drop",
+                                         "delay", "schema_mismatch", "unapplied"};
+
+mrpc_str view_of(const std::string& s) {
+  return mrpc_str{s.data(), static_cast<uint32_t>(s.size())};
+}
+
+void append_entry(std::string& block, const char* data, uint32_t size) {
+  block.append(reinterpret_cast<const char*>(&size), 4);
+  block.append(data, size);
+}
+}  // namespace
+
+PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledPolicyFile> file,
+                               const ir::Policy& policy, DaemonCore& core, uint64_t seed)
+    : name_(std::move(name)),
+      file_(std::move(file)),
+      policy_(policy),
+      core_(core),
+      seed_(seed),
+      random_(seed),
+      runner_(make_policy_runner(policy_, core.clock, random_)) {}
+
+PolicyOperator::~PolicyOperator() = default;
+
+Status PolicyOperator::set_param(const std::string& name, ir::Value value) {
+  std::lock_guard lock(mutex_);
+  return runner_->set_param(name, std::move(value));
+}
+
+const PolicyOperator::MethodCheck& PolicyOperator::check_method(const Rpc& rpc) {
+  const uint64_t key = (uint64_t{rpc.service_id} << 16) | rpc.method_index;
+  auto found = methods_.find(key);
+  if (found != methods_.end()) return found->second;
+  MethodCheck check;
+  const RegisteredService* service = core_.registry.find(rpc.service_id);
+  if (service != nullptr && rpc.method_index < service->info->methods.size()) {
+    const MethodInfo& method = service->info->methods[rpc.method_index];
+    check.input = method.input;
+    check.output = method.output;
+    if (!policy_.schema_known) {
+      check.policy_method = 0;  // generic: applies to every call
+    } else {
+      const std::string full = service->full_name + "." + method.name;
+      for (size_t m = 0; m < policy_.methods.size(); ++m) {
+        if (policy_.methods[m].full_name != full) continue;
+        check.policy_method = static_cast<int>(m);
+        const ir::Method& built = policy_.methods[m];
+        check.layout_matches = built.input != nullptr && built.output != nullptr &&
+                               method.input != nullptr && method.output != nullptr &&
+                               built.input->fingerprint() == method.input->fingerprint() &&
+                               built.output->fingerprint() == method.output->fingerprint();
+        if (!check.layout_matches)
+          spdlog::warn(
+              "policy '{}': {} was registered with a layout other than the one the policy was "
+              "built against (fingerprint {:016x}/{:016x}, policy {:016x}/{:016x}); its calls are "
+              "rejected FAILED_PRECONDITION",
+              name_, full, method.input ? method.input->fingerprint() : 0,
+              method.output ? method.output->fingerprint() : 0,
+              built.input ? built.input->fingerprint() : 0,
+              built.output ? built.output->fingerprint() : 0);
+      }
+    }
+  }
+  // Service ids are never reused (service_registry.h), so the answer stays right.
+  return methods_.emplace(key, check).first->second;
+}
+
+void PolicyOperator::encode_metadata(const Rpc& rpc) {
+  metadata_scratch_.clear();
+  if (rpc.metadata_length != 0 && rpc.metadata_block.present()) {
+    Connection* owner = core_.connection(rpc.metadata_block.owner);
+    const shm::Mapping* heap = owner == nullptr ? nullptr : &owner->heap;
+    const uint64_t offset = rpc.metadata_block.offset;
+    const uint64_t length = rpc.metadata_length;
+    if (heap != nullptr && length <= limits::kMaxMetadataBytes && offset <= heap->size() &&
+        length <= heap->size() - offset) {
+      // One read of the app's bytes into private memory, then parsing there (the app may be
+      // rewriting the block meanwhile).
+      std::string block(reinterpret_cast<const char*>(heap->data()) + offset, length);
+      uint32_t count = 0;
+      uint64_t at = 4;
+      if (length >= 4) std::memcpy(&count, block.data(), 4);
+      for (uint32_t i = 0; i < count && at + 8 <= length; ++i) {
+        uint32_t key_size = 0, value_size = 0;
+        std::memcpy(&key_size, block.data() + at, 4);
+        std::memcpy(&value_size, block.data() + at + 4, 4);
+        at += 8;
+        if (uint64_t{key_size} + value_size > length - at) break;  // malformed: the rest is ignored
+        append_entry(metadata_scratch_, block.data() + at, key_size);
+        append_entry(metadata_scratch_, block.data() + at + key_size, value_size);
+        at += uint64_t{key_size} + value_size;
+      }
+    }
+  }
+  for (const auto& added : rpc.metadata) {  // later entries win a lookup
+    append_entry(metadata_scratch_, added.key.data(), static_cast<uint32_t>(added.key.size()));
+    append_entry(metadata_scratch_, added.value.data(), static_cast<uint32_t>(added.value.size()));
+  }
+}
+
+int PolicyOperator::metadata_get(const mrpc_rpc_view* view, const char* key, uint32_t key_size,
+                                 mrpc_str* value) {
+  return compiler::encoded_block_ops()->metadata_get(view, key, key_size, value);
+}
+
+int PolicyOperator::metadata_set(mrpc_rpc_view* view, const char* key, uint32_t key_size,
+                                 const char* value, uint32_t value_size) {
+  auto* self = static_cast<PolicyOperator*>(view->ops_context);
+  if (self->metadata_scratch_.size() + 8 + key_size + value_size > limits::kMaxMetadataBytes)
+    return 1;
+  std::string k(key, key_size);
+  std::string v(value, value_size);
+  bool replaced = false;
+  for (auto& entry : self->current_->metadata)
+    if (entry.key == k) {
+      entry.value = v;
+      replaced = true;
+    }
+  if (!replaced) self->current_->metadata.push_back({k, v});
+  append_entry(self->metadata_scratch_, key, key_size);
+  append_entry(self->metadata_scratch_, value, value_size);
+  view->metadata = reinterpret_cast<const uint8_t*>(self->metadata_scratch_.data());
+  view->metadata_size = static_cast<uint32_t>(self->metadata_scratch_.size());
+  return 0;
+}
+
+bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& where,
+                                       const MessageLayout* layout, mrpc_message_view& view,
+                                       std::string& error) {
+  if (!where.present() || layout == nullptr) return true;  // no message: the view stays empty
+  Connection* owner = core_.connection(where.owner);
+  if (owner == nullptr) {
+    error = "the app holding the message left";
+    return false;
+  }
+  const ConstRegion source = where.region == RegionKind::kHeap
+                                 ? owner->heap_view()
+                                 : ConstRegion{owner->receive.data(), owner->receive.size()};
+  Scratch& scratch = is_request ? request_scratch_ : response_scratch_;
+  if (scratch.bytes == nullptr) {
+    // Uninitialised: pages are touched only as far as messages reach.
+    scratch.size = core_.config.max_message_bytes + limits::kMaxMessageNesting * 64 + 4096;
+    scratch.bytes.reset(new std::byte[scratch.size]);
+    scratch.allocator = std::make_unique<RegionAllocator>(scratch.size);
+  }
+  auto copied = copy_message(
+      *layout, source, where.offset, MutableRegion{scratch.bytes.get(), scratch.size},
+      *scratch.allocator, CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
+  if (!copied.ok()) {
+    error = copied.status().message();
+    return false;
+  }
+  (void)scratch.allocator->free(*copied);  // the bytes stay readable until the next copy
+  view.region = reinterpret_cast<uint8_t*>(scratch.bytes.get());
+  view.region_size = scratch.size;
+  view.body_offset = *copied;
+  view.fingerprint = layout->fingerprint();
+  return true;
+}
+
+void PolicyOperator::count(const Rpc& rpc, ir::Event event, Outcome outcome) {
+  const uint64_t method = (uint64_t{rpc.service_id} << 16) | rpc.method_index;
+  SeriesKey key{rpc.caller.get(), method, static_cast<uint8_t>(event), outcome};
+  auto found = series_index_.find(key);
+  if (found != series_index_.end()) {
+    ++series_[found->second.index].count;
+    return;
+  }
+  PolicySeries series;
+  if (series_.size() >= kMaxPolicyMetricSeries) {
+    key = SeriesKey{nullptr, 0, static_cast<uint8_t>(event), outcome};
+    found = series_index_.find(key);
+    if (found != series_index_.end()) {
+      ++series_[found->second.index].count;
+      return;
+    }
+    series.caller = "_other";
+    series.method = "_other";
+  } else {
+    series.caller = rpc.caller ? rpc.caller->app_name : "";
+    const RegisteredService* service = core_.registry.find(rpc.service_id);
+    series.method = service != nullptr && rpc.method_index < service->info->methods.size()
+                        ? service->full_name + "." + service->info->methods[rpc.method_index].name
+                        : "_unknown";
+  }
+  series.event = kEventNames[static_cast<size_t>(event)];
+  series.outcome = kOutcomeNames[outcome];
+  series.count = 1;
+  series_index_.emplace(key, SeriesValue{key.caller ? rpc.caller : nullptr, series_.size()});
+  series_.push_back(std::move(series));
+}
+
+void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
+  const MethodCheck& method = check_method(*rpc);
+  if (method.policy_method < 0) return;  // not a call this policy applies to: it passes
+  if (!method.layout_matches) {
+    count(*rpc, event, kSchemaMismatch);
+    out.drop(std::move(rpc),
+             Status(StatusCode::kFailedPrecondition,
+                    fmt::format("policy '{}' was built against another layout of this method's "
+                                "messages than the app registered; the call is refused rather "
+                                "than read at wrong offsets",
+                                name_)));
+    return;
+  }
+  if (!policy_.handler_for(event)) return;
+  const RegisteredService* service = core_.registry.find(rpc->service_id);
+  static const std::string kEmpty;
+  const std::string& service_name = service ? service->full_name : kEmpty;
+  const std::string& method_name =
+      service ? service->info->methods[rpc->method_index].name : kEmpty;
+
+  static constexpr mrpc_rpc_view_ops kOps = {&PolicyOperator::metadata_get,
+                                             &PolicyOperator::metadata_set};
+  mrpc_rpc_view view{};
+  view.call_id = rpc->call_id;
+  view.attempt = rpc->attempt;
+  view.service_id = rpc->service_id;
+  view.method_id = rpc->method_index;
+  view.service = view_of(service_name);
+  view.method = view_of(method_name);
+  if (rpc->caller) {
+    view.caller_uid = rpc->caller->uid;
+    view.caller_pid = rpc->caller->pid;
+    view.caller_app = view_of(rpc->caller->app_name);
+  }
+  view.status = static_cast<uint32_t>(rpc->status.code());
+  view.deadline_ns = rpc->deadline == kNoDeadline ? 0 : rpc->deadline;
+  view.priority = rpc->priority;
+  encode_metadata(*rpc);
+  view.metadata = reinterpret_cast<const uint8_t*>(metadata_scratch_.data());
+  view.metadata_size = static_cast<uint32_t>(metadata_scratch_.size());
+  view.ops = &kOps;
+  view.ops_context = this;
+  current_ = rpc.get();
+  if (policy_.reads_message) {
+    std::string error;
+    bool copied = copy_message_view(true, rpc->request, method.input, view.request, error) &&
+                  (event != ir::Event::kResponse ||
+                   copy_message_view(false, rpc->response, method.output, view.response, error));
+    if (!copied) {
+      count(*rpc, event, kReject);
+      out.drop(std::move(rpc),
+               Status(StatusCode::kInvalidArgument,
+                      fmt::format("policy '{}' could not read the message: {}", name_, error)));
+      return;
+    }
+  }
+  compiler::Verdict verdict = runner_->run(event, view);
+  current_ = nullptr;
+  for (const auto& log : verdict.logs) {
+    std::string fields;
+    for (const auto& [key, value] : log.fields)
+      fields += fmt::format(" {}={}", key, ir::value_text(value));
+    spdlog::info("policy '{}': {}{}", name_, log.event, fields);
+  }
+  if (event == ir::Event::kRequest) {
+    rpc->priority = static_cast<uint8_t>(std::clamp<int32_t>(view.priority, 0, 255));
+    if (view.deadline_ns != 0) rpc->deadline = view.deadline_ns;
+  }
+  switch (verdict.outcome) {
+    case compiler::Verdict::Outcome::kReject:
+      count(*rpc, event, kReject);
+      out.drop(std::move(rpc), Status(verdict.status, verdict.message));
+      return;
+    case compiler::Verdict::Outcome::kDrop:
+      count(*rpc, event, kDrop);
+      if (rpc->deadline != kNoDeadline) {
+        out.end(std::move(rpc));  // absorbed: the caller sees its deadline expire
+      } else {
+        out.drop(std::move(rpc), Status(StatusCode::kUnavailable,
+                                        fmt::format("dropped by policy '{}' (the call had no "
+                                                    "deadline to expire)",
+                                                    name_)));
+      }
+      return;
+    case compiler::Verdict::Outcome::kRespond:
+      count(*rpc, event, kUnapplied);
+      out.drop(std::move(rpc),
+               Status(StatusCode::kUnimplemented,
+                      fmt::format("policy '{}' answered the call itself (respond), which mrpcd "
+                                  "does not apply yet",
+                                  name_)));
+      return;
+    case compiler::Verdict::Outcome::kContinue:
+      break;
+  }
+  const bool unapplied = verdict.route.has_value() || !verdict.mirrors.empty() ||
+                         verdict.retry_after_ns.has_value() || !verdict.writes.empty();
+  if (verdict.delay_ns > 0 && event == ir::Event::kRequest) {
+    count(*rpc, event, kDelay);
+    const MonoTime now = out.now();
+    const MonoTime until =
+        verdict.delay_ns > kNoDeadline - now ? kNoDeadline - 1 : now + verdict.delay_ns;
+    out.delay(std::move(rpc), until);
+    return;
+  }
+  count(*rpc, event, unapplied ? kUnapplied : kPass);
+}
+
+void PolicyOperator::on_requests(RpcBatch& batch, Output& out) {
+  std::lock_guard lock(mutex_);
+  for (auto& rpc : batch) {
+    if (rpc) run_one(rpc, ir::Event::kRequest, out);
+  }
+}
+
+void PolicyOperator::on_replies(RpcBatch& batch, Output& out) {
+  std::lock_guard lock(mutex_);
+  for (auto& rpc : batch) {
+    if (rpc) run_one(rpc, rpc->status.ok() ? ir::Event::kResponse : ir::Event::kError, out);
+  }
+}
+
+OperatorState PolicyOperator::export_state() const {
+  std::lock_guard lock(mutex_);
+  OperatorState state;
+  for (const auto& declared : policy_.states) {
+    ir::Value value = runner_->state(declared.name);
+    switch (value.kind) {
+      case ir::Kind::kFloat:
+        state[declared.name] = value.f;
+        break;
+      case ir::Kind::kString:
+      case ir::Kind::kBytes:
+        state[declared.name] = value.s;
+        break;
+      case ir::Kind::kInt:
+      case ir::Kind::kBool:
+      case ir::Kind::kDuration:
+      case ir::Kind::kTime:
+      case ir::Kind::kStatus:
+      case ir::Kind::kCounter:
+        state[declared.name] = value.i;
+        break;
+      default:
+        break;  // containers and histograms: carry_from carries them
+    }
+  }
+  return state;
+}
+
+void PolicyOperator::import_state(const OperatorState& state) {
+  std::lock_guard lock(mutex_);
+  if (carried_) return;  // carry_from already took the old version's state
+  carried_ = true;
+  for (const auto& declared : policy_.states) {
+    auto found = state.find(declared.name);
+    if (found == state.end()) continue;
+    ir::Value value = runner_->state(declared.name);
+    if (auto* i = std::get_if<int64_t>(&found->second)) {
+      value.i = *i;
+    } else if (auto* f = std::get_if<double>(&found->second)) {
+      value.f = *f;
+    } else {
+      value.s = std::get<std::string>(found->second);
+    }
+    if (Status set = runner_->set_state(declared.name, value); !set.ok())
+      warnings_.push_back(fmt::format("state '{}' not carried: {}", declared.name, set.message()));
+  }
+}
+
+void PolicyOperator::carry_from(const PolicyOperator& old) {
+  if (&old == this) return;
+  std::scoped_lock lock(mutex_, old.mutex_);
+  if (carried_) return;
+  carried_ = true;
+  for (const auto& previous : old.policy_.states) {
+    const ir::State* now = nullptr;
+    for (const auto& declared : policy_.states)
+      if (declared.name == previous.name) now = &declared;
+    if (now == nullptr) {
+      warnings_.push_back(fmt::format("state '{}' ({}) dropped: the new version has no such state",
+                                      previous.name, ir::type_text(previous.type)));
+      continue;
+    }
+    if (ir::type_text(now->type) != ir::type_text(previous.type)) {
+      warnings_.push_back(
+          fmt::format("state '{}' starts from its initial value: its type changed from {} to {}",
+                      previous.name, ir::type_text(previous.type), ir::type_text(now->type)));
+      continue;
+    }
+    if (Status set = runner_->set_state(previous.name, old.runner_->state(previous.name));
+        !set.ok())
+      warnings_.push_back(fmt::format("state '{}' starts from its initial value: {}", previous.name,
+                                      set.message()));
+  }
+}
+
+std::vector<std::string> PolicyOperator::take_warnings() {
+  std::lock_guard lock(mutex_);
+  return std::exchange(warnings_, {});
+}
+
+std::vector<std::pair<std::string, ir::Value>> PolicyOperator::states() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::string, ir::Value>> out;
+  for (const auto& declared : policy_.states)
+    out.emplace_back(declared.name, runner_->state(declared.name));
+  return out;
+}
+
+std::vector<PolicySeries> PolicyOperator::series() const {
+  std::lock_guard lock(mutex_);
+  return series_;
+}
+
+}  // namespace mrpc

@@ -1,0 +1,163 @@
+// PolicyOperator: one attachment of one compiled .mpol policy as a dataflow operator. It is the
+// adapter between the daemon's Rpc descriptors and a compiler::PolicyRunner (the IR evaluator
+// today, the JIT-compiled policy once it lands; runner_factory.h is the one place that chooses):
+//   - fills an mrpc_rpc_view per handler run: names and ids from the service registry, the caller
+//     from the Rpc, the metadata as an encoded block (re-encoded from the app's shm block into a
+//     scratch buffer: no per-call strings), and, only when the policy reads message fields, a
+//     daemon-private copy of the message (copy_message into a scratch region, so the app cannot
+//     change the bytes under the policy while it runs);
+//   - re-checks, per (service, method) the first time it sees one, that the layout the app
+//     registered has the fingerprint the policy was built against; a mismatch rejects that call
+//     FAILED_PRECONDITION instead of reading wrong offsets (apps that register later included);
+//   - turns the Verdict into Output calls: pass, reject (drop with the policy's status), drop
+//     (the attempt is absorbed: the caller sees its deadline expire), delay, priority and deadline
+//     writes, metadata writes (Rpc::metadata);
+//   - counts what it saw per (caller app, method, event, outcome) for the Prometheus export.
+// Not applied yet (counted as `unapplied` in metrics and said in docs/policies.md): `route`
+// hints, `mirror`, `retry`, `respond` (rejected UNIMPLEMENTED), writes into message fields (they
+// land in the private copy, not in what is delivered).
+//
+// Threads: one instance is shared by every graph of its attachment (one policy state per
+// attachment, as the language reads); runtime threads run it under its mutex, and the control
+// plane reads its state and metrics under the same mutex. Ownership: it owns its runner and keeps
+// the compiled unit it was built from alive (shared_ptr).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mrpc/base/random.h"
+#include "mrpc/compiler/evaluator.h"
+#include "mrpc/compiler/ir.h"
+#include "mrpc/compiler/policy_runner.h"
+#include "mrpc/dataflow/operator.h"
+#include "mrpc/message/region_allocator.h"
+
+namespace mrpc {
+
+struct DaemonCore;
+
+// Most (caller, method, event, outcome) series one attachment keeps; calls past it are counted
+// under caller "_other".
+inline constexpr size_t kMaxPolicyMetricSeries = 1024;
+
+// A checked, verified policy file: what `load` made. Immutable once built; shared by every
+// attachment made from it.
+struct CompiledPolicyFile {
+  std::string hash;  // sha256 of the source text
+  std::string path;
+  std::shared_ptr<void> keep_alive;  // the checker and sources the unit's layouts point into
+  std::unique_ptr<compiler::ir::Unit> unit;
+  const compiler::ir::Policy* find(const std::string& name) const;
+};
+
+// One metric series of an attachment.
+struct PolicySeries {
+  std::string caller;
+  std::string method;   // "echo.EchoService.Echo"
+  std::string event;    // request, response, error
+  std::string outcome;  // pass, reject, drop, delay, schema_mismatch, unapplied
+  uint64_t count = 0;
+};
+
+class PolicyOperator final : public Operator {
+ public:
+  PolicyOperator(std::string name, std::shared_ptr<const CompiledPolicyFile> file,
+                 const compiler::ir::Policy& policy, DaemonCore& core, uint64_t seed);
+  ~PolicyOperator() override;
+
+  std::string_view name() const override { return name_; }
+  void on_requests(RpcBatch& batch, Output& out) override;
+  void on_replies(RpcBatch& batch, Output& out) override;
+  // Scalars (int, float, string-like) only: the generic carrier. Upgrades between two
+  // PolicyOperators use carry_from, which also carries containers and histograms.
+  OperatorState export_state() const override;
+  void import_state(const OperatorState& state) override;
+
+  // Control plane (before it is attached).
+  Status set_param(const std::string& name, compiler::ir::Value value);
+  // Takes `old`'s state by name and type, once (later calls do nothing): a state the new version
+  // lacks is dropped, one whose type changed keeps its initial value; each gives a warning.
+  // Runtime thread, between rounds (neither operator is running).
+  void carry_from(const PolicyOperator& old);
+  std::vector<std::string> take_warnings();
+
+  // Control plane, any thread.
+  const compiler::ir::Policy& policy() const { return policy_; }
+  const std::shared_ptr<const CompiledPolicyFile>& file() const { return file_; }
+  std::vector<std::pair<std::string, compiler::ir::Value>> states() const;
+  std::vector<PolicySeries> series() const;
+  uint64_t seed() const { return seed_; }
+
+ private:
+  struct MethodCheck {
+    int policy_method = -1;  // index in Policy::methods; -1: the policy does not apply
+    bool layout_matches = true;
+    const MessageLayout* input = nullptr;  // the registered layouts
+    const MessageLayout* output = nullptr;
+  };
+  struct SeriesKey {
+    const CallerIdentity* caller;
+    uint64_t method;  // service_id << 16 | method_index
+    uint8_t event;
+    uint8_t outcome;
+    bool operator==(const SeriesKey&) const = default;
+  };
+  struct SeriesKeyHash {
+    size_t operator()(const SeriesKey& k) const {
+      return std::hash<uint64_t>()(reinterpret_cast<uintptr_t>(k.caller) ^ (k.method << 8) ^
+                                   (uint64_t{k.event} << 4) ^ k.outcome);
+    }
+  };
+  struct SeriesValue {
+    std::shared_ptr<const CallerIdentity> caller;  // keeps the key's pointer from being reused
+    size_t index;                                  // into series_
+  };
+  enum Outcome : uint8_t { kPass, kReject, kDrop, kDelay, kSchemaMismatch, kUnapplied };
+
+  // One handler run over `rpc`; returns what to do with it.
+  void run_one(RpcPtr& rpc, compiler::ir::Event event, Output& out);
+  const MethodCheck& check_method(const Rpc& rpc);
+  // Fills the message view with a private copy of the message at `where` (laid out by `layout`).
+  bool copy_message_view(bool is_request, const MessageLocation& where, const MessageLayout* layout,
+                         mrpc_message_view& view, std::string& error);
+  void encode_metadata(const Rpc& rpc);
+  void count(const Rpc& rpc, compiler::ir::Event event, Outcome outcome);
+
+  static int metadata_get(const mrpc_rpc_view* view, const char* key, uint32_t key_size,
+                          mrpc_str* value);
+  static int metadata_set(mrpc_rpc_view* view, const char* key, uint32_t key_size,
+                          const char* value, uint32_t value_size);
+
+  const std::string name_;
+  const std::shared_ptr<const CompiledPolicyFile> file_;
+  const compiler::ir::Policy& policy_;
+  DaemonCore& core_;
+  const uint64_t seed_;
+  mutable std::mutex mutex_;
+  SeededRandom random_;
+  std::unique_ptr<compiler::PolicyRunner> runner_;
+  bool carried_ = false;
+  std::vector<std::string> warnings_;
+  std::unordered_map<uint64_t, MethodCheck> methods_;
+  std::unordered_map<SeriesKey, SeriesValue, SeriesKeyHash> series_index_;
+  std::vector<PolicySeries> series_;
+  // Per-run scratch (under mutex_): the metadata block, the private message copies.
+  std::string metadata_scratch_;
+  Rpc* current_ = nullptr;  // the Rpc the view describes (for metadata_set)
+  struct Scratch {
+    std::unique_ptr<std::byte[]> bytes;  // allocated on the first copy
+    uint64_t size = 0;
+    std::unique_ptr<RegionAllocator> allocator;
+  };
+  Scratch request_scratch_;
+  Scratch response_scratch_;
+};
+
+}  // namespace mrpc
