@@ -198,6 +198,18 @@ std::string escape_label(const std::string& value) {
   return out;
 }
 
+// A histogram bound as Prometheus wants it: a number (durations in seconds).
+std::string bucket_bound(const ir::Value& bound) {
+  switch (bound.kind) {
+    case ir::Kind::kFloat:
+      return fmt::format("{}", bound.f);
+    case ir::Kind::kDuration:
+      return fmt::format("{}", static_cast<double>(bound.i) / 1e9);
+    default:
+      return fmt::format("{}", bound.i);
+  }
+}
+
 uint64_t fresh_seed() {
   std::random_device device;
   return (uint64_t{device()} << 32) | device();
@@ -659,8 +671,8 @@ std::string PolicyControl::metrics() const {
         int64_t cumulative = 0;
         for (size_t b = 0; b < value.items.size(); ++b) {
           cumulative += value.items[b].i;
-          const std::string le = b < declared.buckets.size() ? ir::value_text(declared.buckets[b])
-                                                             : std::string("+Inf");
+          const std::string le =
+              b < declared.buckets.size() ? bucket_bound(declared.buckets[b]) : "+Inf";
           histograms += fmt::format(
               "mrpc_policy_histogram_bucket{{policy=\"{}\",state=\"{}\",le=\"{}\"}} {}\n",
               escape_label(name), declared.name, escape_label(le), cumulative);

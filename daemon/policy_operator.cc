@@ -31,6 +31,28 @@ mrpc_str view_of(const std::string& s) {
   return mrpc_str{s.data(), static_cast<uint32_t>(s.size())};
 }
 
+// Whether any expression of `policy` reads `rpc.<field>`.
+bool reads_rpc_field(const ir::Expr& expr, ir::RpcField field) {
+  if (expr.kind == ir::ExprKind::kRpc && expr.rpc_field == field) return true;
+  for (const auto& child : expr.children)
+    if (reads_rpc_field(*child, field)) return true;
+  return false;
+}
+bool reads_rpc_field(const ir::Block& block, ir::RpcField field) {
+  for (const auto& stmt : block) {
+    for (const auto& expr : stmt->exprs)
+      if (reads_rpc_field(*expr, field)) return true;
+    for (const auto& inner : stmt->blocks)
+      if (reads_rpc_field(inner, field)) return true;
+  }
+  return false;
+}
+bool reads_rpc_field(const ir::Policy& policy, ir::RpcField field) {
+  for (const auto& handler : policy.handlers)
+    if (reads_rpc_field(handler.body, field)) return true;
+  return false;
+}
+
 void append_entry(std::string& block, const char* data, uint32_t size) {
   block.append(reinterpret_cast<const char*>(&size), 4);
   block.append(data, size);
@@ -45,7 +67,9 @@ PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledP
       core_(core),
       seed_(seed),
       random_(seed),
-      runner_(make_policy_runner(policy_, core.clock, random_)) {}
+      runner_(make_policy_runner(policy_, core.clock, random_)),
+      uses_size_(reads_rpc_field(policy_, ir::RpcField::kSize)),
+      uses_latency_(reads_rpc_field(policy_, ir::RpcField::kLatency)) {}
 
 PolicyOperator::~PolicyOperator() = default;
 
@@ -153,7 +177,7 @@ int PolicyOperator::metadata_set(mrpc_rpc_view* view, const char* key, uint32_t 
 
 bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& where,
                                        const MessageLayout* layout, mrpc_message_view& view,
-                                       std::string& error) {
+                                       uint64_t& size, std::string& error) {
   if (!where.present() || layout == nullptr) return true;  // no message: the view stays empty
   Connection* owner = core_.connection(where.owner);
   if (owner == nullptr) {
@@ -177,7 +201,9 @@ bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& w
     error = copied.status().message();
     return false;
   }
+  const uint64_t used = scratch.allocator->used_bytes();
   (void)scratch.allocator->free(*copied);  // the bytes stay readable until the next copy
+  size = used;
   view.region = reinterpret_cast<uint8_t*>(scratch.bytes.get());
   view.region_size = scratch.size;
   view.body_offset = *copied;
@@ -187,20 +213,18 @@ bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& w
 
 void PolicyOperator::count(const Rpc& rpc, ir::Event event, Outcome outcome) {
   const uint64_t method = (uint64_t{rpc.service_id} << 16) | rpc.method_index;
-  SeriesKey key{rpc.caller.get(), method, static_cast<uint8_t>(event), outcome};
+  const SeriesKey key{rpc.caller.get(), method, static_cast<uint8_t>(event), outcome};
   auto found = series_index_.find(key);
   if (found != series_index_.end()) {
     ++series_[found->second.index].count;
     return;
   }
+  // A new (connection, method) pair: its labels may name a series already (another connection
+  // of an app with the same name); past the limits, the "_other" series.
   PolicySeries series;
-  if (series_.size() >= kMaxPolicyMetricSeries) {
-    key = SeriesKey{nullptr, 0, static_cast<uint8_t>(event), outcome};
-    found = series_index_.find(key);
-    if (found != series_index_.end()) {
-      ++series_[found->second.index].count;
-      return;
-    }
+  const bool full = series_.size() >= kMaxPolicyMetricSeries ||
+                    series_index_.size() >= 4 * kMaxPolicyMetricSeries;
+  if (full) {
     series.caller = "_other";
     series.method = "_other";
   } else {
@@ -212,9 +236,12 @@ void PolicyOperator::count(const Rpc& rpc, ir::Event event, Outcome outcome) {
   }
   series.event = kEventNames[static_cast<size_t>(event)];
   series.outcome = kOutcomeNames[outcome];
-  series.count = 1;
-  series_index_.emplace(key, SeriesValue{key.caller ? rpc.caller : nullptr, series_.size()});
-  series_.push_back(std::move(series));
+  const std::string labels =
+      fmt::format("{}\n{}\n{}\n{}", series.caller, series.method, series.event, series.outcome);
+  auto [named, added] = series_by_labels_.emplace(labels, series_.size());
+  if (added) series_.push_back(std::move(series));
+  ++series_[named->second].count;
+  if (!full) series_index_.emplace(key, SeriesValue{rpc.caller, named->second});
 }
 
 void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
@@ -229,6 +256,17 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
                                 "than read at wrong offsets",
                                 name_)));
     return;
+  }
+  int64_t latency_ns = 0;
+  if (uses_latency_) {
+    const uint64_t key = (rpc->call_id << 16) ^ rpc->attempt;
+    if (event == ir::Event::kRequest) {
+      if (started_.size() >= kMaxPolicyTrackedCalls) started_.clear();
+      started_[key] = out.now();
+    } else if (auto found = started_.find(key); found != started_.end()) {
+      latency_ns = out.now() - found->second;
+      started_.erase(found);
+    }
   }
   if (!policy_.handler_for(event)) return;
   const RegisteredService* service = core_.registry.find(rpc->service_id);
@@ -260,11 +298,15 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
   view.ops = &kOps;
   view.ops_context = this;
   current_ = rpc.get();
-  if (policy_.reads_message) {
+  view.latency_ns = latency_ns;
+  if (policy_.reads_message || uses_size_) {
     std::string error;
-    bool copied = copy_message_view(true, rpc->request, method.input, view.request, error) &&
-                  (event != ir::Event::kResponse ||
-                   copy_message_view(false, rpc->response, method.output, view.response, error));
+    uint64_t request_size = 0, response_size = 0;
+    bool copied =
+        copy_message_view(true, rpc->request, method.input, view.request, request_size, error) &&
+        (event != ir::Event::kResponse || copy_message_view(false, rpc->response, method.output,
+                                                            view.response, response_size, error));
+    view.size = event == ir::Event::kRequest ? request_size : response_size;
     if (!copied) {
       count(*rpc, event, kReject);
       out.drop(std::move(rpc),

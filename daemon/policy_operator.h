@@ -12,6 +12,9 @@
 //   - turns the Verdict into Output calls: pass, reject (drop with the policy's status), drop
 //     (the attempt is absorbed: the caller sees its deadline expire), delay, priority and deadline
 //     writes, metadata writes (Rpc::metadata);
+//   - `rpc.size` is the bytes of the private copy (the message is copied when a handler reads
+//     rpc.size too); `rpc.latency` is the time from the request passing this operator to its
+//     reply passing it back;
 //   - counts what it saw per (caller app, method, event, outcome) for the Prometheus export.
 // Not applied yet (counted as `unapplied` in metrics and said in docs/policies.md): `route`
 // hints, `mirror`, `retry`, `respond` (rejected UNIMPLEMENTED), writes into message fields (they
@@ -46,6 +49,10 @@ struct DaemonCore;
 // Most (caller, method, event, outcome) series one attachment keeps; calls past it are counted
 // under caller "_other".
 inline constexpr size_t kMaxPolicyMetricSeries = 1024;
+// Most calls whose start time one attachment keeps for `rpc.latency` (calls that end without
+// their reply passing back through it would otherwise pile up); past it the table is cleared and
+// those calls see a latency of 0.
+inline constexpr size_t kMaxPolicyTrackedCalls = 1u << 16;
 
 // A checked, verified policy file: what `load` made. Immutable once built; shared by every
 // attachment made from it.
@@ -126,7 +133,7 @@ class PolicyOperator final : public Operator {
   const MethodCheck& check_method(const Rpc& rpc);
   // Fills the message view with a private copy of the message at `where` (laid out by `layout`).
   bool copy_message_view(bool is_request, const MessageLocation& where, const MessageLayout* layout,
-                         mrpc_message_view& view, std::string& error);
+                         mrpc_message_view& view, uint64_t& size, std::string& error);
   void encode_metadata(const Rpc& rpc);
   void count(const Rpc& rpc, compiler::ir::Event event, Outcome outcome);
 
@@ -144,10 +151,16 @@ class PolicyOperator final : public Operator {
   SeededRandom random_;
   std::unique_ptr<compiler::PolicyRunner> runner_;
   bool carried_ = false;
+  // What the handlers read, from the IR: `rpc.size` needs the message walked (copied), and
+  // `rpc.latency` the start time of each call.
+  bool uses_size_ = false;
+  bool uses_latency_ = false;
+  std::unordered_map<uint64_t, MonoTime> started_;  // (call id, attempt) -> request seen
   std::vector<std::string> warnings_;
   std::unordered_map<uint64_t, MethodCheck> methods_;
   std::unordered_map<SeriesKey, SeriesValue, SeriesKeyHash> series_index_;
   std::vector<PolicySeries> series_;
+  std::unordered_map<std::string, size_t> series_by_labels_;  // "caller\nmethod\nevent\noutcome"
   // Per-run scratch (under mutex_): the metadata block, the private message copies.
   std::string metadata_scratch_;
   Rpc* current_ = nullptr;  // the Rpc the view describes (for metadata_set)

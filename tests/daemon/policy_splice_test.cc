@@ -205,9 +205,24 @@ TEST_CASE("the Prometheus text of the control socket equals the calls made by ca
   auto b = TestApp::connect(daemon.app_socket(), "beta");
   load(daemon, kStdlib + "acl.mpol", read_file(kStdlib + "acl.mpol"));
   must(control(daemon, "attach", {{"policy", "acl"}, {"params", {{"deny_callers", {"beta"}}}}}));
+  // After the acl on the callee's side: it sees only the calls the acl let through.
+  load(daemon, kStdlib + "metrics.mpol", read_file(kStdlib + "metrics.mpol"));
+  must(control(daemon, "attach", {{"policy", "metrics"}}));
+  // rpc.size is the request's bytes (the message is walked and copied for it).
+  load(daemon, "sized.mpol",
+       "policy sized {\n  applies to * at caller;\n  state sized: counter;\n"
+       "  state timed: counter;\n"
+       "  on request {\n    if rpc.size > 0 { sized += 1; }\n  }\n"
+       "  on response {\n    if rpc.latency > 0ms { timed += 1; }\n  }\n}\n");
+  must(control(daemon, "attach", {{"policy", "sized"}}));
   uint64_t id = 1;
-  for (int i = 0; i < 17; ++i)
+  for (int i = 0; i < 14; ++i)
     CHECK(one_call(*a, server.service_id(), id++, "a") == StatusCode::kOk);
+  {  // a second connection of an app with the same name counts into the same series
+    auto a2 = TestApp::connect(daemon.app_socket(), "alpha");
+    for (uint64_t i = 0; i < 3; ++i)
+      CHECK(one_call(*a2, server.service_id(), 100 + i, "a2") == StatusCode::kOk);
+  }
   for (int i = 0; i < 5; ++i)
     CHECK(one_call(*b, server.service_id(), id++, "b") == StatusCode::kPermissionDenied);
   const std::string text = control(daemon, "metrics")["text"];
@@ -221,7 +236,16 @@ TEST_CASE("the Prometheus text of the control socket equals the calls made by ca
       "event=\"request\",outcome=\"reject\"} 5");
   has("mrpc_policy_counter{policy=\"acl\",state=\"denied\"} 5");
   has("# TYPE mrpc_policy_calls_total counter");
-  CHECK(text.find("outcome=\"pass\"} 5") == std::string::npos);
+  has("mrpc_policy_counter{policy=\"metrics\",state=\"calls\"} 17");
+  has("mrpc_policy_counter{policy=\"metrics\",state=\"failures\"} 0");
+  has("mrpc_policy_histogram_count{policy=\"metrics\",state=\"latency\"} 17");
+  has("mrpc_policy_histogram_bucket{policy=\"metrics\",state=\"latency\",le=\"+Inf\"} 17");
+  has("mrpc_policy_histogram_count{policy=\"metrics\",state=\"request_bytes\"} 17");
+  has("mrpc_policy_counter{policy=\"sized\",state=\"sized\"} 22");
+  has("mrpc_policy_counter{policy=\"sized\",state=\"timed\"} 17");  // rpc.latency measured
+  has("mrpc_policy_histogram_bucket{policy=\"metrics\",state=\"latency\",le=\"1\"} 17");
+  CHECK(text.find("policy=\"acl\",caller=\"beta\",method=\"echo.EchoService.Echo\","
+                  "event=\"request\",outcome=\"pass\"") == std::string::npos);
 }
 
 TEST_CASE(

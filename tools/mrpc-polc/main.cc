@@ -118,6 +118,9 @@ int main(int argc, char** argv) {
   app.fallthrough();  // `check x.mpol --error-format=json` as well as before the subcommand
   bool json = false;
   app.add_flag("-j,--json", json, "print diagnostics as JSON (--error-format=json)");
+  mrpc::polc::DaemonRequest daemon;
+  app.add_option("--socket", daemon.socket,
+                 "mrpcd's control socket, for the commands against a running daemon");
   std::string error_format;
   app.add_option("--error-format", error_format, "text (default) or json")
       ->check(CLI::IsMember({"text", "json"}));
@@ -149,7 +152,6 @@ int main(int argc, char** argv) {
   build->add_flag("-j,--json", json, "print diagnostics as JSON");
 
   // Commands against a running daemon.
-  mrpc::polc::DaemonRequest daemon;
   auto common = [&](CLI::App* command) {
     command->add_option("--socket", daemon.socket,
                         "mrpcd's control socket (default $MRPC_CONTROL_SOCKET, else "
