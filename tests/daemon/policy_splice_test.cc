@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -17,6 +18,7 @@
 
 #include "../../daemon/control_server.h"
 #include "embedded_daemon.h"
+#include "mrpc/message/layout.h"
 #include "test_app.h"
 
 using namespace std::chrono_literals;
@@ -391,4 +393,38 @@ TEST_CASE(
   bool attached_kept = false;
   for (const auto& file : listed["loaded"]) attached_kept |= file["hash"] == first;
   CHECK(attached_kept);
+}
+
+TEST_CASE(
+    "a field-reading policy rejects a call whose message has lying lengths and the daemon lives") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto evil = TestApp::connect(daemon.app_socket(), "evil");
+  auto good = TestApp::connect(daemon.app_socket(), "good");
+  const std::string reader =
+      "import proto \"echo.proto\";\n"
+      "policy no_secrets {\n  applies to echo.EchoService.Echo at caller;\n"
+      "  on request {\n    if req.text == \"secret\" { reject(PERMISSION_DENIED, \"no "
+      "secrets\"); }\n  }\n}\n";
+  load(daemon, kEchoProtos + "/no_secrets.mpol", reader, {kEchoProtos});
+  must(control(daemon, "attach", {{"policy", "no_secrets"}}));
+  const RegionRef lies[] = {{uint64_t{1} << 40, 1u << 31, 1u << 31},  // far outside the heap
+                            {0, UINT32_MAX, UINT32_MAX},              // longer than the heap
+                            {UINT64_MAX - 4, 8, 8}};                  // wraps around
+  uint64_t id = 1;
+  for (const RegionRef& bad : lies) {
+    const uint64_t request = evil->build_echo("x");
+    std::memcpy(evil->heap_region().data() + request + evil->text_offset(), &bad, sizeof bad);
+    evil->submit(evil->call_entry(server.service_id(), id, request));
+    auto done = evil->wait_call_done(id);
+    REQUIRE(done.has_value());
+    CHECK(call_status(*done) == StatusCode::kInvalidArgument);
+    CHECK_MESSAGE(evil->call_detail(id).find("policy 'no_secrets' could not read the message") !=
+                      std::string::npos,
+                  evil->call_detail(id));
+    ++id;
+  }
+  CHECK(one_call(*good, server.service_id(), 1, "public") == StatusCode::kOk);
+  CHECK(one_call(*good, server.service_id(), 2, "secret") == StatusCode::kPermissionDenied);
+  CHECK(daemon.daemon.stats().calls_in_flight == 0);
 }
