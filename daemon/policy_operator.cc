@@ -69,7 +69,11 @@ PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledP
       random_(seed),
       runner_(make_policy_runner(policy_, core.clock, random_)),
       uses_size_(reads_rpc_field(policy_, ir::RpcField::kSize)),
-      uses_latency_(reads_rpc_field(policy_, ir::RpcField::kLatency)) {}
+      uses_latency_(reads_rpc_field(policy_, ir::RpcField::kLatency)) {
+  for (ir::Event event : {ir::Event::kRequest, ir::Event::kResponse, ir::Event::kError})
+    handles_[static_cast<size_t>(event)] = policy_.handler_for(event) != nullptr;
+  reply_side_ = handles_[1] || handles_[2] || uses_latency_;
+}
 
 PolicyOperator::~PolicyOperator() = default;
 
@@ -80,8 +84,13 @@ Status PolicyOperator::set_param(const std::string& name, ir::Value value) {
 
 const PolicyOperator::MethodCheck& PolicyOperator::check_method(const Rpc& rpc) {
   const uint64_t key = (uint64_t{rpc.service_id} << 16) | rpc.method_index;
+  if (key == last_method_key_) return *last_method_;  // calls mostly repeat one method
   auto found = methods_.find(key);
-  if (found != methods_.end()) return found->second;
+  if (found != methods_.end()) {
+    last_method_key_ = key;
+    last_method_ = &found->second;
+    return found->second;
+  }
   MethodCheck check;
   const RegisteredService* service = core_.registry.find(rpc.service_id);
   if (service != nullptr && rpc.method_index < service->info->methods.size()) {
@@ -112,8 +121,11 @@ const PolicyOperator::MethodCheck& PolicyOperator::check_method(const Rpc& rpc) 
       }
     }
   }
-  // Service ids are never reused (service_registry.h), so the answer stays right.
-  return methods_.emplace(key, check).first->second;
+  // Service ids are never reused (service_registry.h), so the answer stays right. Map values
+  // keep their address when the map grows.
+  last_method_key_ = key;
+  last_method_ = &methods_.emplace(key, check).first->second;
+  return *last_method_;
 }
 
 void PolicyOperator::encode_metadata(const Rpc& rpc) {
@@ -214,9 +226,15 @@ bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& w
 void PolicyOperator::count(const Rpc& rpc, ir::Event event, Outcome outcome) {
   const uint64_t method = (uint64_t{rpc.service_id} << 16) | rpc.method_index;
   const SeriesKey key{rpc.caller.get(), method, static_cast<uint8_t>(event), outcome};
+  if (last_series_ < series_.size() && key == last_series_key_) {  // the common case
+    ++series_[last_series_].count;
+    return;
+  }
   auto found = series_index_.find(key);
   if (found != series_index_.end()) {
     ++series_[found->second.index].count;
+    last_series_key_ = key;
+    last_series_ = found->second.index;
     return;
   }
   // A new (connection, method) pair: its labels may name a series already (another connection
@@ -268,7 +286,7 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
       started_.erase(found);
     }
   }
-  if (!policy_.handler_for(event)) return;
+  if (!handles_[static_cast<size_t>(event)]) return;
   const RegisteredService* service = core_.registry.find(rpc->service_id);
   static const std::string kEmpty;
   const std::string& service_name = service ? service->full_name : kEmpty;
@@ -375,6 +393,7 @@ void PolicyOperator::on_requests(RpcBatch& batch, Output& out) {
 }
 
 void PolicyOperator::on_replies(RpcBatch& batch, Output& out) {
+  if (!reply_side_) return;  // no response or error handler: replies pass untouched
   std::lock_guard lock(mutex_);
   for (auto& rpc : batch) {
     if (rpc) run_one(rpc, rpc->status.ok() ? ir::Event::kResponse : ir::Event::kError, out);

@@ -158,8 +158,14 @@ class PolicyOperator final : public Operator {
   std::unordered_map<uint64_t, MonoTime> started_;  // (call id, attempt) -> request seen
   std::vector<std::string> warnings_;
   std::unordered_map<uint64_t, MethodCheck> methods_;
+  uint64_t last_method_key_ = UINT64_MAX;  // one-entry cache in front of methods_
+  const MethodCheck* last_method_ = nullptr;
+  bool handles_[3] = {};     // a handler per ir::Event
+  bool reply_side_ = false;  // runs on replies at all
   std::unordered_map<SeriesKey, SeriesValue, SeriesKeyHash> series_index_;
   std::vector<PolicySeries> series_;
+  SeriesKey last_series_key_{};  // one-entry cache in front of series_index_
+  size_t last_series_ = SIZE_MAX;
   std::unordered_map<std::string, size_t> series_by_labels_;  // "caller\nmethod\nevent\noutcome"
   // Per-run scratch (under mutex_): the metadata block, the private message copies.
   std::string metadata_scratch_;
