@@ -428,3 +428,26 @@ TEST_CASE(
   CHECK(one_call(*good, server.service_id(), 2, "secret") == StatusCode::kPermissionDenied);
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
 }
+
+TEST_CASE(
+    "a policy attached before any app registers its method is checked against the layout the app "
+    "registers later") {
+  EmbeddedDaemon daemon;
+  const std::string other_dir = MRPC_SOURCE_DIR "/tests/daemon/protos";
+  load(daemon, other_dir + "/late.mpol",
+       "import proto \"echo_other_layout.proto\";\n"
+       "policy late {\n  applies to echo.EchoService.Echo at callee;\n"
+       "  on request {\n    if req.text == \"secret\" { reject(PERMISSION_DENIED, \"no\"); }\n"
+       "  }\n}\n",
+       {other_dir});
+  json attached = must(control(daemon, "attach", {{"policy", "late"}}));
+  CHECK(attached["schema"].empty());  // nothing registered yet
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  CHECK(one_call(*client, server.service_id(), 1, "public") == StatusCode::kFailedPrecondition);
+  CHECK(one_call(*client, server.service_id(), 2, "secret") == StatusCode::kFailedPrecondition);
+  json shown = must(control(daemon, "show", {{"name", "late"}}));
+  REQUIRE(shown["calls"].size() == 1);
+  CHECK(shown["calls"][0]["outcome"] == "schema_mismatch");
+  CHECK(shown["calls"][0]["count"] == 2);
+}

@@ -235,7 +235,7 @@ int run_daemon_command(const DaemonRequest& request) {
     if (code != kExitOk) return fail_with(loaded, code);
     hash = loaded["hash"].get<std::string>();
     if (verb == "attach") {
-      if (loaded["policies"].size() != 1 && request.as.empty()) {
+      if (loaded["policies"].size() != 1) {
         std::cerr << "mrpc-polc: " << request.target
                   << " defines several policies: attach one by name (it is loaded now)\n";
         return kExitUserError;
