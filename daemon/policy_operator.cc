@@ -69,7 +69,9 @@ PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledP
       random_(seed),
       runner_(make_policy_runner(policy_, core.clock, random_)),
       uses_size_(reads_rpc_field(policy_, ir::RpcField::kSize)),
-      uses_latency_(reads_rpc_field(policy_, ir::RpcField::kLatency)) {
+      uses_latency_(reads_rpc_field(policy_, ir::RpcField::kLatency)),
+      uses_endpoints_(reads_rpc_field(policy_, ir::RpcField::kEndpoints) ||
+                      reads_rpc_field(policy_, ir::RpcField::kEndpoint)) {
   for (ir::Event event : {ir::Event::kRequest, ir::Event::kResponse, ir::Event::kError})
     handles_[static_cast<size_t>(event)] = policy_.handler_for(event) != nullptr;
   reply_side_ = handles_[1] || handles_[2] || uses_latency_;
@@ -223,6 +225,32 @@ bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& w
   return true;
 }
 
+std::string PolicyOperator::endpoint_name(ConnectionId id) const {
+  Connection* server = core_.connection(id);
+  return fmt::format("{}#{}", server != nullptr ? server->identity->app_name : "", id);
+}
+
+void PolicyOperator::encode_endpoints(const Rpc& rpc) {
+  endpoints_scratch_.clear();
+  const RegisteredService* service = core_.registry.find(rpc.service_id);
+  if (service == nullptr) return;
+  for (ConnectionId id : service->servers) {
+    const std::string name = endpoint_name(id);
+    append_entry(endpoints_scratch_, name.data(), static_cast<uint32_t>(name.size()));
+  }
+}
+
+bool PolicyOperator::apply_route(Rpc& rpc, const std::string& endpoint) {
+  const RegisteredService* service = core_.registry.find(rpc.service_id);
+  if (service == nullptr) return false;
+  for (ConnectionId id : service->servers) {
+    if (endpoint_name(id) != endpoint) continue;
+    rpc.endpoint.connection = id;  // the router honours it while the endpoint has room
+    return true;
+  }
+  return false;
+}
+
 void PolicyOperator::count(const Rpc& rpc, ir::Event event, Outcome outcome) {
   const uint64_t method = (uint64_t{rpc.service_id} << 16) | rpc.method_index;
   const SeriesKey key{rpc.caller.get(), method, static_cast<uint8_t>(event), outcome};
@@ -314,6 +342,15 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
   view.metadata = reinterpret_cast<const uint8_t*>(metadata_scratch_.data());
   view.metadata_size = static_cast<uint32_t>(metadata_scratch_.size());
   view.ops = &kOps;
+  if (uses_endpoints_) {
+    encode_endpoints(*rpc);
+    view.endpoints = reinterpret_cast<const uint8_t*>(endpoints_scratch_.data());
+    view.endpoints_size = static_cast<uint32_t>(endpoints_scratch_.size());
+    if (event != ir::Event::kRequest && rpc->endpoint.routed()) {
+      endpoint_scratch_ = endpoint_name(rpc->endpoint.connection);
+      view.endpoint = view_of(endpoint_scratch_);
+    }
+  }
   view.ops_context = this;
   current_ = rpc.get();
   view.latency_ns = latency_ns;
@@ -372,7 +409,12 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
     case compiler::Verdict::Outcome::kContinue:
       break;
   }
-  const bool unapplied = verdict.route.has_value() || !verdict.mirrors.empty() ||
+  // A route on the caller's side names the endpoint the router takes (when it serves the
+  // service and has room); elsewhere, or naming no endpoint, it is not applied.
+  const bool routed = verdict.route.has_value() && event == ir::Event::kRequest &&
+                      policy_.placement == ir::Placement::kCaller &&
+                      apply_route(*rpc, *verdict.route);
+  const bool unapplied = (verdict.route.has_value() && !routed) || !verdict.mirrors.empty() ||
                          verdict.retry_after_ns.has_value() || !verdict.writes.empty();
   if (verdict.delay_ns > 0 && event == ir::Event::kRequest) {
     count(*rpc, event, kDelay);

@@ -16,9 +16,11 @@
 //     rpc.size too); `rpc.latency` is the time from the request passing this operator to its
 //     reply passing it back;
 //   - counts what it saw per (caller app, method, event, outcome) for the Prometheus export.
-// Not applied yet (counted as `unapplied` in metrics and said in docs/policies.md): `route`
-// hints, `mirror`, `retry`, `respond` (rejected UNIMPLEMENTED), writes into message fields (they
-// land in the private copy, not in what is delivered).
+//   - `route(e)` on the caller's side picks the endpoint the router takes (`rpc.endpoints` names
+//     each server of the service "<app name>#<connection id>");
+// Not applied yet (counted as `unapplied` in metrics and said in docs/policies.md): `route` at
+// callee or to an unknown name, `mirror`, `retry`, `respond` (rejected UNIMPLEMENTED), writes
+// into message fields (they land in the private copy, not in what is delivered).
 //
 // Threads: one instance is shared by every graph of its attachment (one policy state per
 // attachment, as the language reads); runtime threads run it under its mutex, and the control
@@ -135,6 +137,11 @@ class PolicyOperator final : public Operator {
   bool copy_message_view(bool is_request, const MessageLocation& where, const MessageLayout* layout,
                          mrpc_message_view& view, uint64_t& size, std::string& error);
   void encode_metadata(const Rpc& rpc);
+  // Endpoint names: "<app name>#<connection id>" of each connection serving the service.
+  std::string endpoint_name(ConnectionId id) const;
+  void encode_endpoints(const Rpc& rpc);
+  // Points the call at the endpoint so named; false when no server of its service has the name.
+  bool apply_route(Rpc& rpc, const std::string& endpoint);
   void count(const Rpc& rpc, compiler::ir::Event event, Outcome outcome);
 
   static int metadata_get(const mrpc_rpc_view* view, const char* key, uint32_t key_size,
@@ -155,6 +162,9 @@ class PolicyOperator final : public Operator {
   // `rpc.latency` the start time of each call.
   bool uses_size_ = false;
   bool uses_latency_ = false;
+  bool uses_endpoints_ = false;  // rpc.endpoints or rpc.endpoint
+  std::string endpoints_scratch_;
+  std::string endpoint_scratch_;
   std::unordered_map<uint64_t, MonoTime> started_;  // (call id, attempt) -> request seen
   std::vector<std::string> warnings_;
   std::unordered_map<uint64_t, MethodCheck> methods_;

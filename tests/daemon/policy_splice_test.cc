@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -450,4 +451,66 @@ TEST_CASE(
   REQUIRE(shown["calls"].size() == 1);
   CHECK(shown["calls"][0]["outcome"] == "schema_mismatch");
   CHECK(shown["calls"][0]["count"] == 2);
+}
+
+TEST_CASE("route on the caller's side sends every call to the endpoint the policy names") {
+  EmbeddedDaemon daemon;
+  EchoServer first(daemon.app_socket());
+  EchoServer second(daemon.app_socket());
+  REQUIRE(first.service_id() == second.service_id());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  uint64_t id = 1;
+  for (int i = 0; i < 10; ++i)
+    REQUIRE(one_call(*client, first.service_id(), id++, "spread") == StatusCode::kOk);
+  CHECK(first.calls_seen() == 5);  // round robin without a policy
+  CHECK(second.calls_seen() == 5);
+  load(daemon, "pin.mpol",
+       "policy pin {\n  applies to * at caller;\n  state last: string;\n"
+       "  on request {\n    if len(rpc.endpoints) == 2 { route(rpc.endpoints[1]); }\n  }\n"
+       "  on response {\n    last = rpc.endpoint;\n  }\n}\n");
+  must(control(daemon, "attach", {{"policy", "pin"}}));
+  for (int i = 0; i < 20; ++i)
+    REQUIRE(one_call(*client, first.service_id(), id++, "pinned") == StatusCode::kOk);
+  const uint64_t to_first = first.calls_seen() - 5, to_second = second.calls_seen() - 5;
+  MESSAGE("pinned calls: ", to_first, " to the first server, ", to_second, " to the second");
+  CHECK((to_first == 20 || to_second == 20));
+  const std::string last = must(control(daemon, "show", {{"name", "pin"}}))["state"]["last"];
+  CHECK_MESSAGE(last.find("echo-server#") != std::string::npos, last);
+
+  // A name no server has: the router chooses, and the call is counted as not applied.
+  must(control(daemon, "detach", {{"name", "pin"}}));
+  load(daemon, "nowhere.mpol",
+       "policy nowhere {\n  applies to * at caller;\n  on request { route(\"nobody#1\"); }\n}\n");
+  must(control(daemon, "attach", {{"policy", "nowhere"}}));
+  CHECK(one_call(*client, first.service_id(), id++, "x") == StatusCode::kOk);
+  json shown = must(control(daemon, "show", {{"name", "nowhere"}}));
+  CHECK(shown["calls"][0]["outcome"] == "unapplied");
+}
+
+TEST_CASE(
+    "every stdlib policy loads in the daemon and dry-runs an attach with its default params") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  int policies = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(kStdlib)) {
+    if (entry.path().extension() != ".mpol") continue;
+    const std::string path = entry.path().string();
+    json loaded = control(daemon, "load",
+                          {{"source", read_file(path)},
+                           {"path", path},
+                           {"proto_paths", {MRPC_SOURCE_DIR "/examples/protos"}}});
+    if (loaded["ok"] == false && loaded["error"] == "the file defines no policy") {
+      MESSAGE(path, ": no policy (marshal rules only)");
+      continue;
+    }
+    REQUIRE_MESSAGE(loaded["ok"] == true, path, ": ", loaded.dump());
+    for (const auto& policy : loaded["policies"]) {
+      json dry = control(daemon, "attach", {{"policy", policy["name"]}, {"dry_run", true}});
+      CHECK_MESSAGE(dry["ok"] == true, path, ": ", dry.dump());
+      ++policies;
+    }
+  }
+  MESSAGE(policies, " stdlib policies loaded and dry-run attached");
+  CHECK(policies >= 23);
+  CHECK(must(control(daemon, "list"))["attached"].empty());
 }
