@@ -24,8 +24,8 @@ const ir::Policy* CompiledPolicyFile::find(const std::string& name) const {
 
 namespace {
 constexpr const char* kEventNames[] = {"request", "response", "error"};
-constexpr const char* kOutcomeNames[] = {"pass",  "reject",          "drop",
-                                         "delay", "schema_mismatch", "unapplied"};
+constexpr const char* kOutcomeNames[] = {"pass",    "reject",          "drop",     "delay",
+                                         "respond", "schema_mismatch", "unapplied"};
 
 mrpc_str view_of(const std::string& s) {
   return mrpc_str{s.data(), static_cast<uint32_t>(s.size())};
@@ -219,7 +219,7 @@ bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& w
   (void)scratch.allocator->free(*copied);  // the bytes stay readable until the next copy
   size = used;
   view.region = reinterpret_cast<uint8_t*>(scratch.bytes.get());
-  view.region_size = scratch.size;
+  view.region_size = *copied + used;  // the copy is one block: nothing of it lies past that
   view.body_offset = *copied;
   view.fingerprint = layout->fingerprint();
   return true;
@@ -399,12 +399,7 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
       }
       return;
     case compiler::Verdict::Outcome::kRespond:
-      count(*rpc, event, kUnapplied);
-      out.drop(std::move(rpc),
-               Status(StatusCode::kUnimplemented,
-                      fmt::format("policy '{}' answered the call itself (respond), which mrpcd "
-                                  "does not apply yet",
-                                  name_)));
+      respond(rpc, event, verdict, method, out);
       return;
     case compiler::Verdict::Outcome::kContinue:
       break;
@@ -425,6 +420,45 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
     return;
   }
   count(*rpc, event, unapplied ? kUnapplied : kPass);
+}
+
+void PolicyOperator::respond(RpcPtr& rpc, ir::Event event, const compiler::Verdict& verdict,
+                             const MethodCheck& method, Output& out) {
+  // The stored response is copied (bounds-checked: it is bytes the policy kept) into the caller's
+  // receive region, where the caller's frontend takes responses from; the server never sees the
+  // call.
+  Connection* caller = core_.connection(rpc->connection);
+  Status failed;
+  if (event != ir::Event::kRequest) {
+    failed = Status(StatusCode::kUnimplemented,
+                    fmt::format("policy '{}': respond on the reply path is not applied", name_));
+  } else if (caller == nullptr || method.output == nullptr || verdict.response_bytes.empty()) {
+    failed =
+        Status(StatusCode::kUnavailable,
+               fmt::format("policy '{}' answered the call, but {}", name_,
+                           caller == nullptr ? "its caller left" : "the stored response is empty"));
+  } else {
+    const ConstRegion stored{reinterpret_cast<const std::byte*>(verdict.response_bytes.data()),
+                             verdict.response_bytes.size()};
+    auto copied =
+        copy_message(*method.output, stored, verdict.response_body_offset, caller->receive_view(),
+                     *caller->receive_allocator,
+                     CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
+    caller->report_receive_usage();
+    if (copied.ok()) {
+      count(*rpc, event, kRespond);
+      rpc->response = MessageLocation{caller->id, RegionKind::kReceive, *copied};
+      rpc->status = Status();
+      out.answer(std::move(rpc));
+      return;
+    }
+    failed = Status(copied.status().code(),
+                    fmt::format("policy '{}' answered the call, but its stored response does not "
+                                "fit the caller: {}",
+                                name_, copied.status().message()));
+  }
+  count(*rpc, event, kUnapplied);
+  out.drop(std::move(rpc), failed);
 }
 
 void PolicyOperator::on_requests(RpcBatch& batch, Output& out) {

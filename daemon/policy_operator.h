@@ -15,12 +15,14 @@
 //   - `rpc.size` is the bytes of the private copy (the message is copied when a handler reads
 //     rpc.size too); `rpc.latency` is the time from the request passing this operator to its
 //     reply passing it back;
-//   - counts what it saw per (caller app, method, event, outcome) for the Prometheus export.
 //   - `route(e)` on the caller's side picks the endpoint the router takes (`rpc.endpoints` names
 //     each server of the service "<app name>#<connection id>");
+//   - `respond(r)` answers the call with a stored response, copied into the caller's receive
+//     region (request path only);
+//   - counts what it saw per (caller app, method, event, outcome) for the Prometheus export.
 // Not applied yet (counted as `unapplied` in metrics and said in docs/policies.md): `route` at
-// callee or to an unknown name, `mirror`, `retry`, `respond` (rejected UNIMPLEMENTED), writes
-// into message fields (they land in the private copy, not in what is delivered).
+// callee or to an unknown name, `mirror`, `retry`, writes into message fields (they land in the
+// private copy, not in what is delivered).
 //
 // Threads: one instance is shared by every graph of its attachment (one policy state per
 // attachment, as the language reads); runtime threads run it under its mutex, and the control
@@ -128,7 +130,7 @@ class PolicyOperator final : public Operator {
     std::shared_ptr<const CallerIdentity> caller;  // keeps the key's pointer from being reused
     size_t index;                                  // into series_
   };
-  enum Outcome : uint8_t { kPass, kReject, kDrop, kDelay, kSchemaMismatch, kUnapplied };
+  enum Outcome : uint8_t { kPass, kReject, kDrop, kDelay, kRespond, kSchemaMismatch, kUnapplied };
 
   // One handler run over `rpc`; returns what to do with it.
   void run_one(RpcPtr& rpc, compiler::ir::Event event, Output& out);
@@ -137,6 +139,10 @@ class PolicyOperator final : public Operator {
   bool copy_message_view(bool is_request, const MessageLocation& where, const MessageLayout* layout,
                          mrpc_message_view& view, uint64_t& size, std::string& error);
   void encode_metadata(const Rpc& rpc);
+  // `respond(r)`: the call is answered with the stored response r, copied into the caller's
+  // receive region.
+  void respond(RpcPtr& rpc, compiler::ir::Event event, const compiler::Verdict& verdict,
+               const MethodCheck& method, Output& out);
   // Endpoint names: "<app name>#<connection id>" of each connection serving the service.
   std::string endpoint_name(ConnectionId id) const;
   void encode_endpoints(const Rpc& rpc);

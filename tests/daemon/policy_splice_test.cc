@@ -514,3 +514,36 @@ TEST_CASE(
   CHECK(policies >= 23);
   CHECK(must(control(daemon, "list"))["attached"].empty());
 }
+
+TEST_CASE(
+    "respond answers a call from a response the policy stored, and the server never sees it") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  load(daemon, kEchoProtos + "/cache.mpol",
+       "import proto \"echo.proto\";\n"
+       "policy cache {\n  applies to echo.EchoService.Echo at caller;\n"
+       "  state cached: map<string, response>[capacity 16, evict lru];\n"
+       "  state hits: counter;\n"
+       "  on request {\n    if req.text in cached {\n      hits += 1;\n"
+       "      respond(cached[req.text]);\n    }\n  }\n"
+       "  on response {\n    cached[req.text] = resp;\n  }\n}\n",
+       {kEchoProtos});
+  must(control(daemon, "attach", {{"policy", "cache"}}));
+  uint64_t id = 1;
+  for (const char* text : {"alpha", "beta", "alpha", "alpha", "beta", "gamma"}) {
+    const uint64_t request = client->build_echo(text);
+    client->submit(client->call_entry(server.service_id(), id, request));
+    auto done = client->wait_call_done(id);
+    REQUIRE(done.has_value());
+    REQUIRE(call_status(*done) == StatusCode::kOk);
+    CHECK(client->received_text(done->message_offset) == text);
+    client->release(done->message_offset);
+    (void)client->heap().free_message(request);
+    ++id;
+  }
+  CHECK(server.calls_seen() == 3);  // alpha, beta, gamma; the repeats came from the cache
+  json shown = must(control(daemon, "show", {{"name", "cache"}}));
+  CHECK(shown["state"]["hits"] == "3");
+  CHECK(daemon.daemon.stats().receive_bytes_in_use == 0);  // every answer was released
+}
