@@ -53,6 +53,21 @@ bool reads_rpc_field(const ir::Policy& policy, ir::RpcField field) {
   return false;
 }
 
+// Whether any handler of `policy` runs `action`.
+bool runs_action(const ir::Block& block, compiler::Action action) {
+  for (const auto& stmt : block) {
+    if (stmt->kind == ir::StmtKind::kAction && stmt->action == action) return true;
+    for (const auto& inner : stmt->blocks)
+      if (runs_action(inner, action)) return true;
+  }
+  return false;
+}
+bool runs_action(const ir::Policy& policy, compiler::Action action) {
+  for (const auto& handler : policy.handlers)
+    if (runs_action(handler.body, action)) return true;
+  return false;
+}
+
 void append_entry(std::string& block, const char* data, uint32_t size) {
   block.append(reinterpret_cast<const char*>(&size), 4);
   block.append(data, size);
@@ -74,7 +89,9 @@ PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledP
                       reads_rpc_field(policy_, ir::RpcField::kEndpoint)) {
   for (ir::Event event : {ir::Event::kRequest, ir::Event::kResponse, ir::Event::kError})
     handles_[static_cast<size_t>(event)] = policy_.handler_for(event) != nullptr;
-  reply_side_ = handles_[1] || handles_[2] || uses_latency_;
+  mirrors_ = runs_action(policy_, compiler::Action::kMirror);
+  uses_endpoints_ = uses_endpoints_ || mirrors_ || runs_action(policy_, compiler::Action::kRoute);
+  reply_side_ = handles_[1] || handles_[2] || uses_latency_ || mirrors_;
 }
 
 PolicyOperator::~PolicyOperator() = default;
@@ -240,15 +257,46 @@ void PolicyOperator::encode_endpoints(const Rpc& rpc) {
   }
 }
 
-bool PolicyOperator::apply_route(Rpc& rpc, const std::string& endpoint) {
+ConnectionId PolicyOperator::find_endpoint(const Rpc& rpc, const std::string& endpoint) const {
   const RegisteredService* service = core_.registry.find(rpc.service_id);
-  if (service == nullptr) return false;
-  for (ConnectionId id : service->servers) {
-    if (endpoint_name(id) != endpoint) continue;
-    rpc.endpoint.connection = id;  // the router honours it while the endpoint has room
-    return true;
+  if (service == nullptr) return kNoConnection;
+  for (ConnectionId id : service->servers)
+    if (endpoint_name(id) == endpoint) return id;
+  return kNoConnection;
+}
+
+bool PolicyOperator::apply_route(Rpc& rpc, const std::string& endpoint) {
+  const ConnectionId id = find_endpoint(rpc, endpoint);
+  if (id == kNoConnection) return false;
+  rpc.endpoint.connection = id;  // the router honours it while the endpoint has room
+  return true;
+}
+
+bool PolicyOperator::apply_mirrors(Rpc& rpc, const compiler::Verdict& verdict, Output& out) {
+  bool all = true;
+  for (const auto& [endpoint, fraction] : verdict.mirrors) {
+    if (random_.next_unit() >= fraction) continue;  // not this call
+    const ConnectionId id = find_endpoint(rpc, endpoint);
+    if (id == kNoConnection || rpc.attempts_made >= limits::kMaxAttemptsPerCall) {
+      all = false;
+      continue;
+    }
+    if (mirrored_.size() >= kMaxPolicyTrackedCalls) {
+      // Forget mirrors whose replies never came back this way (their calls ended elsewhere);
+      // a mirror reply this policy does not recognise would end its call as if it were one.
+      const MonoTime now = out.now();
+      std::erase_if(mirrored_, [&](const auto& entry) {
+        return now - entry.second > kForgetMirrorAfter.count();
+      });
+      if (mirrored_.size() >= kMaxPolicyTrackedCalls) {
+        all = false;
+        continue;
+      }
+    }
+    const uint16_t attempt = out.fork(rpc, AttemptKind::kMirror, Endpoint{id});
+    mirrored_.emplace((rpc.call_id << 16) ^ attempt, out.now());
   }
-  return false;
+  return all;
 }
 
 void PolicyOperator::count(const Rpc& rpc, ir::Event event, Outcome outcome) {
@@ -409,7 +457,11 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
   const bool routed = verdict.route.has_value() && event == ir::Event::kRequest &&
                       policy_.placement == ir::Placement::kCaller &&
                       apply_route(*rpc, *verdict.route);
-  const bool unapplied = (verdict.route.has_value() && !routed) || !verdict.mirrors.empty() ||
+  const bool mirrored = !verdict.mirrors.empty() && event == ir::Event::kRequest &&
+                        policy_.placement == ir::Placement::kCaller &&
+                        apply_mirrors(*rpc, verdict, out);
+  const bool unapplied = (verdict.route.has_value() && !routed) ||
+                         (!verdict.mirrors.empty() && !mirrored) ||
                          verdict.retry_after_ns.has_value() || !verdict.writes.empty();
   if (verdict.delay_ns > 0 && event == ir::Event::kRequest) {
     count(*rpc, event, kDelay);
@@ -472,7 +524,16 @@ void PolicyOperator::on_replies(RpcBatch& batch, Output& out) {
   if (!reply_side_) return;  // no response or error handler: replies pass untouched
   std::lock_guard lock(mutex_);
   for (auto& rpc : batch) {
-    if (rpc) run_one(rpc, rpc->status.ok() ? ir::Event::kResponse : ir::Event::kError, out);
+    if (!rpc) continue;
+    if (rpc->attempt_kind == AttemptKind::kMirror && !mirrored_.empty()) {
+      auto forked = mirrored_.find((rpc->call_id << 16) ^ rpc->attempt);
+      if (forked != mirrored_.end()) {  // a mirror this policy sent: its reply ends here
+        mirrored_.erase(forked);
+        out.end(std::move(rpc));
+        continue;
+      }
+    }
+    run_one(rpc, rpc->status.ok() ? ir::Event::kResponse : ir::Event::kError, out);
   }
 }
 

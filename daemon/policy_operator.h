@@ -17,12 +17,14 @@
 //     reply passing it back;
 //   - `route(e)` on the caller's side picks the endpoint the router takes (`rpc.endpoints` names
 //     each server of the service "<app name>#<connection id>");
+//   - `mirror(e, f)` on the caller's side forks a mirror attempt to e for a fraction f of calls
+//     and ends its reply here;
 //   - `respond(r)` answers the call with a stored response, copied into the caller's receive
 //     region (request path only);
 //   - counts what it saw per (caller app, method, event, outcome) for the Prometheus export.
 // Not applied yet (counted as `unapplied` in metrics and said in docs/policies.md): `route` at
-// callee or to an unknown name, `mirror`, `retry`, writes into message fields (they land in the
-// private copy, not in what is delivered).
+// callee or to an unknown name, `mirror` likewise, `retry`, writes into message fields (they land
+// in the private copy, not in what is delivered).
 //
 // Threads: one instance is shared by every graph of its attachment (one policy state per
 // attachment, as the language reads); runtime threads run it under its mutex, and the control
@@ -31,6 +33,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -57,6 +60,9 @@ inline constexpr size_t kMaxPolicyMetricSeries = 1024;
 // their reply passing back through it would otherwise pile up); past it the table is cleared and
 // those calls see a latency of 0.
 inline constexpr size_t kMaxPolicyTrackedCalls = 1u << 16;
+// With kMaxPolicyTrackedCalls mirrors outstanding, those forked longer ago than this are
+// forgotten (their calls ended elsewhere); if none is that old, new mirrors are not sent.
+inline constexpr std::chrono::seconds kForgetMirrorAfter{60};
 
 // A checked, verified policy file: what `load` made. Immutable once built; shared by every
 // attachment made from it.
@@ -148,6 +154,10 @@ class PolicyOperator final : public Operator {
   void encode_endpoints(const Rpc& rpc);
   // Points the call at the endpoint so named; false when no server of its service has the name.
   bool apply_route(Rpc& rpc, const std::string& endpoint);
+  ConnectionId find_endpoint(const Rpc& rpc, const std::string& endpoint) const;
+  // `mirror(e, f)`: forks a mirror attempt to e for a fraction f of calls; false if one named no
+  // endpoint (or the call has no attempt left).
+  bool apply_mirrors(Rpc& rpc, const compiler::Verdict& verdict, Output& out);
   void count(const Rpc& rpc, compiler::ir::Event event, Outcome outcome);
 
   static int metadata_get(const mrpc_rpc_view* view, const char* key, uint32_t key_size,
@@ -168,7 +178,10 @@ class PolicyOperator final : public Operator {
   // `rpc.latency` the start time of each call.
   bool uses_size_ = false;
   bool uses_latency_ = false;
-  bool uses_endpoints_ = false;  // rpc.endpoints or rpc.endpoint
+  bool uses_endpoints_ = false;  // rpc.endpoints or rpc.endpoint, route or mirror
+  bool mirrors_ = false;         // runs `mirror`
+  // (call id << 16) ^ attempt of the mirrors it forked -> when.
+  std::unordered_map<uint64_t, MonoTime> mirrored_;
   std::string endpoints_scratch_;
   std::string endpoint_scratch_;
   std::unordered_map<uint64_t, MonoTime> started_;  // (call id, attempt) -> request seen

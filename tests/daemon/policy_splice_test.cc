@@ -547,3 +547,27 @@ TEST_CASE(
   CHECK(shown["state"]["hits"] == "3");
   CHECK(daemon.daemon.stats().receive_bytes_in_use == 0);  // every answer was released
 }
+
+TEST_CASE(
+    "mirror on the caller's side sends a copy of each call to a shadow endpoint and every call "
+    "still ends once") {
+  EmbeddedDaemon daemon;
+  EchoServer primary(daemon.app_socket());
+  EchoServer shadow(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  load(daemon, "shadow.mpol",
+       "policy shadow {\n  applies to * at caller;\n"
+       "  on request {\n    if len(rpc.endpoints) == 2 {\n      route(rpc.endpoints[0]);\n"
+       "      mirror(rpc.endpoints[1], 1.0);\n    }\n  }\n}\n");
+  must(control(daemon, "attach", {{"policy", "shadow"}}));
+  uint64_t next_id = 1;
+  auto outcome = echo_load(*client, primary.service_id(), next_id, 500, 10s);
+  CHECK(outcome.ok == 500);  // each call ended once (echo_load fails on a second kCallDone)
+  CHECK(eventually([&] { return shadow.calls_seen() == 500; }));
+  CHECK(primary.calls_seen() == 500);
+  CHECK(eventually([&] { return daemon.daemon.stats().attempts_ended == 500; }));
+  CHECK(daemon.daemon.stats().calls_in_flight == 0);
+  json shown = must(control(daemon, "show", {{"name", "shadow"}}));
+  CHECK(shown["calls"][0]["outcome"] == "pass");
+  CHECK(shown["calls"][0]["count"] == 500);
+}
