@@ -71,7 +71,16 @@ bool ControlServer::poll() {
         did_work = true;
         size_t newline = client.buffer.find('\n');
         if (newline == std::string::npos && client.buffer.size() <= kMaxCommandBytes) continue;
-        std::string command = client.buffer.substr(0, std::min(newline, kMaxCommandBytes));
+        if (newline == std::string::npos) {  // over the limit: refused, not cut and run
+          const std::string reply = fmt::format(
+              "{{\"ok\":false,\"code\":\"INVALID_ARGUMENT\",\"error\":\"a control request "
+              "is at most {} bytes (ControlServer::kMaxCommandBytes) up to its newline\"}}\n",
+              kMaxCommandBytes);
+          (void)::send(client.socket.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
+          finished = true;
+          break;
+        }
+        std::string command = client.buffer.substr(0, newline);
         if (takes_ && takes_(command)) {
           deferred = true;
           watch_(client.socket.get(), false);

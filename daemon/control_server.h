@@ -48,8 +48,9 @@ class ControlServer {
     std::string buffer;
   };
   static constexpr size_t kMaxPendingClients = 16;
-  // A command line: room for `load` with a whole policy file as JSON.
-  static constexpr size_t kMaxCommandBytes = 2 * limits::kMaxPolicyFileBytes + (64u << 10);
+  // A command line: room for `load` with a whole policy file as JSON, every byte of it escaped
+  // (\u0001 is six bytes).
+  static constexpr size_t kMaxCommandBytes = 6 * limits::kMaxPolicyFileBytes + (64u << 10);
   // How long a deferred reply waits for a client that does not read it.
   static constexpr int kReplySendTimeoutSeconds = 2;
 

@@ -19,6 +19,7 @@
 
 #include "../../daemon/control_server.h"
 #include "embedded_daemon.h"
+#include "mrpc/base/limits.h"
 #include "mrpc/message/layout.h"
 #include "test_app.h"
 
@@ -577,4 +578,23 @@ TEST_CASE(
   json shown = must(control(daemon, "show", {{"name", "shadow"}}));
   CHECK(shown["calls"][0]["outcome"] == "pass");
   CHECK(shown["calls"][0]["count"] == 500);
+}
+
+TEST_CASE(
+    "a policy file near the size limit loads through the control socket and one over it is "
+    "refused") {
+  EmbeddedDaemon daemon;
+  const std::string policy = "policy big {\n  applies to * at caller;\n  on request { pass; }\n}\n";
+  std::string padding;
+  while (padding.size() + policy.size() + 100 < limits::kMaxPolicyFileBytes)
+    padding += "// padding \"quoted\" and \\ escaped, to make the JSON longer than the text\n";
+  json loaded = load(daemon, "big.mpol", padding + policy);
+  CHECK(loaded["policies"][0]["name"] == "big");
+  std::string too_big = padding + padding + policy;
+  json refused = control(daemon, "load", {{"source", too_big}, {"path", "big.mpol"}});
+  CHECK(refused["ok"] == false);
+  CHECK(refused["code"] == "INVALID_ARGUMENT");
+  CHECK_MESSAGE(
+      refused["error"].get<std::string>().find("kMaxPolicyFileBytes") != std::string::npos,
+      refused.dump().substr(0, 300));
 }
