@@ -52,6 +52,11 @@ std::string string_arg(const json& args, const char* key, std::string fallback =
   return found != args.end() && found->is_string() ? found->get<std::string>() : fallback;
 }
 
+bool bool_arg(const json& args, const char* key) {
+  auto found = args.find(key);
+  return found != args.end() && found->is_boolean() && found->get<bool>();
+}
+
 // "10ms", "2s", "1500us", "5m", "1h", "250ns", or a number of nanoseconds.
 Expected<int64_t> duration_from_json(const json& value) {
   if (value.is_number_integer()) return value.get<int64_t>();
@@ -297,7 +302,7 @@ std::string PolicyControl::load(const std::string& text) {
   if (!args.ok()) return error_reply(args.status());
   const std::string source = string_arg(*args, "source");
   const std::string path = string_arg(*args, "path", "policy.mpol");
-  const bool dry_run = args->value("dry_run", false);
+  const bool dry_run = bool_arg(*args, "dry_run");
   if (source.empty())
     return error_reply(
         Status(StatusCode::kInvalidArgument, "load needs \"source\": the .mpol text"));
@@ -378,7 +383,7 @@ std::string PolicyControl::attach(const std::string& text) {
   const std::string policy_name = string_arg(*args, "policy");
   const std::string hash = string_arg(*args, "hash");
   const std::string name = string_arg(*args, "as", policy_name);
-  const bool dry_run = args->value("dry_run", false);
+  const bool dry_run = bool_arg(*args, "dry_run");
   if (policy_name.empty())
     return error_reply(Status(StatusCode::kInvalidArgument, "attach needs \"policy\": its name"));
   // The file: the one with that hash (a prefix will do), or the newest defining the policy.

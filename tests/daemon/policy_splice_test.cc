@@ -313,6 +313,12 @@ TEST_CASE("policy commands with bad input answer a clear error and change nothin
         "INVALID_ARGUMENT");
   CHECK(control(daemon, "attach", {{"policy", "acl"}, {"anchor", "middle"}})["code"] ==
         "INVALID_ARGUMENT");
+  // Arguments of the wrong JSON type are the caller's error, not the daemon's.
+  CHECK(control(daemon, "attach", {{"policy", 3}})["code"] == "INVALID_ARGUMENT");
+  CHECK(control(daemon, "attach", {{"policy", "acl"}, {"params", "x"}})["code"] ==
+        "INVALID_ARGUMENT");
+  CHECK(control(daemon, "load", {{"source", 1}, {"dry_run", "yes"}})["code"] == "INVALID_ARGUMENT");
+  CHECK(control(daemon, "upgrade", {{"name", {1, 2}}})["code"] == "NOT_FOUND");
   CHECK(must(control(daemon, "list"))["attached"].empty());
   CHECK(daemon.daemon.policy_generation() == 0);
 }
