@@ -299,6 +299,7 @@ class Evaluation {
         ended_ = true;
         v_.outcome = Verdict::Outcome::kRespond;
         v_.response_bytes = args[0].s;
+        v_.response_body_offset = static_cast<uint64_t>(args[0].i);
         return;
       case Action::kRetry:
         v_.retry_after_ns = std::max<int64_t>(0, args[0].i);

@@ -61,25 +61,47 @@ bool ControlServer::poll() {
   }
   for (size_t i = 0; i < clients_.size();) {
     Client& client = clients_[i];
-    char chunk[256];
-    ssize_t got = ::recv(client.socket.get(), chunk, sizeof chunk, 0);
+    char chunk[16384];
     bool finished = false;
-    if (got > 0) {
-      client.buffer.append(chunk, static_cast<size_t>(got));
-      did_work = true;
-      size_t newline = client.buffer.find('\n');
-      if (newline != std::string::npos || client.buffer.size() > kMaxCommandBytes) {
-        std::string command = client.buffer.substr(0, std::min(newline, kMaxCommandBytes));
-        std::string reply = handler_(command) + "\n";
-        // A reply is small; a client that does not read it loses it.
-        (void)::send(client.socket.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
+    bool deferred = false;
+    for (;;) {  // what is there, up to the end of the line
+      ssize_t got = ::recv(client.socket.get(), chunk, sizeof chunk, 0);
+      if (got > 0) {
+        client.buffer.append(chunk, static_cast<size_t>(got));
+        did_work = true;
+        size_t newline = client.buffer.find('\n');
+        if (newline == std::string::npos && client.buffer.size() <= kMaxCommandBytes) continue;
+        if (newline == std::string::npos) {  // over the limit: refused, not cut and run
+          const std::string reply = fmt::format(
+              "{{\"ok\":false,\"code\":\"INVALID_ARGUMENT\",\"error\":\"a control request "
+              "is at most {} bytes (ControlServer::kMaxCommandBytes) up to its newline\"}}\n",
+              kMaxCommandBytes);
+          (void)::send(client.socket.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
+          finished = true;
+          break;
+        }
+        std::string command = client.buffer.substr(0, newline);
+        if (takes_ && takes_(command)) {
+          deferred = true;
+          watch_(client.socket.get(), false);
+          auto socket = std::make_shared<shm::UniqueFd>(std::move(client.socket));
+          deferred_(command, [socket](const std::string& reply) {
+            send_reply(socket->get(), reply + "\n");
+          });
+        }
+        if (!deferred) {
+          std::string reply = handler_(command) + "\n";
+          // A reply is small; a client that does not read it loses it.
+          (void)::send(client.socket.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
+        }
+        finished = true;
+      } else if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
         finished = true;
       }
-    } else if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-      finished = true;
+      break;
     }
     if (finished) {
-      watch_(client.socket.get(), false);
+      if (!deferred) watch_(client.socket.get(), false);
       clients_.erase(clients_.begin() + static_cast<std::ptrdiff_t>(i));
       did_work = true;
     } else {
@@ -87,6 +109,20 @@ bool ControlServer::poll() {
     }
   }
   return did_work;
+}
+
+void ControlServer::send_reply(int fd, const std::string& reply) {
+  // Blocking, with a timeout: a reply (metrics, list) may be bigger than the socket buffer.
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) (void)::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  timeval timeout{kReplySendTimeoutSeconds, 0};
+  (void)::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+  size_t sent = 0;
+  while (sent < reply.size()) {
+    ssize_t n = ::send(fd, reply.data() + sent, reply.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return;  // the client left or stopped reading: it loses the reply
+    sent += static_cast<size_t>(n);
+  }
 }
 
 Expected<std::string> ControlServer::request(const std::string& path, const std::string& command) {

@@ -7,6 +7,8 @@
 
 namespace mrpc {
 
+thread_local DaemonCore* DaemonCore::this_thread_ = nullptr;
+
 void JobQueue::post(std::function<void()> job) {
   {
     std::lock_guard lock(mutex_);

@@ -130,6 +130,11 @@ struct DaemonCore {
   bool draining = false;
   DaemonCounters counters;
 
+  // The shard whose runtime thread this is (null on other threads): for code shared by every
+  // shard's graphs, such as one policy operator attached to apps of several shards.
+  static DaemonCore* of_this_thread() { return this_thread_; }
+  void bind_to_this_thread() { this_thread_ = this; }
+
   bool is_local(uint64_t handle) const { return shards::shard_of(handle) == shard; }
   // A connection of this shard that has completed its handshake, or null (also for another
   // shard's connection).
@@ -183,6 +188,9 @@ struct DaemonCore {
   void connection_lost(Connection& connection);
   // Updates the table-size counters (after calls start or end).
   void report_tables();
+
+ private:
+  static thread_local DaemonCore* this_thread_;
 };
 
 }  // namespace mrpc

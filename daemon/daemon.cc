@@ -21,6 +21,7 @@
 #include "mrpc/transports/loopback.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "mrpc/transports/shm/ring.h"
+#include "policy_control.h"
 
 namespace mrpc {
 
@@ -77,6 +78,7 @@ class HousekeepingTask final : public Task {
         drain_requested_(drain_requested) {}
 
   bool run() override {
+    core_.bind_to_this_thread();  // a store; first in every round of this shard
     bool did_work = core_.jobs.run();
     if (drain_requested_.load(std::memory_order_acquire) && !core_.draining) {
       core_.draining = true;
@@ -199,6 +201,7 @@ struct Daemon::Impl {
   std::shared_ptr<LoopbackTransport> loopback;  // when fault injection is on
   shm::UniqueFd app_listener;
   std::optional<ControlServer> control;
+  std::unique_ptr<PolicyControl> policy_control;  // the policy commands of the control socket
   std::atomic<bool> drain_requested{false};
   bool started = false;
 };
@@ -261,7 +264,9 @@ Status Daemon::start() {
         if (command == "stats") return impl.stats_json();
         if (command == "connections") return impl.connections_json();
         return nlohmann::json{{"error", fmt::format("unknown command '{}'", command)},
-                              {"commands", {"stats", "connections"}}}
+                              {"commands",
+                               {"stats", "connections", "load", "attach", "upgrade", "detach",
+                                "list", "show", "metrics"}}}
             .dump();
       },
       [&runtime0](int fd, bool watch) {
@@ -275,6 +280,12 @@ Status Daemon::start() {
     return control.status();
   }
   impl.control.emplace(std::move(*control));
+  impl.policy_control = std::make_unique<PolicyControl>(*this, impl.core0());
+  impl.control->set_deferred(&PolicyControl::handles,
+                             [policies = impl.policy_control.get()](const std::string& command,
+                                                                    ControlServer::Reply reply) {
+                               policies->submit(command, std::move(reply));
+                             });
   MRPC_TRY_STATUS(runtime0.watch_readable(impl.app_listener.get()));
   MRPC_TRY_STATUS(runtime0.watch_readable(impl.control->fd()));
   const bool sharded = impl.shards.size() > 1;
@@ -298,6 +309,8 @@ Status Daemon::start() {
 void Daemon::stop(std::chrono::nanoseconds drain) {
   Impl& impl = *impl_;
   if (!impl.started) return;
+  // Policy commands wait for the runtime: they finish while it still runs.
+  if (impl.policy_control) impl.policy_control->stop();
   impl.started = false;
   impl.drain_requested.store(true, std::memory_order_release);
   for (auto& shard : impl.shards) shard->runtime.wake();

@@ -70,6 +70,12 @@ class ServiceRegistry {
   // dropped. Appends the ids of the services it left to `changed`.
   void connection_closed(ConnectionId connection, std::vector<uint32_t>& changed);
   size_t size() const { return by_name_.size(); }
+  // Calls fn(const RegisteredService&) for every registered service (policy attach checks).
+  template <typename Fn>
+  void for_each(Fn&& fn) const {
+    for (const auto& slot : slots_)
+      if (slot.service != nullptr) fn(*slot.service);
+  }
 
  private:
   static constexpr uint32_t kSlotBits = 16;
@@ -109,6 +115,12 @@ class ServiceDirectory {
   // The registration as it is now (a dropped update if `service_id` names none).
   ServiceUpdate snapshot(uint32_t service_id);
   size_t size() const;
+  // fn(const RegisteredService&) for every registration, under the lock (control plane).
+  template <typename Fn>
+  void for_each(Fn&& fn) const {
+    std::lock_guard lock(mutex_);
+    registry_.for_each(fn);
+  }
 
  private:
   ServiceUpdate snapshot_locked(uint32_t service_id);

@@ -45,6 +45,27 @@ step "echo: 100,000 calls, 64 in flight"
 step "nested: a document with nested, repeated, oneof and map fields, there and back"
 "$build/examples/nested/nested_client"
 
+step "policies: the stdlib acl attached to the running daemon, then detached (mrpc-polc)"
+polc=("$build/tools/mrpc-polc/mrpc-polc" --socket "$run_dir/control.sock")
+# A client that keeps calling across the attach and the detach: its summary shows both effects.
+"$build/examples/echo/echo_client" --calls 400000 --in-flight 16 >"$run_dir/client_during_policy.log" 2>&1 &
+background_client=$!
+sleep 0.2
+"${polc[@]}" attach "$root/stdlib-policies/acl.mpol" 'deny_callers={"echo_client"}'
+"${polc[@]}" list
+echo "-- with the acl attached, 1,000 calls from echo_client (each should be PERMISSION_DENIED):"
+"$build/examples/echo/echo_client" --calls 1000 --in-flight 16 || true
+"${polc[@]}" show acl -j | python3 -c 'import json,sys; j=json.load(sys.stdin); print("acl state:", j["state"], "calls:", [(c["caller"], c["outcome"], c["count"]) for c in j["calls"]])'
+echo "-- Prometheus text from the control socket (mrpc-polc metrics):"
+"${polc[@]}" metrics | grep -v '^#'
+"${polc[@]}" detach acl
+echo "-- after the detach, 1,000 calls again (each should be answered):"
+"$build/examples/echo/echo_client" --calls 1000 --in-flight 16
+"${polc[@]}" list
+wait "$background_client" || true
+echo "-- the client that called through the attach and the detach:"
+cat "$run_dir/client_during_policy.log"
+
 step "what the daemon saw (control socket: stats)"
 python3 - "$run_dir/control.sock" <<'PY'
 import socket, sys

@@ -3,6 +3,8 @@
 //   mrpc-polc fmt FILE.mpol
 //   mrpc-polc build FILE.mpol [--proto-path DIR]... --emit=ir|llvm|asm   (checks, verifies,
 //       prints the IR, or each policy's LLVM module after O2, or its host assembly)
+//   mrpc-polc load|attach|upgrade|detach|list|show|metrics ...  against a running mrpcd
+//                                                             (daemon_commands.h)
 // Exit codes: 0 ok (warnings alone keep 0), 1 errors in the input (warnings too under
 // --warnings-as-errors), 2 internal error (a bug in mrpc-polc).
 #include <CLI/CLI.hpp>
@@ -12,6 +14,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "daemon_commands.h"
 #include "mrpc/base/limits.h"
 #include "mrpc/compiler/checker.h"
 #include "mrpc/compiler/ir.h"
@@ -137,6 +140,9 @@ int main(int argc, char** argv) {
   app.fallthrough();  // `check x.mpol --error-format=json` as well as before the subcommand
   bool json = false;
   app.add_flag("-j,--json", json, "print diagnostics as JSON (--error-format=json)");
+  mrpc::polc::DaemonRequest daemon;
+  app.add_option("--socket", daemon.socket,
+                 "mrpcd's control socket, for the commands against a running daemon");
   std::string error_format;
   app.add_option("--error-format", error_format, "text (default) or json")
       ->check(CLI::IsMember({"text", "json"}));
@@ -167,6 +173,51 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"ir", "llvm", "asm"}));
   build->add_flag("-j,--json", json, "print diagnostics as JSON");
 
+  // Commands against a running daemon.
+  auto common = [&](CLI::App* command) {
+    command->add_option("--socket", daemon.socket,
+                        "mrpcd's control socket (default $MRPC_CONTROL_SOCKET, else "
+                        "/run/mrpc/control.sock)");
+    command->add_flag("-j,--json", daemon.json, "print the daemon's JSON answer");
+    return command;
+  };
+  CLI::App* load = common(app.add_subcommand("load",
+                                             "check, verify and compile a policy file in "
+                                             "a running mrpcd; prints its hash"));
+  load->add_option("file", daemon.target, "the .mpol file")->required();
+  load->add_option("-I,--proto-path", daemon.proto_paths, "a directory of imported .proto files");
+  load->add_flag("--dry-run", daemon.dry_run, "check, verify and compile; keep nothing");
+  CLI::App* attach = common(app.add_subcommand(
+      "attach", "attach a loaded policy (or a .mpol file, loaded first) to the apps' graphs"));
+  attach->add_option("policy", daemon.target, "a loaded policy's name, or a .mpol file")
+      ->required();
+  attach->add_option("params", daemon.params, "NAME=VALUE params (VALUE as JSON or {\"a\",\"b\"})");
+  attach->add_option("-p,--param", daemon.params, "NAME=VALUE");
+  attach->add_option("-I,--proto-path", daemon.proto_paths, "a directory of imported .proto files");
+  attach->add_option("--as", daemon.as, "the name it is attached as (default: the policy's)");
+  attach->add_option("--hash", daemon.hash, "which loaded version (default: the newest)");
+  attach->add_option("--app", daemon.app, "only the apps that call themselves this");
+  attach->add_flag("--first", daemon.first, "first in the graph (default: last)");
+  attach->add_option("--before", daemon.before, "just before this attached policy");
+  attach->add_option("--after", daemon.after, "just after this attached policy");
+  attach->add_flag("--dry-run", daemon.dry_run,
+                   "build it and check it against the registered schemas; splice nothing");
+  CLI::App* upgrade = common(app.add_subcommand(
+      "upgrade", "replace an attached policy by a new version, its state carried"));
+  upgrade->add_option("name", daemon.target, "what it is attached as")->required();
+  upgrade->add_option("file", daemon.file, "the new version's .mpol file (loaded first)");
+  upgrade->add_option("-p,--param", daemon.params, "NAME=VALUE (default: the old params)");
+  upgrade->add_option("-I,--proto-path", daemon.proto_paths,
+                      "a directory of imported .proto files");
+  upgrade->add_option("--hash", daemon.hash, "which loaded version (default: the newest)");
+  CLI::App* detach = common(app.add_subcommand("detach", "detach an attached policy"));
+  detach->add_option("name", daemon.target, "what it is attached as")->required();
+  CLI::App* list = common(app.add_subcommand("list", "loaded files and attached policies"));
+  CLI::App* show = common(app.add_subcommand("show", "an attached policy: params, state, calls"));
+  show->add_option("name", daemon.target, "what it is attached as")->required();
+  CLI::App* metrics =
+      common(app.add_subcommand("metrics", "the policies' metrics, Prometheus text format"));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -175,6 +226,12 @@ int main(int argc, char** argv) {
   }
   if (error_format == "json") json = true;
   try {
+    for (CLI::App* command : {load, attach, upgrade, detach, list, show, metrics}) {
+      if (!*command) continue;
+      daemon.verb = command->get_name();
+      daemon.json = daemon.json || json;
+      return mrpc::polc::run_daemon_command(daemon);
+    }
     if (*check) return run_check(check_files, proto_paths, json, warnings_as_errors);
     if (*build) return run_build(build_file, proto_paths, emit, json);
     return run_fmt(fmt_file, json);

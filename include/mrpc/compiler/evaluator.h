@@ -59,7 +59,8 @@ struct Verdict {
   std::optional<std::string> route;
   std::vector<std::pair<std::string, double>> mirrors;
   std::optional<int64_t> retry_after_ns;
-  std::string response_bytes;  // kRespond: the stored response
+  std::string response_bytes;  // kRespond: the stored response (its region's bytes)
+  uint64_t response_body_offset = 0;  // kRespond: where its body starts in response_bytes
   std::vector<LogRecord> logs;
   std::vector<FieldWrite> writes;
   uint32_t refused_inserts = 0;  // `evict reject` containers that were full

@@ -1,0 +1,638 @@
+#include "policy_operator.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core.h"
+#include "mrpc/base/check.h"
+#include "mrpc/message/copy.h"
+#include "mrpc/message/layout.h"
+#include "runner_factory.h"
+
+namespace mrpc {
+
+namespace ir = compiler::ir;
+
+const ir::Policy* CompiledPolicyFile::find(const std::string& name) const {
+  for (const auto& policy : unit->policies)
+    if (policy.name == name) return &policy;
+  return nullptr;
+}
+
+namespace {
+constexpr const char* kEventNames[] = {"request", "response", "error"};
+constexpr const char* kOutcomeNames[] = {"pass",    "reject",          "drop",     "delay",
+                                         "respond", "schema_mismatch", "unapplied"};
+
+mrpc_str view_of(const std::string& s) {
+  return mrpc_str{s.data(), static_cast<uint32_t>(s.size())};
+}
+
+// Whether any expression of `policy` reads `rpc.<field>`.
+bool reads_rpc_field(const ir::Expr& expr, ir::RpcField field) {
+  if (expr.kind == ir::ExprKind::kRpc && expr.rpc_field == field) return true;
+  for (const auto& child : expr.children)
+    if (reads_rpc_field(*child, field)) return true;
+  return false;
+}
+bool reads_rpc_field(const ir::Block& block, ir::RpcField field) {
+  for (const auto& stmt : block) {
+    for (const auto& expr : stmt->exprs)
+      if (reads_rpc_field(*expr, field)) return true;
+    for (const auto& inner : stmt->blocks)
+      if (reads_rpc_field(inner, field)) return true;
+  }
+  return false;
+}
+bool reads_rpc_field(const ir::Policy& policy, ir::RpcField field) {
+  for (const auto& handler : policy.handlers)
+    if (reads_rpc_field(handler.body, field)) return true;
+  return false;
+}
+
+// Whether any handler of `policy` runs `action`.
+bool runs_action(const ir::Block& block, compiler::Action action) {
+  for (const auto& stmt : block) {
+    if (stmt->kind == ir::StmtKind::kAction && stmt->action == action) return true;
+    for (const auto& inner : stmt->blocks)
+      if (runs_action(inner, action)) return true;
+  }
+  return false;
+}
+bool runs_action(const ir::Policy& policy, compiler::Action action) {
+  for (const auto& handler : policy.handlers)
+    if (runs_action(handler.body, action)) return true;
+  return false;
+}
+
+void append_entry(std::string& block, const char* data, uint32_t size) {
+  block.append(reinterpret_cast<const char*>(&size), 4);
+  block.append(data, size);
+}
+}  // namespace
+
+DaemonCore& PolicyOperator::core() const {
+  DaemonCore* running = DaemonCore::of_this_thread();
+  return running != nullptr ? *running : core_;
+}
+
+PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledPolicyFile> file,
+                               const ir::Policy& policy, DaemonCore& core, uint64_t seed)
+    : name_(std::move(name)),
+      file_(std::move(file)),
+      policy_(policy),
+      core_(core),
+      seed_(seed),
+      random_(seed),
+      runner_(make_policy_runner(policy_, core.clock, random_)),
+      uses_size_(reads_rpc_field(policy_, ir::RpcField::kSize)),
+      uses_latency_(reads_rpc_field(policy_, ir::RpcField::kLatency)),
+      uses_endpoints_(reads_rpc_field(policy_, ir::RpcField::kEndpoints) ||
+                      reads_rpc_field(policy_, ir::RpcField::kEndpoint)) {
+  for (ir::Event event : {ir::Event::kRequest, ir::Event::kResponse, ir::Event::kError})
+    handles_[static_cast<size_t>(event)] = policy_.handler_for(event) != nullptr;
+  mirrors_ = runs_action(policy_, compiler::Action::kMirror);
+  uses_endpoints_ = uses_endpoints_ || mirrors_ || runs_action(policy_, compiler::Action::kRoute);
+  reply_side_ = handles_[1] || handles_[2] || uses_latency_ || mirrors_;
+}
+
+PolicyOperator::~PolicyOperator() = default;
+
+Status PolicyOperator::set_param(const std::string& name, ir::Value value) {
+  std::lock_guard lock(mutex_);
+  return runner_->set_param(name, std::move(value));
+}
+
+const PolicyOperator::MethodCheck& PolicyOperator::check_method(const Rpc& rpc) {
+  const uint64_t key = (uint64_t{rpc.service_id} << 16) | rpc.method_index;
+  if (key == last_method_key_) return *last_method_;  // calls mostly repeat one method
+  auto found = methods_.find(key);
+  if (found != methods_.end()) {
+    last_method_key_ = key;
+    last_method_ = &found->second;
+    return found->second;
+  }
+  MethodCheck check;
+  const RegisteredService* service = core().registry.find(rpc.service_id);
+  if (service != nullptr && rpc.method_index < service->info->methods.size()) {
+    const MethodInfo& method = service->info->methods[rpc.method_index];
+    check.input = method.input;
+    check.output = method.output;
+    if (!policy_.schema_known) {
+      check.policy_method = 0;  // generic: applies to every call
+    } else {
+      const std::string full = service->full_name + "." + method.name;
+      for (size_t m = 0; m < policy_.methods.size(); ++m) {
+        if (policy_.methods[m].full_name != full) continue;
+        check.policy_method = static_cast<int>(m);
+        const ir::Method& built = policy_.methods[m];
+        check.layout_matches = built.input != nullptr && built.output != nullptr &&
+                               method.input != nullptr && method.output != nullptr &&
+                               built.input->fingerprint() == method.input->fingerprint() &&
+                               built.output->fingerprint() == method.output->fingerprint();
+        if (!check.layout_matches)
+          spdlog::warn(
+              "policy '{}': {} was registered with a layout other than the one the policy was "
+              "built against (fingerprint {:016x}/{:016x}, policy {:016x}/{:016x}); its calls are "
+              "rejected FAILED_PRECONDITION",
+              name_, full, method.input ? method.input->fingerprint() : 0,
+              method.output ? method.output->fingerprint() : 0,
+              built.input ? built.input->fingerprint() : 0,
+              built.output ? built.output->fingerprint() : 0);
+      }
+    }
+  }
+  // Service ids are never reused (service_registry.h), so the answer stays right. Map values
+  // keep their address when the map grows.
+  last_method_key_ = key;
+  last_method_ = &methods_.emplace(key, check).first->second;
+  return *last_method_;
+}
+
+void PolicyOperator::encode_metadata(const Rpc& rpc) {
+  metadata_scratch_.clear();
+  if (rpc.metadata_length != 0 && rpc.metadata_block.present()) {
+    Connection* owner = core().connection(rpc.metadata_block.owner);
+    const shm::Mapping* heap = owner == nullptr ? nullptr : &owner->heap;
+    const uint64_t offset = rpc.metadata_block.offset;
+    const uint64_t length = rpc.metadata_length;
+    if (heap != nullptr && length <= limits::kMaxMetadataBytes && offset <= heap->size() &&
+        length <= heap->size() - offset) {
+      // One read of the app's bytes into private memory, then parsing there (the app may be
+      // rewriting the block meanwhile).
+      std::string block(reinterpret_cast<const char*>(heap->data()) + offset, length);
+      uint32_t count = 0;
+      uint64_t at = 4;
+      if (length >= 4) std::memcpy(&count, block.data(), 4);
+      for (uint32_t i = 0; i < count && at + 8 <= length; ++i) {
+        uint32_t key_size = 0, value_size = 0;
+        std::memcpy(&key_size, block.data() + at, 4);
+        std::memcpy(&value_size, block.data() + at + 4, 4);
+        at += 8;
+        if (uint64_t{key_size} + value_size > length - at) break;  // malformed: the rest is ignored
+        append_entry(metadata_scratch_, block.data() + at, key_size);
+        append_entry(metadata_scratch_, block.data() + at + key_size, value_size);
+        at += uint64_t{key_size} + value_size;
+      }
+    }
+  }
+  for (const auto& added : rpc.metadata) {  // later entries win a lookup
+    append_entry(metadata_scratch_, added.key.data(), static_cast<uint32_t>(added.key.size()));
+    append_entry(metadata_scratch_, added.value.data(), static_cast<uint32_t>(added.value.size()));
+  }
+}
+
+int PolicyOperator::metadata_get(const mrpc_rpc_view* view, const char* key, uint32_t key_size,
+                                 mrpc_str* value) {
+  return compiler::encoded_block_ops()->metadata_get(view, key, key_size, value);
+}
+
+int PolicyOperator::metadata_set(mrpc_rpc_view* view, const char* key, uint32_t key_size,
+                                 const char* value, uint32_t value_size) {
+  auto* self = static_cast<PolicyOperator*>(view->ops_context);
+  if (self->metadata_scratch_.size() + 8 + key_size + value_size > limits::kMaxMetadataBytes)
+    return 1;
+  std::string k(key, key_size);
+  std::string v(value, value_size);
+  bool replaced = false;
+  for (auto& entry : self->current_->metadata)
+    if (entry.key == k) {
+      entry.value = v;
+      replaced = true;
+    }
+  if (!replaced) self->current_->metadata.push_back({k, v});
+  append_entry(self->metadata_scratch_, key, key_size);
+  append_entry(self->metadata_scratch_, value, value_size);
+  view->metadata = reinterpret_cast<const uint8_t*>(self->metadata_scratch_.data());
+  view->metadata_size = static_cast<uint32_t>(self->metadata_scratch_.size());
+  return 0;
+}
+
+bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& where,
+                                       const MessageLayout* layout, mrpc_message_view& view,
+                                       uint64_t& size, std::string& error) {
+  if (!where.present() || layout == nullptr) return true;  // no message: the view stays empty
+  Connection* owner = core().connection(where.owner);
+  if (owner == nullptr) {
+    error = "the app holding the message left";
+    return false;
+  }
+  const ConstRegion source = where.region == RegionKind::kHeap
+                                 ? owner->heap_view()
+                                 : ConstRegion{owner->receive.data(), owner->receive.size()};
+  Scratch& scratch = is_request ? request_scratch_ : response_scratch_;
+  if (scratch.bytes == nullptr) {
+    // Uninitialised: pages are touched only as far as messages reach.
+    scratch.size = core().config.max_message_bytes + limits::kMaxMessageNesting * 64 + 4096;
+    scratch.bytes.reset(new std::byte[scratch.size]);
+    scratch.allocator = std::make_unique<RegionAllocator>(scratch.size);
+  }
+  auto copied = copy_message(
+      *layout, source, where.offset, MutableRegion{scratch.bytes.get(), scratch.size},
+      *scratch.allocator, CopyLimits{core().config.max_message_bytes, limits::kMaxMessageNesting});
+  if (!copied.ok()) {
+    error = copied.status().message();
+    return false;
+  }
+  const uint64_t used = scratch.allocator->used_bytes();
+  (void)scratch.allocator->free(*copied);  // the bytes stay readable until the next copy
+  size = used;
+  view.region = reinterpret_cast<uint8_t*>(scratch.bytes.get());
+  view.region_size = *copied + used;  // the copy is one block: nothing of it lies past that
+  view.body_offset = *copied;
+  view.fingerprint = layout->fingerprint();
+  return true;
+}
+
+std::string PolicyOperator::endpoint_name(ConnectionId id) const {
+  Connection* server = core().connection(id);
+  return fmt::format("{}#{}", server != nullptr ? server->identity->app_name : "", id);
+}
+
+void PolicyOperator::encode_endpoints(const Rpc& rpc) {
+  endpoints_scratch_.clear();
+  const RegisteredService* service = core().registry.find(rpc.service_id);
+  if (service == nullptr) return;
+  for (ConnectionId id : service->servers) {
+    const std::string name = endpoint_name(id);
+    append_entry(endpoints_scratch_, name.data(), static_cast<uint32_t>(name.size()));
+  }
+}
+
+ConnectionId PolicyOperator::find_endpoint(const Rpc& rpc, const std::string& endpoint) const {
+  const RegisteredService* service = core().registry.find(rpc.service_id);
+  if (service == nullptr) return kNoConnection;
+  for (ConnectionId id : service->servers)
+    if (endpoint_name(id) == endpoint) return id;
+  return kNoConnection;
+}
+
+bool PolicyOperator::apply_route(Rpc& rpc, const std::string& endpoint) {
+  const ConnectionId id = find_endpoint(rpc, endpoint);
+  if (id == kNoConnection) return false;
+  rpc.endpoint.connection = id;  // the router honours it while the endpoint has room
+  return true;
+}
+
+bool PolicyOperator::apply_mirrors(Rpc& rpc, const compiler::Verdict& verdict, Output& out) {
+  bool all = true;
+  for (const auto& [endpoint, fraction] : verdict.mirrors) {
+    if (random_.next_unit() >= fraction) continue;  // not this call
+    const ConnectionId id = find_endpoint(rpc, endpoint);
+    if (id == kNoConnection || rpc.attempts_made >= limits::kMaxAttemptsPerCall) {
+      all = false;
+      continue;
+    }
+    if (mirrored_.size() >= kMaxPolicyTrackedCalls) {
+      // Forget mirrors whose replies never came back this way (their calls ended elsewhere);
+      // a mirror reply this policy does not recognise would end its call as if it were one.
+      const MonoTime now = out.now();
+      std::erase_if(mirrored_, [&](const auto& entry) {
+        return now - entry.second > kForgetMirrorAfter.count();
+      });
+      if (mirrored_.size() >= kMaxPolicyTrackedCalls) {
+        all = false;
+        continue;
+      }
+    }
+    const uint16_t attempt = out.fork(rpc, AttemptKind::kMirror, Endpoint{id});
+    mirrored_.emplace((rpc.call_id << 16) ^ attempt, out.now());
+  }
+  return all;
+}
+
+void PolicyOperator::count(const Rpc& rpc, ir::Event event, Outcome outcome) {
+  const uint64_t method = (uint64_t{rpc.service_id} << 16) | rpc.method_index;
+  const SeriesKey key{rpc.caller.get(), method, static_cast<uint8_t>(event), outcome};
+  if (last_series_ < series_.size() && key == last_series_key_) {  // the common case
+    ++series_[last_series_].count;
+    return;
+  }
+  auto found = series_index_.find(key);
+  if (found != series_index_.end()) {
+    ++series_[found->second.index].count;
+    last_series_key_ = key;
+    last_series_ = found->second.index;
+    return;
+  }
+  // A new (connection, method) pair: its labels may name a series already (another connection
+  // of an app with the same name); past the limits, the "_other" series.
+  PolicySeries series;
+  const bool full = series_.size() >= kMaxPolicyMetricSeries ||
+                    series_index_.size() >= 4 * kMaxPolicyMetricSeries;
+  if (full) {
+    series.caller = "_other";
+    series.method = "_other";
+  } else {
+    series.caller = rpc.caller ? rpc.caller->app_name : "";
+    const RegisteredService* service = core().registry.find(rpc.service_id);
+    series.method = service != nullptr && rpc.method_index < service->info->methods.size()
+                        ? service->full_name + "." + service->info->methods[rpc.method_index].name
+                        : "_unknown";
+  }
+  series.event = kEventNames[static_cast<size_t>(event)];
+  series.outcome = kOutcomeNames[outcome];
+  const std::string labels =
+      fmt::format("{}\n{}\n{}\n{}", series.caller, series.method, series.event, series.outcome);
+  auto [named, added] = series_by_labels_.emplace(labels, series_.size());
+  if (added) series_.push_back(std::move(series));
+  ++series_[named->second].count;
+  if (!full) series_index_.emplace(key, SeriesValue{rpc.caller, named->second});
+}
+
+void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
+  const MethodCheck& method = check_method(*rpc);
+  if (method.policy_method < 0) return;  // not a call this policy applies to: it passes
+  if (!method.layout_matches) {
+    count(*rpc, event, kSchemaMismatch);
+    out.drop(std::move(rpc),
+             Status(StatusCode::kFailedPrecondition,
+                    fmt::format("policy '{}' was built against another layout of this method's "
+                                "messages than the app registered; the call is refused rather "
+                                "than read at wrong offsets",
+                                name_)));
+    return;
+  }
+  int64_t latency_ns = 0;
+  if (uses_latency_) {
+    const uint64_t key = (rpc->call_id << 16) ^ rpc->attempt;
+    if (event == ir::Event::kRequest) {
+      if (started_.size() >= kMaxPolicyTrackedCalls) started_.clear();
+      started_[key] = out.now();
+    } else if (auto found = started_.find(key); found != started_.end()) {
+      latency_ns = out.now() - found->second;
+      started_.erase(found);
+    }
+  }
+  if (!handles_[static_cast<size_t>(event)]) return;
+  const RegisteredService* service = core().registry.find(rpc->service_id);
+  static const std::string kEmpty;
+  const std::string& service_name = service ? service->full_name : kEmpty;
+  const std::string& method_name =
+      service ? service->info->methods[rpc->method_index].name : kEmpty;
+
+  static constexpr mrpc_rpc_view_ops kOps = {&PolicyOperator::metadata_get,
+                                             &PolicyOperator::metadata_set};
+  mrpc_rpc_view view{};
+  view.call_id = rpc->call_id;
+  view.attempt = rpc->attempt;
+  view.service_id = rpc->service_id;
+  view.method_id = rpc->method_index;
+  view.service = view_of(service_name);
+  view.method = view_of(method_name);
+  if (rpc->caller) {
+    view.caller_uid = rpc->caller->uid;
+    view.caller_pid = rpc->caller->pid;
+    view.caller_app = view_of(rpc->caller->app_name);
+  }
+  view.status = static_cast<uint32_t>(rpc->status.code());
+  view.deadline_ns = rpc->deadline == kNoDeadline ? 0 : rpc->deadline;
+  view.priority = rpc->priority;
+  encode_metadata(*rpc);
+  view.metadata = reinterpret_cast<const uint8_t*>(metadata_scratch_.data());
+  view.metadata_size = static_cast<uint32_t>(metadata_scratch_.size());
+  view.ops = &kOps;
+  if (uses_endpoints_) {
+    encode_endpoints(*rpc);
+    view.endpoints = reinterpret_cast<const uint8_t*>(endpoints_scratch_.data());
+    view.endpoints_size = static_cast<uint32_t>(endpoints_scratch_.size());
+    if (event != ir::Event::kRequest && rpc->endpoint.routed()) {
+      endpoint_scratch_ = endpoint_name(rpc->endpoint.connection);
+      view.endpoint = view_of(endpoint_scratch_);
+    }
+  }
+  view.ops_context = this;
+  current_ = rpc.get();
+  view.latency_ns = latency_ns;
+  if (policy_.reads_message || uses_size_) {
+    std::string error;
+    uint64_t request_size = 0, response_size = 0;
+    bool copied =
+        copy_message_view(true, rpc->request, method.input, view.request, request_size, error) &&
+        (event != ir::Event::kResponse || copy_message_view(false, rpc->response, method.output,
+                                                            view.response, response_size, error));
+    view.size = event == ir::Event::kRequest ? request_size : response_size;
+    if (!copied) {
+      count(*rpc, event, kReject);
+      out.drop(std::move(rpc),
+               Status(StatusCode::kInvalidArgument,
+                      fmt::format("policy '{}' could not read the message: {}", name_, error)));
+      return;
+    }
+  }
+  compiler::Verdict verdict = runner_->run(event, view);
+  current_ = nullptr;
+  for (const auto& log : verdict.logs) {
+    std::string fields;
+    for (const auto& [key, value] : log.fields)
+      fields += fmt::format(" {}={}", key, ir::value_text(value));
+    spdlog::info("policy '{}': {}{}", name_, log.event, fields);
+  }
+  if (event == ir::Event::kRequest) {
+    rpc->priority = static_cast<uint8_t>(std::clamp<int32_t>(view.priority, 0, 255));
+    if (view.deadline_ns != 0) rpc->deadline = view.deadline_ns;
+  }
+  switch (verdict.outcome) {
+    case compiler::Verdict::Outcome::kReject:
+      count(*rpc, event, kReject);
+      out.drop(std::move(rpc), Status(verdict.status, verdict.message));
+      return;
+    case compiler::Verdict::Outcome::kDrop:
+      count(*rpc, event, kDrop);
+      if (rpc->deadline != kNoDeadline) {
+        out.end(std::move(rpc));  // absorbed: the caller sees its deadline expire
+      } else {
+        out.drop(std::move(rpc), Status(StatusCode::kUnavailable,
+                                        fmt::format("dropped by policy '{}' (the call had no "
+                                                    "deadline to expire)",
+                                                    name_)));
+      }
+      return;
+    case compiler::Verdict::Outcome::kRespond:
+      respond(rpc, event, verdict, method, out);
+      return;
+    case compiler::Verdict::Outcome::kContinue:
+      break;
+  }
+  // A route on the caller's side names the endpoint the router takes (when it serves the
+  // service and has room); elsewhere, or naming no endpoint, it is not applied.
+  const bool routed = verdict.route.has_value() && event == ir::Event::kRequest &&
+                      policy_.placement == ir::Placement::kCaller &&
+                      apply_route(*rpc, *verdict.route);
+  const bool mirrored = !verdict.mirrors.empty() && event == ir::Event::kRequest &&
+                        policy_.placement == ir::Placement::kCaller &&
+                        apply_mirrors(*rpc, verdict, out);
+  const bool unapplied = (verdict.route.has_value() && !routed) ||
+                         (!verdict.mirrors.empty() && !mirrored) ||
+                         verdict.retry_after_ns.has_value() || !verdict.writes.empty();
+  if (verdict.delay_ns > 0 && event == ir::Event::kRequest) {
+    count(*rpc, event, kDelay);
+    const MonoTime now = out.now();
+    const MonoTime until =
+        verdict.delay_ns > kNoDeadline - now ? kNoDeadline - 1 : now + verdict.delay_ns;
+    out.delay(std::move(rpc), until);
+    return;
+  }
+  count(*rpc, event, unapplied ? kUnapplied : kPass);
+}
+
+void PolicyOperator::respond(RpcPtr& rpc, ir::Event event, const compiler::Verdict& verdict,
+                             const MethodCheck& method, Output& out) {
+  // The stored response is copied (bounds-checked: it is bytes the policy kept) into the caller's
+  // receive region, where the caller's frontend takes responses from; the server never sees the
+  // call.
+  Connection* caller = core().connection(rpc->connection);
+  Status failed;
+  if (event != ir::Event::kRequest) {
+    failed = Status(StatusCode::kUnimplemented,
+                    fmt::format("policy '{}': respond on the reply path is not applied", name_));
+  } else if (caller == nullptr || method.output == nullptr || verdict.response_bytes.empty()) {
+    failed =
+        Status(StatusCode::kUnavailable,
+               fmt::format("policy '{}' answered the call, but {}", name_,
+                           caller == nullptr ? "its caller left" : "the stored response is empty"));
+  } else {
+    const ConstRegion stored{reinterpret_cast<const std::byte*>(verdict.response_bytes.data()),
+                             verdict.response_bytes.size()};
+    auto copied =
+        copy_message(*method.output, stored, verdict.response_body_offset, caller->receive_view(),
+                     *caller->receive_allocator,
+                     CopyLimits{core().config.max_message_bytes, limits::kMaxMessageNesting});
+    caller->report_receive_usage();
+    if (copied.ok()) {
+      count(*rpc, event, kRespond);
+      rpc->response = MessageLocation{caller->id, RegionKind::kReceive, *copied};
+      rpc->status = Status();
+      out.answer(std::move(rpc));
+      return;
+    }
+    failed = Status(copied.status().code(),
+                    fmt::format("policy '{}' answered the call, but its stored response does not "
+                                "fit the caller: {}",
+                                name_, copied.status().message()));
+  }
+  count(*rpc, event, kUnapplied);
+  out.drop(std::move(rpc), failed);
+}
+
+void PolicyOperator::on_requests(RpcBatch& batch, Output& out) {
+  std::lock_guard lock(mutex_);
+  for (auto& rpc : batch) {
+    if (rpc) run_one(rpc, ir::Event::kRequest, out);
+  }
+}
+
+void PolicyOperator::on_replies(RpcBatch& batch, Output& out) {
+  if (!reply_side_) return;  // no response or error handler: replies pass untouched
+  std::lock_guard lock(mutex_);
+  for (auto& rpc : batch) {
+    if (!rpc) continue;
+    if (rpc->attempt_kind == AttemptKind::kMirror && !mirrored_.empty()) {
+      auto forked = mirrored_.find((rpc->call_id << 16) ^ rpc->attempt);
+      if (forked != mirrored_.end()) {  // a mirror this policy sent: its reply ends here
+        mirrored_.erase(forked);
+        out.end(std::move(rpc));
+        continue;
+      }
+    }
+    run_one(rpc, rpc->status.ok() ? ir::Event::kResponse : ir::Event::kError, out);
+  }
+}
+
+OperatorState PolicyOperator::export_state() const {
+  std::lock_guard lock(mutex_);
+  OperatorState state;
+  for (const auto& declared : policy_.states) {
+    ir::Value value = runner_->state(declared.name);
+    switch (value.kind) {
+      case ir::Kind::kFloat:
+        state[declared.name] = value.f;
+        break;
+      case ir::Kind::kString:
+      case ir::Kind::kBytes:
+        state[declared.name] = value.s;
+        break;
+      case ir::Kind::kInt:
+      case ir::Kind::kBool:
+      case ir::Kind::kDuration:
+      case ir::Kind::kTime:
+      case ir::Kind::kStatus:
+      case ir::Kind::kCounter:
+        state[declared.name] = value.i;
+        break;
+      default:
+        break;  // containers and histograms: carry_from carries them
+    }
+  }
+  return state;
+}
+
+void PolicyOperator::import_state(const OperatorState& state) {
+  std::lock_guard lock(mutex_);
+  if (carried_) return;  // carry_from already took the old version's state
+  carried_ = true;
+  for (const auto& declared : policy_.states) {
+    auto found = state.find(declared.name);
+    if (found == state.end()) continue;
+    ir::Value value = runner_->state(declared.name);
+    if (auto* i = std::get_if<int64_t>(&found->second)) {
+      value.i = *i;
+    } else if (auto* f = std::get_if<double>(&found->second)) {
+      value.f = *f;
+    } else {
+      value.s = std::get<std::string>(found->second);
+    }
+    if (Status set = runner_->set_state(declared.name, value); !set.ok())
+      warnings_.push_back(fmt::format("state '{}' not carried: {}", declared.name, set.message()));
+  }
+}
+
+void PolicyOperator::carry_from(const PolicyOperator& old) {
+  if (&old == this) return;
+  std::scoped_lock lock(mutex_, old.mutex_);
+  if (carried_) return;
+  carried_ = true;
+  for (const auto& previous : old.policy_.states) {
+    const ir::State* now = nullptr;
+    for (const auto& declared : policy_.states)
+      if (declared.name == previous.name) now = &declared;
+    if (now == nullptr) {
+      warnings_.push_back(fmt::format("state '{}' ({}) dropped: the new version has no such state",
+                                      previous.name, ir::type_text(previous.type)));
+      continue;
+    }
+    if (ir::type_text(now->type) != ir::type_text(previous.type)) {
+      warnings_.push_back(
+          fmt::format("state '{}' starts from its initial value: its type changed from {} to {}",
+                      previous.name, ir::type_text(previous.type), ir::type_text(now->type)));
+      continue;
+    }
+    if (Status set = runner_->set_state(previous.name, old.runner_->state(previous.name));
+        !set.ok())
+      warnings_.push_back(fmt::format("state '{}' starts from its initial value: {}", previous.name,
+                                      set.message()));
+  }
+}
+
+std::vector<std::string> PolicyOperator::take_warnings() {
+  std::lock_guard lock(mutex_);
+  return std::exchange(warnings_, {});
+}
+
+std::vector<std::pair<std::string, ir::Value>> PolicyOperator::states() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::string, ir::Value>> out;
+  for (const auto& declared : policy_.states)
+    out.emplace_back(declared.name, runner_->state(declared.name));
+  return out;
+}
+
+std::vector<PolicySeries> PolicyOperator::series() const {
+  std::lock_guard lock(mutex_);
+  return series_;
+}
+
+}  // namespace mrpc

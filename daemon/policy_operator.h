@@ -1,0 +1,214 @@
+// PolicyOperator: one attachment of one compiled .mpol policy as a dataflow operator. It is the
+// adapter between the daemon's Rpc descriptors and a compiler::PolicyRunner (the IR evaluator
+// today, the JIT-compiled policy once it lands; runner_factory.h is the one place that chooses):
+//   - fills an mrpc_rpc_view per handler run: names and ids from the service registry, the caller
+//     from the Rpc, the metadata as an encoded block (re-encoded from the app's shm block into a
+//     scratch buffer: no per-call strings), and, only when the policy reads message fields, a
+//     daemon-private copy of the message (copy_message into a scratch region, so the app cannot
+//     change the bytes under the policy while it runs);
+//   - re-checks, per (service, method) the first time it sees one, that the layout the app
+//     registered has the fingerprint the policy was built against; a mismatch rejects that call
+//     FAILED_PRECONDITION instead of reading wrong offsets (apps that register later included);
+//   - turns the Verdict into Output calls: pass, reject (drop with the policy's status), drop
+//     (the attempt is absorbed: the caller sees its deadline expire), delay, priority and deadline
+//     writes, metadata writes (Rpc::metadata);
+//   - `rpc.size` is the bytes of the private copy (the message is copied when a handler reads
+//     rpc.size too); `rpc.latency` is the time from the request passing this operator to its
+//     reply passing it back;
+//   - `route(e)` on the caller's side picks the endpoint the router takes (`rpc.endpoints` names
+//     each server of the service "<app name>#<connection id>");
+//   - `mirror(e, f)` on the caller's side forks a mirror attempt to e for a fraction f of calls
+//     and ends its reply here;
+//   - `respond(r)` answers the call with a stored response, copied into the caller's receive
+//     region (request path only);
+//   - counts what it saw per (caller app, method, event, outcome) for the Prometheus export.
+// Not applied yet (counted as `unapplied` in metrics and said in docs/policies.md): `route` at
+// callee or to an unknown name, `mirror` likewise, `retry`, writes into message fields (they land
+// in the private copy, not in what is delivered).
+//
+// Threads: one instance is shared by every graph of its attachment (one policy state per
+// attachment, as the language reads); runtime threads run it under its mutex, and the control
+// plane reads its state and metrics under the same mutex. Ownership: it owns its runner and keeps
+// the compiled unit it was built from alive (shared_ptr).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mrpc/base/random.h"
+#include "mrpc/compiler/evaluator.h"
+#include "mrpc/compiler/ir.h"
+#include "mrpc/compiler/policy_runner.h"
+#include "mrpc/dataflow/operator.h"
+#include "mrpc/message/region_allocator.h"
+
+namespace mrpc {
+
+struct DaemonCore;
+
+// Most (caller, method, event, outcome) series one attachment keeps; calls past it are counted
+// under caller "_other".
+inline constexpr size_t kMaxPolicyMetricSeries = 1024;
+// Most calls whose start time one attachment keeps for `rpc.latency` (calls that end without
+// their reply passing back through it would otherwise pile up); past it the table is cleared and
+// those calls see a latency of 0.
+inline constexpr size_t kMaxPolicyTrackedCalls = 1u << 16;
+// With kMaxPolicyTrackedCalls mirrors outstanding, those forked longer ago than this are
+// forgotten (their calls ended elsewhere); if none is that old, new mirrors are not sent.
+inline constexpr std::chrono::seconds kForgetMirrorAfter{60};
+
+// A checked, verified policy file: what `load` made. Immutable once built; shared by every
+// attachment made from it.
+struct CompiledPolicyFile {
+  std::string hash;  // sha256 of the source text
+  std::string path;
+  std::shared_ptr<void> keep_alive;  // the checker and sources the unit's layouts point into
+  std::unique_ptr<compiler::ir::Unit> unit;
+  const compiler::ir::Policy* find(const std::string& name) const;
+};
+
+// One metric series of an attachment.
+struct PolicySeries {
+  std::string caller;
+  std::string method;   // "echo.EchoService.Echo"
+  std::string event;    // request, response, error
+  std::string outcome;  // pass, reject, drop, delay, schema_mismatch, unapplied
+  uint64_t count = 0;
+};
+
+class PolicyOperator final : public Operator {
+ public:
+  PolicyOperator(std::string name, std::shared_ptr<const CompiledPolicyFile> file,
+                 const compiler::ir::Policy& policy, DaemonCore& core, uint64_t seed);
+  ~PolicyOperator() override;
+
+  std::string_view name() const override { return name_; }
+  void on_requests(RpcBatch& batch, Output& out) override;
+  void on_replies(RpcBatch& batch, Output& out) override;
+  // Scalars (int, float, string-like) only: the generic carrier. Upgrades between two
+  // PolicyOperators use carry_from, which also carries containers and histograms.
+  OperatorState export_state() const override;
+  void import_state(const OperatorState& state) override;
+
+  // Control plane (before it is attached).
+  Status set_param(const std::string& name, compiler::ir::Value value);
+  // Takes `old`'s state by name and type, once (later calls do nothing): a state the new version
+  // lacks is dropped, one whose type changed keeps its initial value; each gives a warning.
+  // Runtime thread, between rounds (neither operator is running).
+  void carry_from(const PolicyOperator& old);
+  std::vector<std::string> take_warnings();
+
+  // Control plane, any thread.
+  const compiler::ir::Policy& policy() const { return policy_; }
+  const std::shared_ptr<const CompiledPolicyFile>& file() const { return file_; }
+  std::vector<std::pair<std::string, compiler::ir::Value>> states() const;
+  std::vector<PolicySeries> series() const;
+  uint64_t seed() const { return seed_; }
+
+ private:
+  struct MethodCheck {
+    int policy_method = -1;  // index in Policy::methods; -1: the policy does not apply
+    bool layout_matches = true;
+    const MessageLayout* input = nullptr;  // the registered layouts
+    const MessageLayout* output = nullptr;
+  };
+  struct SeriesKey {
+    const CallerIdentity* caller;
+    uint64_t method;  // service_id << 16 | method_index
+    uint8_t event;
+    uint8_t outcome;
+    bool operator==(const SeriesKey&) const = default;
+  };
+  struct SeriesKeyHash {
+    size_t operator()(const SeriesKey& k) const {
+      return std::hash<uint64_t>()(reinterpret_cast<uintptr_t>(k.caller) ^ (k.method << 8) ^
+                                   (uint64_t{k.event} << 4) ^ k.outcome);
+    }
+  };
+  struct SeriesValue {
+    std::shared_ptr<const CallerIdentity> caller;  // keeps the key's pointer from being reused
+    size_t index;                                  // into series_
+  };
+  enum Outcome : uint8_t { kPass, kReject, kDrop, kDelay, kRespond, kSchemaMismatch, kUnapplied };
+
+  // One handler run over `rpc`; returns what to do with it.
+  void run_one(RpcPtr& rpc, compiler::ir::Event event, Output& out);
+  const MethodCheck& check_method(const Rpc& rpc);
+  // Fills the message view with a private copy of the message at `where` (laid out by `layout`).
+  bool copy_message_view(bool is_request, const MessageLocation& where, const MessageLayout* layout,
+                         mrpc_message_view& view, uint64_t& size, std::string& error);
+  void encode_metadata(const Rpc& rpc);
+  // `respond(r)`: the call is answered with the stored response r, copied into the caller's
+  // receive region.
+  void respond(RpcPtr& rpc, compiler::ir::Event event, const compiler::Verdict& verdict,
+               const MethodCheck& method, Output& out);
+  // Endpoint names: "<app name>#<connection id>" of each connection serving the service.
+  std::string endpoint_name(ConnectionId id) const;
+  void encode_endpoints(const Rpc& rpc);
+  // Points the call at the endpoint so named; false when no server of its service has the name.
+  bool apply_route(Rpc& rpc, const std::string& endpoint);
+  ConnectionId find_endpoint(const Rpc& rpc, const std::string& endpoint) const;
+  // `mirror(e, f)`: forks a mirror attempt to e for a fraction f of calls; false if one named no
+  // endpoint (or the call has no attempt left).
+  bool apply_mirrors(Rpc& rpc, const compiler::Verdict& verdict, Output& out);
+  void count(const Rpc& rpc, compiler::ir::Event event, Outcome outcome);
+
+  static int metadata_get(const mrpc_rpc_view* view, const char* key, uint32_t key_size,
+                          mrpc_str* value);
+  static int metadata_set(mrpc_rpc_view* view, const char* key, uint32_t key_size,
+                          const char* value, uint32_t value_size);
+
+  const std::string name_;
+  const std::shared_ptr<const CompiledPolicyFile> file_;
+  const compiler::ir::Policy& policy_;
+  // The shard running it (one operator serves the apps of every shard, one shard at a time under
+  // mutex_); `core_` off the runtime threads.
+  DaemonCore& core() const;
+  DaemonCore& core_;
+  const uint64_t seed_;
+  mutable std::mutex mutex_;
+  SeededRandom random_;
+  std::unique_ptr<compiler::PolicyRunner> runner_;
+  bool carried_ = false;
+  // What the handlers read, from the IR: `rpc.size` needs the message walked (copied), and
+  // `rpc.latency` the start time of each call.
+  bool uses_size_ = false;
+  bool uses_latency_ = false;
+  bool uses_endpoints_ = false;  // rpc.endpoints or rpc.endpoint, route or mirror
+  bool mirrors_ = false;         // runs `mirror`
+  // (call id << 16) ^ attempt of the mirrors it forked -> when.
+  std::unordered_map<uint64_t, MonoTime> mirrored_;
+  std::string endpoints_scratch_;
+  std::string endpoint_scratch_;
+  std::unordered_map<uint64_t, MonoTime> started_;  // (call id, attempt) -> request seen
+  std::vector<std::string> warnings_;
+  std::unordered_map<uint64_t, MethodCheck> methods_;
+  uint64_t last_method_key_ = UINT64_MAX;  // one-entry cache in front of methods_
+  const MethodCheck* last_method_ = nullptr;
+  bool handles_[3] = {};     // a handler per ir::Event
+  bool reply_side_ = false;  // runs on replies at all
+  std::unordered_map<SeriesKey, SeriesValue, SeriesKeyHash> series_index_;
+  std::vector<PolicySeries> series_;
+  SeriesKey last_series_key_{};  // one-entry cache in front of series_index_
+  size_t last_series_ = SIZE_MAX;
+  std::unordered_map<std::string, size_t> series_by_labels_;  // "caller\nmethod\nevent\noutcome"
+  // Per-run scratch (under mutex_): the metadata block, the private message copies.
+  std::string metadata_scratch_;
+  Rpc* current_ = nullptr;  // the Rpc the view describes (for metadata_set)
+  struct Scratch {
+    std::unique_ptr<std::byte[]> bytes;  // allocated on the first copy
+    uint64_t size = 0;
+    std::unique_ptr<RegionAllocator> allocator;
+  };
+  Scratch request_scratch_;
+  Scratch response_scratch_;
+};
+
+}  // namespace mrpc

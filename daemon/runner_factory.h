@@ -1,0 +1,22 @@
+// The one place the daemon chooses what executes a policy: the IR evaluator (PolicyInstance) until
+// the JIT-compiled policy lands, then the JIT with the evaluator kept for tests. Everything else
+// in the daemon sees only compiler::PolicyRunner.
+// Any thread; the runner it returns borrows `policy`, `clock` and `random` (they must outlive it).
+#pragma once
+
+#include <memory>
+
+#include "mrpc/base/clock.h"
+#include "mrpc/base/random.h"
+#include "mrpc/compiler/ir.h"
+#include "mrpc/compiler/policy_runner.h"
+
+namespace mrpc {
+
+std::unique_ptr<compiler::PolicyRunner> make_policy_runner(const compiler::ir::Policy& policy,
+                                                           const Clock& clock,
+                                                           RandomSource& random);
+// What make_policy_runner returns, for `list` and `show`: "evaluator" today.
+const char* policy_runner_kind();
+
+}  // namespace mrpc
