@@ -238,8 +238,8 @@ bool ConnectionTask::on_register_service(const wire::RegisterService& request) {
   reply->set_request_id(request.request_id());
   auto schema = Schema::from_file_descriptor_set(request.file_descriptor_set());
   Expected<ServiceUpdate> registered =
-      schema.ok() ? core_.shared.directory.register_service(*schema, request.service(), app.id,
-                                                            request.serve())
+      schema.ok() ? core_.shared.directory.register_service(
+                        *schema, request.service(), app.id, request.serve(), app.identity->app_name)
                   : Expected<ServiceUpdate>(schema.status());
   if (registered.ok()) {
     const ServiceUpdate& service = *registered;

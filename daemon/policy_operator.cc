@@ -155,7 +155,7 @@ const PolicyOperator::MethodCheck& PolicyOperator::check_method(const Rpc& rpc) 
 void PolicyOperator::encode_metadata(const Rpc& rpc) {
   metadata_scratch_.clear();
   if (rpc.metadata_length != 0 && rpc.metadata_block.present()) {
-    Connection* owner = core().connection(rpc.metadata_block.owner);
+    const Connection* owner = core().memory_of(rpc, rpc.metadata_block.owner);
     const shm::Mapping* heap = owner == nullptr ? nullptr : &owner->heap;
     const uint64_t offset = rpc.metadata_block.offset;
     const uint64_t length = rpc.metadata_length;
@@ -215,7 +215,9 @@ bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& w
                                        const MessageLayout* layout, mrpc_message_view& view,
                                        uint64_t& size, std::string& error) {
   if (!where.present() || layout == nullptr) return true;  // no message: the view stays empty
-  Connection* owner = core().connection(where.owner);
+  // The caller's heap may belong to another shard: the RPC pinned it when it crossed.
+  const Connection* owner = current_ == nullptr ? core().connection(where.owner)
+                                                : core().memory_of(*current_, where.owner);
   if (owner == nullptr) {
     error = "the app holding the message left";
     return false;
@@ -247,17 +249,17 @@ bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& w
   return true;
 }
 
-std::string PolicyOperator::endpoint_name(ConnectionId id) const {
-  Connection* server = core().connection(id);
-  return fmt::format("{}#{}", server != nullptr ? server->identity->app_name : "", id);
+std::string PolicyOperator::endpoint_name(const RegisteredService& service, size_t server) {
+  const std::string& app = server < service.server_apps.size() ? service.server_apps[server] : "";
+  return fmt::format("{}#{}", app, service.servers[server]);
 }
 
 void PolicyOperator::encode_endpoints(const Rpc& rpc) {
   endpoints_scratch_.clear();
   const RegisteredService* service = core().registry.find(rpc.service_id);
   if (service == nullptr) return;
-  for (ConnectionId id : service->servers) {
-    const std::string name = endpoint_name(id);
+  for (size_t i = 0; i < service->servers.size(); ++i) {
+    const std::string name = endpoint_name(*service, i);
     append_entry(endpoints_scratch_, name.data(), static_cast<uint32_t>(name.size()));
   }
 }
@@ -265,8 +267,8 @@ void PolicyOperator::encode_endpoints(const Rpc& rpc) {
 ConnectionId PolicyOperator::find_endpoint(const Rpc& rpc, const std::string& endpoint) const {
   const RegisteredService* service = core().registry.find(rpc.service_id);
   if (service == nullptr) return kNoConnection;
-  for (ConnectionId id : service->servers)
-    if (endpoint_name(id) == endpoint) return id;
+  for (size_t i = 0; i < service->servers.size(); ++i)
+    if (endpoint_name(*service, i) == endpoint) return service->servers[i];
   return kNoConnection;
 }
 
@@ -400,7 +402,12 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
     view.endpoints = reinterpret_cast<const uint8_t*>(endpoints_scratch_.data());
     view.endpoints_size = static_cast<uint32_t>(endpoints_scratch_.size());
     if (event != ir::Event::kRequest && rpc->endpoint.routed()) {
-      endpoint_scratch_ = endpoint_name(rpc->endpoint.connection);
+      endpoint_scratch_.clear();
+      if (const RegisteredService* serving = core().registry.find(rpc->service_id)) {
+        for (size_t i = 0; i < serving->servers.size(); ++i)
+          if (serving->servers[i] == rpc->endpoint.connection)
+            endpoint_scratch_ = endpoint_name(*serving, i);
+      }
       view.endpoint = view_of(endpoint_scratch_);
     }
   }

@@ -150,7 +150,7 @@ class PolicyOperator final : public Operator {
   void respond(RpcPtr& rpc, compiler::ir::Event event, const compiler::Verdict& verdict,
                const MethodCheck& method, Output& out);
   // Endpoint names: "<app name>#<connection id>" of each connection serving the service.
-  std::string endpoint_name(ConnectionId id) const;
+  static std::string endpoint_name(const struct RegisteredService& service, size_t server);
   void encode_endpoints(const Rpc& rpc);
   // Points the call at the endpoint so named; false when no server of its service has the name.
   bool apply_route(Rpc& rpc, const std::string& endpoint);

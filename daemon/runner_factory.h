@@ -1,6 +1,6 @@
-// The one place the daemon chooses what executes a policy: the IR evaluator (PolicyInstance) until
-// the JIT-compiled policy lands, then the JIT with the evaluator kept for tests. Everything else
-// in the daemon sees only compiler::PolicyRunner.
+// The one place the daemon chooses what executes a policy: the JIT-compiled policy
+// (compiler/policy_jit.h), or the IR evaluator (PolicyInstance) where LLVM could not be set up or
+// refuses a module (logged). Everything else in the daemon sees only compiler::PolicyRunner.
 // Any thread; the runner it returns borrows `policy`, `clock` and `random` (they must outlive it).
 #pragma once
 
@@ -16,7 +16,7 @@ namespace mrpc {
 std::unique_ptr<compiler::PolicyRunner> make_policy_runner(const compiler::ir::Policy& policy,
                                                            const Clock& clock,
                                                            RandomSource& random);
-// What make_policy_runner returns, for `list` and `show`: "evaluator" today.
+// What make_policy_runner returns, for `list` and `show`: "jit" or "evaluator".
 const char* policy_runner_kind();
 
 }  // namespace mrpc

@@ -29,7 +29,7 @@ void add_once(std::vector<ConnectionId>& set, ConnectionId connection) {
 
 Expected<const RegisteredService*> ServiceRegistry::register_service(
     std::shared_ptr<const Schema> schema, const std::string& service_name, ConnectionId connection,
-    bool serve) {
+    bool serve, const std::string& app_name) {
   const ServiceInfo* info = schema->service(service_name);
   if (info == nullptr)
     return Status(StatusCode::kNotFound,
@@ -70,7 +70,12 @@ Expected<const RegisteredService*> ServiceRegistry::register_service(
     entry->info = info;
     by_name_.emplace(service_name, entry);
   }
-  add_once(serve ? entry->servers : entry->callers, connection);
+  if (serve && std::find(entry->servers.begin(), entry->servers.end(), connection) ==
+                   entry->servers.end()) {
+    entry->servers.push_back(connection);
+    entry->server_apps.push_back(app_name);
+  }
+  if (!serve) add_once(entry->callers, connection);
   return static_cast<const RegisteredService*>(entry);
 }
 
@@ -78,8 +83,13 @@ void ServiceRegistry::connection_closed(ConnectionId connection, std::vector<uin
   for (uint32_t slot = 0; slot < slots_.size(); ++slot) {
     auto& service = slots_[slot].service;
     if (service == nullptr) continue;
-    const size_t erased =
-        std::erase(service->servers, connection) + std::erase(service->callers, connection);
+    size_t erased = std::erase(service->callers, connection);
+    for (size_t i = service->servers.size(); i-- > 0;) {
+      if (service->servers[i] != connection) continue;
+      service->servers.erase(service->servers.begin() + static_cast<ptrdiff_t>(i));
+      service->server_apps.erase(service->server_apps.begin() + static_cast<ptrdiff_t>(i));
+      ++erased;
+    }
     if (erased > 0) changed.push_back(service->id);
     if (service->servers.empty() && service->callers.empty()) {
       by_name_.erase(service->full_name);
@@ -102,14 +112,17 @@ ServiceUpdate ServiceDirectory::snapshot_locked(uint32_t service_id) {
   update.schema = service->schema;
   update.info = service->info;
   update.servers = service->servers;
+  update.server_apps = service->server_apps;
   return update;
 }
 
 Expected<ServiceUpdate> ServiceDirectory::register_service(std::shared_ptr<const Schema> schema,
                                                            const std::string& service_name,
-                                                           ConnectionId connection, bool serve) {
+                                                           ConnectionId connection, bool serve,
+                                                           const std::string& app_name) {
   std::lock_guard lock(mutex_);
-  auto registered = registry_.register_service(std::move(schema), service_name, connection, serve);
+  auto registered =
+      registry_.register_service(std::move(schema), service_name, connection, serve, app_name);
   if (!registered.ok()) return registered.status();
   return snapshot_locked((*registered)->id);
 }
@@ -158,6 +171,7 @@ RegisteredService* ServiceTable::apply(ServiceUpdate update, std::vector<RpcPtr>
   service.schema = std::move(update.schema);
   service.info = update.info;
   service.servers = std::move(update.servers);
+  service.server_apps = std::move(update.server_apps);
   return !service.servers.empty() && !service.waiting.empty() ? &service : nullptr;
 }
 

@@ -37,6 +37,7 @@ struct RegisteredService {
   const ServiceInfo* info = nullptr;
   // The endpoint set: connections serving it, in registration order; round robin over it.
   std::vector<ConnectionId> servers;
+  std::vector<std::string> server_apps;  // the app name of each server, in the same order
   size_t next_server = 0;
   // Connections that registered to call it (each counted once).
   std::vector<ConnectionId> callers;
@@ -54,7 +55,8 @@ class ServiceRegistry {
   // RESOURCE_EXHAUSTED: limits::kMaxRegisteredServices services are registered.
   Expected<const RegisteredService*> register_service(std::shared_ptr<const Schema> schema,
                                                       const std::string& service_name,
-                                                      ConnectionId connection, bool serve);
+                                                      ConnectionId connection, bool serve,
+                                                      const std::string& app_name = "");
   // Null for an unknown or dropped id.
   RegisteredService* find_mutable(uint32_t service_id) {
     return const_cast<RegisteredService*>(find(service_id));
@@ -101,6 +103,7 @@ struct ServiceUpdate {
   std::shared_ptr<const Schema> schema;
   const ServiceInfo* info = nullptr;
   std::vector<ConnectionId> servers;
+  std::vector<std::string> server_apps;
 };
 
 // The daemon's registry, shared by its shards. Thread-safe (one lock; control plane only).
@@ -109,7 +112,8 @@ class ServiceDirectory {
   // As ServiceRegistry::register_service; the registration after it.
   Expected<ServiceUpdate> register_service(std::shared_ptr<const Schema> schema,
                                            const std::string& service_name,
-                                           ConnectionId connection, bool serve);
+                                           ConnectionId connection, bool serve,
+                                           const std::string& app_name);
   // As ServiceRegistry::connection_closed; the registrations it changed.
   std::vector<ServiceUpdate> connection_closed(ConnectionId connection);
   // The registration as it is now (a dropped update if `service_id` names none).
