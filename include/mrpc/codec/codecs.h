@@ -40,6 +40,8 @@ class Jit;
 
 namespace mrpc::codec {
 
+struct WireEncoder;  // compiler/codec/codec_runtime.h
+
 struct CodecLimits {
   uint64_t max_message_bytes = limits::kDefaultMaxMessageBytes;  // decoded or native-encoded
   uint32_t max_nesting = limits::kMaxMessageNesting;             // messages in messages
@@ -50,6 +52,27 @@ struct CodecLimits {
 struct NativeSpan {
   const std::byte* data;
   uint64_t size;
+};
+
+// Where a wire encoding scattered over a list of buffers lies (MessageCodec::encode_wire).
+struct ScatteredWire {
+  size_t first_buffer = 0;    // the buffer holding the first byte
+  uint64_t first_offset = 0;  // where in it; that buffer's tail and all later buffers follow
+  uint64_t size = 0;          // bytes in all
+
+  // The encoding's bytes as spans of `buffers` (the ones given to encode_wire), in order: what a
+  // gather write (writev) sends.
+  template <typename Buffers>
+  std::vector<std::span<const std::byte>> pieces(const Buffers& buffers) const {
+    std::vector<std::span<const std::byte>> out;
+    if (size == 0) return out;
+    for (size_t i = first_buffer; i < std::size(buffers); ++i) {
+      std::span<const std::byte> buffer(buffers[i]);
+      if (i == first_buffer) buffer = buffer.subspan(first_offset);
+      if (!buffer.empty()) out.push_back(buffer);
+    }
+    return out;
+  }
 };
 
 // The compiled codecs of one message type. Owned by its CompiledSchema.
@@ -66,6 +89,16 @@ class MessageCodec {
                                                    std::span<std::byte> out,
                                                    const CodecLimits& limits,
                                                    uint64_t* needed = nullptr) const;
+
+  // The same encoding scattered over `buffers` (e.g. a transport's fixed-size send buffers), as
+  // if they were one output of their total size: the bytes fill it from the END of the last buffer
+  // backwards, so they lie in buffers[first_buffer] from first_offset to its end, then in every
+  // later buffer whole (see ScatteredWire::pieces). OUT_OF_RANGE if the buffers are too small
+  // (`*needed` says how much is needed); other errors as above. Writes that cross a buffer edge
+  // take a slower path; the rest costs what the one-buffer encoder does.
+  Expected<ScatteredWire> encode_wire(ConstRegion source, uint64_t offset,
+                                      std::span<const std::span<std::byte>> buffers,
+                                      const CodecLimits& limits, uint64_t* needed = nullptr) const;
 
   // Decodes protobuf wire bytes into one new block of `destination` (allocated with
   // `allocator`); returns the root body's offset, which is also the block's start: one
@@ -89,6 +122,8 @@ class MessageCodec {
  private:
   friend class CompiledSchema;
   friend class CodecCompiler;
+  Expected<uint64_t> run_wire_encoder(WireEncoder& encoder, ConstRegion source, uint64_t offset,
+                                      const CodecLimits& limits) const;
   const MessageLayout* layout_ = nullptr;
   int32_t (*wire_encode_)(void*, const void*, int32_t) = nullptr;
   int32_t (*wire_decode_)(void*, void*, void*, int32_t) = nullptr;
