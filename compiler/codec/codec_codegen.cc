@@ -934,13 +934,27 @@ std::string codec_function_name(std::string_view prefix, CodecFunction function,
 }
 
 Expected<jit::ModuleId> load_codec_module(jit::Jit& jit, const std::vector<CodecType>& types,
-                                          std::string_view prefix, uint64_t* generate_nanoseconds) {
+                                          std::string_view prefix, uint64_t max_instructions,
+                                          CodecModuleStats* stats) {
   const auto start = std::chrono::steady_clock::now();
   auto generated = Generator(types, prefix).run();
   if (!generated.ok()) return generated.status();
-  *generate_nanoseconds = static_cast<uint64_t>(
+  stats->generate_nanoseconds = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
           .count());
+  stats->functions = 0;
+  stats->instructions = 0;
+  for (const llvm::Function& function : *generated->module) {
+    if (function.isDeclaration()) continue;
+    ++stats->functions;
+    stats->instructions += function.getInstructionCount();
+  }
+  if (stats->instructions > max_instructions) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("the codecs of {} message types need {} IR instructions, more than "
+                              "the compile budget of {} (CodecCompileLimits::max_instructions)",
+                              types.size(), stats->instructions, max_instructions));
+  }
   return jit.add_module(std::move(generated->context), std::move(generated->module));
 }
 

@@ -331,9 +331,10 @@ const MessageCodec* CompiledSchema::find(std::string_view full_name) const {
 
 // ---- CodecCompiler ----
 
-Expected<std::unique_ptr<CodecCompiler>> CodecCompiler::create(jit::Jit& jit) {
+Expected<std::unique_ptr<CodecCompiler>> CodecCompiler::create(jit::Jit& jit,
+                                                               const CodecCompileLimits& limits) {
   MRPC_TRY_STATUS(jit.define_host_symbols(codec_runtime_symbols()));
-  return std::unique_ptr<CodecCompiler>(new CodecCompiler(jit));
+  return std::unique_ptr<CodecCompiler>(new CodecCompiler(jit, limits));
 }
 
 uint64_t CodecCompiler::key_of(const std::vector<const pb::Descriptor*>& roots) {
@@ -359,8 +360,13 @@ Expected<std::shared_ptr<const CompiledSchema>> CodecCompiler::compile(
     prefix = fmt::format("mrpc_codec_{:016x}_{}", schema->key_, compiles_of_key_[schema->key_]++);
   }
   const auto compile_start = std::chrono::steady_clock::now();
-  auto module = load_codec_module(jit_, types, prefix, &schema->generate_ns_);
+  CodecModuleStats module_stats;
+  auto module =
+      load_codec_module(jit_, types, prefix, compile_limits_.max_instructions, &module_stats);
   if (!module.ok()) return module.status();
+  schema->generate_ns_ = module_stats.generate_nanoseconds;
+  schema->functions_ = module_stats.functions;
+  schema->instructions_ = module_stats.instructions;
   schema->state_->jit = &jit_;
   schema->state_->module = *module;
   std::vector<std::string> names;

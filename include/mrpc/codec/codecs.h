@@ -47,6 +47,12 @@ struct CodecLimits {
   uint32_t max_nesting = limits::kMaxMessageNesting;             // messages in messages
 };
 
+// What one schema's compile may cost (a hostile schema within the schema limits could still ask
+// for minutes of LLVM time). Checked on the generated IR, before optimization.
+struct CodecCompileLimits {
+  uint64_t max_instructions = limits::kMaxCodecInstructions;
+};
+
 // One piece of a native encoding: bytes of the source region (or of static zero padding), never
 // a copy. Valid while the message stays unchanged in its heap.
 struct NativeSpan {
@@ -147,6 +153,10 @@ class CompiledSchema {
   // Wall time of IR generation and of optimization + machine code generation.
   uint64_t generate_nanoseconds() const { return generate_ns_; }
   uint64_t compile_nanoseconds() const { return compile_ns_; }
+  // The size of the generated module: functions (four per message type) and IR instructions
+  // before optimization (what the compile budget counts).
+  uint64_t functions() const { return functions_; }
+  uint64_t instructions() const { return instructions_; }
 
  private:
   friend class CodecCompiler;
@@ -156,6 +166,8 @@ class CompiledSchema {
   uint64_t key_ = 0;
   uint64_t generate_ns_ = 0;
   uint64_t compile_ns_ = 0;
+  uint64_t functions_ = 0;
+  uint64_t instructions_ = 0;
 };
 
 // Compiles schemas with one JIT. Registers the codec runtime's functions with the JIT, so one
@@ -163,10 +175,12 @@ class CompiledSchema {
 class CodecCompiler {
  public:
   // ALREADY_EXISTS if the JIT already has the codec runtime (another CodecCompiler).
-  static Expected<std::unique_ptr<CodecCompiler>> create(jit::Jit& jit);
+  static Expected<std::unique_ptr<CodecCompiler>> create(jit::Jit& jit,
+                                                         const CodecCompileLimits& limits = {});
 
   // The codecs of `roots` and every type they reach. The descriptors need to live only during the
-  // call. INVALID_ARGUMENT for a schema the codecs do not support (proto2 groups).
+  // call. INVALID_ARGUMENT for a schema the codecs do not support (proto2 groups);
+  // RESOURCE_EXHAUSTED past the compile budget (CodecCompileLimits), before LLVM optimizes.
   Expected<std::shared_ptr<const CompiledSchema>> compile(
       const std::vector<const google::protobuf::Descriptor*>& roots);
 
@@ -174,8 +188,10 @@ class CodecCompiler {
   static uint64_t key_of(const std::vector<const google::protobuf::Descriptor*>& roots);
 
  private:
-  explicit CodecCompiler(jit::Jit& jit) : jit_(jit) {}
+  CodecCompiler(jit::Jit& jit, const CodecCompileLimits& limits)
+      : jit_(jit), compile_limits_(limits) {}
   jit::Jit& jit_;
+  const CodecCompileLimits compile_limits_;
   std::mutex mutex_;
   std::map<uint64_t, uint64_t> compiles_of_key_;  // module names are unique per JIT
 };
