@@ -36,6 +36,8 @@
 
 namespace mrpc {
 
+class CodecWorker;  // codec_compiler.h
+
 // Where one attempt of a call was delivered: the callee and its incoming-table handle.
 struct Delivery {
   ConnectionId callee = kNoConnection;
@@ -91,6 +93,11 @@ struct DaemonCore {
   DeadlineHeap deadlines;  // of every call in `calls`
   bool draining = false;
   DaemonCounters counters;
+  // Registrations: schemas parsed and codecs compiled off the runtime thread
+  // (codec_compiler.h). Set by Daemon::start; owned by the Daemon.
+  CodecWorker* codec_worker = nullptr;
+  // The registered services' codecs, for transports (over `registry`).
+  const TransportCodecs* codecs = nullptr;
 
   // A connection that has completed its handshake, or null.
   Connection* connection(ConnectionId id) {

@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "codec_compiler.h"
 #include "connection_task.h"
 #include "control_server.h"
 #include "core.h"
@@ -145,19 +146,50 @@ struct Daemon::Impl {
   }
 
   std::string stats_json() const;
+  nlohmann::json codecs_json() const;
+  Status start_codec_worker();
   // Runtime thread only (the control server runs there).
   std::string connections_json() const;
 
+  // Before core: the registry's services hold compiled codecs, which unload from the worker's
+  // JIT, so the worker goes last. Its thread (which wakes the runtime) is stopped in stop().
+  std::unique_ptr<CodecWorker> codec_worker;
   DaemonCore core;
   LocalTransport local_transport;
   std::shared_ptr<LoopbackTransport> loopback;  // when fault injection is on
   Runtime runtime;  // after core: its tasks refer to core, so it goes first
+  std::unique_ptr<RegistryCodecs> registry_codecs;
   shm::UniqueFd app_listener;
   std::optional<ControlServer> control;
   std::shared_ptr<HousekeepingTask> housekeeping;
   std::atomic<bool> drain_requested{false};
   bool started = false;
 };
+
+// The compile thread for registrations, its JIT and the on-disk object cache (codec_compiler.h).
+Status Daemon::Impl::start_codec_worker() {
+  if (codec_worker != nullptr) return {};
+  const DaemonConfig& config = core.config;
+  std::string cache_dir = config.codec_cache_dir;
+  if (cache_dir.empty())
+    cache_dir =
+        (std::filesystem::path(config.app_socket_path).parent_path() / "jit-cache").string();
+  auto worker = CodecWorker::create(CodecWorkerOptions{
+      .object_cache_dir = cache_dir,
+      .compile_limits =
+          codec::CodecCompileLimits{.max_instructions = config.codec_max_instructions},
+      .before_job = config.codec_compile_hook});
+  if (!worker.ok()) {
+    return Status(worker.status().code(), fmt::format("the codec compiler (cache directory {}): {}",
+                                                      cache_dir, worker.status().message()));
+  }
+  codec_worker = std::move(*worker);
+  registry_codecs = std::make_unique<RegistryCodecs>(core.registry);
+  core.codec_worker = codec_worker.get();
+  core.codecs = registry_codecs.get();
+  spdlog::info("codec compiler: object cache in {}", cache_dir);
+  return {};
+}
 
 Daemon::Daemon(DaemonConfig config, const Clock& clock)
     : impl_(std::make_unique<Impl>(std::move(config), clock)) {}
@@ -199,6 +231,7 @@ Status Daemon::start() {
   MRPC_TRY_STATUS(check_config(impl.core.config));
   make_parent_directory(impl.core.config.app_socket_path);
   make_parent_directory(impl.core.config.control_socket_path);
+  MRPC_TRY_STATUS(impl.start_codec_worker());
   auto listener = shm::listen_app_socket(impl.core.config.app_socket_path);
   if (!listener.ok()) return listener.status();
   MRPC_TRY_STATUS(shm::set_nonblocking(listener->get()));
@@ -248,6 +281,7 @@ void Daemon::stop(std::chrono::nanoseconds drain) {
          real_clock.now() < give_up)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   impl.runtime.stop();
+  if (impl.codec_worker != nullptr) impl.codec_worker->stop();
 
   // The runtime thread has stopped: this thread owns the state now.
   impl.core.calls.for_each([&impl](SlotHandle call, CallRecord&) {
@@ -418,8 +452,49 @@ std::string Daemon::Impl::stats_json() const {
                         {"call_table_size", load(c.call_table_size)},
                         {"call_table_capacity", load(c.call_table_capacity)},
                         {"deadline_heap_size", load(c.deadline_heap_size)},
-                        {"deadline_heap_capacity", load(c.deadline_heap_capacity)}}
+                        {"deadline_heap_capacity", load(c.deadline_heap_capacity)},
+                        {"codecs", codecs_json()}}
       .dump();
+}
+
+nlohmann::json Daemon::Impl::codecs_json() const {
+  if (codec_worker == nullptr) return nlohmann::json::object();
+  const CodecStats stats = codec_worker->stats();
+  nlohmann::json schemas = nlohmann::json::array();
+  for (const CodecSchemaStats& schema : stats.schemas) {
+    schemas.push_back(
+        {{"key", fmt::format("{:016x}", schema.key)},
+         {"first_service", schema.first_service},
+         {"functions", schema.functions},
+         {"instructions", schema.instructions},
+         {"generate_ms", static_cast<double>(schema.generate_nanoseconds) / 1e6},
+         {"compile_ms", static_cast<double>(schema.compile_nanoseconds) / 1e6},
+         {"registration_ms", static_cast<double>(schema.registration_nanoseconds) / 1e6},
+         {"registrations", schema.registrations}});
+  }
+  return {{"compiles", stats.compiles},
+          {"cache_hits", stats.cache_hits},
+          {"failures", stats.failures},
+          {"compile_ms_total", static_cast<double>(stats.compile_nanoseconds) / 1e6},
+          {"registrations_pending", stats.registrations_pending},
+          {"object_cache_hits", stats.object_cache_hits},
+          {"object_cache_rejected", stats.object_cache_rejected},
+          {"cached_schemas", stats.cached_schemas},
+          {"schemas", schemas}};
+}
+
+CodecStats Daemon::codec_stats() const {
+  return impl_->codec_worker == nullptr ? CodecStats{} : impl_->codec_worker->stats();
+}
+
+std::shared_ptr<const ServiceCodecs> Daemon::service_codecs(uint32_t service_id) {
+  if (!impl_->started) return nullptr;
+  auto result = std::make_shared<std::promise<std::shared_ptr<const ServiceCodecs>>>();
+  auto future = result->get_future();
+  const TransportCodecs* codecs = impl_->core.codecs;
+  impl_->housekeeping->post(
+      [result, codecs, service_id] { result->set_value(codecs->service(service_id)); });
+  return future.get();
 }
 
 std::string Daemon::Impl::connections_json() const {

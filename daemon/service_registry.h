@@ -19,6 +19,7 @@
 #include "mrpc/base/limits.h"
 #include "mrpc/dataflow/rpc.h"
 #include "mrpc/message/schema.h"
+#include "mrpc/transports/codec.h"
 
 namespace mrpc {
 
@@ -27,6 +28,9 @@ struct RegisteredService {
   std::string full_name;
   std::shared_ptr<const Schema> schema;  // keeps `info` alive
   const ServiceInfo* info = nullptr;
+  // The compiled codecs of its methods (from the first registration; later ones have the same
+  // layouts), for transports that leave the host (TransportCodecs).
+  std::shared_ptr<const ServiceCodecs> codecs;
   // The endpoint set: connections serving it, in registration order; round robin over it.
   std::vector<ConnectionId> servers;
   size_t next_server = 0;

@@ -39,6 +39,9 @@ inline constexpr uint32_t kReservedStatusDetailBlocks = 8;
 inline constexpr uint32_t kDefaultMaxAppConnections = 1024;
 // Services one daemon knows (each keeps the schema it was registered with).
 inline constexpr uint32_t kMaxRegisteredServices = 1024;
+// RegisterService requests of one app waiting at the codec compile thread at once; beyond, a
+// request is answered RESOURCE_EXHAUSTED at once (a flood cannot queue unbounded work).
+inline constexpr size_t kMaxPendingRegistrationsPerApp = 16;
 // Time an app connection has to say Hello before mrpcd closes it.
 inline constexpr std::chrono::nanoseconds kAppHandshakeTimeout = 5s;
 // Largest control message on the app socket (a schema registration is the big one).
