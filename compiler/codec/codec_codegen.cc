@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdlib>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -12,6 +13,7 @@
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
+#include <llvm/Support/raw_ostream.h>
 
 #include "compiler/codec/codec_runtime.h"
 #include "mrpc/base/check.h"
@@ -948,6 +950,13 @@ Expected<jit::ModuleId> load_codec_module(jit::Jit& jit, const std::vector<Codec
     if (function.isDeclaration()) continue;
     ++stats->functions;
     stats->instructions += function.getInstructionCount();
+  }
+  // For profiling the compile (docs/marshalling.md): the module as generated, before O2, for
+  // LLVM's own tools (opt -time-passes, llc).
+  if (const char* dump_dir = std::getenv("MRPC_CODEC_DUMP_IR"); dump_dir != nullptr) {
+    std::error_code error;
+    llvm::raw_fd_ostream file(fmt::format("{}/{}.ll", dump_dir, prefix), error);
+    if (!error) generated->module->print(file, nullptr);
   }
   if (stats->instructions > max_instructions) {
     return Status(StatusCode::kResourceExhausted,
