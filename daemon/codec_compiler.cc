@@ -75,6 +75,14 @@ void CodecWorker::run() {
 
 void CodecWorker::process(CodecJob& job) {
   const auto start = std::chrono::steady_clock::now();
+  // Schemas no registered service holds any more are unloaded first (a later registration of the
+  // same schema compiles it again, or loads it from the on-disk cache).
+  if (cache_->prune() > 0) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(stats_.schemas,
+                  [this](const CodecSchemaStats& entry) { return !cache_->contains(entry.key); });
+    stats_.cached_schemas = stats_.schemas.size();
+  }
   auto schema = Schema::from_file_descriptor_set(job.file_descriptor_set);
   if (!schema.ok()) {
     job.status = schema.status();

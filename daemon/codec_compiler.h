@@ -5,6 +5,7 @@
 // which finishes the registration (registry, reply) between rounds. So a registration never holds
 // a runtime thread: other apps' calls go on while a schema compiles (docs/mrpcd.md).
 //
+// Each job first prunes the cache: schemas whose services were all dropped are unloaded then.
 // The worker owns the daemon's one jit::Jit (its on-disk object cache in a daemon-owned 0700
 // directory), the CodecCompiler and the CodecCache. Jobs run one at a time, in submission order.
 //

@@ -131,6 +131,23 @@ TEST_CASE("a schema is compiled once: a second app registering it is a cache hit
   CHECK(codecs.at("schemas")[0].at("registrations") == 2);
 }
 
+TEST_CASE("a schema whose services were all dropped is unloaded at the next registration") {
+  EmbeddedDaemon daemon;
+  auto hotel = TestApp::connect(daemon.app_socket(), "hotel");
+  auto registration = hotel->register_service("hotel.Profile", true, hotel_profile_set());
+  REQUIRE(registration.status == StatusCode::kOk);
+  CHECK(daemon.daemon.codec_stats().cached_schemas == 1);
+  hotel->disconnect();
+  REQUIRE(eventually([&] { return daemon.daemon.stats().services == 0; }));
+
+  EchoServer server(daemon.app_socket());
+  const CodecStats stats = daemon.daemon.codec_stats();
+  CHECK(stats.compiles == 2);
+  CHECK(stats.cached_schemas == 1);
+  REQUIRE(stats.schemas.size() == 1);
+  CHECK(stats.schemas[0].first_service == kEchoService);
+}
+
 TEST_CASE("another app's calls complete while a schema compiles, and the registration waits") {
   CompileGate gate;
   DaemonConfig config = EmbeddedDaemon::small_config();

@@ -79,7 +79,7 @@ struct CodecStats {
   uint64_t object_cache_hits = 0;      // modules loaded from the on-disk cache
   uint64_t object_cache_rejected = 0;  // cache entries refused (hash, owner, mode)
   uint64_t cached_schemas = 0;
-  std::vector<CodecSchemaStats> schemas;  // in compile order
+  std::vector<CodecSchemaStats> schemas;  // cached now, in compile order
 };
 
 // Counters since start; a snapshot.
