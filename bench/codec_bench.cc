@@ -147,11 +147,16 @@ int main(int argc, char** argv) {
     const double cached_us =
         std::chrono::duration<double, std::micro>(Clock::now() - start).count();
     fmt::print(
-        "  {:<22} cold {:>7.2f} ms (IR {:.2f} ms, compile {:.2f} ms)   cached {:>7.2f} us\n",
+        "  {:<22} cold {:>7.2f} ms (IR {:.2f} ms, compile {:.2f} ms; {} functions, {} IR "
+        "instructions, {:.1f} us each)   cached {:>7.2f} us\n",
         row.name,
         static_cast<double>((*cold)->generate_nanoseconds() + (*cold)->compile_nanoseconds()) / 1e6,
         static_cast<double>((*cold)->generate_nanoseconds()) / 1e6,
-        static_cast<double>((*cold)->compile_nanoseconds()) / 1e6, cached_us);
+        static_cast<double>((*cold)->compile_nanoseconds()) / 1e6, (*cold)->functions(),
+        (*cold)->instructions(),
+        static_cast<double>((*cold)->compile_nanoseconds()) / 1e3 /
+            static_cast<double>(std::max<uint64_t>((*cold)->instructions(), 1)),
+        cached_us);
   }
 
   // The JIT's on-disk object cache: a first JIT fills it, a second (as a restarted daemon would)

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include "codec_compiler.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "transports/shm/app_protocol.pb.h"
 
@@ -38,6 +39,10 @@ bool ConnectionTask::run() {
       return true;
     }
     did_work = true;
+  }
+  if (!registrations_.empty() && !finish_registrations(did_work)) {
+    close("the app's socket failed");
+    return true;
   }
   if (app.ready()) {
     did_work |= frontend_.poll();
@@ -227,34 +232,69 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   return true;
 }
 
+// The schema is parsed and the codecs compiled on the codec compile thread (codec_compiler.h):
+// the reply waits until they are ready (or refused), so the app cannot call the service before,
+// and this runtime goes on serving every other call meanwhile.
 bool ConnectionTask::on_register_service(const wire::RegisterService& request) {
   Connection& app = *connection_;
   if (!app.ready()) {
     core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
     return refuse("RegisterService before Hello");
   }
-  wire::DaemonMessage message;
-  auto* reply = message.mutable_service_registered();
-  reply->set_request_id(request.request_id());
-  auto schema = Schema::from_file_descriptor_set(request.file_descriptor_set());
-  Expected<ServiceUpdate> registered =
-      schema.ok() ? core_.shared.directory.register_service(
-                        *schema, request.service(), app.id, request.serve(), app.identity->app_name)
-                  : Expected<ServiceUpdate>(schema.status());
-  if (registered.ok()) {
-    const ServiceUpdate& service = *registered;
-    reply->set_status(static_cast<uint32_t>(StatusCode::kOk));
-    reply->set_service_id(service.id);
-    for (const auto& method : service.info->methods) reply->add_methods(method.name);
-    // Every shard's view takes it (this one's now) before the app hears it is registered.
-    core_.publish(service);
-    spdlog::info("connection {}: {} service {} as id {}", app.id,
-                 request.serve() ? "serves" : "calls", service.full_name, service.id);
-  } else {
-    reply->set_status(static_cast<uint32_t>(registered.status().code()));
-    reply->set_detail(registered.status().message());
+  if (registrations_.size() >= limits::kMaxPendingRegistrationsPerApp) {
+    wire::DaemonMessage message;
+    auto* reply = message.mutable_service_registered();
+    reply->set_request_id(request.request_id());
+    reply->set_status(static_cast<uint32_t>(StatusCode::kResourceExhausted));
+    reply->set_detail(
+        fmt::format("{} registrations of this app are being compiled already "
+                    "(limits::kMaxPendingRegistrationsPerApp={}); wait for their answers",
+                    registrations_.size(), limits::kMaxPendingRegistrationsPerApp));
+    return shm::send_message(app.socket.get(), message).ok();
   }
-  return shm::send_message(app.socket.get(), message).ok();
+  auto job = std::make_shared<CodecJob>();
+  job->file_descriptor_set = request.file_descriptor_set();
+  job->service = request.service();
+  registrations_.push_back(PendingRegistration{job, request.request_id(), request.serve()});
+  core_.codec_worker->submit(std::move(job), [runtime = core_.runtime] { runtime->wake(); });
+  return true;
+}
+
+bool ConnectionTask::finish_registrations(bool& did_work) {
+  Connection& app = *connection_;
+  while (!registrations_.empty() &&
+         registrations_.front().job->done.load(std::memory_order_acquire)) {
+    const PendingRegistration pending = std::move(registrations_.front());
+    registrations_.pop_front();
+    did_work = true;
+    const CodecJob& job = *pending.job;
+    wire::DaemonMessage message;
+    auto* reply = message.mutable_service_registered();
+    reply->set_request_id(pending.request_id);
+    Expected<ServiceUpdate> registered =
+        job.status.ok()
+            ? core_.shared.directory.register_service(job.schema, job.service, app.id,
+                                                      pending.serve, app.identity->app_name,
+                                                      job.codecs)
+            : Expected<ServiceUpdate>(job.status);
+    if (registered.ok()) {
+      const ServiceUpdate& service = *registered;
+      reply->set_status(static_cast<uint32_t>(StatusCode::kOk));
+      reply->set_service_id(service.id);
+      for (const auto& method : service.info->methods) reply->add_methods(method.name);
+      // Every shard's view takes it (this one's now) before the app hears it is registered.
+      core_.publish(service);
+      spdlog::info("connection {}: {} service {} as id {}", app.id,
+                   pending.serve ? "serves" : "calls", service.full_name, service.id);
+    } else {
+      reply->set_status(static_cast<uint32_t>(registered.status().code()));
+      reply->set_detail(registered.status().message());
+      spdlog::info("connection {}: registering {} failed: {}", app.id, job.service,
+                   registered.status().to_string());
+    }
+    if (!shm::send_message(app.socket.get(), message).ok()) return false;
+  }
+  return true;
 }
 
 void ConnectionTask::close(const char* why) {

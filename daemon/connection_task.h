@@ -7,6 +7,7 @@
 // Runtime thread only; owns its Connection jointly with DaemonCore's connection table.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +17,8 @@
 #include "router.h"
 
 namespace mrpc {
+
+struct CodecJob;  // codec_compiler.h
 
 namespace wire {
 class Hello;
@@ -40,12 +43,22 @@ class ConnectionTask final : public Task {
   bool read_control_messages(const char*& why);
   bool on_hello(const wire::Hello& hello);
   bool on_register_service(const wire::RegisterService& request);
+  // Finishes the registrations whose codecs are ready, in the order they came; false if the
+  // connection must close.
+  bool finish_registrations(bool& did_work);
   bool refuse(const std::string& reason);
 
   DaemonCore& core_;
   std::shared_ptr<Connection> connection_;
   AppFrontend frontend_;
   Router router_;
+  // RegisterService requests at the codec compile thread (codec_compiler.h), oldest first.
+  struct PendingRegistration {
+    std::shared_ptr<CodecJob> job;
+    uint64_t request_id = 0;
+    bool serve = false;
+  };
+  std::deque<PendingRegistration> registrations_;
 };
 
 }  // namespace mrpc

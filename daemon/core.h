@@ -42,6 +42,8 @@
 
 namespace mrpc {
 
+class CodecWorker;  // codec_compiler.h
+
 // Where one attempt of a call was delivered: the callee and its incoming-table handle.
 struct Delivery {
   ConnectionId callee = kNoConnection;
@@ -129,6 +131,11 @@ struct DaemonCore {
   DeadlineHeap deadlines;  // of every call in `calls` (local handles)
   bool draining = false;
   DaemonCounters counters;
+  // Registrations: schemas parsed and codecs compiled off the runtime thread
+  // (codec_compiler.h). Set by Daemon::start; owned by the Daemon.
+  CodecWorker* codec_worker = nullptr;
+  // The registered services' codecs, for transports (over `registry`).
+  const TransportCodecs* codecs = nullptr;
 
   // The shard whose runtime thread this is (null on other threads): for code shared by every
   // shard's graphs, such as one policy operator attached to apps of several shards.

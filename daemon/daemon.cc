@@ -12,6 +12,7 @@
 #include <optional>
 #include <thread>
 
+#include "codec_compiler.h"
 #include "connection_task.h"
 #include "control_server.h"
 #include "core.h"
@@ -166,6 +167,7 @@ struct Shard {
   LocalTransport local_transport;
   Runtime runtime;  // after core: its tasks refer to core, so it goes first
   std::shared_ptr<HousekeepingTask> housekeeping;
+  std::unique_ptr<RegistryCodecs> codecs;  // over core.registry
 };
 
 struct Daemon::Impl {
@@ -179,6 +181,8 @@ struct Daemon::Impl {
   }
 
   std::string stats_json() const;
+  nlohmann::json codecs_json() const;
+  Status start_codec_worker();
   // Shard 0's runtime thread (the control server runs there).
   std::string connections_json() const;
   DaemonCore& core0() const { return shards.front()->core; }
@@ -196,6 +200,9 @@ struct Daemon::Impl {
   }
 
   DaemonConfig config;
+  // Before shared and shards: the registry's services hold compiled codecs, which unload from the
+  // worker's JIT, so the worker goes last. Its thread (which wakes runtimes) is stopped in stop().
+  std::unique_ptr<CodecWorker> codec_worker;
   DaemonShared shared;
   std::vector<std::unique_ptr<Shard>> shards;
   std::shared_ptr<LoopbackTransport> loopback;  // when fault injection is on
@@ -205,6 +212,32 @@ struct Daemon::Impl {
   std::atomic<bool> drain_requested{false};
   bool started = false;
 };
+
+// The compile thread for registrations, its JIT and the on-disk object cache (codec_compiler.h).
+Status Daemon::Impl::start_codec_worker() {
+  if (codec_worker != nullptr) return {};
+  std::string cache_dir = config.codec_cache_dir;
+  if (cache_dir.empty())
+    cache_dir =
+        (std::filesystem::path(config.app_socket_path).parent_path() / "jit-cache").string();
+  auto worker = CodecWorker::create(CodecWorkerOptions{
+      .object_cache_dir = cache_dir,
+      .compile_limits =
+          codec::CodecCompileLimits{.max_instructions = config.codec_max_instructions},
+      .before_job = config.codec_compile_hook});
+  if (!worker.ok()) {
+    return Status(worker.status().code(), fmt::format("the codec compiler (cache directory {}): {}",
+                                                      cache_dir, worker.status().message()));
+  }
+  codec_worker = std::move(*worker);
+  for (auto& shard : shards) {
+    shard->codecs = std::make_unique<RegistryCodecs>(shard->core.registry);
+    shard->core.codec_worker = codec_worker.get();
+    shard->core.codecs = shard->codecs.get();
+  }
+  spdlog::info("codec compiler: object cache in {}", cache_dir);
+  return {};
+}
 
 Daemon::Daemon(DaemonConfig config, const Clock& clock)
     : impl_(std::make_unique<Impl>(std::move(config), clock)) {}
@@ -253,6 +286,7 @@ Status Daemon::start() {
   MRPC_TRY_STATUS(check_config(config));
   make_parent_directory(config.app_socket_path);
   make_parent_directory(config.control_socket_path);
+  MRPC_TRY_STATUS(impl.start_codec_worker());
   auto listener = shm::listen_app_socket(config.app_socket_path);
   if (!listener.ok()) return listener.status();
   MRPC_TRY_STATUS(shm::set_nonblocking(listener->get()));
@@ -319,6 +353,7 @@ void Daemon::stop(std::chrono::nanoseconds drain) {
   while (impl.sum(&DaemonCounters::calls_in_flight) > 0 && real_clock.now() < give_up)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   for (auto& shard : impl.shards) shard->runtime.stop();
+  if (impl.codec_worker != nullptr) impl.codec_worker->stop();
 
   // The runtime threads have stopped: this thread owns the state now.
   for (auto& shard : impl.shards) {
@@ -525,8 +560,50 @@ std::string Daemon::Impl::stats_json() const {
                         {"call_table_size", sum(&C::call_table_size)},
                         {"call_table_capacity", sum(&C::call_table_capacity)},
                         {"deadline_heap_size", sum(&C::deadline_heap_size)},
-                        {"deadline_heap_capacity", sum(&C::deadline_heap_capacity)}}
+                        {"deadline_heap_capacity", sum(&C::deadline_heap_capacity)},
+                        {"codecs", codecs_json()}}
       .dump();
+}
+
+nlohmann::json Daemon::Impl::codecs_json() const {
+  if (codec_worker == nullptr) return nlohmann::json::object();
+  const CodecStats stats = codec_worker->stats();
+  nlohmann::json schemas = nlohmann::json::array();
+  for (const CodecSchemaStats& schema : stats.schemas) {
+    schemas.push_back(
+        {{"key", fmt::format("{:016x}", schema.key)},
+         {"first_service", schema.first_service},
+         {"functions", schema.functions},
+         {"instructions", schema.instructions},
+         {"generate_ms", static_cast<double>(schema.generate_nanoseconds) / 1e6},
+         {"compile_ms", static_cast<double>(schema.compile_nanoseconds) / 1e6},
+         {"registration_ms", static_cast<double>(schema.registration_nanoseconds) / 1e6},
+         {"registrations", schema.registrations}});
+  }
+  return {{"compiles", stats.compiles},
+          {"cache_hits", stats.cache_hits},
+          {"failures", stats.failures},
+          {"compile_ms_total", static_cast<double>(stats.compile_nanoseconds) / 1e6},
+          {"registrations_pending", stats.registrations_pending},
+          {"object_cache_hits", stats.object_cache_hits},
+          {"object_cache_rejected", stats.object_cache_rejected},
+          {"cached_schemas", stats.cached_schemas},
+          {"schemas", schemas}};
+}
+
+CodecStats Daemon::codec_stats() const {
+  return impl_->codec_worker == nullptr ? CodecStats{} : impl_->codec_worker->stats();
+}
+
+std::shared_ptr<const ServiceCodecs> Daemon::service_codecs(uint32_t service_id) {
+  if (!impl_->started) return nullptr;
+  auto result = std::make_shared<std::promise<std::shared_ptr<const ServiceCodecs>>>();
+  auto future = result->get_future();
+  DaemonCore& core = impl_->core0();
+  core.jobs.post([result, &core, service_id] {
+    result->set_value(core.codecs->service(service_id));
+  });
+  return future.get();
 }
 
 namespace {

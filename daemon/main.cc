@@ -48,6 +48,13 @@ int main(int argc, char** argv) {
   app.add_option("--spin-budget-us", spin_budget_us,
                  "microseconds an idle runtime polls before sleeping (0: sleep at once)")
       ->capture_default_str();
+  app.add_option("--cache-dir", config.codec_cache_dir,
+                 "the compiled codecs' on-disk object cache, a directory mrpcd owns (mode 0700); "
+                 "default: jit-cache next to the app socket");
+  app.add_option("--codec-max-instructions", config.codec_max_instructions,
+                 "compile budget of one registered schema's codecs (IR instructions); beyond, "
+                 "its registration fails RESOURCE_EXHAUSTED")
+      ->capture_default_str();
   app.add_option("--drain-ms", drain_ms, "on SIGTERM, how long calls in flight may finish")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")

@@ -29,7 +29,7 @@ void add_once(std::vector<ConnectionId>& set, ConnectionId connection) {
 
 Expected<const RegisteredService*> ServiceRegistry::register_service(
     std::shared_ptr<const Schema> schema, const std::string& service_name, ConnectionId connection,
-    bool serve, const std::string& app_name) {
+    bool serve, const std::string& app_name, std::shared_ptr<const ServiceCodecs> codecs) {
   const ServiceInfo* info = schema->service(service_name);
   if (info == nullptr)
     return Status(StatusCode::kNotFound,
@@ -70,6 +70,7 @@ Expected<const RegisteredService*> ServiceRegistry::register_service(
     entry->info = info;
     by_name_.emplace(service_name, entry);
   }
+  if (entry->codecs == nullptr) entry->codecs = std::move(codecs);
   if (serve && std::find(entry->servers.begin(), entry->servers.end(), connection) ==
                    entry->servers.end()) {
     entry->servers.push_back(connection);
@@ -113,16 +114,18 @@ ServiceUpdate ServiceDirectory::snapshot_locked(uint32_t service_id) {
   update.info = service->info;
   update.servers = service->servers;
   update.server_apps = service->server_apps;
+  update.codecs = service->codecs;
   return update;
 }
 
 Expected<ServiceUpdate> ServiceDirectory::register_service(std::shared_ptr<const Schema> schema,
                                                            const std::string& service_name,
                                                            ConnectionId connection, bool serve,
-                                                           const std::string& app_name) {
+                                                           const std::string& app_name,
+                                                           std::shared_ptr<const ServiceCodecs> codecs) {
   std::lock_guard lock(mutex_);
-  auto registered =
-      registry_.register_service(std::move(schema), service_name, connection, serve, app_name);
+  auto registered = registry_.register_service(std::move(schema), service_name, connection, serve,
+                                               app_name, std::move(codecs));
   if (!registered.ok()) return registered.status();
   return snapshot_locked((*registered)->id);
 }
@@ -172,6 +175,7 @@ RegisteredService* ServiceTable::apply(ServiceUpdate update, std::vector<RpcPtr>
   service.info = update.info;
   service.servers = std::move(update.servers);
   service.server_apps = std::move(update.server_apps);
+  service.codecs = std::move(update.codecs);
   return !service.servers.empty() && !service.waiting.empty() ? &service : nullptr;
 }
 

@@ -27,6 +27,7 @@
 #include "mrpc/base/limits.h"
 #include "mrpc/dataflow/rpc.h"
 #include "mrpc/message/schema.h"
+#include "mrpc/transports/codec.h"
 
 namespace mrpc {
 
@@ -35,6 +36,9 @@ struct RegisteredService {
   std::string full_name;
   std::shared_ptr<const Schema> schema;  // keeps `info` alive
   const ServiceInfo* info = nullptr;
+  // The compiled codecs of its methods (from the first registration; later ones have the same
+  // layouts), for transports that leave the host (TransportCodecs).
+  std::shared_ptr<const ServiceCodecs> codecs;
   // The endpoint set: connections serving it, in registration order; round robin over it.
   std::vector<ConnectionId> servers;
   std::vector<std::string> server_apps;  // the app name of each server, in the same order
@@ -56,7 +60,8 @@ class ServiceRegistry {
   Expected<const RegisteredService*> register_service(std::shared_ptr<const Schema> schema,
                                                       const std::string& service_name,
                                                       ConnectionId connection, bool serve,
-                                                      const std::string& app_name = "");
+                                                      const std::string& app_name = "",
+                                                      std::shared_ptr<const ServiceCodecs> codecs = nullptr);
   // Null for an unknown or dropped id.
   RegisteredService* find_mutable(uint32_t service_id) {
     return const_cast<RegisteredService*>(find(service_id));
@@ -104,6 +109,7 @@ struct ServiceUpdate {
   const ServiceInfo* info = nullptr;
   std::vector<ConnectionId> servers;
   std::vector<std::string> server_apps;
+  std::shared_ptr<const ServiceCodecs> codecs;
 };
 
 // The daemon's registry, shared by its shards. Thread-safe (one lock; control plane only).
@@ -113,7 +119,8 @@ class ServiceDirectory {
   Expected<ServiceUpdate> register_service(std::shared_ptr<const Schema> schema,
                                            const std::string& service_name,
                                            ConnectionId connection, bool serve,
-                                           const std::string& app_name);
+                                           const std::string& app_name,
+                                           std::shared_ptr<const ServiceCodecs> codecs = nullptr);
   // As ServiceRegistry::connection_closed; the registrations it changed.
   std::vector<ServiceUpdate> connection_closed(ConnectionId connection);
   // The registration as it is now (a dropped update if `service_id` names none).

@@ -34,6 +34,11 @@ size_t CodecCache::prune() {
   return dropped;
 }
 
+bool CodecCache::contains(uint64_t key) const {
+  std::lock_guard lock(mutex_);
+  return schemas_.count(key) != 0;
+}
+
 CodecCache::Stats CodecCache::stats() const {
   std::lock_guard lock(mutex_);
   Stats out = stats_;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdlib>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -12,8 +13,10 @@
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
+#include <llvm/Support/raw_ostream.h>
 
 #include "compiler/codec/codec_runtime.h"
+#include "mrpc/base/check.h"
 #include "mrpc/message/layout.h"
 
 namespace mrpc::codec {
@@ -166,6 +169,7 @@ class Generator {
     };
     llvm::Type* void_ = ir_.getVoidTy();
     we_varint_ = declare("mrpc_we_varint", void_, {ptr_, i64_});
+    we_spill_ = declare("mrpc_we_spill", void_, {ptr_, ptr_, i64_});
     we_fixed32_ = declare("mrpc_we_fixed32", void_, {ptr_, i32_});
     we_fixed64_ = declare("mrpc_we_fixed64", void_, {ptr_, i64_});
     we_resolve_ = declare("mrpc_we_resolve", ptr_, {ptr_, i64_, i64_, i64_});
@@ -330,20 +334,31 @@ class Generator {
   void put_inline(llvm::Value* encoder, const std::vector<llvm::Value*>& values,
                   uint64_t size = 0) {
     if (size == 0) size = values.size();  // bytes
+    MRPC_ASSERT(size <= kMaxInlineWireBytes, "inline write of {} bytes", size);
     llvm::Value* pos_slot = at(encoder, offsetof(WireEncoder, pos));
     llvm::Value* pos = ir_.CreateSub(ir_.CreateLoad(i64_, pos_slot), ir_.getInt64(size));
     ir_.CreateStore(pos, pos_slot);
     llvm::BasicBlock* write = block("write");
+    llvm::BasicBlock* spill = block("spill");
     llvm::BasicBlock* done = block("written");
-    ir_.CreateCondBr(ir_.CreateICmpSGE(pos, ir_.getInt64(0)), write, done);
+    llvm::Value* chunk_floor =
+        ir_.CreateLoad(i64_, at(encoder, offsetof(WireEncoder, chunk_floor)));
+    ir_.CreateCondBr(ir_.CreateICmpSGE(pos, chunk_floor), write, spill);
+    auto store_all = [&](llvm::Value* start) {
+      uint64_t offset = 0;
+      for (llvm::Value* value : values) {
+        store(value, start, offset);
+        offset += value->getType()->getPrimitiveSizeInBits() / 8;
+      }
+    };
     ir_.SetInsertPoint(write);
     llvm::Value* out = ir_.CreateLoad(ptr_, at(encoder, offsetof(WireEncoder, out)));
-    llvm::Value* start = ir_.CreateInBoundsGEP(i8_, out, pos);
-    uint64_t offset = 0;
-    for (llvm::Value* value : values) {
-      store(value, start, offset);
-      offset += value->getType()->getPrimitiveSizeInBits() / 8;
-    }
+    store_all(ir_.CreateInBoundsGEP(i8_, out, pos));
+    ir_.CreateBr(done);
+    // Below the current buffer (or past the output's start): the runtime splits the bytes.
+    ir_.SetInsertPoint(spill);
+    store_all(put_slot_);
+    ir_.CreateCall(we_spill_, {encoder, put_slot_, ir_.getInt64(size)});
     ir_.CreateBr(done);
     ir_.SetInsertPoint(done);
   }
@@ -428,6 +443,7 @@ class Generator {
     llvm::Value* body = function_->getArg(1);
     llvm::Value* depth_left = function_->getArg(2);
     ir_.SetInsertPoint(block("entry"));
+    put_slot_ = ir_.CreateAlloca(llvm::ArrayType::get(i8_, kMaxInlineWireBytes));
     const size_t error_offset = offsetof(WireEncoder, error);
     fail_if(ir_.CreateICmpEQ(depth_left, ir_.getInt32(0)), encoder, error_offset, kErrorTooDeep);
     check_oneof_cases(layout, body, encoder, error_offset);
@@ -900,9 +916,10 @@ class Generator {
   llvm::BasicBlock* loop_top_ = nullptr;
   llvm::Value* value_slot_ = nullptr;
   llvm::Value* inner_cursor_ = nullptr;
+  llvm::Value* put_slot_ = nullptr;  // wire encoder: bytes of an inline write that spills
   std::vector<llvm::Function*> wire_encoders_, wire_decoders_, native_encoders_, native_decoders_;
-  llvm::FunctionCallee we_varint_, we_fixed32_, we_fixed64_, we_resolve_, we_bytes_, we_raw_,
-      we_mark_, we_length_since_, codec_fail_;
+  llvm::FunctionCallee we_varint_, we_spill_, we_fixed32_, we_fixed64_, we_resolve_, we_bytes_,
+      we_raw_, we_mark_, we_length_since_, codec_fail_;
   llvm::FunctionCallee wd_varint_, wd_tag_, wd_fixed32_, wd_fixed64_, wd_append_, wd_bytes_,
       wd_append_bytes_, wd_enter_, wd_sub_body_, wd_packed_, wd_unknown_, wd_fail_;
   llvm::FunctionCallee ne_piece_, nd_piece_;
@@ -919,13 +936,34 @@ std::string codec_function_name(std::string_view prefix, CodecFunction function,
 }
 
 Expected<jit::ModuleId> load_codec_module(jit::Jit& jit, const std::vector<CodecType>& types,
-                                          std::string_view prefix, uint64_t* generate_nanoseconds) {
+                                          std::string_view prefix, uint64_t max_instructions,
+                                          CodecModuleStats* stats) {
   const auto start = std::chrono::steady_clock::now();
   auto generated = Generator(types, prefix).run();
   if (!generated.ok()) return generated.status();
-  *generate_nanoseconds = static_cast<uint64_t>(
+  stats->generate_nanoseconds = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
           .count());
+  stats->functions = 0;
+  stats->instructions = 0;
+  for (const llvm::Function& function : *generated->module) {
+    if (function.isDeclaration()) continue;
+    ++stats->functions;
+    stats->instructions += function.getInstructionCount();
+  }
+  // For profiling the compile (docs/marshalling.md): the module as generated, before O2, for
+  // LLVM's own tools (opt -time-passes, llc).
+  if (const char* dump_dir = std::getenv("MRPC_CODEC_DUMP_IR"); dump_dir != nullptr) {
+    std::error_code error;
+    llvm::raw_fd_ostream file(fmt::format("{}/{}.ll", dump_dir, prefix), error);
+    if (!error) generated->module->print(file, nullptr);
+  }
+  if (stats->instructions > max_instructions) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("the codecs of {} message types need {} IR instructions, more than "
+                              "the compile budget of {} (CodecCompileLimits::max_instructions)",
+                              types.size(), stats->instructions, max_instructions));
+  }
   return jit.add_module(std::move(generated->context), std::move(generated->module));
 }
 

@@ -37,10 +37,20 @@ enum class CodecFunction { kWireEncode, kWireDecode, kNativeEncode, kNativeDecod
 
 std::string codec_function_name(std::string_view prefix, CodecFunction function, size_t type);
 
+// What generating a module took and made.
+struct CodecModuleStats {
+  uint64_t generate_nanoseconds = 0;  // building the IR
+  uint64_t functions = 0;             // defined in the module
+  uint64_t instructions = 0;          // IR instructions before optimization
+};
+
 // Generates the module and loads it into `jit` (machine code is generated on the first lookup).
 // Every sub-message type a field of `types` refers to must be in `types` too. INVALID_ARGUMENT for
-// a field kind the codecs do not support (groups). `*generate_nanoseconds`: time spent building IR.
+// a field kind the codecs do not support (groups). RESOURCE_EXHAUSTED, before any optimization or
+// machine code, when the IR has more than `max_instructions` instructions (the compile budget:
+// optimization and code generation time grow with it).
 Expected<jit::ModuleId> load_codec_module(jit::Jit& jit, const std::vector<CodecType>& types,
-                                          std::string_view prefix, uint64_t* generate_nanoseconds);
+                                          std::string_view prefix, uint64_t max_instructions,
+                                          CodecModuleStats* stats);
 
 }  // namespace mrpc::codec

@@ -4,6 +4,7 @@
 // cursor's end, every write against the receive block.
 #include "compiler/codec/codec_runtime.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace mrpc::codec {
@@ -17,7 +18,11 @@ constexpr uint64_t round8(uint64_t value) {
 
 inline void put(WireEncoder* e, const void* bytes, uint64_t size) {
   e->pos -= static_cast<int64_t>(size);
-  if (e->pos >= 0) std::memcpy(e->out + e->pos, bytes, size);
+  if (e->pos >= e->chunk_floor) {
+    std::memcpy(e->out + e->pos, bytes, size);
+  } else {
+    mrpc_we_spill(e, static_cast<const uint8_t*>(bytes), size);
+  }
 }
 
 bool in_region(uint64_t region_size, uint64_t offset, uint64_t bytes) {
@@ -54,6 +59,27 @@ const char* codec_error_text(int32_t error) {
 }
 
 extern "C" {
+
+void mrpc_we_spill(WireEncoder* e, const uint8_t* bytes, uint64_t size) {
+  if (e->pos < 0 || e->chunks == nullptr) return;  // the output is too small: counting only
+  // From the top down: the part in the current buffer, then the buffers before it.
+  int64_t high = e->pos + static_cast<int64_t>(size);
+  for (;;) {
+    const WireChunk& chunk = e->chunks[e->chunk];
+    const int64_t low = std::max(e->pos, chunk.start);
+    if (low < high) {
+      std::memcpy(chunk.data + (low - chunk.start), bytes + (low - e->pos),
+                  static_cast<size_t>(high - low));
+    }
+    high = low;
+    if (high == e->pos) break;
+    // pos >= 0 and buffer 0 starts at 0: there is a buffer before this one.
+    --e->chunk;
+    const WireChunk& previous = e->chunks[e->chunk];
+    e->out = previous.data - previous.start;
+    e->chunk_floor = previous.start;
+  }
+}
 
 void mrpc_we_varint(WireEncoder* e, uint64_t value) {
   uint8_t bytes[10];
@@ -463,6 +489,7 @@ std::vector<jit::HostSymbol> codec_runtime_symbols() {
   };
   return {
       symbol("mrpc_we_varint", &mrpc_we_varint),
+      symbol("mrpc_we_spill", &mrpc_we_spill),
       symbol("mrpc_we_fixed32", &mrpc_we_fixed32),
       symbol("mrpc_we_fixed64", &mrpc_we_fixed64),
       symbol("mrpc_we_resolve", &mrpc_we_resolve),

@@ -30,9 +30,22 @@ enum CodecError : int32_t {
 };
 const char* codec_error_text(int32_t error);
 
+// One output buffer of a scattered wire encoding: it holds positions [start, start + size) of
+// the output (the buffers, in order, cover [0, capacity)).
+struct WireChunk {
+  uint8_t* data;
+  int64_t start;
+  int64_t size;
+};
+
 // Wire encoder state. Output is written backwards: `pos` counts the bytes still free before the
-// cursor; when it goes negative the buffer is too small and the encoder only counts from then
+// cursor; when it goes negative the output is too small and the encoder only counts from then
 // on, so the final `capacity - pos` is the size needed either way.
+// Positions are virtual when the output is a list of buffers (`chunks`): the current one holds
+// [chunk_floor, ...) and `out + pos` addresses position pos in it, so a write that stays at or
+// above chunk_floor is one store (inline in generated code); one that crosses below goes through
+// mrpc_we_spill, which splits it and moves to the buffer before. One buffer: chunk_floor is 0 and
+// chunks null.
 struct WireEncoder {
   const uint8_t* base;  // source region (app heap, untrusted)
   uint64_t region_size;
@@ -42,7 +55,13 @@ struct WireEncoder {
   uint32_t max_nesting;
   int32_t error;
   uint64_t error_detail;  // the region offset or field number involved
+  int64_t chunk_floor;
+  const WireChunk* chunks;  // null: one buffer
+  int64_t chunk;            // index of the current buffer in `chunks`
 };
+
+// The most bytes generated code writes in one inline store sequence (a tag, a fixed value).
+inline constexpr uint64_t kMaxInlineWireBytes = 16;
 
 // A read position in decoder input.
 struct WireCursor {
@@ -99,5 +118,8 @@ std::vector<jit::HostSymbol> codec_runtime_symbols();
 }  // namespace mrpc::codec
 
 // Called by the drivers (codecs.cc) as well as by generated code.
+// The bytes of output positions [e->pos, e->pos + size), the write that crossed below
+// chunk_floor: stored across buffers (nothing stored when the output is too small).
+extern "C" void mrpc_we_spill(mrpc::codec::WireEncoder* e, const uint8_t* bytes, uint64_t size);
 extern "C" const uint8_t* mrpc_ne_piece(mrpc::codec::NativeEncoder* e, uint64_t offset,
                                         uint64_t bytes);

@@ -4,6 +4,7 @@
 #include "mrpc/codec/codecs.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -91,11 +92,6 @@ Expected<std::span<const std::byte>> MessageCodec::encode_wire(ConstRegion sourc
                                                                std::span<std::byte> out,
                                                                const CodecLimits& limits,
                                                                uint64_t* needed) const {
-  if (!in_region(source.size, offset, layout_->body_size())) {
-    return Status(StatusCode::kInvalidArgument,
-                  fmt::format("{}: body at offset {} is outside the source region of {} bytes",
-                              layout_->full_name(), offset, source.size));
-  }
   const auto capacity = static_cast<int64_t>(out.size());
   WireEncoder encoder{reinterpret_cast<const uint8_t*>(source.base),
                       source.size,
@@ -104,7 +100,82 @@ Expected<std::span<const std::byte>> MessageCodec::encode_wire(ConstRegion sourc
                       capacity - static_cast<int64_t>(limits.max_message_bytes),
                       limits.max_nesting,
                       kCodecOk,
+                      0,
+                      0,
+                      nullptr,
                       0};
+  auto encoded = run_wire_encoder(encoder, source, offset, limits);
+  if (!encoded.ok()) return encoded.status();
+  const uint64_t size = *encoded;
+  if (needed != nullptr) *needed = size;
+  if (encoder.pos < 0) {
+    return Status(StatusCode::kOutOfRange,
+                  fmt::format("wire encoding of {} needs {} bytes, the buffer has {}",
+                              layout_->full_name(), size, out.size()));
+  }
+  return std::span<const std::byte>(out.data() + encoder.pos, size);
+}
+
+Expected<ScatteredWire> MessageCodec::encode_wire(ConstRegion source, uint64_t offset,
+                                                  std::span<const std::span<std::byte>> buffers,
+                                                  const CodecLimits& limits,
+                                                  uint64_t* needed) const {
+  if (buffers.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("wire encode of {}: no output buffers", layout_->full_name()));
+  }
+  // The buffers as positions of one output: a few on the stack, more on the heap.
+  constexpr size_t kOnStack = 16;
+  std::array<WireChunk, kOnStack> on_stack;
+  std::vector<WireChunk> on_heap;
+  WireChunk* chunks = on_stack.data();
+  if (buffers.size() > kOnStack) {
+    on_heap.resize(buffers.size());
+    chunks = on_heap.data();
+  }
+  int64_t capacity = 0;
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    chunks[i] = WireChunk{reinterpret_cast<uint8_t*>(buffers[i].data()), capacity,
+                          static_cast<int64_t>(buffers[i].size())};
+    capacity += static_cast<int64_t>(buffers[i].size());
+  }
+  const WireChunk& last = chunks[buffers.size() - 1];
+  WireEncoder encoder{reinterpret_cast<const uint8_t*>(source.base),
+                      source.size,
+                      last.data - last.start,
+                      capacity,
+                      capacity - static_cast<int64_t>(limits.max_message_bytes),
+                      limits.max_nesting,
+                      kCodecOk,
+                      0,
+                      last.start,
+                      chunks,
+                      static_cast<int64_t>(buffers.size() - 1)};
+  auto encoded = run_wire_encoder(encoder, source, offset, limits);
+  if (!encoded.ok()) return encoded.status();
+  const uint64_t size = *encoded;
+  if (needed != nullptr) *needed = size;
+  if (encoder.pos < 0) {
+    return Status(StatusCode::kOutOfRange,
+                  fmt::format("wire encoding of {} needs {} bytes, the {} buffers have {}",
+                              layout_->full_name(), size, buffers.size(), capacity));
+  }
+  // The first byte's buffer: the current one, unless the output is empty.
+  if (size == 0) return ScatteredWire{buffers.size() - 1, buffers.back().size(), 0};
+  auto first = static_cast<size_t>(encoder.chunk);
+  while (chunks[first].start + chunks[first].size <= encoder.pos) ++first;  // empty buffers
+  return ScatteredWire{first, static_cast<uint64_t>(encoder.pos - chunks[first].start), size};
+}
+
+Expected<uint64_t> MessageCodec::run_wire_encoder(WireEncoder& encoder, ConstRegion source,
+                                                  uint64_t offset,
+                                                  const CodecLimits& limits) const {
+  if (!in_region(source.size, offset, layout_->body_size())) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("{}: body at offset {} is outside the source region of {} bytes",
+                              layout_->full_name(), offset, source.size));
+  }
+  const int64_t capacity = encoder.pos;
   const int32_t error = wire_encode_(&encoder, source.base + offset, limits.max_nesting);
   const uint64_t size = static_cast<uint64_t>(capacity - encoder.pos);
   if (error == kCodecOk && size > limits.max_message_bytes) {
@@ -119,13 +190,7 @@ Expected<std::span<const std::byte>> MessageCodec::encode_wire(ConstRegion sourc
         fmt::format("wire encode of {}: {} (offset or position {})", layout_->full_name(),
                     codec_error_text(error), encoder.error_detail));
   }
-  if (needed != nullptr) *needed = size;
-  if (encoder.pos < 0) {
-    return Status(StatusCode::kOutOfRange,
-                  fmt::format("wire encoding of {} needs {} bytes, the buffer has {}",
-                              layout_->full_name(), size, out.size()));
-  }
-  return std::span<const std::byte>(out.data() + encoder.pos, size);
+  return size;
 }
 
 Expected<uint64_t> MessageCodec::decode_wire(std::span<const std::byte> bytes,
@@ -266,9 +331,10 @@ const MessageCodec* CompiledSchema::find(std::string_view full_name) const {
 
 // ---- CodecCompiler ----
 
-Expected<std::unique_ptr<CodecCompiler>> CodecCompiler::create(jit::Jit& jit) {
+Expected<std::unique_ptr<CodecCompiler>> CodecCompiler::create(jit::Jit& jit,
+                                                               const CodecCompileLimits& limits) {
   MRPC_TRY_STATUS(jit.define_host_symbols(codec_runtime_symbols()));
-  return std::unique_ptr<CodecCompiler>(new CodecCompiler(jit));
+  return std::unique_ptr<CodecCompiler>(new CodecCompiler(jit, limits));
 }
 
 uint64_t CodecCompiler::key_of(const std::vector<const pb::Descriptor*>& roots) {
@@ -294,8 +360,13 @@ Expected<std::shared_ptr<const CompiledSchema>> CodecCompiler::compile(
     prefix = fmt::format("mrpc_codec_{:016x}_{}", schema->key_, compiles_of_key_[schema->key_]++);
   }
   const auto compile_start = std::chrono::steady_clock::now();
-  auto module = load_codec_module(jit_, types, prefix, &schema->generate_ns_);
+  CodecModuleStats module_stats;
+  auto module =
+      load_codec_module(jit_, types, prefix, compile_limits_.max_instructions, &module_stats);
   if (!module.ok()) return module.status();
+  schema->generate_ns_ = module_stats.generate_nanoseconds;
+  schema->functions_ = module_stats.functions;
+  schema->instructions_ = module_stats.instructions;
   schema->state_->jit = &jit_;
   schema->state_->module = *module;
   std::vector<std::string> names;

@@ -48,6 +48,10 @@ class DescriptorSchema final : public Schema {
 
   uint64_t layout_work() const override { return layouts.work(); }
 
+  const pb::Descriptor* descriptor(std::string_view full_name) const override {
+    return pool->FindMessageTypeByName(std::string(full_name));
+  }
+
   // `descriptor` and every type declared inside it (an explicit stack, no recursion).
   void add_messages(const pb::Descriptor& descriptor) {
     std::vector<const pb::Descriptor*> stack{&descriptor};
@@ -62,6 +66,10 @@ class DescriptorSchema final : public Schema {
 
   LayoutSet layouts;
   std::map<std::string, ServiceInfo, std::less<>> services;
+  // The pool the layouts were computed from, with what it refers to (kept for descriptor()).
+  std::unique_ptr<pb::SimpleDescriptorDatabase> database;
+  std::unique_ptr<CollectingErrors> errors;
+  std::unique_ptr<pb::DescriptorPool> pool;
 };
 
 Status invalid(std::string reason) {
@@ -133,16 +141,17 @@ Expected<std::shared_ptr<const Schema>> Schema::from_file_descriptor_set(
     return invalid("not a serialized google.protobuf.FileDescriptorSet");
   }
   MRPC_TRY_STATUS(check_limits(set, limits));
-  pb::SimpleDescriptorDatabase database;
+  auto schema = std::make_shared<DescriptorSchema>();
+  schema->database = std::make_unique<pb::SimpleDescriptorDatabase>();
   for (const pb::FileDescriptorProto& file : set.file()) {
-    if (!database.Add(file))
+    if (!schema->database->Add(file))
       return invalid("file " + file.name() + " is given twice or is malformed");
   }
-  CollectingErrors errors;
-  pb::DescriptorPool pool(&database, &errors);
-  auto schema = std::make_shared<DescriptorSchema>();
+  schema->errors = std::make_unique<CollectingErrors>();
+  schema->pool = std::make_unique<pb::DescriptorPool>(schema->database.get(), schema->errors.get());
+  const CollectingErrors& errors = *schema->errors;
   for (const pb::FileDescriptorProto& proto : set.file()) {
-    const pb::FileDescriptor* file = pool.FindFileByName(proto.name());
+    const pb::FileDescriptor* file = schema->pool->FindFileByName(proto.name());
     if (file == nullptr) {
       return invalid(fmt::format("file {} does not build: {}", proto.name(),
                                  errors.count == 0 ? "missing import" : errors.text()));

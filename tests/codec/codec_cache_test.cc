@@ -104,3 +104,27 @@ TEST_CASE("a second JIT with the same object cache directory loads compiled code
   }
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("a schema past the compile budget fails with RESOURCE_EXHAUSTED before LLVM runs") {
+  auto jit = mrpc::jit::Jit::create();
+  REQUIRE(jit.ok());
+  const pb::Descriptor& hotel =
+      harness().protos.message("examples/protos/hotel/profile.proto", "hotel.ProfileResult");
+  // The same schema within the default budget: its size is what the budget counts.
+  auto measured = harness().compiler->compile({&hotel});
+  REQUIRE_MESSAGE(measured.ok(), measured.status().to_string());
+  CHECK((*measured)->functions() > 0);
+  CHECK((*measured)->instructions() < mrpc::limits::kMaxCodecInstructions);
+
+  auto compiler = mrpc::codec::CodecCompiler::create(
+      **jit, mrpc::codec::CodecCompileLimits{.max_instructions = (*measured)->instructions() - 1});
+  REQUIRE(compiler.ok());
+  auto refused = (*compiler)->compile({&hotel});
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == mrpc::StatusCode::kResourceExhausted);
+  const std::string text = refused.status().message();
+  CHECK_MESSAGE(text.find(std::to_string((*measured)->instructions())) != std::string::npos, text);
+  CHECK_MESSAGE(text.find("compile budget") != std::string::npos, text);
+  CHECK((*jit)->module_count() == 0);
+  CHECK((*jit)->stats().modules_compiled == 0);
+}

@@ -1,5 +1,7 @@
 #include "test_app.h"
 
+#include <poll.h>
+
 #include <doctest/doctest.h>
 #include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/text_format.h>
@@ -117,6 +119,11 @@ std::unique_ptr<TestApp> TestApp::connect(const std::string& socket_path, std::s
 
 TestApp::Registration TestApp::register_service(std::string_view service, bool serve,
                                                 const std::string& file_descriptor_set) {
+  return receive_registration(send_register_service(service, serve, file_descriptor_set));
+}
+
+uint64_t TestApp::send_register_service(std::string_view service, bool serve,
+                                        const std::string& file_descriptor_set) {
   wire::AppMessage request;
   auto* body = request.mutable_register_service();
   body->set_request_id(next_request_id_++);
@@ -124,13 +131,23 @@ TestApp::Registration TestApp::register_service(std::string_view service, bool s
   body->set_service(std::string(service));
   body->set_serve(serve);
   REQUIRE(shm::send_message(socket_.get(), request).ok());
+  return body->request_id();
+}
+
+TestApp::Registration TestApp::receive_registration(uint64_t request_id) {
   wire::DaemonMessage reply;
   auto fds = shm::receive_message(socket_.get(), reply, 0);
   REQUIRE_MESSAGE(fds.ok(), fds.status().to_string());
   REQUIRE(reply.has_service_registered());
-  CHECK(reply.service_registered().request_id() == body->request_id());
+  CHECK(reply.service_registered().request_id() == request_id);
+  registration_detail_ = reply.service_registered().detail();
   return {status_code_from_wire(reply.service_registered().status()),
           reply.service_registered().service_id()};
+}
+
+bool TestApp::control_message_waiting() const {
+  pollfd entry{socket_.get(), POLLIN, 0};
+  return ::poll(&entry, 1, 0) == 1 && (entry.revents & POLLIN) != 0;
 }
 
 uint64_t TestApp::build_echo(std::string_view text) {

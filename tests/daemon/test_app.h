@@ -54,6 +54,15 @@ class TestApp {
   Registration register_service(
       std::string_view service, bool serve,
       const std::string& file_descriptor_set = echo_file_descriptor_set());
+  // The two halves of register_service, for a test that does something while mrpcd works on
+  // the registration: send it (returns the request id), then wait for its answer.
+  uint64_t send_register_service(std::string_view service, bool serve,
+                                 const std::string& file_descriptor_set);
+  Registration receive_registration(uint64_t request_id);
+  // Whether a control message from mrpcd is waiting on the socket now (does not wait).
+  bool control_message_waiting() const;
+  // The detail text of the last registration answer.
+  const std::string& registration_detail() const { return registration_detail_; }
 
   // An echo.EchoRequest / echo.EchoReply (same layout) with `text`, built in the heap.
   uint64_t build_echo(std::string_view text);
@@ -112,6 +121,7 @@ class TestApp {
   uint64_t connection_id_ = 0;
   uint32_t ring_entries_ = 0;
   uint64_t next_request_id_ = 1;
+  std::string registration_detail_;
   std::unordered_map<uint64_t, shm::RingEntry> other_calls_done_;  // seen while waiting for another
   std::unordered_map<uint64_t, std::string> details_;  // error text of ended calls, by call id
 };

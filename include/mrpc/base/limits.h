@@ -43,6 +43,9 @@ inline constexpr uint32_t kMaxRuntimeThreads = 64;
 inline constexpr uint32_t kShardLinkEntries = 4096;
 // Services one daemon knows (each keeps the schema it was registered with).
 inline constexpr uint32_t kMaxRegisteredServices = 1024;
+// RegisterService requests of one app waiting at the codec compile thread at once; beyond, a
+// request is answered RESOURCE_EXHAUSTED at once (a flood cannot queue unbounded work).
+inline constexpr size_t kMaxPendingRegistrationsPerApp = 16;
 // Time an app connection has to say Hello before mrpcd closes it.
 inline constexpr std::chrono::nanoseconds kAppHandshakeTimeout = 5s;
 // Largest control message on the app socket (a schema registration is the big one).
@@ -61,6 +64,12 @@ inline constexpr size_t kHeapSpareArenas = 1024;
 // to the receive region, unless it is smaller than this (small messages then keep a block size
 // the region allocator reuses fast).
 inline constexpr uint64_t kCodecDecodeShrinkMinBytes = 1024;
+// The compile budget of one schema's codecs: IR instructions before optimization (LLVM's O2 and
+// code generation time grow about linearly with them). Measured (codec_bench, the 2-core build
+// machine under load): hotel.ProfileResult's schema is 1587 instructions in 16 functions and
+// compiles cold in 160 ms, about 100 us per instruction; the every-field-kind test schema is 7801.
+// This budget, 4 times that, bounds one compile to about 3 s.
+inline constexpr uint64_t kMaxCodecInstructions = 32768;
 // The JIT's on-disk object cache: largest object file it loads.
 inline constexpr uint64_t kMaxCachedObjectBytes = 64ull << 20;
 

@@ -27,6 +27,8 @@ class CodecCache {
 
   // Drops the schemas nobody else holds (their JIT modules are unloaded). Returns how many.
   size_t prune();
+  // Whether the schema of codec key `key` is in the cache now.
+  bool contains(uint64_t key) const;
 
   struct Stats {
     uint64_t hits = 0;

@@ -40,9 +40,17 @@ class Jit;
 
 namespace mrpc::codec {
 
+struct WireEncoder;  // compiler/codec/codec_runtime.h
+
 struct CodecLimits {
   uint64_t max_message_bytes = limits::kDefaultMaxMessageBytes;  // decoded or native-encoded
   uint32_t max_nesting = limits::kMaxMessageNesting;             // messages in messages
+};
+
+// What one schema's compile may cost (a hostile schema within the schema limits could still ask
+// for minutes of LLVM time). Checked on the generated IR, before optimization.
+struct CodecCompileLimits {
+  uint64_t max_instructions = limits::kMaxCodecInstructions;
 };
 
 // One piece of a native encoding: bytes of the source region (or of static zero padding), never
@@ -50,6 +58,27 @@ struct CodecLimits {
 struct NativeSpan {
   const std::byte* data;
   uint64_t size;
+};
+
+// Where a wire encoding scattered over a list of buffers lies (MessageCodec::encode_wire).
+struct ScatteredWire {
+  size_t first_buffer = 0;    // the buffer holding the first byte
+  uint64_t first_offset = 0;  // where in it; that buffer's tail and all later buffers follow
+  uint64_t size = 0;          // bytes in all
+
+  // The encoding's bytes as spans of `buffers` (the ones given to encode_wire), in order: what a
+  // gather write (writev) sends.
+  template <typename Buffers>
+  std::vector<std::span<const std::byte>> pieces(const Buffers& buffers) const {
+    std::vector<std::span<const std::byte>> out;
+    if (size == 0) return out;
+    for (size_t i = first_buffer; i < std::size(buffers); ++i) {
+      std::span<const std::byte> buffer(buffers[i]);
+      if (i == first_buffer) buffer = buffer.subspan(first_offset);
+      if (!buffer.empty()) out.push_back(buffer);
+    }
+    return out;
+  }
 };
 
 // The compiled codecs of one message type. Owned by its CompiledSchema.
@@ -66,6 +95,16 @@ class MessageCodec {
                                                    std::span<std::byte> out,
                                                    const CodecLimits& limits,
                                                    uint64_t* needed = nullptr) const;
+
+  // The same encoding scattered over `buffers` (e.g. a transport's fixed-size send buffers), as
+  // if they were one output of their total size: the bytes fill it from the END of the last buffer
+  // backwards, so they lie in buffers[first_buffer] from first_offset to its end, then in every
+  // later buffer whole (see ScatteredWire::pieces). OUT_OF_RANGE if the buffers are too small
+  // (`*needed` says how much is needed); other errors as above. Writes that cross a buffer edge
+  // take a slower path; the rest costs what the one-buffer encoder does.
+  Expected<ScatteredWire> encode_wire(ConstRegion source, uint64_t offset,
+                                      std::span<const std::span<std::byte>> buffers,
+                                      const CodecLimits& limits, uint64_t* needed = nullptr) const;
 
   // Decodes protobuf wire bytes into one new block of `destination` (allocated with
   // `allocator`); returns the root body's offset, which is also the block's start: one
@@ -89,6 +128,8 @@ class MessageCodec {
  private:
   friend class CompiledSchema;
   friend class CodecCompiler;
+  Expected<uint64_t> run_wire_encoder(WireEncoder& encoder, ConstRegion source, uint64_t offset,
+                                      const CodecLimits& limits) const;
   const MessageLayout* layout_ = nullptr;
   int32_t (*wire_encode_)(void*, const void*, int32_t) = nullptr;
   int32_t (*wire_decode_)(void*, void*, void*, int32_t) = nullptr;
@@ -112,6 +153,10 @@ class CompiledSchema {
   // Wall time of IR generation and of optimization + machine code generation.
   uint64_t generate_nanoseconds() const { return generate_ns_; }
   uint64_t compile_nanoseconds() const { return compile_ns_; }
+  // The size of the generated module: functions (four per message type) and IR instructions
+  // before optimization (what the compile budget counts).
+  uint64_t functions() const { return functions_; }
+  uint64_t instructions() const { return instructions_; }
 
  private:
   friend class CodecCompiler;
@@ -121,6 +166,8 @@ class CompiledSchema {
   uint64_t key_ = 0;
   uint64_t generate_ns_ = 0;
   uint64_t compile_ns_ = 0;
+  uint64_t functions_ = 0;
+  uint64_t instructions_ = 0;
 };
 
 // Compiles schemas with one JIT. Registers the codec runtime's functions with the JIT, so one
@@ -128,10 +175,12 @@ class CompiledSchema {
 class CodecCompiler {
  public:
   // ALREADY_EXISTS if the JIT already has the codec runtime (another CodecCompiler).
-  static Expected<std::unique_ptr<CodecCompiler>> create(jit::Jit& jit);
+  static Expected<std::unique_ptr<CodecCompiler>> create(jit::Jit& jit,
+                                                         const CodecCompileLimits& limits = {});
 
   // The codecs of `roots` and every type they reach. The descriptors need to live only during the
-  // call. INVALID_ARGUMENT for a schema the codecs do not support (proto2 groups).
+  // call. INVALID_ARGUMENT for a schema the codecs do not support (proto2 groups);
+  // RESOURCE_EXHAUSTED past the compile budget (CodecCompileLimits), before LLVM optimizes.
   Expected<std::shared_ptr<const CompiledSchema>> compile(
       const std::vector<const google::protobuf::Descriptor*>& roots);
 
@@ -139,8 +188,10 @@ class CodecCompiler {
   static uint64_t key_of(const std::vector<const google::protobuf::Descriptor*>& roots);
 
  private:
-  explicit CodecCompiler(jit::Jit& jit) : jit_(jit) {}
+  CodecCompiler(jit::Jit& jit, const CodecCompileLimits& limits)
+      : jit_(jit), compile_limits_(limits) {}
   jit::Jit& jit_;
+  const CodecCompileLimits compile_limits_;
   std::mutex mutex_;
   std::map<uint64_t, uint64_t> compiles_of_key_;  // module names are unique per JIT
 };

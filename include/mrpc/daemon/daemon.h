@@ -16,6 +16,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "mrpc/base/clock.h"
 #include "mrpc/base/limits.h"
@@ -27,6 +28,7 @@
 namespace mrpc {
 
 class LoopbackTransport;
+struct ServiceCodecs;  // mrpc/transports/codec.h
 
 struct DaemonConfig {
   std::string app_socket_path = shm::kDefaultAppSocketPath;
@@ -47,6 +49,40 @@ struct DaemonConfig {
   uint32_t runtime_threads = 1;
   // Ring entries (and RPCs per operator) one connection gets handled per round.
   size_t max_batch = limits::kDefaultOperatorBatch;
+  // The compiled codecs (docs/marshalling.md): the JIT's on-disk object cache, a directory the
+  // daemon owns (created 0700; refused at start if another user owns it or others may write it).
+  // Empty: "jit-cache" next to the app socket (the daemon's runtime directory).
+  std::string codec_cache_dir;
+  // The compile budget of one registered schema (CodecCompileLimits::max_instructions).
+  uint64_t codec_max_instructions = limits::kMaxCodecInstructions;
+  // Runs on the codec compile thread before each registration it handles. Tests hold compiles
+  // with it (to show calls go on meanwhile); empty otherwise.
+  std::function<void()> codec_compile_hook;
+};
+
+// One compiled schema of the codec cache.
+struct CodecSchemaStats {
+  uint64_t key = 0;                   // CompiledSchema::key
+  std::string first_service;          // the service whose registration compiled it
+  uint64_t functions = 0;             // in its JIT module
+  uint64_t instructions = 0;          // IR, before optimization (the compile budget counts these)
+  uint64_t generate_nanoseconds = 0;  // IR generation
+  uint64_t compile_nanoseconds = 0;   // optimization + machine code (or loading from disk)
+  uint64_t registration_nanoseconds = 0;  // the whole registration on the compile thread
+  uint64_t registrations = 0;  // registrations served with it (the first one compiled it)
+};
+
+// The codec compile thread's counters; a snapshot.
+struct CodecStats {
+  uint64_t compiles = 0;               // schemas compiled (or loaded from the on-disk cache)
+  uint64_t cache_hits = 0;             // registrations that found their schema compiled already
+  uint64_t failures = 0;               // compiles refused (budget, unsupported schema)
+  uint64_t compile_nanoseconds = 0;    // all compiles together
+  uint64_t registrations_pending = 0;  // queued or under way on the compile thread
+  uint64_t object_cache_hits = 0;      // modules loaded from the on-disk cache
+  uint64_t object_cache_rejected = 0;  // cache entries refused (hash, owner, mode)
+  uint64_t cached_schemas = 0;
+  std::vector<CodecSchemaStats> schemas;  // cached now, in compile order
 };
 
 // Counters since start; a snapshot.
@@ -123,6 +159,12 @@ class Daemon {
 
   DaemonStats stats() const;
   const DaemonConfig& config() const;
+
+  // ---- the compiled codecs (docs/marshalling.md) ----
+  CodecStats codec_stats() const;
+  // The codecs of a registered service, as transports get them (TransportCodecs); null if no
+  // service has that id. From the runtime thread, between rounds.
+  std::shared_ptr<const ServiceCodecs> service_codecs(uint32_t service_id);
 
  private:
   struct Impl;

@@ -13,6 +13,10 @@
 #include "mrpc/base/expected.h"
 #include "mrpc/base/limits.h"
 
+namespace google::protobuf {
+class Descriptor;
+}  // namespace google::protobuf
+
 namespace mrpc {
 
 class MessageLayout;  // mrpc/message/layout.h
@@ -51,6 +55,9 @@ class Schema {
   virtual const ServiceInfo* service(std::string_view full_name) const = 0;
   // Steps the layout and fingerprint passes took (LayoutSet::work): linear in the schema.
   virtual uint64_t layout_work() const = 0;
+  // The protobuf descriptor of a message type, or null; it lives as long as the Schema (the
+  // marshalling compiler reads wire types from it). Thread-safe (protobuf's pool locks).
+  virtual const google::protobuf::Descriptor* descriptor(std::string_view full_name) const = 0;
 };
 
 }  // namespace mrpc
