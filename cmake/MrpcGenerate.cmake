@@ -1,4 +1,5 @@
-# mrpc_generate(TARGET <target> PROTOS <a.proto> ... [IMPORT_DIRS <dir> ...] [OUT_DIR <dir>])
+# mrpc_generate(TARGET <target> PROTOS <a.proto> ... [IMPORT_DIRS <dir> ...] [OUT_DIR <dir>]
+#               [NAMESPACE <name>])
 #
 # Generates mrpc message classes, client stubs and server skeletons from .proto files and adds
 # them to <target>, the way protobuf_generate() does for protobuf:
@@ -21,11 +22,17 @@
 # .proto. Every .proto must be inside one of them. Imported .proto files need their own
 # mrpc_generate (their x.mrpc.h is included by the generated code that imports them).
 #
+# NAMESPACE: one C++ identifier; the generated classes go in <package's namespace>::<name>
+# instead of the package's namespace (NAMESPACE shm: package echo gives echo::shm::EchoRequest),
+# so one program can link them beside protoc's C++ classes of the same .proto (echo::EchoRequest),
+# as gRPC's echo::EchoService sits beside those. Every .proto of a program (imports included) must
+# be generated with the same NAMESPACE. docs/grpc-users.md.
+#
 # Tools: protoc is MRPC_PROTOC_EXECUTABLE (else Protobuf_PROTOC_EXECUTABLE, else `protoc` on the
 # PATH); the plugin is the protoc-gen-mrpc target when mrpc is part of the build, else
 # MRPC_PROTOC_GEN_MRPC (set by the installed package).
 function(mrpc_generate)
-  cmake_parse_arguments(G "" "TARGET;OUT_DIR" "PROTOS;IMPORT_DIRS" ${ARGN})
+  cmake_parse_arguments(G "" "TARGET;OUT_DIR;NAMESPACE" "PROTOS;IMPORT_DIRS" ${ARGN})
   if(NOT G_TARGET OR NOT G_PROTOS)
     message(FATAL_ERROR "mrpc_generate: TARGET and PROTOS are required")
   endif()
@@ -73,6 +80,11 @@ function(mrpc_generate)
     list(APPEND import_dirs ${dir})
   endforeach()
 
+  set(out_arg ${out_dir})
+  if(G_NAMESPACE)
+    set(out_arg "namespace=${G_NAMESPACE}:${out_dir}")
+  endif()
+
   set(generated)
   set(stems)
   foreach(proto IN LISTS G_PROTOS)
@@ -107,7 +119,7 @@ function(mrpc_generate)
     endforeach()
     add_custom_command(
       OUTPUT ${outputs}
-      COMMAND ${protoc} --plugin=protoc-gen-mrpc=${plugin} --mrpc_out=${out_dir} ${include_flags}
+      COMMAND ${protoc} --plugin=protoc-gen-mrpc=${plugin} --mrpc_out=${out_arg} ${include_flags}
               ${proto}
       DEPENDS ${proto} ${plugin_dependency} ${protoc}
       COMMENT "protoc-gen-mrpc: ${relative}"

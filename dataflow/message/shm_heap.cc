@@ -32,6 +32,7 @@ struct Arena {
   uint64_t root = 0;
   std::vector<Chunk> chunks;  // the last is the one being filled
   bool failed = false;
+  const char* failed_field = nullptr;  // the first write lost to a full heap, if one was named
 };
 
 }  // namespace
@@ -125,6 +126,13 @@ void ShmHeap::mark_failed(uint64_t owner_offset) {
   if (Arena* arena = state_->arena_containing(owner_offset)) arena->failed = true;
 }
 
+void ShmHeap::note_failed_field(uint64_t owner_offset, const char* field) {
+  std::lock_guard lock(state_->mutex);
+  Arena* arena = state_->arena_containing(owner_offset);
+  if (arena == nullptr || !arena->failed) return;
+  if (arena->failed_field == nullptr) arena->failed_field = field;
+}
+
 Status ShmHeap::message_status(uint64_t root_offset) const {
   std::lock_guard lock(state_->mutex);
   auto it = state_->arenas.find(root_offset);
@@ -133,6 +141,12 @@ Status ShmHeap::message_status(uint64_t root_offset) const {
                   fmt::format("offset {} is not the root of a live message", root_offset));
   }
   if (it->second->failed) {
+    if (it->second->failed_field != nullptr) {
+      return Status(StatusCode::kResourceExhausted,
+                    fmt::format("send heap full while the message was built: the write of {} "
+                                "(and any after it) was lost",
+                                it->second->failed_field));
+    }
     return Status(StatusCode::kResourceExhausted,
                   "send heap full while the message was built; some fields were not set");
   }
@@ -155,6 +169,7 @@ Status ShmHeap::free_message(uint64_t root_offset) {
   if (state_->spare_arenas.size() < limits::kHeapSpareArenas) {
     it->second->chunks.clear();
     it->second->failed = false;
+    it->second->failed_field = nullptr;
     state_->spare_arenas.push_back(std::move(it->second));
   }
   state_->arenas.erase(it);

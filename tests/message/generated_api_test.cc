@@ -11,6 +11,8 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/message_differencer.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <string>
 
@@ -252,6 +254,70 @@ TEST_CASE("setters return false once the heap is full and the message then canno
       mrpc::MessageRef{doc.ref().base, doc.ref().region_size, doc.ref().offset, nullptr});
   CHECK_FALSE(forced.set_i32(9));
   CHECK(doc.i32() == 5);
+}
+
+namespace {
+// The message sendable() gives for a message that lost the write of `field` to a full heap.
+std::string lost_write(std::string_view field) {
+  return fmt::format(
+      "send heap full while the message was built: the write of {} (and any after it) was lost",
+      field);
+}
+}  // namespace
+
+TEST_CASE("sendable names the first field whose write a full heap lost, nested and repeated") {
+  SUBCASE("a string of a sub-message") {
+    TestRegion region(64 << 10);
+    ShmHeap heap(region.base(), region.size());
+    auto doc = nested::Document::create(heap);
+    CHECK(doc.set_title("fits"));
+    CHECK_FALSE(doc.mutable_lead().set_title(std::string(128 << 10, 'x')));
+    CHECK_FALSE(doc.set_blob(std::string(100 << 10, 'y')));  // failed already: not the one named
+    const mrpc::Status status = mrpc::sendable(doc.ref());
+    CHECK(status.code() == StatusCode::kResourceExhausted);
+    CHECK(status.message() == lost_write("nested.Document.Section.title"));
+  }
+  SUBCASE("an element of a repeated string") {
+    TestRegion region(64 << 10);
+    ShmHeap heap(region.base(), region.size());
+    auto doc = nested::Document::create(heap);
+    CHECK(doc.add_tags("fits"));
+    CHECK_FALSE(doc.add_tags(std::string(128 << 10, 't')));
+    CHECK(mrpc::sendable(doc.ref()).message() == lost_write("nested.Document.tags"));
+  }
+  SUBCASE("an element of a repeated message, added while other messages fill the heap") {
+    TestRegion region(64 << 10);
+    ShmHeap heap(region.base(), region.size());
+    auto doc = nested::Document::create(heap);
+    std::vector<mrpc::Owned<nested::Point>> fillers;
+    for (;;) {
+      auto filler = nested::Point::create(heap);
+      if (!mrpc::sendable(filler.ref()).ok()) break;
+      fillers.push_back(std::move(filler));
+    }
+    int added = 0;
+    while (mrpc::sendable(doc.ref()).ok()) {
+      REQUIRE(added < 100000);
+      doc.add_sections();
+      ++added;
+    }
+    CHECK(mrpc::sendable(doc.ref()).message() == lost_write("nested.Document.sections"));
+  }
+  SUBCASE("a map entry") {
+    TestRegion region(64 << 10);
+    ShmHeap heap(region.base(), region.size());
+    auto doc = nested::Document::create(heap);
+    CHECK_FALSE(doc.insert_names(7, std::string(128 << 10, 'n')));
+    CHECK(mrpc::sendable(doc.ref()).message() == lost_write("nested.Document.NamesEntry.value"));
+  }
+  SUBCASE("a write refused for another reason does not fail the message") {
+    TestRegion region(64 << 10);
+    ShmHeap heap(region.base(), region.size());
+    auto doc = nested::Document::create(heap);
+    CHECK_FALSE(doc.set_numbers(3, 1));  // no element 3
+    CHECK_FALSE(doc.set_tags(0, "none"));
+    CHECK(mrpc::sendable(doc.ref()).ok());
+  }
 }
 
 TEST_CASE("CopyFrom of a received message equals the original, for seeded random documents") {

@@ -192,6 +192,46 @@ TEST_CASE(
   CHECK(channel->heap().used_bytes() == 0);
 }
 
+TEST_CASE("a send of a request whose heap filled says RESOURCE_EXHAUSTED naming the lost field") {
+  auto channel = std::make_shared<LoopbackChannel>();
+  Echoer echoer;
+  REQUIRE(channel->serve(echo::EchoService::schema(), echoer.methods()).ok());
+  echo::EchoService::Client client(channel);
+  auto request = echo::EchoRequest::create(channel->heap());
+  CHECK(request.set_text("fits"));
+  CHECK_FALSE(request.set_payload(std::string(2 << 20, 'x')));  // larger than the heap
+  CHECK(request.set_text("written after the loss: the message stays failed") == false);
+  auto reply = client.Echo(std::move(request));
+  CHECK(reply.status().code() == StatusCode::kResourceExhausted);
+  CHECK(reply.status().message() ==
+        "send heap full while the message was built: the write of echo.EchoRequest.payload (and "
+        "any after it) was lost");
+  CHECK(channel->heap().used_bytes() == 0);
+}
+
+class BigReplier final : public echo::EchoService::Service {
+ public:
+  mrpc::Status Echo(mrpc::ServerContext&, const echo::EchoRequest::View&,
+                    echo::EchoReply& response) override {
+    (void)response.set_text("fits");
+    (void)response.set_payload(std::string(2 << 20, 'r'));  // larger than the server's heap
+    return mrpc::Status();
+  }
+};
+
+TEST_CASE("a reply whose heap filled reaches the caller as RESOURCE_EXHAUSTED naming the field") {
+  auto channel = std::make_shared<LoopbackChannel>();
+  BigReplier replier;
+  REQUIRE(channel->serve(echo::EchoService::schema(), replier.methods()).ok());
+  echo::EchoService::Client client(channel);
+  auto request = echo::EchoRequest::create(channel->heap());
+  REQUIRE(request.set_text("hi"));
+  auto reply = client.Echo(std::move(request));
+  CHECK(reply.status().code() == StatusCode::kResourceExhausted);
+  CHECK(reply.status().message().find("echo.EchoReply.payload") != std::string::npos);
+  CHECK(channel->heap().used_bytes() == 0);
+}
+
 TEST_CASE(
     "the nested example round-trips through a service and unimplemented methods say "
     "UNIMPLEMENTED") {

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstring>
@@ -97,6 +98,28 @@ std::string camel(const std::string& snake) {
   return out;
 }
 
+// The `namespace=NAME` parameter (mrpc_generate's NAMESPACE): a namespace under every package's
+// namespace that the generated classes go in, so that protoc's C++ classes of the same .proto
+// (in the package's namespace) can be linked into the same program. Empty: the package's
+// namespace itself. Set by Generate for the file it generates (protoc runs a plugin
+// single-threaded, one file at a time); imported files' classes are referred to under the same
+// sub-namespace, so every .proto of a program is generated with the same option.
+std::string g_sub_namespace;
+
+// One C++ identifier (protoc's parameter syntax has no room for "::"), or an error.
+std::string check_namespace_option(const std::string& value) {
+  const bool valid = !value.empty() &&
+                     (std::isalpha(static_cast<unsigned char>(value[0])) != 0 || value[0] == '_') &&
+                     std::all_of(value.begin(), value.end(), [](char c) {
+                       return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
+                     });
+  if (valid) return "";
+  return fmt::format(
+      "namespace=\"{}\": not a C++ identifier (one name, such as shm; it goes under the "
+      "package's namespace)",
+      value);
+}
+
 std::string cpp_namespace(const pb::FileDescriptor& file) {
   std::string ns;
   std::string package = file.package();
@@ -107,6 +130,7 @@ std::string cpp_namespace(const pb::FileDescriptor& file) {
     if (dot == std::string::npos) break;
     start = dot + 1;
   }
+  if (!g_sub_namespace.empty()) ns += "::" + g_sub_namespace;
   return ns;
 }
 
@@ -443,6 +467,7 @@ class $C$ : public mrpc_views::$C$ {
            {"off", std::to_string(f.offset)},
            {"elem", std::to_string(f.element_size)},
            {"num", std::to_string(f.number)},
+           {"fname", field.full_name()},
            {"st", storage_type(f.kind)},
            {"T", value_type(field, f.kind)},
            {"default", default_value(field, f.kind)},
@@ -689,7 +714,7 @@ inline void $C$::clear_$n$() { ::mrpc::gen::clear_repeated(mrpc_self(), $off$); 
 }
 inline $sub$ $C$::add_$n$() {
   const ::mrpc::MessageRef self = mrpc_self();
-  const int index = ::mrpc::gen::add_message_index(self, $off$, $sub$::kBodySize);
+  const int index = ::mrpc::gen::noted(self, "$fname$", ::mrpc::gen::add_message_index(self, $off$, $sub$::kBodySize));
   return ::mrpc::gen::element_view<$sub$>(self, mrpc_anchor(), $off$, $sub$::kBodySize, index);
 }
 inline $sub$ $C$::mutable_$n$(int index) {
@@ -700,8 +725,14 @@ inline $sub$ $C$::mutable_$n$(int index) {
       } else if (f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) {
         out += subst(
             R"(inline std::string_view mrpc_views::$C$::$n$(int index) const { return ::mrpc::gen::get_bytes_element(mrpc_self(), $off$, index); }
-inline bool $C$::add_$n$(std::string_view value) { return ::mrpc::gen::add_bytes_element(mrpc_self(), $off$, value); }
-inline bool $C$::set_$n$(int index, std::string_view value) { return ::mrpc::gen::set_bytes_element(mrpc_self(), $off$, index, value); }
+inline bool $C$::add_$n$(std::string_view value) {
+  const ::mrpc::MessageRef self = mrpc_self();
+  return ::mrpc::gen::noted(self, "$fname$", ::mrpc::gen::add_bytes_element(self, $off$, value));
+}
+inline bool $C$::set_$n$(int index, std::string_view value) {
+  const ::mrpc::MessageRef self = mrpc_self();
+  return ::mrpc::gen::noted(self, "$fname$", ::mrpc::gen::set_bytes_element(self, $off$, index, value));
+}
 )",
             v);
       } else {
@@ -710,7 +741,10 @@ inline bool $C$::set_$n$(int index, std::string_view value) { return ::mrpc::gen
             f.kind, subst("::mrpc::gen::get_element<$st$>(mrpc_self(), $off$, index)", v), v);
         s["value"] = stored(f.kind);
         out += subst(R"(inline $T$ mrpc_views::$C$::$n$(int index) const { return $read$; }
-inline bool $C$::add_$n$($T$ value) { return ::mrpc::gen::add_element<$st$>(mrpc_self(), $off$, $value$); }
+inline bool $C$::add_$n$($T$ value) {
+  const ::mrpc::MessageRef self = mrpc_self();
+  return ::mrpc::gen::noted(self, "$fname$", ::mrpc::gen::add_element<$st$>(self, $off$, $value$));
+}
 inline bool $C$::set_$n$(int index, $T$ value) { return ::mrpc::gen::set_element<$st$>(mrpc_self(), $off$, index, $value$); }
 )",
                      s);
@@ -759,7 +793,8 @@ inline $Vv$ mrpc_views::$C$::$n$_at($K$ key) const {
   return $subv$($has$ ? ::mrpc::gen::get_message(mrpc_self(), $off$, $subv$::kBodySize) : ::mrpc::MessageRef{});
 }
 inline $sub$ $C$::mutable_$n$() {
-  $mark$return $sub$(::mrpc::gen::mutable_message(mrpc_self(), $off$, $sub$::kBodySize));
+  const ::mrpc::MessageRef self = mrpc_self();
+  $mark$return $sub$(::mrpc::gen::noted(self, "$fname$", ::mrpc::gen::mutable_message(self, $off$, $sub$::kBodySize)));
 }
 )",
                    v);
@@ -768,7 +803,8 @@ inline $sub$ $C$::mutable_$n$() {
   return $guard$::mrpc::gen::get_bytes(mrpc_self(), $off$)$guard_end$;
 }
 inline bool $C$::set_$n$(std::string_view value) {
-  $mark$return ::mrpc::gen::set_bytes(mrpc_self(), $off$, value);
+  const ::mrpc::MessageRef self = mrpc_self();
+  $mark$return ::mrpc::gen::noted(self, "$fname$", ::mrpc::gen::set_bytes(self, $off$, value));
 }
 )",
                    v);
@@ -918,8 +954,22 @@ $handlers$  return methods;
 
 }  // namespace
 
-bool MrpcGenerator::Generate(const pb::FileDescriptor* file, const std::string&,
+bool MrpcGenerator::Generate(const pb::FileDescriptor* file, const std::string& parameter,
                              pb::compiler::GeneratorContext* context, std::string* error) const {
+  std::vector<std::pair<std::string, std::string>> options;
+  pb::compiler::ParseGeneratorParameter(parameter, &options);
+  g_sub_namespace.clear();
+  for (const auto& [key, value] : options) {
+    if (key != "namespace") {
+      *error = fmt::format("unknown option \"{}\" (protoc-gen-mrpc takes namespace=NAME)", key);
+      return false;
+    }
+    if (std::string bad = check_namespace_option(value); !bad.empty()) {
+      *error = bad;
+      return false;
+    }
+    g_sub_namespace = value;
+  }
   try {
     FileGenerator generator(*file);
     const std::string base = strip_proto(file->name());

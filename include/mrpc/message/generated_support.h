@@ -232,6 +232,23 @@ inline uint64_t allocate(const MessageRef& m, uint64_t bytes, uint64_t align, bo
   return m.heap->allocate(m.offset, bytes, align, zero);
 }
 
+// A generated writer of `field` (its full name, a literal) returns through these: when it did not
+// write and the heap has failed the message, the heap keeps the first such field, and sendable()
+// (so a send of the message) names it.
+inline bool noted(const MessageRef& m, const char* field, bool wrote) {
+  if (!wrote && m.heap != nullptr && m.offset != kNoOffset)
+    m.heap->note_failed_field(m.offset, field);
+  return wrote;
+}
+inline MessageRef noted(const MessageRef& m, const char* field, MessageRef sub) {
+  (void)noted(m, field, sub.heap != nullptr);
+  return sub;
+}
+inline int noted(const MessageRef& m, const char* field, int index) {
+  (void)noted(m, field, index >= 0);
+  return index;
+}
+
 // Stores `value` behind the reference at `slot` (an absolute region offset), reusing its room
 // when big enough.
 inline bool store_bytes(const MessageRef& m, uint64_t slot, std::string_view value) {

@@ -6,9 +6,9 @@
 // the fingerprint of the mrpc type, else FAILED_PRECONDITION (the two were generated from different
 // versions of the .proto).
 //
-// Note: protoc-gen-mrpc's classes and protoc's classes of one .proto share the C++ namespace of its
-// package, so one program cannot link both generated classes of the same .proto; convert through a
-// DynamicMessage, or generate the protobuf classes of a copy of the .proto under another package.
+// protoc-gen-mrpc's classes take the C++ namespace of the package, as protoc's do; to link both
+// for one .proto, generate mrpc's with mrpc_generate(... NAMESPACE shm) (pkg::shm::M beside
+// protoc's pkg::M), or convert through a DynamicMessage.
 //
 // Thread: any; the layouts are cached process-wide behind a mutex.
 #pragma once

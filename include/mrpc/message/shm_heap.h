@@ -48,7 +48,14 @@ class ShmHeap {
   // Marks the message containing `owner_offset` failed (e.g. a size that cannot be represented).
   void mark_failed(uint64_t owner_offset);
 
-  // OK, or RESOURCE_EXHAUSTED if a part of the message could not be allocated, or
+  // A generated writer of `field` (a full field name with static storage: generated code passes a
+  // literal) did not write into the message containing `owner_offset`. If the heap has marked
+  // that message failed, the first field noted is the one message_status() names; otherwise
+  // (an index out of range, a stale view) nothing changes.
+  void note_failed_field(uint64_t owner_offset, const char* field);
+
+  // OK, or RESOURCE_EXHAUSTED if a part of the message could not be allocated (naming the first
+  // field whose write was lost, when a generated setter recorded it), or
   // INVALID_ARGUMENT if `root_offset` is not the root of a live message of this heap.
   Status message_status(uint64_t root_offset) const;
 
