@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include "codec_compiler.h"
+#include "mrpc/base/limits.h"
+#include "mrpc/base/utf8.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "transports/shm/app_protocol.pb.h"
 
@@ -13,7 +15,6 @@ namespace mrpc {
 namespace {
 // Control messages read from one app per round: setup is rare, so a few bound a chatty app.
 constexpr int kControlMessagesPerRound = 4;
-constexpr size_t kMaxAppNameBytes = 128;
 }  // namespace
 
 ConnectionTask::ConnectionTask(DaemonCore& core, std::shared_ptr<Connection> connection)
@@ -191,7 +192,7 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   app.receive_bytes_total = &core_.counters.receive_bytes_in_use;
 
   auto identity = std::make_shared<CallerIdentity>(*app.identity);
-  identity->app_name = hello.app_name().substr(0, kMaxAppNameBytes);
+  identity->app_name = std::string(utf8_prefix(hello.app_name(), limits::kMaxAppNameBytes));
   app.identity = std::move(identity);
 
   wire::DaemonMessage message;

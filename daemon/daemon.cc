@@ -23,6 +23,7 @@
 #include "mrpc/transports/shm/app_socket.h"
 #include "mrpc/transports/shm/ring.h"
 #include "policy_control.h"
+#include "protobuf_log.h"
 
 namespace mrpc {
 
@@ -282,6 +283,7 @@ void make_parent_directory(const std::string& path) {
 Status Daemon::start() {
   Impl& impl = *impl_;
   MRPC_ASSERT(!impl.started, "daemon started twice");
+  route_protobuf_log_to_spdlog();  // hostile schemas and frames must not spam stderr
   const DaemonConfig& config = impl.config;
   MRPC_TRY_STATUS(check_config(config));
   make_parent_directory(config.app_socket_path);
@@ -301,7 +303,7 @@ Status Daemon::start() {
                               {"commands",
                                {"stats", "connections", "load", "attach", "upgrade", "detach",
                                 "list", "show", "metrics"}}}
-            .dump();
+            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       },
       [&runtime0](int fd, bool watch) {
         if (watch)
@@ -562,7 +564,7 @@ std::string Daemon::Impl::stats_json() const {
                         {"deadline_heap_size", sum(&C::deadline_heap_size)},
                         {"deadline_heap_capacity", sum(&C::deadline_heap_capacity)},
                         {"codecs", codecs_json()}}
-      .dump();
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 nlohmann::json Daemon::Impl::codecs_json() const {
@@ -643,7 +645,9 @@ std::string Daemon::Impl::connections_json() const {
     core.jobs.post([&core, part] { part->set_value(shard_connections(core)); });
     for (auto& connection : future.get()) connections.push_back(std::move(connection));
   }
-  return nlohmann::json{{"connections", connections}}.dump();
+    // App names are app-supplied bytes: invalid UTF-8 is replaced (U+FFFD), never thrown on.
+  return nlohmann::json{{"connections", connections}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 DaemonStats Daemon::stats() const {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -37,6 +38,39 @@ Expected<UniqueFd> new_socket() {
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!fd) return errno_status(StatusCode::kResourceExhausted, "socket(AF_UNIX, SOCK_SEQPACKET)");
   return fd;
+}
+
+// A SOCK_SEQPACKET packet must fit in the sender's SO_SNDBUF, whose default (wmem_default,
+// usually 208 KiB) is far below limits::kMaxAppSocketMessageBytes: raise it for a big packet
+// (capped by net.core.wmem_max; SO_SNDBUFFORCE passes the cap where the process may use it).
+// Leaves the socket as it is when the buffer is big enough already.
+// Packets up to this fit any default send buffer: no getsockopt for them.
+constexpr size_t kDefaultSendBufferPayloadBytes = 64 << 10;
+
+Status make_room_to_send(int socket_fd, size_t bytes) {
+  // The kernel reports (and needs) about twice the payload: bookkeeping of the skb.
+  const int wanted = static_cast<int>(std::min<size_t>(bytes * 2 + 4096, INT32_MAX / 2));
+  int current = 0;
+  socklen_t length = sizeof current;
+  if (::getsockopt(socket_fd, SOL_SOCKET, SO_SNDBUF, &current, &length) != 0) {
+    return errno_status(StatusCode::kInvalidArgument, "SO_SNDBUF");
+  }
+  if (current >= wanted) return Status();
+  const int request = wanted / 2;  // the kernel doubles what it is given
+  (void)::setsockopt(socket_fd, SOL_SOCKET, SO_SNDBUF, &request, sizeof request);
+  length = sizeof current;
+  if (::getsockopt(socket_fd, SOL_SOCKET, SO_SNDBUF, &current, &length) == 0 && current >= wanted) {
+    return Status();
+  }
+  (void)::setsockopt(socket_fd, SOL_SOCKET, SO_SNDBUFFORCE, &request, sizeof request);
+  length = sizeof current;
+  if (::getsockopt(socket_fd, SOL_SOCKET, SO_SNDBUF, &current, &length) == 0 && current >= wanted) {
+    return Status();
+  }
+  return Status(StatusCode::kResourceExhausted,
+                fmt::format("an app socket message of {} bytes needs a send buffer of {} bytes; "
+                            "the socket's is {} (raise net.core.wmem_max to at least {})",
+                            bytes, wanted, current, wanted / 2));
 }
 
 }  // namespace
@@ -147,6 +181,10 @@ Status send_packet(int socket_fd, std::string_view bytes, std::span<const int> f
   // A zero-length packet reads as end of stream on the other side. AppMessage and DaemonMessage
   // always set their oneof, so they are never empty.
   if (bytes.empty()) return Status(StatusCode::kInvalidArgument, "empty app socket message");
+  if (bytes.size() > kDefaultSendBufferPayloadBytes) {
+    Status room = make_room_to_send(socket_fd, bytes.size());
+    if (!room.ok()) return room;
+  }
   iovec data{const_cast<char*>(bytes.data()), bytes.size()};
   msghdr message{};
   message.msg_iov = &data;

@@ -48,6 +48,8 @@ inline constexpr uint32_t kMaxRegisteredServices = 1024;
 inline constexpr size_t kMaxPendingRegistrationsPerApp = 16;
 // Time an app connection has to say Hello before mrpcd closes it.
 inline constexpr std::chrono::nanoseconds kAppHandshakeTimeout = 5s;
+// Longest app name mrpcd keeps from Hello (longer names are cut on a UTF-8 character boundary).
+inline constexpr size_t kMaxAppNameBytes = 128;
 // Largest control message on the app socket (a schema registration is the big one).
 inline constexpr uint32_t kMaxAppSocketMessageBytes = 4u << 20;
 
