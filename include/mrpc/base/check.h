@@ -10,13 +10,21 @@
 namespace mrpc::detail {
 [[noreturn]] void assertion_failed(const char* condition, const char* file, int line,
                                    const std::string& detail);
+// The assertion's message: nothing, or a format string and its values.
+inline std::string assertion_message() {
+  return {};
+}
+template <typename... Args>
+std::string assertion_message(fmt::format_string<Args...> format, Args&&... args) {
+  return fmt::format(format, std::forward<Args>(args)...);
+}
 }  // namespace mrpc::detail
 
 #define MRPC_ASSERT(cond, ...)                                                        \
   do {                                                                                \
     if (!(cond)) [[unlikely]] {                                                       \
       ::mrpc::detail::assertion_failed(#cond, __FILE__, __LINE__,                     \
-                                       ::fmt::format("" __VA_OPT__(, ) __VA_ARGS__)); \
+                                       ::mrpc::detail::assertion_message(__VA_ARGS__)); \
     }                                                                                 \
   } while (0)
 
