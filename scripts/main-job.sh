@@ -19,9 +19,10 @@ export MRPC_SOCKET="$run_dir/app.sock"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "starting mrpcd (app socket $MRPC_SOCKET)"
+# Two runtime threads (shards): the apps are placed on both, so calls cross between them.
+step "starting mrpcd (app socket $MRPC_SOCKET, 2 runtime threads)"
 "$build/daemon/mrpcd" --app-socket "$MRPC_SOCKET" --control-socket "$run_dir/control.sock" \
-  >"$run_dir/mrpcd.log" 2>&1 &
+  --runtime-threads 2 >"$run_dir/mrpcd.log" 2>&1 &
 pids+=($!)
 # mrpcd makes the socket appear only once it accepts connections.
 for _ in $(seq 1 1000); do [ -S "$MRPC_SOCKET" ] && break; sleep 0.01; done
