@@ -23,6 +23,21 @@ void* operator new(std::size_t bytes) {
 void* operator new[](std::size_t bytes) {
   return operator new(bytes);
 }
+// The nothrow forms too (LLVM uses them): every form that the deletes below free must come from
+// malloc, or a sanitizer sees new paired with free.
+void* operator new(std::size_t bytes, const std::nothrow_t&) noexcept {
+  if (count_allocations) counted_allocations.fetch_add(1, std::memory_order_relaxed);
+  return std::malloc(bytes == 0 ? 1 : bytes);
+}
+void* operator new[](std::size_t bytes, const std::nothrow_t& tag) noexcept {
+  return operator new(bytes, tag);
+}
+void operator delete(void* memory, const std::nothrow_t&) noexcept {
+  std::free(memory);
+}
+void operator delete[](void* memory, const std::nothrow_t&) noexcept {
+  std::free(memory);
+}
 void operator delete(void* memory) noexcept {
   std::free(memory);
 }

@@ -362,6 +362,11 @@ uint64_t resident_bytes() {
 TEST_CASE(
     "1000 load, attach and detach cycles after 50 warm-up ones grow the daemon's memory by less "
     "than 4 MiB") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under a sanitizer: its allocator holds freed memory back (quarantine), so the "
+          "process's memory says nothing about leaks here; the plain build runs this test");
+  return;
+#endif
   EmbeddedDaemon daemon;
   EchoServer server(daemon.app_socket());
   auto client = TestApp::connect(daemon.app_socket(), "client");
