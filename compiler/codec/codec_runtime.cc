@@ -76,10 +76,7 @@ void mrpc_we_spill(WireEncoder* e, const uint8_t* bytes, uint64_t size) {
     // pos >= 0 and buffer 0 starts at 0: there is a buffer before this one.
     --e->chunk;
     const WireChunk& previous = e->chunks[e->chunk];
-    // The chunk's base shifted by its start (so out + pos addresses byte pos); computed on
-    // integers, since an empty chunk may have no data pointer at all.
-    e->out = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(previous.data) -
-                                        static_cast<uintptr_t>(previous.start));
+    e->out = wire_chunk_base(previous);
     e->chunk_floor = previous.start;
   }
 }

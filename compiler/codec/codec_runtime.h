@@ -37,6 +37,12 @@ struct WireChunk {
   int64_t start;
   int64_t size;
 };
+// The chunk's data shifted back by its start, so base + pos addresses output byte pos (computed on
+// integers: an empty chunk may have no data pointer at all).
+inline uint8_t* wire_chunk_base(const WireChunk& chunk) {
+  return reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(chunk.data) -
+                                    static_cast<uintptr_t>(chunk.start));
+}
 
 // Wire encoder state. Output is written backwards: `pos` counts the bytes still free before the
 // cursor; when it goes negative the output is too small and the encoder only counts from then

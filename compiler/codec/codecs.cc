@@ -142,7 +142,7 @@ Expected<ScatteredWire> MessageCodec::encode_wire(ConstRegion source, uint64_t o
   const WireChunk& last = chunks[buffers.size() - 1];
   WireEncoder encoder{reinterpret_cast<const uint8_t*>(source.base),
                       source.size,
-                      last.data - last.start,
+                      wire_chunk_base(last),
                       capacity,
                       capacity - static_cast<int64_t>(limits.max_message_bytes),
                       limits.max_nesting,
