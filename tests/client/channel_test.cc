@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include "echo.mrpc.h"
 #include "fake_daemon.h"
+#include "mrpc/base/limits.h"
 
 #include "mrpc/base/clock.h"
 #include "mrpc/client/channel.h"
@@ -510,7 +511,7 @@ TEST_CASE("a channel with spin budget 0 completes calls and its completion threa
 
 TEST_CASE("a long spin budget keeps the completion thread awake between back-to-back calls") {
   FakeDaemon daemon(echo_daemon());
-  auto channel = connect_with_spin(daemon, 500ms);
+  auto channel = connect_with_spin(daemon, mrpc::limits::kMaxSpinBudget);
   // The counterpart of the spin-0 test: the same calls, but the thread polls through the gaps.
   const long sleeps = completion_thread_sleeps_over_calls(channel, kSequentialCalls);
   CHECK(sleeps < kSequentialCalls / 4);
@@ -526,7 +527,7 @@ TEST_CASE("MRPC_SPIN_BUDGET_US sets the spin budget when the options leave it un
   {
     // The option wins: the environment is not even read.
     ScopedEnv spin("MRPC_SPIN_BUDGET_US", "not a number");
-    auto channel = connect_with_spin(daemon, 500ms);
+    auto channel = connect_with_spin(daemon, mrpc::limits::kMaxSpinBudget);
     CHECK(completion_thread_sleeps_over_calls(channel, kSequentialCalls) < kSequentialCalls / 4);
   }
 }
