@@ -222,6 +222,17 @@ uint64_t fresh_seed() {
 
 }  // namespace
 
+// The loaded file with that hash (a prefix will do), or the newest one defining the policy.
+Expected<std::shared_ptr<const CompiledPolicyFile>> PolicyControl::find_loaded(
+    const std::string& hash, const std::string& policy_name) const {
+  for (auto it = loaded_.rbegin(); it != loaded_.rend(); ++it)
+    if ((hash.empty() || (*it)->hash.starts_with(hash)) && (*it)->find(policy_name) != nullptr)
+      return *it;
+  return Status(StatusCode::kNotFound,
+                fmt::format("no loaded file{} defines policy '{}' (load it first)",
+                            hash.empty() ? "" : " with hash " + hash, policy_name));
+}
+
 PolicyControl::PolicyControl(Daemon& daemon, DaemonCore& core) : daemon_(daemon), core_(core) {
   worker_ = std::thread([this] { run(); });
 }
@@ -386,15 +397,9 @@ std::string PolicyControl::attach(const std::string& text) {
   const bool dry_run = bool_arg(*args, "dry_run");
   if (policy_name.empty())
     return error_reply(Status(StatusCode::kInvalidArgument, "attach needs \"policy\": its name"));
-  // The file: the one with that hash (a prefix will do), or the newest defining the policy.
-  std::shared_ptr<const CompiledPolicyFile> file;
-  for (auto it = loaded_.rbegin(); it != loaded_.rend() && !file; ++it)
-    if ((hash.empty() || (*it)->hash.starts_with(hash)) && (*it)->find(policy_name) != nullptr)
-      file = *it;
-  if (!file)
-    return error_reply(Status(StatusCode::kNotFound,
-                              fmt::format("no loaded file{} defines policy '{}' (load it first)",
-                                          hash.empty() ? "" : " with hash " + hash, policy_name)));
+  auto found = find_loaded(hash, policy_name);
+  if (!found.ok()) return error_reply(found.status());
+  std::shared_ptr<const CompiledPolicyFile> file = std::move(*found);
   const ir::Policy& policy = *file->find(policy_name);
 
   Placement placement;
@@ -492,14 +497,9 @@ std::string PolicyControl::upgrade(const std::string& text) {
   Attachment& old = current->second;
   const std::string hash = string_arg(*args, "hash");
   const std::string policy_name = string_arg(*args, "policy", old.policy);
-  std::shared_ptr<const CompiledPolicyFile> file;
-  for (auto it = loaded_.rbegin(); it != loaded_.rend() && !file; ++it)
-    if ((hash.empty() || (*it)->hash.starts_with(hash)) && (*it)->find(policy_name) != nullptr)
-      file = *it;
-  if (!file)
-    return error_reply(Status(StatusCode::kNotFound,
-                              fmt::format("no loaded file{} defines policy '{}'",
-                                          hash.empty() ? "" : " with hash " + hash, policy_name)));
+  auto found = find_loaded(hash, policy_name);
+  if (!found.ok()) return error_reply(found.status());
+  std::shared_ptr<const CompiledPolicyFile> file = std::move(*found);
   const ir::Policy& policy = *file->find(policy_name);
   const GraphSide side =
       policy.placement == ir::Placement::kCaller ? GraphSide::kEgress : GraphSide::kIngress;

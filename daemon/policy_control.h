@@ -55,6 +55,8 @@ class PolicyControl {
   std::string execute(const std::string& command);
 
  private:
+  Expected<std::shared_ptr<const CompiledPolicyFile>> find_loaded(
+      const std::string& hash, const std::string& policy_name) const;
   struct Attachment {
     std::string name;    // what it is attached as
     std::string policy;  // the policy's name in its file
