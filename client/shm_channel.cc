@@ -189,8 +189,10 @@ ShmChannel::~ShmChannel() {
       completion_thread_.join();
     }
   }
-  handlers_.stop();
   // Leases still held by the app keep Connections alive; the daemon must see the app leave now.
+  // Losing the connections also marks every incoming call cancelled, so handlers still running
+  // (one may wait for its cancellation, whose kIncomingCancelled the stopped completion thread
+  // will never read) see is_cancelled() and return before the pool joins them.
   {
     std::lock_guard lock(connection_mutex_);
     for (const auto& connection : connections_) {
@@ -198,6 +200,7 @@ ShmChannel::~ShmChannel() {
       connection->shut_down_socket();
     }
   }
+  handlers_.stop();
   std::vector<UntypedCompletion> orphans;
   {
     std::lock_guard lock(calls_mutex_);

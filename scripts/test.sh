@@ -84,12 +84,7 @@ for stage in $stages; do
         say "tsan: skipped: no test is labelled multishard (mrpc_add_test ... LABELS multishard)"
         continue
       fi
-      # Not under TSan (yet): the abandoned-calls bound test, whose late replies did not all
-      # come back within its 10 s bound under TSan with a parallel test (it passes alone under
-      # TSan, and in the plain and ASan stages with 3 runtime threads). Open question: a
-      # cancellation lost between shards, or only TSan's slowness. See docs/mrpcd.md.
-      sanitizer_stage tsan "$root/build-tsan" thread mrpc_tests_multishard -L multishard \
-        -E "abandoned calls leave"
+      sanitizer_stage tsan "$root/build-tsan" thread mrpc_tests_multishard -L multishard
       ;;
     *)
       echo "test.sh: unknown sanitizer stage '$stage' (MRPC_SANITIZER_STAGES: asan, tsan)" >&2

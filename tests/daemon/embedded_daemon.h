@@ -70,4 +70,23 @@ bool eventually(Condition condition) {
   return true;
 }
 
+// Whether `condition` holds before `progress()` (a count that grows while work is done) stays
+// the same for 10 s: for waits whose length depends on the machine's speed (a sanitizer build
+// under a parallel load), which fail only when the work stops, not when it is slow.
+template <class Progress, class Condition>
+bool eventually_while_progressing(Progress progress, Condition condition) {
+  auto last = progress();
+  MonoTime give_up = MonotonicClock::instance().now() + 10'000'000'000;
+  while (!condition()) {
+    const MonoTime now = MonotonicClock::instance().now();
+    if (auto current = progress(); current != last) {
+      last = current;
+      give_up = now + 10'000'000'000;
+    }
+    if (now > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
 }  // namespace mrpc::testing

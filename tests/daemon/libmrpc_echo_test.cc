@@ -5,10 +5,10 @@
 #include <future>
 #include <thread>
 
+#include "../runtime_threads.h"
 #include "echo.mrpc.h"
 #include "mrpc/client/channel.h"
 #include "mrpc/daemon/daemon.h"
-#include "../runtime_threads.h"
 #include "test_app.h"
 
 using namespace std::chrono_literals;
@@ -22,7 +22,9 @@ struct EchoImpl final : echo::EchoService::Service {
   Status Echo(ServerContext& context, const echo::EchoRequest::View& request,
               echo::EchoReply& response) override {
     if (request.text() == "sleep") {
+      ++sleeping;
       while (!context.is_cancelled()) std::this_thread::sleep_for(1ms);
+      --sleeping;
       return Status(StatusCode::kCancelled, "gave up");
     }
     response.set_text(request.text());
@@ -31,6 +33,7 @@ struct EchoImpl final : echo::EchoService::Service {
     if (!tag.empty()) response.set_text(std::string(request.text()) + "+" + std::string(tag));
     return {};
   }
+  std::atomic<int> sleeping{0};  // handlers waiting for their cancellation
 };
 
 struct Setup {
@@ -147,6 +150,28 @@ TEST_CASE("libmrpc through the daemon: a call past its deadline, and a cancelled
   auto result = stub.Echo(std::move(quick));
   REQUIRE(result.ok());
   CHECK(result->text() == "still fine");
+}
+
+TEST_CASE("libmrpc through the daemon: destroying a serving channel cancels its running handlers") {
+  // The handler waits for its cancellation; nobody cancels the call. Destroying the server's
+  // channel must cancel the handler's context instead of waiting for it forever.
+  Setup setup;
+  echo::EchoService::Client stub(setup.client);
+  CallOptions long_deadline;
+  long_deadline.timeout = 60s;
+  auto request = echo::EchoRequest::create(setup.client->heap());
+  request.set_text("sleep");
+  std::promise<StatusCode> ended;
+  stub.Echo(std::move(request), long_deadline,
+            [&](CallResult<echo::EchoReply> result) { ended.set_value(result.status().code()); });
+  const MonoTime give_up = MonotonicClock::instance().now() + 10'000'000'000;
+  while (setup.impl.sleeping.load() == 0 && MonotonicClock::instance().now() < give_up)
+    std::this_thread::sleep_for(1ms);
+  REQUIRE(setup.impl.sleeping.load() == 1);
+  setup.server.reset();  // returns only once the handler has returned
+  CHECK(setup.impl.sleeping.load() == 0);
+  // The caller learns that its server went away.
+  CHECK(ended.get_future().get() == StatusCode::kUnavailable);
 }
 
 TEST_CASE("libmrpc through the daemon: a call nobody serves fails UNAVAILABLE") {
