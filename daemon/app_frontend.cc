@@ -19,6 +19,14 @@ bool inside(uint64_t region_bytes, uint64_t offset, uint64_t length) {
 
 bool AppFrontend::poll() {
   bool did_work = app_.flush_overflow();
+  // Fair rounds in bytes: each turn earns round_copy_bytes of credit, up to one turn's worth;
+  // copies of this connection's messages spend it. In debt, the connection sits this turn out
+  // (its ring waits; the turn counts as work so the runtime comes back).
+  const auto turn = static_cast<int64_t>(core_.config.round_copy_bytes);
+  if (app_.earn_copy_credit(turn) <= 0) {
+    core_.counters.turns_skipped_for_bytes.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
   // An app that does not read its completions gets no new calls admitted: they wait, unread in
   // effect, while its replies, releases and cancels go on being handled (it may be blocked
   // submitting one of those, and every completion they cause is bounded by the call tables).
@@ -226,11 +234,13 @@ Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata
   MRPC_REQUIRE(service != nullptr, StatusCode::kUnavailable,
                "the service was unregistered during the call");
   const MethodInfo& method = service->info->methods[rpc.method_index];
+  const uint64_t used_before = app_.receive_allocator->used_bytes();
   auto copied =
       copy_message(*method.input, caller->heap_view(), rpc.request.offset, app_.receive_view(),
                    *app_.receive_allocator,
                    CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
   if (!copied.ok()) return copied.status();
+  caller->charge_copy(app_.receive_allocator->used_bytes() - used_before);  // fair rounds
   request = *copied;
   if (rpc.metadata_length == 0 && rpc.metadata.empty()) return {};
 

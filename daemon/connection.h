@@ -8,6 +8,7 @@
 // Owned (shared) by DaemonCore's connection table and by its ConnectionTask; runtime thread only.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -47,6 +48,23 @@ struct Connection {
   ConnectionId id = kNoConnection;
   State state = State::kHandshake;
   MonoTime handshake_deadline = kNoDeadline;  // Hello must arrive by then
+  // Fair rounds in bytes (limits::kDefaultRoundCopyBytes): bytes of this connection's messages
+  // (its requests, its replies) the daemon may still copy; below zero it sits out its turns.
+  // Earned by its own shard each turn (earn_copy_credit); spent by whichever shard copies one of
+  // its messages (the callee's for a request, the caller's for a reply): atomic, relaxed.
+  mutable std::atomic<int64_t> copy_credit{0};
+  void charge_copy(uint64_t bytes) const {
+    copy_credit.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+  }
+  // A turn's credit, capped at one turn's worth; returns the credit after it.
+  int64_t earn_copy_credit(int64_t turn) {
+    int64_t credit = copy_credit.load(std::memory_order_relaxed);
+    int64_t earned;
+    do {
+      earned = std::min(credit + turn, turn);
+    } while (!copy_credit.compare_exchange_weak(credit, earned, std::memory_order_relaxed));
+    return earned;
+  }
   shm::UniqueFd socket;
   // Set by the runtime when the socket is readable; the connection reads it only then.
   std::atomic<bool> socket_readable{true};

@@ -272,26 +272,28 @@ bool ConnectionTask::finish_registrations(bool& did_work) {
     wire::DaemonMessage message;
     auto* reply = message.mutable_service_registered();
     reply->set_request_id(pending.request_id);
-    Expected<ServiceUpdate> registered =
-        job.status.ok()
-            ? core_.shared.directory.register_service(job.schema, job.service, app.id,
-                                                      pending.serve, app.identity->app_name,
-                                                      job.codecs)
-            : Expected<ServiceUpdate>(job.status);
-    if (registered.ok()) {
-      const ServiceUpdate& service = *registered;
+    ServiceDirectory::Registration registered;
+    if (job.status.ok()) {
+      registered = core_.shared.directory.register_service(
+          job.schema, job.service, Registrant{app.id, app.identity->uid, app.identity->app_name},
+          pending.serve, core_.clock.now(), job.codecs);
+    } else {
+      registered.status = job.status;
+    }
+    // Every shard's view takes the changes (this one's now) before the app hears of them.
+    for (const ServiceUpdate& update : registered.updates) core_.publish(update);
+    if (registered.status.ok()) {
+      const ServiceUpdate& service = registered.updates.front();
       reply->set_status(static_cast<uint32_t>(StatusCode::kOk));
       reply->set_service_id(service.id);
       for (const auto& method : service.info->methods) reply->add_methods(method.name);
-      // Every shard's view takes it (this one's now) before the app hears it is registered.
-      core_.publish(service);
       spdlog::info("connection {}: {} service {} as id {}", app.id,
                    pending.serve ? "serves" : "calls", service.full_name, service.id);
     } else {
-      reply->set_status(static_cast<uint32_t>(registered.status().code()));
-      reply->set_detail(registered.status().message());
+      reply->set_status(static_cast<uint32_t>(registered.status.code()));
+      reply->set_detail(registered.status.message());
       spdlog::info("connection {}: registering {} failed: {}", app.id, job.service,
-                   registered.status().to_string());
+                   registered.status.to_string());
     }
     if (!shm::send_message(app.socket.get(), message).ok()) return false;
   }
@@ -310,6 +312,7 @@ void ConnectionTask::close(const char* why) {
   core_.connection_lost(app);
   app.report_receive_usage(/*closing=*/true);
   core_.connections.erase(shards::local(app.id));
+  if (app.identity) core_.shared.connections_by_uid.remove(app.identity->uid);
   core_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
   app.socket.reset();
   core_.runtime->remove(this);

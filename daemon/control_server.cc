@@ -133,12 +133,17 @@ Expected<std::string> ControlServer::request(const std::string& path, const std:
   if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address) < 0)
     return errno_status(StatusCode::kUnavailable, "connect " + path);
   std::string line = command + "\n";
-  if (::send(socket.get(), line.data(), line.size(), MSG_NOSIGNAL) < 0)
-    return errno_status(StatusCode::kUnavailable, "send");
+  // A signal (a timer of the calling program) interrupts a blocking call: try again.
+  ssize_t sent = 0;
+  do {
+    sent = ::send(socket.get(), line.data(), line.size(), MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  if (sent < 0) return errno_status(StatusCode::kUnavailable, "send");
   std::string reply;
   char chunk[4096];
   for (;;) {
     ssize_t got = ::recv(socket.get(), chunk, sizeof chunk, 0);
+    if (got < 0 && errno == EINTR) continue;
     if (got < 0) return errno_status(StatusCode::kUnavailable, "recv");
     if (got == 0) break;
     reply.append(chunk, static_cast<size_t>(got));

@@ -176,7 +176,8 @@ void DaemonCore::connection_lost(Connection& app) {
     if (rpc) fail_back(std::move(rpc));
   });
   if (app.ingress) app.ingress->drain_into(fail_back);
-  for (const ServiceUpdate& update : shared.directory.connection_closed(app.id)) publish(update);
+  for (const ServiceUpdate& update : shared.directory.connection_closed(app.id, clock.now()))
+    publish(update);
 }
 
 void DaemonCore::report_tables() {

@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "connection.h"
@@ -73,7 +74,8 @@ struct DaemonCounters {
   std::atomic<uint64_t> receive_bytes_in_use{0};
   std::atomic<uint64_t> late_replies{0};    // replies (or requests) of calls already ended
   std::atomic<uint64_t> attempts_ended{0};  // attempts ended by operators (mirrors, retried)
-  std::atomic<uint64_t> socket_reads{0};    // app sockets read (control messages), ever
+  std::atomic<uint64_t> turns_skipped_for_bytes{0};  // fair rounds in bytes
+  std::atomic<uint64_t> socket_reads{0};             // app sockets read (control messages), ever
   // Copies of the table sizes, for stats from other threads.
   std::atomic<uint64_t> call_table_size{0};
   std::atomic<uint64_t> call_table_capacity{0};
@@ -104,8 +106,33 @@ struct DaemonCore;
 
 // What the shards share: the service directory and the way to each other. Set up before the
 // runtimes start, read-only after (the directory locks itself).
+// App connections (handshaking or ready) per uid, for DaemonConfig::max_connections_per_uid:
+// counted by shard 0 at accept, uncounted by the owning shard at close. Thread-safe (one lock;
+// connection set-up and tear-down only).
+class UidConnectionCounts {
+ public:
+  // Counts one more connection of `uid` unless it has `max` already.
+  bool try_add(uint32_t uid, uint32_t max) {
+    std::lock_guard lock(mutex_);
+    uint32_t& count = counts_[uid];
+    if (count >= max) return false;
+    ++count;
+    return true;
+  }
+  void remove(uint32_t uid) {
+    std::lock_guard lock(mutex_);
+    auto count = counts_.find(uid);
+    if (count != counts_.end() && --count->second == 0) counts_.erase(count);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<uint32_t, uint32_t> counts_;
+};
+
 struct DaemonShared {
   ServiceDirectory directory;
+  UidConnectionCounts connections_by_uid;
   std::vector<DaemonCore*> shards;
 };
 
@@ -128,7 +155,7 @@ struct DaemonCore {
   PolicySet policies;     // every graph of this shard is built from it (the same on every shard)
   SlotTable<std::shared_ptr<Connection>> connections;  // local handles
   SlotTable<CallRecord> calls{shards::kMaxSlot};       // local handles
-  DeadlineHeap deadlines;  // of every call in `calls` (local handles)
+  DeadlineHeap deadlines;                              // of every call in `calls` (local handles)
   bool draining = false;
   DaemonCounters counters;
   // Registrations: schemas parsed and codecs compiled off the runtime thread

@@ -17,13 +17,13 @@
 #include "control_server.h"
 #include "core.h"
 #include "local_transport.h"
-#include "shard_task.h"
 #include "mrpc/base/check.h"
 #include "mrpc/transports/loopback.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "mrpc/transports/shm/ring.h"
 #include "policy_control.h"
 #include "protobuf_log.h"
+#include "shard_task.h"
 
 namespace mrpc {
 
@@ -45,6 +45,7 @@ void adopt_connection(DaemonCore& core, shm::UniqueFd socket, const shm::PeerCre
   const SlotHandle local = core.connections.insert(connection);
   if (local == kNoSlotHandle || slot_of(local) > shards::kMaxSlot) {
     if (local != kNoSlotHandle) core.connections.erase(local);
+    core.shared.connections_by_uid.remove(peer.uid);
     spdlog::warn("dropping a connection: shard {} has no room", core.shard);
     return;
   }
@@ -54,6 +55,7 @@ void adopt_connection(DaemonCore& core, shm::UniqueFd socket, const shm::PeerCre
       !watched.ok()) {
     spdlog::warn("dropping a connection: {}", watched.to_string());
     core.connections.erase(local);
+    core.shared.connections_by_uid.remove(peer.uid);
     return;
   }
   core.runtime->add(std::make_shared<ConnectionTask>(core, connection));
@@ -97,6 +99,10 @@ class HousekeepingTask final : public Task {
       listeners_checked_ = now;
       if (!core_.draining) did_work |= accept_apps();
       did_work |= control_->poll();
+      // Registrations whose owner's grace period ended with no app left go (a comparison when
+      // none is due).
+      for (const ServiceUpdate& dropped : core_.shared.directory.expire_ownerships(now))
+        core_.publish(dropped);
     }
     did_work |= core_.expire_deadlines();
     return did_work;
@@ -122,6 +128,12 @@ class HousekeepingTask final : public Task {
       if (!credentials.ok() || !shm::set_nonblocking(socket.get()).ok()) {
         spdlog::warn("dropping a connection: {}", credentials.status().to_string());
         continue;
+      }
+      if (!core_.shared.connections_by_uid.try_add(credentials->uid,
+                                                   core_.config.max_connections_per_uid)) {
+        spdlog::warn("refusing a connection of uid {}: max_connections_per_uid={} reached",
+                     credentials->uid, core_.config.max_connections_per_uid);
+        continue;  // closing the socket is the refusal
       }
       const auto& shards = core_.shared.shards;
       DaemonCore& target = *shards[next_shard_++ % shards.size()];
@@ -172,13 +184,15 @@ struct Shard {
 };
 
 struct Daemon::Impl {
-  Impl(DaemonConfig config_in, const Clock& clock)
-      : config(std::move(config_in)) {
-    const uint32_t count = std::clamp<uint32_t>(config.runtime_threads, 1, limits::kMaxRuntimeThreads);
+  Impl(DaemonConfig config_in, const Clock& clock) : config(std::move(config_in)) {
+    const uint32_t count =
+        std::clamp<uint32_t>(config.runtime_threads, 1, limits::kMaxRuntimeThreads);
     for (uint32_t i = 0; i < count; ++i) {
       shards.push_back(std::make_unique<Shard>(config, clock, i, count, shared));
       shared.shards.push_back(&shards.back()->core);
     }
+    shared.directory.set_rules(
+        {config.service_grace_period, config.service_owners, config.max_services_per_uid});
   }
 
   std::string stats_json() const;
@@ -262,13 +276,17 @@ Status check_config(const DaemonConfig& config) {
   if (config.max_calls_in_flight == 0) return invalid("max_calls_in_flight must be at least 1");
   if (config.max_calls_served == 0) return invalid("max_calls_served must be at least 1");
   if (config.max_batch == 0) return invalid("max_batch must be at least 1");
+  if (config.round_copy_bytes == 0 || config.round_copy_bytes > INT64_MAX / 2)
+    return invalid("round_copy_bytes must be at least 1 (and below 2^62)");
   if (config.max_connections == 0) return invalid("max_connections must be at least 1");
   if (config.max_connections > shards::kMaxSlot)
-    return invalid(fmt::format("max_connections={} is past {}", config.max_connections,
-                               shards::kMaxSlot));
+    return invalid(
+        fmt::format("max_connections={} is past {}", config.max_connections, shards::kMaxSlot));
   if (config.runtime_threads == 0 || config.runtime_threads > limits::kMaxRuntimeThreads)
     return invalid(fmt::format("runtime_threads={} is not in 1..{}", config.runtime_threads,
                                limits::kMaxRuntimeThreads));
+  if (config.max_connections_per_uid == 0)
+    return invalid("max_connections_per_uid must be at least 1");
   if (config.app_socket_path == config.control_socket_path)
     return invalid("the app and control sockets need different paths");
   return {};
@@ -327,11 +345,12 @@ Status Daemon::start() {
   const bool sharded = impl.shards.size() > 1;
   for (auto& shard : impl.shards) {
     const bool first = shard.get() == impl.shards.front().get();
-    shard->housekeeping = std::make_shared<HousekeepingTask>(
-        shard->core, first ? impl.app_listener.get() : -1, first ? &*impl.control : nullptr,
-        impl.drain_requested);
+    shard->housekeeping =
+        std::make_shared<HousekeepingTask>(shard->core, first ? impl.app_listener.get() : -1,
+                                           first ? &*impl.control : nullptr, impl.drain_requested);
     shard->runtime.add(shard->housekeeping);
-    if (sharded) shard->runtime.add(std::make_shared<ShardTask>(shard->core, shard->local_transport));
+    if (sharded)
+      shard->runtime.add(std::make_shared<ShardTask>(shard->core, shard->local_transport));
   }
   if (impl.loopback) runtime0.add(impl.loopback);
   for (auto& shard : impl.shards) shard->runtime.start();
@@ -459,8 +478,8 @@ size_t for_each_graph(DaemonCore& core, GraphSide side, const Placement& placeme
 Expected<uint64_t> Daemon::attach_policy(PolicyEntry policy) {
   const std::string name = policy.name;
   size_t graphs = 0;
-  auto generation = on_every_shard(
-      impl_->started, impl_->shards, [&](DaemonCore& core) -> Expected<uint64_t> {
+  auto generation =
+      on_every_shard(impl_->started, impl_->shards, [&](DaemonCore& core) -> Expected<uint64_t> {
         MRPC_TRY_STATUS(core.policies.attach(policy));
         const PolicyEntry& entry = *core.policies.find(name);
         graphs += for_each_graph(
@@ -479,8 +498,8 @@ Expected<uint64_t> Daemon::attach_policy(PolicyEntry policy) {
 
 Expected<uint64_t> Daemon::detach_policy(std::string name) {
   size_t graphs = 0;
-  auto generation = on_every_shard(
-      impl_->started, impl_->shards, [&](DaemonCore& core) -> Expected<uint64_t> {
+  auto generation =
+      on_every_shard(impl_->started, impl_->shards, [&](DaemonCore& core) -> Expected<uint64_t> {
         const PolicyEntry* entry = core.policies.find(name);
         if (entry == nullptr)
           return Status(StatusCode::kNotFound, fmt::format("no policy '{}' is attached", name));
@@ -501,8 +520,8 @@ Expected<uint64_t> Daemon::detach_policy(std::string name) {
 Expected<uint64_t> Daemon::upgrade_policy(std::string name, OperatorFactory make) {
   size_t graphs = 0;
   uint64_t version = 0;
-  auto generation = on_every_shard(
-      impl_->started, impl_->shards, [&](DaemonCore& core) -> Expected<uint64_t> {
+  auto generation =
+      on_every_shard(impl_->started, impl_->shards, [&](DaemonCore& core) -> Expected<uint64_t> {
         auto upgraded = core.policies.upgrade(name, make);
         if (!upgraded.ok()) return upgraded.status();
         const PolicyEntry& entry = **upgraded;
@@ -559,6 +578,7 @@ std::string Daemon::Impl::stats_json() const {
                         {"attempts_ended", sum(&C::attempts_ended)},
                         {"rpcs_alive", rpcs_alive()},
                         {"socket_reads", sum(&C::socket_reads)},
+                        {"turns_skipped_for_bytes", sum(&C::turns_skipped_for_bytes)},
                         {"call_table_size", sum(&C::call_table_size)},
                         {"call_table_capacity", sum(&C::call_table_capacity)},
                         {"deadline_heap_size", sum(&C::deadline_heap_size)},
@@ -602,9 +622,8 @@ std::shared_ptr<const ServiceCodecs> Daemon::service_codecs(uint32_t service_id)
   auto result = std::make_shared<std::promise<std::shared_ptr<const ServiceCodecs>>>();
   auto future = result->get_future();
   DaemonCore& core = impl_->core0();
-  core.jobs.post([result, &core, service_id] {
-    result->set_value(core.codecs->service(service_id));
-  });
+  core.jobs.post(
+      [result, &core, service_id] { result->set_value(core.codecs->service(service_id)); });
   return future.get();
 }
 
@@ -645,7 +664,7 @@ std::string Daemon::Impl::connections_json() const {
     core.jobs.post([&core, part] { part->set_value(shard_connections(core)); });
     for (auto& connection : future.get()) connections.push_back(std::move(connection));
   }
-    // App names are app-supplied bytes: invalid UTF-8 is replaced (U+FFFD), never thrown on.
+  // App names are app-supplied bytes: invalid UTF-8 is replaced (U+FFFD), never thrown on.
   return nlohmann::json{{"connections", connections}}.dump(
       -1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -668,6 +687,7 @@ DaemonStats Daemon::stats() const {
   stats.attempts_ended = impl.sum(&C::attempts_ended);
   stats.rpcs_alive = rpcs_alive();
   stats.socket_reads = impl.sum(&C::socket_reads);
+  stats.turns_skipped_for_bytes = impl.sum(&C::turns_skipped_for_bytes);
   stats.runtime_rounds = impl.sum_runtime(&RuntimeStats::rounds);
   stats.call_table_size = impl.sum(&C::call_table_size);
   stats.call_table_capacity = impl.sum(&C::call_table_capacity);

@@ -79,10 +79,14 @@ void LocalTransport::copy_response(Rpc& rpc, Connection& caller) {
       MRPC_ASSERT(rpc.method_index < service->info->methods.size(),
                   "a routed call has service {} method {}", rpc.service_id, rpc.method_index);
       const MethodInfo& method = service->info->methods[rpc.method_index];
+      const uint64_t used_before = caller.receive_allocator->used_bytes();
       auto copied =
           copy_message(*method.output, server->heap_view(), rpc.response.offset,
                        caller.receive_view(), *caller.receive_allocator,
                        CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
+      if (copied.ok()) {  // fair rounds in bytes: the reply's copy is charged to its server
+        server->charge_copy(caller.receive_allocator->used_bytes() - used_before);
+      }
       caller.report_receive_usage();
       if (copied.ok()) {
         rpc.response = MessageLocation{caller.id, RegionKind::kReceive, *copied};

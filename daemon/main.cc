@@ -2,9 +2,13 @@
 // DaemonConfig (include/mrpc/base/limits.h). SIGTERM or SIGINT drains and stops it.
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "mrpc/daemon/daemon.h"
 
@@ -40,10 +44,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-connections", config.max_connections, "app connections held at once")
       ->capture_default_str();
+  app.add_option("--max-connections-per-uid", config.max_connections_per_uid,
+                 "app connections one uid may hold at once")
+      ->capture_default_str();
   app.add_option("--max-batch", config.max_batch, "ring entries handled per connection per round")
       ->capture_default_str();
   app.add_option("--runtime-threads", config.runtime_threads,
                  "runtime threads (shards); each owns the app connections placed on it")
+      ->capture_default_str();
+  app.add_option("--round-copy-bytes", config.round_copy_bytes,
+                 "bytes copied for one connection's messages per round, on average")
       ->capture_default_str();
   app.add_option("--spin-budget-us", spin_budget_us,
                  "microseconds an idle runtime polls before sleeping (0: sleep at once)")
@@ -59,9 +69,53 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
+  std::vector<std::string> service_owners;
+  app.add_option("--service-owner", service_owners,
+                 "SERVICE=UID[,UID...]: only these uids may serve SERVICE (repeatable; unlisted "
+                 "services belong to the first uid that serves them)");
+  int64_t service_grace_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config.service_grace_period).count();
+  app.add_option("--service-grace-ms", service_grace_ms,
+                 "how long a service stays its uid's after its last server left")
+      ->capture_default_str();
+  app.add_option("--max-services-per-uid", config.max_services_per_uid,
+                 "service registrations one uid's apps may create")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   config.spin_budget = std::chrono::microseconds(spin_budget_us);
+  config.service_grace_period = std::chrono::milliseconds(service_grace_ms);
+  for (const std::string& entry : service_owners) {
+    const size_t equals = entry.find('=');
+    if (equals == std::string::npos || equals == 0 || equals + 1 == entry.size()) {
+      spdlog::error("--service-owner {}: expected SERVICE=UID[,UID...]", entry);
+      return 1;
+    }
+    std::vector<uint32_t>& uids = config.service_owners[entry.substr(0, equals)];
+    size_t start = equals + 1;
+    while (start <= entry.size()) {
+      const size_t comma = std::min(entry.find(',', start), entry.size());
+      const std::string uid = entry.substr(start, comma - start);
+      char* end = nullptr;
+      const unsigned long value = std::strtoul(uid.c_str(), &end, 10);
+      if (uid.empty() || *end != '\0' || value > UINT32_MAX - 1) {
+        spdlog::error("--service-owner {}: '{}' is not a uid", entry, uid);
+        return 1;
+      }
+      uids.push_back(static_cast<uint32_t>(value));
+      start = comma + 1;
+    }
+  }
   spdlog::set_level(spdlog::level::from_str(log_level));
+
+  // Every app holds a few of the daemon's fds (docs/security.md): use all the hard limit allows.
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    const rlim_t soft = files.rlim_cur;
+    files.rlim_cur = files.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &files) == 0) {
+      spdlog::info("RLIMIT_NOFILE raised from {} to {}", soft, files.rlim_max);
+    }
+  }
 
   // Signals are taken synchronously by this thread; the runtime thread never sees them.
   sigset_t stop_signals;

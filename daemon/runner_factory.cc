@@ -15,7 +15,7 @@ namespace {
 // policies may live until the process exits, and they need it). Null if LLVM could not be set up;
 // policies then run on the evaluator, and the log says why.
 compiler::PolicyCompiler* policy_compiler() {
-  static compiler::PolicyCompiler* compiler = [] () -> compiler::PolicyCompiler* {
+  static compiler::PolicyCompiler* compiler = []() -> compiler::PolicyCompiler* {
     auto jit = jit::Jit::create();
     if (!jit.ok()) {
       spdlog::error("policy JIT unavailable, policies run on the evaluator: {}",

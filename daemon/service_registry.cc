@@ -1,6 +1,7 @@
 #include "service_registry.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
@@ -28,23 +29,59 @@ void add_once(std::vector<ConnectionId>& set, ConnectionId connection) {
 }  // namespace
 
 Expected<const RegisteredService*> ServiceRegistry::register_service(
-    std::shared_ptr<const Schema> schema, const std::string& service_name, ConnectionId connection,
-    bool serve, const std::string& app_name, std::shared_ptr<const ServiceCodecs> codecs) {
+    std::shared_ptr<const Schema> schema, const std::string& service_name, const Registrant& who,
+    bool serve, MonoTime now, std::vector<uint32_t>& changed,
+    std::shared_ptr<const ServiceCodecs> codecs) {
+  expire_ownerships(now, changed);
   const ServiceInfo* info = schema->service(service_name);
   if (info == nullptr)
     return Status(StatusCode::kNotFound,
                   fmt::format("the registered schema has no service '{}'", service_name));
+  const uint32_t uid = who.uid;
+  const auto allowed = rules_.allowed_uids.find(service_name);
+  if (serve && allowed != rules_.allowed_uids.end() &&
+      std::find(allowed->second.begin(), allowed->second.end(), uid) == allowed->second.end()) {
+    return Status(StatusCode::kPermissionDenied,
+                  fmt::format("uid {} may not serve '{}': the daemon's service_owners allow only "
+                              "uids {}",
+                              uid, service_name, fmt::join(allowed->second, ", ")));
+  }
   RegisteredService* entry = nullptr;
   if (auto it = by_name_.find(service_name); it != by_name_.end()) {
     entry = it->second;
-    // Apps build messages with their own layouts and the daemon copies them with the
-    // registration's: every method and message layout must agree.
-    if (!same_methods(*entry->info, *info))
-      return Status(StatusCode::kFailedPrecondition,
-                    fmt::format("service '{}' is registered (by {} serving and {} calling apps "
-                                "still connected) with other methods or message layouts",
-                                service_name, entry->servers.size(), entry->callers.size()));
-  } else {
+    if (serve && allowed == rules_.allowed_uids.end() &&
+        entry->owner_uid != RegisteredService::kNoOwner && entry->owner_uid != uid) {
+      return Status(StatusCode::kPermissionDenied,
+                    entry->servers.empty()
+                        ? fmt::format("service '{}' belongs to uid {}, whose server left less "
+                                      "than the grace period ago; uid {} may not serve it",
+                                      service_name, entry->owner_uid, uid)
+                        : fmt::format("service '{}' is served by uid {}; uid {} may not serve it",
+                                      service_name, entry->owner_uid, uid));
+    }
+    if (!same_methods(*entry->info, *info)) {
+      if (!serve || !entry->servers.empty()) {
+        // Apps build messages with their own layouts and the daemon copies them with the
+        // registration's: every method and message layout must agree.
+        return Status(StatusCode::kFailedPrecondition,
+                      fmt::format("service '{}' is registered (by {} serving and {} calling apps "
+                                  "still connected) with other methods or message layouts",
+                                  service_name, entry->servers.size(), entry->callers.size()));
+      }
+      // No app serves it, and one allowed to serve it comes with other layouts (a new version,
+      // or callers that squat the name with layouts of their own): the server's layouts win, in
+      // a new registration (a new id). The old one keeps its id for its callers, if any (their
+      // calls find no server), until they leave; with none it goes now.
+      by_name_.erase(it);
+      if (entry->callers.empty() && entry->waiting.empty()) drop(entry->id & kSlotMask, changed);
+      entry = nullptr;
+    }
+  }
+  if (entry == nullptr) {
+    if (created_by_uid_[uid] >= rules_.max_services_per_uid)
+      return Status(StatusCode::kResourceExhausted,
+                    fmt::format("uid {} already has max_services_per_uid={} services registered",
+                                uid, rules_.max_services_per_uid));
     if (by_name_.size() >= limits::kMaxRegisteredServices)
       return Status(StatusCode::kResourceExhausted,
                     fmt::format("mrpcd already has kMaxRegisteredServices={} services registered",
@@ -68,22 +105,47 @@ Expected<const RegisteredService*> ServiceRegistry::register_service(
     entry->full_name = service_name;
     entry->schema = std::move(schema);
     entry->info = info;
+    entry->creator_uid = uid;
+    ++created_by_uid_[uid];
     by_name_.emplace(service_name, entry);
   }
   if (entry->codecs == nullptr) entry->codecs = std::move(codecs);
-  if (serve && std::find(entry->servers.begin(), entry->servers.end(), connection) ==
-                   entry->servers.end()) {
-    entry->servers.push_back(connection);
-    entry->server_apps.push_back(app_name);
+  if (serve) {
+    if (allowed == rules_.allowed_uids.end()) entry->owner_uid = uid;
+    entry->owner_until = kNoDeadline;
+    if (std::find(entry->servers.begin(), entry->servers.end(), who.connection) ==
+        entry->servers.end()) {
+      entry->servers.push_back(who.connection);
+      entry->server_apps.push_back(who.app_name);
+    }
+  } else {
+    add_once(entry->callers, who.connection);
   }
-  if (!serve) add_once(entry->callers, connection);
   return static_cast<const RegisteredService*>(entry);
 }
 
-void ServiceRegistry::connection_closed(ConnectionId connection, std::vector<uint32_t>& changed) {
+void ServiceRegistry::drop(uint32_t slot, std::vector<uint32_t>& changed) {
+  auto& service = slots_[slot].service;
+  // A registration replaced by a server's new layouts no longer holds its name.
+  if (auto named = by_name_.find(service->full_name);
+      named != by_name_.end() && named->second == service.get()) {
+    by_name_.erase(named);
+  }
+  if (auto count = created_by_uid_.find(service->creator_uid);
+      count != created_by_uid_.end() && --count->second == 0) {
+    created_by_uid_.erase(count);
+  }
+  changed.push_back(service->id);
+  service.reset();
+  free_slots_.push_back(slot);
+}
+
+void ServiceRegistry::connection_closed(ConnectionId connection, MonoTime now,
+                                        std::vector<uint32_t>& changed) {
   for (uint32_t slot = 0; slot < slots_.size(); ++slot) {
     auto& service = slots_[slot].service;
     if (service == nullptr) continue;
+    const bool served = !service->servers.empty();
     size_t erased = std::erase(service->callers, connection);
     for (size_t i = service->servers.size(); i-- > 0;) {
       if (service->servers[i] != connection) continue;
@@ -91,12 +153,34 @@ void ServiceRegistry::connection_closed(ConnectionId connection, std::vector<uin
       service->server_apps.erase(service->server_apps.begin() + static_cast<ptrdiff_t>(i));
       ++erased;
     }
-    if (erased > 0) changed.push_back(service->id);
-    if (service->servers.empty() && service->callers.empty()) {
-      by_name_.erase(service->full_name);
-      service.reset();
-      free_slots_.push_back(slot);
+    if (erased == 0) continue;
+    changed.push_back(service->id);
+    if (served && service->servers.empty() && service->owner_uid != RegisteredService::kNoOwner) {
+      service->owner_until = rules_.grace_period.count() > kNoDeadline - now
+                                 ? kNoDeadline
+                                 : now + rules_.grace_period.count();
+      next_expiry_ = std::min(next_expiry_, service->owner_until);
     }
+    if (service->servers.empty() && service->callers.empty() &&
+        service->owner_uid == RegisteredService::kNoOwner)
+      drop(slot, changed);
+  }
+  expire_ownerships(now, changed);
+}
+
+void ServiceRegistry::expire_ownerships(MonoTime now, std::vector<uint32_t>& changed) {
+  if (now < next_expiry_) return;
+  next_expiry_ = kNoDeadline;
+  for (uint32_t slot = 0; slot < slots_.size(); ++slot) {
+    auto& service = slots_[slot].service;
+    if (service == nullptr || !service->servers.empty()) continue;
+    if (service->owner_uid != RegisteredService::kNoOwner && now < service->owner_until) {
+      next_expiry_ = std::min(next_expiry_, service->owner_until);
+      continue;
+    }
+    service->owner_uid = RegisteredService::kNoOwner;
+    service->owner_until = kNoDeadline;
+    if (service->callers.empty()) drop(slot, changed);
   }
 }
 
@@ -118,26 +202,49 @@ ServiceUpdate ServiceDirectory::snapshot_locked(uint32_t service_id) {
   return update;
 }
 
-Expected<ServiceUpdate> ServiceDirectory::register_service(std::shared_ptr<const Schema> schema,
-                                                           const std::string& service_name,
-                                                           ConnectionId connection, bool serve,
-                                                           const std::string& app_name,
-                                                           std::shared_ptr<const ServiceCodecs> codecs) {
-  std::lock_guard lock(mutex_);
-  auto registered = registry_.register_service(std::move(schema), service_name, connection, serve,
-                                               app_name, std::move(codecs));
-  if (!registered.ok()) return registered.status();
-  return snapshot_locked((*registered)->id);
+std::vector<ServiceUpdate> ServiceDirectory::snapshots_locked(const std::vector<uint32_t>& ids) {
+  std::vector<ServiceUpdate> updates;
+  updates.reserve(ids.size());
+  for (uint32_t id : ids) updates.push_back(snapshot_locked(id));
+  return updates;
 }
 
-std::vector<ServiceUpdate> ServiceDirectory::connection_closed(ConnectionId connection) {
+void ServiceDirectory::set_rules(ServiceRegistry::Rules rules) {
+  std::lock_guard lock(mutex_);
+  registry_.set_rules(std::move(rules));
+}
+
+ServiceDirectory::Registration ServiceDirectory::register_service(
+    std::shared_ptr<const Schema> schema, const std::string& service_name, const Registrant& who,
+    bool serve, MonoTime now, std::shared_ptr<const ServiceCodecs> codecs) {
   std::lock_guard lock(mutex_);
   std::vector<uint32_t> changed;
-  registry_.connection_closed(connection, changed);
-  std::vector<ServiceUpdate> updates;
-  updates.reserve(changed.size());
-  for (uint32_t id : changed) updates.push_back(snapshot_locked(id));
-  return updates;
+  auto registered = registry_.register_service(std::move(schema), service_name, who, serve, now,
+                                               changed, std::move(codecs));
+  Registration result;
+  if (registered.ok()) {
+    result.updates.push_back(snapshot_locked((*registered)->id));
+  } else {
+    result.status = registered.status();
+  }
+  for (ServiceUpdate& dropped : snapshots_locked(changed))
+    result.updates.push_back(std::move(dropped));
+  return result;
+}
+
+std::vector<ServiceUpdate> ServiceDirectory::connection_closed(ConnectionId connection,
+                                                               MonoTime now) {
+  std::lock_guard lock(mutex_);
+  std::vector<uint32_t> changed;
+  registry_.connection_closed(connection, now, changed);
+  return snapshots_locked(changed);
+}
+
+std::vector<ServiceUpdate> ServiceDirectory::expire_ownerships(MonoTime now) {
+  std::lock_guard lock(mutex_);
+  std::vector<uint32_t> changed;
+  registry_.expire_ownerships(now, changed);
+  return snapshots_locked(changed);
 }
 
 ServiceUpdate ServiceDirectory::snapshot(uint32_t service_id) {

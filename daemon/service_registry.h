@@ -13,9 +13,19 @@
 // write on the per-call path. A shard's view may lag the directory by one hand-off; a lookup that
 // finds no server consults the directory before giving up (ServiceDirectory::snapshot).
 // ServiceRegistry itself: not thread-safe (the directory holds it under its lock).
+//
+// Ownership (docs/security.md, finding 5): the first uid to serve a name owns it while any of its
+// apps serves it and for Rules::grace_period after the last one left, so a restarting server
+// reclaims its name and no other uid can serve it meanwhile (a registration kept only by its
+// grace period has no apps; it is dropped when the period ends). A name in Rules::allowed_uids
+// may be served only by the uids listed, whoever came first. Registrations are bounded per uid
+// (Rules::max_services_per_uid, counted against the uid that created each) and in all
+// (limits::kMaxRegisteredServices).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -23,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "mrpc/base/clock.h"
 #include "mrpc/base/expected.h"
 #include "mrpc/base/limits.h"
 #include "mrpc/dataflow/rpc.h"
@@ -45,23 +56,46 @@ struct RegisteredService {
   size_t next_server = 0;
   // Connections that registered to call it (each counted once).
   std::vector<ConnectionId> callers;
+  // The uid whose apps created this registration (counted in its max_services_per_uid).
+  uint32_t creator_uid = 0;
+  // The uid that owns the name (only its apps may serve it), or kNoOwner: anyone may, until one
+  // serves it. While `servers` is empty, ownership lapses at owner_until.
+  static constexpr uint32_t kNoOwner = UINT32_MAX;
+  uint32_t owner_uid = kNoOwner;
+  MonoTime owner_until = kNoDeadline;
   // wait_for_ready calls parked until a server registers (some may have ended meanwhile).
   std::vector<RpcPtr> waiting;
   size_t waiting_after_sweep = 0;  // its size after the last sweep of ended calls
 };
 
+// Who registers: the connection, its app's uid and name.
+struct Registrant {
+  ConnectionId connection = kNoConnection;
+  uint32_t uid = 0;
+  std::string app_name;
+};
+
 class ServiceRegistry {
  public:
-  // Registers `service_name` from `schema` for `connection`; with `serve`, the connection joins
+  struct Rules {
+    std::chrono::nanoseconds grace_period = limits::kDefaultServiceOwnerGracePeriod;
+    std::map<std::string, std::vector<uint32_t>> allowed_uids;  // service -> uids that may serve
+    uint32_t max_services_per_uid = limits::kDefaultMaxServicesPerUid;
+  };
+  void set_rules(Rules rules) { rules_ = std::move(rules); }
+
+  // Registers `service_name` from `schema` for `who` at `now`; with `serve`, the connection joins
   // the service's endpoint set, else it is recorded as a caller. Registering again in the same
-  // role is harmless. NOT_FOUND: the schema has no such service. FAILED_PRECONDITION: the name is
-  // registered (by apps still there) with other methods or message layouts.
-  // RESOURCE_EXHAUSTED: limits::kMaxRegisteredServices services are registered.
-  Expected<const RegisteredService*> register_service(std::shared_ptr<const Schema> schema,
-                                                      const std::string& service_name,
-                                                      ConnectionId connection, bool serve,
-                                                      const std::string& app_name = "",
-                                                      std::shared_ptr<const ServiceCodecs> codecs = nullptr);
+  // role is harmless. NOT_FOUND: the schema has no such service. PERMISSION_DENIED: `serve` by a
+  // uid that does not own the name (another uid serves it, or did within the grace period) or is
+  // not on its allow-list. FAILED_PRECONDITION: the name is registered (by apps still there) with
+  // other methods or message layouts. RESOURCE_EXHAUSTED: the uid has max_services_per_uid
+  // registrations, or limits::kMaxRegisteredServices exist. Registrations dropped on the way (a
+  // lapsed grace period) are appended to `changed`.
+  Expected<const RegisteredService*> register_service(
+      std::shared_ptr<const Schema> schema, const std::string& service_name, const Registrant& who,
+      bool serve, MonoTime now, std::vector<uint32_t>& changed,
+      std::shared_ptr<const ServiceCodecs> codecs = nullptr);
   // Null for an unknown or dropped id.
   RegisteredService* find_mutable(uint32_t service_id) {
     return const_cast<RegisteredService*>(find(service_id));
@@ -73,9 +107,13 @@ class ServiceRegistry {
     return entry.service != nullptr && entry.service->id == service_id ? entry.service.get()
                                                                        : nullptr;
   }
-  // The connection leaves every service it served or called; services nobody uses any more are
-  // dropped. Appends the ids of the services it left to `changed`.
-  void connection_closed(ConnectionId connection, std::vector<uint32_t>& changed);
+  // The connection leaves every service it served or called; a service whose last server left
+  // stays owned for the grace period; one nobody uses and nobody owns any more is dropped.
+  // Appends the ids of the services it left or dropped to `changed`.
+  void connection_closed(ConnectionId connection, MonoTime now, std::vector<uint32_t>& changed);
+  // Ends ownerships whose grace period is over and drops registrations nobody uses any more
+  // (appended to `changed`). Cheap when nothing is due: a comparison with the earliest end.
+  void expire_ownerships(MonoTime now, std::vector<uint32_t>& changed);
   size_t size() const { return by_name_.size(); }
   // Calls fn(const RegisteredService&) for every registered service (policy attach checks).
   template <typename Fn>
@@ -92,9 +130,14 @@ class ServiceRegistry {
     uint32_t generation = 0;
     std::unique_ptr<RegisteredService> service;
   };
+  void drop(uint32_t slot, std::vector<uint32_t>& changed);
+
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
   std::unordered_map<std::string, RegisteredService*> by_name_;  // registration only
+  Rules rules_;
+  std::unordered_map<uint32_t, uint32_t> created_by_uid_;  // registrations each uid created
+  MonoTime next_expiry_ = kNoDeadline;                     // no ownership lapses before this
 };
 
 // One change of a service's registration, as the directory publishes it to the shards: the whole
@@ -115,14 +158,22 @@ struct ServiceUpdate {
 // The daemon's registry, shared by its shards. Thread-safe (one lock; control plane only).
 class ServiceDirectory {
  public:
-  // As ServiceRegistry::register_service; the registration after it.
-  Expected<ServiceUpdate> register_service(std::shared_ptr<const Schema> schema,
-                                           const std::string& service_name,
-                                           ConnectionId connection, bool serve,
-                                           const std::string& app_name,
-                                           std::shared_ptr<const ServiceCodecs> codecs = nullptr);
+  void set_rules(ServiceRegistry::Rules rules);
+  // What register_service did: its status and the snapshots to publish (on success the
+  // registration first, then, either way, registrations dropped on the way).
+  struct Registration {
+    Status status;
+    std::vector<ServiceUpdate> updates;
+  };
+  // As ServiceRegistry::register_service.
+  Registration register_service(std::shared_ptr<const Schema> schema,
+                                const std::string& service_name, const Registrant& who, bool serve,
+                                MonoTime now,
+                                std::shared_ptr<const ServiceCodecs> codecs = nullptr);
   // As ServiceRegistry::connection_closed; the registrations it changed.
-  std::vector<ServiceUpdate> connection_closed(ConnectionId connection);
+  std::vector<ServiceUpdate> connection_closed(ConnectionId connection, MonoTime now);
+  // As ServiceRegistry::expire_ownerships; the registrations it dropped.
+  std::vector<ServiceUpdate> expire_ownerships(MonoTime now);
   // The registration as it is now (a dropped update if `service_id` names none).
   ServiceUpdate snapshot(uint32_t service_id);
   size_t size() const;
@@ -135,6 +186,7 @@ class ServiceDirectory {
 
  private:
   ServiceUpdate snapshot_locked(uint32_t service_id);
+  std::vector<ServiceUpdate> snapshots_locked(const std::vector<uint32_t>& ids);
 
   mutable std::mutex mutex_;
   ServiceRegistry registry_;

@@ -43,7 +43,8 @@ size_t ShardLink::pop(std::vector<ShardMessage>& out, size_t max) {
 
 ShardInbox::ShardInbox(uint32_t shard_count, uint32_t capacity, Runtime& runtime)
     : runtime_(runtime) {
-  for (uint32_t i = 0; i < shard_count; ++i) links_.push_back(std::make_unique<ShardLink>(capacity));
+  for (uint32_t i = 0; i < shard_count; ++i)
+    links_.push_back(std::make_unique<ShardLink>(capacity));
 }
 
 void ShardInbox::ring() {

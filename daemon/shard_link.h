@@ -53,12 +53,12 @@ inline uint64_t global(uint64_t local_handle, uint32_t shard) {
 // One piece of work for another shard.
 struct ShardMessage {
   enum class Kind : uint8_t {
-    kRequest,    // rpc: deliver to rpc->endpoint.connection (the receiving shard's)
-    kBounced,    // rpc: its endpoint was gone when it arrived: route it again (caller's shard)
-    kReply,      // rpc: a reply (or error) for a call of the receiving shard
-    kDelivered,  // call `call` was delivered to `connection` as `value` (caller's shard)
-    kCancel,     // the call delivered to `connection` as `value` ended for its caller
-    kReplyDone,  // `connection` may free its response `value` (a delivery id)
+    kRequest,       // rpc: deliver to rpc->endpoint.connection (the receiving shard's)
+    kBounced,       // rpc: its endpoint was gone when it arrived: route it again (caller's shard)
+    kReply,         // rpc: a reply (or error) for a call of the receiving shard
+    kDelivered,     // call `call` was delivered to `connection` as `value` (caller's shard)
+    kCancel,        // the call delivered to `connection` as `value` ended for its caller
+    kReplyDone,     // `connection` may free its response `value` (a delivery id)
     kFreeReceived,  // free block `value` of `connection`'s receive region
   };
   Kind kind = Kind::kRequest;
@@ -94,8 +94,8 @@ class ShardLink {
 
   std::vector<ShardMessage> slots_;
   const uint64_t mask_;
-  alignas(64) std::atomic<uint64_t> head_{0};  // consumer's
-  alignas(64) std::atomic<uint64_t> tail_{0};  // producer's
+  alignas(64) std::atomic<uint64_t> head_{0};      // consumer's
+  alignas(64) std::atomic<uint64_t> tail_{0};      // producer's
   alignas(64) std::deque<ShardMessage> overflow_;  // producer's
 };
 

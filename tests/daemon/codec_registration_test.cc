@@ -132,7 +132,10 @@ TEST_CASE("a schema is compiled once: a second app registering it is a cache hit
 }
 
 TEST_CASE("a schema whose services were all dropped is unloaded at the next registration") {
-  EmbeddedDaemon daemon;
+  // No grace period: the registration goes with its last app (else its owner's uid keeps it).
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.service_grace_period = std::chrono::nanoseconds(0);
+  EmbeddedDaemon daemon(config);
   auto hotel = TestApp::connect(daemon.app_socket(), "hotel");
   auto registration = hotel->register_service("hotel.Profile", true, hotel_profile_set());
   REQUIRE(registration.status == StatusCode::kOk);

@@ -112,7 +112,11 @@ TEST_CASE("killing one of two servers fails only its calls in flight, the other 
 }
 
 TEST_CASE("a service whose apps all left can be registered again with another schema") {
-  EmbeddedDaemon daemon;
+  // Without a grace period its registration goes with its last app (with one, the owner's uid
+  // could still re-register it with another schema: attack_test.cc).
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.service_grace_period = std::chrono::nanoseconds(0);
+  EmbeddedDaemon daemon(config);
   google::protobuf::FileDescriptorSet changed;
   REQUIRE(changed.ParseFromString(echo_file_descriptor_set()));
   changed.mutable_file(0)->mutable_message_type(0)->mutable_field(0)->set_type(
@@ -362,6 +366,7 @@ TEST_CASE("1000 idle connected apps add no socket reads to another app's calls")
   config.heap_bytes = 1 << 20;
   config.receive_bytes = 1 << 20;
   config.ring_entries = 16;
+  config.max_connections_per_uid = config.max_connections;  // every app here is of one uid
   EmbeddedDaemon daemon(config);
   EchoServer server(daemon.app_socket());
   auto client = TestApp::connect(daemon.app_socket(), "client");

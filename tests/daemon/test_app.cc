@@ -383,16 +383,20 @@ void EchoServer::serve() {
 }
 
 EchoOutcomes echo_load(TestApp& app, uint32_t service, uint64_t& next_id, uint64_t count,
-                       std::chrono::nanoseconds timeout, uint32_t window) {
+                       std::chrono::nanoseconds timeout, uint32_t window, uint8_t flags) {
   constexpr uint64_t kSlots = 64;
   REQUIRE(window <= kSlots);
   EchoOutcomes outcomes;
   std::unordered_map<uint64_t, uint64_t> requests;  // call id -> request root in the heap
+  std::unordered_map<uint64_t, MonoTime> started_at;
   uint64_t started = 0, highest = next_id;
   auto start = [&](uint64_t id) {
     const uint64_t request = app.build_echo("payload " + std::to_string(id));
     requests[id] = request;
-    app.submit(app.call_entry(service, id, request, timeout));
+    started_at[id] = MonotonicClock::instance().now();
+    shm::RingEntry entry = app.call_entry(service, id, request, timeout);
+    entry.flags = flags;
+    app.submit(entry);
     highest = std::max(highest, id);
     ++started;
   };
@@ -405,6 +409,8 @@ EchoOutcomes echo_load(TestApp& app, uint32_t service, uint64_t& next_id, uint64
     REQUIRE_MESSAGE(request != requests.end(), "a second kCallDone for call ", entry->call_id);
     (void)app.heap().free_message(request->second);
     requests.erase(request);
+    outcomes.latencies_ns.push_back(MonotonicClock::instance().now() - started_at[entry->call_id]);
+    started_at.erase(entry->call_id);
     if (status_code_from_wire(entry->status) == StatusCode::kOk) {
       ++outcomes.ok;
       CHECK(app.received_text(entry->message_offset) ==

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "mrpc/message/schema.h"
 #include "mrpc/message/shm_heap.h"
@@ -177,6 +178,8 @@ class EchoServer {
 struct EchoOutcomes {
   uint64_t ok = 0;
   std::map<StatusCode, uint64_t> failed;
+  // Each ended call's time from its submission to its kCallDone (for reports, never asserted).
+  std::vector<int64_t> latencies_ns;
   uint64_t of(StatusCode code) const {
     if (code == StatusCode::kOk) return ok;
     auto it = failed.find(code);
@@ -189,7 +192,8 @@ struct EchoOutcomes {
 // slot is reused with id + 64 (the daemon's rule: slot = id mod max_calls_in_flight, 64 in the
 // test configurations); `next_id` is left past every id used. Each reply must echo its request,
 // and a second kCallDone for a call fails the test: every call ends exactly once.
+// `flags`: the kCall entries' flags (shm::kCallWaitForReady).
 EchoOutcomes echo_load(TestApp& app, uint32_t service, uint64_t& next_id, uint64_t count,
-                       std::chrono::nanoseconds timeout, uint32_t window = 64);
+                       std::chrono::nanoseconds timeout, uint32_t window = 64, uint8_t flags = 0);
 
 }  // namespace mrpc::testing

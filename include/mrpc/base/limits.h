@@ -46,6 +46,15 @@ inline constexpr uint32_t kMaxRegisteredServices = 1024;
 // RegisterService requests of one app waiting at the codec compile thread at once; beyond, a
 // request is answered RESOURCE_EXHAUSTED at once (a flood cannot queue unbounded work).
 inline constexpr size_t kMaxPendingRegistrationsPerApp = 16;
+// App connections (handshaking or ready) of one uid at once, so one user cannot take every one of
+// kDefaultMaxAppConnections; more are refused until some close.
+inline constexpr uint32_t kDefaultMaxAppConnectionsPerUid = 512;
+// Services whose registration one uid's apps created (serving or calling), so one user cannot
+// fill kMaxRegisteredServices.
+inline constexpr uint32_t kDefaultMaxServicesPerUid = 256;
+// After the last app serving a service leaves, only apps of the uid that served it may serve it
+// for this long (a restarting server reclaims its name; nobody else can take it meanwhile).
+inline constexpr std::chrono::nanoseconds kDefaultServiceOwnerGracePeriod = 30s;
 // Time an app connection has to say Hello before mrpcd closes it.
 inline constexpr std::chrono::nanoseconds kAppHandshakeTimeout = 5s;
 // Longest app name mrpcd keeps from Hello (longer names are cut on a UTF-8 character boundary).
@@ -114,6 +123,11 @@ inline constexpr std::chrono::nanoseconds kDefaultSpinBudget = 50us;
 // RPCs one operator takes from one queue in one round of its graph: bounds the work one
 // connection gets per round, so a flooding app cannot stall the others on its runtime.
 inline constexpr size_t kDefaultOperatorBatch = 32;
+// Bytes of messages the daemon copies for one connection per turn (its calls' requests, its
+// replies), on average: each turn earns this much credit (up to one turn's worth) and a copy costs
+// its bytes; a connection in debt sits out its turns until paid back. So a 16 MB call costs its
+// sender 16 turns, and another app's small calls are not held behind a stream of big ones.
+inline constexpr uint64_t kDefaultRoundCopyBytes = 1ull << 20;
 // Rpc descriptors one thread keeps for reuse (more are freed when given back).
 inline constexpr size_t kRpcPoolPerThread = 65536;
 // Attempts of one call that may be delivered (the first, retries, mirrors, fan-outs together);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,7 @@ struct DaemonConfig {
   uint32_t max_calls_served = limits::kDefaultMaxCallsServed;
   uint64_t max_message_bytes = limits::kDefaultMaxMessageBytes;
   uint32_t max_connections = limits::kDefaultMaxAppConnections;
+  uint32_t max_connections_per_uid = limits::kDefaultMaxAppConnectionsPerUid;
   // An app that has not said Hello by then is disconnected.
   std::chrono::nanoseconds handshake_timeout = limits::kAppHandshakeTimeout;
   // Runtime polling: how long an idle runtime spins before it sleeps (0: sleep at once).
@@ -49,6 +51,8 @@ struct DaemonConfig {
   uint32_t runtime_threads = 1;
   // Ring entries (and RPCs per operator) one connection gets handled per round.
   size_t max_batch = limits::kDefaultOperatorBatch;
+  // Bytes copied for one connection's messages per turn, on average (fair rounds in bytes).
+  uint64_t round_copy_bytes = limits::kDefaultRoundCopyBytes;
   // The compiled codecs (docs/marshalling.md): the JIT's on-disk object cache, a directory the
   // daemon owns (created 0700; refused at start if another user owns it or others may write it).
   // Empty: "jit-cache" next to the app socket (the daemon's runtime directory).
@@ -58,6 +62,13 @@ struct DaemonConfig {
   // Runs on the codec compile thread before each registration it handles. Tests hold compiles
   // with it (to show calls go on meanwhile); empty otherwise.
   std::function<void()> codec_compile_hook;
+  // Service ownership (docs/security.md): the first uid to serve a name owns it while one of its
+  // apps serves it and for service_grace_period after; other uids get PERMISSION_DENIED when they
+  // try to serve it. A name listed in service_owners may be served only by the uids listed.
+  std::chrono::nanoseconds service_grace_period = limits::kDefaultServiceOwnerGracePeriod;
+  std::map<std::string, std::vector<uint32_t>> service_owners;
+  // Registrations one uid's apps may have created.
+  uint32_t max_services_per_uid = limits::kDefaultMaxServicesPerUid;
 };
 
 // One compiled schema of the codec cache.
@@ -100,7 +111,8 @@ struct DaemonStats {
   uint64_t late_replies = 0;    // replies or requests that surfaced after their call had ended
   uint64_t attempts_ended = 0;  // attempts ended by operators (mirror replies, retried failures)
   int64_t rpcs_alive = 0;       // RPC descriptors in use (all threads of this process)
-  uint64_t socket_reads = 0;    // app-socket reads (control messages), ever: idle apps add none
+  uint64_t turns_skipped_for_bytes = 0;  // turns a connection sat out, in debt for bytes copied
+  uint64_t socket_reads = 0;  // app-socket reads (control messages), ever: idle apps add none
   uint64_t runtime_rounds = 0;
   // The call table and its deadlines: live entries, and the room they hold (high-water mark).
   uint64_t call_table_size = 0;
