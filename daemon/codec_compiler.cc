@@ -18,7 +18,8 @@ Expected<std::unique_ptr<CodecWorker>> CodecWorker::create(CodecWorkerOptions op
   auto compiler = codec::CodecCompiler::create(*worker->jit_, options.compile_limits);
   if (!compiler.ok()) return compiler.status();
   worker->compiler_ = std::move(*compiler);
-  worker->cache_ = std::make_unique<codec::CodecCache>(*worker->compiler_);
+  worker->cache_ = std::make_unique<codec::CodecCache>(
+      *worker->compiler_, codec::CodecCacheOptions{.first_tier = options.first_tier});
   worker->options_ = std::move(options);
   worker->thread_ = std::thread([raw = worker.get()] { raw->run(); });
   return worker;
