@@ -121,8 +121,14 @@ bool print_tier_compiles(mrpc::codec::CodecCompiler& compiler, const std::string
       mid.generate_ms, ms(mid.times.verify_nanoseconds), ms(mid.times.optimize_nanoseconds),
       ms(mid.times.codegen_nanoseconds), ms(mid.times.load_nanoseconds), mid.link_ms);
   if (tier == mrpc::jit::CodegenTier::kFast) {
-    fmt::print("\n  {:<24} {:<9} {:>26} tier-up {:>7.2f} / {:>7.2f} ms (cpu {:>6.2f})", "", "", "",
-               *std::min_element(up.begin(), up.end()), median(up), median(up_cpu));
+    std::vector<double> total;
+    for (const CompileSample& sample : samples)
+      total.push_back(sample.ready_ms + sample.tier_up_ms);
+    fmt::print(
+        "\n  {:<24} {:<9} {:>26} tier-up {:>7.2f} / {:>7.2f} ms (cpu {:>6.2f});  optimized "
+        "code {:.2f} / {:.2f} ms after the start",
+        "", "", "", *std::min_element(up.begin(), up.end()), median(up), median(up_cpu),
+        *std::min_element(total.begin(), total.end()), median(total));
   }
   fmt::print("\n");
   return true;
@@ -164,21 +170,28 @@ std::vector<ServiceRoots> example_services(google::protobuf::compiler::Importer&
   return out;
 }
 
-// Runs `work` repeatedly for about seconds_per_run; returns ns per run.
+// Runs `work` repeatedly for about seconds_per_run, in three rounds; returns the ns per run of the
+// fastest round (the others two absorb a loaded machine's descheduling).
 template <class Work>
 double time_per_run(Work&& work) {
   for (int i = 0; i < 3; ++i) work();  // warm up
-  uint64_t runs = 0;
-  const auto start = Clock::now();
-  auto elapsed = Clock::duration::zero();
-  uint64_t batch = 1;
-  while (elapsed < std::chrono::duration<double>(seconds_per_run)) {
-    for (uint64_t i = 0; i < batch; ++i) work();
-    runs += batch;
-    batch *= 2;
-    elapsed = Clock::now() - start;
+  double best = 0;
+  for (int round = 0; round < 3; ++round) {
+    uint64_t runs = 0;
+    const auto start = Clock::now();
+    auto elapsed = Clock::duration::zero();
+    uint64_t batch = 1;
+    while (elapsed < std::chrono::duration<double>(seconds_per_run / 3)) {
+      for (uint64_t i = 0; i < batch; ++i) work();
+      runs += batch;
+      batch *= 2;
+      elapsed = Clock::now() - start;
+    }
+    const double ns =
+        std::chrono::duration<double, std::nano>(elapsed).count() / static_cast<double>(runs);
+    if (round == 0 || ns < best) best = ns;
   }
-  return std::chrono::duration<double, std::nano>(elapsed).count() / static_cast<double>(runs);
+  return best;
 }
 
 struct Region {
@@ -252,7 +265,9 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "{}\n", compiler.status().to_string());
     return 2;
   }
-  mrpc::codec::CodecCache cache(**compiler);
+  // Tiered, as in mrpcd: a cold get() returns the fast tier; the optimized one follows.
+  mrpc::codec::CodecCache cache(
+      **compiler, mrpc::codec::CodecCacheOptions{.first_tier = mrpc::jit::CodegenTier::kFast});
 
   codec_bench::Small small;
   small.set_id(123456789);
@@ -273,7 +288,10 @@ int main(int argc, char** argv) {
                            {"hotel ProfileResult", &profiles, &profiles_scratch},
                            {"bytes 1 MiB", &blob, &blob_scratch}};
 
-  fmt::print("compile time per schema (IR generation + O2 + machine code), cold and cached:\n");
+  fmt::print(
+      "compile time per schema through a tiered CodecCache (as mrpcd registers): cold = the fast "
+      "tier ready (IR generation + -O0 machine code + link; the optimized tier follows on the "
+      "cache's thread), and a cached hit:\n");
   for (const Row& row : rows) {
     const google::protobuf::Descriptor* type = row.message->GetDescriptor();
     auto cold = cache.get({type});
@@ -297,6 +315,7 @@ int main(int argc, char** argv) {
             static_cast<double>(std::max<uint64_t>((*cold)->instructions(), 1)),
         cached_us);
   }
+  cache.wait_for_tier_ups();
 
   // Per tier: what a registration waits for (fast, then the tier-up in the background) against
   // compiling optimized at once. Each schema compiled compile_runs times (the first run of the
