@@ -166,8 +166,14 @@ void CodecWorker::process(CodecJob& job) {
 CodecStats CodecWorker::stats() const {
   // Never the cache's or the JIT's lock: they are held through a compile, and stats are read on
   // a runtime thread.
+  const codec::CodecCache::TierUpCounts tier_ups = cache_->tier_up_counts();
   std::lock_guard lock(mutex_);
-  return stats_;
+  CodecStats out = stats_;
+  out.tier_ups = tier_ups.done;
+  out.tier_up_failures = tier_ups.failed;
+  out.tier_up_nanoseconds = tier_ups.nanoseconds;
+  out.tier_ups_pending = tier_ups.pending;
+  return out;
 }
 
 }  // namespace mrpc

@@ -39,7 +39,7 @@ Expected<std::shared_ptr<const CompiledSchema>> CodecCache::get(
   schemas_.emplace(key, *compiled);
   if ((*compiled)->tier() != jit::CodegenTier::kOptimized && !stopping_) {
     tier_up_queue_.emplace_back(*compiled);
-    ++stats_.tier_ups_pending;
+    tier_ups_pending_.fetch_add(1, std::memory_order_relaxed);
     tier_up_wanted_.notify_one();
   }
   return compiled;
@@ -63,20 +63,20 @@ void CodecCache::run_tier_ups() {
     lock.lock();
     tier_up_busy_ = false;
     tier_up_current_ = nullptr;
-    --stats_.tier_ups_pending;
+    tier_ups_pending_.fetch_sub(1, std::memory_order_relaxed);
     if (schema != nullptr) {
       if (status.ok()) {
-        ++stats_.tier_ups;
-        stats_.tier_up_nanoseconds += schema->tier_up_nanoseconds();
+        tier_ups_.fetch_add(1, std::memory_order_relaxed);
+        tier_up_nanoseconds_.fetch_add(schema->tier_up_nanoseconds(), std::memory_order_relaxed);
       } else {
-        ++stats_.tier_up_failures;
+        tier_up_failures_.fetch_add(1, std::memory_order_relaxed);
       }
     }
     // Dropped here, under the lock: if the cache let go of it meanwhile, it unloads now.
     schema.reset();
     if (tier_up_queue_.empty()) tier_up_idle_.notify_all();
   }
-  stats_.tier_ups_pending -= tier_up_queue_.size();
+  tier_ups_pending_.fetch_sub(tier_up_queue_.size(), std::memory_order_relaxed);
   tier_up_queue_.clear();
   tier_up_idle_.notify_all();
 }
@@ -112,7 +112,19 @@ CodecCache::Stats CodecCache::stats() const {
   std::lock_guard lock(mutex_);
   Stats out = stats_;
   out.schemas = schemas_.size();
+  const TierUpCounts counts = tier_up_counts();
+  out.tier_ups = counts.done;
+  out.tier_up_failures = counts.failed;
+  out.tier_up_nanoseconds = counts.nanoseconds;
+  out.tier_ups_pending = counts.pending;
   return out;
+}
+
+CodecCache::TierUpCounts CodecCache::tier_up_counts() const {
+  return TierUpCounts{tier_ups_.load(std::memory_order_relaxed),
+                      tier_up_failures_.load(std::memory_order_relaxed),
+                      tier_up_nanoseconds_.load(std::memory_order_relaxed),
+                      tier_ups_pending_.load(std::memory_order_relaxed)};
 }
 
 }  // namespace mrpc::codec

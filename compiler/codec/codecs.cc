@@ -338,6 +338,7 @@ struct CompiledSchema::State {
   std::vector<jit::ModuleId> modules;
   GeneratedCodecModulePtr optimized_module;
   std::string optimized_prefix;
+  Status tier_up_failure;  // why the one tier-up attempt failed (the fast code stays)
 };
 
 CompiledSchema::CompiledSchema() : state_(std::make_unique<State>()) {}
@@ -448,18 +449,23 @@ Status CodecCompiler::tier_up(const CompiledSchema& schema) {
   CompiledSchema::State& state = *schema.state_;
   MRPC_ASSERT(state.jit == &jit_, "tier_up of a schema from another CodecCompiler");
   std::lock_guard lock(state.tier_up_mutex);
-  if (state.optimized_module == nullptr) return Status();  // optimized already
+  if (state.optimized_module == nullptr) return state.tier_up_failure;  // done (or failed) before
   const auto start = std::chrono::steady_clock::now();
   auto loaded = load_codec_module(jit_, std::move(state.optimized_module),
                                   jit::ModuleOptions{.tier = jit::CodegenTier::kOptimized});
   state.optimized_module = nullptr;
   if (!loaded.ok()) {
-    return Status(loaded.status().code(), fmt::format("tier-up of codec schema {:016x}: {}",
-                                                      schema.key_, loaded.status().message()));
+    state.tier_up_failure = Status(
+        loaded.status().code(),
+        fmt::format("tier-up of codec schema {:016x}: {}", schema.key_, loaded.status().message()));
+    return state.tier_up_failure;
   }
   state.modules.push_back(*loaded);
   auto addresses = jit_.lookup_all(function_names(state.optimized_prefix, state.codecs.size()));
-  if (!addresses.ok()) return addresses.status();
+  if (!addresses.ok()) {
+    state.tier_up_failure = addresses.status();
+    return state.tier_up_failure;
+  }
   // The codecs and the generated types are in the same order (both by full name).
   size_t i = 0;
   for (auto& [name, codec] : state.codecs) codec.install(addresses->data() + 4 * i++);

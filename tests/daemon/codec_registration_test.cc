@@ -336,6 +336,13 @@ TEST_CASE("a registration gets fast codecs and the optimized ones are swapped in
   REQUIRE(eventually([&] { return service->schema->tier() == jit::CodegenTier::kOptimized; }));
   CHECK(service->schema->tier_up_nanoseconds() > 0);
   CHECK(codecs.service(registration.service_id)->methods[0].request == request);
+  // Counted in the daemon's stats (once the tier-up thread has let go of it).
+  REQUIRE(eventually([&] { return daemon.daemon.codec_stats().tier_ups == 1; }));
+  const nlohmann::json stats = codec_stats_json(daemon);
+  CHECK(stats.at("tier_ups") == 1);
+  CHECK(stats.at("tier_up_failures") == 0);
+  CHECK(stats.at("tier_ups_pending") == 0);
+  CHECK(stats.at("tier_up_ms_total").get<double>() > 0);
   const uint64_t message = app->build_echo("encoded by the optimized tier");
   std::vector<std::byte> out(256);
   const ConstRegion heap{app->heap_region().data(), app->heap_region().size()};

@@ -18,6 +18,7 @@
 // skipped.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -72,6 +73,16 @@ class CodecCache {
   };
   Stats stats() const;
 
+  // The tier-up counters alone, without the cache's lock (which a compile holds): for a thread
+  // that must not wait, like a daemon's runtime reading its stats.
+  struct TierUpCounts {
+    uint64_t done = 0;
+    uint64_t failed = 0;
+    uint64_t nanoseconds = 0;
+    uint64_t pending = 0;
+  };
+  TierUpCounts tier_up_counts() const;
+
  private:
   void run_tier_ups();
 
@@ -82,6 +93,10 @@ class CodecCache {
   Stats stats_;
   // The tier-up queue, under mutex_.
   std::deque<std::weak_ptr<const CompiledSchema>> tier_up_queue_;
+  std::atomic<uint64_t> tier_ups_{0};
+  std::atomic<uint64_t> tier_up_failures_{0};
+  std::atomic<uint64_t> tier_up_nanoseconds_{0};
+  std::atomic<uint64_t> tier_ups_pending_{0};
   bool tier_up_busy_ = false;
   const CompiledSchema* tier_up_current_ = nullptr;  // the schema being tiered up, if any
   bool stopping_ = false;

@@ -225,8 +225,9 @@ class CodecCompiler {
   // Compiles `schema`'s codecs optimized and swaps them in (see the top of this file). Runs on the
   // calling thread (the JIT's optimized tier, not its lock, is held meanwhile); the schema's codecs
   // may be in use on other threads throughout. OK at once if `schema` is optimized already (or
-  // another thread is tiering it up: this call then waits for it). `schema` must come from this
-  // compiler.
+  // another thread is tiering it up: this call then waits for it). One attempt per schema: if it
+  // fails (the JIT's error), the schema keeps its fast code and every later call returns that
+  // error. `schema` must come from this compiler.
   Status tier_up(const CompiledSchema& schema);
 
   // The cache key compile() would give these roots, without compiling (see CompiledSchema::key).
