@@ -18,7 +18,8 @@ Expected<std::unique_ptr<CodecWorker>> CodecWorker::create(CodecWorkerOptions op
   auto compiler = codec::CodecCompiler::create(*worker->jit_, options.compile_limits);
   if (!compiler.ok()) return compiler.status();
   worker->compiler_ = std::move(*compiler);
-  worker->cache_ = std::make_unique<codec::CodecCache>(*worker->compiler_);
+  worker->cache_ = std::make_unique<codec::CodecCache>(
+      *worker->compiler_, codec::CodecCacheOptions{.first_tier = options.first_tier});
   worker->options_ = std::move(options);
   worker->thread_ = std::thread([raw = worker.get()] { raw->run(); });
   return worker;
@@ -165,8 +166,14 @@ void CodecWorker::process(CodecJob& job) {
 CodecStats CodecWorker::stats() const {
   // Never the cache's or the JIT's lock: they are held through a compile, and stats are read on
   // a runtime thread.
+  const codec::CodecCache::TierUpCounts tier_ups = cache_->tier_up_counts();
   std::lock_guard lock(mutex_);
-  return stats_;
+  CodecStats out = stats_;
+  out.tier_ups = tier_ups.done;
+  out.tier_up_failures = tier_ups.failed;
+  out.tier_up_nanoseconds = tier_ups.nanoseconds;
+  out.tier_ups_pending = tier_ups.pending;
+  return out;
 }
 
 }  // namespace mrpc

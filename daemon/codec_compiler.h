@@ -50,6 +50,9 @@ struct CodecJob {
 struct CodecWorkerOptions {
   std::string object_cache_dir;  // empty: no on-disk cache
   codec::CodecCompileLimits compile_limits;
+  // kFast: a registration waits for fast (-O0) codecs; the cache's tier-up thread recompiles them
+  // optimized and swaps them in (docs/marshalling.md, "Tiers"). kOptimized: it waits for O2.
+  jit::CodegenTier first_tier = jit::CodegenTier::kFast;
   std::function<void()> before_job;  // DaemonConfig::codec_compile_hook
 };
 

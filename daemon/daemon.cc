@@ -610,6 +610,10 @@ nlohmann::json Daemon::Impl::codecs_json() const {
           {"object_cache_hits", stats.object_cache_hits},
           {"object_cache_rejected", stats.object_cache_rejected},
           {"cached_schemas", stats.cached_schemas},
+          {"tier_ups", stats.tier_ups},
+          {"tier_up_failures", stats.tier_up_failures},
+          {"tier_up_ms_total", static_cast<double>(stats.tier_up_nanoseconds) / 1e6},
+          {"tier_ups_pending", stats.tier_ups_pending},
           {"schemas", schemas}};
 }
 

@@ -1,5 +1,5 @@
-// Jit: LLJIT with one ResourceTracker per module and LLVM's O2 pipeline before loading
-// (see include/mrpc/jit/jit.h).
+// Jit: LLJIT with one ResourceTracker per module; modules are compiled to objects here, at the
+// tier the caller chose, and loaded as objects (see include/mrpc/jit/jit.h).
 #include "mrpc/jit/jit.h"
 
 #include "mrpc/base/limits.h"
@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -71,11 +73,61 @@ bool safe_owner_and_mode(const struct stat& info) {
   return info.st_uid == geteuid() && (info.st_mode & (S_IWGRP | S_IWOTH)) == 0;
 }
 
+uint64_t nanoseconds_since(std::chrono::steady_clock::time_point start) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count());
+}
+
+// Machine code for `module`, as an object file in memory.
+Expected<std::string> compile_to_object(llvm::TargetMachine& machine, llvm::Module& module) {
+  llvm::SmallVector<char, 0> buffer;
+  llvm::raw_svector_ostream stream(buffer);
+  llvm::legacy::PassManager passes;
+  // No verifier pass in the pipeline: add_module verified the module before.
+  if (machine.addPassesToEmitFile(passes, stream, nullptr, llvm::CodeGenFileType::ObjectFile,
+                                  /*DisableVerify=*/true)) {
+    return Status(StatusCode::kInternal, "LLVM cannot emit an object file for this host");
+  }
+  passes.run(module);
+  return std::string(buffer.data(), buffer.size());
+}
+
+// LLVM's default O2 module pipeline, tuned for the host.
+void optimize(llvm::TargetMachine& machine, llvm::Module& module) {
+  llvm::LoopAnalysisManager loops;
+  llvm::FunctionAnalysisManager functions;
+  llvm::CGSCCAnalysisManager sccs;
+  llvm::ModuleAnalysisManager modules_analyses;
+  llvm::PassBuilder builder(&machine);
+  builder.registerModuleAnalyses(modules_analyses);
+  builder.registerCGSCCAnalyses(sccs);
+  builder.registerFunctionAnalyses(functions);
+  builder.registerLoopAnalyses(loops);
+  builder.crossRegisterProxies(loops, functions, sccs, modules_analyses);
+  llvm::ModulePassManager pipeline =
+      builder.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2);
+  pipeline.run(module, modules_analyses);
+}
+
+// One compile tier: its TargetMachine (codegen level) and the lock that keeps it to one module at
+// a time (a TargetMachine is not meant for concurrent code generation).
+struct TierMachine {
+  std::mutex mutex;
+  std::unique_ptr<llvm::TargetMachine> machine;
+};
+
 }  // namespace
+
+const char* codegen_tier_name(CodegenTier tier) {
+  return tier == CodegenTier::kFast ? "fast" : "optimized";
+}
 
 struct Jit::State {
   std::unique_ptr<llvm::orc::LLJIT> lljit;
-  std::unique_ptr<llvm::TargetMachine> target_machine;  // for the optimizer's cost models
+  TierMachine fast;       // CodeGenOptLevel::None, FastISel
+  TierMachine optimized;  // CodeGenOptLevel::Default; also the O2 pipeline's cost models
+  // Guards what follows and every call into lljit (not the tiers' compiles).
   mutable std::mutex mutex;
   ModuleId next_id = 1;
   std::map<ModuleId, llvm::orc::ResourceTrackerSP> modules;
@@ -83,8 +135,11 @@ struct Jit::State {
   std::string host_tag;   // triple, CPU, LLVM version: part of every cache entry's name
   JitStats stats;
 
-  std::string entry_path(std::string_view ir_text) const {
-    const auto digest = sha256(std::string(ir_text) + "\n" + host_tag);
+  TierMachine& tier(CodegenTier which) { return which == CodegenTier::kFast ? fast : optimized; }
+
+  std::string entry_path(std::string_view ir_text, CodegenTier which) const {
+    const auto digest =
+        sha256(fmt::format("{}\n{}\ntier {}", ir_text, host_tag, codegen_tier_name(which)));
     return cache_dir + "/" + hex(digest.data(), 16) + ".mrpcobj";
   }
 
@@ -124,15 +179,14 @@ struct Jit::State {
                                                 path);
   }
 
-  // Writes an entry atomically (a private temporary file renamed into place).
-  void store_entry(const std::string& path, std::string_view object) {
-    const std::string temporary = path + ".tmp." + std::to_string(::getpid());
+  // Writes an entry atomically (a private temporary file renamed into place); false if it could
+  // not. Needs no lock (the temporary file is this process's own; rename is atomic).
+  bool store_entry(const std::string& path, std::string_view object) {
+    const std::string temporary =
+        fmt::format("{}.tmp.{}.{}", path, ::getpid(), temporaries.fetch_add(1));
     const int fd =
         ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-      ++stats.cache_write_failures;
-      return;
-    }
+    if (fd < 0) return false;
     const auto digest = sha256(object);
     std::string bytes(kObjectMagic, sizeof(kObjectMagic));
     bytes.append(reinterpret_cast<const char*>(digest.data()), digest.size());
@@ -147,39 +201,11 @@ struct Jit::State {
     ::close(fd);
     if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
       ::unlink(temporary.c_str());
-      ++stats.cache_write_failures;
+      return false;
     }
+    return true;
   }
-
-  // Machine code for `module`, as an object file in memory.
-  Expected<std::string> compile_to_object(llvm::Module& module) {
-    llvm::SmallVector<char, 0> buffer;
-    llvm::raw_svector_ostream stream(buffer);
-    llvm::legacy::PassManager passes;
-    if (target_machine->addPassesToEmitFile(passes, stream, nullptr,
-                                            llvm::CodeGenFileType::ObjectFile)) {
-      return Status(StatusCode::kInternal, "LLVM cannot emit an object file for this host");
-    }
-    passes.run(module);
-    return std::string(buffer.data(), buffer.size());
-  }
-
-  // LLVM's default O2 module pipeline, tuned for the host.
-  void optimize(llvm::Module& module) {
-    llvm::LoopAnalysisManager loops;
-    llvm::FunctionAnalysisManager functions;
-    llvm::CGSCCAnalysisManager sccs;
-    llvm::ModuleAnalysisManager modules_analyses;
-    llvm::PassBuilder builder(target_machine.get());
-    builder.registerModuleAnalyses(modules_analyses);
-    builder.registerCGSCCAnalyses(sccs);
-    builder.registerFunctionAnalyses(functions);
-    builder.registerLoopAnalyses(loops);
-    builder.crossRegisterProxies(loops, functions, sccs, modules_analyses);
-    llvm::ModulePassManager pipeline =
-        builder.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2);
-    pipeline.run(module, modules_analyses);
-  }
+  std::atomic<uint64_t> temporaries{0};  // names this process's temporary entry files
 };
 
 Jit::Jit(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -192,12 +218,19 @@ Expected<std::unique_ptr<Jit>> Jit::create(const JitOptions& options) {
     return Status(StatusCode::kInternal, fmt::format("LLVM cannot target this host: {}",
                                                      error_text(machine_builder.takeError())));
   }
+  machine_builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::None);
+  auto fast_machine = machine_builder->createTargetMachine();
+  if (!fast_machine) {
+    return Status(StatusCode::kInternal,
+                  fmt::format("LLVM target machine: {}", error_text(fast_machine.takeError())));
+  }
   machine_builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Default);
   auto target_machine = machine_builder->createTargetMachine();
   if (!target_machine) {
     return Status(StatusCode::kInternal,
                   fmt::format("LLVM target machine: {}", error_text(target_machine.takeError())));
   }
+  (*fast_machine)->setO0WantsFastISel(true);
   auto lljit = llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(*machine_builder).create();
   if (!lljit) {
     return Status(StatusCode::kInternal,
@@ -205,7 +238,8 @@ Expected<std::unique_ptr<Jit>> Jit::create(const JitOptions& options) {
   }
   auto state = std::make_unique<State>();
   state->lljit = std::move(*lljit);
-  state->target_machine = std::move(*target_machine);
+  state->fast.machine = std::move(*fast_machine);
+  state->optimized.machine = std::move(*target_machine);
   state->host_tag = fmt::format("{} {} {} LLVM {}", machine_builder->getTargetTriple().str(),
                                 machine_builder->getCPU(),
                                 machine_builder->getFeatures().getString(), LLVM_VERSION_STRING);
@@ -251,20 +285,34 @@ std::string Jit::data_layout() const {
   return state_->lljit->getDataLayout().getStringRepresentation();
 }
 
-Expected<std::string> Jit::emit_text(std::unique_ptr<llvm::LLVMContext> context,
-                                     std::unique_ptr<llvm::Module> module, TextForm form) {
-  std::lock_guard lock(state_->mutex);
-  llvm::orc::LLJIT& lljit = *state_->lljit;
-  if (module->getTargetTriple().empty()) module->setTargetTriple(lljit.getTargetTriple().str());
-  if (module->getDataLayoutStr().empty()) module->setDataLayout(lljit.getDataLayout());
+namespace {
+
+// Sets the JIT's triple and data layout on `module` where it has none, and verifies it.
+Status prepare_module(const llvm::orc::LLJIT& lljit, llvm::Module& module) {
+  if (module.getTargetTriple().empty()) module.setTargetTriple(lljit.getTargetTriple().str());
+  if (module.getDataLayoutStr().empty()) module.setDataLayout(lljit.getDataLayout());
   std::string problems;
   llvm::raw_string_ostream problem_stream(problems);
-  if (llvm::verifyModule(*module, &problem_stream)) {
-    module.reset();
+  if (llvm::verifyModule(module, &problem_stream)) {
     return Status(StatusCode::kInvalidArgument,
-                  fmt::format("not valid IR: {}", problem_stream.str()));
+                  fmt::format("module {} is not valid IR: {}", module.getModuleIdentifier(),
+                              problem_stream.str()));
   }
-  state_->optimize(*module);
+  return Status();
+}
+
+}  // namespace
+
+Expected<std::string> Jit::emit_text(std::unique_ptr<llvm::LLVMContext> context,
+                                     std::unique_ptr<llvm::Module> module, TextForm form) {
+  // The LLJIT's triple and data layout never change: no lock needed to read them.
+  if (Status prepared = prepare_module(*state_->lljit, *module); !prepared.ok()) {
+    module.reset();  // before its context
+    return prepared;
+  }
+  TierMachine& tier = state_->optimized;
+  std::lock_guard lock(tier.mutex);
+  optimize(*tier.machine, *module);
   std::string text;
   if (form == TextForm::kOptimizedIr) {
     llvm::raw_string_ostream stream(text);
@@ -274,8 +322,8 @@ Expected<std::string> Jit::emit_text(std::unique_ptr<llvm::LLVMContext> context,
     llvm::SmallVector<char, 0> buffer;
     llvm::raw_svector_ostream stream(buffer);
     llvm::legacy::PassManager passes;
-    if (state_->target_machine->addPassesToEmitFile(passes, stream, nullptr,
-                                                    llvm::CodeGenFileType::AssemblyFile)) {
+    if (tier.machine->addPassesToEmitFile(passes, stream, nullptr,
+                                          llvm::CodeGenFileType::AssemblyFile)) {
       module.reset();
       return Status(StatusCode::kInternal, "LLVM cannot emit assembly for this host");
     }
@@ -288,52 +336,79 @@ Expected<std::string> Jit::emit_text(std::unique_ptr<llvm::LLVMContext> context,
 }
 
 Expected<ModuleId> Jit::add_module(std::unique_ptr<llvm::LLVMContext> context,
-                                   std::unique_ptr<llvm::Module> module) {
-  std::lock_guard lock(state_->mutex);
-  llvm::orc::LLJIT& lljit = *state_->lljit;
-  if (module->getTargetTriple().empty()) module->setTargetTriple(lljit.getTargetTriple().str());
-  if (module->getDataLayoutStr().empty()) module->setDataLayout(lljit.getDataLayout());
-  std::string problems;
-  llvm::raw_string_ostream problem_stream(problems);
-  if (llvm::verifyModule(*module, &problem_stream)) {
-    const std::string name = module->getModuleIdentifier();
+                                   std::unique_ptr<llvm::Module> module,
+                                   const ModuleOptions& options) {
+  // Everything up to loading works on the caller's module and context only (no Jit lock): a
+  // compile at one tier runs while other threads compile at the other tier, look up or unload.
+  ModuleTimes times;
+  auto start = std::chrono::steady_clock::now();
+  const Status prepared = prepare_module(*state_->lljit, *module);
+  times.verify_nanoseconds = nanoseconds_since(start);
+  if (!prepared.ok()) {
     module.reset();  // before its context: the order parameters die in is the caller's
-    return Status(StatusCode::kInvalidArgument,
-                  fmt::format("module {} is not valid IR: {}", name, problem_stream.str()));
+    return prepared;
   }
-  llvm::orc::ResourceTrackerSP tracker = lljit.getMainJITDylib().createResourceTracker();
-  if (state_->cache_dir.empty()) {
-    state_->optimize(*module);
-    ++state_->stats.modules_compiled;
-    if (llvm::Error error = lljit.addIRModule(
-            tracker, llvm::orc::ThreadSafeModule(std::move(module), std::move(context)))) {
-      return Status(StatusCode::kAlreadyExists,
-                    fmt::format("loading a module: {}", error_text(std::move(error))));
-    }
-  } else {
+  std::unique_ptr<llvm::MemoryBuffer> object;
+  std::string path = module->getModuleIdentifier();
+  if (!state_->cache_dir.empty()) {
+    start = std::chrono::steady_clock::now();
     std::string ir_text;
     llvm::raw_string_ostream ir_stream(ir_text);
     module->print(ir_stream, nullptr);
-    const std::string path = state_->entry_path(ir_stream.str());
-    std::unique_ptr<llvm::MemoryBuffer> object = state_->load_entry(path);
-    if (object != nullptr) {
-      ++state_->stats.cache_hits;
-    } else {
-      state_->optimize(*module);
+    path = state_->entry_path(ir_stream.str(), options.tier);
+    std::lock_guard lock(state_->mutex);  // load_entry counts rejections in stats
+    object = state_->load_entry(path);
+    if (object != nullptr) ++state_->stats.cache_hits;
+    times.cache_nanoseconds += nanoseconds_since(start);
+  }
+  if (object != nullptr) {
+    times.from_object_cache = true;
+  } else {
+    TierMachine& tier = state_->tier(options.tier);
+    Expected<std::string> compiled = std::string();
+    {
+      std::lock_guard tier_lock(tier.mutex);
+      if (options.tier == CodegenTier::kOptimized) {
+        start = std::chrono::steady_clock::now();
+        optimize(*tier.machine, *module);
+        times.optimize_nanoseconds = nanoseconds_since(start);
+      }
+      start = std::chrono::steady_clock::now();
+      compiled = compile_to_object(*tier.machine, *module);
+      times.codegen_nanoseconds = nanoseconds_since(start);
+    }
+    if (!compiled.ok()) {
+      module.reset();
+      return compiled.status();
+    }
+    bool stored = true;
+    if (!state_->cache_dir.empty()) {
+      start = std::chrono::steady_clock::now();
+      stored = state_->store_entry(path, *compiled);
+      times.cache_nanoseconds += nanoseconds_since(start);
+    }
+    {
+      std::lock_guard lock(state_->mutex);
       ++state_->stats.modules_compiled;
-      auto compiled = state_->compile_to_object(*module);
-      if (!compiled.ok()) return compiled.status();
-      state_->store_entry(path, *compiled);
-      object = llvm::MemoryBuffer::getMemBufferCopy(*compiled, path);
+      if (options.tier == CodegenTier::kFast) ++state_->stats.modules_compiled_fast;
+      if (!stored) ++state_->stats.cache_write_failures;
     }
-    module.reset();  // before its context
-    if (llvm::Error error = lljit.addObjectFile(tracker, std::move(object))) {
-      return Status(StatusCode::kAlreadyExists,
-                    fmt::format("loading object {}: {}", path, error_text(std::move(error))));
-    }
+    object = llvm::MemoryBuffer::getMemBufferCopy(*compiled, path);
+  }
+  module.reset();  // before its context
+  context.reset();
+  start = std::chrono::steady_clock::now();
+  std::lock_guard lock(state_->mutex);
+  llvm::orc::LLJIT& lljit = *state_->lljit;
+  llvm::orc::ResourceTrackerSP tracker = lljit.getMainJITDylib().createResourceTracker();
+  if (llvm::Error error = lljit.addObjectFile(tracker, std::move(object))) {
+    return Status(StatusCode::kAlreadyExists,
+                  fmt::format("loading object {}: {}", path, error_text(std::move(error))));
   }
   const ModuleId id = state_->next_id++;
   state_->modules.emplace(id, std::move(tracker));
+  times.load_nanoseconds = nanoseconds_since(start);
+  if (options.times != nullptr) *options.times = times;
   return id;
 }
 

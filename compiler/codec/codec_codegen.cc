@@ -935,9 +935,20 @@ std::string codec_function_name(std::string_view prefix, CodecFunction function,
   return fmt::format("{}_{}_{}", prefix, kind, type);
 }
 
-Expected<jit::ModuleId> load_codec_module(jit::Jit& jit, const std::vector<CodecType>& types,
-                                          std::string_view prefix, uint64_t max_instructions,
-                                          CodecModuleStats* stats) {
+struct GeneratedCodecModule {
+  std::unique_ptr<llvm::LLVMContext> context;
+  std::unique_ptr<llvm::Module> module;
+};
+
+void GeneratedCodecModuleDeleter::operator()(GeneratedCodecModule* generated) const {
+  generated->module.reset();  // before its context
+  delete generated;
+}
+
+Expected<GeneratedCodecModulePtr> generate_codec_module(const std::vector<CodecType>& types,
+                                                        std::string_view prefix,
+                                                        uint64_t max_instructions,
+                                                        CodecModuleStats* stats) {
   const auto start = std::chrono::steady_clock::now();
   auto generated = Generator(types, prefix).run();
   if (!generated.ok()) return generated.status();
@@ -959,12 +970,19 @@ Expected<jit::ModuleId> load_codec_module(jit::Jit& jit, const std::vector<Codec
     if (!error) generated->module->print(file, nullptr);
   }
   if (stats->instructions > max_instructions) {
+    generated->module.reset();
     return Status(StatusCode::kResourceExhausted,
                   fmt::format("the codecs of {} message types need {} IR instructions, more than "
                               "the compile budget of {} (CodecCompileLimits::max_instructions)",
                               types.size(), stats->instructions, max_instructions));
   }
-  return jit.add_module(std::move(generated->context), std::move(generated->module));
+  return GeneratedCodecModulePtr(
+      new GeneratedCodecModule{std::move(generated->context), std::move(generated->module)});
+}
+
+Expected<jit::ModuleId> load_codec_module(jit::Jit& jit, GeneratedCodecModulePtr generated,
+                                          const jit::ModuleOptions& options) {
+  return jit.add_module(std::move(generated->context), std::move(generated->module), options);
 }
 
 }  // namespace mrpc::codec

@@ -15,6 +15,7 @@
 
 #include "compiler/codec/codec_codegen.h"
 #include "compiler/codec/codec_runtime.h"
+#include "mrpc/base/check.h"
 #include "mrpc/jit/jit.h"
 #include "mrpc/message/layout.h"
 #include "mrpc/message/region_allocator.h"
@@ -176,7 +177,8 @@ Expected<uint64_t> MessageCodec::run_wire_encoder(WireEncoder& encoder, ConstReg
                               layout_->full_name(), offset, source.size));
   }
   const int64_t capacity = encoder.pos;
-  const int32_t error = wire_encode_(&encoder, source.base + offset, limits.max_nesting);
+  const int32_t error = wire_encode_.load(std::memory_order_acquire)(&encoder, source.base + offset,
+                                                                     limits.max_nesting);
   const uint64_t size = static_cast<uint64_t>(capacity - encoder.pos);
   if (error == kCodecOk && size > limits.max_message_bytes) {
     return Status(StatusCode::kResourceExhausted,
@@ -220,7 +222,8 @@ Expected<uint64_t> MessageCodec::decode_wire(std::span<const std::byte> bytes,
     WireDecoder decoder{base,  *block + body, *block + block_bytes, limits.max_nesting, kCodecOk,
                         input, input};
     WireCursor cursor{input, input + bytes.size()};
-    const int32_t error = wire_decode_(&decoder, base + *block, &cursor, limits.max_nesting);
+    const int32_t error = wire_decode_.load(std::memory_order_acquire)(&decoder, base + *block,
+                                                                       &cursor, limits.max_nesting);
     if (error == kCodecOk) {
       // The guess was an upper bound: the unused tail goes back to the region.
       if (*block + block_bytes - decoder.cursor >= limits::kCodecDecodeShrinkMinBytes) {
@@ -256,7 +259,9 @@ Expected<uint64_t> MessageCodec::encode_native(ConstRegion source, uint64_t offs
                         0};
   int32_t error = kCodecOk;
   const uint8_t* root = mrpc_ne_piece(&encoder, offset, layout_->body_size());
-  error = root == nullptr ? encoder.error : native_encode_(&encoder, root, limits.max_nesting);
+  error = root == nullptr
+              ? encoder.error
+              : native_encode_.load(std::memory_order_acquire)(&encoder, root, limits.max_nesting);
   if (error != kCodecOk) {
     spans.resize(first_span);
     return Status(
@@ -294,7 +299,8 @@ Expected<uint64_t> MessageCodec::decode_native(std::span<const std::byte> bytes,
   auto* base = reinterpret_cast<uint8_t*>(destination.base);
   std::memcpy(base + *block, bytes.data(), bytes.size());
   NativeDecoder decoder{base, *block, body, bytes.size(), limits.max_nesting, kCodecOk, 0};
-  const int32_t error = native_decode_(&decoder, base + *block, limits.max_nesting);
+  const int32_t error =
+      native_decode_.load(std::memory_order_acquire)(&decoder, base + *block, limits.max_nesting);
   if (error != kCodecOk) {
     (void)allocator.free(*block);
     return decode_error(*layout_, "native", error, decoder.error_detail);
@@ -309,19 +315,45 @@ Expected<uint64_t> MessageCodec::decode_native(std::span<const std::byte> bytes,
   return *block;
 }
 
+void MessageCodec::install(void* const* functions) {
+  wire_encode_.store(reinterpret_cast<WireEncodeFn>(functions[0]), std::memory_order_release);
+  wire_decode_.store(reinterpret_cast<WireDecodeFn>(functions[1]), std::memory_order_release);
+  native_encode_.store(reinterpret_cast<NativeEncodeFn>(functions[2]), std::memory_order_release);
+  native_decode_.store(reinterpret_cast<NativeDecodeFn>(functions[3]), std::memory_order_release);
+}
+
 // ---- CompiledSchema ----
 
 struct CompiledSchema::State {
   jit::Jit* jit = nullptr;
-  jit::ModuleId module = 0;
   LayoutSet layouts;
   std::map<std::string, MessageCodec, std::less<>> codecs;
+  // The order of `codecs` is the order of the generated types (both sorted by full name): type i's
+  // four functions are codec_function_name(prefix, f, i).
+  std::atomic<jit::CodegenTier> tier{jit::CodegenTier::kOptimized};
+  std::atomic<uint64_t> tier_up_ns{0};
+  // Under tier_up_mutex: the loaded modules (the first tier's, then the optimized one), and the
+  // module generated for the tier-up with its function name prefix (null once used or if none).
+  std::mutex tier_up_mutex;
+  std::vector<jit::ModuleId> modules;
+  GeneratedCodecModulePtr optimized_module;
+  std::string optimized_prefix;
+  Status tier_up_failure;  // why the one tier-up attempt failed (the fast code stays)
 };
 
 CompiledSchema::CompiledSchema() : state_(std::make_unique<State>()) {}
 
 CompiledSchema::~CompiledSchema() {
-  if (state_->module != 0) (void)state_->jit->remove_module(state_->module);
+  // No thread runs the codecs any more (whoever did held this schema), so both tiers can go.
+  for (jit::ModuleId module : state_->modules) (void)state_->jit->remove_module(module);
+}
+
+jit::CodegenTier CompiledSchema::tier() const {
+  return state_->tier.load(std::memory_order_acquire);
+}
+
+uint64_t CompiledSchema::tier_up_nanoseconds() const {
+  return state_->tier_up_ns.load(std::memory_order_acquire);
 }
 
 const MessageCodec* CompiledSchema::find(std::string_view full_name) const {
@@ -342,15 +374,30 @@ uint64_t CodecCompiler::key_of(const std::vector<const pb::Descriptor*>& roots) 
   return fnv1a(key_text(closure(roots), layouts));
 }
 
+namespace {
+
+std::vector<std::string> function_names(std::string_view prefix, size_t types) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < types; ++i) {
+    for (CodecFunction function : {CodecFunction::kWireEncode, CodecFunction::kWireDecode,
+                                   CodecFunction::kNativeEncode, CodecFunction::kNativeDecode}) {
+      names.push_back(codec_function_name(prefix, function, i));
+    }
+  }
+  return names;
+}
+
+}  // namespace
+
 Expected<std::shared_ptr<const CompiledSchema>> CodecCompiler::compile(
-    const std::vector<const pb::Descriptor*>& roots) {
-  const auto start = std::chrono::steady_clock::now();
+    const std::vector<const pb::Descriptor*>& roots, jit::CodegenTier tier) {
   std::shared_ptr<CompiledSchema> schema(new CompiledSchema());
+  CompiledSchema::State& state = *schema->state_;
   const std::vector<const pb::Descriptor*> descriptors = closure(roots);
-  schema->key_ = fnv1a(key_text(descriptors, schema->state_->layouts));
+  schema->key_ = fnv1a(key_text(descriptors, state.layouts));
   std::vector<CodecType> types;
   for (const pb::Descriptor* descriptor : descriptors) {
-    types.push_back(CodecType{schema->state_->layouts.find(descriptor->full_name()), descriptor});
+    types.push_back(CodecType{state.layouts.find(descriptor->full_name()), descriptor});
   }
   std::string prefix;
   {
@@ -362,35 +409,69 @@ Expected<std::shared_ptr<const CompiledSchema>> CodecCompiler::compile(
   const auto compile_start = std::chrono::steady_clock::now();
   CodecModuleStats module_stats;
   auto module =
-      load_codec_module(jit_, types, prefix, compile_limits_.max_instructions, &module_stats);
+      generate_codec_module(types, prefix, compile_limits_.max_instructions, &module_stats);
   if (!module.ok()) return module.status();
+  if (tier == jit::CodegenTier::kFast) {
+    // The tier-up's module, generated now while the descriptors are here (its functions have
+    // their own names: both modules are loaded at once for a while).
+    state.optimized_prefix = prefix + "_o2";
+    CodecModuleStats optimized_stats;
+    auto optimized = generate_codec_module(types, state.optimized_prefix,
+                                           compile_limits_.max_instructions, &optimized_stats);
+    if (!optimized.ok()) return optimized.status();
+    state.optimized_module = std::move(*optimized);
+    module_stats.generate_nanoseconds += optimized_stats.generate_nanoseconds;
+  }
   schema->generate_ns_ = module_stats.generate_nanoseconds;
   schema->functions_ = module_stats.functions;
   schema->instructions_ = module_stats.instructions;
-  schema->state_->jit = &jit_;
-  schema->state_->module = *module;
-  std::vector<std::string> names;
-  for (size_t i = 0; i < types.size(); ++i) {
-    for (CodecFunction function : {CodecFunction::kWireEncode, CodecFunction::kWireDecode,
-                                   CodecFunction::kNativeEncode, CodecFunction::kNativeDecode}) {
-      names.push_back(codec_function_name(prefix, function, i));
-    }
-  }
-  auto addresses = jit_.lookup_all(names);  // compiles the module (unless it came from disk)
+  state.jit = &jit_;
+  state.tier.store(tier, std::memory_order_relaxed);
+  auto loaded = load_codec_module(
+      jit_, std::move(*module), jit::ModuleOptions{.tier = tier, .times = &schema->module_times_});
+  if (!loaded.ok()) return loaded.status();
+  state.modules.push_back(*loaded);
+  const auto link_start = std::chrono::steady_clock::now();
+  auto addresses = jit_.lookup_all(function_names(prefix, types.size()));  // links the object
   if (!addresses.ok()) return addresses.status();
+  schema->link_ns_ = nanoseconds_since(link_start);
   for (size_t i = 0; i < types.size(); ++i) {
-    MessageCodec codec;
-    codec.layout_ = types[i].layout;
-    void* const* functions = addresses->data() + 4 * i;
-    codec.wire_encode_ = reinterpret_cast<decltype(codec.wire_encode_)>(functions[0]);
-    codec.wire_decode_ = reinterpret_cast<decltype(codec.wire_decode_)>(functions[1]);
-    codec.native_encode_ = reinterpret_cast<decltype(codec.native_encode_)>(functions[2]);
-    codec.native_decode_ = reinterpret_cast<decltype(codec.native_decode_)>(functions[3]);
-    schema->state_->codecs.emplace(types[i].layout->full_name(), codec);
+    auto [codec, inserted] = state.codecs.try_emplace(types[i].layout->full_name());
+    MRPC_ASSERT(inserted, "two codec types named {}", types[i].layout->full_name());
+    codec->second.layout_ = types[i].layout;
+    codec->second.install(addresses->data() + 4 * i);
   }
   schema->compile_ns_ = nanoseconds_since(compile_start) - schema->generate_ns_;
-  (void)start;
   return std::shared_ptr<const CompiledSchema>(std::move(schema));
+}
+
+Status CodecCompiler::tier_up(const CompiledSchema& schema) {
+  CompiledSchema::State& state = *schema.state_;
+  MRPC_ASSERT(state.jit == &jit_, "tier_up of a schema from another CodecCompiler");
+  std::lock_guard lock(state.tier_up_mutex);
+  if (state.optimized_module == nullptr) return state.tier_up_failure;  // done (or failed) before
+  const auto start = std::chrono::steady_clock::now();
+  auto loaded = load_codec_module(jit_, std::move(state.optimized_module),
+                                  jit::ModuleOptions{.tier = jit::CodegenTier::kOptimized});
+  state.optimized_module = nullptr;
+  if (!loaded.ok()) {
+    state.tier_up_failure = Status(
+        loaded.status().code(),
+        fmt::format("tier-up of codec schema {:016x}: {}", schema.key_, loaded.status().message()));
+    return state.tier_up_failure;
+  }
+  state.modules.push_back(*loaded);
+  auto addresses = jit_.lookup_all(function_names(state.optimized_prefix, state.codecs.size()));
+  if (!addresses.ok()) {
+    state.tier_up_failure = addresses.status();
+    return state.tier_up_failure;
+  }
+  // The codecs and the generated types are in the same order (both by full name).
+  size_t i = 0;
+  for (auto& [name, codec] : state.codecs) codec.install(addresses->data() + 4 * i++);
+  state.tier_up_ns.store(nanoseconds_since(start), std::memory_order_release);
+  state.tier.store(jit::CodegenTier::kOptimized, std::memory_order_release);
+  return Status();
 }
 
 }  // namespace mrpc::codec

@@ -187,3 +187,77 @@ TEST_CASE("lookup_all finds every symbol in one lookup or says NOT_FOUND") {
   CHECK(reinterpret_cast<int64_t (*)(int64_t)>((*both)[1])(1) == 4);
   CHECK((*jit)->lookup_all({"plus_one", "missing"}).status().code() == mrpc::StatusCode::kNotFound);
 }
+
+namespace {
+
+// Adds `plus_<addend>` at `tier` to a JIT with the object cache in `dir`; returns f(1).
+int64_t run_at_tier(const std::string& dir, mrpc::jit::CodegenTier tier, int64_t addend,
+                    mrpc::jit::JitStats* stats, mrpc::jit::ModuleTimes* times) {
+  auto jit = mrpc::jit::Jit::create({dir});
+  REQUIRE_MESSAGE(jit.ok(), jit.status().to_string());
+  REQUIRE((*jit)
+              ->define_host_symbols({{"host_triple", reinterpret_cast<const void*>(&host_triple)}})
+              .ok());
+  BuiltModule built = module_calling_host("plus", addend);
+  auto id = (*jit)->add_module(std::move(built.context), std::move(built.module),
+                               {.tier = tier, .times = times});
+  REQUIRE_MESSAGE(id.ok(), id.status().to_string());
+  auto address = (*jit)->lookup("plus");
+  REQUIRE_MESSAGE(address.ok(), address.status().to_string());
+  *stats = (*jit)->stats();
+  return reinterpret_cast<int64_t (*)(int64_t)>(*address)(1);
+}
+
+}  // namespace
+
+TEST_CASE("the same IR compiled at the fast and optimized tiers gets two object cache entries") {
+  using mrpc::jit::CodegenTier;
+  TemporaryDirectory dir;
+  mrpc::jit::JitStats stats;
+  mrpc::jit::ModuleTimes times;
+  CHECK(run_at_tier(dir.path, CodegenTier::kFast, 5, &stats, &times) == 8);
+  CHECK(stats.modules_compiled == 1);
+  CHECK(stats.modules_compiled_fast == 1);
+  CHECK_FALSE(times.from_object_cache);
+  CHECK(times.optimize_nanoseconds == 0);  // the fast tier runs no IR pipeline
+  CHECK(times.codegen_nanoseconds > 0);
+  // The same IR, optimized: not the fast entry (the tier is part of the entry's name).
+  CHECK(run_at_tier(dir.path, CodegenTier::kOptimized, 5, &stats, &times) == 8);
+  CHECK(stats.cache_hits == 0);
+  CHECK(stats.modules_compiled == 1);
+  CHECK(stats.modules_compiled_fast == 0);
+  CHECK(entries(dir.path).size() == 2);
+  // Each tier now loads its own entry.
+  for (CodegenTier tier : {CodegenTier::kFast, CodegenTier::kOptimized}) {
+    CAPTURE(mrpc::jit::codegen_tier_name(tier));
+    CHECK(run_at_tier(dir.path, tier, 5, &stats, &times) == 8);
+    CHECK(stats.cache_hits == 1);
+    CHECK(stats.modules_compiled == 0);
+    CHECK(times.from_object_cache);
+  }
+}
+
+TEST_CASE("a module compiled at the fast tier runs like the optimized one and unloads") {
+  auto jit = mrpc::jit::Jit::create();
+  REQUIRE_MESSAGE(jit.ok(), jit.status().to_string());
+  REQUIRE((*jit)
+              ->define_host_symbols({{"host_triple", reinterpret_cast<const void*>(&host_triple)}})
+              .ok());
+  BuiltModule fast = module_calling_host("fast_plus_two", 2);
+  auto fast_id = (*jit)->add_module(std::move(fast.context), std::move(fast.module),
+                                    {.tier = mrpc::jit::CodegenTier::kFast});
+  REQUIRE_MESSAGE(fast_id.ok(), fast_id.status().to_string());
+  BuiltModule optimized = module_calling_host("optimized_plus_two", 2);
+  auto optimized_id = (*jit)->add_module(std::move(optimized.context), std::move(optimized.module));
+  REQUIRE_MESSAGE(optimized_id.ok(), optimized_id.status().to_string());
+  auto addresses = (*jit)->lookup_all({"fast_plus_two", "optimized_plus_two"});
+  REQUIRE_MESSAGE(addresses.ok(), addresses.status().to_string());
+  for (int64_t x : {-5, 0, 1, 1000}) {
+    CHECK(reinterpret_cast<int64_t (*)(int64_t)>((*addresses)[0])(x) ==
+          reinterpret_cast<int64_t (*)(int64_t)>((*addresses)[1])(x));
+  }
+  CHECK((*jit)->stats().modules_compiled_fast == 1);
+  REQUIRE((*jit)->remove_module(*fast_id).ok());
+  CHECK((*jit)->lookup("fast_plus_two").status().code() == mrpc::StatusCode::kNotFound);
+  CHECK((*jit)->lookup("optimized_plus_two").ok());
+}

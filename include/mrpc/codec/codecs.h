@@ -1,17 +1,29 @@
 // Marshalling compiled from an app's schema (docs/marshalling.md). A CodecCompiler turns the
 // message types of a protobuf schema into machine code through LLVM IR and the shared JIT: per
 // type, a protobuf wire encoder and decoder, and a native (scatter-gather) encoder and decoder.
-// The result, a CompiledSchema, owns its JIT module (unloaded when it dies) and its layouts.
+// The result, a CompiledSchema, owns its JIT modules (unloaded when it dies) and its layouts.
+//
+// Tiers: a schema compiled at jit::CodegenTier::kFast (no IR optimization, -O0 machine code: a few
+// times cheaper to compile, slower code) can be recompiled optimized later (CodecCompiler::
+// tier_up, on any thread, typically CodecCache's background thread). The optimized code is
+// swapped into the same MessageCodec objects, one atomic function pointer per codec, so a
+// `const MessageCodec*` stays valid and correct across the swap: a call that started in the fast
+// code finishes there (its sub-message calls are direct calls inside the fast module), later calls
+// run the optimized code; both produce the same bytes and messages (tests/codec/tier_codec_test).
+// The fast module stays loaded until the CompiledSchema dies (its last shared_ptr goes), because
+// a thread may still be running in it; it is tens of KB per schema.
 //
 // Trust: encoders read a message in an app's heap, which the app may change meanwhile; every
 // reference is bounds-checked against the region, each value loaded once. Decoders read bytes
 // from the network: any input gives a message or an error, within the limits given.
 //
-// Threads: a CompiledSchema and its MessageCodecs are immutable; their members may run on any
-// number of threads at once (each call has its own state). The decode calls use the caller's
-// RegionAllocator, which the caller serializes (it is not thread-safe).
+// Threads: a CompiledSchema and its MessageCodecs are immutable but for the tier swap (atomic, see
+// above); their members may run on any number of threads at once (each call has its own state). The
+// decode calls use the caller's RegionAllocator, which the caller serializes (it is not
+// thread-safe).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -24,6 +36,7 @@
 
 #include "mrpc/base/expected.h"
 #include "mrpc/base/limits.h"
+#include "mrpc/jit/jit.h"
 #include "mrpc/message/copy.h"
 
 namespace google::protobuf {
@@ -33,9 +46,6 @@ class Descriptor;
 namespace mrpc {
 class MessageLayout;
 class RegionAllocator;
-namespace jit {
-class Jit;
-}
 }  // namespace mrpc
 
 namespace mrpc::codec {
@@ -81,9 +91,14 @@ struct ScatteredWire {
   }
 };
 
-// The compiled codecs of one message type. Owned by its CompiledSchema.
+// The compiled codecs of one message type. Owned by its CompiledSchema; the same object for the
+// schema's life (its code may be swapped for the optimized tier meanwhile, see above).
 class MessageCodec {
  public:
+  MessageCodec() = default;
+  MessageCodec(const MessageCodec&) = delete;
+  MessageCodec& operator=(const MessageCodec&) = delete;
+
   const MessageLayout& layout() const { return *layout_; }
 
   // Protobuf wire encoding of the message whose body is at `offset` of `source`. The bytes are
@@ -130,11 +145,18 @@ class MessageCodec {
   friend class CodecCompiler;
   Expected<uint64_t> run_wire_encoder(WireEncoder& encoder, ConstRegion source, uint64_t offset,
                                       const CodecLimits& limits) const;
+  using WireEncodeFn = int32_t (*)(void*, const void*, int32_t);
+  using WireDecodeFn = int32_t (*)(void*, void*, void*, int32_t);
+  using NativeEncodeFn = int32_t (*)(void*, const void*, int32_t);
+  using NativeDecodeFn = int32_t (*)(void*, void*, int32_t);
+  // Installs code (at compile, and again at the tier swap). Release stores: a caller that loads a
+  // pointer (acquire) sees the code the JIT wrote behind it.
+  void install(void* const* functions);
   const MessageLayout* layout_ = nullptr;
-  int32_t (*wire_encode_)(void*, const void*, int32_t) = nullptr;
-  int32_t (*wire_decode_)(void*, void*, void*, int32_t) = nullptr;
-  int32_t (*native_encode_)(void*, const void*, int32_t) = nullptr;
-  int32_t (*native_decode_)(void*, void*, int32_t) = nullptr;
+  std::atomic<WireEncodeFn> wire_encode_{nullptr};
+  std::atomic<WireDecodeFn> wire_decode_{nullptr};
+  std::atomic<NativeEncodeFn> native_encode_{nullptr};
+  std::atomic<NativeDecodeFn> native_decode_{nullptr};
 };
 
 // The codecs of every message type reachable from the types a schema was compiled for. Its JIT
@@ -150,9 +172,20 @@ class CompiledSchema {
   // What the codecs depend on: the layouts' canonical text plus every field's protobuf type and
   // packing, hashed (FNV-1a 64). Equal keys compile to interchangeable code.
   uint64_t key() const { return key_; }
-  // Wall time of IR generation and of optimization + machine code generation.
+  // Wall time of IR generation and of optimization + machine code generation + linking, for the
+  // first tier (what the caller of compile() waited for).
   uint64_t generate_nanoseconds() const { return generate_ns_; }
   uint64_t compile_nanoseconds() const { return compile_ns_; }
+  // Where the first tier's compile went (the JIT's breakdown) and the linking of its object (the
+  // first lookup of its functions).
+  const jit::ModuleTimes& module_times() const { return module_times_; }
+  uint64_t link_nanoseconds() const { return link_ns_; }
+  // The tier whose code the codecs run now: the tier compile() was asked for, then kOptimized once
+  // tier_up() has swapped the optimized code in.
+  jit::CodegenTier tier() const;
+  // Wall time of the tier-up (generate nothing: the module was generated with the first one;
+  // optimize + machine code + link), 0 before it.
+  uint64_t tier_up_nanoseconds() const;
   // The size of the generated module: functions (four per message type) and IR instructions
   // before optimization (what the compile budget counts).
   uint64_t functions() const { return functions_; }
@@ -166,6 +199,8 @@ class CompiledSchema {
   uint64_t key_ = 0;
   uint64_t generate_ns_ = 0;
   uint64_t compile_ns_ = 0;
+  uint64_t link_ns_ = 0;
+  jit::ModuleTimes module_times_;
   uint64_t functions_ = 0;
   uint64_t instructions_ = 0;
 };
@@ -178,11 +213,22 @@ class CodecCompiler {
   static Expected<std::unique_ptr<CodecCompiler>> create(jit::Jit& jit,
                                                          const CodecCompileLimits& limits = {});
 
-  // The codecs of `roots` and every type they reach. The descriptors need to live only during the
-  // call. INVALID_ARGUMENT for a schema the codecs do not support (proto2 groups);
-  // RESOURCE_EXHAUSTED past the compile budget (CodecCompileLimits), before LLVM optimizes.
+  // The codecs of `roots` and every type they reach, compiled at `tier`. The descriptors need to
+  // live only during the call. INVALID_ARGUMENT for a schema the codecs do not support (proto2
+  // groups); RESOURCE_EXHAUSTED past the compile budget (CodecCompileLimits), before LLVM
+  // optimizes. At kFast the module is generated twice (a second copy, with its own function
+  // names, kept unloaded for tier_up: ~0.1-0.5 ms and the memory of the unoptimized IR until then).
   Expected<std::shared_ptr<const CompiledSchema>> compile(
-      const std::vector<const google::protobuf::Descriptor*>& roots);
+      const std::vector<const google::protobuf::Descriptor*>& roots,
+      jit::CodegenTier tier = jit::CodegenTier::kOptimized);
+
+  // Compiles `schema`'s codecs optimized and swaps them in (see the top of this file). Runs on the
+  // calling thread (the JIT's optimized tier, not its lock, is held meanwhile); the schema's codecs
+  // may be in use on other threads throughout. OK at once if `schema` is optimized already (or
+  // another thread is tiering it up: this call then waits for it). One attempt per schema: if it
+  // fails (the JIT's error), the schema keeps its fast code and every later call returns that
+  // error. `schema` must come from this compiler.
+  Status tier_up(const CompiledSchema& schema);
 
   // The cache key compile() would give these roots, without compiling (see CompiledSchema::key).
   static uint64_t key_of(const std::vector<const google::protobuf::Descriptor*>& roots);

@@ -93,6 +93,11 @@ struct CodecStats {
   uint64_t object_cache_hits = 0;      // modules loaded from the on-disk cache
   uint64_t object_cache_rejected = 0;  // cache entries refused (hash, owner, mode)
   uint64_t cached_schemas = 0;
+  // The background O2 recompiles of schemas registered with fast code (docs/marshalling.md).
+  uint64_t tier_ups = 0;
+  uint64_t tier_up_failures = 0;  // (those keep their fast code)
+  uint64_t tier_up_nanoseconds = 0;
+  uint64_t tier_ups_pending = 0;
   std::vector<CodecSchemaStats> schemas;  // cached now, in compile order
 };
 

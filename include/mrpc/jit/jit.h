@@ -1,15 +1,20 @@
 // Jit: mrpc's one ORC LLJIT instance wrapper, shared by the marshalling compiler (compiler/codec)
-// and, later, the policy compiler. It loads LLVM IR modules (optimized with LLVM's O2 pipeline
-// first), looks up their symbols, and unloads a module again (one ORC ResourceTracker per module).
-// Host functions the generated code calls (runtime helpers) are registered by name.
+// and the policy compiler. It compiles LLVM IR modules to machine code at a tier chosen per module
+// (fast: -O0 code generation, no IR optimization; optimized: LLVM's O2 pipeline and -O2 code
+// generation), loads them, looks up their symbols, and unloads a module again (one ORC
+// ResourceTracker per module). Host functions the generated code calls (runtime helpers) are
+// registered by name.
 //
 // This header names LLVM types only by forward declaration, so including it costs nothing; only
 // the code that builds IR includes LLVM's headers.
 //
-// Threads: every member may be called from any thread; calls are serialized by an internal mutex
-// (LLJIT itself is thread-safe, the module table is not). Addresses returned by lookup() stay
-// valid until their module is removed or the Jit is destroyed; the caller makes sure no thread
-// runs code of a module while it is removed.
+// Threads: every member may be called from any thread. Optimization and code generation run on
+// the calling thread outside the Jit's lock, one module at a time per tier (each tier has its own
+// LLVM TargetMachine and lock), so a slow optimized compile on one thread does not hold up a fast
+// compile, a lookup or an unload on another. Loading, lookups and unloads are serialized by the
+// Jit's lock (LLJIT itself is thread-safe, the module table is not). Addresses returned by
+// lookup() stay valid until their module is removed or the Jit is destroyed; the caller makes sure
+// no thread runs code of a module while it is removed.
 #pragma once
 
 #include <cstdint>
@@ -45,10 +50,37 @@ struct JitOptions {
   std::string object_cache_dir;
 };
 
+// How much work LLVM puts into a module's machine code (Jit::add_module).
+enum class CodegenTier : uint8_t {
+  // No IR optimization; machine code at -O0 (FastISel, the fast register allocator): several
+  // times cheaper to compile, slower code. For code needed now (a registration waiting for it).
+  kFast = 0,
+  // LLVM's O2 pipeline, then -O2 machine code (SelectionDAG, greedy register allocator).
+  kOptimized = 2,
+};
+
+const char* codegen_tier_name(CodegenTier tier);
+
+// Where one add_module's time went (wall time, nanoseconds).
+struct ModuleTimes {
+  uint64_t verify_nanoseconds = 0;    // the IR verifier
+  uint64_t optimize_nanoseconds = 0;  // the IR pipeline (0 at the fast tier)
+  uint64_t codegen_nanoseconds = 0;   // machine code into an object file in memory
+  uint64_t load_nanoseconds = 0;      // handing the object to ORC (linking is at the first lookup)
+  uint64_t cache_nanoseconds = 0;     // with an object cache: hashing the IR, reading/writing
+  bool from_object_cache = false;     // loaded from the on-disk cache: nothing optimized/compiled
+};
+
+struct ModuleOptions {
+  CodegenTier tier = CodegenTier::kOptimized;
+  ModuleTimes* times = nullptr;  // if given, filled in
+};
+
 struct JitStats {
-  uint64_t modules_compiled = 0;  // optimized and compiled here
-  uint64_t cache_hits = 0;        // loaded from the object cache instead
-  uint64_t cache_rejected = 0;    // cache entries refused (hash, owner, mode or size)
+  uint64_t modules_compiled = 0;       // compiled here (either tier)
+  uint64_t modules_compiled_fast = 0;  // of which at CodegenTier::kFast
+  uint64_t cache_hits = 0;             // loaded from the object cache instead
+  uint64_t cache_rejected = 0;         // cache entries refused (hash, owner, mode or size)
   uint64_t cache_write_failures = 0;
 };
 
@@ -70,15 +102,17 @@ class Jit {
   std::string target_triple() const;
   std::string data_layout() const;
 
-  // Verifies `module`, runs the O2 pipeline on it, and loads it (machine code is generated on the
-  // first lookup of one of its symbols). INVALID_ARGUMENT with the verifier's text if the IR is
-  // malformed; ALREADY_EXISTS if it defines a symbol another loaded module defines.
+  // Verifies `module`, compiles it to machine code at `options.tier` (on the calling thread) and
+  // loads it (linked at the first lookup of one of its symbols). INVALID_ARGUMENT with the
+  // verifier's text if the IR is malformed; ALREADY_EXISTS if it defines a symbol another loaded
+  // module defines.
   //
-  // With an object cache the module is compiled to an object at once and stored, or, when the
-  // cache has a valid entry for the same IR (its text, hashed, names the entry), neither
-  // optimized nor compiled: the entry is loaded.
+  // With an object cache the object is stored, or, when the cache has a valid entry for the same
+  // IR and tier (their text, hashed, names the entry), neither optimized nor compiled: the entry is
+  // loaded.
   Expected<ModuleId> add_module(std::unique_ptr<llvm::LLVMContext> context,
-                                std::unique_ptr<llvm::Module> module);
+                                std::unique_ptr<llvm::Module> module,
+                                const ModuleOptions& options = {});
 
   // What `module` becomes, as text, without loading it: the IR after the O2 pipeline, or the
   // host's assembly of it (`mrpc-polc build --emit=llvm|asm`). INVALID_ARGUMENT for malformed IR.
