@@ -126,6 +126,9 @@ void ModuleChecker::check_statement(const dsl::ast::Stmt& s, Scope& scope, int l
       return;
     case SK::kPass:
       return;
+    case SK::kBreak:
+      if (loop_depth == 0) error(s.span, "`break` outside a `for` loop");
+      return;
     case SK::kDrop:
       if (runs_on(scope, dsl::ast::HandlerKind::kError)) {
         error(s.span, "`drop` is not allowed in `on error`: the call has already failed");

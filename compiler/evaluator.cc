@@ -177,7 +177,7 @@ class Evaluation {
 
   void block(const ir::Block& b) {
     for (const auto& s : b) {
-      if (ended_) return;
+      if (ended_ || breaking_) return;
       stmt(*s);
     }
   }
@@ -246,7 +246,9 @@ class Evaluation {
         for (int64_t i = s.exprs[0]->value.i; i < s.exprs[1]->value.i && !ended_; ++i) {
           locals_[s.slot] = Value::of_int(i);
           block(s.blocks[0]);
+          if (breaking_) break;
         }
+        breaking_ = false;
         return;
       case StmtKind::kForEach: {
         std::vector<Value> items = elements(*s.exprs[0]);
@@ -254,7 +256,9 @@ class Evaluation {
           if (ended_) return;
           locals_[s.slot] = item;
           block(s.blocks[0]);
+          if (breaking_) break;
         }
+        breaking_ = false;
         return;
       }
       case StmtKind::kPass:
@@ -263,6 +267,9 @@ class Evaluation {
       case StmtKind::kDrop:
         ended_ = true;
         v_.outcome = Verdict::Outcome::kDrop;
+        return;
+      case StmtKind::kBreak:
+        breaking_ = true;  // the enclosing loop stops (the checker allows `break` in one only)
         return;
       case StmtKind::kAction:
         action(s);
@@ -968,6 +975,7 @@ class Evaluation {
   std::vector<Value>& locals_;
   int method_ = -1;
   bool ended_ = false;
+  bool breaking_ = false;  // a `break` ran: blocks up to the innermost loop stop
 };
 
 // ---- PolicyInstance ----

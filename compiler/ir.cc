@@ -351,6 +351,9 @@ class Dumper {
       case StmtKind::kDrop:
         out += pad + "drop\n";
         return;
+      case StmtKind::kBreak:
+        out += pad + "break\n";
+        return;
       case StmtKind::kAction: {
         out += fmt::format("{}{}", pad, action_info(s.action).name);
         for (size_t i = 0; i < s.exprs.size(); ++i) {

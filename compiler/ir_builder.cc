@@ -700,6 +700,9 @@ std::unique_ptr<ir::Stmt> IrBuilder::stmt(const ast::Stmt& s, Ctx& ctx) {
     case SK::kDrop:
       out->kind = ir::StmtKind::kDrop;
       return out;
+    case SK::kBreak:
+      out->kind = ir::StmtKind::kBreak;
+      return out;
     case SK::kExpr:
       break;
   }

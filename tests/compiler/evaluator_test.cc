@@ -422,6 +422,55 @@ policy cache {
   CHECK(v.response_bytes.size() == r.bytes().size());
 }
 
+TEST_CASE(MRPC_CASE_PREFIX "break leaves the innermost loop and the enclosing loop goes on") {
+  Harness h(R"(
+policy breaks {
+  applies to * at callee;
+  param names: list<string> = ["a", "b", "stop", "c"];
+  on request {
+    var sum = 0;
+    for i in 0..10 {
+      if i == 4 {
+        break;
+      }
+      for j in 0..10 {
+        if j > i {
+          break;
+        }
+        sum += 1;
+      }
+    }
+    var seen = 0;
+    var inner = 0;
+    for n in names {
+      for q in 0..5 {
+        if q == 2 {
+          break;
+        }
+        inner += 1;
+      }
+      if n == "stop" {
+        break;
+      }
+      seen += 1;
+    }
+    var after = 0;
+    for k in 0..3 {
+      after += 1;
+    }
+    log("b", sum = sum, seen = seen, inner = inner, after = after);
+  }
+}
+)");
+  Call c;
+  Verdict v = h.run(ir::Event::kRequest, c);
+  CHECK(v.outcome == Verdict::Outcome::kContinue);
+  CHECK(log_field(v, "sum").i == 1 + 2 + 3 + 4);  // i = 0..3, j = 0..i
+  CHECK(log_field(v, "seen").i == 2);             // "a", "b"
+  CHECK(log_field(v, "inner").i == 3 * 2);        // q = 0, 1 for "a", "b", "stop"
+  CHECK(log_field(v, "after").i == 3);            // a break does not leak out of its loop
+}
+
 TEST_CASE(MRPC_CASE_PREFIX "builtins and if else chains give their documented values") {
   Harness h(R"(
 policy builtins {

@@ -180,6 +180,7 @@ enum class StmtKind : uint8_t {
   kForEach,    // for locals[slot] in exprs[0] (a list, set or repeated field) blocks[0]
   kPass,
   kDrop,
+  kBreak,   // leaves the innermost kForRange / kForEach
   kAction,  // action(exprs...); log: log_keys name exprs[1..]
 };
 
