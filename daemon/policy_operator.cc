@@ -216,9 +216,22 @@ int PolicyOperator::metadata_get(const mrpc_rpc_view* view, const char* key, uin
   return compiler::encoded_block_ops()->metadata_get(view, key, key_size, value);
 }
 
+int PolicyOperator::metadata_remove(mrpc_rpc_view* view, const char* key, uint32_t key_size) {
+  auto* self = static_cast<PolicyOperator*>(view->ops_context);
+  // Writing policies took the app's block into Rpc::metadata before the handler ran
+  // (take_metadata), so every entry of the key is there to remove.
+  const std::string_view k(key, key_size);
+  std::erase_if(self->current_->metadata, [&](const MetadataEntry& e) { return e.key == k; });
+  self->encode_metadata(*self->current_);
+  view->metadata = reinterpret_cast<const uint8_t*>(self->metadata_scratch_.data());
+  view->metadata_size = static_cast<uint32_t>(self->metadata_scratch_.size());
+  return 0;
+}
+
 int PolicyOperator::metadata_set(mrpc_rpc_view* view, const char* key, uint32_t key_size,
                                  const char* value, uint32_t value_size) {
   auto* self = static_cast<PolicyOperator*>(view->ops_context);
+  if (!shm::valid_metadata_key(std::string_view(key, key_size))) return 1;
   if (self->metadata_scratch_.size() + 8 + key_size + value_size > limits::kMaxMetadataBytes)
     return 1;
   std::string k(key, key_size);
@@ -483,7 +496,8 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
       service ? service->info->methods[rpc->method_index].name : kEmpty;
 
   static constexpr mrpc_rpc_view_ops kOps = {&PolicyOperator::metadata_get,
-                                             &PolicyOperator::metadata_set};
+                                             &PolicyOperator::metadata_set,
+                                             &PolicyOperator::metadata_remove};
   mrpc_rpc_view view{};
   view.call_id = rpc->call_id;
   view.attempt = rpc->attempt;

@@ -178,6 +178,7 @@ class PolicyOperator final : public Operator {
                           mrpc_str* value);
   static int metadata_set(mrpc_rpc_view* view, const char* key, uint32_t key_size,
                           const char* value, uint32_t value_size);
+  static int metadata_remove(mrpc_rpc_view* view, const char* key, uint32_t key_size);
 
   const std::string name_;
   const std::shared_ptr<const CompiledPolicyFile> file_;
