@@ -307,7 +307,16 @@ Type ModuleChecker::check_state(const dsl::ast::State& st, Scope& scope) {
   Type t = resolve_type(st.type, true);
   if (t.is_error()) return t;
   if (st.initial) {
-    if (t.is_scalar()) {
+    const Symbol* param =
+        st.initial->kind == dsl::ast::ExprKind::kName ? lookup(scope, st.initial->text) : nullptr;
+    if (t.is_scalar() && param != nullptr && param->kind == Symbol::Kind::kParam) {
+      // Starts from a param (declared before it): the value given at attach time.
+      if (!param->type.is_error() && type_name(param->type) != type_name(t)) {
+        error(st.initial->span,
+              fmt::format("state '{}' of type {} cannot start from param '{}' of type {}", st.name,
+                          type_name(t), st.initial->text, type_name(param->type)));
+      }
+    } else if (t.is_scalar()) {
       check_constant(*st.initial, scope, t);
     } else {
       Diagnostic& d =

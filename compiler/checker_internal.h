@@ -148,6 +148,8 @@ class ModuleChecker {
   void check_block(const dsl::ast::Block& block, Scope& scope, int loop_depth);
   static bool ends_handler(const dsl::ast::Stmt& s);
   void check_statement(const dsl::ast::Stmt& s, Scope& scope, int loop_depth);
+  // `rpc.metadata[key]`: a request header (readable everywhere, writable in `on request`).
+  static bool is_metadata_entry(const dsl::ast::Expr& e);
   void expect(const dsl::ast::Expr& e, Scope& scope, const Type& want, const char* what);
   void check_for(const dsl::ast::Stmt& s, Scope& scope, int loop_depth);
   const dsl::ast::Expr* root_of(const dsl::ast::Expr& e);

@@ -88,6 +88,15 @@ void ModuleChecker::check_statement(const dsl::ast::Stmt& s, Scope& scope, int l
       return;
     case SK::kRemove: {
       const auto& e = *s.exprs[0];
+      if (is_metadata_entry(e)) {
+        // `remove rpc.metadata["key"];`: the callee does not receive that header.
+        Type key = check_expr(*e.children[1], scope);
+        if (!assignable(key, Type::of(K::kString), *e.children[1]))
+          error(e.children[1]->span, fmt::format("key must be string, found {}", type_name(key)));
+        if (!in_handler(scope) || event_outside(scope, {dsl::ast::HandlerKind::kRequest}))
+          error(e.span, "request metadata can only be removed in `on request`");
+        return;
+      }
       if (e.kind != dsl::ast::ExprKind::kIndex) {
         error(e.span, "`remove` takes a state map entry: `remove m[key];`");
         return;
@@ -125,6 +134,9 @@ void ModuleChecker::check_statement(const dsl::ast::Stmt& s, Scope& scope, int l
       check_for(s, scope, loop_depth);
       return;
     case SK::kPass:
+      return;
+    case SK::kBreak:
+      if (loop_depth == 0) error(s.span, "`break` outside a `for` loop");
       return;
     case SK::kDrop:
       if (runs_on(scope, dsl::ast::HandlerKind::kError)) {
@@ -232,6 +244,13 @@ Type ModuleChecker::check_message_write(const dsl::ast::Expr& target, Scope& sco
   return t;
 }
 
+bool ModuleChecker::is_metadata_entry(const dsl::ast::Expr& e) {
+  if (e.kind != dsl::ast::ExprKind::kIndex) return false;
+  const auto& map = *e.children[0];
+  return map.kind == dsl::ast::ExprKind::kMember && map.text == "metadata" &&
+         map.children[0]->kind == dsl::ast::ExprKind::kName && map.children[0]->text == "rpc";
+}
+
 void ModuleChecker::check_assignment(const dsl::ast::Stmt& s, Scope& scope) {
   const auto& target = *s.exprs[0];
   const auto& value = *s.exprs[1];
@@ -243,6 +262,17 @@ void ModuleChecker::check_assignment(const dsl::ast::Stmt& s, Scope& scope) {
       error(target.span, "cannot assign a repeated or map field as a whole");
       return;
     }
+  } else if (is_metadata_entry(target)) {
+    // `rpc.metadata["key"] = value;`: adds or replaces a request header the callee receives.
+    target_type = check_expr(target, scope);
+    if (s.op != "=") {
+      error(target.span, "a metadata entry is set with `=` (it is a string)");
+      return;
+    }
+    if (!in_handler(scope) || event_outside(scope, {dsl::ast::HandlerKind::kRequest})) {
+      error(target.span, "request metadata can only be set in `on request`");
+      return;
+    }
   } else if (root != nullptr && root->text == "rpc") {
     target_type = check_expr(target, scope);
     bool writable = target.kind == dsl::ast::ExprKind::kMember &&
@@ -251,7 +281,9 @@ void ModuleChecker::check_assignment(const dsl::ast::Stmt& s, Scope& scope) {
     if (!writable) {
       Diagnostic& d =
           error(target.span, fmt::format("'{}' is read-only", dsl::format_expr(target)));
-      DiagnosticEngine::note(d, "a policy may set `rpc.priority` and `rpc.deadline` only");
+      DiagnosticEngine::note(d,
+                             "a policy may set `rpc.priority`, `rpc.deadline` and "
+                             "`rpc.metadata[key]` only");
       return;
     }
     if (!in_handler(scope) || event_outside(scope, {dsl::ast::HandlerKind::kRequest})) {
@@ -494,11 +526,39 @@ void ModuleChecker::check_method_call(const dsl::ast::Expr& call, Scope& scope) 
   const auto& object = *callee.children[0];
   Type t = check_expr(object, scope);
   if (t.is_error()) return;
+  if (t.is(K::kList) && callee.text == "append") {
+    const Symbol* sym =
+        object.kind == dsl::ast::ExprKind::kName ? lookup(scope, object.text) : nullptr;
+    if (sym == nullptr || sym->kind != Symbol::Kind::kLocal) {
+      Diagnostic& d = error(object.span, "'append' adds to a local list");
+      DiagnosticEngine::help(d, "build one with `var xs: list<T> = []; xs.append(x);`");
+      return;
+    }
+    if (!sym->is_mutable) {
+      Diagnostic& d =
+          error(object.span,
+                fmt::format("cannot append to '{}': it is declared with `let`", object.text));
+      DiagnosticEngine::note(d, "declared here", sym->declared);
+      DiagnosticEngine::help(d, fmt::format("declare it with `var {}` to change it", object.text));
+      return;
+    }
+    if (call.children.size() != 2) {
+      error(call.span, "'append' takes 1 argument");
+      return;
+    }
+    Type v = check_expr(*call.children[1], scope);
+    if (!assignable(v, t.args[0], *call.children[1])) {
+      error(call.children[1]->span,
+            fmt::format("expected {}, found {}", type_name(t.args[0]), type_name(v)));
+    }
+    return;
+  }
   if (!t.is(K::kSet) || (callee.text != "insert" && callee.text != "remove")) {
     Diagnostic& d =
         error(callee.name_span, fmt::format("{} has no method '{}'", type_name(t), callee.text));
-    DiagnosticEngine::note(
-        d, "state sets have `insert(x)` and `remove(x)`; maps use `m[k] = v` and `remove m[k]`");
+    DiagnosticEngine::note(d,
+                           "state sets have `insert(x)` and `remove(x)`, local lists (`var`) "
+                           "`append(x)`; maps use `m[k] = v` and `remove m[k]`");
     return;
   }
   if (object.kind != dsl::ast::ExprKind::kName) {

@@ -76,11 +76,39 @@ int encoded_get(const mrpc_rpc_view* rpc, const char* key, uint32_t key_size, mr
   return found;
 }
 
-int encoded_set(mrpc_rpc_view*, const char*, uint32_t, const char*, uint32_t) {
-  return 1;
+// With `ops_context` a std::string holding the view's block (tests), set and remove rewrite it:
+// the key's entries go, a set appends the new one. Without one, the block cannot change.
+int encoded_rewrite(mrpc_rpc_view* rpc, const char* key, uint32_t key_size, const char* value,
+                    uint32_t value_size, bool set) {
+  auto* block = static_cast<std::string*>(rpc->ops_context);
+  if (block == nullptr) return 1;
+  std::vector<std::string> flat = decode_strings(rpc->metadata, rpc->metadata_size);
+  std::vector<std::string> kept;
+  for (size_t i = 0; i + 1 < flat.size(); i += 2) {
+    if (flat[i].size() == key_size && std::memcmp(flat[i].data(), key, key_size) == 0) continue;
+    kept.push_back(std::move(flat[i]));
+    kept.push_back(std::move(flat[i + 1]));
+  }
+  if (set) {
+    kept.emplace_back(key, key_size);
+    kept.emplace_back(value, value_size);
+  }
+  std::string rewritten = encode_strings(kept);
+  if (rewritten.size() > limits::kMaxMetadataBytes) return 1;
+  *block = std::move(rewritten);
+  rpc->metadata = reinterpret_cast<const uint8_t*>(block->data());
+  rpc->metadata_size = static_cast<uint32_t>(block->size());
+  return 0;
+}
+int encoded_set(mrpc_rpc_view* rpc, const char* key, uint32_t key_size, const char* value,
+                uint32_t value_size) {
+  return encoded_rewrite(rpc, key, key_size, value, value_size, true);
+}
+int encoded_remove(mrpc_rpc_view* rpc, const char* key, uint32_t key_size) {
+  return encoded_rewrite(rpc, key, key_size, nullptr, 0, false);
 }
 
-constexpr mrpc_rpc_view_ops kEncodedOps = {encoded_get, encoded_set};
+constexpr mrpc_rpc_view_ops kEncodedOps = {encoded_get, encoded_set, encoded_remove};
 
 std::string str(mrpc_str s) {
   return s.data == nullptr ? std::string() : std::string(s.data, s.size);
@@ -177,7 +205,7 @@ class Evaluation {
 
   void block(const ir::Block& b) {
     for (const auto& s : b) {
-      if (ended_) return;
+      if (ended_ || breaking_) return;
       stmt(*s);
     }
   }
@@ -220,6 +248,16 @@ class Evaluation {
         return;
       case StmtKind::kRemove: {
         const Expr& index = *s.exprs[0];
+        if (index.kind == ExprKind::kMetadata) {
+          Value key = eval(*index.children[0]);
+          if (ended_) return;
+          const mrpc_rpc_view_ops* ops = rpc_.ops != nullptr ? rpc_.ops : &kEncodedOps;
+          // No way to remove (or the view refused): a fault with no effect.
+          count(ops->metadata_remove == nullptr ||
+                ops->metadata_remove(&rpc_, key.s.data(), static_cast<uint32_t>(key.s.size())) !=
+                    0);
+          return;
+        }
         Value key = eval(*index.children[1]);
         in_.containers_[index.children[0]->slot].entries.erase(key);
         return;
@@ -233,6 +271,24 @@ class Evaluation {
       case StmtKind::kClear:
         write_field(*s.exprs[0], std::nullopt);
         return;
+      case StmtKind::kListAppend: {
+        Value item = eval(*s.exprs[0]);
+        if (ended_) return;
+        Value& list = locals_[s.slot];
+        uint64_t bytes = item.s.size();
+        for (const Value& held : list.items) bytes += held.s.size();
+        if (list.items.size() >= static_cast<size_t>(limits::kMaxLocalListElements) ||
+            bytes > limits::kMaxLocalListBytes) {
+          abort(StatusCode::kResourceExhausted,
+                fmt::format("policy '{}': appending to list '{}' of {} elements ({} bytes) passes "
+                            "limits::kMaxLocalListElements ({}) or kMaxLocalListBytes ({})",
+                            policy_.name, handler_.locals[s.slot].name, list.items.size(), bytes,
+                            limits::kMaxLocalListElements, limits::kMaxLocalListBytes));
+          return;
+        }
+        list.items.push_back(std::move(item));
+        return;
+      }
       case StmtKind::kIf:
         for (size_t i = 0; i < s.blocks.size(); ++i) {
           if (i >= s.exprs.size() || eval(*s.exprs[i]).i != 0) {
@@ -246,7 +302,9 @@ class Evaluation {
         for (int64_t i = s.exprs[0]->value.i; i < s.exprs[1]->value.i && !ended_; ++i) {
           locals_[s.slot] = Value::of_int(i);
           block(s.blocks[0]);
+          if (breaking_) break;
         }
+        breaking_ = false;
         return;
       case StmtKind::kForEach: {
         std::vector<Value> items = elements(*s.exprs[0]);
@@ -254,7 +312,9 @@ class Evaluation {
           if (ended_) return;
           locals_[s.slot] = item;
           block(s.blocks[0]);
+          if (breaking_) break;
         }
+        breaking_ = false;
         return;
       }
       case StmtKind::kPass:
@@ -263,6 +323,9 @@ class Evaluation {
       case StmtKind::kDrop:
         ended_ = true;
         v_.outcome = Verdict::Outcome::kDrop;
+        return;
+      case StmtKind::kBreak:
+        breaking_ = true;  // the enclosing loop stops (the checker allows `break` in one only)
         return;
       case StmtKind::kAction:
         action(s);
@@ -393,6 +456,17 @@ class Evaluation {
         if (s.compound) value = combine(eval(target));
         write_field(target, value);
         return;
+      case ExprKind::kMetadata: {
+        // A request header the callee receives: set through the view (the daemon's ops check
+        // the key and the metadata limit); refused, it is a fault with no effect.
+        Value key = eval(*target.children[0]);
+        if (ended_) return;
+        const mrpc_rpc_view_ops* ops = rpc_.ops != nullptr ? rpc_.ops : &kEncodedOps;
+        count(ops->metadata_set == nullptr ||
+              ops->metadata_set(&rpc_, key.s.data(), static_cast<uint32_t>(key.s.size()),
+                                value.s.data(), static_cast<uint32_t>(value.s.size())) != 0);
+        return;
+      }
       default:
         return;
     }
@@ -968,6 +1042,7 @@ class Evaluation {
   std::vector<Value>& locals_;
   int method_ = -1;
   bool ended_ = false;
+  bool breaking_ = false;  // a `break` ran: blocks up to the innermost loop stop
 };
 
 // ---- PolicyInstance ----
@@ -1011,6 +1086,10 @@ Status PolicyInstance::set_param(const std::string& name, Value value) {
       }
     }
     params_[i] = std::move(value);
+    // A state that starts from this param starts from the attached value (params are set at
+    // attach time, before any call; an upgrade then carries the old state over it).
+    for (size_t s = 0; s < policy_.states.size(); ++s)
+      if (policy_.states[s].initial_param == static_cast<int32_t>(i)) scalars_[s] = params_[i];
     return {};
   }
   return Status(StatusCode::kNotFound,

@@ -326,6 +326,9 @@ class Dumper {
       case StmtKind::kClear:
         out += fmt::format("{}clear {}\n", pad, expr(*s.exprs[0]));
         return;
+      case StmtKind::kListAppend:
+        out += fmt::format("{}append local#{} {}\n", pad, s.slot, expr(*s.exprs[0]));
+        return;
       case StmtKind::kIf:
         for (size_t i = 0; i < s.blocks.size(); ++i) {
           if (i < s.exprs.size()) {
@@ -350,6 +353,9 @@ class Dumper {
         return;
       case StmtKind::kDrop:
         out += pad + "drop\n";
+        return;
+      case StmtKind::kBreak:
+        out += pad + "break\n";
         return;
       case StmtKind::kAction: {
         out += fmt::format("{}{}", pad, action_info(s.action).name);
@@ -410,7 +416,11 @@ std::string dump(const Policy& p) {
     for (size_t i = 0; i < p.states.size(); ++i) {
       const State& s = p.states[i];
       std::string extra;
-      if (s.type.is_scalar()) extra = " = " + value_text(s.initial);
+      if (s.type.is_scalar()) {
+        extra = s.initial_param >= 0 ? fmt::format(" = param#{} (default {})", s.initial_param,
+                                                   value_text(s.initial))
+                                     : " = " + value_text(s.initial);
+      }
       if (s.type.is(Kind::kMap) || s.type.is(Kind::kSet)) {
         extra = s.capacity_param >= 0
                     ? fmt::format(" [capacity param#{} (default {}), evict {}]", s.capacity_param,

@@ -700,11 +700,23 @@ std::unique_ptr<ir::Stmt> IrBuilder::stmt(const ast::Stmt& s, Ctx& ctx) {
     case SK::kDrop:
       out->kind = ir::StmtKind::kDrop;
       return out;
+    case SK::kBreak:
+      out->kind = ir::StmtKind::kBreak;
+      return out;
     case SK::kExpr:
       break;
   }
   const ast::Expr& call = *s.exprs[0];
   const ast::Expr& callee = *call.children[0];
+  if (callee.kind == ast::ExprKind::kMember && callee.text == "append") {
+    // local_list.append(x)
+    const Sym* list = lookup(ctx, callee.children[0]->text);
+    MRPC_ASSERT(list != nullptr && list->kind == ir::ExprKind::kLocal);
+    out->kind = ir::StmtKind::kListAppend;
+    out->slot = list->slot;
+    out->exprs.push_back(coerce(expr(*call.children[1], ctx), list->type.args[0]));
+    return out;
+  }
   if (callee.kind == ast::ExprKind::kMember) {
     // state_set.insert(x) / .remove(x)
     const Sym* set = lookup(ctx, callee.children[0]->text);
@@ -782,7 +794,11 @@ ir::Policy IrBuilder::policy(const ast::Policy& p) {
       is.type = source_type(st->type);
       is.declared = st->name_span;
       if (is.type.is_scalar()) {
-        is.initial = st->initial ? constant(*st->initial, is.type) : ir::Value::zero(is.type);
+        is.initial_param = st->initial ? param_slot(*st->initial, out) : -1;
+        is.initial = is.initial_param >= 0
+                         ? out.params[static_cast<size_t>(is.initial_param)].default_value
+                     : st->initial ? constant(*st->initial, is.type)
+                                   : ir::Value::zero(is.type);
       }
       for (const auto& arg : st->args) {
         if (arg.key == "capacity") {

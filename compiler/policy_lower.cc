@@ -25,6 +25,7 @@
 #include <unordered_map>
 
 #include "compiler/policy_jit_runtime.h"
+#include "mrpc/base/check.h"
 #include "mrpc/message/layout.h"
 
 namespace mrpc::compiler {
@@ -216,7 +217,9 @@ class Lowerer {
         b_.CreateCondBr(b_.CreateICmpSLT(i, c64(static_cast<uint64_t>(to))), body, done);
         b_.SetInsertPoint(body);
         store_scalar(local_cell(s.slot), Kind::kInt, i);
+        loop_exits_.push_back(done);
         block(s.blocks[0]);
+        loop_exits_.pop_back();
         i->addIncoming(b_.CreateAdd(i, c64(1)), b_.GetInsertBlock());
         b_.CreateBr(head);
         b_.SetInsertPoint(done);
@@ -225,6 +228,15 @@ class Lowerer {
       case StmtKind::kPass:
         ++native_;
         end_handler();
+        return;
+      case StmtKind::kBreak:
+        // Natively lowered loops only reach here: a `for` over a collection runs whole in the
+        // evaluator, its `break` included.
+        MRPC_ASSERT(!loop_exits_.empty(), "`break` outside a lowered loop in policy '{}'",
+                    policy_.name);
+        ++native_;
+        b_.CreateBr(loop_exits_.back());
+        b_.SetInsertPoint(llvm::BasicBlock::Create(*context_, "dead", fn_));
         return;
       case StmtKind::kDrop:
         ++native_;
@@ -1089,6 +1101,7 @@ class Lowerer {
   llvm::Function* fn_ = nullptr;
   llvm::Value* header_ = nullptr;
   llvm::BasicBlock* exit_ = nullptr;
+  std::vector<llvm::BasicBlock*> loop_exits_;  // the innermost lowered `for` last (`break`)
   uint32_t native_ = 0;
   uint32_t evaluated_ = 0;
   uint32_t evaluated_exprs_ = 0;

@@ -228,17 +228,23 @@ void AppFrontend::complete(RpcPtr rpc) {
 
 Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata,
                                  uint32_t& metadata_length) {
+  // The caller's heap, unless a policy checked the request and its metadata in private copies
+  // (then those are delivered, and the caller may have left meanwhile).
+  const bool private_request = rpc.request.region == RegionKind::kPrivate;
   const Connection* caller = core_.memory_of(rpc, rpc.request.owner);
-  MRPC_REQUIRE(caller != nullptr, StatusCode::kUnavailable, "the caller left");
+  MRPC_REQUIRE(caller != nullptr || (private_request && !rpc.metadata_block.present()),
+               StatusCode::kUnavailable, "the caller left");
   const RegisteredService* service = core_.registry.find(rpc.service_id);
   MRPC_REQUIRE(service != nullptr, StatusCode::kUnavailable,
                "the service was unregistered during the call");
   const MethodInfo& method = service->info->methods[rpc.method_index];
   const uint64_t used_before = app_.receive_allocator->used_bytes();
-  auto copied =
-      copy_message(*method.input, caller->heap_view(), rpc.request.offset, app_.receive_view(),
-                   *app_.receive_allocator,
-                   CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
+  const ConstRegion source = private_request ? ConstRegion{rpc.request.private_copy->bytes.get(),
+                                                           rpc.request.private_copy->size}
+                                             : caller->heap_view();
+  auto copied = copy_message(
+      *method.input, source, rpc.request.offset, app_.receive_view(), *app_.receive_allocator,
+      CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
   if (!copied.ok()) return copied.status();
   caller->charge_copy(app_.receive_allocator->used_bytes() - used_before);  // fair rounds
   request = *copied;
@@ -253,13 +259,18 @@ Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata
   } else {
     metadata = *block;
     metadata_length = rpc.metadata_length;
-    std::memcpy(app_.receive.data() + metadata, caller->heap.data() + rpc.metadata_block.offset,
-                rpc.metadata_length);
+    if (rpc.metadata_length != 0)
+      std::memcpy(app_.receive.data() + metadata, caller->heap.data() + rpc.metadata_block.offset,
+                  rpc.metadata_length);
     auto pairs = shm::decode_metadata(app_.receive.data(), app_.receive.size(), metadata,
                                       rpc.metadata_length);
     if (!pairs.ok()) {
       status = pairs.status();
     } else if (!rpc.metadata.empty()) {
+      // An operator's entry replaces the app's entries of its key (a policy that sets a header
+      // the app sent too: the callee sees one value, the policy's).
+      std::erase_if(*pairs,
+                    [&](const auto& pair) { return rpc.find_metadata(pair.first) != nullptr; });
       for (const auto& added : rpc.metadata) pairs->emplace_back(added.key, added.value);
       const uint64_t bytes = shm::metadata_block_bytes(*pairs);
       (void)app_.free_received(metadata);

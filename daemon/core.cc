@@ -118,7 +118,8 @@ void DaemonCore::discard(RpcPtr rpc) {
 
 void DaemonCore::free_held(const Rpc& rpc) {
   const MessageLocation& response = rpc.response;
-  if (!response.present()) return;
+  // A private copy frees itself with the Rpc (its server was told at the copy).
+  if (!response.present() || response.region == RegionKind::kPrivate) return;
   if (response.region == RegionKind::kHeap) {  // still in the server's heap: it may free it
     reply_done(response.owner, rpc.delivery_id, rpc.pinned_memory);
   } else if (Connection* owner = connection(response.owner)) {

@@ -57,15 +57,18 @@ void LocalTransport::reply_here(RpcPtr rpc) {
     core_.discard(std::move(rpc));
     return;
   }
-  if (rpc->response.present() && rpc->response.region == RegionKind::kHeap)
+  if (rpc->response.present() && rpc->response.region != RegionKind::kReceive)
     copy_response(*rpc, *caller);
   caller->egress->push_reply(std::move(rpc));
 }
 
 void LocalTransport::copy_response(Rpc& rpc, Connection& caller) {
   const ConnectionId server_id = rpc.response.owner;
-  const Connection* server = core_.memory_of(rpc, server_id);
-  if (server == nullptr) {
+  // A policy on the server's side that read the response took it out of the server's heap (and
+  // told the server it may free it): that private copy is what the caller gets.
+  const bool private_response = rpc.response.region == RegionKind::kPrivate;
+  const Connection* server = private_response ? nullptr : core_.memory_of(rpc, server_id);
+  if (server == nullptr && !private_response) {
     rpc.status = Status(StatusCode::kUnavailable, "the serving app left before its reply was read");
     rpc.response = MessageLocation{};
     return;
@@ -80,9 +83,13 @@ void LocalTransport::copy_response(Rpc& rpc, Connection& caller) {
                   "a routed call has service {} method {}", rpc.service_id, rpc.method_index);
       const MethodInfo& method = service->info->methods[rpc.method_index];
       const uint64_t used_before = caller.receive_allocator->used_bytes();
+      const ConstRegion source =
+          private_response
+              ? ConstRegion{rpc.response.private_copy->bytes.get(), rpc.response.private_copy->size}
+              : server->heap_view();
       auto copied =
-          copy_message(*method.output, server->heap_view(), rpc.response.offset,
-                       caller.receive_view(), *caller.receive_allocator,
+          copy_message(*method.output, source, rpc.response.offset, caller.receive_view(),
+                       *caller.receive_allocator,
                        CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
       if (copied.ok()) {  // fair rounds in bytes: the reply's copy is charged to its server
         server->charge_copy(caller.receive_allocator->used_bytes() - used_before);
@@ -108,7 +115,7 @@ void LocalTransport::copy_response(Rpc& rpc, Connection& caller) {
   } else {
     rpc.response = MessageLocation{};  // an error carries no response
   }
-  core_.reply_done(server_id, rpc.delivery_id, std::move(rpc.pinned_memory));
+  if (!private_response) core_.reply_done(server_id, rpc.delivery_id, std::move(rpc.pinned_memory));
 }
 
 void LocalTransport::cancel(ConnectionId callee, uint64_t delivery) {

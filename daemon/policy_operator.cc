@@ -10,6 +10,7 @@
 #include "mrpc/base/check.h"
 #include "mrpc/message/copy.h"
 #include "mrpc/message/layout.h"
+#include "mrpc/transports/shm/metadata_block.h"
 #include "runner_factory.h"
 
 namespace mrpc {
@@ -53,6 +54,30 @@ bool reads_rpc_field(const ir::Policy& policy, ir::RpcField field) {
   return false;
 }
 
+// Whether any expression of `policy` reads the call's metadata (`rpc.metadata[k]`,
+// `k in rpc.metadata`).
+bool reads_metadata(const ir::Expr& expr) {
+  if (expr.kind == ir::ExprKind::kMetadata) return true;
+  if (expr.kind == ir::ExprKind::kRpc && expr.rpc_field == ir::RpcField::kMetadata) return true;
+  for (const auto& child : expr.children)
+    if (reads_metadata(*child)) return true;
+  return false;
+}
+bool reads_metadata(const ir::Block& block) {
+  for (const auto& stmt : block) {
+    for (const auto& expr : stmt->exprs)
+      if (reads_metadata(*expr)) return true;
+    for (const auto& inner : stmt->blocks)
+      if (reads_metadata(inner)) return true;
+  }
+  return false;
+}
+bool reads_metadata(const ir::Policy& policy) {
+  for (const auto& handler : policy.handlers)
+    if (reads_metadata(handler.body)) return true;
+  return false;
+}
+
 // Whether any handler of `policy` runs `action`.
 bool runs_action(const ir::Block& block, compiler::Action action) {
   for (const auto& stmt : block) {
@@ -91,7 +116,8 @@ PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledP
       uses_size_(reads_rpc_field(policy_, ir::RpcField::kSize)),
       uses_latency_(reads_rpc_field(policy_, ir::RpcField::kLatency)),
       uses_endpoints_(reads_rpc_field(policy_, ir::RpcField::kEndpoints) ||
-                      reads_rpc_field(policy_, ir::RpcField::kEndpoint)) {
+                      reads_rpc_field(policy_, ir::RpcField::kEndpoint)),
+      reads_metadata_(reads_metadata(policy_)) {
   for (ir::Event event : {ir::Event::kRequest, ir::Event::kResponse, ir::Event::kError})
     handles_[static_cast<size_t>(event)] = policy_.handler_for(event) != nullptr;
   mirrors_ = runs_action(policy_, compiler::Action::kMirror);
@@ -190,9 +216,22 @@ int PolicyOperator::metadata_get(const mrpc_rpc_view* view, const char* key, uin
   return compiler::encoded_block_ops()->metadata_get(view, key, key_size, value);
 }
 
+int PolicyOperator::metadata_remove(mrpc_rpc_view* view, const char* key, uint32_t key_size) {
+  auto* self = static_cast<PolicyOperator*>(view->ops_context);
+  // Writing policies took the app's block into Rpc::metadata before the handler ran
+  // (take_metadata), so every entry of the key is there to remove.
+  const std::string_view k(key, key_size);
+  std::erase_if(self->current_->metadata, [&](const MetadataEntry& e) { return e.key == k; });
+  self->encode_metadata(*self->current_);
+  view->metadata = reinterpret_cast<const uint8_t*>(self->metadata_scratch_.data());
+  view->metadata_size = static_cast<uint32_t>(self->metadata_scratch_.size());
+  return 0;
+}
+
 int PolicyOperator::metadata_set(mrpc_rpc_view* view, const char* key, uint32_t key_size,
                                  const char* value, uint32_t value_size) {
   auto* self = static_cast<PolicyOperator*>(view->ops_context);
+  if (!shm::valid_metadata_key(std::string_view(key, key_size))) return 1;
   if (self->metadata_scratch_.size() + 8 + key_size + value_size > limits::kMaxMetadataBytes)
     return 1;
   std::string k(key, key_size);
@@ -211,20 +250,83 @@ int PolicyOperator::metadata_set(mrpc_rpc_view* view, const char* key, uint32_t 
   return 0;
 }
 
-bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& where,
-                                       const MessageLayout* layout, mrpc_message_view& view,
-                                       uint64_t& size, std::string& error) {
-  if (!where.present() || layout == nullptr) return true;  // no message: the view stays empty
-  // The caller's heap may belong to another shard: the RPC pinned it when it crossed.
-  const Connection* owner = current_ == nullptr ? core().connection(where.owner)
-                                                : core().memory_of(*current_, where.owner);
+bool PolicyOperator::take_metadata(Rpc& rpc, std::string& error) {
+  const Connection* owner = core().memory_of(rpc, rpc.metadata_block.owner);
   if (owner == nullptr) {
-    error = "the app holding the message left";
+    error = "the app holding the metadata left";
     return false;
   }
-  const ConstRegion source = where.region == RegionKind::kHeap
-                                 ? owner->heap_view()
-                                 : ConstRegion{owner->receive.data(), owner->receive.size()};
+  const uint64_t offset = rpc.metadata_block.offset;
+  const uint64_t length = rpc.metadata_length;
+  const uint64_t heap_bytes = owner->heap.size();
+  if (length > limits::kMaxMetadataBytes || offset > heap_bytes || length > heap_bytes - offset) {
+    error = fmt::format(
+        "the metadata block [{}, +{}) lies outside the caller's heap of {} bytes "
+        "or exceeds limits::kMaxMetadataBytes ({})",
+        offset, length, heap_bytes, limits::kMaxMetadataBytes);
+    return false;
+  }
+  // One read of the app's bytes into private memory, then strict decoding there.
+  std::string block(reinterpret_cast<const char*>(owner->heap.data()) + offset, length);
+  auto pairs =
+      shm::decode_metadata(reinterpret_cast<const std::byte*>(block.data()), length, 0, length);
+  if (!pairs.ok()) {
+    error = "malformed metadata block: " + pairs.status().message();
+    return false;
+  }
+  std::vector<MetadataEntry> entries;
+  entries.reserve(pairs->size() + rpc.metadata.size());
+  for (auto& [key, value] : *pairs)  // entries operators added replace the app's of their key
+    if (rpc.find_metadata(key) == nullptr) entries.push_back({std::move(key), std::move(value)});
+  for (auto& added : rpc.metadata) entries.push_back(std::move(added));
+  rpc.metadata = std::move(entries);
+  rpc.metadata_block = MessageLocation{};
+  rpc.metadata_length = 0;
+  return true;
+}
+
+bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
+                                       bool deliver_checked, const MessageLayout* layout,
+                                       mrpc_message_view& view, uint64_t& size,
+                                       std::string& error) {
+  if (!where.present() || layout == nullptr) return true;  // no message: the view stays empty
+  auto point_view_at = [&](PrivateMessage& held) {
+    view.region = reinterpret_cast<uint8_t*>(held.bytes.get());
+    view.region_size = held.size;
+    view.body_offset = where.offset;
+    view.fingerprint = layout->fingerprint();
+    size = held.message_bytes;
+  };
+  if (deliver_checked && where.region == RegionKind::kPrivate) {
+    // An operator before this one took it out of the app's memory: the handler reads (and may
+    // write) it in place, in a copy of its own when forked attempts share it.
+    if (where.private_copy.use_count() > 1) {
+      const PrivateMessage& shared = *where.private_copy;
+      auto own = std::make_shared<PrivateMessage>();
+      own->bytes.reset(new std::byte[shared.size]);
+      std::memcpy(own->bytes.get(), shared.bytes.get(), shared.size);
+      own->size = shared.size;
+      own->message_bytes = shared.message_bytes;
+      where.private_copy = std::move(own);
+    }
+    point_view_at(*where.private_copy);
+    return true;
+  }
+  ConstRegion source;
+  if (where.region == RegionKind::kPrivate) {
+    source = ConstRegion{where.private_copy->bytes.get(), where.private_copy->size};
+  } else {
+    // The caller's heap may belong to another shard: the RPC pinned it when it crossed.
+    const Connection* owner = current_ == nullptr ? core().connection(where.owner)
+                                                  : core().memory_of(*current_, where.owner);
+    if (owner == nullptr) {
+      error = "the app holding the message left";
+      return false;
+    }
+    source = where.region == RegionKind::kHeap
+                 ? owner->heap_view()
+                 : ConstRegion{owner->receive.data(), owner->receive.size()};
+  }
   Scratch& scratch = is_request ? request_scratch_ : response_scratch_;
   if (scratch.bytes == nullptr) {
     // Uninitialised: pages are touched only as far as messages reach.
@@ -241,6 +343,23 @@ bool PolicyOperator::copy_message_view(bool is_request, const MessageLocation& w
   }
   const uint64_t used = scratch.allocator->used_bytes();
   (void)scratch.allocator->free(*copied);  // the bytes stay readable until the next copy
+  if (deliver_checked && where.region == RegionKind::kHeap) {
+    // The message this handler decides on, out of memory its app can still write: the bytes it
+    // checks become the bytes delivered (the copy is one block: nothing of it lies past
+    // *copied + used).
+    auto taken = std::make_shared<PrivateMessage>();
+    taken->size = *copied + used;
+    taken->message_bytes = used;
+    taken->bytes.reset(new std::byte[taken->size]);
+    std::memcpy(taken->bytes.get(), scratch.bytes.get(), taken->size);
+    // A response leaves its server's heap here: the server may free it now (once per reply, as
+    // the transport would after its copy; free_held and the transport skip private copies).
+    if (!is_request && current_ != nullptr)
+      core().reply_done(where.owner, current_->delivery_id, current_->pinned_memory);
+    where = MessageLocation{where.owner, RegionKind::kPrivate, *copied, std::move(taken)};
+    point_view_at(*where.private_copy);
+    return true;
+  }
   size = used;
   view.region = reinterpret_cast<uint8_t*>(scratch.bytes.get());
   view.region_size = *copied + used;  // the copy is one block: nothing of it lies past that
@@ -377,7 +496,8 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
       service ? service->info->methods[rpc->method_index].name : kEmpty;
 
   static constexpr mrpc_rpc_view_ops kOps = {&PolicyOperator::metadata_get,
-                                             &PolicyOperator::metadata_set};
+                                             &PolicyOperator::metadata_set,
+                                             &PolicyOperator::metadata_remove};
   mrpc_rpc_view view{};
   view.call_id = rpc->call_id;
   view.attempt = rpc->attempt;
@@ -393,6 +513,18 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
   view.status = static_cast<uint32_t>(rpc->status.code());
   view.deadline_ns = rpc->deadline == kNoDeadline ? 0 : rpc->deadline;
   view.priority = rpc->priority;
+  current_ = rpc.get();
+  if (reads_metadata_ && event == ir::Event::kRequest && rpc->metadata_block.present()) {
+    std::string error;
+    if (!take_metadata(*rpc, error)) {
+      current_ = nullptr;
+      count(*rpc, event, kReject);
+      out.drop(std::move(rpc),
+               Status(StatusCode::kInvalidArgument,
+                      fmt::format("policy '{}' could not read the metadata: {}", name_, error)));
+      return;
+    }
+  }
   encode_metadata(*rpc);
   view.metadata = reinterpret_cast<const uint8_t*>(metadata_scratch_.data());
   view.metadata_size = static_cast<uint32_t>(metadata_scratch_.size());
@@ -412,17 +544,25 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
     }
   }
   view.ops_context = this;
-  current_ = rpc.get();
   view.latency_ns = latency_ns;
+  // Whether the message of this event is read in the private copy that is delivered (then the
+  // handler's in-place field writes reach the callee or caller).
+  bool writes_delivered = false;
   if (policy_.reads_message || uses_size_) {
     std::string error;
     uint64_t request_size = 0, response_size = 0;
-    bool copied =
-        copy_message_view(true, rpc->request, method.input, view.request, request_size, error) &&
-        (event != ir::Event::kResponse || copy_message_view(false, rpc->response, method.output,
-                                                            view.response, response_size, error));
-    view.size = event == ir::Event::kRequest ? request_size : response_size;
+    const bool request_event = event == ir::Event::kRequest;
+    const bool response_event = event == ir::Event::kResponse;
+    bool copied = copy_message_view(true, rpc->request, request_event, method.input, view.request,
+                                    request_size, error) &&
+                  (!response_event || copy_message_view(false, rpc->response, true, method.output,
+                                                        view.response, response_size, error));
+    view.size = request_event ? request_size : response_size;
+    const MessageLocation& decided = request_event ? rpc->request : rpc->response;
+    writes_delivered = (request_event || response_event) && decided.present() &&
+                       decided.region == RegionKind::kPrivate;
     if (!copied) {
+      current_ = nullptr;
       count(*rpc, event, kReject);
       out.drop(std::move(rpc),
                Status(StatusCode::kInvalidArgument,
@@ -472,9 +612,12 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
   const bool mirrored = !verdict.mirrors.empty() && event == ir::Event::kRequest &&
                         policy_.placement == ir::Placement::kCaller &&
                         apply_mirrors(*rpc, verdict, out);
+  const bool writes_unapplied = std::any_of(
+      verdict.writes.begin(), verdict.writes.end(),
+      [&](const compiler::FieldWrite& write) { return !write.applied || !writes_delivered; });
   const bool unapplied = (verdict.route.has_value() && !routed) ||
                          (!verdict.mirrors.empty() && !mirrored) ||
-                         verdict.retry_after_ns.has_value() || !verdict.writes.empty();
+                         verdict.retry_after_ns.has_value() || writes_unapplied;
   if (verdict.delay_ns > 0 && event == ir::Event::kRequest) {
     count(*rpc, event, kDelay);
     const MonoTime now = out.now();

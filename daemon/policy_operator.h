@@ -3,9 +3,13 @@
 // today, the JIT-compiled policy once it lands; runner_factory.h is the one place that chooses):
 //   - fills an mrpc_rpc_view per handler run: names and ids from the service registry, the caller
 //     from the Rpc, the metadata as an encoded block (re-encoded from the app's shm block into a
-//     scratch buffer: no per-call strings), and, only when the policy reads message fields, a
-//     daemon-private copy of the message (copy_message into a scratch region, so the app cannot
-//     change the bytes under the policy while it runs);
+//     scratch buffer), and, only when the policy reads message fields, a daemon-private copy of
+//     the message (copy_message), so the app cannot change the bytes under the policy;
+//   - time of check is time of use: the private copy of the message a handler decides on (the
+//     request on the request path, a server's response on its way back) becomes the Rpc's
+//     message (RegionKind::kPrivate) and is what the transport delivers, and a policy that reads
+//     metadata first moves the app's metadata block into Rpc::metadata; a policy that reads
+//     neither copies nothing;
 //   - re-checks, per (service, method) the first time it sees one, that the layout the app
 //     registered has the fingerprint the policy was built against; a mismatch rejects that call
 //     FAILED_PRECONDITION instead of reading wrong offsets (apps that register later included);
@@ -23,8 +27,10 @@
 //     region (request path only);
 //   - counts what it saw per (caller app, method, event, outcome) for the Prometheus export.
 // Not applied yet (counted as `unapplied` in metrics and said in docs/policies.md): `route` at
-// callee or to an unknown name, `mirror` likewise, `retry`, writes into message fields (they land
-// in the private copy, not in what is delivered).
+// callee or to an unknown name, `mirror` likewise, `retry`, string, bytes and map-entry writes
+// into message fields (recorded by the runner, never made), and any field write on a message
+// that is not delivered from the copy the handler wrote (the request in a response handler, a
+// response already in the caller's receive region).
 //
 // Threads: one instance is shared by every graph of its attachment (one policy state per
 // attachment, as the language reads); runtime threads run it under its mutex, and the control
@@ -142,8 +148,16 @@ class PolicyOperator final : public Operator {
   void run_one(RpcPtr& rpc, compiler::ir::Event event, Output& out);
   const MethodCheck& check_method(const Rpc& rpc);
   // Fills the message view with a private copy of the message at `where` (laid out by `layout`).
-  bool copy_message_view(bool is_request, const MessageLocation& where, const MessageLayout* layout,
-                         mrpc_message_view& view, uint64_t& size, std::string& error);
+  // `deliver_checked`: the handler decides on this message, so a copy out of an app's heap is
+  // kept (a PrivateMessage `where` then points at) and is what gets delivered: an app that
+  // rewrites its heap after submitting cannot change what the policy checked. Otherwise the copy
+  // is per-run scratch.
+  bool copy_message_view(bool is_request, MessageLocation& where, bool deliver_checked,
+                         const MessageLayout* layout, mrpc_message_view& view, uint64_t& size,
+                         std::string& error);
+  // Moves the app's metadata block out of its heap into rpc.metadata (one read, strictly
+  // decoded), for a policy that reads metadata: the entries it checks are those delivered.
+  bool take_metadata(Rpc& rpc, std::string& error);
   void encode_metadata(const Rpc& rpc);
   // `respond(r)`: the call is answered with the stored response r, copied into the caller's
   // receive region.
@@ -164,6 +178,7 @@ class PolicyOperator final : public Operator {
                           mrpc_str* value);
   static int metadata_set(mrpc_rpc_view* view, const char* key, uint32_t key_size,
                           const char* value, uint32_t value_size);
+  static int metadata_remove(mrpc_rpc_view* view, const char* key, uint32_t key_size);
 
   const std::string name_;
   const std::shared_ptr<const CompiledPolicyFile> file_;
@@ -182,6 +197,7 @@ class PolicyOperator final : public Operator {
   bool uses_size_ = false;
   bool uses_latency_ = false;
   bool uses_endpoints_ = false;  // rpc.endpoints or rpc.endpoint, route or mirror
+  bool reads_metadata_ = false;  // its request metadata is taken out of the app's heap first
   bool mirrors_ = false;         // runs `mirror`
   // (call id << 16) ^ attempt of the mirrors it forked -> when.
   std::unordered_map<uint64_t, MonoTime> mirrored_;

@@ -48,6 +48,7 @@ statement
   | 'for' IDENT 'in' expr ('..' expr)? block                                 # forStmt
   | 'pass' ';'                                                               # passStmt
   | 'drop' ';'                                                               # dropStmt
+  | 'break' ';'                                                              # breakStmt
   | expr ';'                                                                 # exprStmt
   ;
 
@@ -87,7 +88,7 @@ mapEntry : expr ':' expr ;
 name
   : IDENT | 'import' | 'const' | 'policy' | 'marshal' | 'applies' | 'param' | 'state'
   | 'schedule' | 'on' | 'let' | 'var' | 'remove' | 'clear' | 'if' | 'else' | 'for' | 'in'
-  | 'pass' | 'drop' | 'true' | 'false' | 'not'
+  | 'pass' | 'drop' | 'break' | 'true' | 'false' | 'not'
   ;
 
 DURATION : DIGITS ('ns' | 'us' | 'ms' | 's' | 'm' | 'h') ;

@@ -336,6 +336,9 @@ class Formatter {
       case ast::StmtKind::kDrop:
         out_ += "drop;\n";
         break;
+      case ast::StmtKind::kBreak:
+        out_ += "break;\n";
+        break;
       case ast::StmtKind::kExpr:
         out_ += format_expr(*s.exprs[0]) + ";\n";
         break;

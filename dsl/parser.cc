@@ -586,6 +586,8 @@ class AstBuilder {
       stmt->kind = ast::StmtKind::kPass;
     } else if (dynamic_cast<MpolParser::DropStmtContext*>(ctx) != nullptr) {
       stmt->kind = ast::StmtKind::kDrop;
+    } else if (dynamic_cast<MpolParser::BreakStmtContext*>(ctx) != nullptr) {
+      stmt->kind = ast::StmtKind::kBreak;
     } else if (auto* expr = dynamic_cast<MpolParser::ExprStmtContext*>(ctx)) {
       stmt->kind = ast::StmtKind::kExpr;
       stmt->exprs.push_back(build_expr(expr->expr(), depth));

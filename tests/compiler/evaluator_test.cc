@@ -422,6 +422,151 @@ policy cache {
   CHECK(v.response_bytes.size() == r.bytes().size());
 }
 
+TEST_CASE(MRPC_CASE_PREFIX "break leaves the innermost loop and the enclosing loop goes on") {
+  Harness h(R"(
+policy breaks {
+  applies to * at callee;
+  param names: list<string> = ["a", "b", "stop", "c"];
+  on request {
+    var sum = 0;
+    for i in 0..10 {
+      if i == 4 {
+        break;
+      }
+      for j in 0..10 {
+        if j > i {
+          break;
+        }
+        sum += 1;
+      }
+    }
+    var seen = 0;
+    var inner = 0;
+    for n in names {
+      for q in 0..5 {
+        if q == 2 {
+          break;
+        }
+        inner += 1;
+      }
+      if n == "stop" {
+        break;
+      }
+      seen += 1;
+    }
+    var after = 0;
+    for k in 0..3 {
+      after += 1;
+    }
+    log("b", sum = sum, seen = seen, inner = inner, after = after);
+  }
+}
+)");
+  Call c;
+  Verdict v = h.run(ir::Event::kRequest, c);
+  CHECK(v.outcome == Verdict::Outcome::kContinue);
+  CHECK(log_field(v, "sum").i == 1 + 2 + 3 + 4);  // i = 0..3, j = 0..i
+  CHECK(log_field(v, "seen").i == 2);             // "a", "b"
+  CHECK(log_field(v, "inner").i == 3 * 2);        // q = 0, 1 for "a", "b", "stop"
+  CHECK(log_field(v, "after").i == 3);            // a break does not leak out of its loop
+}
+
+TEST_CASE(MRPC_CASE_PREFIX
+          "metadata writes set and remove request headers and later reads see them") {
+  Harness h(R"(
+policy headers {
+  applies to * at caller;
+  on request {
+    let had = rpc.metadata["authorization"];
+    rpc.metadata["x-request-id"] = "req-" + str(rpc.attempt);
+    rpc.metadata["x-user"] = "replaced";
+    remove rpc.metadata["authorization"];
+    log("h", had = had, id = rpc.metadata["x-request-id"], user = rpc.metadata["x-user"],
+        auth = rpc.metadata["authorization"]);
+  }
+}
+)");
+  Call c;
+  c.metadata = encode_metadata({{"authorization", "secret"}, {"x-user", "app"}});
+  c.view.attempt = 2;
+  Verdict v = h.run(ir::Event::kRequest, c);
+  CHECK(log_field(v, "had").s == "secret");
+  CHECK(log_field(v, "id").s == "req-2");
+  CHECK(log_field(v, "user").s == "replaced");
+  CHECK(log_field(v, "auth").s.empty());
+  // What the view holds afterwards (the daemon delivers its own copy the same way).
+  CHECK(c.metadata == encode_metadata({{"x-request-id", "req-2"}, {"x-user", "replaced"}}));
+  CHECK(v.defined_faults == 0);
+}
+
+TEST_CASE(MRPC_CASE_PREFIX "append builds a local list up to its limit and past it rejects") {
+  Harness h(R"(
+policy lists {
+  applies to * at callee;
+  param names: list<string> = ["a", "bb", "ccc"];
+  on request {
+    var long: list<string> = [];
+    var total = 0;
+    for n in names {
+      if len(n) > 1 {
+        long.append(n);
+      }
+    }
+    for x in long {
+      total += len(x);
+    }
+    var many: list<int> = [];
+    if rpc.metadata["many"] == "1" {
+      for i in 0..300 {
+        many.append(i);
+      }
+    }
+    log("l", count = len(long), total = total, first = long[0], many = len(many));
+  }
+}
+)");
+  Call c;
+  Verdict v = h.run(ir::Event::kRequest, c);
+  CHECK(v.outcome == Verdict::Outcome::kContinue);
+  CHECK(log_field(v, "count").i == 2);
+  CHECK(log_field(v, "total").i == 5);
+  CHECK(log_field(v, "first").s == "bb");
+  CHECK(log_field(v, "many").i == 0);
+  Call big;
+  big.metadata = encode_metadata({{"many", "1"}});
+  Verdict over = h.run(ir::Event::kRequest, big);
+  CHECK(over.outcome == Verdict::Outcome::kReject);
+  CHECK(over.aborted);
+  CHECK(over.status == StatusCode::kResourceExhausted);
+  CHECK_MESSAGE(over.message.find("kMaxLocalListElements") != std::string::npos, over.message);
+}
+
+TEST_CASE(MRPC_CASE_PREFIX "a state that starts from a param starts from the attached value") {
+  const char* text = R"(
+policy budgets {
+  applies to * at callee;
+  param max_tokens: int = 3;
+  state tokens: int = max_tokens;
+  on request {
+    if tokens <= 0 {
+      reject(RESOURCE_EXHAUSTED, "no tokens");
+    }
+    tokens -= 1;
+  }
+}
+)";
+  Harness defaults(text);
+  CHECK(defaults.instance->state("tokens").i == 3);
+  Harness attached(text);
+  REQUIRE(attached.instance->set_param("max_tokens", Value::of_int(1)).ok());
+  CHECK(attached.instance->state("tokens").i == 1);
+  Call c;
+  CHECK(attached.run(ir::Event::kRequest, c).outcome == Verdict::Outcome::kContinue);
+  CHECK(attached.run(ir::Event::kRequest, c).outcome == Verdict::Outcome::kReject);
+  CHECK(defaults.run(ir::Event::kRequest, c).outcome == Verdict::Outcome::kContinue);
+  CHECK(defaults.instance->state("tokens").i == 2);
+}
+
 TEST_CASE(MRPC_CASE_PREFIX "builtins and if else chains give their documented values") {
   Harness h(R"(
 policy builtins {

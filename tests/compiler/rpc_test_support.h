@@ -98,6 +98,7 @@ struct Call {
     view.endpoints = reinterpret_cast<const uint8_t*>(endpoints.data());
     view.endpoints_size = static_cast<uint32_t>(endpoints.size());
     view.ops = encoded_block_ops();
+    view.ops_context = &metadata;  // metadata writes rewrite `metadata`
     return view;
   }
 };

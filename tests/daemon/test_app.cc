@@ -346,8 +346,10 @@ void EchoServer::serve() {
       case shm::EntryKind::kIncomingCall: {
         std::lock_guard lock(mutex_);
         last_metadata_ = app_->received_metadata(entry->metadata_offset, entry->metadata_length);
-        for (const auto& [key, value] : last_metadata_)
+        for (const auto& [key, value] : last_metadata_) {
           if (key == "counted") ++tagged_calls_;
+          if (watched_ && key == watched_->first && value == watched_->second) ++watched_calls_;
+        }
       }
         ++calls_seen_;
         if (mode_ == Mode::kEcho)

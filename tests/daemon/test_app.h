@@ -147,6 +147,12 @@ class EchoServer {
   // Incoming calls whose metadata had the key "counted" (set by test operators).
   uint64_t tagged_calls() const { return tagged_calls_.load(); }
   uint64_t live_replies() const { return live_replies_.load(); }
+  // Counts the incoming calls whose metadata has `key` = `value` (watched_calls()).
+  void watch_metadata(std::string key, std::string value) {
+    std::lock_guard lock(mutex_);
+    watched_ = {std::move(key), std::move(value)};
+  }
+  uint64_t watched_calls() const { return watched_calls_.load(); }
   // The metadata of the last incoming call.
   shm::MetadataPairs last_metadata() const {
     std::lock_guard lock(mutex_);
@@ -171,6 +177,8 @@ class EchoServer {
   std::atomic<uint64_t> live_replies_{0};
   mutable std::mutex mutex_;
   shm::MetadataPairs last_metadata_;
+  std::optional<std::pair<std::string, std::string>> watched_;
+  std::atomic<uint64_t> watched_calls_{0};
   std::thread thread_;
 };
 

@@ -29,6 +29,15 @@
 #include "mrpc/compiler/policy_runner.h"
 #include "mrpc/dataflow/rpc_view.h"
 
+namespace mrpc::limits {
+// Elements and bytes (of its string elements) of a local list a handler builds with
+// `xs.append(x)`: an append past either is a run-time fault (the handler stops and the call is
+// rejected with RESOURCE_EXHAUSTED), so a list is bounded like a string. (Here rather than in
+// base/limits.h: only the policy runtime reads them.)
+inline constexpr int64_t kMaxLocalListElements = 256;
+inline constexpr uint64_t kMaxLocalListBytes = 64u << 10;
+}  // namespace mrpc::limits
+
 namespace mrpc::compiler {
 
 struct LogRecord {
@@ -59,7 +68,7 @@ struct Verdict {
   std::optional<std::string> route;
   std::vector<std::pair<std::string, double>> mirrors;
   std::optional<int64_t> retry_after_ns;
-  std::string response_bytes;  // kRespond: the stored response (its region's bytes)
+  std::string response_bytes;         // kRespond: the stored response (its region's bytes)
   uint64_t response_body_offset = 0;  // kRespond: where its body starts in response_bytes
   std::vector<LogRecord> logs;
   std::vector<FieldWrite> writes;

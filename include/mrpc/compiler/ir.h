@@ -169,17 +169,20 @@ struct Stmt;
 using Block = std::vector<std::unique_ptr<Stmt>>;
 
 enum class StmtKind : uint8_t {
-  kLet,        // locals[slot] = exprs[0]
-  kAssign,     // exprs[0] op exprs[1]; op kAdd for +=, kSub for -=, else plain `=`
-  kRemove,     // remove exprs[0] (a state map entry: kIndex over kState)
-  kSetInsert,  // state set `slot`.insert(exprs[0])
-  kSetRemove,  // state set `slot`.remove(exprs[0])
-  kClear,      // clear exprs[0] (a message field)
-  kIf,         // if exprs[i] blocks[i]...; else blocks.back() when blocks.size() > exprs.size()
-  kForRange,   // for locals[slot] in exprs[0]..exprs[1] (constants) blocks[0]
-  kForEach,    // for locals[slot] in exprs[0] (a list, set or repeated field) blocks[0]
+  kLet,         // locals[slot] = exprs[0]
+  kAssign,      // exprs[0] op exprs[1]; op kAdd for +=, kSub for -=, else plain `=`
+                // (exprs[0] kMetadata: sets a request header)
+  kRemove,      // remove exprs[0] (a state map entry: kIndex over kState; or kMetadata)
+  kListAppend,  // local list `slot`.append(exprs[0])
+  kSetInsert,   // state set `slot`.insert(exprs[0])
+  kSetRemove,   // state set `slot`.remove(exprs[0])
+  kClear,       // clear exprs[0] (a message field)
+  kIf,          // if exprs[i] blocks[i]...; else blocks.back() when blocks.size() > exprs.size()
+  kForRange,    // for locals[slot] in exprs[0]..exprs[1] (constants) blocks[0]
+  kForEach,     // for locals[slot] in exprs[0] (a list, set or repeated field) blocks[0]
   kPass,
   kDrop,
+  kBreak,   // leaves the innermost kForRange / kForEach
   kAction,  // action(exprs...); log: log_keys name exprs[1..]
 };
 
@@ -225,6 +228,8 @@ struct State {
   std::string name;
   Type type;
   Value initial;                // scalars: the start value (zero unless given)
+  int32_t initial_param = -1;   // scalars: the param slot it starts from (its value at attach
+                                // time; `initial` is the param's default), or -1
   int64_t capacity = 0;         // map/set: constant capacity, or the param's default
   int32_t capacity_param = -1;  // map/set: the param slot giving the capacity, or -1
   Evict evict = Evict::kLru;

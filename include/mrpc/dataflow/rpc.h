@@ -12,6 +12,7 @@
 // Descriptors come from a per-thread pool (make_rpc): in steady state no call allocates one.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,14 +36,27 @@ struct CallerIdentity {
   std::string app_name;
 };
 
+// A daemon-private copy of a message taken out of an app's heap because a policy read it: the
+// bytes the policy checked are the bytes delivered, never a second read of memory the app can
+// still write (time-of-check/time-of-use). Laid out as in the region it came from: `bytes` holds
+// [0, size) and the message's root lies at its MessageLocation::offset. Attempts forked from the
+// call share it (read-only); an operator writes into it only while it holds the one reference.
+struct PrivateMessage {
+  std::unique_ptr<std::byte[]> bytes;
+  uint64_t size = 0;           // bytes of `bytes`
+  uint64_t message_bytes = 0;  // of them, the message's own (rpc.size)
+};
+
 // Where a message lives: in a region of connection `owner` (its heap: what the app wrote; its
-// receive region: what the daemon placed there for it), at the root `offset`.
-enum class RegionKind : uint8_t { kHeap, kReceive };
+// receive region: what the daemon placed there for it), or in a PrivateMessage of the daemon
+// (`owner` still names the app it came from), at the root `offset`.
+enum class RegionKind : uint8_t { kHeap, kReceive, kPrivate };
 struct MessageLocation {
   static constexpr uint64_t kNone = UINT64_MAX;
   ConnectionId owner = kNoConnection;
   RegionKind region = RegionKind::kHeap;
   uint64_t offset = kNone;
+  std::shared_ptr<PrivateMessage> private_copy;  // kPrivate only
   bool present() const { return offset != kNone; }
 };
 
@@ -83,10 +97,13 @@ struct Rpc {
   Status status;  // code and detail text; OK until something ends the call otherwise
   MonoTime deadline = kNoDeadline;
   // The call's metadata as the app encoded it (shm metadata block format), read from the caller's
-  // heap only when the call is delivered: no per-call decoding into strings.
+  // heap only when the call is delivered: no per-call decoding into strings. A policy that reads
+  // metadata takes the block out of the heap into `metadata` (and clears this) before it reads,
+  // so what it checked is what is delivered.
   MessageLocation metadata_block;
   uint32_t metadata_length = 0;
-  // Metadata added by operators on the way (decoded); merged into the block on delivery.
+  // Metadata added by operators on the way (decoded); merged into the block on delivery, an entry
+  // here replacing the block's entries of the same key.
   std::vector<MetadataEntry> metadata;
   uint8_t priority = 0;         // higher first; policies set and read it
   bool wait_for_ready = false;  // with no endpoint, wait for one (up to the deadline)

@@ -50,6 +50,9 @@ typedef struct mrpc_rpc_view_ops {
    * pass limits::kMaxMetadataBytes (nothing changes then). */
   int (*metadata_set)(struct mrpc_rpc_view* rpc, const char* key, uint32_t key_size,
                       const char* value, uint32_t value_size);
+  /* Removes every entry of `key` (none present is fine): 0 on success. May be null (then a
+   * removal is a fault with no effect). */
+  int (*metadata_remove)(struct mrpc_rpc_view* rpc, const char* key, uint32_t key_size);
 } mrpc_rpc_view_ops;
 
 typedef struct mrpc_rpc_view {

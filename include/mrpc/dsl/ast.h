@@ -67,7 +67,8 @@ enum class StmtKind {
   kFor,     // for name in exprs[0] (.. exprs[1])? blocks[0]
   kPass,
   kDrop,
-  kExpr,  // exprs[0];  (a call: action, builtin or container method)
+  kBreak,  // leaves the innermost `for`
+  kExpr,   // exprs[0];  (a call: action, builtin or container method)
 };
 
 struct Stmt {
