@@ -184,7 +184,10 @@ ShmChannel::~ShmChannel() {
   (void)wake_.ring();
   if (completion_thread_.joinable()) {
     if (completion_thread_.get_id() == std::this_thread::get_id()) {
-      completion_thread_.detach();  // the last reference died in a completion callback
+      // The last reference died on the completion thread (its loop held it across callbacks and
+      // dropped it last): the loop returns, touching nothing of this object, once this is done.
+      if (destroyed_flag_ != nullptr) *destroyed_flag_ = true;
+      completion_thread_.detach();
     } else {
       completion_thread_.join();
     }
@@ -199,17 +202,17 @@ ShmChannel::~ShmChannel() {
     }
   }
   std::vector<UntypedCompletion> orphans;
-  {
-    std::lock_guard lock(calls_mutex_);
-    for (auto& [id, call] : calls_) {
-      if (call.done) orphans.push_back(std::move(call.done));
-    }
-    calls_.clear();
-    call_ids_.release_all();
+  for (const auto& connection : connections_) {
+    // Requests stay where they are: the heap goes with the Connection.
+    connection->calls().fail_all(orphans, [](ShmHeap*, uint64_t) {});
   }
   for (auto& done : orphans) done(Status(StatusCode::kCancelled, "the channel was destroyed"), {});
-  std::lock_guard lock(deferred_mutex_);
-  for (auto& work : deferred_) work();
+  std::deque<std::function<void()>> deferred;
+  {
+    std::lock_guard lock(deferred_mutex_);
+    deferred.swap(deferred_);
+  }
+  for (auto& work : deferred) work();
 }
 
 std::shared_ptr<Connection> ShmChannel::current_connection() {
@@ -226,12 +229,13 @@ void ShmChannel::install_connection(std::shared_ptr<Connection> connection) {
   }
   std::lock_guard lock(connection_mutex_);
   current_ = connection;
+  current_raw_.store(connection.get(), std::memory_order_release);
+  latest_.store(connection.get(), std::memory_order_release);
   connections_.push_back(std::move(connection));
 }
 
 ShmHeap& ShmChannel::heap() {
-  std::lock_guard lock(connection_mutex_);
-  return connections_.back()->heap();
+  return latest_.load(std::memory_order_acquire)->heap();
 }
 
 bool ShmChannel::on_completion_thread() const {
@@ -308,19 +312,54 @@ Expected<uint32_t> ShmChannel::register_service(const std::shared_ptr<Connection
   return answer.service_id();
 }
 
-Expected<uint32_t> ShmChannel::service_id_for_call(const std::shared_ptr<Connection>& connection,
+namespace {
+// The service id this thread used last, by connection and name: a thread calling one service
+// finds its id without the registry's lock or hash lookup.
+struct LastServiceId {
+  uint64_t connection_serial = 0;  // Connection::serial(); 0: empty
+  uint32_t name_length = 0;
+  char name[96];
+  uint32_t id = 0;
+
+  bool matches(uint64_t serial, std::string_view full_name) const {
+    return connection_serial == serial && name_length == full_name.size() &&
+           std::memcmp(name, full_name.data(), name_length) == 0;
+  }
+  void remember(uint64_t serial, std::string_view full_name, uint32_t service_id) {
+    if (full_name.size() > sizeof(name)) return;
+    connection_serial = serial;
+    name_length = static_cast<uint32_t>(full_name.size());
+    std::memcpy(name, full_name.data(), name_length);
+    id = service_id;
+  }
+};
+thread_local LastServiceId last_service_id;
+}  // namespace
+
+Expected<uint32_t> ShmChannel::service_id_for_call(Connection& connection,
                                                    const ServiceSchema& service) {
+  if (last_service_id.matches(connection.serial(), service.full_name)) return last_service_id.id;
   {
     std::lock_guard lock(registry_mutex_);
-    if (ids_connection_ == connection.get()) {
+    if (ids_connection_ == &connection) {
       auto it = service_ids_.find(service.full_name);
-      if (it != service_ids_.end()) return it->second;
+      if (it != service_ids_.end()) {
+        last_service_id.remember(connection.serial(), service.full_name, it->second);
+        return it->second;
+      }
     }
   }
-  auto id = register_service(connection, OwnedSchema::copy_of(service), /*serve=*/false);
+  std::shared_ptr<Connection> shared;
+  {
+    std::lock_guard lock(connection_mutex_);
+    for (const auto& known : connections_)
+      if (known.get() == &connection) shared = known;
+  }
+  auto id = register_service(shared, OwnedSchema::copy_of(service), /*serve=*/false);
   if (!id) return id.status();
   std::lock_guard lock(registry_mutex_);
-  if (ids_connection_ == connection.get()) service_ids_.emplace(service.full_name, *id);
+  if (ids_connection_ == &connection) service_ids_.emplace(service.full_name, *id);
+  last_service_id.remember(connection.serial(), service.full_name, *id);
   return id;
 }
 
@@ -374,13 +413,16 @@ void ShmChannel::defer(std::function<void()> work) {
   {
     std::lock_guard lock(deferred_mutex_);
     deferred_.push_back(std::move(work));
+    deferred_count_.store(deferred_.size(), std::memory_order_release);
   }
   (void)wake_.ring();
 }
 
 void ShmChannel::fail_call_later(UntypedCompletion done, Status status) {
-  defer([done = std::move(done), status = std::move(status)]() mutable {
-    done(std::move(status), ReceivedMessage());
+  // std::function needs a copyable callable; the completion may be move-only.
+  auto shared = std::make_shared<UntypedCompletion>(std::move(done));
+  defer([shared, status = std::move(status)]() mutable {
+    (*shared)(std::move(status), ReceivedMessage());
   });
 }
 
@@ -389,7 +431,7 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
                               UntypedCompletion done) {
   // Until the call is admitted below, its id is local: a call that fails before it reaches the
   // daemon never takes one of the daemon's call slots.
-  CallId id = CallIds::kLocalOnly | next_local_id_.fetch_add(1, std::memory_order_relaxed);
+  CallId id = CallTable::kLocalOnly | next_local_id_.fetch_add(1, std::memory_order_relaxed);
   // From here the request is ours: every path below either sends it or frees it.
   auto free_request = [&request] {
     if (request.heap != nullptr && request.offset != kNoOffset) {
@@ -402,8 +444,8 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
     fail_call_later(std::move(done), std::move(ready));
     return id;
   }
-  auto connection = current_connection();
-  if (!connection || !connection->alive()) {
+  Connection* connection = current();
+  if (connection == nullptr || !connection->alive()) {
     free_request();
     fail_call_later(std::move(done),
                     Status(StatusCode::kUnavailable, "not connected to mrpcd (reconnecting)"));
@@ -424,7 +466,7 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
                            fmt::format("{} has no method {}", service.full_name, method_index)));
     return id;
   }
-  auto service_id = service_id_for_call(connection, service);
+  auto service_id = service_id_for_call(*connection, service);
   if (!service_id) {
     free_request();
     fail_call_later(std::move(done), service_id.status());
@@ -460,122 +502,143 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
       saturating_add(clock_.now(), options.timeout.value_or(limits::kDefaultCallTimeout));
   entry.deadline = deadline;
 
-  bool wake = false;
-  {
-    std::lock_guard lock(calls_mutex_);
-    // Checked under calls_mutex_: handle_loss marks the connection lost and clears the table
-    // under it, so no call is added to a table already failed.
-    if (!connection->alive()) {
-      free_request();
-      fail_call_later(std::move(done),
-                      Status(StatusCode::kUnavailable, "lost the connection to mrpcd"));
-      return id;
-    }
-    const uint32_t max_calls = connection->welcome().max_calls_in_flight();
-    const CallId admitted = calls_.size() >= max_calls ? 0 : call_ids_.allocate(max_calls);
-    if (admitted == 0) {
-      free_request();
-      fail_call_later(
-          std::move(done),
-          Status(StatusCode::kResourceExhausted,
-                 fmt::format("{} calls in flight: mrpcd's max_calls_in_flight", calls_.size())));
-      return id;
-    }
-    id = admitted;
-    entry.call_id = id;
-    calls_.emplace(id, OutgoingCall{std::move(done), deadline, request.heap, request.offset});
-    deadlines_.emplace(deadline, id);
-    wake = deadline < sleeping_until_;
+  CallTable& table = connection->calls();
+  const CallId admitted = table.reserve();
+  if (admitted == 0) {
+    free_request();
+    fail_call_later(
+        std::move(done),
+        Status(StatusCode::kResourceExhausted,
+               fmt::format("{} calls in flight: mrpcd's max_calls_in_flight", table.slots())));
+    return id;
   }
-  // The table entry exists before the daemon can answer.
-  if (!connection->submit(entry)) connection->mark_lost();
-  if (wake || !connection->alive()) (void)wake_.ring();
-  return id;
+  entry.call_id = admitted;
+  // The slot is filled before the daemon can answer; publishing it makes it claimable.
+  const bool wake =
+      table.publish(admitted, std::move(done), deadline, request.heap, request.offset);
+  // The completion thread marks the connection lost before failing the calls in its table: a call
+  // published after that pass ends here (whoever moves its slot to lost frees the request).
+  if (!connection->alive()) {
+    UntypedCompletion lost;
+    bool free_it = false;
+    table.abandon(admitted, lost, free_it);
+    if (free_it) free_request();
+    if (lost) {
+      fail_call_later(std::move(lost),
+                      Status(StatusCode::kUnavailable, "lost the connection to mrpcd"));
+    }
+    return admitted;
+  }
+  if (!connection->submit(entry)) {
+    connection->mark_lost();
+    (void)wake_.ring();  // the completion thread fails the call with the connection
+  } else if (wake) {
+    (void)wake_.ring();  // it sleeps past this call's deadline: the one re-arming wake-up
+  }
+  return admitted;
 }
 
 void ShmChannel::cancel(CallId call) {
-  UntypedCompletion done;
-  std::shared_ptr<Connection> connection;
-  {
-    std::lock_guard lock(calls_mutex_);
-    auto it = calls_.find(call);
-    if (it == calls_.end() || !it->second.done) return;
-    done = std::move(it->second.done);
-    it->second.done = nullptr;
-  }
-  // The daemon stops the call and answers kCallDone, which frees the request.
-  if (auto current = current_connection())
-    current->submit(shm::make_ring_entry(shm::EntryKind::kCancel, call));
+  Connection* connection = current();
+  if (connection == nullptr) return;  // lost: every call of the old connection has ended
+  UntypedCompletion done = connection->calls().claim(call);
+  if (!done) return;
+  // The daemon stops the call and answers kCallDone, which frees the request and the slot.
+  connection->submit(shm::make_ring_entry(shm::EntryKind::kCancel, call));
   fail_call_later(std::move(done), Status(StatusCode::kCancelled, "the call was cancelled"));
 }
 
 // ---- Completion thread ----
 
 void ShmChannel::completion_loop() {
+  bool destroyed = false;
+  destroyed_flag_ = &destroyed;
+  const std::weak_ptr<ShmChannel> weak_self = weak_from_this();
   MonoTime idle_since = clock_.now();
   MonoTime last_socket_check = idle_since;
   const auto spin_budget = options_.spin_budget.value_or(limits::kDefaultSpinBudget).count();
-  while (!stopping_.load(std::memory_order_acquire)) {
-    auto connection = current_connection();
-    if (!connection) {
-      run_deferred();
-      fire_deadlines();
-      if (options_.reconnect && clock_.now() >= reconnect_at_) {
-        try_reconnect();
-        continue;
+  std::shared_ptr<Connection> connection;  // current_, copied when it changes (only here)
+  for (;;) {
+    // Whether to sleep after this pass, and until when; the sleep is outside the pass, where
+    // the channel is not held (an app dropping its last reference then destroys it on its own
+    // thread, which wakes and joins this one).
+    bool sleep_after = false;
+    MonoTime sleep_until = kNoDeadline;
+    {
+      // Held across this pass's callbacks: an app that drops its last reference in one destroys
+      // the channel here, at the end of the pass, where nothing of it is used any more.
+      std::shared_ptr<ShmChannel> self = weak_self.lock();
+      if (!self || stopping_.load(std::memory_order_acquire)) return;
+      if (connection.get() != current_.get()) connection = current_;
+      if (!connection) {
+        run_deferred();
+        fire_deadlines();
+        if (options_.reconnect && clock_.now() >= reconnect_at_) {
+          try_reconnect();
+        } else {
+          sleep_after = true;
+          sleep_until =
+              options_.reconnect ? std::min(reconnect_at_, next_deadline()) : next_deadline();
+        }
+      } else {
+        bool worked = drain_completions(connection);
+        worked |= run_deferred();
+        worked |= fire_deadlines();
+        const bool overflow = connection->flush_overflow();
+        const MonoTime now = clock_.now();
+        if (now - last_socket_check >= limits::kAppSocketCheckInterval.count()) {
+          last_socket_check = now;
+          if (!read_control(connection, /*wait=*/false)) connection->mark_lost();
+        }
+        if (!connection->alive()) {
+          handle_loss(connection, Status(StatusCode::kUnavailable, "mrpcd closed the app socket"));
+        } else if (worked) {
+          idle_since = now;
+        } else if (now - idle_since < spin_budget) {
+          sched_yield();  // spin, but let a runnable thread on this core (often a peer) go first
+        } else {
+          // Idle: releases posted quietly are announced once they have waited long enough.
+          const MonoTime quiet_since = connection->quiet_since();
+          const MonoTime notice_at =
+              quiet_since == 0 ? kNoDeadline
+                               : saturating_add(quiet_since, limits::kQuietEntryNoticeDelay);
+          if (now >= notice_at) {
+            connection->notice_quiet();
+          } else if (connection->completions().prepare_to_sleep()) {
+            sleep_after = true;
+            sleep_until = std::min(next_deadline(), notice_at);
+            if (overflow) sleep_until = std::min(sleep_until, saturating_add(now, kOverflowRetry));
+          }
+          if (!sleep_after) idle_since = clock_.now();
+        }
       }
-      sleep(nullptr,
-            options_.reconnect ? std::min(reconnect_at_, next_deadline()) : next_deadline());
+    }
+    if (destroyed) return;  // the pass's reference was the last: the channel is gone
+    if (!sleep_after) continue;
+    if (!connection) {
+      sleep(nullptr, sleep_until);
       continue;
     }
-    bool worked = drain_completions(connection);
-    worked |= run_deferred();
-    worked |= fire_deadlines();
-    const bool overflow = connection->flush_overflow();
-    const MonoTime now = clock_.now();
-    if (now - last_socket_check >= limits::kAppSocketCheckInterval.count()) {
-      last_socket_check = now;
-      if (!read_control(connection, /*wait=*/false)) connection->mark_lost();
-    }
-    if (!connection->alive()) {
-      handle_loss(connection, Status(StatusCode::kUnavailable, "mrpcd closed the app socket"));
-      continue;
-    }
-    if (worked) {
-      idle_since = now;
-      continue;
-    }
-    if (now - idle_since < spin_budget) {
-      sched_yield();  // spin, but let a runnable thread on this core (often a peer) go first
-      continue;
-    }
-    if (connection->completions().prepare_to_sleep()) {
-      MonoTime until = next_deadline();
-      if (overflow) until = std::min(until, saturating_add(now, kOverflowRetry));
-      sleep(connection, until);
-      connection->completions().finish_sleep();
-      last_socket_check = 0;  // look at the socket now: it may be why we woke
-    }
+    sleep(connection, sleep_until);
+    connection->completions().finish_sleep();
+    last_socket_check = 0;  // look at the socket now: it may be why we woke
     idle_since = clock_.now();
   }
 }
 
 MonoTime ShmChannel::next_deadline() {
-  std::lock_guard lock(calls_mutex_);
-  while (!deadlines_.empty() && !calls_.contains(deadlines_.top().second)) deadlines_.pop();
-  return deadlines_.empty() ? kNoDeadline : deadlines_.top().first;
+  Connection* connection = current();
+  return connection == nullptr ? kNoDeadline : connection->calls().earliest_deadline();
 }
 
 void ShmChannel::sleep(const std::shared_ptr<Connection>& connection, MonoTime until) {
-  {
-    std::lock_guard lock(calls_mutex_);
-    // A call started from now on with an earlier deadline rings wake_.
-    sleeping_until_ = until;
+  if (connection) {
+    // Announced before the re-check: a call published from now on with an earlier deadline
+    // rings wake_ (CallTable::publish), or this sees its deadline.
+    connection->calls().set_sleeping_until(until);
+    until = std::min(until, connection->calls().earliest_deadline());
   }
-  {
-    std::lock_guard lock(deferred_mutex_);
-    if (!deferred_.empty()) until = 0;
-  }
+  if (deferred_count_.load(std::memory_order_acquire) != 0) until = 0;
   pollfd fds[3] = {{wake_.fd(), POLLIN, 0}, {-1, POLLIN, 0}, {-1, POLLIN, 0}};
   if (connection) {
     fds[1].fd = connection->completion_doorbell().fd();
@@ -587,10 +650,7 @@ void ShmChannel::sleep(const std::shared_ptr<Connection>& connection, MonoTime u
     timeout_ms = static_cast<int>(std::min<MonoTime>((left + 999'999) / 1'000'000, INT32_MAX));
   }
   if (!stopping_.load()) ::poll(fds, 3, timeout_ms);
-  {
-    std::lock_guard lock(calls_mutex_);
-    sleeping_until_ = INT64_MIN;
-  }
+  if (connection) connection->calls().set_sleeping_until(INT64_MIN);
   wake_.drain();
   if (connection) connection->completion_doorbell().drain();
 }
@@ -637,7 +697,7 @@ std::string ShmChannel::take_call_detail(const std::shared_ptr<Connection>& conn
   // The text was copied out: its block goes back to the daemon at once.
   shm::RingEntry released = shm::make_ring_entry(shm::EntryKind::kRelease, 0);
   released.message_offset = entry.detail_offset;
-  connection->submit(released);
+  connection->submit_quiet(released);
   return detail;
 }
 
@@ -646,28 +706,19 @@ void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
   const StatusCode code = status_code_from_wire(entry.status);
   const bool has_response = code == StatusCode::kOk && entry.message_offset != shm::kNoOffset &&
                             entry.message_offset < connection->receive_bytes();
+  // No doorbell: the daemon needs the block back only eventually (Connection::submit_quiet).
   auto release = [connection, offset = entry.message_offset] {
     if (!connection->alive()) return;  // the daemon that owned the block is gone
     shm::RingEntry released = shm::make_ring_entry(shm::EntryKind::kRelease, 0);
     released.message_offset = offset;
-    connection->submit(released);
+    connection->submit_quiet(released);
   };
 
   UntypedCompletion done;
-  ShmHeap* heap = nullptr;
-  uint64_t request_root = 0;
-  {
-    std::lock_guard lock(calls_mutex_);
-    auto it = calls_.find(entry.call_id);
-    if (it != calls_.end()) {
-      done = std::move(it->second.done);
-      heap = it->second.heap;
-      request_root = it->second.request_root;
-      calls_.erase(it);
-      call_ids_.release(entry.call_id);
-    }
+  if (auto retired = connection->calls().retire(entry.call_id)) {
+    done = std::move(retired->done);
+    if (retired->heap != nullptr) (void)retired->heap->free_message(retired->request_root);
   }
-  if (heap != nullptr) (void)heap->free_message(request_root);
   if (!done && code == StatusCode::kOk) {
     // Ended already (deadline, cancel) or unknown: nobody will read the response.
     if (entry.message_offset != shm::kNoOffset) release();
@@ -686,7 +737,10 @@ void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
   }
   MessageRef response{const_cast<std::byte*>(connection->receive_base()),
                       connection->receive_bytes(), entry.message_offset, nullptr};
-  done(Status(), ReceivedMessage(response, std::make_shared<ReceiveLease>(std::move(release))));
+  // The lease's control block comes from the channel's pool: no allocation once it has grown.
+  done(Status(), ReceivedMessage(
+                     response, std::allocate_shared<ReceiveLease>(
+                                   LeaseAllocator<ReceiveLease>(lease_pool_), std::move(release))));
 }
 
 void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
@@ -808,66 +862,51 @@ void ShmChannel::dispatch_control(const wire::DaemonMessage& message) {
 }
 
 bool ShmChannel::run_deferred() {
+  if (deferred_count_.load(std::memory_order_acquire) == 0) return false;
   std::deque<std::function<void()>> work;
   {
     std::lock_guard lock(deferred_mutex_);
     work.swap(deferred_);
+    deferred_count_.store(0, std::memory_order_release);
   }
   for (auto& item : work) item();
   return !work.empty();
 }
 
 bool ShmChannel::fire_deadlines() {
-  const MonoTime now = clock_.now();
-  std::vector<UntypedCompletion> expired;
-  std::vector<CallId> to_cancel;
-  {
-    std::lock_guard lock(calls_mutex_);
-    // Entries of calls that have already ended are dropped as they reach the top, so the queue
-    // holds about the calls in flight, not every call of the last kDefaultCallTimeout.
-    while (!deadlines_.empty()) {
-      const auto [deadline, id] = deadlines_.top();
-      auto it = calls_.find(id);
-      const bool ended = it == calls_.end() || !it->second.done;
-      if (!ended && deadline > now) break;
-      deadlines_.pop();
-      if (ended) continue;
-      expired.push_back(std::move(it->second.done));
-      it->second.done = nullptr;
-      to_cancel.push_back(id);
-    }
-  }
-  if (expired.empty()) return false;
+  Connection* connection = current();
+  if (connection == nullptr) return false;
+  expired_.clear();
+  connection->calls().take_expired(clock_.now(), expired_);  // no lock unless one is due
+  if (expired_.empty()) return false;
   // The daemon enforces the same deadline; the cancel makes sure it lets go of the request even
-  // if its clock disagrees.
-  if (auto connection = current_connection()) {
-    for (CallId id : to_cancel)
-      connection->submit(shm::make_ring_entry(shm::EntryKind::kCancel, id));
-  }
-  for (auto& done : expired) {
+  // if its clock disagrees. Its kCallDone frees the request and the slot.
+  for (const auto& [id, done] : expired_)
+    connection->submit(shm::make_ring_entry(shm::EntryKind::kCancel, id));
+  for (auto& [id, done] : expired_) {
     done(Status(StatusCode::kDeadlineExceeded, "the call passed its deadline"), ReceivedMessage());
   }
+  expired_.clear();
   return true;
 }
 
 void ShmChannel::handle_loss(const std::shared_ptr<Connection>& connection, const Status& why) {
   std::vector<UntypedCompletion> failed;
-  {
-    std::lock_guard lock(calls_mutex_);
-    connection->mark_lost();
-    for (auto& [id, call] : calls_) {
-      // The daemon is gone: nobody reads the request any more.
-      (void)call.heap->free_message(call.request_root);
-      if (call.done) failed.push_back(std::move(call.done));
-    }
-    calls_.clear();
-    call_ids_.release_all();
-    deadlines_ = {};
-  }
+  // Marked first: a call published after the pass below sees it and ends itself.
+  connection->mark_lost();
+  connection->calls().fail_all(failed, [](ShmHeap* heap, uint64_t request_root) {
+    // The daemon is gone: nobody reads the request any more.
+    if (heap != nullptr) (void)heap->free_message(request_root);
+  });
+  next_first_generation_ = connection->calls().max_generation() + 1;
+  if (next_first_generation_ >= 0x7fffffffu) next_first_generation_ = 1;
   connection->shut_down_socket();
   {
     std::lock_guard lock(connection_mutex_);
-    if (current_ == connection) current_.reset();
+    if (current_ == connection) {
+      current_.reset();
+      current_raw_.store(nullptr, std::memory_order_release);
+    }
   }
   std::vector<std::shared_ptr<std::promise<wire::ServiceRegistered>>> registrations;
   {
@@ -888,7 +927,8 @@ void ShmChannel::handle_loss(const std::shared_ptr<Connection>& connection, cons
 }
 
 void ShmChannel::try_reconnect() {
-  auto connection = Connection::open(options_.socket_path, options_.app_name);
+  auto connection =
+      Connection::open(options_.socket_path, options_.app_name, next_first_generation_);
   bool ok = connection.ok();
   if (ok) {
     install_connection(*connection);

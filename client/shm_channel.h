@@ -27,8 +27,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "call_ids.h"
 #include "connection.h"
+#include "lease_pool.h"
 #include "mrpc/base/clock.h"
 #include "mrpc/client/channel.h"
 
@@ -51,7 +51,7 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
-class ShmChannel final : public Channel {
+class ShmChannel final : public Channel, public std::enable_shared_from_this<ShmChannel> {
  public:
   static Expected<std::shared_ptr<ShmChannel>> open(ChannelOptions options);
   ~ShmChannel() override;
@@ -65,12 +65,6 @@ class ShmChannel final : public Channel {
   explicit ShmChannel(ChannelOptions options);
 
  private:
-  struct OutgoingCall {
-    UntypedCompletion done;  // empty once the app has been told
-    MonoTime deadline = kNoDeadline;
-    ShmHeap* heap = nullptr;    // where the request lives
-    uint64_t request_root = 0;  // freed on kCallDone or daemon loss
-  };
   struct ServedService {
     OwnedSchema schema;
     std::vector<UntypedMethod> methods;
@@ -82,14 +76,16 @@ class ShmChannel final : public Channel {
   template <class V>
   using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
 
+  // Any thread: the shared pointer under connection_mutex_. current() is the same without a lock
+  // (Connections live as long as the channel).
   std::shared_ptr<Connection> current_connection();
+  Connection* current() const { return current_raw_.load(std::memory_order_acquire); }
   void install_connection(std::shared_ptr<Connection> connection);
 
   // Registration (RegisterService -> ServiceRegistered).
   Expected<uint32_t> register_service(const std::shared_ptr<Connection>& connection,
                                       const OwnedSchema& schema, bool serve);
-  Expected<uint32_t> service_id_for_call(const std::shared_ptr<Connection>& connection,
-                                         const ServiceSchema& service);
+  Expected<uint32_t> service_id_for_call(Connection& connection, const ServiceSchema& service);
   Status register_served(const std::shared_ptr<Connection>& connection,
                          const std::shared_ptr<ServedService>& served);
   bool on_completion_thread() const;
@@ -121,7 +117,10 @@ class ShmChannel final : public Channel {
   const Clock& clock_ = MonotonicClock::instance();
 
   std::mutex connection_mutex_;
-  std::shared_ptr<Connection> current_;                   // null while the daemon is lost
+  std::shared_ptr<Connection> current_;  // null while the daemon is lost; written only by the
+                                         // completion thread (and open), under the mutex
+  std::atomic<Connection*> current_raw_{nullptr};         // current_.get()
+  std::atomic<Connection*> latest_{nullptr};              // connections_.back().get()
   std::vector<std::shared_ptr<Connection>> connections_;  // every one ever opened
 
   std::mutex registry_mutex_;
@@ -138,17 +137,22 @@ class ShmChannel final : public Channel {
       registrations_;
   uint64_t next_request_id_ = 1;
 
-  std::mutex calls_mutex_;
-  std::unordered_map<CallId, OutgoingCall> calls_;
-  std::priority_queue<std::pair<MonoTime, CallId>, std::vector<std::pair<MonoTime, CallId>>,
-                      std::greater<>>
-      deadlines_;
-  MonoTime sleeping_until_ = INT64_MIN;   // the completion thread's wake-up time while it sleeps
-  CallIds call_ids_;                      // ids of calls sent to the daemon; under calls_mutex_
-  std::atomic<CallId> next_local_id_{1};  // ids of calls that fail before reaching it
+  // Calls in flight live in each Connection's CallTable. Ids of calls that fail before reaching
+  // mrpcd (CallTable::kLocalOnly set):
+  std::atomic<CallId> next_local_id_{1};
+  // The generation the next connection's call table starts at (past every id of the last one).
+  uint32_t next_first_generation_ = 1;  // completion thread
+  // Response leases' control blocks (allocate_shared on the completion thread).
+  std::shared_ptr<LeasePool> lease_pool_ = std::make_shared<LeasePool>();
+  // Reused by fire_deadlines (no allocation per pass).
+  std::vector<std::pair<uint64_t, UntypedCompletion>> expired_;
+  // Set while completion_loop runs; the destructor, when it runs on the completion thread (the
+  // last reference dropped there), sets it so the loop returns without touching the object.
+  bool* destroyed_flag_ = nullptr;
 
   std::mutex deferred_mutex_;
   std::deque<std::function<void()>> deferred_;
+  std::atomic<size_t> deferred_count_{0};  // deferred_.size(), read without the lock
 
   shm::Doorbell wake_;
   std::atomic<bool> stopping_{false};

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "mrpc/base/expected.h"
+#include "mrpc/base/inline_function.h"
 #include "mrpc/base/limits.h"
 #include "mrpc/base/status.h"
 #include "mrpc/message/message_ref.h"
@@ -130,7 +131,9 @@ class CallResult : public Expected<Received<M>> {
 };
 
 using CallId = uint64_t;
-using UntypedCompletion = std::function<void(Status, ReceivedMessage)>;
+// What runs when a call ends. Callables of up to 64 bytes (a generated stub's wrapper around the
+// app's std::function fits) are kept inline: starting a call allocates nothing for it.
+using UntypedCompletion = InlineFunction<void(Status, ReceivedMessage), 64>;
 
 // What a server handler sees of the call it answers.
 class ServerContext {
