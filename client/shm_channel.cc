@@ -152,6 +152,35 @@ void WorkerPool::stop() {
 
 // ---- ShmChannel: set-up ----
 
+ShmChannel::InsideGuard::InsideGuard(std::atomic<int>& count) : count_(count) {
+  count_.fetch_add(1, std::memory_order_seq_cst);
+}
+ShmChannel::InsideGuard::~InsideGuard() {
+  count_.fetch_sub(1, std::memory_order_release);
+}
+
+void ShmChannel::retire_old_connections() {
+  // Only this thread adds or removes connections: the size is read without the lock.
+  if (connections_.size() <= 1) return;
+  // Pairs with InsideGuard: a start_call that entered after this load reads the newest
+  // connection (the old ones stopped being current before).
+  if (callers_inside_.load(std::memory_order_seq_cst) != 0) return;
+  std::vector<std::shared_ptr<Connection>> retired;
+  {
+    std::lock_guard lock(connection_mutex_);
+    for (auto it = connections_.begin(); it + 1 < connections_.end();) {
+      // Nothing else holds it (no lease, no incoming call) and no message lives in its heap.
+      if (it->use_count() == 1 && (*it)->heap().live_messages() == 0) {
+        retired.push_back(std::move(*it));
+        it = connections_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  // Destroyed outside the lock: their regions are unmapped here.
+}
+
 ShmChannel::ShmChannel(ChannelOptions options) : options_(std::move(options)) {}
 
 Expected<std::shared_ptr<ShmChannel>> ShmChannel::open(ChannelOptions options) {
@@ -429,6 +458,8 @@ void ShmChannel::fail_call_later(UntypedCompletion done, Status status) {
 CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_index,
                               const MessageRef& request, const CallOptions& options,
                               UntypedCompletion done) {
+  // Keeps the Connection this call reads from being retired meanwhile (retire_old_connections).
+  const InsideGuard inside(callers_inside_);
   // Until the call is admitted below, its id is local: a call that fails before it reaches the
   // daemon never takes one of the daemon's call slots.
   CallId id = CallTable::kLocalOnly | next_local_id_.fetch_add(1, std::memory_order_relaxed);
@@ -539,6 +570,7 @@ CallId ShmChannel::start_call(const ServiceSchema& service, uint32_t method_inde
 }
 
 void ShmChannel::cancel(CallId call) {
+  const InsideGuard inside(callers_inside_);
   Connection* connection = current();
   if (connection == nullptr) return;  // lost: every call of the old connection has ended
   UntypedCompletion done = connection->calls().claim(call);
@@ -589,6 +621,7 @@ void ShmChannel::completion_loop() {
         if (now - last_socket_check >= limits::kAppSocketCheckInterval.count()) {
           last_socket_check = now;
           if (!read_control(connection, /*wait=*/false)) connection->mark_lost();
+          retire_old_connections();
         }
         if (!connection->alive()) {
           handle_loss(connection, Status(StatusCode::kUnavailable, "mrpcd closed the app socket"));

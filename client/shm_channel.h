@@ -9,8 +9,9 @@
 //    daemon loss (backoff kReconnectInitialBackoff doubling to kReconnectMaxBackoff). Named
 //    "mrpc-completion". With ChannelOptions::handler_threads 0 it also runs server handlers.
 //  - ChannelOptions::handler_threads threads running server handlers, named "mrpc-handler".
-// Ownership: the channel owns its threads and every Connection it ever opened (apps may hold
-// their heaps; received messages keep their Connection, hence their mapping, alive).
+// Ownership: the channel owns its threads and its Connections: the current one, and earlier ones
+// while something references them (a received message's lease, an incoming call, a message
+// still alive in their heap); then they are destroyed and their regions unmapped.
 #pragma once
 
 #include <atomic>
@@ -149,6 +150,16 @@ class ShmChannel final : public Channel, public std::enable_shared_from_this<Shm
   // Set while completion_loop runs; the destructor, when it runs on the completion thread (the
   // last reference dropped there), sets it so the loop returns without touching the object.
   bool* destroyed_flag_ = nullptr;
+  // App threads inside start_call or cancel (which read current() without a reference).
+  std::atomic<int> callers_inside_{0};
+  struct InsideGuard {
+    explicit InsideGuard(std::atomic<int>& count);
+    ~InsideGuard();
+    std::atomic<int>& count_;
+  };
+  // Completion thread: destroys (unmaps) the connections before the newest that nothing
+  // references any more. Checked with the app socket, every kAppSocketCheckInterval at most.
+  void retire_old_connections();
 
   std::mutex deferred_mutex_;
   std::deque<std::function<void()>> deferred_;
