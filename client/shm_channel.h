@@ -9,6 +9,10 @@
 //    daemon loss (backoff kReconnectInitialBackoff doubling to kReconnectMaxBackoff). Named
 //    "mrpc-completion". With ChannelOptions::handler_threads 0 it also runs server handlers.
 //  - ChannelOptions::handler_threads threads running server handlers, named "mrpc-handler".
+// Code: split by concern, as eRPC splits its Rpc class: shm_channel.cc (set-up, registration,
+// starting and cancelling calls), completions.cc (the completion thread), serving.cc (served
+// services, handlers, replies), reconnection.cc (daemon loss, reconnecting, retiring old
+// connections); the calls in flight are a CallTable (call_table.h) in each Connection.
 // Ownership: the channel owns its threads and its Connections: the current one, and earlier ones
 // while something references them (a received message's lease, an incoming call, a message
 // still alive in their heap); then they are destroyed and their regions unmapped.
@@ -35,6 +39,12 @@
 
 namespace mrpc::client {
 
+// now + by, at most kNoDeadline.
+inline MonoTime saturating_add(MonoTime now, std::chrono::nanoseconds by) {
+  if (by.count() <= 0) return now;
+  return by.count() > kNoDeadline - now ? kNoDeadline : now + by.count();
+}
+
 // A fixed set of threads running queued work in FIFO order.
 class WorkerPool {
  public:
@@ -52,7 +62,11 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
-class ShmChannel final : public Channel, public std::enable_shared_from_this<ShmChannel> {
+class ShmChannel;
+// The channel whose completion thread this is (null on other threads).
+extern thread_local const ShmChannel* completion_thread_channel;
+
+class ShmChannel final : public Channel {
  public:
   static Expected<std::shared_ptr<ShmChannel>> open(ChannelOptions options);
   ~ShmChannel() override;
@@ -147,9 +161,10 @@ class ShmChannel final : public Channel, public std::enable_shared_from_this<Shm
   std::shared_ptr<LeasePool> lease_pool_ = std::make_shared<LeasePool>();
   // Reused by fire_deadlines (no allocation per pass).
   std::vector<std::pair<uint64_t, UntypedCompletion>> expired_;
-  // Set while completion_loop runs; the destructor, when it runs on the completion thread (the
-  // last reference dropped there), sets it so the loop returns without touching the object.
-  bool* destroyed_flag_ = nullptr;
+  // The shared_ptr deleter: deletes the channel, unless called on its own completion thread (the
+  // app dropped its last reference in a completion): then the loop deletes it after the pass.
+  void release_last_reference();
+  bool delete_after_pass_ = false;  // completion thread
   // App threads inside start_call or cancel (which read current() without a reference).
   std::atomic<int> callers_inside_{0};
   struct InsideGuard {
