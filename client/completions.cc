@@ -132,10 +132,12 @@ void ShmChannel::sleep(const std::shared_ptr<Connection>& connection, MonoTime u
     const MonoTime left = std::max<MonoTime>(until - clock_.now(), 0);
     timeout_ms = static_cast<int>(std::min<MonoTime>((left + 999'999) / 1'000'000, INT32_MAX));
   }
-  if (!stopping_.load()) ::poll(fds, 3, timeout_ms);
+  const int ready = stopping_.load() ? 0 : ::poll(fds, 3, timeout_ms);
   if (connection) connection->calls().set_sleeping_until(INT64_MIN);
-  wake_.drain();
-  if (connection) connection->completion_doorbell().drain();
+  // Only a doorbell that was rung is read (a read of a quiet eventfd is a wasted syscall).
+  if (ready < 0 || (fds[0].revents & POLLIN) != 0) wake_.drain();
+  if (connection && (ready < 0 || (fds[1].revents & POLLIN) != 0))
+    connection->completion_doorbell().drain();
 }
 
 bool ShmChannel::drain_completions(const std::shared_ptr<Connection>& connection) {
