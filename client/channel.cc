@@ -2,7 +2,9 @@
 #include "mrpc/client/channel.h"
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 
 #include <fmt/format.h>
@@ -48,11 +50,13 @@ std::future<std::pair<Status, ReceivedMessage>> Channel::call_async(const Servic
                                                                     uint32_t method_index,
                                                                     const MessageRef& request,
                                                                     const CallOptions& options) {
-  auto promise = std::make_shared<std::promise<std::pair<Status, ReceivedMessage>>>();
-  auto future = promise->get_future();
+  // The promise moves into the completion (an UntypedCompletion may be move-only): its shared
+  // state is the only allocation of this form.
+  std::promise<std::pair<Status, ReceivedMessage>> promise;
+  auto future = promise.get_future();
   start_call(service, method_index, request, options,
-             [promise](Status status, ReceivedMessage response) {
-               promise->set_value({std::move(status), std::move(response)});
+             [promise = std::move(promise)](Status status, ReceivedMessage response) mutable {
+               promise.set_value({std::move(status), std::move(response)});
              });
   return future;
 }
@@ -60,7 +64,24 @@ std::future<std::pair<Status, ReceivedMessage>> Channel::call_async(const Servic
 std::pair<Status, ReceivedMessage> Channel::call(const ServiceSchema& service,
                                                  uint32_t method_index, const MessageRef& request,
                                                  const CallOptions& options) {
-  return call_async(service, method_index, request, options).get();
+  // Waits on this stack frame (no allocation): the completion notifies under the mutex, so this
+  // frame outlives every access the completion makes to it.
+  struct Waiter {
+    std::mutex mutex;
+    std::condition_variable ended;
+    bool done = false;
+    std::pair<Status, ReceivedMessage> result;
+  } waiter;
+  start_call(service, method_index, request, options,
+             [&waiter](Status status, ReceivedMessage response) {
+               std::lock_guard lock(waiter.mutex);
+               waiter.result = {std::move(status), std::move(response)};
+               waiter.done = true;
+               waiter.ended.notify_one();
+             });
+  std::unique_lock lock(waiter.mutex);
+  waiter.ended.wait(lock, [&waiter] { return waiter.done; });
+  return std::move(waiter.result);
 }
 
 }  // namespace mrpc

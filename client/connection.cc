@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
+
 #include <fmt/format.h>
 
 #include "mrpc/base/limits.h"
@@ -22,7 +24,8 @@ OwnedSchema OwnedSchema::copy_of(const ServiceSchema& schema) {
 }
 
 Expected<std::shared_ptr<Connection>> Connection::open(const std::string& socket_path,
-                                                       const std::string& app_name) {
+                                                       const std::string& app_name,
+                                                       uint32_t first_generation) {
   auto socket = shm::connect_app_socket(socket_path);
   if (!socket) return socket.status();
   MRPC_TRY_STATUS(shm::set_receive_timeout(socket->get(), limits::kAppControlReplyTimeout));
@@ -62,6 +65,12 @@ Expected<std::shared_ptr<Connection>> Connection::open(const std::string& socket
     return Status(StatusCode::kInvalidArgument,
                   fmt::format("Welcome carried {} fds, expected {}", fds->size(), kWelcomeFds));
   }
+  if (welcome.max_calls_in_flight() == 0 ||
+      welcome.max_calls_in_flight() > limits::kMaxCallsInFlightAccepted) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("Welcome's max_calls_in_flight {} is outside [1, {}]",
+                              welcome.max_calls_in_flight(), limits::kMaxCallsInFlightAccepted));
+  }
   if (!shm::valid_ring_entries(welcome.ring_entries())) {
     return Status(
         StatusCode::kInvalidArgument,
@@ -93,6 +102,9 @@ Expected<std::shared_ptr<Connection>> Connection::open(const std::string& socket
   c.submissions_ = shm::RingProducer(shm::submission_ring(c.rings_.data(), welcome.ring_entries()),
                                      &c.app_to_daemon_);
   c.completions_ = shm::RingConsumer(shm::completion_ring(c.rings_.data(), welcome.ring_entries()));
+  c.calls_ = std::make_unique<CallTable>(welcome.max_calls_in_flight(), first_generation);
+  static std::atomic<uint64_t> serials{0};
+  c.serial_ = serials.fetch_add(1, std::memory_order_relaxed) + 1;
   return connection;
 }
 
@@ -101,19 +113,55 @@ bool Connection::submit(const shm::RingEntry& entry) {
   if (submissions_broken_) return false;
   if (overflow_.empty()) {
     Status pushed = submissions_.push(entry);
-    if (pushed.ok()) return true;
+    if (pushed.ok()) {
+      // The push rang a sleeping daemon, or found it awake: either way it reads the quiet
+      // entries posted before this one.
+      quiet_since_.store(0, std::memory_order_relaxed);
+      return true;
+    }
     if (pushed.code() != StatusCode::kResourceExhausted) {
       submissions_broken_ = true;
       return false;
     }
   }
   overflow_.push_back(entry);
+  overflow_pending_.store(true, std::memory_order_release);
   // The completion thread retries queued entries; it may be asleep on this doorbell.
   if (overflow_.size() == 1) (void)daemon_to_app_.ring();
   return true;
 }
 
+bool Connection::submit_quiet(const shm::RingEntry& entry) {
+  std::lock_guard lock(submit_mutex_);
+  if (submissions_broken_) return false;
+  if (overflow_.empty()) {
+    Status pushed = submissions_.push_quiet(entry);
+    if (pushed.ok()) {
+      if (quiet_since_.load(std::memory_order_relaxed) == 0) {
+        quiet_since_.store(MonotonicClock::instance().now(), std::memory_order_release);
+      }
+      return true;
+    }
+    if (pushed.code() != StatusCode::kResourceExhausted) {
+      submissions_broken_ = true;
+      return false;
+    }
+  }
+  overflow_.push_back(entry);
+  overflow_pending_.store(true, std::memory_order_release);
+  if (overflow_.size() == 1) (void)daemon_to_app_.ring();
+  return true;
+}
+
+void Connection::notice_quiet() {
+  std::lock_guard lock(submit_mutex_);
+  if (submissions_broken_) return;
+  submissions_.notify_if_sleeping();
+  quiet_since_.store(0, std::memory_order_relaxed);
+}
+
 bool Connection::flush_overflow() {
+  if (!overflow_pending_.load(std::memory_order_acquire)) return false;
   std::lock_guard lock(submit_mutex_);
   while (!overflow_.empty() && !submissions_broken_) {
     Status pushed = submissions_.push(overflow_.front());
@@ -124,6 +172,7 @@ bool Connection::flush_overflow() {
     }
     overflow_.pop_front();
   }
+  if (overflow_.empty()) overflow_pending_.store(false, std::memory_order_relaxed);
   return !overflow_.empty() && !submissions_broken_;
 }
 

@@ -16,6 +16,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "call_table.h"
+#include "mrpc/base/clock.h"
 #include "mrpc/base/expected.h"
 #include "mrpc/client/channel.h"
 #include "mrpc/message/shm_heap.h"
@@ -41,8 +43,10 @@ class Connection {
   // Connects to `socket_path`, sends Hello, checks the Welcome (version, fds, sizes, seals) and
   // maps the regions. UNAVAILABLE if no daemon answers; FAILED_PRECONDITION if the daemon
   // refuses (version) or speaks another version; INVALID_ARGUMENT if what it sent is malformed.
+  // `first_generation`: of the call table's slots (CallTable).
   static Expected<std::shared_ptr<Connection>> open(const std::string& socket_path,
-                                                    const std::string& app_name);
+                                                    const std::string& app_name,
+                                                    uint32_t first_generation = 1);
 
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -59,8 +63,21 @@ class Connection {
   // thread retries: it is woken through its own doorbell). Returns false once the ring is found
   // corrupt.
   bool submit(const shm::RingEntry& entry);
+  // As submit(), without ringing a sleeping daemon: for entries it need not act on soon
+  // (kRelease). The completion thread calls notice_quiet() once the app has been idle for
+  // limits::kQuietEntryNoticeDelay with such entries posted (a later submit() carries them too).
+  bool submit_quiet(const shm::RingEntry& entry);
+  // When the oldest entry posted by submit_quiet() and not yet announced was posted; 0 if none.
+  MonoTime quiet_since() const { return quiet_since_.load(std::memory_order_acquire); }
+  // Rings the daemon's doorbell if it sleeps, for the entries posted quietly. Any thread.
+  void notice_quiet();
   // Completion thread: moves queued entries onto the ring. True if some remain queued.
   bool flush_overflow();
+
+  // The calls this connection has in flight (max_calls_in_flight slots).
+  CallTable& calls() { return *calls_; }
+  // Unique per process, never reused (tells connections apart in caches keyed by connection).
+  uint64_t serial() const { return serial_; }
 
   // One control message to the daemon, from any thread.
   Status send_control(const wire::AppMessage& message);
@@ -96,6 +113,11 @@ class Connection {
   shm::Doorbell daemon_to_app_;
   std::unique_ptr<ShmHeap> heap_;
   shm::RingConsumer completions_;
+
+  std::unique_ptr<CallTable> calls_;
+  uint64_t serial_ = 0;
+  std::atomic<MonoTime> quiet_since_{0};
+  std::atomic<bool> overflow_pending_{false};  // overflow_ is not empty (checked without the lock)
 
   std::mutex submit_mutex_;
   shm::RingProducer submissions_;        // guarded by submit_mutex_

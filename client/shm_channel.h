@@ -9,8 +9,13 @@
 //    daemon loss (backoff kReconnectInitialBackoff doubling to kReconnectMaxBackoff). Named
 //    "mrpc-completion". With ChannelOptions::handler_threads 0 it also runs server handlers.
 //  - ChannelOptions::handler_threads threads running server handlers, named "mrpc-handler".
-// Ownership: the channel owns its threads and every Connection it ever opened (apps may hold
-// their heaps; received messages keep their Connection, hence their mapping, alive).
+// Code: split by concern, as eRPC splits its Rpc class: shm_channel.cc (set-up, registration,
+// starting and cancelling calls), completions.cc (the completion thread), serving.cc (served
+// services, handlers, replies), reconnection.cc (daemon loss, reconnecting, retiring old
+// connections); the calls in flight are a CallTable (call_table.h) in each Connection.
+// Ownership: the channel owns its threads and its Connections: the current one, and earlier ones
+// while something references them (a received message's lease, an incoming call, a message
+// still alive in their heap); then they are destroyed and their regions unmapped.
 #pragma once
 
 #include <atomic>
@@ -27,12 +32,18 @@
 #include <unordered_map>
 #include <vector>
 
-#include "call_ids.h"
 #include "connection.h"
+#include "lease_pool.h"
 #include "mrpc/base/clock.h"
 #include "mrpc/client/channel.h"
 
 namespace mrpc::client {
+
+// now + by, at most kNoDeadline.
+inline MonoTime saturating_add(MonoTime now, std::chrono::nanoseconds by) {
+  if (by.count() <= 0) return now;
+  return by.count() > kNoDeadline - now ? kNoDeadline : now + by.count();
+}
 
 // A fixed set of threads running queued work in FIFO order.
 class WorkerPool {
@@ -51,6 +62,10 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
+class ShmChannel;
+// The channel whose completion thread this is (null on other threads).
+extern thread_local const ShmChannel* completion_thread_channel;
+
 class ShmChannel final : public Channel {
  public:
   static Expected<std::shared_ptr<ShmChannel>> open(ChannelOptions options);
@@ -65,12 +80,6 @@ class ShmChannel final : public Channel {
   explicit ShmChannel(ChannelOptions options);
 
  private:
-  struct OutgoingCall {
-    UntypedCompletion done;  // empty once the app has been told
-    MonoTime deadline = kNoDeadline;
-    ShmHeap* heap = nullptr;    // where the request lives
-    uint64_t request_root = 0;  // freed on kCallDone or daemon loss
-  };
   struct ServedService {
     OwnedSchema schema;
     std::vector<UntypedMethod> methods;
@@ -82,14 +91,16 @@ class ShmChannel final : public Channel {
   template <class V>
   using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
 
+  // Any thread: the shared pointer under connection_mutex_. current() is the same without a lock
+  // (Connections live as long as the channel).
   std::shared_ptr<Connection> current_connection();
+  Connection* current() const { return current_raw_.load(std::memory_order_acquire); }
   void install_connection(std::shared_ptr<Connection> connection);
 
   // Registration (RegisterService -> ServiceRegistered).
   Expected<uint32_t> register_service(const std::shared_ptr<Connection>& connection,
                                       const OwnedSchema& schema, bool serve);
-  Expected<uint32_t> service_id_for_call(const std::shared_ptr<Connection>& connection,
-                                         const ServiceSchema& service);
+  Expected<uint32_t> service_id_for_call(Connection& connection, const ServiceSchema& service);
   Status register_served(const std::shared_ptr<Connection>& connection,
                          const std::shared_ptr<ServedService>& served);
   bool on_completion_thread() const;
@@ -121,7 +132,10 @@ class ShmChannel final : public Channel {
   const Clock& clock_ = MonotonicClock::instance();
 
   std::mutex connection_mutex_;
-  std::shared_ptr<Connection> current_;                   // null while the daemon is lost
+  std::shared_ptr<Connection> current_;  // null while the daemon is lost; written only by the
+                                         // completion thread (and open), under the mutex
+  std::atomic<Connection*> current_raw_{nullptr};         // current_.get()
+  std::atomic<Connection*> latest_{nullptr};              // connections_.back().get()
   std::vector<std::shared_ptr<Connection>> connections_;  // every one ever opened
 
   std::mutex registry_mutex_;
@@ -138,17 +152,33 @@ class ShmChannel final : public Channel {
       registrations_;
   uint64_t next_request_id_ = 1;
 
-  std::mutex calls_mutex_;
-  std::unordered_map<CallId, OutgoingCall> calls_;
-  std::priority_queue<std::pair<MonoTime, CallId>, std::vector<std::pair<MonoTime, CallId>>,
-                      std::greater<>>
-      deadlines_;
-  MonoTime sleeping_until_ = INT64_MIN;   // the completion thread's wake-up time while it sleeps
-  CallIds call_ids_;                      // ids of calls sent to the daemon; under calls_mutex_
-  std::atomic<CallId> next_local_id_{1};  // ids of calls that fail before reaching it
+  // Calls in flight live in each Connection's CallTable. Ids of calls that fail before reaching
+  // mrpcd (CallTable::kLocalOnly set):
+  std::atomic<CallId> next_local_id_{1};
+  // The generation the next connection's call table starts at (past every id of the last one).
+  uint32_t next_first_generation_ = 1;  // completion thread
+  // Response leases' control blocks (allocate_shared on the completion thread).
+  std::shared_ptr<LeasePool> lease_pool_ = std::make_shared<LeasePool>();
+  // Reused by fire_deadlines (no allocation per pass).
+  std::vector<std::pair<uint64_t, UntypedCompletion>> expired_;
+  // The shared_ptr deleter: deletes the channel, unless called on its own completion thread (the
+  // app dropped its last reference in a completion): then the loop deletes it after the pass.
+  void release_last_reference();
+  bool delete_after_pass_ = false;  // completion thread
+  // App threads inside start_call or cancel (which read current() without a reference).
+  std::atomic<int> callers_inside_{0};
+  struct InsideGuard {
+    explicit InsideGuard(std::atomic<int>& count);
+    ~InsideGuard();
+    std::atomic<int>& count_;
+  };
+  // Completion thread: destroys (unmaps) the connections before the newest that nothing
+  // references any more. Checked with the app socket, every kAppSocketCheckInterval at most.
+  void retire_old_connections();
 
   std::mutex deferred_mutex_;
   std::deque<std::function<void()>> deferred_;
+  std::atomic<size_t> deferred_count_{0};  // deferred_.size(), read without the lock
 
   shm::Doorbell wake_;
   std::atomic<bool> stopping_{false};

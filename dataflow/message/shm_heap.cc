@@ -40,13 +40,19 @@ struct Arena {
 struct ShmHeap::State {
   mutable std::mutex mutex;
   RegionAllocator allocator;
-  std::unordered_map<uint64_t, std::unique_ptr<Arena>> arenas;  // by root offset
-  std::vector<std::unique_ptr<Arena>> spare_arenas;             // freed, kept for reuse
+  using ArenaMap = std::unordered_map<uint64_t, std::unique_ptr<Arena>>;
+  ArenaMap arenas;  // by root offset
   struct Owner {
     uint64_t end;
     Arena* arena;
   };
-  std::map<uint64_t, Owner> chunk_owner;  // chunk start -> its end and arena
+  using OwnerMap = std::map<uint64_t, Owner>;
+  OwnerMap chunk_owner;  // chunk start -> its end and arena
+  // Map nodes of freed messages (with their Arena), kept for reuse: building and freeing a
+  // message in steady state allocates nothing (libmrpc's per-call path builds one per call).
+  std::vector<ArenaMap::node_type> spare_arena_nodes;  // at most kHeapSpareArenas
+  std::vector<OwnerMap::node_type> spare_owner_nodes;  // at most kSpareOwnerNodes
+  static constexpr size_t kSpareOwnerNodes = 4 * limits::kHeapSpareArenas;
 
   explicit State(uint64_t bytes) : allocator(bytes) {}
 
@@ -61,7 +67,15 @@ struct ShmHeap::State {
     auto start = allocator.allocate(bytes, MessageLayout::kAlignment);
     if (!start.ok()) return false;
     arena.chunks.push_back(Chunk{*start, *start + bytes, *start});
-    chunk_owner.emplace(*start, Owner{*start + bytes, &arena});
+    if (spare_owner_nodes.empty()) {
+      chunk_owner.emplace(*start, Owner{*start + bytes, &arena});
+    } else {
+      OwnerMap::node_type node = std::move(spare_owner_nodes.back());
+      spare_owner_nodes.pop_back();
+      node.key() = *start;
+      node.mapped() = Owner{*start + bytes, &arena};
+      chunk_owner.insert(std::move(node));
+    }
     return true;
   }
 };
@@ -73,16 +87,20 @@ ShmHeap::~ShmHeap() = default;
 
 Expected<MessageRef> ShmHeap::new_message(uint32_t body_size) {
   std::lock_guard lock(state_->mutex);
-  std::unique_ptr<Arena> arena;
-  if (state_->spare_arenas.empty()) {
-    arena = std::make_unique<Arena>();
+  State::ArenaMap::node_type node;  // a freed message's, reused
+  std::unique_ptr<Arena> fresh;
+  Arena* arena = nullptr;
+  if (state_->spare_arena_nodes.empty()) {
+    fresh = std::make_unique<Arena>();
+    arena = fresh.get();
   } else {
-    arena = std::move(state_->spare_arenas.back());
-    state_->spare_arenas.pop_back();
+    node = std::move(state_->spare_arena_nodes.back());
+    state_->spare_arena_nodes.pop_back();
+    arena = node.mapped().get();
   }
   const uint64_t body = round_up(body_size == 0 ? 8 : body_size, 8);
   if (!state_->add_chunk(*arena, body + kFirstChunkSlack) && !state_->add_chunk(*arena, body)) {
-    state_->spare_arenas.push_back(std::move(arena));
+    if (node) state_->spare_arena_nodes.push_back(std::move(node));
     return Status(StatusCode::kResourceExhausted,
                   fmt::format("send heap full: no room for a new message of {} bytes ({} of {} "
                               "bytes in use)",
@@ -93,7 +111,12 @@ Expected<MessageRef> ShmHeap::new_message(uint32_t body_size) {
   chunk.cursor = chunk.start + body;
   std::memset(base_ + chunk.start, 0, body);
   const uint64_t root = arena->root;
-  state_->arenas.emplace(root, std::move(arena));
+  if (node) {
+    node.key() = root;
+    state_->arenas.insert(std::move(node));
+  } else {
+    state_->arenas.emplace(root, std::move(fresh));
+  }
   return MessageRef{base_, size_, root, this};
 }
 
@@ -161,18 +184,20 @@ Status ShmHeap::free_message(uint64_t root_offset) {
                   fmt::format("offset {} is not the root of a live message", root_offset));
   }
   for (const Chunk& chunk : it->second->chunks) {
-    state_->chunk_owner.erase(chunk.start);
+    State::OwnerMap::node_type owner = state_->chunk_owner.extract(chunk.start);
+    if (owner && state_->spare_owner_nodes.size() < State::kSpareOwnerNodes)
+      state_->spare_owner_nodes.push_back(std::move(owner));
     Status freed = state_->allocator.free(chunk.start);
     MRPC_ASSERT(freed.ok(), "chunk at {} of message {}: {}", chunk.start, root_offset,
                 freed.to_string());
   }
-  if (state_->spare_arenas.size() < limits::kHeapSpareArenas) {
-    it->second->chunks.clear();
-    it->second->failed = false;
-    it->second->failed_field = nullptr;
-    state_->spare_arenas.push_back(std::move(it->second));
-  }
-  state_->arenas.erase(it);
+  Arena& arena = *it->second;
+  arena.chunks.clear();  // keeps its capacity
+  arena.failed = false;
+  arena.failed_field = nullptr;
+  State::ArenaMap::node_type node = state_->arenas.extract(it);
+  if (state_->spare_arena_nodes.size() < limits::kHeapSpareArenas)
+    state_->spare_arena_nodes.push_back(std::move(node));
   return Status();
 }
 

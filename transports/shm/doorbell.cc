@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -11,6 +12,14 @@
 #include <fmt/format.h>
 
 namespace mrpc::shm {
+
+namespace {
+std::atomic<uint64_t> rings_made{0};
+}  // namespace
+
+uint64_t Doorbell::rings_in_process() {
+  return rings_made.load(std::memory_order_relaxed);
+}
 
 Doorbell::Doorbell(UniqueFd fd) : fd_(std::move(fd)) {
   if (fd_) {
@@ -29,6 +38,7 @@ Expected<Doorbell> Doorbell::create() {
 
 Status Doorbell::ring() const {
   const uint64_t one = 1;
+  rings_made.fetch_add(1, std::memory_order_relaxed);
   // EAGAIN means the counter is already near its maximum: the waiter will wake anyway.
   if (::write(fd_.get(), &one, sizeof one) < 0 && errno != EAGAIN) {
     return Status(StatusCode::kUnavailable,

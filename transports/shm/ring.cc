@@ -71,6 +71,10 @@ Expected<uint32_t> RingProducer::free_slots() {
 }
 
 Expected<uint32_t> RingProducer::push_batch(std::span<const RingEntry> entries) {
+  return publish(entries, /*notify=*/true);
+}
+
+Expected<uint32_t> RingProducer::publish(std::span<const RingEntry> entries, bool notify) {
   if (broken_) return corrupt_index("consumer head", cached_head_, tail_, ring_.entries);
   uint64_t free = ring_.entries - (tail_ - cached_head_);
   if (free < entries.size()) {
@@ -87,8 +91,18 @@ Expected<uint32_t> RingProducer::push_batch(std::span<const RingEntry> entries) 
   // seq_cst pairs with the consumer's seq_cst store of consumer_sleeping then load of tail: one
   // of the two sides always sees the other, so no wake-up is lost.
   ring_.header->tail.store(tail_, std::memory_order_seq_cst);
-  notify_if_sleeping();
+  if (notify) notify_if_sleeping();
   return count;
+}
+
+Status RingProducer::push_quiet(const RingEntry& entry) {
+  auto pushed = publish(std::span<const RingEntry>(&entry, 1), /*notify=*/false);
+  if (!pushed) return pushed.status();
+  if (*pushed == 0) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("ring full ({} entries in flight)", ring_.entries));
+  }
+  return Status();
 }
 
 Status RingProducer::push(const RingEntry& entry) {

@@ -146,6 +146,12 @@ inline constexpr std::chrono::nanoseconds kAppSocketCheckInterval = 1ms;
 // The longest completion-thread spin budget a channel accepts (ChannelOptions::spin_budget,
 // $MRPC_SPIN_BUDGET_US); more is surely a mistake (a thread spinning that long is a busy loop).
 inline constexpr std::chrono::nanoseconds kMaxSpinBudget = 1s;
+// Entries that need no action from mrpcd soon (kRelease: a receive-region block given back) are
+// posted without ringing its doorbell; a busy app's next kCall carries them. When the app goes
+// idle with such entries posted and mrpcd asleep, libmrpc rings it after this long.
+inline constexpr std::chrono::nanoseconds kQuietEntryNoticeDelay = 1ms;
+// The largest max_calls_in_flight libmrpc accepts in a Welcome (it sizes its call table by it).
+inline constexpr uint32_t kMaxCallsInFlightAccepted = 1u << 20;
 
 // While mrpcd's runtime is busy, how often it looks for new app and control connections (it
 // always looks right after waking, which is when a connection attempt wakes it).

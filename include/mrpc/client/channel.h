@@ -26,7 +26,9 @@
 //    request (ReceivedMessage) is gone: keeping a copy delays the reply.
 //  - ReceivedMessage copies may be dropped on any thread; the last one hands the block back.
 // After a reconnection heap() is a new heap: a message built in an earlier connection's heap and
-// then sent ends with FAILED_PRECONDITION (and is freed).
+// then sent ends with FAILED_PRECONDITION (and is freed). An earlier connection's regions are
+// unmapped once nothing references them: no message alive in its heap, no ReceivedMessage from
+// it; so call heap() for each new message rather than keeping a ShmHeap& across reconnections.
 #pragma once
 
 #include <chrono>
@@ -42,6 +44,7 @@
 #include <vector>
 
 #include "mrpc/base/expected.h"
+#include "mrpc/base/inline_function.h"
 #include "mrpc/base/limits.h"
 #include "mrpc/base/status.h"
 #include "mrpc/message/message_ref.h"
@@ -130,7 +133,9 @@ class CallResult : public Expected<Received<M>> {
 };
 
 using CallId = uint64_t;
-using UntypedCompletion = std::function<void(Status, ReceivedMessage)>;
+// What runs when a call ends. Callables of up to 64 bytes (a generated stub's wrapper around the
+// app's std::function fits) are kept inline: starting a call allocates nothing for it.
+using UntypedCompletion = InlineFunction<void(Status, ReceivedMessage), 64>;
 
 // What a server handler sees of the call it answers.
 class ServerContext {
@@ -186,8 +191,8 @@ class Channel {
   // Connects, checks protocol versions both ways, maps the regions.
   static Expected<std::shared_ptr<Channel>> connect(ChannelOptions options = {});
 
-  // The send heap outgoing messages are built in (of the current connection to mrpcd; the heaps of
-  // earlier connections stay valid memory until the channel is destroyed).
+  // The send heap outgoing messages are built in (of the current connection to mrpcd; the heap of
+  // an earlier connection stays valid while a message built in it is alive, see above).
   virtual ShmHeap& heap() = 0;
 
   // Starts a call; `done` runs exactly once, on a library thread. The request must stay untouched

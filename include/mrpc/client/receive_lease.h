@@ -6,15 +6,18 @@
 // Destroyed on whichever thread drops the last copy.
 #pragma once
 
-#include <functional>
 #include <utility>
+
+#include "mrpc/base/inline_function.h"
 
 namespace mrpc {
 
 class ReceiveLease {
  public:
+  // What runs when the lease dies. Callables of up to 48 bytes are kept inline (no allocation).
+  using Release = InlineFunction<void(), 48>;
   // `release` runs once, when the lease is destroyed; it also keeps the region mapped.
-  explicit ReceiveLease(std::function<void()> release) : release_(std::move(release)) {}
+  explicit ReceiveLease(Release release) : release_(std::move(release)) {}
   ~ReceiveLease() {
     if (release_) release_();
   }
@@ -22,7 +25,7 @@ class ReceiveLease {
   ReceiveLease& operator=(const ReceiveLease&) = delete;
 
  private:
-  std::function<void()> release_;
+  Release release_;
 };
 
 }  // namespace mrpc

@@ -16,12 +16,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -468,10 +470,9 @@ Owned<M> create(ShmHeap& heap) {
 // Starts a typed call. The request belongs to the library from here on, whatever happens: if it
 // cannot be sent (heap ran out while it was built), it is freed and `done` runs at once, on this
 // thread, with the reason; the return value is then 0.
-template <class Response>
+template <class Response, class Done>
 CallId start_typed_call(Channel& channel, const ServiceSchema& service, uint32_t method_index,
-                        const MessageRef& request, const CallOptions& options,
-                        std::function<void(CallResult<Response>)> done) {
+                        const MessageRef& request, const CallOptions& options, Done done) {
   Status ready = sendable(request);
   if (!ready.ok()) {
     if (ready.code() == StatusCode::kResourceExhausted && request.heap != nullptr &&
@@ -481,33 +482,53 @@ CallId start_typed_call(Channel& channel, const ServiceSchema& service, uint32_t
     done(CallResult<Response>(std::move(ready)));
     return 0;
   }
-  return channel.start_call(service, method_index, request, options,
-                            [done = std::move(done)](Status status, ReceivedMessage response) {
-                              if (!status.ok()) {
-                                done(CallResult<Response>(std::move(status)));
-                                return;
-                              }
-                              done(CallResult<Response>(Received<Response>(std::move(response))));
-                            });
+  // The wrapper holds `done` (an app's std::function: 32 bytes) inside the UntypedCompletion's
+  // inline storage: no allocation per call.
+  return channel.start_call(
+      service, method_index, request, options,
+      [done = std::move(done)](Status status, ReceivedMessage response) mutable {
+        if (!status.ok()) {
+          done(CallResult<Response>(std::move(status)));
+          return;
+        }
+        done(CallResult<Response>(Received<Response>(std::move(response))));
+      });
 }
 
+// The future form: the promise moves into the completion; its shared state is the allocation.
 template <class Response>
 std::future<CallResult<Response>> future_call(Channel& channel, const ServiceSchema& service,
                                               uint32_t method_index, const MessageRef& request,
                                               const CallOptions& options) {
-  auto promise = std::make_shared<std::promise<CallResult<Response>>>();
-  auto future = promise->get_future();
-  start_typed_call<Response>(
-      channel, service, method_index, request, options,
-      [promise](CallResult<Response> result) { promise->set_value(std::move(result)); });
+  std::promise<CallResult<Response>> promise;
+  auto future = promise.get_future();
+  start_typed_call<Response>(channel, service, method_index, request, options,
+                             [promise = std::move(promise)](CallResult<Response> result) mutable {
+                               promise.set_value(std::move(result));
+                             });
   return future;
 }
 
+// The blocking form waits on its own stack frame: no allocation per call. The completion
+// notifies under the mutex, so the frame outlives every access the completion makes to it.
 template <class Response>
 CallResult<Response> blocking_call(Channel& channel, const ServiceSchema& service,
                                    uint32_t method_index, const MessageRef& request,
                                    const CallOptions& options) {
-  return future_call<Response>(channel, service, method_index, request, options).get();
+  struct Waiter {
+    std::mutex mutex;
+    std::condition_variable ended;
+    std::optional<CallResult<Response>> result;
+  } waiter;
+  start_typed_call<Response>(channel, service, method_index, request, options,
+                             [&waiter](CallResult<Response> result) {
+                               std::lock_guard lock(waiter.mutex);
+                               waiter.result.emplace(std::move(result));
+                               waiter.ended.notify_one();
+                             });
+  std::unique_lock lock(waiter.mutex);
+  waiter.ended.wait(lock, [&waiter] { return waiter.result.has_value(); });
+  return std::move(*waiter.result);
 }
 
 // The blocking stub method: one call, or with options.wait_for_ready tries (of copies of the

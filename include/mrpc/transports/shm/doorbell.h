@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 
 #include "mrpc/base/expected.h"
@@ -28,6 +29,9 @@ class Doorbell {
   void drain() const;
 
   int fd() const { return fd_.get(); }
+  // Doorbell writes (ring() calls) made by this process so far, all doorbells together; for
+  // tests and benchmarks that count wake-ups per call. Relaxed: a count, not a synchronisation.
+  static uint64_t rings_in_process();
   bool valid() const { return fd_.valid(); }
   UniqueFd& owned_fd() { return fd_; }
 

@@ -52,18 +52,24 @@ class RingProducer {
   // Copies `entry` into the next slot and publishes it. RESOURCE_EXHAUSTED if the ring is full,
   // DATA_LOSS if the consumer's head is corrupt.
   Status push(const RingEntry& entry);
+  // As push(), without ringing the doorbell: for entries the consumer need not act on soon. The
+  // caller rings later with notify_if_sleeping() if the consumer may otherwise sleep on them.
+  Status push_quiet(const RingEntry& entry);
   // Publishes as many of `entries` as fit, in order, with one tail store and at most one doorbell
   // write. Returns how many were published (0 when full); DATA_LOSS as push().
   Expected<uint32_t> push_batch(std::span<const RingEntry> entries);
   // Free slots as of now; DATA_LOSS if the consumer's head is corrupt.
   Expected<uint32_t> free_slots();
 
+  // Rings the doorbell if the consumer announced that it sleeps (once per sleep).
+  void notify_if_sleeping();
+
   uint64_t tail() const { return tail_; }
   uint32_t entries() const { return ring_.entries; }
 
  private:
   Status refresh_head();
-  void notify_if_sleeping();
+  Expected<uint32_t> publish(std::span<const RingEntry> entries, bool notify);
 
   RingView ring_;
   const Doorbell* doorbell_ = nullptr;
