@@ -7,6 +7,8 @@
 #include "mrpc/base/check.h"
 #include "mrpc/message/copy.h"
 #include "mrpc/transports/shm/metadata_block.h"
+#include "remote_ids.h"
+#include "tcp_transport.h"
 
 namespace mrpc {
 
@@ -220,6 +222,8 @@ void AppFrontend::complete(RpcPtr rpc) {
 
 Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata,
                                  uint32_t& metadata_length) {
+  if (remote_ids::is_remote(rpc.connection))  // from a peer daemon: its payload is decoded here
+    return decode_remote_request(core_, rpc, app_, request, metadata, metadata_length);
   const Connection* caller = core_.memory_of(rpc, rpc.request.owner);
   MRPC_REQUIRE(caller != nullptr, StatusCode::kUnavailable, "the caller left");
   const RegisteredService* service = core_.registry.find(rpc.service_id);
