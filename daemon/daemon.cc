@@ -633,7 +633,11 @@ nlohmann::json Daemon::Impl::tcp_json() const {
           {"bad_frames", total(&T::bad_frames)},
           {"bytes_sent", total(&T::bytes_sent)},
           {"bytes_received", total(&T::bytes_received)},
-          {"send_syscalls", total(&T::send_syscalls)}};
+          {"send_syscalls", total(&T::send_syscalls)},
+          {"keepalive_timeouts", total(&T::keepalive_timeouts)},
+          {"pings_sent", total(&T::pings_sent)},
+          {"calls_refused_backoff", total(&T::calls_refused_backoff)},
+          {"calls_refused_queue_full", total(&T::calls_refused_queue_full)}};
 }
 
 nlohmann::json Daemon::Impl::codecs_json() const {

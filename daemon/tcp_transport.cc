@@ -64,7 +64,10 @@ void set_nodelay(int fd) {
 }  // namespace
 
 TcpTransport::TcpTransport(DaemonCore& core, TcpShared& shared)
-    : core_(core), shared_(shared), peer_links_(shared.resolver->peers().size(), kNoSlotHandle) {}
+    : core_(core),
+      shared_(shared),
+      peer_links_(shared.resolver->peers().size(), kNoSlotHandle),
+      peer_state_(shared.resolver->peers().size()) {}
 
 TcpTransport::~TcpTransport() = default;
 
@@ -276,6 +279,7 @@ bool TcpTransport::read_link(Link& link) {
       return true;
     }
     did_work = true;
+    link.last_heard = core_.clock.now();
     link.in.resize(used + static_cast<size_t>(got));
     counters_.bytes_received.fetch_add(static_cast<uint64_t>(got), std::memory_order_relaxed);
     // Every whole frame received so far.
@@ -323,8 +327,15 @@ void TcpTransport::teardown(Link& link) {
     fail_out_call(std::move(rpc), Status(StatusCode::kUnavailable, why));
   });
   if (link.outgoing && link.peer_index < peer_links_.size() &&
-      peer_links_[link.peer_index] == link.handle)
+      peer_links_[link.peer_index] == link.handle) {
     peer_links_[link.peer_index] = kNoSlotHandle;
+    PeerState& peer = peer_state_[link.peer_index];
+    peer.backoff = peer.backoff.count() == 0
+                       ? Nanos(limits::kTcpReconnectBackoffMin)
+                       : std::min<Nanos>(2 * peer.backoff, limits::kTcpReconnectBackoffMax);
+    peer.retry_at = core_.clock.now() + peer.backoff.count();
+    peer.last_error = link.close_reason;
+  }
   counters_.links_closed.fetch_add(1, std::memory_order_relaxed);
   counters_.links_open.fetch_sub(1, std::memory_order_relaxed);
   // Calls this link delivered to local apps keep their records until the apps reply (reply_here
@@ -345,6 +356,8 @@ void TcpTransport::handle_frame(Link& link, const tcp::Frame& frame) {
   switch (frame.kind) {
     case tcp::FrameKind::kHello:
       link.peer_host = std::string(frame.caller_host);
+      if (link.outgoing && link.peer_index < peer_state_.size())
+        peer_state_[link.peer_index] = PeerState{};  // the peer is back: no backoff
       return;
     case tcp::FrameKind::kRequest:
       return handle_request(link, frame);
@@ -552,20 +565,45 @@ RpcPtr TcpTransport::route(Connection& caller, const RegisteredService& service,
   // Round robin over the peers whose link is usable (not broken, room in its queue and table).
   Link* link = nullptr;
   const size_t count = remote->peers.size();
+  const MonoTime now = core_.clock.now();
+  size_t full = 0;
+  const PeerState* backing_off = nullptr;
   for (size_t tried = 0; tried < count && link == nullptr; ++tried) {
     const PeerAddress& peer = *remote->peers[next_peer_++ % count];
+    if (links_.find(peer_links_[peer.index]) == nullptr && now < peer_state_[peer.index].retry_at) {
+      backing_off = &peer_state_[peer.index];  // its last link failed: not yet
+      continue;
+    }
     Link* candidate = link_to(peer);
     if (candidate == nullptr || candidate->state == Link::State::kClosed) continue;
-    if (candidate->queued() >= limits::kMaxTcpSendQueueBytes) continue;
-    if (candidate->calls.size() >= candidate->calls.max_entries()) continue;
+    if (candidate->queued() >= limits::kMaxTcpSendQueueBytes ||
+        candidate->calls.size() >= candidate->calls.max_entries()) {
+      ++full;
+      continue;
+    }
     link = candidate;
   }
-  if (link == nullptr)
+  if (link == nullptr && full > 0) {
+    counters_.calls_refused_queue_full.fetch_add(1, std::memory_order_relaxed);
+    return fail(StatusCode::kResourceExhausted,
+                fmt::format("every link to the peers serving {} is full ({} of {} peers: "
+                            "kMaxTcpSendQueueBytes={} queued or kMaxTcpCallsPerConnection={} "
+                            "calls waiting)",
+                            service.full_name, full, count, limits::kMaxTcpSendQueueBytes,
+                            limits::kMaxTcpCallsPerConnection));
+  }
+  if (link == nullptr) {
+    if (backing_off != nullptr)
+      counters_.calls_refused_backoff.fetch_add(1, std::memory_order_relaxed);
     return fail(StatusCode::kUnavailable,
-                fmt::format("no peer daemon serving {} can take the call now ({} peer{}: "
-                            "unreachable, or send queue at kMaxTcpSendQueueBytes={})",
+                fmt::format("no peer daemon serving {} is reachable now ({} peer{}){}",
                             service.full_name, count, count == 1 ? "" : "s",
-                            limits::kMaxTcpSendQueueBytes));
+                            backing_off == nullptr
+                                ? std::string()
+                                : fmt::format("; the last link failed ({}), next try in {} ms",
+                                              backing_off->last_error,
+                                              (backing_off->retry_at - now) / 1'000'000)));
+  }
   // Encode the request from the caller's heap (bounds-checked by the codec).
   auto codec = core_.codecs->codec(rpc->service_id, rpc->method_index, MessageSide::kRequest);
   if (!codec.ok()) return fail(StatusCode::kUnavailable, codec.status().message());
@@ -596,13 +634,13 @@ RpcPtr TcpTransport::route(Connection& caller, const RegisteredService& service,
     metadata = std::span(heap.base + rpc->metadata_block.offset, rpc->metadata_length);
   }
   // Metadata added by operators on the way (Rpc::metadata) is not sent yet (docs).
+  if (link->calls.size() == 0) link->last_heard = std::max(link->last_heard, now);
   const SlotHandle slot = link->calls.insert(OutCall{});
   MRPC_ASSERT(slot != kNoSlotHandle, "link call table full after the check");
   tcp::Frame frame;
   frame.kind = tcp::FrameKind::kRequest;
   frame.flags = rpc->wait_for_ready ? tcp::kFlagWaitForReady : 0;
   frame.call_id = slot;
-  const MonoTime now = core_.clock.now();
   frame.timeout_ns = rpc->deadline == kNoDeadline
                          ? 0
                          : static_cast<uint64_t>(std::max<MonoTime>(1, rpc->deadline - now));
@@ -684,7 +722,28 @@ void TcpTransport::reply_here(RpcPtr rpc) {
 // ---- the task ----
 
 void TcpTransport::sweep() {
+  const MonoTime now = core_.clock.now();
   links_.for_each([&](SlotHandle, std::unique_ptr<Link>& link) {
+    // Keepalive, for links with calls waiting: a silent peer (a partition) fails them.
+    if (link->state == Link::State::kOpen && link->calls.size() > 0) {
+      const MonoTime silent = now - link->last_heard;
+      if (silent >= limits::kTcpKeepaliveTimeout.count()) {
+        counters_.keepalive_timeouts.fetch_add(1, std::memory_order_relaxed);
+        close_link(*link, fmt::format("no frame from the peer for {} ms with {} calls waiting "
+                                      "(kTcpKeepaliveTimeout)",
+                                      silent / 1'000'000, link->calls.size()));
+        return;
+      }
+      if (silent >= limits::kTcpKeepaliveInterval.count() &&
+          now - link->ping_sent >= limits::kTcpKeepaliveInterval.count()) {
+        tcp::Frame ping;
+        ping.kind = tcp::FrameKind::kPing;
+        ping.call_id = ++link->pings;
+        (void)append_frame(*link, ping, {}, {});
+        link->ping_sent = now;
+        counters_.pings_sent.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
     link->calls.for_each([&](SlotHandle handle, OutCall& call) {
       if (call.rpc == nullptr || core_.call(call.rpc->call_id) != nullptr) return;
       core_.discard(std::move(call.rpc));

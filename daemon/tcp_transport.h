@@ -65,6 +65,10 @@ struct TcpCounters {
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> bytes_received{0};
   std::atomic<uint64_t> send_syscalls{0};
+  std::atomic<uint64_t> keepalive_timeouts{0};  // links closed for a silent peer
+  std::atomic<uint64_t> pings_sent{0};
+  std::atomic<uint64_t> calls_refused_backoff{0};  // failed at once: the peer's reconnect not due
+  std::atomic<uint64_t> calls_refused_queue_full{0};  // RESOURCE_EXHAUSTED: send queue full
 };
 
 class TcpTransport final : public Task {
@@ -120,7 +124,10 @@ class TcpTransport final : public Task {
     std::vector<std::byte> out;
     size_t out_sent = 0;
     SlotTable<OutCall> calls{limits::kMaxTcpCallsPerConnection};  // caller side: awaiting replies
-    uint32_t serving = 0;  // callee side: requests it brought that are not answered yet
+    uint32_t serving = 0;     // callee side: requests it brought that are not answered yet
+    MonoTime last_heard = 0;  // the last bytes received (or the start of waiting for replies)
+    MonoTime ping_sent = 0;
+    uint64_t pings = 0;
     uint64_t queued() const { return out.size() - out_sent; }
   };
 
@@ -150,6 +157,13 @@ class TcpTransport final : public Task {
   TcpShared& shared_;
   SlotTable<std::unique_ptr<Link>> links_{limits::kMaxTcpPeerConnections};
   std::vector<SlotHandle> peer_links_;  // by PeerAddress::index: this shard's link, or none
+  // Reconnect backoff per peer (by PeerAddress::index).
+  struct PeerState {
+    MonoTime retry_at = 0;  // no new link before then
+    Nanos backoff{0};
+    std::string last_error;
+  };
+  std::vector<PeerState> peer_state_;
   std::vector<std::pair<uint32_t, const RemoteService*>> remote_cache_;  // service id -> peers
   std::vector<std::pair<std::string, uint32_t>> service_cache_;  // name -> local id (callee side)
   std::shared_ptr<const CallerIdentity> last_identity_;  // reused while the caller app repeats

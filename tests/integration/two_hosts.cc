@@ -119,6 +119,15 @@ Status TwoHosts::restart_b() {
   return b_.start_daemon();  // the same arguments as before
 }
 
+int TwoHosts::run_at_a(const std::string& command) {
+  std::string quoted = "'";
+  for (char c : command) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  quoted += "'";
+  const std::string line =
+      namespaces_ ? "ip netns exec " + ns_a_ + " sh -c " + quoted : "sh -c " + quoted;
+  return std::system(line.c_str());
+}
+
 bool TwoHosts::set_link(bool up) {
   if (!namespaces_) return false;
   return sh(fmt::format("ip -n {} link set {} {}", ns_a_, veth_a_, up ? "up" : "down"));

@@ -38,6 +38,8 @@ class TwoHosts {
   uint16_t port() const { return port_; }
   // Cuts or restores the veth link (namespaces only; false otherwise).
   bool set_link(bool up);
+  // Runs a shell command where host A's network is (its namespace, or here); its exit status.
+  int run_at_a(const std::string& command);
 
  private:
   Status start_b();

@@ -10,7 +10,9 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <future>
+#include <iterator>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -166,4 +168,88 @@ TEST_CASE(
     std::this_thread::sleep_for(20ms);
   }
   CHECK_MESSAGE(last.ok(), last.to_string());
+}
+
+TEST_CASE(
+    "cutting the link between the hosts under load ends every pending call with an error "
+    "before its deadline, and calls succeed once it is back") {
+  Started setup;
+  if (!setup.hosts.namespaces()) {
+    MESSAGE("SKIPPED: no network namespaces here, so there is no link to cut");
+    return;
+  }
+  REQUIRE(call_once(setup.channel, "warm-up").ok());
+  echo::EchoLoadOptions load;
+  load.calls = 20'000;
+  load.in_flight = 128;
+  load.timeout = 20s;  // a hang would show as DEADLINE_EXCEEDED after 20 s
+  auto running =
+      std::async(std::launch::async, [&] { return echo::run_echo_load(setup.channel, load); });
+  for (int attempt = 0; attempt < 2000; ++attempt) {
+    if (stats(setup.hosts.a()).at("tcp").at("calls_sent").get<uint64_t>() > 1000) break;
+    std::this_thread::sleep_for(2ms);
+  }
+  REQUIRE(setup.hosts.set_link(false));  // a partition: no FIN, no RST, just silence
+  const auto cut_at = std::chrono::steady_clock::now();
+  echo::EchoLoadResult result = running.get();
+  const auto ended_after = std::chrono::steady_clock::now() - cut_at;
+  MESSAGE(result.summary());
+  const nlohmann::json a = stats(setup.hosts.a());
+  MESSAGE("A's tcp counters: ", a.at("tcp").dump());
+  CHECK(result.answered + result.failed() == load.calls);
+  CHECK(result.failed() > 0);
+  CHECK(result.mismatched == 0);
+  CHECK(result.errors.count(StatusCode::kDeadlineExceeded) == 0);
+  CHECK(result.errors.count(StatusCode::kUnavailable) == 1);
+  CHECK(result.errors.size() == 1);
+  CHECK(ended_after < 20s);
+  CHECK(a.at("tcp").at("keepalive_timeouts").get<uint64_t>() >= 1);
+  CHECK(a.at("calls_in_flight").get<uint64_t>() == 0);
+
+  REQUIRE(setup.hosts.set_link(true));
+  mrpc::Status last;
+  for (int attempt = 0; attempt < 300; ++attempt) {
+    last = call_once(setup.channel, "after the partition", 5s);
+    if (last.ok()) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK_MESSAGE(last.ok(), last.to_string());
+}
+
+TEST_CASE(
+    "a peer that sends bytes that are not frames is disconnected with a logged reason and "
+    "the daemon keeps serving") {
+  Started setup;
+  REQUIRE(call_once(setup.channel, "before").ok());
+  // An HTTP request where a hello frame belongs, then a truncated request frame header.
+  const std::string target = setup.hosts.b_address() + "', " + std::to_string(setup.hosts.port());
+  const std::string script =
+      "import socket,sys\n"
+      "for payload in (b'GET / HTTP/1.0\\r\\n\\r\\n', b'MRPC\\x01\\x02'):\n"
+      "  s = socket.create_connection(('" +
+      target +
+      "), timeout=10)\n"
+      "  s.sendall(payload)\n"
+      "  s.shutdown(socket.SHUT_WR)\n"
+      "  try:\n"
+      "    while s.recv(4096): pass\n"
+      "  except OSError: pass\n"
+      "  s.close()\n";
+  const std::string path = setup.hosts.a().directory() + "/bad_peer.py";
+  std::ofstream(path) << script;
+  CHECK(setup.hosts.run_at_a("python3 " + path) == 0);
+  // B closed both links (bounded wait for its counters), logged why, and still serves.
+  nlohmann::json b;
+  for (int attempt = 0; attempt < 500; ++attempt) {
+    b = stats(setup.hosts.b());
+    if (b.at("tcp").at("links_closed").get<uint64_t>() >= 2) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(b.at("tcp").at("bad_frames").get<uint64_t>() == 1);    // the HTTP bytes
+  CHECK(b.at("tcp").at("links_closed").get<uint64_t>() >= 2);  // and the truncated one at EOF
+  std::ifstream log(setup.hosts.b().directory() + "/mrpcd.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK(text.find("malformed frame: INVALID_ARGUMENT: tcp frame: bad magic") != std::string::npos);
+  mrpc::Status after = call_once(setup.channel, "after");
+  CHECK_MESSAGE(after.ok(), after.to_string());
 }

@@ -203,6 +203,16 @@ inline constexpr uint32_t kMaxRemoteEndpointsPerService = 64;
 inline constexpr uint32_t kMaxTcpPeerConnections = 1024;
 // How long a connect to a peer daemon may take before its calls fail UNAVAILABLE.
 inline constexpr std::chrono::nanoseconds kTcpConnectTimeout = 2s;
+// Keepalive of a link with calls waiting on it: a ping after this long without any frame from the
+// peer, and the link is closed (its calls fail UNAVAILABLE) after kTcpKeepaliveTimeout without
+// one: a silent peer (a partition) is detected, not only a closed one.
+inline constexpr std::chrono::nanoseconds kTcpKeepaliveInterval = 500ms;
+inline constexpr std::chrono::nanoseconds kTcpKeepaliveTimeout = 2s;
+// After a link to a peer fails, new calls to that peer fail at once (UNAVAILABLE) until a
+// reconnect is due: the wait doubles from kTcpReconnectBackoffMin up to kTcpReconnectBackoffMax
+// while connecting keeps failing, and resets once a link is open.
+inline constexpr std::chrono::nanoseconds kTcpReconnectBackoffMin = 20ms;
+inline constexpr std::chrono::nanoseconds kTcpReconnectBackoffMax = 1s;
 // Largest configuration file mrpcd reads (-c FILE).
 inline constexpr uint64_t kMaxConfigFileBytes = 1ull << 20;
 
