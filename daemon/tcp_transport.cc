@@ -262,16 +262,21 @@ bool TcpTransport::read_link(Link& link) {
   bool did_work = false;
   tcp::FrameParser parser;
   for (;;) {
-    // Room for one more chunk after what is unparsed.
-    if (link.in_start > 0 && link.in_start == link.in.size()) {
-      link.in.clear();
-      link.in_start = 0;
+    // Room for one more chunk after what is unparsed. The buffer keeps its size (its capacity):
+    // bytes are moved to the front when needed, and it grows (zero-filling only the growth) only
+    // for a frame bigger than what it holds, so a read costs no memset.
+    if (link.in_start == link.in_end) link.in_start = link.in_end = 0;
+    if (link.in.size() - link.in_end < kReadChunk) {
+      if (link.in_start > 0) {
+        std::memmove(link.in.data(), link.in.data() + link.in_start, link.in_end - link.in_start);
+        link.in_end -= link.in_start;
+        link.in_start = 0;
+      }
+      if (link.in.size() - link.in_end < kReadChunk) link.in.resize(link.in_end + kReadChunk);
     }
-    const size_t used = link.in.size();
-    link.in.resize(used + kReadChunk);
-    const ssize_t got = ::recv(link.socket.get(), link.in.data() + used, kReadChunk, MSG_DONTWAIT);
+    const size_t room = link.in.size() - link.in_end;
+    const ssize_t got = ::recv(link.socket.get(), link.in.data() + link.in_end, room, MSG_DONTWAIT);
     if (got <= 0) {
-      link.in.resize(used);
       if (got < 0 && errno == EINTR) continue;
       if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
       close_link(link, got == 0 ? std::string("the peer closed the connection")
@@ -280,11 +285,12 @@ bool TcpTransport::read_link(Link& link) {
     }
     did_work = true;
     link.last_heard = core_.clock.now();
-    link.in.resize(used + static_cast<size_t>(got));
+    link.in_end += static_cast<size_t>(got);
     counters_.bytes_received.fetch_add(static_cast<uint64_t>(got), std::memory_order_relaxed);
     // Every whole frame received so far.
     while (link.state == Link::State::kOpen) {
-      auto parsed = parser.parse(std::span(link.in).subspan(link.in_start));
+      auto parsed =
+          parser.parse(std::span(link.in.data() + link.in_start, link.in_end - link.in_start));
       if (!parsed.ok()) {
         counters_.bad_frames.fetch_add(1, std::memory_order_relaxed);
         close_link(link, "malformed frame: " + parsed.status().to_string());
@@ -295,12 +301,7 @@ bool TcpTransport::read_link(Link& link) {
       link.in_start += parsed->needed;
     }
     if (link.state != Link::State::kOpen) return true;
-    // Keep the unparsed tail at the front once most of the buffer is consumed.
-    if (link.in_start > 0 && link.in_start >= link.in.size() / 2) {
-      link.in.erase(link.in.begin(), link.in.begin() + static_cast<ptrdiff_t>(link.in_start));
-      link.in_start = 0;
-    }
-    if (static_cast<size_t>(got) < kReadChunk) break;  // drained
+    if (static_cast<size_t>(got) < room) break;  // drained
   }
   return did_work;
 }

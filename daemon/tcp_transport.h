@@ -119,8 +119,9 @@ class TcpTransport final : public Task {
     std::atomic<bool> readable{true};
     bool watched = false;
     std::string close_reason;
-    std::vector<std::byte> in;
+    std::vector<std::byte> in;  // received bytes: [in_start, in_end) not parsed yet
     size_t in_start = 0;
+    size_t in_end = 0;
     std::vector<std::byte> out;
     size_t out_sent = 0;
     SlotTable<OutCall> calls{limits::kMaxTcpCallsPerConnection};  // caller side: awaiting replies
