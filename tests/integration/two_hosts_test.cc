@@ -253,3 +253,20 @@ TEST_CASE(
   mrpc::Status after = call_once(setup.channel, "after");
   CHECK_MESSAGE(after.ok(), after.to_string());
 }
+
+TEST_CASE("messages of 4 MiB cross two daemons in frames that arrive over many reads") {
+  Started setup;
+  echo::EchoService::Client client(setup.channel);
+  for (int i = 0; i < 3; ++i) {
+    const std::string payload(4u << 20, static_cast<char>('a' + i));
+    auto request = echo::EchoRequest::create(setup.channel->heap());
+    request.set_text("big " + std::to_string(i));
+    request.set_payload(payload);
+    mrpc::CallOptions options;
+    options.timeout = 30s;
+    auto reply = client.Echo(std::move(request), options);
+    REQUIRE_MESSAGE(reply.ok(), reply.status().to_string());
+    CHECK(reply->text() == "big " + std::to_string(i));
+    CHECK(reply->payload() == payload);
+  }
+}
