@@ -637,7 +637,8 @@ nlohmann::json Daemon::Impl::tcp_json() const {
           {"keepalive_timeouts", total(&T::keepalive_timeouts)},
           {"pings_sent", total(&T::pings_sent)},
           {"calls_refused_backoff", total(&T::calls_refused_backoff)},
-          {"calls_refused_queue_full", total(&T::calls_refused_queue_full)}};
+          {"calls_refused_queue_full", total(&T::calls_refused_queue_full)},
+          {"calls_cancelled_by_peer", total(&T::calls_cancelled_by_peer)}};
 }
 
 nlohmann::json Daemon::Impl::codecs_json() const {

@@ -364,10 +364,20 @@ void TcpTransport::handle_frame(Link& link, const tcp::Frame& frame) {
       return handle_request(link, frame);
     case tcp::FrameKind::kReply:
       return handle_reply(link, frame);
-    case tcp::FrameKind::kCancel:
-      // Not acted on yet: the callee side keeps the call until its app replies or its deadline
-      // (the frame's remaining timeout) passes (docs/tcp-transport.md, "Not there yet").
+    case tcp::FrameKind::kCancel: {
+      // The caller gave up: the call ends here too, and the serving app is told
+      // (kIncomingCancelled); its late reply is dropped.
+      auto served = link.served.find(frame.call_id);
+      if (served == link.served.end()) return;
+      const SlotHandle call = served->second;
+      link.served.erase(served);
+      if (core_.call(call) == nullptr) return;
+      counters_.calls_cancelled_by_peer.fetch_add(1, std::memory_order_relaxed);
+      core_.finish_call(call,
+                        Status(StatusCode::kCancelled, "the caller's daemon cancelled the call"),
+                        shm::kNoOffset);
       return;
+    }
     case tcp::FrameKind::kPing: {
       tcp::Frame pong;
       pong.kind = tcp::FrameKind::kPong;
@@ -481,6 +491,7 @@ void TcpTransport::handle_request(Link& link, const tcp::Frame& frame) {
   rpc->pinned_memory = std::move(payload);
   rpc->endpoint.connection = target;
   ++link.serving;
+  link.served[frame.call_id] = call;
   if (core_.is_local(target)) {
     Connection* server = core_.connection(target);
     MRPC_ASSERT(server != nullptr, "picked server {} is not a connection of shard {}", target,
@@ -671,7 +682,10 @@ void TcpTransport::reply_here(RpcPtr rpc) {
   auto* entry = links_.find(remote_ids::link_of(rpc->connection));
   Link* link = entry == nullptr ? nullptr : entry->get();
   const bool call_alive = core_.call(rpc->call_id) != nullptr;
-  if (link != nullptr && link->serving > 0) --link->serving;
+  if (link != nullptr) {
+    if (link->serving > 0) --link->serving;
+    link->served.erase(rpc->caller_call_id);
+  }
   const bool heap_response = rpc->response.present() && rpc->response.region == RegionKind::kHeap;
   const ConnectionId server_id = rpc->response.owner;
   if (link != nullptr && link->state == Link::State::kOpen && call_alive) {

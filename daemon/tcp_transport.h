@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core.h"
@@ -69,6 +70,7 @@ struct TcpCounters {
   std::atomic<uint64_t> pings_sent{0};
   std::atomic<uint64_t> calls_refused_backoff{0};  // failed at once: the peer's reconnect not due
   std::atomic<uint64_t> calls_refused_queue_full{0};  // RESOURCE_EXHAUSTED: send queue full
+  std::atomic<uint64_t> calls_cancelled_by_peer{0};   // served calls a cancel frame ended
 };
 
 class TcpTransport final : public Task {
@@ -125,7 +127,10 @@ class TcpTransport final : public Task {
     std::vector<std::byte> out;
     size_t out_sent = 0;
     SlotTable<OutCall> calls{limits::kMaxTcpCallsPerConnection};  // caller side: awaiting replies
-    uint32_t serving = 0;     // callee side: requests it brought that are not answered yet
+    uint32_t serving = 0;  // callee side: requests it brought that are not answered yet
+    // Callee side: the peer's call id -> this shard's call handle, for the peer's cancel frames
+    // (a hash lookup per served call: the peer's ids are its own slot handles).
+    std::unordered_map<uint64_t, SlotHandle> served;
     MonoTime last_heard = 0;  // the last bytes received (or the start of waiting for replies)
     MonoTime ping_sent = 0;
     uint64_t pings = 0;

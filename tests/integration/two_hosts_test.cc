@@ -284,3 +284,37 @@ TEST_CASE("messages of 4 MiB cross two daemons in frames that arrive over many r
     CHECK(reply->payload() == payload);
   }
 }
+
+TEST_CASE("a call cancelled at host A is cancelled at host B, whose server is told") {
+  Started setup;
+  setup.server.stop(SIGTERM);
+  auto slow = setup.hosts.b().start_echo_server({"--delay-ms", "3000"});
+  REQUIRE_MESSAGE(slow.ok(), slow.status().to_string());
+  echo::EchoService::Client client(setup.channel);
+  auto request = echo::EchoRequest::create(setup.channel->heap());
+  request.set_text("cancel me");
+  mrpc::CallOptions options;
+  options.timeout = 60s;
+  std::promise<mrpc::Status> ended;
+  const mrpc::CallId id = client.Echo(
+      std::move(request), options,
+      [&](mrpc::CallResult<echo::EchoReply> reply) { ended.set_value(reply.status()); });
+  // Delivered at B (its call table holds it), then cancelled at A.
+  uint64_t b_in_flight = 0;
+  for (int attempt = 0; attempt < 500 && b_in_flight == 0; ++attempt) {
+    std::this_thread::sleep_for(5ms);
+    b_in_flight = stats(setup.hosts.b()).at("calls_in_flight").get<uint64_t>();
+  }
+  REQUIRE(b_in_flight == 1);
+  setup.channel->cancel(id);
+  CHECK(ended.get_future().get().code() == StatusCode::kCancelled);
+  // A's sweep sends the cancel frame; B ends the call (long before the server's 3 s delay).
+  nlohmann::json b;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    b = stats(setup.hosts.b());
+    if (b.at("calls_in_flight").get<uint64_t>() == 0) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(b.at("calls_in_flight").get<uint64_t>() == 0);
+  CHECK(b.at("tcp").at("calls_cancelled_by_peer").get<uint64_t>() == 1);
+}
