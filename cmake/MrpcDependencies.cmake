@@ -20,5 +20,6 @@ find_package(doctest REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(spdlog REQUIRED)
+find_package(tomlplusplus 3 REQUIRED)  # Debian's libtomlplusplus-dev (a compiled library): mrpcd -c FILE
 find_package(antlr4-runtime REQUIRED)     # ANTLR4_INCLUDE_DIR, antlr4_shared
 find_program(ANTLR4_TOOL antlr4 REQUIRED) # Debian's 4.7.2 tool; its output builds against the 4.9 runtime

@@ -7,6 +7,8 @@
 #include "mrpc/base/check.h"
 #include "mrpc/message/copy.h"
 #include "mrpc/transports/shm/metadata_block.h"
+#include "remote_ids.h"
+#include "tcp_transport.h"
 
 namespace mrpc {
 
@@ -228,6 +230,8 @@ void AppFrontend::complete(RpcPtr rpc) {
 
 Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata,
                                  uint32_t& metadata_length) {
+  if (remote_ids::is_remote(rpc.connection))  // from a peer daemon: its payload is decoded here
+    return decode_remote_request(core_, rpc, app_, request, metadata, metadata_length);
   // The caller's heap, unless a policy checked the request and its metadata in private copies
   // (then those are delivered, and the caller may have left meanwhile).
   const bool private_request = rpc.request.region == RegionKind::kPrivate;

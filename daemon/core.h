@@ -44,6 +44,7 @@
 namespace mrpc {
 
 class CodecWorker;  // codec_compiler.h
+class TcpTransport;  // tcp_transport.h
 
 // Where one attempt of a call was delivered: the callee and its incoming-table handle.
 struct Delivery {
@@ -163,6 +164,9 @@ struct DaemonCore {
   CodecWorker* codec_worker = nullptr;
   // The registered services' codecs, for transports (over `registry`).
   const TransportCodecs* codecs = nullptr;
+  // Calls to and from peer daemons (tcp_transport.h); null when the daemon has no TCP link
+  // configured (no listen address and no remote services). Set by Daemon::start.
+  TcpTransport* tcp = nullptr;
 
   // The shard whose runtime thread this is (null on other threads): for code shared by every
   // shard's graphs, such as one policy operator attached to apps of several shards.

@@ -17,6 +17,7 @@
 #include "control_server.h"
 #include "core.h"
 #include "local_transport.h"
+#include "tcp_transport.h"
 #include "mrpc/base/check.h"
 #include "mrpc/transports/loopback.h"
 #include "mrpc/transports/shm/app_socket.h"
@@ -197,7 +198,10 @@ struct Daemon::Impl {
 
   std::string stats_json() const;
   nlohmann::json codecs_json() const;
+  nlohmann::json tcp_json() const;
   Status start_codec_worker();
+  // The TCP transport of every shard and the listener, if configured.
+  Status start_tcp();
   // Shard 0's runtime thread (the control server runs there).
   std::string connections_json() const;
   DaemonCore& core0() const { return shards.front()->core; }
@@ -221,6 +225,9 @@ struct Daemon::Impl {
   DaemonShared shared;
   std::vector<std::unique_ptr<Shard>> shards;
   std::shared_ptr<LoopbackTransport> loopback;  // when fault injection is on
+  // Between hosts (tcp_transport.h): when a listen address or remote services are configured.
+  std::unique_ptr<TcpShared> tcp_shared;
+  std::vector<std::shared_ptr<TcpTransport>> tcp;  // by shard
   shm::UniqueFd app_listener;
   std::optional<ControlServer> control;
   std::unique_ptr<PolicyControl> policy_control;  // the policy commands of the control socket
@@ -251,6 +258,43 @@ Status Daemon::Impl::start_codec_worker() {
     shard->core.codecs = shard->codecs.get();
   }
   spdlog::info("codec compiler: object cache in {}", cache_dir);
+  return {};
+}
+
+Status Daemon::Impl::start_tcp() {
+  if (config.tcp_listen.empty() && config.remote_services.empty()) return {};
+  auto resolver = StaticResolver::create(config.remote_services);
+  if (!resolver.ok()) return resolver.status();
+  tcp_shared = std::make_unique<TcpShared>();
+  tcp_shared->resolver = std::move(*resolver);
+  tcp_shared->host_name = config.host_name;
+  if (tcp_shared->host_name.empty()) {
+    char name[256] = {};
+    (void)::gethostname(name, sizeof(name) - 1);
+    tcp_shared->host_name = name;
+  }
+  for (auto& shard : shards) {
+    auto transport = std::make_shared<TcpTransport>(shard->core, *tcp_shared);
+    tcp_shared->shards.push_back(transport.get());
+    shard->core.tcp = transport.get();
+    tcp.push_back(transport);
+  }
+  if (!config.tcp_listen.empty()) {
+    uint16_t port = 0;
+    auto listener = listen_tcp(config.tcp_listen, &port);
+    if (!listener.ok()) return listener.status();
+    tcp.front()->set_listener(std::move(*listener));
+    spdlog::info("tcp: listening for peer daemons on {} (port {}), host name '{}'",
+                 config.tcp_listen, port, tcp_shared->host_name);
+  }
+  for (size_t i = 0; i < shards.size(); ++i) shards[i]->runtime.add(tcp[i]);
+  for (const RemoteServiceConfig& remote : config.remote_services) {
+    spdlog::info("tcp: {} is served by {} peer{} ({} encoding)", remote.service,
+                 remote.endpoints.size(), remote.endpoints.size() == 1 ? "" : "s",
+                 remote.encoding == RemoteServiceConfig::Encoding::kNative
+                     ? "native asked, protobuf used: native over TCP is not built"
+                     : "protobuf");
+  }
   return {};
 }
 
@@ -353,6 +397,7 @@ Status Daemon::start() {
       shard->runtime.add(std::make_shared<ShardTask>(shard->core, shard->local_transport));
   }
   if (impl.loopback) runtime0.add(impl.loopback);
+  MRPC_TRY_STATUS(impl.start_tcp());
   for (auto& shard : impl.shards) shard->runtime.start();
   impl.started = true;
   spdlog::info("mrpcd listening: apps on {}, control on {}; {} runtime thread{}",
@@ -384,6 +429,8 @@ void Daemon::stop(std::chrono::nanoseconds drain) {
                        Status(StatusCode::kUnavailable, "mrpcd stopped"), shm::kNoOffset);
     });
   }
+  // Links to peers close (their calls have ended above: what they hold is discarded).
+  for (auto& transport : impl.tcp) transport->shutdown();
   for (auto& shard : impl.shards) {
     DaemonCore& core = shard->core;
     core.connections.for_each([&core](SlotHandle id, std::shared_ptr<Connection>& connection) {
@@ -583,8 +630,35 @@ std::string Daemon::Impl::stats_json() const {
                         {"call_table_capacity", sum(&C::call_table_capacity)},
                         {"deadline_heap_size", sum(&C::deadline_heap_size)},
                         {"deadline_heap_capacity", sum(&C::deadline_heap_capacity)},
-                        {"codecs", codecs_json()}}
+                        {"codecs", codecs_json()},
+                        {"tcp", tcp_json()}}
       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+nlohmann::json Daemon::Impl::tcp_json() const {
+  if (tcp.empty()) return nlohmann::json::object();
+  auto total = [this](std::atomic<uint64_t> TcpCounters::*counter) {
+    uint64_t sum = 0;
+    for (const auto& transport : tcp)
+      sum += (transport->counters().*counter).load(std::memory_order_relaxed);
+    return sum;
+  };
+  using T = TcpCounters;
+  return {{"links_opened", total(&T::links_opened)},
+          {"links_closed", total(&T::links_closed)},
+          {"links_open", total(&T::links_open)},
+          {"calls_sent", total(&T::calls_sent)},
+          {"calls_served", total(&T::calls_served)},
+          {"calls_failed_on_link_loss", total(&T::calls_failed_on_link_loss)},
+          {"bad_frames", total(&T::bad_frames)},
+          {"bytes_sent", total(&T::bytes_sent)},
+          {"bytes_received", total(&T::bytes_received)},
+          {"send_syscalls", total(&T::send_syscalls)},
+          {"keepalive_timeouts", total(&T::keepalive_timeouts)},
+          {"pings_sent", total(&T::pings_sent)},
+          {"calls_refused_backoff", total(&T::calls_refused_backoff)},
+          {"calls_refused_queue_full", total(&T::calls_refused_queue_full)},
+          {"calls_cancelled_by_peer", total(&T::calls_cancelled_by_peer)}};
 }
 
 nlohmann::json Daemon::Impl::codecs_json() const {

@@ -4,6 +4,8 @@
 
 #include "mrpc/base/check.h"
 #include "mrpc/message/copy.h"
+#include "remote_ids.h"
+#include "tcp_transport.h"
 
 namespace mrpc {
 
@@ -21,6 +23,11 @@ void LocalTransport::deliver_here(RpcPtr rpc) {
   Connection* callee = core_.connection(rpc->endpoint.connection);
   if (callee != nullptr) {
     callee->ingress->push_request(std::move(rpc));
+  } else if (remote_ids::is_remote(rpc->connection)) {
+    // A peer daemon's call: its link's shard answers the peer.
+    rpc->status = Status(StatusCode::kUnavailable, "the serving app left");
+    rpc->pinned_memory.reset();
+    send_reply(std::move(rpc));
   } else if (!core_.is_local(rpc->connection)) {
     // It left after the caller's shard chose it: that shard routes the call again.
     const uint32_t caller_shard = shards::shard_of(rpc->connection);
@@ -51,6 +58,11 @@ void LocalTransport::send_reply(RpcPtr rpc) {
 }
 
 void LocalTransport::reply_here(RpcPtr rpc) {
+  if (remote_ids::is_remote(rpc->connection)) {  // the caller is behind a peer daemon
+    MRPC_ASSERT(core_.tcp != nullptr, "a remote caller's reply on a daemon without TCP");
+    core_.tcp->reply_here(std::move(rpc));
+    return;
+  }
   CallRecord* record = core_.call(rpc->call_id);
   Connection* caller = record == nullptr ? nullptr : core_.connection(record->caller);
   if (caller == nullptr) {  // the call ended for its caller meanwhile: a late reply

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "tcp_transport.h"
+
 namespace mrpc {
 
 void Router::route(Connection& caller, RpcPtr rpc) {
@@ -25,6 +27,11 @@ void Router::route(Connection& caller, RpcPtr rpc) {
   if (service == nullptr)
     return fail(StatusCode::kUnavailable,
                 fmt::format("no app serves service id {} any more", rpc->service_id));
+  if (service->servers.empty() && core_.tcp != nullptr) {
+    // No app of this host serves it: the resolver's peer daemons, if it names any.
+    rpc = core_.tcp->route(caller, *service, std::move(rpc));
+    if (rpc == nullptr) return;
+  }
   auto has_room = [this](ConnectionId id) {
     if (!core_.is_local(id)) return true;  // its shard checks, and bounces the call if full
     Connection* server = core_.connection(id);

@@ -225,6 +225,13 @@ class ServiceTable {
     }
     return kNoConnection;
   }
+  // fn(const RegisteredService&) for every service of this view (the TCP transport looks a peer's
+  // service up by name this way, then caches the id).
+  template <typename Fn>
+  void for_each(Fn&& fn) const {
+    for (const auto& slot : slots_)
+      if (slot.service != nullptr) fn(*slot.service);
+  }
 
  private:
   static constexpr uint32_t kSlotMask = (1u << 16) - 1;

@@ -9,7 +9,7 @@ packages=(
   llvm-19-dev libzstd-dev
   libprotoc-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc
-  doctest-dev libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
+  doctest-dev libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev
   libibverbs-dev rdma-core liburing-dev
   iproute2 procps
 )

@@ -58,6 +58,7 @@ Status LocalHost::start_daemon(std::vector<std::string> extra_args) {
     argv.push_back(std::to_string(threads));
   }
   argv.insert(argv.end(), daemon_args_.begin(), daemon_args_.end());
+  argv.insert(argv.begin(), daemon_prefix_.begin(), daemon_prefix_.end());
   auto daemon = Subprocess::start(argv, {}, directory_ + "/mrpcd.log");
   if (!daemon.ok()) return daemon.status();
   daemon_ = std::move(*daemon);

@@ -29,6 +29,9 @@ class LocalHost {
 
   // Starts mrpcd (again, after stop_daemon) and waits until its app socket exists.
   Status start_daemon(std::vector<std::string> extra_args = {});
+  // Runs mrpcd under this command (e.g. {"ip", "netns", "exec", "NAME"}: another network
+  // namespace); the command must exec mrpcd so its pid is mrpcd's. Empty by default.
+  void set_daemon_prefix(std::vector<std::string> prefix) { daemon_prefix_ = std::move(prefix); }
   // SIGKILL: a crash, as far as the apps can tell.
   void kill_daemon();
   Subprocess& daemon() { return daemon_; }
@@ -50,6 +53,7 @@ class LocalHost {
   std::string directory_;
   Subprocess daemon_;
   std::vector<std::string> daemon_args_;
+  std::vector<std::string> daemon_prefix_;
   int apps_started_ = 0;
 };
 

@@ -201,4 +201,39 @@ inline constexpr uint64_t kMaxStoredResponseBytes = 32u << 10;
 // attached values).
 inline constexpr uint64_t kMaxPolicyStateBytes = 256ull << 20;
 
+
+// ---- Daemon-to-daemon TCP transport (transports/tcp, docs/tcp-transport.md) ----
+// Largest frame (fixed header, names, status text, metadata and payload together) a daemon
+// accepts from a peer; a longer one closes the connection (logged).
+inline constexpr uint32_t kMaxTcpFrameBytes = 32u << 20;
+// Longest host name and app name a frame may carry (caller identity).
+inline constexpr uint32_t kMaxTcpHostNameBytes = 255;
+// Longest fully qualified service name a frame may carry.
+inline constexpr uint32_t kMaxTcpServiceNameBytes = 1024;
+// Longest status text a reply frame may carry.
+inline constexpr uint32_t kMaxTcpStatusTextBytes = 4096;
+// Bytes a connection may have queued for sending before new calls on it fail
+// RESOURCE_EXHAUSTED (back-pressure from a slow peer).
+inline constexpr uint64_t kMaxTcpSendQueueBytes = 64ull << 20;
+// Calls in flight on one daemon-to-daemon connection (its table of calls awaiting replies).
+inline constexpr uint32_t kMaxTcpCallsPerConnection = 1u << 16;
+// Remote endpoints one service may list in the configuration file.
+inline constexpr uint32_t kMaxRemoteEndpointsPerService = 64;
+// Daemon-to-daemon connections one daemon accepts at once; more are closed at accept.
+inline constexpr uint32_t kMaxTcpPeerConnections = 1024;
+// How long a connect to a peer daemon may take before its calls fail UNAVAILABLE.
+inline constexpr std::chrono::nanoseconds kTcpConnectTimeout = 2s;
+// Keepalive of a link with calls waiting on it: a ping after this long without any frame from the
+// peer, and the link is closed (its calls fail UNAVAILABLE) after kTcpKeepaliveTimeout without
+// one: a silent peer (a partition) is detected, not only a closed one.
+inline constexpr std::chrono::nanoseconds kTcpKeepaliveInterval = 500ms;
+inline constexpr std::chrono::nanoseconds kTcpKeepaliveTimeout = 2s;
+// After a link to a peer fails, new calls to that peer fail at once (UNAVAILABLE) until a
+// reconnect is due: the wait doubles from kTcpReconnectBackoffMin up to kTcpReconnectBackoffMax
+// while connecting keeps failing, and resets once a link is open.
+inline constexpr std::chrono::nanoseconds kTcpReconnectBackoffMin = 20ms;
+inline constexpr std::chrono::nanoseconds kTcpReconnectBackoffMax = 1s;
+// Largest configuration file mrpcd reads (-c FILE).
+inline constexpr uint64_t kMaxConfigFileBytes = 1ull << 20;
+
 }  // namespace mrpc::limits

@@ -31,6 +31,19 @@ namespace mrpc {
 class LoopbackTransport;
 struct ServiceCodecs;  // mrpc/transports/codec.h
 
+// A service served by apps behind other hosts' daemons: a row of the configuration file's static
+// table (docs/tcp-transport.md, "Configuration").
+struct RemoteServiceConfig {
+  enum class Encoding : uint8_t {
+    kAuto,      // the default: protobuf wire today (native needs the schema handshake, not built)
+    kNative,    // parsed and accepted; calls still use protobuf wire (native over TCP: not built)
+    kProtobuf,  // the compiled protobuf wire codec
+  };
+  std::string service;                 // full name, "echo.EchoService"
+  std::vector<std::string> endpoints;  // peer daemons, "address:port"
+  Encoding encoding = Encoding::kAuto;
+};
+
 struct DaemonConfig {
   std::string app_socket_path = shm::kDefaultAppSocketPath;
   std::string control_socket_path = shm::kDefaultControlSocketPath;
@@ -69,6 +82,15 @@ struct DaemonConfig {
   std::map<std::string, std::vector<uint32_t>> service_owners;
   // Registrations one uid's apps may have created.
   uint32_t max_services_per_uid = limits::kDefaultMaxServicesPerUid;
+  // ---- between hosts (docs/tcp-transport.md; mrpcd -c FILE) ----
+  // Where peer daemons connect, "address:port" (port 0: any free port, logged); empty: no TCP
+  // listener (this daemon can still call out).
+  std::string tcp_listen;
+  // This host's name in the frames it sends (caller identity); empty: gethostname().
+  std::string host_name;
+  // The static table of services served behind other daemons; a call goes there when no local
+  // app serves its service.
+  std::vector<RemoteServiceConfig> remote_services;
 };
 
 // One compiled schema of the codec cache.

@@ -1,0 +1,196 @@
+// TcpTransport: calls between this daemon and peer daemons over TCP (docs/tcp-transport.md). One
+// per shard, run by the shard's runtime thread as a Task: it owns that shard's TCP links (no thread
+// per connection; sockets are non-blocking, TCP_NODELAY, watched with Runtime::watch_readable).
+//
+// Caller side (this host's app calls a service no local app serves): the Router hands the RPC to
+// route(), which asks the EndpointResolver for the service's peers, takes the shard's pooled link
+// to one (round robin; connecting it if needed), encodes the request from the caller's heap with
+// the service's compiled protobuf wire codec straight into the link's send buffer and keeps the RPC
+// in the link's call table, whose slot handle is the frame's call id. The reply frame finds it by
+// that id, its response is decoded into the caller's receive region, and the RPC goes back up the
+// caller's egress graph as LocalTransport's replies do.
+//
+// Callee side (a peer's request arrives on a link): the service is found by name in the shard's
+// registry view, the call gets a record in this shard's call table (caller: the link's remote id,
+// remote_ids.h; deadline: now + the frame's remaining timeout) and goes to a serving app's ingress
+// graph, on this shard or through a shard hand-off. The payload travels with the RPC (in
+// Rpc::pinned_memory) and is decoded into the callee's receive region at delivery
+// (decode_remote_request). The reply comes back here (reply_here, on the link's shard), is encoded
+// from the server's heap into a reply frame, and the record ends.
+//
+// Failures: a link that breaks (reset, EOF, connect refused or timed out, a malformed frame: the
+// reason is logged) fails every call waiting on it with UNAVAILABLE, at once; the next call
+// connects again. A link whose send queue holds limits::kMaxTcpSendQueueBytes refuses new calls
+// with RESOURCE_EXHAUSTED. Calls whose caller gave up (deadline, cancel) are swept from the link
+// tables.
+//
+// Trust: peers are trusted (no TLS, no authentication yet; see the docs).
+// Threads: every method runs on the owning shard's runtime thread, except adopt(), which is posted
+// to it as a job.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core.h"
+#include "endpoint_resolver.h"
+#include "mrpc/base/slot_table.h"
+#include "mrpc/dataflow/runtime.h"
+#include "mrpc/transports/shm/app_socket.h"
+#include "tcp/frame.h"
+
+namespace mrpc {
+
+class TcpTransport;
+
+// What every shard's TcpTransport shares: immutable after start.
+struct TcpShared {
+  std::unique_ptr<EndpointResolver> resolver;
+  std::string host_name;              // this host, in hello and request frames
+  std::vector<TcpTransport*> shards;  // by shard index
+};
+
+// Counters of one shard's links (read by stats from any thread).
+struct TcpCounters {
+  std::atomic<uint64_t> links_opened{0};
+  std::atomic<uint64_t> links_closed{0};
+  std::atomic<uint64_t> links_open{0};
+  std::atomic<uint64_t> calls_sent{0};    // requests sent to peers
+  std::atomic<uint64_t> calls_served{0};  // requests received from peers
+  std::atomic<uint64_t> calls_failed_on_link_loss{0};
+  std::atomic<uint64_t> bad_frames{0};  // links closed for a malformed frame
+  std::atomic<uint64_t> bytes_sent{0};
+  std::atomic<uint64_t> bytes_received{0};
+  std::atomic<uint64_t> send_syscalls{0};
+  std::atomic<uint64_t> keepalive_timeouts{0};  // links closed for a silent peer
+  std::atomic<uint64_t> pings_sent{0};
+  std::atomic<uint64_t> calls_refused_backoff{0};  // failed at once: the peer's reconnect not due
+  std::atomic<uint64_t> calls_refused_queue_full{0};  // RESOURCE_EXHAUSTED: send queue full
+  std::atomic<uint64_t> calls_cancelled_by_peer{0};   // served calls a cancel frame ended
+};
+
+class TcpTransport final : public Task {
+ public:
+  TcpTransport(DaemonCore& core, TcpShared& shared);
+  ~TcpTransport() override;
+  TcpTransport(const TcpTransport&) = delete;
+  TcpTransport& operator=(const TcpTransport&) = delete;
+
+  // No app of this host serves `service`: if the resolver names peers for it, the call goes to one
+  // of them (or fails back up the caller's egress graph) and null is returned; else `rpc` is
+  // returned untouched.
+  RpcPtr route(Connection& caller, const RegisteredService& service, RpcPtr rpc);
+  // The reply (or error) of a call that came from a peer, on the shard of its link.
+  void reply_here(RpcPtr rpc);
+
+  // Shard 0: the daemon's listening socket; accepted links are placed on shards round robin.
+  void set_listener(shm::UniqueFd listener);
+  // Takes an accepted connection (runs on this shard, posted as a job).
+  void adopt(shm::UniqueFd socket, std::string peer);
+
+  bool run() override;
+  MonoTime next_timer() const override;
+  bool prepare_to_sleep() override;
+
+  const TcpCounters& counters() const { return counters_; }
+  // Closes every link (their calls fail UNAVAILABLE). Runtime thread, or after it stopped.
+  void close_all(const char* reason);
+  // The daemon stops (its runtime thread has stopped): the listener and every link close.
+  void shutdown();
+
+ private:
+  struct OutCall {
+    RpcPtr rpc;
+  };
+  // One TCP connection to or from a peer daemon.
+  struct Link {
+    enum class State { kConnecting, kOpen, kClosed };
+    SlotHandle handle = kNoSlotHandle;  // local, in links_
+    ConnectionId id = kNoConnection;    // remote_ids::of_link
+    shm::UniqueFd socket;
+    State state = State::kConnecting;
+    bool outgoing = false;
+    uint32_t peer_index = 0;  // outgoing links: the resolver's peer
+    std::string peer;         // address:port, for logs
+    std::string peer_host;    // from its hello
+    MonoTime connect_deadline = kNoDeadline;
+    std::atomic<bool> readable{true};
+    bool watched = false;
+    std::string close_reason;
+    std::vector<std::byte> in;  // received bytes: [in_start, in_end) not parsed yet
+    size_t in_start = 0;
+    size_t in_end = 0;
+    std::vector<std::byte> out;
+    size_t out_sent = 0;
+    SlotTable<OutCall> calls{limits::kMaxTcpCallsPerConnection};  // caller side: awaiting replies
+    uint32_t serving = 0;  // callee side: requests it brought that are not answered yet
+    // Callee side: the peer's call id -> this shard's call handle, for the peer's cancel frames
+    // (a hash lookup per served call: the peer's ids are its own slot handles).
+    std::unordered_map<uint64_t, SlotHandle> served;
+    MonoTime last_heard = 0;  // the last bytes received (or the start of waiting for replies)
+    MonoTime ping_sent = 0;
+    uint64_t pings = 0;
+    uint64_t queued() const { return out.size() - out_sent; }
+  };
+
+  Link* link_to(const PeerAddress& peer);
+  Link* add_link(shm::UniqueFd socket, bool outgoing, std::string peer_text);
+  void start_connect(Link& link, const PeerAddress& peer);
+  void check_connect(Link& link);
+  bool read_link(Link& link);
+  bool flush_link(Link& link);
+  void handle_frame(Link& link, const tcp::Frame& frame);
+  void handle_request(Link& link, const tcp::Frame& frame);
+  void handle_reply(Link& link, const tcp::Frame& frame);
+  void close_link(Link& link, std::string reason);
+  void teardown(Link& link);
+  // Appends a frame (prefix, metadata, payload) to the link's send buffer.
+  Status append_frame(Link& link, const tcp::Frame& frame, std::span<const std::byte> metadata,
+                      std::span<const std::byte> payload);
+  void send_error_reply(Link& link, uint64_t call_id, const Status& status);
+  // Ends a caller-side call waiting on a link with `status` (back up its caller's egress graph).
+  void fail_out_call(RpcPtr rpc, Status status);
+  // Drops link calls whose caller ended them (deadline, cancel); a cancel frame tells the peer.
+  void sweep();
+  uint32_t find_service(std::string_view name);
+  bool accept_links();
+
+  DaemonCore& core_;
+  TcpShared& shared_;
+  SlotTable<std::unique_ptr<Link>> links_{limits::kMaxTcpPeerConnections};
+  std::vector<SlotHandle> peer_links_;  // by PeerAddress::index: this shard's link, or none
+  // Reconnect backoff per peer (by PeerAddress::index).
+  struct PeerState {
+    MonoTime retry_at = 0;  // no new link before then
+    Nanos backoff{0};
+    std::string last_error;
+  };
+  std::vector<PeerState> peer_state_;
+  std::vector<std::pair<uint32_t, const RemoteService*>> remote_cache_;  // service id -> peers
+  std::vector<std::pair<std::string, uint32_t>> service_cache_;  // name -> local id (callee side)
+  std::shared_ptr<const CallerIdentity> last_identity_;  // reused while the caller app repeats
+  std::vector<std::byte> scratch_;                       // one encoded message (reused)
+  std::vector<std::byte> metadata_scratch_;  // a merged metadata block (reused)
+  size_t next_peer_ = 0;
+  shm::UniqueFd listener_;
+  std::atomic<bool> listener_readable_{true};
+  size_t next_shard_ = 0;
+  MonoTime next_sweep_ = 0;
+  bool pending_io_ = false;  // a link has bytes to send or a connect under way
+  TcpCounters counters_;
+};
+
+// AppFrontend's delivery of a request that came from a peer: decodes its payload (held by
+// rpc.pinned_memory) into the callee's receive region and copies its metadata block there.
+Status decode_remote_request(DaemonCore& core, Rpc& rpc, Connection& callee, uint64_t& request,
+                             uint64_t& metadata, uint32_t& metadata_length);
+
+// The daemon's TCP listening socket on `address` ("address:port"); the port actually bound in
+// `*port` (for port 0).
+Expected<shm::UniqueFd> listen_tcp(const std::string& address, uint16_t* port);
+
+}  // namespace mrpc

@@ -1,0 +1,320 @@
+// Two daemons as two hosts (tests/integration/two_hosts.h: network namespaces joined by a veth pair
+// where the machine allows, else 127.0.0.1 and 127.0.0.2): an app on host A calls the echo server
+// behind host B's daemon; the request crosses A's daemon, TCP and B's daemon (each marshalling
+// with the service's compiled protobuf wire codec) and the reply comes back the same way. Also
+// under load, and with B's daemon killed under load. Registered twice: 1 and 3 runtime threads per
+// daemon (SHARDED).
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <iterator>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "../message/document_fixture.h"
+#include "echo.mrpc.h"
+#include "echo_load.h"
+#include "nested.mrpc.h"
+#include "two_hosts.h"
+
+using namespace std::chrono_literals;
+using mrpc::StatusCode;
+using mrpc::testing::TwoHosts;
+
+namespace {
+
+// Calls of the load test: MRPC_TWO_HOSTS_CALLS overrides (the soak run sets 100,000).
+uint32_t load_calls() {
+  if (const char* value = std::getenv("MRPC_TWO_HOSTS_CALLS")) return std::atoi(value);
+  return 20'000;
+}
+
+nlohmann::json stats(mrpc::testing::LocalHost& host) {
+  auto text = host.control("stats");
+  REQUIRE_MESSAGE(text.ok(), text.status().to_string());
+  return nlohmann::json::parse(*text);
+}
+
+struct Started {
+  TwoHosts hosts;
+  mrpc::Subprocess server;
+  std::shared_ptr<mrpc::Channel> channel;
+
+  Started() {
+    const std::string where =
+        "hosts on " + hosts.a_address() + " and " + hosts.b_address() + " port " +
+        std::to_string(hosts.port()) +
+        (hosts.namespaces() ? " (network namespaces + veth)" : " (loopback addresses)");
+    MESSAGE(where);
+    mrpc::Status started = hosts.start_daemons();
+    REQUIRE_MESSAGE(started.ok(), started.to_string());
+    auto echo_server = hosts.b().start_echo_server();
+    REQUIRE_MESSAGE(echo_server.ok(), echo_server.status().to_string());
+    server = std::move(*echo_server);
+    auto connected = hosts.a().connect("cross_host_client");
+    REQUIRE_MESSAGE(connected.ok(), connected.status().to_string());
+    channel = std::move(*connected);
+  }
+};
+
+mrpc::Status call_once(const std::shared_ptr<mrpc::Channel>& channel, const std::string& text,
+                       std::chrono::nanoseconds timeout = 10s) {
+  echo::EchoService::Client client(channel);
+  auto request = echo::EchoRequest::create(channel->heap());
+  request.set_text(text);
+  request.set_payload(std::string(100, 'x'));
+  mrpc::CallOptions options;
+  options.timeout = timeout;
+  auto reply = client.Echo(std::move(request), options);
+  if (!reply.ok()) return reply.status();
+  if (reply->text() != text || reply->payload() != std::string(100, 'x'))
+    return mrpc::Status(StatusCode::kDataLoss, "the reply differs from the request");
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("an echo call from an app on host A is answered by the server behind host B's daemon") {
+  Started setup;
+  mrpc::Status status = call_once(setup.channel, "across hosts");
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  const nlohmann::json a = stats(setup.hosts.a());
+  const nlohmann::json b = stats(setup.hosts.b());
+  INFO("A: ", a.at("tcp").dump(), " B: ", b.at("tcp").dump());
+  CHECK(a.at("tcp").at("calls_sent").get<uint64_t>() == 1);
+  CHECK(b.at("tcp").at("calls_served").get<uint64_t>() == 1);
+  CHECK(b.at("tcp").at("bad_frames").get<uint64_t>() == 0);
+}
+
+TEST_CASE("the nested example round-trips exactly across two daemons") {
+  Started setup;
+  auto nested_server = setup.hosts.b().start_nested_server();
+  REQUIRE_MESSAGE(nested_server.ok(), nested_server.status().to_string());
+  nested::DocumentStore::Client documents(setup.channel);
+  auto document = nested::Document::create(setup.channel->heap());
+  mrpc::testing::fill_document(document);
+  auto reply = documents.Put(std::move(document));
+  REQUIRE_MESSAGE(reply.ok(), reply.status().to_string());
+  mrpc::testing::check_document(*reply);
+}
+
+TEST_CASE("echo calls with 128 in flight cross two daemons and are all answered correctly") {
+  Started setup;
+  REQUIRE(call_once(setup.channel, "warm-up").ok());
+  echo::EchoLoadOptions load;
+  load.calls = load_calls();
+  load.in_flight = 128;
+  load.timeout = 60s;
+  echo::EchoLoadResult result = echo::run_echo_load(setup.channel, load);
+  MESSAGE(result.summary());
+  CHECK(result.answered == load.calls);
+  CHECK(result.failed() == 0);
+  CHECK(result.mismatched == 0);
+  // Nothing is left in either daemon's call table once the calls have ended.
+  CHECK(stats(setup.hosts.a()).at("calls_in_flight").get<uint64_t>() == 0);
+  uint64_t b_in_flight = 1;
+  for (int attempt = 0; attempt < 500 && b_in_flight != 0; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(10ms);
+    b_in_flight = stats(setup.hosts.b()).at("calls_in_flight").get<uint64_t>();
+  }
+  CHECK(b_in_flight == 0);
+}
+
+TEST_CASE(
+    "killing host B's daemon under load ends every pending call with an error before its "
+    "deadline") {
+  Started setup;
+  REQUIRE(call_once(setup.channel, "warm-up").ok());
+  const nlohmann::json before = stats(setup.hosts.a());
+  echo::EchoLoadOptions load;
+  load.calls = 20'000;
+  load.in_flight = 128;
+  load.timeout = 30s;  // a hang would show as DEADLINE_EXCEEDED after 30 s
+  auto running =
+      std::async(std::launch::async, [&] { return echo::run_echo_load(setup.channel, load); });
+  // Kill B once calls are flowing (bounded by attempts, not a measured time).
+  for (int attempt = 0; attempt < 2000; ++attempt) {
+    auto a = stats(setup.hosts.a());
+    if (a.at("tcp").at("calls_sent").get<uint64_t>() > 1000) break;
+    std::this_thread::sleep_for(2ms);
+  }
+  setup.hosts.b().kill_daemon();
+  const auto killed_at = std::chrono::steady_clock::now();
+  echo::EchoLoadResult result = running.get();
+  const auto ended_after = std::chrono::steady_clock::now() - killed_at;
+  MESSAGE(result.summary());
+  CHECK(result.answered + result.failed() == load.calls);  // every call ended, exactly once
+  CHECK(result.failed() > 0);
+  CHECK(result.mismatched == 0);
+  CHECK(result.errors.count(StatusCode::kDeadlineExceeded) == 0);
+  CHECK(result.errors.count(StatusCode::kUnavailable) == 1);
+  CHECK(result.errors.size() == 1);  // UNAVAILABLE and nothing else
+  CHECK(ended_after < 30s);
+  // Daemon A is still there, its tables empty and its memory back where it was before the load:
+  // RPC descriptors and receive-region bytes (polled a bounded number of times for the releases
+  // the client posts after its last completion).
+  nlohmann::json after;
+  for (int attempt = 0; attempt < 500; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(10ms);
+    after = stats(setup.hosts.a());
+    if (after.at("rpcs_alive") == before.at("rpcs_alive") &&
+        after.at("receive_bytes_in_use") == before.at("receive_bytes_in_use"))
+      break;
+  }
+  CHECK(after.at("calls_in_flight").get<uint64_t>() == 0);
+  CHECK(after.at("call_table_size").get<uint64_t>() == 0);
+  CHECK(after.at("rpcs_alive") == before.at("rpcs_alive"));
+  CHECK(after.at("receive_bytes_in_use") == before.at("receive_bytes_in_use"));
+  mrpc::Status restarted = setup.hosts.restart_b();
+  REQUIRE_MESSAGE(restarted.ok(), restarted.to_string());
+  auto new_server = setup.hosts.b().start_echo_server();
+  REQUIRE_MESSAGE(new_server.ok(), new_server.status().to_string());
+  mrpc::Status last;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    last = call_once(setup.channel, "after restart", 5s);
+    if (last.ok()) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK_MESSAGE(last.ok(), last.to_string());
+}
+
+TEST_CASE(
+    "cutting the link between the hosts under load ends every pending call with an error "
+    "before its deadline, and calls succeed once it is back") {
+  Started setup;
+  if (!setup.hosts.namespaces()) {
+    MESSAGE("SKIPPED: no network namespaces here, so there is no link to cut");
+    return;
+  }
+  REQUIRE(call_once(setup.channel, "warm-up").ok());
+  echo::EchoLoadOptions load;
+  load.calls = 20'000;
+  load.in_flight = 128;
+  load.timeout = 20s;  // a hang would show as DEADLINE_EXCEEDED after 20 s
+  auto running =
+      std::async(std::launch::async, [&] { return echo::run_echo_load(setup.channel, load); });
+  for (int attempt = 0; attempt < 2000; ++attempt) {
+    if (stats(setup.hosts.a()).at("tcp").at("calls_sent").get<uint64_t>() > 1000) break;
+    std::this_thread::sleep_for(2ms);
+  }
+  REQUIRE(setup.hosts.set_link(false));  // a partition: no FIN, no RST, just silence
+  const auto cut_at = std::chrono::steady_clock::now();
+  echo::EchoLoadResult result = running.get();
+  const auto ended_after = std::chrono::steady_clock::now() - cut_at;
+  MESSAGE(result.summary());
+  const nlohmann::json a = stats(setup.hosts.a());
+  MESSAGE("A's tcp counters: ", a.at("tcp").dump());
+  CHECK(result.answered + result.failed() == load.calls);
+  CHECK(result.failed() > 0);
+  CHECK(result.mismatched == 0);
+  CHECK(result.errors.count(StatusCode::kDeadlineExceeded) == 0);
+  CHECK(result.errors.count(StatusCode::kUnavailable) == 1);
+  CHECK(result.errors.size() == 1);
+  CHECK(ended_after < 20s);
+  CHECK(a.at("tcp").at("keepalive_timeouts").get<uint64_t>() >= 1);
+  CHECK(a.at("calls_in_flight").get<uint64_t>() == 0);
+
+  REQUIRE(setup.hosts.set_link(true));
+  mrpc::Status last;
+  for (int attempt = 0; attempt < 300; ++attempt) {
+    last = call_once(setup.channel, "after the partition", 5s);
+    if (last.ok()) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK_MESSAGE(last.ok(), last.to_string());
+}
+
+TEST_CASE(
+    "a peer that sends bytes that are not frames is disconnected with a logged reason and "
+    "the daemon keeps serving") {
+  Started setup;
+  REQUIRE(call_once(setup.channel, "before").ok());
+  // An HTTP request where a hello frame belongs, then a truncated request frame header.
+  const std::string target = setup.hosts.b_address() + "', " + std::to_string(setup.hosts.port());
+  const std::string script =
+      "import socket,sys\n"
+      "for payload in (b'GET / HTTP/1.0\\r\\n\\r\\n', b'MRPC\\x01\\x02'):\n"
+      "  s = socket.create_connection(('" +
+      target +
+      "), timeout=10)\n"
+      "  s.sendall(payload)\n"
+      "  s.shutdown(socket.SHUT_WR)\n"
+      "  try:\n"
+      "    while s.recv(4096): pass\n"
+      "  except OSError: pass\n"
+      "  s.close()\n";
+  const std::string path = setup.hosts.a().directory() + "/bad_peer.py";
+  std::ofstream(path) << script;
+  CHECK(setup.hosts.run_at_a("python3 " + path) == 0);
+  // B closed both links (bounded wait for its counters), logged why, and still serves.
+  nlohmann::json b;
+  for (int attempt = 0; attempt < 500; ++attempt) {
+    b = stats(setup.hosts.b());
+    if (b.at("tcp").at("links_closed").get<uint64_t>() >= 2) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(b.at("tcp").at("bad_frames").get<uint64_t>() == 1);    // the HTTP bytes
+  CHECK(b.at("tcp").at("links_closed").get<uint64_t>() >= 2);  // and the truncated one at EOF
+  std::ifstream log(setup.hosts.b().directory() + "/mrpcd.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK(text.find("malformed frame: INVALID_ARGUMENT: tcp frame: bad magic") != std::string::npos);
+  mrpc::Status after = call_once(setup.channel, "after");
+  CHECK_MESSAGE(after.ok(), after.to_string());
+}
+
+TEST_CASE("messages of 4 MiB cross two daemons in frames that arrive over many reads") {
+  Started setup;
+  echo::EchoService::Client client(setup.channel);
+  for (int i = 0; i < 3; ++i) {
+    const std::string payload(4u << 20, static_cast<char>('a' + i));
+    auto request = echo::EchoRequest::create(setup.channel->heap());
+    request.set_text("big " + std::to_string(i));
+    request.set_payload(payload);
+    mrpc::CallOptions options;
+    options.timeout = 30s;
+    auto reply = client.Echo(std::move(request), options);
+    REQUIRE_MESSAGE(reply.ok(), reply.status().to_string());
+    CHECK(reply->text() == "big " + std::to_string(i));
+    CHECK(reply->payload() == payload);
+  }
+}
+
+TEST_CASE("a call cancelled at host A is cancelled at host B, whose server is told") {
+  Started setup;
+  setup.server.stop(SIGTERM);
+  auto slow = setup.hosts.b().start_echo_server({"--delay-ms", "3000"});
+  REQUIRE_MESSAGE(slow.ok(), slow.status().to_string());
+  echo::EchoService::Client client(setup.channel);
+  auto request = echo::EchoRequest::create(setup.channel->heap());
+  request.set_text("cancel me");
+  mrpc::CallOptions options;
+  options.timeout = 60s;
+  std::promise<mrpc::Status> ended;
+  const mrpc::CallId id = client.Echo(
+      std::move(request), options,
+      [&](mrpc::CallResult<echo::EchoReply> reply) { ended.set_value(reply.status()); });
+  // Delivered at B (its call table holds it), then cancelled at A.
+  uint64_t b_in_flight = 0;
+  for (int attempt = 0; attempt < 500 && b_in_flight == 0; ++attempt) {
+    std::this_thread::sleep_for(5ms);
+    b_in_flight = stats(setup.hosts.b()).at("calls_in_flight").get<uint64_t>();
+  }
+  REQUIRE(b_in_flight == 1);
+  setup.channel->cancel(id);
+  CHECK(ended.get_future().get().code() == StatusCode::kCancelled);
+  // A's sweep sends the cancel frame; B ends the call (long before the server's 3 s delay).
+  nlohmann::json b;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    b = stats(setup.hosts.b());
+    if (b.at("calls_in_flight").get<uint64_t>() == 0) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(b.at("calls_in_flight").get<uint64_t>() == 0);
+  CHECK(b.at("tcp").at("calls_cancelled_by_peer").get<uint64_t>() == 1);
+}
