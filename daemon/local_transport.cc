@@ -103,9 +103,13 @@ void LocalTransport::copy_response(Rpc& rpc, Connection& caller) {
           copy_message(*method.output, source, rpc.response.offset, caller.receive_view(),
                        *caller.receive_allocator,
                        CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
-      if (copied.ok()) {  // fair rounds in bytes: the reply's copy is charged to its server
-        server->charge_copy(caller.receive_allocator->used_bytes() - used_before);
-      }
+      // Fair rounds in bytes: the reply's copy is charged to its server (when the response came
+      // from a policy's private copy, only if the server is this shard's: it may have left).
+      const Connection* charged =
+          server != nullptr ? server
+                            : (core_.is_local(server_id) ? core_.connection(server_id) : nullptr);
+      if (copied.ok() && charged != nullptr)
+        charged->charge_copy(caller.receive_allocator->used_bytes() - used_before);
       caller.report_receive_usage();
       if (copied.ok()) {
         rpc.response = MessageLocation{caller.id, RegionKind::kReceive, *copied};
