@@ -6,9 +6,9 @@
 //
 // Every count is taken after a warm-up (pools and tables grow to what the load needs) and printed.
 // The assertions are counts, not times: the completion callback API allocates nothing per call;
-// the blocking form nothing either; the future form two (std::promise's shared state and result); the app
-// writes at most one doorbell per call (the kCall that finds mrpcd asleep; no doorbell for the
-// release of a response, none to re-arm its own timer).
+// the blocking form nothing either; the future form two (std::promise's shared state and result);
+// the app writes at most one doorbell per call (the kCall that finds mrpcd asleep; no doorbell for
+// the release of a response, none to re-arm its own timer).
 #include <doctest/doctest.h>
 
 #include <dirent.h>
@@ -31,46 +31,10 @@
 #include "mrpc/client/channel.h"
 #include "mrpc/transports/shm/doorbell.h"
 
-namespace {
-std::atomic<uint64_t> counted_allocations{0};
-std::atomic<bool> counting{false};
-}  // namespace
+#include "../counting_new.h"
 
-void* operator new(std::size_t bytes) {
-  if (counting.load(std::memory_order_relaxed))
-    counted_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* memory = std::malloc(bytes == 0 ? 1 : bytes)) return memory;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t bytes) {
-  return operator new(bytes);
-}
-void* operator new(std::size_t bytes, const std::nothrow_t&) noexcept {
-  if (counting.load(std::memory_order_relaxed))
-    counted_allocations.fetch_add(1, std::memory_order_relaxed);
-  return std::malloc(bytes == 0 ? 1 : bytes);
-}
-void* operator new[](std::size_t bytes, const std::nothrow_t& tag) noexcept {
-  return operator new(bytes, tag);
-}
-void operator delete(void* memory, const std::nothrow_t&) noexcept {
-  std::free(memory);
-}
-void operator delete[](void* memory, const std::nothrow_t&) noexcept {
-  std::free(memory);
-}
-void operator delete(void* memory) noexcept {
-  std::free(memory);
-}
-void operator delete[](void* memory) noexcept {
-  std::free(memory);
-}
-void operator delete(void* memory, std::size_t) noexcept {
-  std::free(memory);
-}
-void operator delete[](void* memory, std::size_t) noexcept {
-  std::free(memory);
-}
+using mrpc::testing::count_allocations_everywhere;
+using mrpc::testing::counted_allocations;
 
 using namespace std::chrono_literals;
 using mrpc::StatusCode;
@@ -165,9 +129,9 @@ Counts measure(Calls&& calls) {
   const long sleeps_before = voluntary_switches_of("mrpc-completion");
   const uint64_t rings_before = mrpc::shm::Doorbell::rings_in_process();
   const uint64_t allocations_before = counted_allocations.load();
-  counting.store(true);
+  count_allocations_everywhere.store(true);
   calls();
-  counting.store(false);
+  count_allocations_everywhere.store(false);
   Counts counts;
   counts.allocations = counted_allocations.load() - allocations_before;
   counts.doorbell_rings = mrpc::shm::Doorbell::rings_in_process() - rings_before;
@@ -226,7 +190,8 @@ TEST_CASE("echo calls through the callback API allocate nothing in the app after
   }
 }
 
-TEST_CASE("blocking echo calls allocate nothing in the app and future calls only std::promise state") {
+TEST_CASE(
+    "blocking echo calls allocate nothing in the app and future calls only std::promise state") {
   EchoSetup setup(/*daemon_spin_us=*/0);
   auto channel = setup.connect(0ns);
   echo::EchoService::Client client(channel);

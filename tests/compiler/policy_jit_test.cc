@@ -22,24 +22,8 @@
 #include "mrpc/compiler/policy_jit.h"
 #include "rpc_test_support.h"
 
-// Counts heap allocations (this test binary only): the per-call path must make none. (GCC sees
-// the replacement's free() inlined into allocators and warns of a mismatch it cannot have.)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-namespace {
-std::atomic<uint64_t> g_allocations{0};
-}  // namespace
-
-__attribute__((noinline)) void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-__attribute__((noinline)) void operator delete(void* p) noexcept {
-  std::free(p);
-}
-__attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
+// Counts heap allocations (this test binary only): the per-call path must make none.
+#include "../counting_new.h"
 
 namespace mrpc::compiler::testing {
 namespace {
@@ -413,13 +397,15 @@ TEST_CASE("an acl on a string field and a rate limit allocate nothing per call t
     }
     mrpc_rpc_view& view = c.get();
     auto calls = [&](PolicyRunner& runner, int n) {
-      uint64_t before = g_allocations.load();
+      ::mrpc::testing::count_allocations_everywhere = true;
+      const uint64_t before = ::mrpc::testing::counted_allocations.load();
       for (int i = 0; i < n; ++i) {
         clock.advance(std::chrono::milliseconds(10));
         Verdict v = runner.run(ir::Event::kRequest, view);
         REQUIRE(v.outcome == Verdict::Outcome::kContinue);
       }
-      return g_allocations.load() - before;
+      ::mrpc::testing::count_allocations_everywhere = false;
+      return ::mrpc::testing::counted_allocations.load() - before;
     };
     calls(**compiled, 100);  // warm: temp cells and map entries made
     calls(evaluator, 100);

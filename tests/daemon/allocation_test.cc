@@ -10,46 +10,7 @@
 #include "embedded_daemon.h"
 #include "test_app.h"
 
-namespace {
-std::atomic<uint64_t> counted_allocations{0};
-thread_local bool count_allocations = false;
-}  // namespace
-
-void* operator new(std::size_t bytes) {
-  if (count_allocations) counted_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* memory = std::malloc(bytes == 0 ? 1 : bytes)) return memory;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t bytes) {
-  return operator new(bytes);
-}
-// The nothrow forms too (LLVM uses them): every form that the deletes below free must come from
-// malloc, or a sanitizer sees new paired with free.
-void* operator new(std::size_t bytes, const std::nothrow_t&) noexcept {
-  if (count_allocations) counted_allocations.fetch_add(1, std::memory_order_relaxed);
-  return std::malloc(bytes == 0 ? 1 : bytes);
-}
-void* operator new[](std::size_t bytes, const std::nothrow_t& tag) noexcept {
-  return operator new(bytes, tag);
-}
-void operator delete(void* memory, const std::nothrow_t&) noexcept {
-  std::free(memory);
-}
-void operator delete[](void* memory, const std::nothrow_t&) noexcept {
-  std::free(memory);
-}
-void operator delete(void* memory) noexcept {
-  std::free(memory);
-}
-void operator delete[](void* memory) noexcept {
-  std::free(memory);
-}
-void operator delete(void* memory, std::size_t) noexcept {
-  std::free(memory);
-}
-void operator delete[](void* memory, std::size_t) noexcept {
-  std::free(memory);
-}
+#include "../counting_new.h"
 
 using namespace mrpc;
 using namespace mrpc::testing;
@@ -74,8 +35,9 @@ TEST_CASE("echo calls through the daemon allocate nothing on its runtime thread 
   auto client = TestApp::connect(daemon.app_socket(), "client");
   // The change runs on the daemon's runtime thread: it switches counting on there.
   daemon.daemon
-      .change_graphs(
-          [](ConnectionId, const CallerIdentity&, ConnectionGraphs) { count_allocations = true; })
+      .change_graphs([](ConnectionId, const CallerIdentity&, ConnectionGraphs) {
+        count_allocations_here = true;
+      })
       .wait();
   echo_calls(*client, server.service_id(), 1, 1000);  // warm-up: pools and tables grow
   const uint64_t before = counted_allocations.load();
