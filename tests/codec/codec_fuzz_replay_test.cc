@@ -11,6 +11,7 @@
 #include <string>
 
 #include "codec_decode_target.h"
+#include "corpus_mutations.h"
 
 namespace {
 
@@ -18,42 +19,13 @@ constexpr uint64_t kMutationSeed = 0xc0de5eed;
 constexpr int kMutationsPerFile = 200;
 
 std::vector<std::string> corpus(const char* kind) {
-  std::vector<std::string> files;
-  const std::filesystem::path dir =
-      std::filesystem::path(MRPC_SOURCE_DIR) / "tests/codec/corpus" / kind;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    std::ifstream in(entry.path(), std::ios::binary);
-    files.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
+  return mrpc::fuzz::read_corpus(std::filesystem::path(MRPC_SOURCE_DIR) / "tests/codec/corpus" /
+                                 kind);
 }
 
+// A slice of up to 16 bytes repeated: nested lengths and duplicated fields.
 std::string mutate(std::string input, std::mt19937_64& random) {
-  const int edits = 1 + static_cast<int>(random() % 4);
-  for (int e = 0; e < edits && !input.empty(); ++e) {
-    const size_t at = 1 + random() % std::max<size_t>(1, input.size() - 1);
-    switch (random() % 5) {
-      case 0:
-        input[std::min(at, input.size() - 1)] = static_cast<char>(random());
-        break;
-      case 1:
-        input.resize(std::min(at, input.size()));
-        break;
-      case 2:
-        input.insert(std::min(at, input.size()), 1, static_cast<char>(random()));
-        break;
-      case 3:
-        input[std::min(at, input.size() - 1)] ^= static_cast<char>(1 << (random() % 8));
-        break;
-      default: {  // repeat a slice: nested lengths and duplicated fields
-        const size_t from = random() % input.size();
-        const size_t length = std::min<size_t>(random() % 16, input.size() - from);
-        input.insert(std::min(at, input.size()), input.substr(from, length));
-      }
-    }
-  }
-  return input;
+  return mrpc::fuzz::mutate_bytes(std::move(input), random, 16);
 }
 
 void replay(mrpc::codec_fuzz::Decoder decoder, const char* kind) {

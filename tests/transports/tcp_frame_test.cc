@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "corpus_mutations.h"
 #include "tcp/frame.h"
 #include "tcp_frame_target.h"
 
@@ -249,42 +250,13 @@ constexpr uint64_t kMutationSeed = 0x7c9f00d5;
 constexpr int kMutationsPerFile = 300;
 
 std::vector<std::string> corpus() {
-  std::vector<std::string> files;
-  const std::filesystem::path dir =
-      std::filesystem::path(MRPC_SOURCE_DIR) / "tests/transports/corpus/tcp_frame";
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    std::ifstream in(entry.path(), std::ios::binary);
-    files.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
+  return mrpc::fuzz::read_corpus(std::filesystem::path(MRPC_SOURCE_DIR) /
+                                 "tests/transports/corpus/tcp_frame");
 }
 
+// A slice of up to 64 bytes repeated: a frame twice, a header cut in two.
 std::string mutate(std::string input, std::mt19937_64& random) {
-  const int edits = 1 + static_cast<int>(random() % 4);
-  for (int e = 0; e < edits && !input.empty(); ++e) {
-    const size_t at = 1 + random() % std::max<size_t>(1, input.size() - 1);
-    switch (random() % 5) {
-      case 0:
-        input[std::min(at, input.size() - 1)] = static_cast<char>(random());
-        break;
-      case 1:
-        input.resize(std::min(at, input.size()));
-        break;
-      case 2:
-        input.insert(std::min(at, input.size()), 1, static_cast<char>(random()));
-        break;
-      case 3:
-        input[std::min(at, input.size() - 1)] ^= static_cast<char>(1 << (random() % 8));
-        break;
-      default: {  // repeat a slice: a frame twice, a header cut in two
-        const size_t from = random() % input.size();
-        const size_t length = std::min<size_t>(random() % 64, input.size() - from);
-        input.insert(std::min(at, input.size()), input.substr(from, length));
-      }
-    }
-  }
-  return input;
+  return mrpc::fuzz::mutate_bytes(std::move(input), random, 64);
 }
 
 }  // namespace
