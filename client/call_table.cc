@@ -104,8 +104,10 @@ bool CallTable::publish(uint64_t call_id, UntypedCompletion done, MonoTime deadl
     deadlines_.emplace_back(deadline, call_id);
     std::push_heap(deadlines_.begin(), deadlines_.end(), later);
     earliest_.store(deadlines_.front().first, std::memory_order_seq_cst);
+    // In flight before the lock goes: another publish's sweep (or take_expired) that sees the
+    // entry must see the call in flight, or it drops the entry and the call loses its deadline.
+    slot->state.store(word(slot->generation, kInFlight), std::memory_order_seq_cst);
   }
-  slot->state.store(word(slot->generation, kInFlight), std::memory_order_seq_cst);
   // Pairs with the completion thread's store of sleeping_until_ then load of earliest_.
   return deadline < sleeping_until_.load(std::memory_order_seq_cst);
 }

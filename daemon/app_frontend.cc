@@ -250,7 +250,8 @@ Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata
       *method.input, source, rpc.request.offset, app_.receive_view(), *app_.receive_allocator,
       CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
   if (!copied.ok()) return copied.status();
-  caller->charge_copy(app_.receive_allocator->used_bytes() - used_before);  // fair rounds
+  if (caller != nullptr)  // fair rounds (a private copy may outlive its caller)
+    caller->charge_copy(app_.receive_allocator->used_bytes() - used_before);
   request = *copied;
   if (rpc.metadata_length == 0 && rpc.metadata.empty()) return {};
 

@@ -3,7 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "remote_ids.h"
 #include "router.h"
+#include "tcp_transport.h"
 
 namespace mrpc {
 
@@ -31,6 +33,8 @@ bool JobQueue::run() {
 }
 
 const Connection* DaemonCore::memory_of(const Rpc& rpc, ConnectionId owner) {
+  // A peer daemon's link (tcp_transport.h) is no app: its RPCs pin a payload, not a Connection.
+  if (remote_ids::is_remote(owner)) return nullptr;
   if (is_local(owner)) return connection(owner);
   const auto* pinned = static_cast<const Connection*>(rpc.pinned_memory.get());
   return pinned != nullptr && pinned->id == owner ? pinned : nullptr;
@@ -101,6 +105,8 @@ void DaemonCore::finish_call(SlotHandle handle, const Status& status, uint64_t r
     if (!status.ok()) counters.calls_failed.fetch_add(1, std::memory_order_relaxed);
     caller->post_call_done(record.app_call_id, status, response);
   }
+  if (tcp != nullptr && remote_ids::is_remote(record.caller))
+    tcp->served_call_ended(record.caller, record.app_call_id);
   // Attempts already replied to are no longer in their callee's table: this finds nothing there.
   for (uint32_t i = 0; i < record.delivered; ++i)
     transport->cancel(record.deliveries[i].callee, record.deliveries[i].handle);

@@ -91,12 +91,15 @@ Expected<const RegisteredService*> ServiceRegistry::register_service(
       slot = free_slots_.back();
       free_slots_.pop_back();
     } else {
+      if (slots_.size() > kSlotMask)  // every slot retired: ~2^32 registrations since start
+        return Status(StatusCode::kResourceExhausted,
+                      "mrpcd has issued every service id it can; restart it");
       slot = static_cast<uint32_t>(slots_.size());
       slots_.emplace_back();
     }
     Slot& place = slots_[slot];
-    // Generation 0 never appears, so no id is 0 and a dropped id is never reissued until the
-    // 16-bit generation wraps.
+    // Generation 0 never appears, so no id is 0; a dropped id is never reissued (drop retires a
+    // slot whose generation is used up).
     place.generation = (place.generation + 1) & 0xffffu;
     if (place.generation == 0) place.generation = 1;
     place.service = std::make_unique<RegisteredService>();
@@ -137,7 +140,11 @@ void ServiceRegistry::drop(uint32_t slot, std::vector<uint32_t>& changed) {
   }
   changed.push_back(service->id);
   service.reset();
-  free_slots_.push_back(slot);
+  // An id is never issued twice: code that caches by id (a policy's per-method checks hold
+  // layout pointers) must never see another registration behind a known id. A slot whose 16-bit
+  // generation is used up is retired (at most kMaxRegisteredServices slots, after ~2^16 drops
+  // each).
+  if (slots_[slot].generation != 0xffffu) free_slots_.push_back(slot);
 }
 
 void ServiceRegistry::connection_closed(ConnectionId connection, MonoTime now,

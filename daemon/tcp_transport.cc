@@ -369,9 +369,11 @@ void TcpTransport::handle_frame(Link& link, const tcp::Frame& frame) {
       // (kIncomingCancelled); its late reply is dropped.
       auto served = link.served.find(frame.call_id);
       if (served == link.served.end()) return;
-      const SlotHandle call = served->second;
-      link.served.erase(served);
-      if (core_.call(call) == nullptr) return;
+      const SlotHandle call = served->second;  // finish_call forgets it (served_call_ended)
+      if (core_.call(call) == nullptr) {
+        link.served.erase(served);
+        return;
+      }
       counters_.calls_cancelled_by_peer.fetch_add(1, std::memory_order_relaxed);
       core_.finish_call(call,
                         Status(StatusCode::kCancelled, "the caller's daemon cancelled the call"),
@@ -633,8 +635,7 @@ RpcPtr TcpTransport::route(Connection& caller, const RegisteredService& service,
   if (!encoded.ok() && encoded.status().code() == StatusCode::kOutOfRange &&
       needed <= limits::kMaxTcpFrameBytes) {
     scratch_.resize(needed);
-    encoded =
-        (*codec)->encode_wire(request_source, rpc->request.offset, scratch_, limits, &needed);
+    encoded = (*codec)->encode_wire(request_source, rpc->request.offset, scratch_, limits, &needed);
   }
   if (!encoded.ok())
     return fail(encoded.status().code() == StatusCode::kOutOfRange ? StatusCode::kResourceExhausted
@@ -696,14 +697,16 @@ RpcPtr TcpTransport::route(Connection& caller, const RegisteredService& service,
 
 // ---- callee side: the reply ----
 
+void TcpTransport::served_call_ended(ConnectionId link_id, uint64_t peer_call_id) {
+  auto* entry = links_.find(remote_ids::link_of(link_id));
+  Link* link = entry == nullptr ? nullptr : entry->get();
+  if (link != nullptr && link->served.erase(peer_call_id) > 0 && link->serving > 0) --link->serving;
+}
+
 void TcpTransport::reply_here(RpcPtr rpc) {
   auto* entry = links_.find(remote_ids::link_of(rpc->connection));
   Link* link = entry == nullptr ? nullptr : entry->get();
   const bool call_alive = core_.call(rpc->call_id) != nullptr;
-  if (link != nullptr) {
-    if (link->serving > 0) --link->serving;
-    link->served.erase(rpc->caller_call_id);
-  }
   const bool heap_response = rpc->response.present() && rpc->response.region == RegionKind::kHeap;
   // A response a policy at this (the callee's) daemon checked travels from its private copy.
   const bool private_response =

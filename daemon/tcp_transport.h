@@ -86,6 +86,9 @@ class TcpTransport final : public Task {
   RpcPtr route(Connection& caller, const RegisteredService& service, RpcPtr rpc);
   // The reply (or error) of a call that came from a peer, on the shard of its link.
   void reply_here(RpcPtr rpc);
+  // A call a peer brought over `link_id` ended at this daemon (reply, deadline, cancel, refusal):
+  // the link forgets it (DaemonCore::finish_call calls this for every remote caller).
+  void served_call_ended(ConnectionId link_id, uint64_t peer_call_id);
 
   // Shard 0: the daemon's listening socket; accepted links are placed on shards round robin.
   void set_listener(shm::UniqueFd listener);
@@ -174,7 +177,7 @@ class TcpTransport final : public Task {
   std::vector<std::pair<std::string, uint32_t>> service_cache_;  // name -> local id (callee side)
   std::shared_ptr<const CallerIdentity> last_identity_;  // reused while the caller app repeats
   std::vector<std::byte> scratch_;                       // one encoded message (reused)
-  std::vector<std::byte> metadata_scratch_;  // a merged metadata block (reused)
+  std::vector<std::byte> metadata_scratch_;              // a merged metadata block (reused)
   size_t next_peer_ = 0;
   shm::UniqueFd listener_;
   std::atomic<bool> listener_readable_{true};
