@@ -91,6 +91,14 @@ void check_same_decode(const MessageCodec& fast, const MessageCodec& optimized,
 }  // namespace
 
 TEST_CASE("fast and optimized codecs agree byte for byte on 10000 seeded random messages") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // A sanitizer build runs a tenth of them (the plain stage runs all): ASan makes each about
+  // 30x slower, past ctest's 300 s.
+  constexpr int kShare = 10;
+  MESSAGE("under a sanitizer: every " << kShare << "th message of each schema's share");
+#else
+  constexpr int kShare = 1;
+#endif
   int total = 0;
   for (size_t s = 0; s < std::size(kSchemas); ++s) {
     const SchemaCase& schema = kSchemas[s];
@@ -102,7 +110,7 @@ TEST_CASE("fast and optimized codecs agree byte for byte on 10000 seeded random 
     const MessageCodec& optimized = *optimized_schema->find(type.full_name());
     ReceiveRegion receive;
     std::vector<std::byte> out(1 << 20);
-    for (int i = 0; i < schema.messages; ++i, ++total) {
+    for (int i = 0; i < schema.messages; i += kShare, ++total) {
       const uint64_t seed = 0x5eed0000ull + s * 100000 + static_cast<uint64_t>(i);
       CAPTURE(seed);
       RandomCase c = random_case(type, seed);
@@ -130,5 +138,5 @@ TEST_CASE("fast and optimized codecs agree byte for byte on 10000 seeded random 
     }
     CHECK(receive.allocator.live_blocks() == 0);
   }
-  CHECK(total == 10000);
+  if constexpr (kShare == 1) CHECK(total == 10000);
 }
