@@ -109,35 +109,24 @@ Expected<std::shared_ptr<Connection>> Connection::open(const std::string& socket
 }
 
 bool Connection::submit(const shm::RingEntry& entry) {
-  std::lock_guard lock(submit_mutex_);
-  if (submissions_broken_) return false;
-  if (overflow_.empty()) {
-    Status pushed = submissions_.push(entry);
-    if (pushed.ok()) {
-      // The push rang a sleeping daemon, or found it awake: either way it reads the quiet
-      // entries posted before this one.
-      quiet_since_.store(0, std::memory_order_relaxed);
-      return true;
-    }
-    if (pushed.code() != StatusCode::kResourceExhausted) {
-      submissions_broken_ = true;
-      return false;
-    }
-  }
-  overflow_.push_back(entry);
-  overflow_pending_.store(true, std::memory_order_release);
-  // The completion thread retries queued entries; it may be asleep on this doorbell.
-  if (overflow_.size() == 1) (void)daemon_to_app_.ring();
-  return true;
+  return post(entry, /*quiet=*/false);
 }
 
 bool Connection::submit_quiet(const shm::RingEntry& entry) {
+  return post(entry, /*quiet=*/true);
+}
+
+bool Connection::post(const shm::RingEntry& entry, bool quiet) {
   std::lock_guard lock(submit_mutex_);
   if (submissions_broken_) return false;
   if (overflow_.empty()) {
-    Status pushed = submissions_.push_quiet(entry);
+    Status pushed = quiet ? submissions_.push_quiet(entry) : submissions_.push(entry);
     if (pushed.ok()) {
-      if (quiet_since_.load(std::memory_order_relaxed) == 0) {
+      if (!quiet) {
+        // The push rang a sleeping daemon, or found it awake: either way it reads the quiet
+        // entries posted before this one.
+        quiet_since_.store(0, std::memory_order_relaxed);
+      } else if (quiet_since_.load(std::memory_order_relaxed) == 0) {
         quiet_since_.store(MonotonicClock::instance().now(), std::memory_order_release);
       }
       return true;
@@ -149,6 +138,7 @@ bool Connection::submit_quiet(const shm::RingEntry& entry) {
   }
   overflow_.push_back(entry);
   overflow_pending_.store(true, std::memory_order_release);
+  // The completion thread retries queued entries; it may be asleep on this doorbell.
   if (overflow_.size() == 1) (void)daemon_to_app_.ring();
   return true;
 }

@@ -102,6 +102,8 @@ class Connection {
   void reply_done(uint64_t call_id);
 
  private:
+  // submit() and submit_quiet(): the ring if it has room, else the overflow (kept in order).
+  bool post(const shm::RingEntry& entry, bool quiet);
   Connection() = default;
 
   shm::UniqueFd socket_;
