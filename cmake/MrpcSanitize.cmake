@@ -23,3 +23,15 @@ if(MRPC_SANITIZE)
   add_link_options(-fsanitize=${MRPC_SANITIZE})
   message(STATUS "mrpc: every target built with -fsanitize=${MRPC_SANITIZE}")
 endif()
+
+# MRPC_BUILD_FUZZERS: every target of the project gets libFuzzer's coverage instrumentation
+# (-fsanitize=fuzzer-no-link), not only the fuzz harnesses, so a fuzzer's feedback reaches into
+# the daemon engine, the codecs and the front end it drives. Combine with
+# -DMRPC_SANITIZE=address,undefined for memory and UB checks in those libraries (docs/fuzzing.md).
+if(MRPC_BUILD_FUZZERS)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "MRPC_BUILD_FUZZERS needs clang (libFuzzer): configure with "
+                        "-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link)
+endif()

@@ -80,7 +80,7 @@ ir::Op binary_op(const std::string& op) {
 class IrBuilder {
  public:
   IrBuilder(const Module& module, LayoutSet& layouts, DiagnosticEngine& diagnostics)
-      : module_(module), layouts_(layouts), diagnostics_(diagnostics) {
+      : layouts_(layouts), diagnostics_(diagnostics) {
     std::set<const Module*> seen;
     collect_consts(module, consts_, protos_, seen);
     for (auto* file : protos_) {
@@ -124,7 +124,6 @@ class IrBuilder {
                          Span at);
   int32_t param_slot(const ast::Expr& e, const ir::Policy& p) const;
 
-  const Module& module_;
   LayoutSet& layouts_;
   DiagnosticEngine& diagnostics_;
   // While > 0, a constant is being built (a const, a param default, a state's initial value, a

@@ -128,8 +128,18 @@ void AppFrontend::on_call(const shm::RingEntry& entry) {
     refuse_call(entry.call_id, admitted);
     return;
   }
+  if (app_.uid_budget != nullptr &&
+      !app_.uid_budget->try_start_call(core_.config.max_calls_in_flight_per_uid)) {
+    refuse_call(
+        entry.call_id,
+        Status(StatusCode::kResourceExhausted,
+               fmt::format("uid {} has max_calls_in_flight_per_uid={} calls in flight",
+                           app_.uid_budget->uid, core_.config.max_calls_in_flight_per_uid)));
+    return;
+  }
   const SlotHandle call = core_.start_call(CallRecord{app_.id, entry.call_id, deadline});
   if (call == kNoSlotHandle) {
+    if (app_.uid_budget != nullptr) app_.uid_budget->end_calls(1);
     refuse_call(entry.call_id, Status(StatusCode::kResourceExhausted,
                                       fmt::format("mrpcd's call table is full ({} calls)",
                                                   core_.calls.max_entries())));

@@ -23,6 +23,7 @@
 #include "mrpc/transports/shm/region.h"
 #include "mrpc/transports/shm/ring.h"
 #include "mrpc/transports/shm/unique_fd.h"
+#include "uid_budgets.h"
 
 namespace mrpc {
 
@@ -91,7 +92,9 @@ struct Connection {
   bool broken = false;
 
   std::vector<OutgoingSlot> outgoing;  // max_calls_in_flight slots
-  uint32_t outgoing_in_flight = 0;
+  uint32_t outgoing_in_flight = 0;     // also counted in uid_budget->calls_in_flight
+  // Its uid's shared limits (uid_budgets.h); set at accept, valid for the connection's life.
+  UidBudget* uid_budget = nullptr;
   SlotTable<IncomingCall> incoming;
   std::unique_ptr<Graph> egress;   // this app's calls: frontend -> policies -> router
   std::unique_ptr<Graph> ingress;  // calls to this app: delivery -> policies -> the app
@@ -104,6 +107,12 @@ struct Connection {
   // The outgoing slot an app call id maps to: (low 32 bits of the id) mod max_calls_in_flight.
   OutgoingSlot& outgoing_slot(uint64_t app_call_id) {
     return outgoing[static_cast<uint32_t>(app_call_id) % outgoing.size()];
+  }
+
+  // One of its calls ended for it (the outgoing slot was cleared): uncounts it here and in its uid.
+  void end_outgoing(uint32_t count = 1) {
+    outgoing_in_flight -= count;
+    if (uid_budget != nullptr) uid_budget->end_calls(count);
   }
 
   // Posts a completion to the app (ring, or overflow when full). False if the ring is corrupt.

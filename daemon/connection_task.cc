@@ -179,6 +179,12 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   app.completions = shm::RingProducer(shm::completion_ring(app.rings.data(), config.ring_entries),
                                       &app.daemon_to_app);
   app.receive_allocator = std::make_unique<RegionAllocator>(config.receive_bytes);
+  if (app.uid_budget != nullptr) {
+    if (Status charged = app.receive_allocator->charge_to(app.uid_budget->receive_bytes,
+                                                          "max_receive_bytes_per_uid");
+        !charged.ok())
+      return refuse(charged.to_string());
+  }
   // Spare blocks for error text, so a full region does not swallow why a call failed.
   app.spare_detail_blocks.reserve(limits::kReservedStatusDetailBlocks);
   app.lent_detail_blocks.reserve(limits::kReservedStatusDetailBlocks);
@@ -312,7 +318,7 @@ void ConnectionTask::close(const char* why) {
   core_.connection_lost(app);
   app.report_receive_usage(/*closing=*/true);
   core_.connections.erase(shards::local(app.id));
-  if (app.identity) core_.shared.connections_by_uid.remove(app.identity->uid);
+  if (app.uid_budget != nullptr) core_.shared.uid_budgets.remove_connection(*app.uid_budget);
   core_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
   app.socket.reset();
   core_.runtime->remove(this);

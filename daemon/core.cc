@@ -99,7 +99,7 @@ void DaemonCore::finish_call(SlotHandle handle, const Status& status, uint64_t r
     OutgoingSlot& slot = caller->outgoing_slot(record.app_call_id);
     if (slot.call == handle) {
       slot = OutgoingSlot{};
-      --caller->outgoing_in_flight;
+      caller->end_outgoing();
     }
     counters.calls_completed.fetch_add(1, std::memory_order_relaxed);
     if (!status.ok()) counters.calls_failed.fetch_add(1, std::memory_order_relaxed);
@@ -166,7 +166,7 @@ void DaemonCore::connection_lost(Connection& app) {
     slot = OutgoingSlot{};
     finish_call(call, Status(StatusCode::kCancelled, "the caller left"), shm::kNoOffset);
   }
-  app.outgoing_in_flight = 0;
+  app.end_outgoing(app.outgoing_in_flight);
   if (app.egress) app.egress->drain_into([this](RpcPtr rpc) { discard(std::move(rpc)); });
 
   // Calls delivered to it, or on their way to it, fail with UNAVAILABLE; its ingress policies are

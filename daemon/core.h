@@ -40,10 +40,11 @@
 #include "mrpc/transports/transport.h"
 #include "service_registry.h"
 #include "shard_link.h"
+#include "uid_budgets.h"
 
 namespace mrpc {
 
-class CodecWorker;  // codec_compiler.h
+class CodecWorker;   // codec_compiler.h
 class TcpTransport;  // tcp_transport.h
 
 // Where one attempt of a call was delivered: the callee and its incoming-table handle.
@@ -110,30 +111,9 @@ struct DaemonCore;
 // App connections (handshaking or ready) per uid, for DaemonConfig::max_connections_per_uid:
 // counted by shard 0 at accept, uncounted by the owning shard at close. Thread-safe (one lock;
 // connection set-up and tear-down only).
-class UidConnectionCounts {
- public:
-  // Counts one more connection of `uid` unless it has `max` already.
-  bool try_add(uint32_t uid, uint32_t max) {
-    std::lock_guard lock(mutex_);
-    uint32_t& count = counts_[uid];
-    if (count >= max) return false;
-    ++count;
-    return true;
-  }
-  void remove(uint32_t uid) {
-    std::lock_guard lock(mutex_);
-    auto count = counts_.find(uid);
-    if (count != counts_.end() && --count->second == 0) counts_.erase(count);
-  }
-
- private:
-  std::mutex mutex_;
-  std::unordered_map<uint32_t, uint32_t> counts_;
-};
-
 struct DaemonShared {
   ServiceDirectory directory;
-  UidConnectionCounts connections_by_uid;
+  UidBudgets uid_budgets;  // connections, calls in flight, receive bytes per uid
   std::vector<DaemonCore*> shards;
 };
 

@@ -17,7 +17,6 @@
 #include "control_server.h"
 #include "core.h"
 #include "local_transport.h"
-#include "tcp_transport.h"
 #include "mrpc/base/check.h"
 #include "mrpc/transports/loopback.h"
 #include "mrpc/transports/shm/app_socket.h"
@@ -25,6 +24,7 @@
 #include "policy_control.h"
 #include "protobuf_log.h"
 #include "shard_task.h"
+#include "tcp_transport.h"
 
 namespace mrpc {
 
@@ -34,7 +34,8 @@ constexpr int kAcceptsPerRound = 16;
 }  // namespace
 
 // Sets up a connection accepted by shard 0 on the shard it was placed on: its task, its watch.
-void adopt_connection(DaemonCore& core, shm::UniqueFd socket, const shm::PeerCredentials& peer) {
+void adopt_connection(DaemonCore& core, shm::UniqueFd socket, const shm::PeerCredentials& peer,
+                      UidBudget& uid_budget) {
   auto connection = std::make_shared<Connection>();
   connection->socket = std::move(socket);
   connection->handshake_deadline = core.clock.now() + core.config.handshake_timeout.count();
@@ -43,10 +44,11 @@ void adopt_connection(DaemonCore& core, shm::UniqueFd socket, const shm::PeerCre
   identity->uid = peer.uid;
   identity->gid = peer.gid;
   connection->identity = std::move(identity);
+  connection->uid_budget = &uid_budget;
   const SlotHandle local = core.connections.insert(connection);
   if (local == kNoSlotHandle || slot_of(local) > shards::kMaxSlot) {
     if (local != kNoSlotHandle) core.connections.erase(local);
-    core.shared.connections_by_uid.remove(peer.uid);
+    core.shared.uid_budgets.remove_connection(uid_budget);
     spdlog::warn("dropping a connection: shard {} has no room", core.shard);
     return;
   }
@@ -56,7 +58,7 @@ void adopt_connection(DaemonCore& core, shm::UniqueFd socket, const shm::PeerCre
       !watched.ok()) {
     spdlog::warn("dropping a connection: {}", watched.to_string());
     core.connections.erase(local);
-    core.shared.connections_by_uid.remove(peer.uid);
+    core.shared.uid_budgets.remove_connection(uid_budget);
     return;
   }
   core.runtime->add(std::make_shared<ConnectionTask>(core, connection));
@@ -130,8 +132,9 @@ class HousekeepingTask final : public Task {
         spdlog::warn("dropping a connection: {}", credentials.status().to_string());
         continue;
       }
-      if (!core_.shared.connections_by_uid.try_add(credentials->uid,
-                                                   core_.config.max_connections_per_uid)) {
+      UidBudget* uid_budget = core_.shared.uid_budgets.try_add_connection(
+          credentials->uid, core_.config.max_connections_per_uid);
+      if (uid_budget == nullptr) {
         spdlog::warn("refusing a connection of uid {}: max_connections_per_uid={} reached",
                      credentials->uid, core_.config.max_connections_per_uid);
         continue;  // closing the socket is the refusal
@@ -139,14 +142,14 @@ class HousekeepingTask final : public Task {
       const auto& shards = core_.shared.shards;
       DaemonCore& target = *shards[next_shard_++ % shards.size()];
       if (&target == &core_) {
-        adopt_connection(core_, std::move(socket), *credentials);
+        adopt_connection(core_, std::move(socket), *credentials, *uid_budget);
       } else {
         // Counted as open now, so max_connections holds while the hand-over is under way.
         target.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
         auto moved = std::make_shared<shm::UniqueFd>(std::move(socket));
-        target.jobs.post([&target, moved, peer = *credentials] {
+        target.jobs.post([&target, moved, peer = *credentials, uid_budget] {
           target.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
-          adopt_connection(target, std::move(*moved), peer);
+          adopt_connection(target, std::move(*moved), peer, *uid_budget);
         });
       }
     }
@@ -194,11 +197,13 @@ struct Daemon::Impl {
     }
     shared.directory.set_rules(
         {config.service_grace_period, config.service_owners, config.max_services_per_uid});
+    shared.uid_budgets.set_max_receive_bytes_per_uid(config.max_receive_bytes_per_uid);
   }
 
   std::string stats_json() const;
   nlohmann::json codecs_json() const;
   nlohmann::json tcp_json() const;
+  nlohmann::json uids_json() const;
   Status start_codec_worker();
   // The TCP transport of every shard and the listener, if configured.
   Status start_tcp();
@@ -318,6 +323,12 @@ Status check_config(const DaemonConfig& config) {
   if (config.heap_bytes == 0 || config.receive_bytes == 0)
     return invalid("heap and receive regions need a size");
   if (config.max_calls_in_flight == 0) return invalid("max_calls_in_flight must be at least 1");
+  if (config.max_calls_in_flight_per_uid == 0)
+    return invalid("max_calls_in_flight_per_uid must be at least 1");
+  if (config.max_receive_bytes_per_uid < config.receive_bytes)
+    return invalid(fmt::format(
+        "max_receive_bytes_per_uid={} is less than one connection's receive region ({} bytes)",
+        config.max_receive_bytes_per_uid, config.receive_bytes));
   if (config.max_calls_served == 0) return invalid("max_calls_served must be at least 1");
   if (config.max_batch == 0) return invalid("max_batch must be at least 1");
   if (config.round_copy_bytes == 0 || config.round_copy_bytes > INT64_MAX / 2)
@@ -630,9 +641,20 @@ std::string Daemon::Impl::stats_json() const {
                         {"call_table_capacity", sum(&C::call_table_capacity)},
                         {"deadline_heap_size", sum(&C::deadline_heap_size)},
                         {"deadline_heap_capacity", sum(&C::deadline_heap_capacity)},
+                        {"uids", uids_json()},
                         {"codecs", codecs_json()},
                         {"tcp", tcp_json()}}
       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+nlohmann::json Daemon::Impl::uids_json() const {
+  nlohmann::json uids = nlohmann::json::array();
+  for (const UidUsage& usage : shared.uid_budgets.usage())
+    uids.push_back({{"uid", usage.uid},
+                    {"connections", usage.connections},
+                    {"calls_in_flight", usage.calls_in_flight},
+                    {"receive_bytes", usage.receive_bytes}});
+  return uids;
 }
 
 nlohmann::json Daemon::Impl::tcp_json() const {
@@ -771,6 +793,7 @@ DaemonStats Daemon::stats() const {
   stats.call_table_capacity = impl.sum(&C::call_table_capacity);
   stats.deadline_heap_size = impl.sum(&C::deadline_heap_size);
   stats.deadline_heap_capacity = impl.sum(&C::deadline_heap_capacity);
+  stats.uids = impl.shared.uid_budgets.usage();
   return stats;
 }
 

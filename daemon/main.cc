@@ -65,6 +65,12 @@ int main(int argc, char** argv) {
   app.add_option("--max-connections-per-uid", config.max_connections_per_uid,
                  "app connections one uid may hold at once")
       ->capture_default_str();
+  app.add_option("--max-calls-in-flight-per-uid", config.max_calls_in_flight_per_uid,
+                 "calls one uid's apps may have in flight together")
+      ->capture_default_str();
+  app.add_option("--max-receive-bytes-per-uid", config.max_receive_bytes_per_uid,
+                 "bytes the daemon may hold in one uid's receive regions, unreleased")
+      ->capture_default_str();
   app.add_option("--max-batch", config.max_batch, "ring entries handled per connection per round")
       ->capture_default_str();
   app.add_option("--runtime-threads", config.runtime_threads,

@@ -41,6 +41,8 @@ struct RegionAllocator::State {
   // length -> starts of free blocks
   std::pmr::unordered_map<uint64_t, std::pmr::vector<uint64_t>> cached{&nodes};
   uint64_t cached_count = 0;
+  ByteBudget* budget = nullptr;  // charge_to
+  const char* budget_name = "";
 
   void add_free(uint64_t start, uint64_t length) {
     if (length == 0) return;
@@ -99,9 +101,16 @@ RegionAllocator::RegionAllocator(uint64_t region_bytes) : state_(std::make_uniqu
   state_->add_free(0, region_bytes / kGranule * kGranule);
 }
 
-RegionAllocator::~RegionAllocator() = default;
+RegionAllocator::~RegionAllocator() {
+  if (state_ && state_->budget != nullptr) state_->budget->uncharge(state_->used_bytes);
+}
 RegionAllocator::RegionAllocator(RegionAllocator&&) noexcept = default;
-RegionAllocator& RegionAllocator::operator=(RegionAllocator&&) noexcept = default;
+RegionAllocator& RegionAllocator::operator=(RegionAllocator&& other) noexcept {
+  if (this == &other) return *this;
+  if (state_ && state_->budget != nullptr) state_->budget->uncharge(state_->used_bytes);
+  state_ = std::move(other.state_);
+  return *this;
+}
 
 Expected<uint64_t> RegionAllocator::allocate(uint64_t bytes, uint64_t align) {
   MRPC_ASSERT(align != 0 && (align & (align - 1)) == 0 && align <= kMaxAlign,
@@ -114,6 +123,11 @@ Expected<uint64_t> RegionAllocator::allocate(uint64_t bytes, uint64_t align) {
   }
   const uint64_t length = round_up(bytes == 0 ? 1 : bytes, kGranule);
   align = std::max(align, kGranule);
+  if (s.budget != nullptr && !s.budget->try_charge(length)) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("allocation of {} bytes would pass {}={} ({} bytes in use)", length,
+                              s.budget_name, s.budget->limit(), s.budget->used()));
+  }
   std::optional<uint64_t> start;
   if (auto hit = s.cached.find(length);
       hit != s.cached.end() && !hit->second.empty() && hit->second.back() % align == 0) {
@@ -131,6 +145,7 @@ Expected<uint64_t> RegionAllocator::allocate(uint64_t bytes, uint64_t align) {
     s.used_bytes += length;
     return *start;
   }
+  if (s.budget != nullptr) s.budget->uncharge(length);
   return Status(StatusCode::kResourceExhausted,
                 fmt::format("no free block of {} bytes in the region ({} of {} bytes in use)",
                             length, s.used_bytes, s.region_bytes));
@@ -146,6 +161,7 @@ Status RegionAllocator::free(uint64_t offset) {
   const uint64_t start = live->first;
   const uint64_t length = live->second;
   s.used_bytes -= length;
+  if (s.budget != nullptr) s.budget->uncharge(length);
   s.live.erase(live);
   if (length <= kMaxCachedBlock) {
     s.cached[length].push_back(start);
@@ -173,7 +189,21 @@ Status RegionAllocator::shrink(uint64_t offset, uint64_t bytes) {
   if (tail == 0) return Status();
   live->second = length;
   s.used_bytes -= tail;
+  if (s.budget != nullptr) s.budget->uncharge(tail);
   s.release(offset + length, tail);
+  return Status();
+}
+
+Status RegionAllocator::charge_to(ByteBudget& budget, const char* budget_name) {
+  State& s = *state_;
+  MRPC_ASSERT(s.budget == nullptr, "the allocator already charges a budget");
+  if (!budget.try_charge(s.used_bytes)) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("{} bytes in use would pass {}={} ({} bytes in use)", s.used_bytes,
+                              budget_name, budget.limit(), budget.used()));
+  }
+  s.budget = &budget;
+  s.budget_name = budget_name;
   return Status();
 }
 

@@ -649,5 +649,122 @@ TEST_CASE(
   check_memory(before);
 }
 
+// The usage the daemon reports for `uid` (all zero if it never connected).
+UidUsage usage_of(EmbeddedDaemon& daemon, uint32_t uid) {
+  for (const UidUsage& usage : daemon.daemon.stats().uids)
+    if (usage.uid == uid) return usage;
+  return UidUsage{uid};
+}
+
+TEST_CASE(
+    "attack: one uid's calls in flight are bounded across its connections, other users' calls "
+    "go on (finding 6, per-uid limits)") {
+  if (!running_as_root()) {
+    MESSAGE("needs root (to connect as another uid): not run");
+    return;
+  }
+  DaemonConfig config = attack_config();
+  config.max_calls_in_flight_per_uid = 100;  // the hog's three connections could hold 3 x 64
+  EmbeddedDaemon daemon(config);
+  const uint64_t before = malloc_in_use();
+  {
+    Victim victim(daemon.app_socket());
+    victim.wait_for_calls(16);
+    // The hog calls a service nobody serves, waiting for a server: every call it gets admitted
+    // stays in flight until its deadline. Connection after connection, so which calls are
+    // refused is known: the last 20 of the third.
+    const std::string unserved = with_service(echo_file_descriptor_set(), ".echo.EchoRequest");
+    constexpr uint64_t kCallsPerConnection = 40;
+    std::vector<std::unique_ptr<TestApp>> hog;
+    for (int c = 0; c < 3; ++c) {
+      hog.push_back(connect_as(kOtherUid, daemon, "hog"));
+      auto registration = hog.back()->register_service("echo.Svc", false, unserved);
+      REQUIRE(registration.status == StatusCode::kOk);
+      for (uint64_t id = 1; id <= kCallsPerConnection; ++id) {
+        shm::RingEntry call = hog.back()->call_entry(registration.service_id, id,
+                                                     hog.back()->build_echo("held"), 60s);
+        call.flags = shm::kCallWaitForReady;
+        hog.back()->submit(call);
+      }
+      const uint32_t expected = std::min<uint32_t>(100, (c + 1) * kCallsPerConnection);
+      REQUIRE(eventually([&] { return usage_of(daemon, kOtherUid).calls_in_flight == expected; }));
+    }
+    for (uint64_t id = 21; id <= kCallsPerConnection; ++id) {
+      auto done = hog[2]->wait_call_done(id);
+      REQUIRE(done.has_value());
+      CHECK(done->status == static_cast<uint32_t>(StatusCode::kResourceExhausted));
+      CHECK(hog[2]->call_detail(id).find("max_calls_in_flight_per_uid=100") != std::string::npos);
+    }
+    CHECK(usage_of(daemon, kOtherUid).calls_in_flight == 100);
+    victim.wait_for_calls(16);
+    check_victim(victim);
+    for (auto& app : hog) app->disconnect();
+    // Its calls end with its connections: the uid's count is back to nothing.
+    REQUIRE(eventually([&] {
+      UidUsage usage = usage_of(daemon, kOtherUid);
+      return usage.connections == 0 && usage.calls_in_flight == 0;
+    }));
+  }
+  check_alive(daemon);
+  check_memory(before);
+}
+
+TEST_CASE(
+    "attack: one uid's unreleased replies are bounded in bytes across its connections, other "
+    "users' calls go on (finding 6, per-uid limits)") {
+  if (!running_as_root()) {
+    MESSAGE("needs root (to connect as another uid): not run");
+    return;
+  }
+  DaemonConfig config = attack_config();
+  config.receive_bytes = 1 << 20;
+  config.max_receive_bytes_per_uid = 3 << 19;  // one and a half connections' regions
+  EmbeddedDaemon daemon(config);
+  const uint64_t before = malloc_in_use();
+  {
+    Victim victim(daemon.app_socket());
+    victim.wait_for_calls(16);
+    // The hog echoes 64 KiB texts and never releases a reply: first its own region fills, then
+    // its second connection stops at the uid's budget, well before its region is full.
+    const std::string text(64 << 10, 'h');
+    std::vector<std::unique_ptr<TestApp>> hog;
+    std::vector<uint64_t> answered;
+    std::string refusal;
+    for (int c = 0; c < 2; ++c) {
+      hog.push_back(connect_as(kOtherUid, daemon, "hog"));
+      auto registration = hog.back()->register_service(kEchoService, false);
+      REQUIRE(registration.status == StatusCode::kOk);
+      uint64_t ok = 0;
+      for (uint64_t id = 1; id <= 20; ++id) {
+        hog.back()->call_echo(registration.service_id, id, text);
+        auto done = hog.back()->wait_call_done(id);
+        REQUIRE(done.has_value());
+        if (done->status == static_cast<uint32_t>(StatusCode::kOk)) {
+          ++ok;
+        } else {
+          CHECK(done->status == static_cast<uint32_t>(StatusCode::kResourceExhausted));
+          if (c == 1) refusal = hog.back()->call_detail(id);
+        }
+        CHECK(usage_of(daemon, kOtherUid).receive_bytes <= config.max_receive_bytes_per_uid);
+      }
+      answered.push_back(ok);
+    }
+    MESSAGE("replies held: ", answered[0], " by the first connection, ", answered[1],
+            " by the second; usage ", usage_of(daemon, kOtherUid).receive_bytes, " bytes");
+    CHECK(answered[0] >= 14);          // its own 1 MiB region: about 15 replies of 64 KiB
+    CHECK(answered[1] < answered[0]);  // the uid's budget had half a region left
+    CHECK(refusal.find("max_receive_bytes_per_uid") != std::string::npos);
+    victim.wait_for_calls(16);
+    check_victim(victim);
+    for (auto& app : hog) app->disconnect();
+    REQUIRE(eventually([&] {
+      UidUsage usage = usage_of(daemon, kOtherUid);
+      return usage.connections == 0 && usage.receive_bytes == 0;
+    }));
+  }
+  check_alive(daemon);
+  check_memory(before);
+}
+
 }  // namespace
 }  // namespace mrpc::testing

@@ -7,6 +7,7 @@
 
 #include "mrpc/base/random.h"
 
+using mrpc::ByteBudget;
 using mrpc::RegionAllocator;
 using mrpc::StatusCode;
 
@@ -104,4 +105,39 @@ TEST_CASE("shrink gives a block's tail back, and the whole region merges again a
   CHECK(allocator.used_bytes() == 0);
   auto whole = allocator.allocate(4096);
   CHECK(whole.ok());
+}
+
+TEST_CASE("allocators sharing a byte budget are refused past it together, and give it back") {
+  ByteBudget budget(1000);
+  RegionAllocator first(4096);
+  RegionAllocator second(4096);
+  auto early = first.allocate(96);  // live before the budget: charged when it is attached
+  REQUIRE(early.ok());
+  REQUIRE(first.charge_to(budget, "test_budget").ok());
+  REQUIRE(second.charge_to(budget, "test_budget").ok());
+  CHECK(budget.used() == 96);
+  auto a = first.allocate(500);
+  REQUIRE(a.ok());
+  auto refused = second.allocate(500);  // 96 + 504 + 504 > 1000, though the region has room
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == StatusCode::kResourceExhausted);
+  CHECK(refused.status().message().find("test_budget=1000") != std::string::npos);
+  CHECK(budget.used() == 600);  // the refusal charged nothing
+  auto b = second.allocate(400);
+  REQUIRE(b.ok());
+  CHECK(budget.used() == 1000);
+  REQUIRE(second.shrink(*b, 200).ok());
+  CHECK(budget.used() == 800);
+  REQUIRE(first.free(*a).ok());
+  CHECK(budget.used() == 296);
+  {
+    RegionAllocator moved = std::move(second);  // the budget follows the state
+    CHECK(budget.used() == 296);
+  }
+  CHECK(budget.used() == 96);  // the moved-to allocator gave its 200 back when it died
+  RegionAllocator replaced(64);
+  replaced = std::move(first);
+  CHECK(budget.used() == 96);
+  replaced = RegionAllocator(64);  // assigning over a charging allocator returns its bytes
+  CHECK(budget.used() == 0);
 }

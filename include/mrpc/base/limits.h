@@ -52,6 +52,14 @@ inline constexpr uint32_t kDefaultMaxAppConnectionsPerUid = 512;
 // Services whose registration one uid's apps created (serving or calling), so one user cannot
 // fill kMaxRegisteredServices.
 inline constexpr uint32_t kDefaultMaxServicesPerUid = 256;
+// Calls the apps of one uid may have in flight together (over all their connections and runtime
+// threads): sixteen connections' worth of kDefaultMaxCallsInFlight. Past it, a call is refused
+// with RESOURCE_EXHAUSTED naming the uid.
+inline constexpr uint32_t kDefaultMaxCallsInFlightPerUid = 65536;
+// Bytes the daemon may have placed in the receive regions of one uid's connections that their
+// apps have not released (requests delivered to its servers, replies to its calls): 64 full
+// default regions. Past it, what would land there fails with RESOURCE_EXHAUSTED.
+inline constexpr uint64_t kDefaultMaxReceiveBytesPerUid = 4ull << 30;
 // After the last app serving a service leaves, only apps of the uid that served it may serve it
 // for this long (a restarting server reclaims its name; nobody else can take it meanwhile).
 inline constexpr std::chrono::nanoseconds kDefaultServiceOwnerGracePeriod = 30s;

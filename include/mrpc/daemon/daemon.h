@@ -56,6 +56,10 @@ struct DaemonConfig {
   uint64_t max_message_bytes = limits::kDefaultMaxMessageBytes;
   uint32_t max_connections = limits::kDefaultMaxAppConnections;
   uint32_t max_connections_per_uid = limits::kDefaultMaxAppConnectionsPerUid;
+  // Per uid, over all its connections and runtime threads (docs/security.md): calls in flight,
+  // and bytes placed in its connections' receive regions that its apps have not released.
+  uint32_t max_calls_in_flight_per_uid = limits::kDefaultMaxCallsInFlightPerUid;
+  uint64_t max_receive_bytes_per_uid = limits::kDefaultMaxReceiveBytesPerUid;
   // An app that has not said Hello by then is disconnected.
   std::chrono::nanoseconds handshake_timeout = limits::kAppHandshakeTimeout;
   // Runtime polling: how long an idle runtime spins before it sleeps (0: sleep at once).
@@ -123,6 +127,14 @@ struct CodecStats {
   std::vector<CodecSchemaStats> schemas;  // cached now, in compile order
 };
 
+// What one uid's connections hold of the daemon now (its per-uid limits: DaemonConfig).
+struct UidUsage {
+  uint32_t uid = 0;
+  uint32_t connections = 0;
+  uint32_t calls_in_flight = 0;
+  uint64_t receive_bytes = 0;  // in its connections' receive regions, not yet released
+};
+
 // Counters since start; a snapshot.
 struct DaemonStats {
   uint64_t connections_accepted = 0;
@@ -146,6 +158,7 @@ struct DaemonStats {
   uint64_t call_table_capacity = 0;
   uint64_t deadline_heap_size = 0;
   uint64_t deadline_heap_capacity = 0;
+  std::vector<UidUsage> uids;  // every uid that ever connected, by uid
 };
 
 // The two graphs of one app connection: egress (its calls, caller side) and ingress (calls to it,
