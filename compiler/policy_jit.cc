@@ -7,6 +7,7 @@
 #include "compiler/policy_jit_runtime.h"
 #include "compiler/policy_lower.h"
 #include "compiler/sha256.h"
+#include "mrpc/base/limits.h"
 
 namespace mrpc::compiler {
 
@@ -20,6 +21,7 @@ struct CompiledCode {
   uint32_t native_statements = 0;
   uint32_t evaluator_statements = 0;
   uint32_t evaluator_expressions = 0;
+  uint64_t instructions = 0;
   bool registered = false;  // in PolicyCompiler::loaded_ (else being built, under its mutex)
 
   ~CompiledCode() {
@@ -100,12 +102,23 @@ Expected<std::unique_ptr<CompiledPolicy>> PolicyCompiler::compile(const ir::Poli
     std::string prefix = prefix_of(key);
     auto lowered = lower_policy(policy, prefix);
     if (!lowered.ok()) return lowered.status();
+    // The LLVM part's budget: optimization and code generation cost about linearly in the
+    // instructions lowered (docs/security.md), so bounding them bounds one compile's time and
+    // memory before LLVM spends either.
+    if (lowered->instructions > limits::kMaxPolicyInstructions) {
+      return Status(
+          StatusCode::kResourceExhausted,
+          fmt::format("policy '{}' lowers to {} LLVM instructions, more than "
+                      "kMaxPolicyInstructions={}: split it into smaller policies",
+                      policy.name, lowered->instructions, limits::kMaxPolicyInstructions));
+    }
     auto fresh = std::make_shared<CompiledCode>();
     fresh->compiler = this;
     fresh->key = key;
     fresh->native_statements = lowered->native_statements;
     fresh->evaluator_statements = lowered->evaluator_statements;
     fresh->evaluator_expressions = lowered->evaluator_expressions;
+    fresh->instructions = lowered->instructions;
     auto id = load_lowered(jit_, std::move(*lowered));
     if (!id.ok()) {
       fresh->module = 0;
@@ -151,6 +164,10 @@ CompiledPolicy::~CompiledPolicy() = default;
 
 const std::string& CompiledPolicy::module_key() const {
   return code_->key;
+}
+
+uint64_t CompiledPolicy::instructions() const {
+  return code_->instructions;
 }
 
 Status CompiledPolicy::set_param(const std::string& name, ir::Value value) {

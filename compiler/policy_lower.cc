@@ -87,6 +87,7 @@ class Lowerer {
     out.native_statements = native_;
     out.evaluator_statements = evaluated_;
     out.evaluator_expressions = evaluated_exprs_;
+    out.instructions = module_->getInstructionCount();
     llvm::raw_string_ostream text(out.ir_text);
     module_->print(text, nullptr);
     out.context = std::move(context_);

@@ -31,6 +31,7 @@ struct LoweredModule {
   uint32_t native_statements = 0;
   uint32_t evaluator_statements = 0;
   uint32_t evaluator_expressions = 0;  // inside natively compiled statements
+  uint64_t instructions = 0;           // LLVM instructions before optimization (the budget's unit)
 };
 
 // INTERNAL when the module fails LLVM's verifier (a bug of the lowering).

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +20,7 @@
 
 #include "compiler_test_support.h"
 #include "mpol_test_support.h"
+#include "mrpc/base/limits.h"
 #include "mrpc/compiler/policy_jit.h"
 #include "rpc_test_support.h"
 
@@ -608,6 +610,71 @@ TEST_CASE("a policy compiled again with the object cache is loaded from it") {
   c.method = "MakeReservation";
   CHECK((*compiled)->run(ir::Event::kRequest, c.get()).outcome == Verdict::Outcome::kContinue);
   std::filesystem::remove_all(dir);
+}
+
+// A policy of `statements` counter increments in one handler: about a dozen LLVM instructions each.
+std::string policy_of_increments(int statements) {
+  std::string text = R"(import proto "hotel/reservation.proto";
+policy increments {
+  applies to hotel.Reservation.MakeReservation at callee;
+  state n: counter;
+  on request {
+)";
+  for (int i = 0; i < statements; ++i) text += "    n += 1;\n";
+  return text + "  }\n}\n";
+}
+
+TEST_CASE(
+    "a policy lowering past kMaxPolicyInstructions is refused before LLVM optimizes it, and every "
+    "stdlib policy fits far below it") {
+  auto jit = make_jit();
+  auto compiler = make_compiler(*jit);
+  ManualClock clock;
+  SeededRandom random(1);
+  uint64_t largest = 0;
+  std::string largest_name;
+  for (const auto& path : dsl::testing::mpol_files_under("stdlib-policies")) {
+    Built built = build(path, dsl::testing::read_file(path));
+    if (built.unit == nullptr || !built.verified) continue;
+    for (const ir::Policy& policy : built.unit->policies) {
+      auto compiled = compiler->compile(policy, clock, random);
+      REQUIRE_MESSAGE(compiled.ok(), policy.name, ": ", compiled.status().to_string());
+      if ((*compiled)->instructions() > largest) {
+        largest = (*compiled)->instructions();
+        largest_name = policy.name;
+      }
+    }
+  }
+  MESSAGE("largest stdlib policy: ", largest_name, ", ", largest, " LLVM instructions (limit ",
+          limits::kMaxPolicyInstructions, ")");
+  CHECK(largest * 8 < limits::kMaxPolicyInstructions);
+
+  // The per-statement cost, from a small policy; then one just under and one past the limit.
+  Built small = build("small.mpol", policy_of_increments(100));
+  REQUIRE(small.verified);
+  auto small_compiled = compiler->compile(small.unit->policies[0], clock, random);
+  REQUIRE(small_compiled.ok());
+  const uint64_t per_statement = (*small_compiled)->instructions() / 100;
+  REQUIRE(per_statement > 0);
+  const int under = static_cast<int>(limits::kMaxPolicyInstructions / per_statement * 9 / 10);
+  Built near = build("near.mpol", policy_of_increments(under));
+  REQUIRE(near.verified);
+  const auto started = std::chrono::steady_clock::now();
+  auto near_compiled = compiler->compile(near.unit->policies[0], clock, random);
+  const double near_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  REQUIRE_MESSAGE(near_compiled.ok(), near_compiled.status().to_string());
+  // Reported, not asserted (time): what the budget lets one compile cost on this machine.
+  MESSAGE("a policy of ", under, " statements, ", (*near_compiled)->instructions(),
+          " LLVM instructions, compiled (O2 + code generation) in ", near_ms, " ms");
+
+  const int over = static_cast<int>(limits::kMaxPolicyInstructions / per_statement * 11 / 10);
+  Built past = build("past.mpol", policy_of_increments(over));
+  REQUIRE(past.verified);
+  auto refused = compiler->compile(past.unit->policies[0], clock, random);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == StatusCode::kResourceExhausted);
+  CHECK(refused.status().message().find("kMaxPolicyInstructions") != std::string::npos);
 }
 
 }  // namespace

@@ -208,6 +208,10 @@ inline constexpr uint64_t kMaxStoredResponseBytes = 32u << 10;
 // checked by the verifier with each capacity param at its default (the daemon checks the
 // attached values).
 inline constexpr uint64_t kMaxPolicyStateBytes = 256ull << 20;
+// The LLVM part of one policy compile: the instructions its lowering may emit (before O2). LLVM's
+// optimization and code generation run about linearly in them, so this bounds a compile's time
+// and memory on the policy-control thread (a policy at the limit: see docs/security.md).
+inline constexpr uint64_t kMaxPolicyInstructions = 1u << 12;
 
 
 // ---- Daemon-to-daemon TCP transport (transports/tcp, docs/tcp-transport.md) ----

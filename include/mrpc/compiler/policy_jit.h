@@ -58,7 +58,8 @@ class PolicyCompiler {
   // Lowers `policy` (verified) and loads it: one module per policy IR, keyed by the SHA-256 of the
   // policy's IR dump (which names every field offset and schema fingerprint), the source hash
   // given and kPolicyCompilerVersion; the Jit's object cache, when it has one, holds the object.
-  // INTERNAL when LLVM refuses the module (a lowering bug).
+  // INTERNAL when LLVM refuses the module (a lowering bug); RESOURCE_EXHAUSTED when it lowers to
+  // more than limits::kMaxPolicyInstructions (checked before LLVM optimizes or generates code).
   Expected<std::unique_ptr<CompiledPolicy>> compile(const ir::Policy& policy, const Clock& clock,
                                                     RandomSource& random,
                                                     const std::string& source_hash = "");
@@ -99,6 +100,8 @@ class CompiledPolicy final : public PolicyRunner {
   // Expressions inside natively compiled statements that the evaluator computes.
   uint32_t evaluator_expressions() const { return evaluator_expressions_; }
   const std::string& module_key() const;
+  // LLVM instructions of its module before optimization (at most limits::kMaxPolicyInstructions).
+  uint64_t instructions() const;
 
  private:
   friend class PolicyCompiler;
