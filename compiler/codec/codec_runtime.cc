@@ -44,7 +44,7 @@ const char* codec_error_text(int32_t error) {
     case kErrorBadVarint:
       return "a varint is longer than 10 bytes";
     case kErrorBadTag:
-      return "a field number is 0 or larger than 2^29-1";
+      return "a tag is longer than 5 bytes or its field number is 0";
     case kErrorBadWireType:
       return "wire type is a group (3, 4) or invalid (6, 7)";
     case kErrorOutOfRoom:
@@ -53,6 +53,10 @@ const char* codec_error_text(int32_t error) {
       return "a length or element count past the limits (max_message_bytes)";
     case kErrorBadOneofCase:
       return "a oneof case word names none of its fields";
+    case kErrorBadLength:
+      return "a length prefix is longer than 5 bytes or past 2^31-17";
+    case kErrorBadUnknown:
+      return "the unknown-field bytes are not a sequence of protobuf fields";
     default:
       return "unknown codec error";
   }
@@ -162,20 +166,123 @@ static int32_t decode_fail(WireDecoder* d, int32_t error, const uint8_t* at) {
   return error;
 }
 
-static int32_t read_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
-  const uint8_t* p = c->at;
+// ---- scanning protobuf bytes, with libprotobuf's rules ----
+// libprotobuf 3.21 (parse_context.h: VarintParse, ReadTag, ReadSize) accepts a varint of at most
+// 10 bytes, a tag of at most 5 bytes whose value it takes modulo 2^32, and a length prefix of at
+// most 5 bytes below 2^31 - 16; a field number 0 is an error. The decoders follow the same rules,
+// so they accept exactly the unknown fields libprotobuf accepts (except groups: refused, see
+// docs/marshalling.md), and unknown-field bytes kept in a message re-encode into bytes libprotobuf
+// parses. Each scan advances *p and returns kCodecOk, or returns an error with *p at the byte
+// where the bad value starts (truncation: where the input ran out).
+
+static int32_t scan_varint(const uint8_t** p, const uint8_t* end, uint64_t* out) {
+  const uint8_t* q = *p;
   uint64_t value = 0;
   for (int shift = 0; shift < 70; shift += 7) {
-    if (p >= c->end) return decode_fail(d, kErrorTruncated, p);
-    const uint8_t byte = *p++;
+    if (q >= end) {
+      *p = q;
+      return kErrorTruncated;
+    }
+    const uint8_t byte = *q++;
     value |= static_cast<uint64_t>(byte & 0x7f) << (shift < 64 ? shift : 63);
     if ((byte & 0x80) == 0) {
-      c->at = p;
+      *p = q;
       *out = value;
       return kCodecOk;
     }
   }
-  return decode_fail(d, kErrorBadVarint, c->at);
+  return kErrorBadVarint;
+}
+
+static int32_t scan_tag(const uint8_t** p, const uint8_t* end, uint64_t* tag) {
+  const uint8_t* q = *p;
+  uint32_t value = 0;
+  for (int i = 0; i < 5; ++i) {
+    if (q >= end) {
+      *p = q;
+      return kErrorTruncated;
+    }
+    const uint8_t byte = *q++;
+    value |= static_cast<uint32_t>(byte & 0x7f) << (7 * i);  // the 5th byte's high bits drop
+    if ((byte & 0x80) == 0) {
+      if ((value >> 3) == 0) return kErrorBadTag;
+      *p = q;
+      *tag = value;
+      return kCodecOk;
+    }
+  }
+  return kErrorBadTag;
+}
+
+// A length prefix and the bytes it covers: [*start, *start + *size) within [*p, end).
+static int32_t scan_length(const uint8_t** p, const uint8_t* end, const uint8_t** start,
+                           uint64_t* size) {
+  const uint8_t* q = *p;
+  uint64_t value = 0;
+  for (int i = 0;; ++i) {
+    if (q >= end) return kErrorTruncated;
+    const uint8_t byte = *q++;
+    value |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
+    if ((byte & 0x80) == 0) break;
+    if (i == 4) return kErrorBadLength;
+  }
+  if (value > kMaxWireLength) return kErrorBadLength;
+  if (value > static_cast<uint64_t>(end - q)) return kErrorTruncated;
+  *start = q;
+  *size = value;
+  *p = q + value;
+  return kCodecOk;
+}
+
+// Skips the value of a field with `tag` (its tag already read).
+static int32_t scan_value(const uint8_t** p, const uint8_t* end, uint64_t tag) {
+  switch (tag & 7) {
+    case 0: {
+      uint64_t ignored;
+      return scan_varint(p, end, &ignored);
+    }
+    case 1:
+    case 5: {
+      const int64_t width = (tag & 7) == 1 ? 8 : 4;
+      if (end - *p < width) return kErrorTruncated;
+      *p += width;
+      return kCodecOk;
+    }
+    case 2: {
+      const uint8_t* start;
+      uint64_t size;
+      return scan_length(p, end, &start, &size);
+    }
+    default:
+      return kErrorBadWireType;
+  }
+}
+
+}  // extern "C"
+
+int32_t check_unknown_fields(const uint8_t* bytes, uint64_t size, uint64_t* error_offset) {
+  const uint8_t* p = bytes;
+  const uint8_t* end = bytes + size;
+  while (p < end) {
+    const uint8_t* field = p;
+    uint64_t tag;
+    int32_t error = scan_tag(&p, end, &tag);
+    if (error == kCodecOk) error = scan_value(&p, end, tag);
+    if (error != kCodecOk) {
+      *error_offset = static_cast<uint64_t>(field - bytes);
+      return error;
+    }
+  }
+  return kCodecOk;
+}
+
+extern "C" {
+
+static int32_t read_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
+  const uint8_t* at = c->at;
+  if (int32_t error = scan_varint(&at, c->end, out)) return decode_fail(d, error, at);
+  c->at = at;
+  return kCodecOk;
 }
 
 int32_t mrpc_wd_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
@@ -187,10 +294,9 @@ int32_t mrpc_wd_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
 }
 
 int32_t mrpc_wd_tag(WireDecoder* d, WireCursor* c, uint64_t* tag) {
-  const uint8_t* start = c->at;
-  if (int32_t error = mrpc_wd_varint(d, c, tag)) return error;
-  const uint64_t number = *tag >> 3;
-  if (number == 0 || number > (1u << 29) - 1) return decode_fail(d, kErrorBadTag, start);
+  const uint8_t* at = c->at;
+  if (int32_t error = scan_tag(&at, c->end, tag)) return decode_fail(d, error, at);
+  c->at = at;
   return kCodecOk;
 }
 
@@ -211,12 +317,8 @@ int32_t mrpc_wd_fixed64(WireDecoder* d, WireCursor* c, uint64_t* out) {
 // A length prefix and the bytes it covers: [*start, *start + *size) within the input.
 static int32_t read_length(WireDecoder* d, WireCursor* c, const uint8_t** start, uint64_t* size) {
   const uint8_t* at = c->at;
-  uint64_t length = 0;
-  if (int32_t error = mrpc_wd_varint(d, c, &length)) return error;
-  if (length > static_cast<uint64_t>(c->end - c->at)) return decode_fail(d, kErrorTruncated, at);
-  *start = c->at;
-  *size = length;
-  c->at += length;
+  if (int32_t error = scan_length(&at, c->end, start, size)) return decode_fail(d, error, c->at);
+  c->at = at;
   return kCodecOk;
 }
 
@@ -388,27 +490,11 @@ int32_t mrpc_wd_packed(WireDecoder* d, WireCursor* c, RegionRef* slot, uint32_t 
 // (tag included, from `field_start`) appended to the unknown-field bytes at `slot`.
 int32_t mrpc_wd_unknown(WireDecoder* d, WireCursor* c, uint64_t tag, const uint8_t* field_start,
                         RegionRef* slot) {
-  uint64_t ignored;
-  switch (tag & 7) {
-    case 0:
-      if (int32_t error = read_varint(d, c, &ignored)) return error;
-      break;
-    case 1:
-      if (c->end - c->at < 8) return decode_fail(d, kErrorTruncated, c->at);
-      c->at += 8;
-      break;
-    case 2: {
-      const uint8_t* start;
-      if (int32_t error = read_length(d, c, &start, &ignored)) return error;
-      break;
-    }
-    case 5:
-      if (c->end - c->at < 4) return decode_fail(d, kErrorTruncated, c->at);
-      c->at += 4;
-      break;
-    default:
-      return decode_fail(d, kErrorBadWireType, field_start);
+  const uint8_t* at = c->at;
+  if (int32_t error = scan_value(&at, c->end, tag)) {
+    return decode_fail(d, error, error == kErrorBadWireType ? field_start : at);
   }
+  c->at = at;
   const uint64_t size = static_cast<uint64_t>(c->at - field_start);
   uint8_t* array = reserve(d, slot, size, 1, field_start);
   if (array == nullptr) return d->error;
@@ -475,6 +561,21 @@ uint8_t* mrpc_nd_piece(NativeDecoder* d, RegionRef* slot, uint64_t bytes, uint32
   return piece;
 }
 
+// The unknown-field bytes (the last piece of a body): a piece, whose bytes must be whole protobuf
+// fields (what the wire encoder copies into its output as they are).
+uint8_t* mrpc_nd_unknown(NativeDecoder* d, RegionRef* slot, uint64_t bytes, uint32_t stored_size) {
+  const uint64_t at = d->cursor;
+  uint8_t* piece = mrpc_nd_piece(d, slot, bytes, stored_size);
+  if (piece == nullptr || bytes == 0) return piece;
+  uint64_t bad = 0;
+  if (check_unknown_fields(piece, bytes, &bad) != kCodecOk) {
+    d->error = kErrorBadUnknown;
+    d->error_detail = at + bad;
+    return nullptr;
+  }
+  return piece;
+}
+
 int32_t mrpc_nd_fail(NativeDecoder* d, int32_t error) {
   d->error = error;
   d->error_detail = d->cursor;
@@ -513,6 +614,7 @@ std::vector<jit::HostSymbol> codec_runtime_symbols() {
       symbol("mrpc_ne_piece", &mrpc_ne_piece),
       symbol("mrpc_ne_fail", &mrpc_ne_fail),
       symbol("mrpc_nd_piece", &mrpc_nd_piece),
+      symbol("mrpc_nd_unknown", &mrpc_nd_unknown),
       symbol("mrpc_nd_fail", &mrpc_nd_fail),
   };
 }
