@@ -7,6 +7,9 @@
 // depend on the machine.
 //
 //   build/bench/codec_bench [--seconds S] [--compile-runs N]
+//   build/bench/codec_bench --count OP ROW N    (OP: jit-encode, jit-decode, protoc-encode,
+//       protoc-decode; ROW: small, hotel, blob): only runs OP N times on ROW's message with the
+//       optimized tier, in measured_loop, for callgrind (bench/codec_callgrind.sh).
 #include <time.h>
 
 #include <algorithm>
@@ -20,6 +23,12 @@
 
 #include <fmt/format.h>
 #include <google/protobuf/compiler/importer.h>
+
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#else
+#define CALLGRIND_START_INSTRUMENTATION
+#endif
 
 #include "codec_bench.pb.h"
 #include "examples/protos/hotel/profile.pb.h"
@@ -233,6 +242,12 @@ hotel::ProfileResult hotel_profiles() {
   return result;
 }
 
+// The loop bench/codec_callgrind.sh counts instructions in (--toggle-collect=*measured_loop*).
+template <class Work>
+[[gnu::noinline]] void measured_loop(uint64_t runs, Work& work) {
+  for (uint64_t i = 0; i < runs; ++i) work();
+}
+
 struct Row {
   std::string name;
   const google::protobuf::Message* message;
@@ -244,6 +259,65 @@ void print_row(const char* what, const std::string& name, uint64_t bytes, double
   const auto mbps = [&](double ns) { return static_cast<double>(bytes) / ns * 1e3; };
   fmt::print("{:<8} {:<22} {:>9} {:>11.1f} {:>10.1f} {:>11.1f} {:>10.1f} {:>8.2f}\n", what, name,
              bytes, jit_ns, mbps(jit_ns), protoc_ns, mbps(protoc_ns), protoc_ns / jit_ns);
+}
+
+// Runs `op` `runs` times on `row` (optimized tier) inside measured_loop; 0 on success.
+int count_runs(mrpc::codec::CodecCompiler& compiler, const Row& row, const std::string& op,
+               uint64_t runs) {
+  const google::protobuf::Descriptor* type = row.message->GetDescriptor();
+  auto schema = compiler.compile({type}, mrpc::jit::CodegenTier::kOptimized);
+  if (!schema.ok()) {
+    fmt::print(stderr, "{}\n", schema.status().to_string());
+    return 2;
+  }
+  const mrpc::codec::MessageCodec& codec = *(*schema)->find(type->full_name());
+  const mrpc::codec::CodecLimits limits;
+  const std::string wire = row.message->SerializeAsString();
+  const auto wire_span = std::span(reinterpret_cast<const std::byte*>(wire.data()), wire.size());
+  Region heap(8 << 20);
+  auto root = codec.decode_wire(wire_span, {heap.base(), heap.size}, heap.allocator, limits);
+  if (!root.ok()) return 2;
+  std::vector<std::byte> out(wire.size() + 64);
+  std::vector<uint8_t> protoc_out(wire.size());
+  Region receive(8 << 20);
+  auto jit_encode = [&] {
+    auto encoded = codec.encode_wire({heap.base(), heap.size}, *root, out, limits);
+    if (!encoded.ok() || encoded->size() != wire.size()) std::abort();
+  };
+  auto jit_decode = [&] {
+    auto decoded =
+        codec.decode_wire(wire_span, {receive.base(), receive.size}, receive.allocator, limits);
+    if (!decoded.ok()) std::abort();
+    (void)receive.allocator.free(*decoded);
+  };
+  auto protoc_encode = [&] {
+    if (!row.message->SerializeToArray(protoc_out.data(), static_cast<int>(protoc_out.size())))
+      std::abort();
+  };
+  auto protoc_decode = [&] {
+    if (!row.scratch->ParseFromArray(wire.data(), static_cast<int>(wire.size()))) std::abort();
+  };
+  auto run = [&](auto& work) {
+    // Instrumentation starts here (codec_callgrind.sh runs valgrind with --instr-atstart=no, so
+    // the compile before runs at full speed); only measured_loop is counted.
+    CALLGRIND_START_INSTRUMENTATION;
+    for (int i = 0; i < 16; ++i) work();  // warm up, outside measured_loop (not counted)
+    measured_loop(runs, work);
+  };
+  if (op == "jit-encode") {
+    run(jit_encode);
+  } else if (op == "jit-decode") {
+    run(jit_decode);
+  } else if (op == "protoc-encode") {
+    run(protoc_encode);
+  } else if (op == "protoc-decode") {
+    run(protoc_decode);
+  } else {
+    fmt::print(stderr, "unknown op {}\n", op);
+    return 2;
+  }
+  fmt::print("{} {} x {} done ({} wire bytes)\n", op, row.name, runs, wire.size());
+  return 0;
 }
 
 }  // namespace
@@ -287,6 +361,14 @@ int main(int argc, char** argv) {
   std::vector<Row> rows = {{"small (64 B)", &small, &small_scratch},
                            {"hotel ProfileResult", &profiles, &profiles_scratch},
                            {"bytes 1 MiB", &blob, &blob_scratch}};
+  for (int i = 1; i + 3 < argc; ++i) {
+    if (std::strcmp(argv[i], "--count") != 0) continue;
+    const std::string op = argv[i + 1];
+    const std::string row_name = argv[i + 2];
+    const uint64_t runs = std::strtoull(argv[i + 3], nullptr, 10);
+    const size_t index = row_name == "small" ? 0 : row_name == "hotel" ? 1 : 2;
+    return count_runs(**compiler, rows[index], op, runs);
+  }
 
   fmt::print(
       "compile time per schema through a tiered CodecCache (as mrpcd registers): cold = the fast "

@@ -395,6 +395,23 @@ static int32_t copy_bytes(WireDecoder* d, WireCursor* c, RegionRef* slot) {
 }
 
 int32_t mrpc_wd_bytes(WireDecoder* d, WireCursor* c, RegionRef* slot) {
+  // The common case inline: a one-byte length, within the input, with room in the block.
+  const uint8_t* p = c->at;
+  if (p < c->end && *p < 0x80) {
+    const uint64_t size = *p;
+    const uint64_t room = round8(size);
+    if (size < static_cast<uint64_t>(c->end - p) && room <= d->end - d->cursor) {
+      RegionRef ref{0, static_cast<uint32_t>(size), static_cast<uint32_t>(size)};
+      if (size != 0) {
+        ref.offset = d->cursor;
+        d->cursor += room;
+        std::memcpy(d->base + ref.offset, p + 1, size);
+      }
+      *slot = ref;
+      c->at = p + 1 + size;
+      return kCodecOk;
+    }
+  }
   return copy_bytes(d, c, slot);
 }
 
@@ -427,6 +444,35 @@ uint8_t* mrpc_wd_sub_body(WireDecoder* d, RegionRef* slot, uint32_t body_size, u
   return d->base + offset;
 }
 
+}  // extern "C"
+
+// Decodes `count` varints from [p, end) (their last bytes counted by the caller) into `out` as
+// `E` says: one-byte values inline, longer ones through scan_varint.
+template <PackedEncoding E>
+static int32_t unpack_varints(const uint8_t* p, const uint8_t* end, uint64_t count, uint8_t* out) {
+  for (uint64_t i = 0; i < count; ++i) {
+    uint64_t v = *p;
+    if (v < 0x80) {
+      ++p;
+    } else if (int32_t error = scan_varint(&p, end, &v)) {
+      return error;
+    }
+    if constexpr (E == kPackedBool) {
+      out[i] = v != 0;
+    } else if constexpr (E == kPackedVarint32 || E == kPackedZigzag32) {
+      uint32_t low = static_cast<uint32_t>(v);
+      if constexpr (E == kPackedZigzag32) low = (low >> 1) ^ (0u - (low & 1));
+      std::memcpy(out + 4 * i, &low, 4);
+    } else {
+      if constexpr (E == kPackedZigzag64) v = (v >> 1) ^ (uint64_t{0} - (v & 1));
+      std::memcpy(out + 8 * i, &v, 8);
+    }
+  }
+  return kCodecOk;
+}
+
+extern "C" {
+
 int32_t mrpc_wd_packed(WireDecoder* d, WireCursor* c, RegionRef* slot, uint32_t encoding,
                        uint32_t element_size) {
   const uint8_t* at = c->at;
@@ -450,37 +496,27 @@ int32_t mrpc_wd_packed(WireDecoder* d, WireCursor* c, RegionRef* slot, uint32_t 
   if (encoding == kPackedFixed32 || encoding == kPackedFixed64) {
     std::memcpy(out, start, size);
   } else {
-    WireCursor inner{start, end};
-    for (uint64_t i = 0; i < count; ++i) {
-      uint64_t v = 0;
-      if (int32_t error = mrpc_wd_varint(d, &inner, &v)) return error;
-      switch (encoding) {
-        case kPackedBool:
-          out[i] = v != 0;
-          break;
-        case kPackedVarint32: {
-          const uint32_t low = static_cast<uint32_t>(v);
-          std::memcpy(out + 4 * i, &low, 4);
-          break;
-        }
-        case kPackedZigzag32: {
-          const uint32_t low = static_cast<uint32_t>(v);
-          const uint32_t decoded = (low >> 1) ^ (0u - (low & 1));
-          std::memcpy(out + 4 * i, &decoded, 4);
-          break;
-        }
-        case kPackedVarint64:
-          std::memcpy(out + 8 * i, &v, 8);
-          break;
-        case kPackedZigzag64: {
-          const uint64_t decoded = (v >> 1) ^ (uint64_t{0} - (v & 1));
-          std::memcpy(out + 8 * i, &decoded, 8);
-          break;
-        }
-        default:
-          break;
-      }
+    int32_t error = kCodecOk;
+    switch (encoding) {
+      case kPackedBool:
+        error = unpack_varints<kPackedBool>(start, end, count, out);
+        break;
+      case kPackedVarint32:
+        error = unpack_varints<kPackedVarint32>(start, end, count, out);
+        break;
+      case kPackedZigzag32:
+        error = unpack_varints<kPackedZigzag32>(start, end, count, out);
+        break;
+      case kPackedVarint64:
+        error = unpack_varints<kPackedVarint64>(start, end, count, out);
+        break;
+      case kPackedZigzag64:
+        error = unpack_varints<kPackedZigzag64>(start, end, count, out);
+        break;
+      default:
+        break;
     }
+    if (error != kCodecOk) return decode_fail(d, error, start);
   }
   slot->size += static_cast<uint32_t>(count);
   return kCodecOk;
