@@ -6,7 +6,7 @@
 // examples' services and where it goes, and the speed of both tiers' code. Not a test: numbers
 // depend on the machine.
 //
-//   build/bench/codec_bench [--seconds S] [--compile-runs N]
+//   build/bench/codec_bench [--seconds S] [--compile-runs N] [--speed-only]
 //   build/bench/codec_bench --count OP ROW N    (OP: jit-encode, jit-decode, protoc-encode,
 //       protoc-decode; ROW: small, hotel, blob): only runs OP N times on ROW's message with the
 //       optimized tier, in measured_loop, for callgrind (bench/codec_callgrind.sh).
@@ -44,6 +44,7 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_per_run = 0.3;
 int compile_runs = 7;
+bool speed_only = false;  // --speed-only: skip the compile-time sections
 
 double thread_cpu_ms() {
   timespec now{};
@@ -323,7 +324,9 @@ int count_runs(mrpc::codec::CodecCompiler& compiler, const Row& row, const std::
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i + 1 < argc; ++i) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--speed-only") == 0) speed_only = true;
+    if (i + 1 >= argc) break;
     if (std::strcmp(argv[i], "--seconds") == 0) seconds_per_run = std::atof(argv[i + 1]);
     if (std::strcmp(argv[i], "--compile-runs") == 0) {
       compile_runs = std::max(1, std::atoi(argv[i + 1]));
@@ -370,80 +373,84 @@ int main(int argc, char** argv) {
     return count_runs(**compiler, rows[index], op, runs);
   }
 
-  fmt::print(
-      "compile time per schema through a tiered CodecCache (as mrpcd registers): cold = the fast "
-      "tier ready (IR generation + -O0 machine code + link; the optimized tier follows on the "
-      "cache's thread), and a cached hit:\n");
-  for (const Row& row : rows) {
-    const google::protobuf::Descriptor* type = row.message->GetDescriptor();
-    auto cold = cache.get({type});
-    if (!cold.ok()) {
-      fmt::print(stderr, "{}\n", cold.status().to_string());
-      return 2;
-    }
-    const auto start = Clock::now();
-    auto cached = cache.get({type});
-    const double cached_us =
-        std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+  if (!speed_only) {
     fmt::print(
-        "  {:<22} cold {:>7.2f} ms (IR {:.2f} ms, compile {:.2f} ms; {} functions, {} IR "
-        "instructions, {:.1f} us each)   cached {:>7.2f} us\n",
-        row.name,
-        static_cast<double>((*cold)->generate_nanoseconds() + (*cold)->compile_nanoseconds()) / 1e6,
-        static_cast<double>((*cold)->generate_nanoseconds()) / 1e6,
-        static_cast<double>((*cold)->compile_nanoseconds()) / 1e6, (*cold)->functions(),
-        (*cold)->instructions(),
-        static_cast<double>((*cold)->compile_nanoseconds()) / 1e3 /
-            static_cast<double>(std::max<uint64_t>((*cold)->instructions(), 1)),
-        cached_us);
-  }
-  cache.wait_for_tier_ups();
-
-  // Per tier: what a registration waits for (fast, then the tier-up in the background) against
-  // compiling optimized at once. Each schema compiled compile_runs times (the first run of the
-  // whole bench also pays the JIT's warm-up: it is in the first row's max, not its median).
-  {
-    google::protobuf::compiler::DiskSourceTree sources;
-    sources.MapPath("", MRPC_SOURCE_DIR);
-    ErrorPrinter errors;
-    google::protobuf::compiler::Importer importer(&sources, &errors);
-    std::vector<ServiceRoots> services = example_services(importer);
-    for (const Row& row : rows) services.push_back({row.name, {row.message->GetDescriptor()}});
-    fmt::print(
-        "\ncompile per schema and tier, {} runs each: wall min / median, this thread's CPU "
-        "median; the median run's parts in ms\n",
-        compile_runs);
-    for (const ServiceRoots& service : services) {
-      for (mrpc::jit::CodegenTier tier :
-           {mrpc::jit::CodegenTier::kFast, mrpc::jit::CodegenTier::kOptimized}) {
-        if (!print_tier_compiles(**compiler, service.name, service.roots, tier)) return 2;
+        "compile time per schema through a tiered CodecCache (as mrpcd registers): cold = the fast "
+        "tier ready (IR generation + -O0 machine code + link; the optimized tier follows on the "
+        "cache's thread), and a cached hit:\n");
+    for (const Row& row : rows) {
+      const google::protobuf::Descriptor* type = row.message->GetDescriptor();
+      auto cold = cache.get({type});
+      if (!cold.ok()) {
+        fmt::print(stderr, "{}\n", cold.status().to_string());
+        return 2;
       }
+      const auto start = Clock::now();
+      auto cached = cache.get({type});
+      const double cached_us =
+          std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+      fmt::print(
+          "  {:<22} cold {:>7.2f} ms (IR {:.2f} ms, compile {:.2f} ms; {} functions, {} IR "
+          "instructions, {:.1f} us each)   cached {:>7.2f} us\n",
+          row.name,
+          static_cast<double>((*cold)->generate_nanoseconds() + (*cold)->compile_nanoseconds()) /
+              1e6,
+          static_cast<double>((*cold)->generate_nanoseconds()) / 1e6,
+          static_cast<double>((*cold)->compile_nanoseconds()) / 1e6, (*cold)->functions(),
+          (*cold)->instructions(),
+          static_cast<double>((*cold)->compile_nanoseconds()) / 1e3 /
+              static_cast<double>(std::max<uint64_t>((*cold)->instructions(), 1)),
+          cached_us);
     }
-    fmt::print("\n");
-  }
+    cache.wait_for_tier_ups();
 
-  // The JIT's on-disk object cache: a first JIT fills it, a second (as a restarted daemon would)
-  // loads from it.
-  char cache_dir[] = "/tmp/mrpc-codec-bench-XXXXXX";
-  if (::mkdtemp(cache_dir) != nullptr) {
-    fmt::print("the same schemas with the JIT's object cache ({}), filled then read:\n", cache_dir);
-    for (int round = 0; round < 2; ++round) {
-      auto cached_jit = mrpc::jit::Jit::create({cache_dir});
-      auto cached_compiler = mrpc::codec::CodecCompiler::create(**cached_jit);
-      for (const Row& row : rows) {
-        auto schema = (*cached_compiler)->compile({row.message->GetDescriptor()});
-        if (!schema.ok()) return 2;
-        fmt::print("  {:<22} {:<6} {:>7.2f} ms (IR {:.2f} ms, load {:.2f} ms)\n", row.name,
-                   round == 0 ? "fill" : "disk",
-                   static_cast<double>((*schema)->generate_nanoseconds() +
-                                       (*schema)->compile_nanoseconds()) /
-                       1e6,
-                   static_cast<double>((*schema)->generate_nanoseconds()) / 1e6,
-                   static_cast<double>((*schema)->compile_nanoseconds()) / 1e6);
+    // Per tier: what a registration waits for (fast, then the tier-up in the background) against
+    // compiling optimized at once. Each schema compiled compile_runs times (the first run of the
+    // whole bench also pays the JIT's warm-up: it is in the first row's max, not its median).
+    {
+      google::protobuf::compiler::DiskSourceTree sources;
+      sources.MapPath("", MRPC_SOURCE_DIR);
+      ErrorPrinter errors;
+      google::protobuf::compiler::Importer importer(&sources, &errors);
+      std::vector<ServiceRoots> services = example_services(importer);
+      for (const Row& row : rows) services.push_back({row.name, {row.message->GetDescriptor()}});
+      fmt::print(
+          "\ncompile per schema and tier, {} runs each: wall min / median, this thread's CPU "
+          "median; the median run's parts in ms\n",
+          compile_runs);
+      for (const ServiceRoots& service : services) {
+        for (mrpc::jit::CodegenTier tier :
+             {mrpc::jit::CodegenTier::kFast, mrpc::jit::CodegenTier::kOptimized}) {
+          if (!print_tier_compiles(**compiler, service.name, service.roots, tier)) return 2;
+        }
       }
+      fmt::print("\n");
     }
-    std::filesystem::remove_all(cache_dir);
-  }
+
+    // The JIT's on-disk object cache: a first JIT fills it, a second (as a restarted daemon would)
+    // loads from it.
+    char cache_dir[] = "/tmp/mrpc-codec-bench-XXXXXX";
+    if (::mkdtemp(cache_dir) != nullptr) {
+      fmt::print("the same schemas with the JIT's object cache ({}), filled then read:\n",
+                 cache_dir);
+      for (int round = 0; round < 2; ++round) {
+        auto cached_jit = mrpc::jit::Jit::create({cache_dir});
+        auto cached_compiler = mrpc::codec::CodecCompiler::create(**cached_jit);
+        for (const Row& row : rows) {
+          auto schema = (*cached_compiler)->compile({row.message->GetDescriptor()});
+          if (!schema.ok()) return 2;
+          fmt::print("  {:<22} {:<6} {:>7.2f} ms (IR {:.2f} ms, load {:.2f} ms)\n", row.name,
+                     round == 0 ? "fill" : "disk",
+                     static_cast<double>((*schema)->generate_nanoseconds() +
+                                         (*schema)->compile_nanoseconds()) /
+                         1e6,
+                     static_cast<double>((*schema)->generate_nanoseconds()) / 1e6,
+                     static_cast<double>((*schema)->compile_nanoseconds()) / 1e6);
+        }
+      }
+      std::filesystem::remove_all(cache_dir);
+    }
+  }  // !speed_only
 
   fmt::print(
       "\nper tier (O2: optimized, what runs after the tier-up; O0: fast, what runs until then):");

@@ -86,6 +86,21 @@ void mrpc_we_spill(WireEncoder* e, const uint8_t* bytes, uint64_t size) {
 }
 
 void mrpc_we_varint(WireEncoder* e, uint64_t value) {
+  if (value < 0x80 && e->pos > e->chunk_floor) {  // one byte, inside the current buffer
+    e->out[--e->pos] = static_cast<uint8_t>(value);
+    return;
+  }
+  const int64_t size = (64 - __builtin_clzll(value | 1) + 6) / 7;
+  if (e->pos - size >= e->chunk_floor) {  // inside the current buffer: written in place
+    e->pos -= size;
+    uint8_t* p = e->out + e->pos;
+    while (value >= 0x80) {
+      *p++ = static_cast<uint8_t>(value | 0x80);
+      value >>= 7;
+    }
+    *p = static_cast<uint8_t>(value);
+    return;
+  }
   uint8_t bytes[10];
   int n = 0;
   while (value >= 0x80) {
@@ -125,6 +140,15 @@ const uint8_t* mrpc_we_resolve(WireEncoder* e, uint64_t offset, uint64_t count,
 int32_t mrpc_we_bytes(WireEncoder* e, const RegionRef* ref) {
   RegionRef value;
   std::memcpy(&value, ref, sizeof value);
+  // The common case first: a short value inside the region, written into the current buffer.
+  if (value.size < 0x80 && e->pos >= e->floor && value.offset <= e->region_size &&
+      value.size <= e->region_size - value.offset &&
+      e->pos - 1 - static_cast<int64_t>(value.size) >= e->chunk_floor) {
+    e->pos -= 1 + static_cast<int64_t>(value.size);
+    e->out[e->pos] = static_cast<uint8_t>(value.size);
+    std::memcpy(e->out + e->pos + 1, e->base + value.offset, value.size);
+    return kCodecOk;
+  }
   if (value.size != 0 || e->pos < e->floor) {
     const uint8_t* bytes = mrpc_we_resolve(e, value.offset, value.size, 1);
     if (bytes == nullptr) return e->error;
@@ -177,6 +201,19 @@ static int32_t decode_fail(WireDecoder* d, int32_t error, const uint8_t* at) {
 
 static int32_t scan_varint(const uint8_t** p, const uint8_t* end, uint64_t* out) {
   const uint8_t* q = *p;
+  if (end - q >= 10) {  // no bounds check per byte (unrolled by the compiler)
+    uint64_t value = 0;
+    for (int i = 0; i < 10; ++i) {
+      const uint64_t byte = q[i];
+      value |= (byte & 0x7f) << (7 * i);  // the 10th byte: only its lowest bit is kept
+      if (byte < 0x80) {
+        *p = q + i + 1;
+        *out = value;
+        return kCodecOk;
+      }
+    }
+    return kErrorBadVarint;
+  }
   uint64_t value = 0;
   for (int shift = 0; shift < 70; shift += 7) {
     if (q >= end) {
@@ -446,10 +483,29 @@ uint8_t* mrpc_wd_sub_body(WireDecoder* d, RegionRef* slot, uint32_t body_size, u
 
 }  // extern "C"
 
+// Stores element `i` of a packed field, converted as `E` says.
+template <PackedEncoding E>
+static void store_unpacked(uint8_t* out, uint64_t i, uint64_t v) {
+  if constexpr (E == kPackedBool) {
+    out[i] = v != 0;
+  } else if constexpr (E == kPackedVarint32 || E == kPackedZigzag32) {
+    uint32_t low = static_cast<uint32_t>(v);
+    if constexpr (E == kPackedZigzag32) low = (low >> 1) ^ (0u - (low & 1));
+    std::memcpy(out + 4 * i, &low, 4);
+  } else {
+    if constexpr (E == kPackedZigzag64) v = (v >> 1) ^ (uint64_t{0} - (v & 1));
+    std::memcpy(out + 8 * i, &v, 8);
+  }
+}
+
 // Decodes `count` varints from [p, end) (their last bytes counted by the caller) into `out` as
 // `E` says: one-byte values inline, longer ones through scan_varint.
 template <PackedEncoding E>
 static int32_t unpack_varints(const uint8_t* p, const uint8_t* end, uint64_t count, uint8_t* out) {
+  if (count == static_cast<uint64_t>(end - p)) {  // every value one byte: no branch per element
+    for (uint64_t i = 0; i < count; ++i) store_unpacked<E>(out, i, p[i]);
+    return kCodecOk;
+  }
   for (uint64_t i = 0; i < count; ++i) {
     uint64_t v = *p;
     if (v < 0x80) {
@@ -457,16 +513,7 @@ static int32_t unpack_varints(const uint8_t* p, const uint8_t* end, uint64_t cou
     } else if (int32_t error = scan_varint(&p, end, &v)) {
       return error;
     }
-    if constexpr (E == kPackedBool) {
-      out[i] = v != 0;
-    } else if constexpr (E == kPackedVarint32 || E == kPackedZigzag32) {
-      uint32_t low = static_cast<uint32_t>(v);
-      if constexpr (E == kPackedZigzag32) low = (low >> 1) ^ (0u - (low & 1));
-      std::memcpy(out + 4 * i, &low, 4);
-    } else {
-      if constexpr (E == kPackedZigzag64) v = (v >> 1) ^ (uint64_t{0} - (v & 1));
-      std::memcpy(out + 8 * i, &v, 8);
-    }
+    store_unpacked<E>(out, i, v);
   }
   return kCodecOk;
 }
@@ -478,7 +525,13 @@ int32_t mrpc_wd_packed(WireDecoder* d, WireCursor* c, RegionRef* slot, uint32_t 
   const uint8_t* at = c->at;
   const uint8_t* start;
   uint64_t size;
-  if (int32_t error = read_length(d, c, &start, &size)) return error;
+  if (at < c->end && *at < 0x80 && *at < c->end - at) {  // a one-byte length, inline
+    size = *at;
+    start = at + 1;
+    c->at = start + size;
+  } else if (int32_t error = read_length(d, c, &start, &size)) {
+    return error;
+  }
   const uint8_t* end = start + size;
   uint64_t count = 0;
   if (encoding == kPackedFixed32 || encoding == kPackedFixed64) {
@@ -490,8 +543,16 @@ int32_t mrpc_wd_packed(WireDecoder* d, WireCursor* c, RegionRef* slot, uint32_t 
     if (size != 0 && (end[-1] & 0x80) != 0) return decode_fail(d, kErrorTruncated, end - 1);
   }
   if (count == 0) return kCodecOk;
-  uint8_t* array = reserve(d, slot, count, element_size, at);
-  if (array == nullptr) return d->error;
+  uint8_t* array;
+  if (slot->capacity == 0 && count <= UINT32_MAX) {  // the field's first elements: exact size
+    const uint64_t offset = take(d, count * element_size, at);
+    if (offset == kNoRoom) return d->error;
+    *slot = RegionRef{offset, 0, static_cast<uint32_t>(count)};
+    array = d->base + offset;
+  } else {
+    array = reserve(d, slot, count, element_size, at);
+    if (array == nullptr) return d->error;
+  }
   uint8_t* out = array + uint64_t{slot->size} * element_size;
   if (encoding == kPackedFixed32 || encoding == kPackedFixed64) {
     std::memcpy(out, start, size);
