@@ -323,9 +323,22 @@ static int32_t read_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
 }
 
 int32_t mrpc_wd_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
-  if (c->end - c->at >= 1 && *c->at < 0x80) {  // the common one-byte case
-    *out = *c->at++;
+  const uint8_t* p = c->at;
+  if (c->end - p >= 1 && *p < 0x80) {  // the common one-byte case
+    *out = *p;
+    c->at = p + 1;
     return kCodecOk;
+  }
+  if (c->end - p >= 5) {  // up to 5 bytes without a bounds check per byte
+    uint64_t value = p[0] & 0x7f;
+    for (int i = 1; i < 5; ++i) {
+      value |= static_cast<uint64_t>(p[i] & 0x7f) << (7 * i);
+      if (p[i] < 0x80) {
+        *out = value;
+        c->at = p + i + 1;
+        return kCodecOk;
+      }
+    }
   }
   return read_varint(d, c, out);
 }
