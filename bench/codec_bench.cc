@@ -6,7 +6,10 @@
 // examples' services and where it goes, and the speed of both tiers' code. Not a test: numbers
 // depend on the machine.
 //
-//   build/bench/codec_bench [--seconds S] [--compile-runs N]
+//   build/bench/codec_bench [--seconds S] [--compile-runs N] [--speed-only]
+//   build/bench/codec_bench --count OP ROW N    (OP: jit-encode, jit-decode, protoc-encode,
+//       protoc-decode; ROW: small, hotel, blob): only runs OP N times on ROW's message with the
+//       optimized tier, in measured_loop, for callgrind (bench/codec_callgrind.sh).
 #include <time.h>
 
 #include <algorithm>
@@ -20,6 +23,12 @@
 
 #include <fmt/format.h>
 #include <google/protobuf/compiler/importer.h>
+
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#else
+#define CALLGRIND_START_INSTRUMENTATION
+#endif
 
 #include "codec_bench.pb.h"
 #include "examples/protos/hotel/profile.pb.h"
@@ -35,6 +44,7 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_per_run = 0.3;
 int compile_runs = 7;
+bool speed_only = false;  // --speed-only: skip the compile-time sections
 
 double thread_cpu_ms() {
   timespec now{};
@@ -233,6 +243,12 @@ hotel::ProfileResult hotel_profiles() {
   return result;
 }
 
+// The loop bench/codec_callgrind.sh counts instructions in (--toggle-collect=*measured_loop*).
+template <class Work>
+[[gnu::noinline]] void measured_loop(uint64_t runs, Work& work) {
+  for (uint64_t i = 0; i < runs; ++i) work();
+}
+
 struct Row {
   std::string name;
   const google::protobuf::Message* message;
@@ -246,10 +262,71 @@ void print_row(const char* what, const std::string& name, uint64_t bytes, double
              bytes, jit_ns, mbps(jit_ns), protoc_ns, mbps(protoc_ns), protoc_ns / jit_ns);
 }
 
+// Runs `op` `runs` times on `row` (optimized tier) inside measured_loop; 0 on success.
+int count_runs(mrpc::codec::CodecCompiler& compiler, const Row& row, const std::string& op,
+               uint64_t runs) {
+  const google::protobuf::Descriptor* type = row.message->GetDescriptor();
+  auto schema = compiler.compile({type}, mrpc::jit::CodegenTier::kOptimized);
+  if (!schema.ok()) {
+    fmt::print(stderr, "{}\n", schema.status().to_string());
+    return 2;
+  }
+  const mrpc::codec::MessageCodec& codec = *(*schema)->find(type->full_name());
+  const mrpc::codec::CodecLimits limits;
+  const std::string wire = row.message->SerializeAsString();
+  const auto wire_span = std::span(reinterpret_cast<const std::byte*>(wire.data()), wire.size());
+  Region heap(8 << 20);
+  auto root = codec.decode_wire(wire_span, {heap.base(), heap.size}, heap.allocator, limits);
+  if (!root.ok()) return 2;
+  std::vector<std::byte> out(wire.size() + 64);
+  std::vector<uint8_t> protoc_out(wire.size());
+  Region receive(8 << 20);
+  auto jit_encode = [&] {
+    auto encoded = codec.encode_wire({heap.base(), heap.size}, *root, out, limits);
+    if (!encoded.ok() || encoded->size() != wire.size()) std::abort();
+  };
+  auto jit_decode = [&] {
+    auto decoded =
+        codec.decode_wire(wire_span, {receive.base(), receive.size}, receive.allocator, limits);
+    if (!decoded.ok()) std::abort();
+    (void)receive.allocator.free(*decoded);
+  };
+  auto protoc_encode = [&] {
+    if (!row.message->SerializeToArray(protoc_out.data(), static_cast<int>(protoc_out.size())))
+      std::abort();
+  };
+  auto protoc_decode = [&] {
+    if (!row.scratch->ParseFromArray(wire.data(), static_cast<int>(wire.size()))) std::abort();
+  };
+  auto run = [&](auto& work) {
+    // Instrumentation starts here (codec_callgrind.sh runs valgrind with --instr-atstart=no, so
+    // the compile before runs at full speed); only measured_loop is counted.
+    CALLGRIND_START_INSTRUMENTATION;
+    for (int i = 0; i < 16; ++i) work();  // warm up, outside measured_loop (not counted)
+    measured_loop(runs, work);
+  };
+  if (op == "jit-encode") {
+    run(jit_encode);
+  } else if (op == "jit-decode") {
+    run(jit_decode);
+  } else if (op == "protoc-encode") {
+    run(protoc_encode);
+  } else if (op == "protoc-decode") {
+    run(protoc_decode);
+  } else {
+    fmt::print(stderr, "unknown op {}\n", op);
+    return 2;
+  }
+  fmt::print("{} {} x {} done ({} wire bytes)\n", op, row.name, runs, wire.size());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i + 1 < argc; ++i) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--speed-only") == 0) speed_only = true;
+    if (i + 1 >= argc) break;
     if (std::strcmp(argv[i], "--seconds") == 0) seconds_per_run = std::atof(argv[i + 1]);
     if (std::strcmp(argv[i], "--compile-runs") == 0) {
       compile_runs = std::max(1, std::atoi(argv[i + 1]));
@@ -287,81 +364,93 @@ int main(int argc, char** argv) {
   std::vector<Row> rows = {{"small (64 B)", &small, &small_scratch},
                            {"hotel ProfileResult", &profiles, &profiles_scratch},
                            {"bytes 1 MiB", &blob, &blob_scratch}};
+  for (int i = 1; i + 3 < argc; ++i) {
+    if (std::strcmp(argv[i], "--count") != 0) continue;
+    const std::string op = argv[i + 1];
+    const std::string row_name = argv[i + 2];
+    const uint64_t runs = std::strtoull(argv[i + 3], nullptr, 10);
+    const size_t index = row_name == "small" ? 0 : row_name == "hotel" ? 1 : 2;
+    return count_runs(**compiler, rows[index], op, runs);
+  }
 
-  fmt::print(
-      "compile time per schema through a tiered CodecCache (as mrpcd registers): cold = the fast "
-      "tier ready (IR generation + -O0 machine code + link; the optimized tier follows on the "
-      "cache's thread), and a cached hit:\n");
-  for (const Row& row : rows) {
-    const google::protobuf::Descriptor* type = row.message->GetDescriptor();
-    auto cold = cache.get({type});
-    if (!cold.ok()) {
-      fmt::print(stderr, "{}\n", cold.status().to_string());
-      return 2;
-    }
-    const auto start = Clock::now();
-    auto cached = cache.get({type});
-    const double cached_us =
-        std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+  if (!speed_only) {
     fmt::print(
-        "  {:<22} cold {:>7.2f} ms (IR {:.2f} ms, compile {:.2f} ms; {} functions, {} IR "
-        "instructions, {:.1f} us each)   cached {:>7.2f} us\n",
-        row.name,
-        static_cast<double>((*cold)->generate_nanoseconds() + (*cold)->compile_nanoseconds()) / 1e6,
-        static_cast<double>((*cold)->generate_nanoseconds()) / 1e6,
-        static_cast<double>((*cold)->compile_nanoseconds()) / 1e6, (*cold)->functions(),
-        (*cold)->instructions(),
-        static_cast<double>((*cold)->compile_nanoseconds()) / 1e3 /
-            static_cast<double>(std::max<uint64_t>((*cold)->instructions(), 1)),
-        cached_us);
-  }
-  cache.wait_for_tier_ups();
-
-  // Per tier: what a registration waits for (fast, then the tier-up in the background) against
-  // compiling optimized at once. Each schema compiled compile_runs times (the first run of the
-  // whole bench also pays the JIT's warm-up: it is in the first row's max, not its median).
-  {
-    google::protobuf::compiler::DiskSourceTree sources;
-    sources.MapPath("", MRPC_SOURCE_DIR);
-    ErrorPrinter errors;
-    google::protobuf::compiler::Importer importer(&sources, &errors);
-    std::vector<ServiceRoots> services = example_services(importer);
-    for (const Row& row : rows) services.push_back({row.name, {row.message->GetDescriptor()}});
-    fmt::print(
-        "\ncompile per schema and tier, {} runs each: wall min / median, this thread's CPU "
-        "median; the median run's parts in ms\n",
-        compile_runs);
-    for (const ServiceRoots& service : services) {
-      for (mrpc::jit::CodegenTier tier :
-           {mrpc::jit::CodegenTier::kFast, mrpc::jit::CodegenTier::kOptimized}) {
-        if (!print_tier_compiles(**compiler, service.name, service.roots, tier)) return 2;
+        "compile time per schema through a tiered CodecCache (as mrpcd registers): cold = the fast "
+        "tier ready (IR generation + -O0 machine code + link; the optimized tier follows on the "
+        "cache's thread), and a cached hit:\n");
+    for (const Row& row : rows) {
+      const google::protobuf::Descriptor* type = row.message->GetDescriptor();
+      auto cold = cache.get({type});
+      if (!cold.ok()) {
+        fmt::print(stderr, "{}\n", cold.status().to_string());
+        return 2;
       }
+      const auto start = Clock::now();
+      auto cached = cache.get({type});
+      const double cached_us =
+          std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+      fmt::print(
+          "  {:<22} cold {:>7.2f} ms (IR {:.2f} ms, compile {:.2f} ms; {} functions, {} IR "
+          "instructions, {:.1f} us each)   cached {:>7.2f} us\n",
+          row.name,
+          static_cast<double>((*cold)->generate_nanoseconds() + (*cold)->compile_nanoseconds()) /
+              1e6,
+          static_cast<double>((*cold)->generate_nanoseconds()) / 1e6,
+          static_cast<double>((*cold)->compile_nanoseconds()) / 1e6, (*cold)->functions(),
+          (*cold)->instructions(),
+          static_cast<double>((*cold)->compile_nanoseconds()) / 1e3 /
+              static_cast<double>(std::max<uint64_t>((*cold)->instructions(), 1)),
+          cached_us);
     }
-    fmt::print("\n");
-  }
+    cache.wait_for_tier_ups();
 
-  // The JIT's on-disk object cache: a first JIT fills it, a second (as a restarted daemon would)
-  // loads from it.
-  char cache_dir[] = "/tmp/mrpc-codec-bench-XXXXXX";
-  if (::mkdtemp(cache_dir) != nullptr) {
-    fmt::print("the same schemas with the JIT's object cache ({}), filled then read:\n", cache_dir);
-    for (int round = 0; round < 2; ++round) {
-      auto cached_jit = mrpc::jit::Jit::create({cache_dir});
-      auto cached_compiler = mrpc::codec::CodecCompiler::create(**cached_jit);
-      for (const Row& row : rows) {
-        auto schema = (*cached_compiler)->compile({row.message->GetDescriptor()});
-        if (!schema.ok()) return 2;
-        fmt::print("  {:<22} {:<6} {:>7.2f} ms (IR {:.2f} ms, load {:.2f} ms)\n", row.name,
-                   round == 0 ? "fill" : "disk",
-                   static_cast<double>((*schema)->generate_nanoseconds() +
-                                       (*schema)->compile_nanoseconds()) /
-                       1e6,
-                   static_cast<double>((*schema)->generate_nanoseconds()) / 1e6,
-                   static_cast<double>((*schema)->compile_nanoseconds()) / 1e6);
+    // Per tier: what a registration waits for (fast, then the tier-up in the background) against
+    // compiling optimized at once. Each schema compiled compile_runs times (the first run of the
+    // whole bench also pays the JIT's warm-up: it is in the first row's max, not its median).
+    {
+      google::protobuf::compiler::DiskSourceTree sources;
+      sources.MapPath("", MRPC_SOURCE_DIR);
+      ErrorPrinter errors;
+      google::protobuf::compiler::Importer importer(&sources, &errors);
+      std::vector<ServiceRoots> services = example_services(importer);
+      for (const Row& row : rows) services.push_back({row.name, {row.message->GetDescriptor()}});
+      fmt::print(
+          "\ncompile per schema and tier, {} runs each: wall min / median, this thread's CPU "
+          "median; the median run's parts in ms\n",
+          compile_runs);
+      for (const ServiceRoots& service : services) {
+        for (mrpc::jit::CodegenTier tier :
+             {mrpc::jit::CodegenTier::kFast, mrpc::jit::CodegenTier::kOptimized}) {
+          if (!print_tier_compiles(**compiler, service.name, service.roots, tier)) return 2;
+        }
       }
+      fmt::print("\n");
     }
-    std::filesystem::remove_all(cache_dir);
-  }
+
+    // The JIT's on-disk object cache: a first JIT fills it, a second (as a restarted daemon would)
+    // loads from it.
+    char cache_dir[] = "/tmp/mrpc-codec-bench-XXXXXX";
+    if (::mkdtemp(cache_dir) != nullptr) {
+      fmt::print("the same schemas with the JIT's object cache ({}), filled then read:\n",
+                 cache_dir);
+      for (int round = 0; round < 2; ++round) {
+        auto cached_jit = mrpc::jit::Jit::create({cache_dir});
+        auto cached_compiler = mrpc::codec::CodecCompiler::create(**cached_jit);
+        for (const Row& row : rows) {
+          auto schema = (*cached_compiler)->compile({row.message->GetDescriptor()});
+          if (!schema.ok()) return 2;
+          fmt::print("  {:<22} {:<6} {:>7.2f} ms (IR {:.2f} ms, load {:.2f} ms)\n", row.name,
+                     round == 0 ? "fill" : "disk",
+                     static_cast<double>((*schema)->generate_nanoseconds() +
+                                         (*schema)->compile_nanoseconds()) /
+                         1e6,
+                     static_cast<double>((*schema)->generate_nanoseconds()) / 1e6,
+                     static_cast<double>((*schema)->compile_nanoseconds()) / 1e6);
+        }
+      }
+      std::filesystem::remove_all(cache_dir);
+    }
+  }  // !speed_only
 
   fmt::print(
       "\nper tier (O2: optimized, what runs after the tier-up; O0: fast, what runs until then):");

@@ -2,7 +2,9 @@
 // suite's replay of their corpus (tests/codec/codec_fuzz_replay_test.cc) run on one input: the
 // first byte picks a schema, the rest is decoded with the compiled wire or native decoder. A
 // decoded message must then be a valid message: copy_message (the daemon's bounds-checked walk)
-// accepts it and the wire encoder encodes it. Anything else aborts with the reason.
+// accepts it, the wire encoder encodes it, and the wire decoder decodes that encoding again (so a
+// decoder never keeps unknown-field bytes that are not protobuf fields, which the encoder would
+// pass on). Anything else aborts with the reason.
 #pragma once
 
 #include <google/protobuf/compiler/importer.h>
@@ -78,6 +80,13 @@ class DecodeTarget {
     require(encoded.ok() || encoded.status().code() == StatusCode::kOutOfRange ||
                 encoded.status().code() == StatusCode::kResourceExhausted,
             "the wire encoder rejects a decoded message: " + encoded.status().to_string());
+    if (encoded.ok()) {
+      RegionAllocator again_allocator(kRegionBytes);
+      auto again = codec.decode_wire(*encoded, MutableRegion{copy_.data(), copy_.size()},
+                                     again_allocator, limits);
+      require(again.ok(), "the wire decoder rejects the encoding of a decoded message: " +
+                              again.status().to_string());
+    }
     require(allocator.free(*root).ok() && allocator.live_blocks() == 0,
             "a decoded message is not one block");
   }

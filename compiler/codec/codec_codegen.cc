@@ -192,6 +192,7 @@ class Generator {
     wd_fail_ = declare("mrpc_wd_fail", i32_, {ptr_, i32_, ptr_});
     ne_piece_ = declare("mrpc_ne_piece", ptr_, {ptr_, i64_, i64_});
     nd_piece_ = declare("mrpc_nd_piece", ptr_, {ptr_, ptr_, i64_, i32_});
+    nd_unknown_ = declare("mrpc_nd_unknown", ptr_, {ptr_, ptr_, i64_, i32_});
   }
 
   const pb::FieldDescriptor& descriptor_of(size_t type, const FieldLayout& field) const {
@@ -898,7 +899,9 @@ class Generator {
     }
     llvm::Value* unknown = at(body, layout.unknown_fields_offset());
     llvm::Value* unknown_size = load(i32_, unknown, 8);
-    piece(unknown, ir_.CreateZExt(unknown_size, i64_), unknown_size);
+    check_pointer(ir_.CreateCall(nd_unknown_, {decoder, unknown, ir_.CreateZExt(unknown_size, i64_),
+                                               unknown_size}),
+                  decoder, offsetof(NativeDecoder, error));
     ir_.CreateRet(ir_.getInt32(0));
   }
 
@@ -922,7 +925,7 @@ class Generator {
       we_raw_, we_mark_, we_length_since_, codec_fail_;
   llvm::FunctionCallee wd_varint_, wd_tag_, wd_fixed32_, wd_fixed64_, wd_append_, wd_bytes_,
       wd_append_bytes_, wd_enter_, wd_sub_body_, wd_packed_, wd_unknown_, wd_fail_;
-  llvm::FunctionCallee ne_piece_, nd_piece_;
+  llvm::FunctionCallee ne_piece_, nd_piece_, nd_unknown_;
 };
 
 }  // namespace

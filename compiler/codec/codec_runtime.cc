@@ -44,7 +44,7 @@ const char* codec_error_text(int32_t error) {
     case kErrorBadVarint:
       return "a varint is longer than 10 bytes";
     case kErrorBadTag:
-      return "a field number is 0 or larger than 2^29-1";
+      return "a tag is longer than 5 bytes or its field number is 0";
     case kErrorBadWireType:
       return "wire type is a group (3, 4) or invalid (6, 7)";
     case kErrorOutOfRoom:
@@ -53,6 +53,10 @@ const char* codec_error_text(int32_t error) {
       return "a length or element count past the limits (max_message_bytes)";
     case kErrorBadOneofCase:
       return "a oneof case word names none of its fields";
+    case kErrorBadLength:
+      return "a length prefix is longer than 5 bytes or past 2^31-17";
+    case kErrorBadUnknown:
+      return "the unknown-field bytes are not a sequence of protobuf fields";
     default:
       return "unknown codec error";
   }
@@ -82,6 +86,21 @@ void mrpc_we_spill(WireEncoder* e, const uint8_t* bytes, uint64_t size) {
 }
 
 void mrpc_we_varint(WireEncoder* e, uint64_t value) {
+  if (value < 0x80 && e->pos > e->chunk_floor) {  // one byte, inside the current buffer
+    e->out[--e->pos] = static_cast<uint8_t>(value);
+    return;
+  }
+  const int64_t size = (64 - __builtin_clzll(value | 1) + 6) / 7;
+  if (e->pos - size >= e->chunk_floor) {  // inside the current buffer: written in place
+    e->pos -= size;
+    uint8_t* p = e->out + e->pos;
+    while (value >= 0x80) {
+      *p++ = static_cast<uint8_t>(value | 0x80);
+      value >>= 7;
+    }
+    *p = static_cast<uint8_t>(value);
+    return;
+  }
   uint8_t bytes[10];
   int n = 0;
   while (value >= 0x80) {
@@ -121,6 +140,15 @@ const uint8_t* mrpc_we_resolve(WireEncoder* e, uint64_t offset, uint64_t count,
 int32_t mrpc_we_bytes(WireEncoder* e, const RegionRef* ref) {
   RegionRef value;
   std::memcpy(&value, ref, sizeof value);
+  // The common case first: a short value inside the region, written into the current buffer.
+  if (value.size < 0x80 && e->pos >= e->floor && value.offset <= e->region_size &&
+      value.size <= e->region_size - value.offset &&
+      e->pos - 1 - static_cast<int64_t>(value.size) >= e->chunk_floor) {
+    e->pos -= 1 + static_cast<int64_t>(value.size);
+    e->out[e->pos] = static_cast<uint8_t>(value.size);
+    std::memcpy(e->out + e->pos + 1, e->base + value.offset, value.size);
+    return kCodecOk;
+  }
   if (value.size != 0 || e->pos < e->floor) {
     const uint8_t* bytes = mrpc_we_resolve(e, value.offset, value.size, 1);
     if (bytes == nullptr) return e->error;
@@ -162,35 +190,163 @@ static int32_t decode_fail(WireDecoder* d, int32_t error, const uint8_t* at) {
   return error;
 }
 
-static int32_t read_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
-  const uint8_t* p = c->at;
+// ---- scanning protobuf bytes, with libprotobuf's rules ----
+// libprotobuf 3.21 (parse_context.h: VarintParse, ReadTag, ReadSize) accepts a varint of at most
+// 10 bytes, a tag of at most 5 bytes whose value it takes modulo 2^32, and a length prefix of at
+// most 5 bytes below 2^31 - 16; a field number 0 is an error. The decoders follow the same rules,
+// so they accept exactly the unknown fields libprotobuf accepts (except groups: refused, see
+// docs/marshalling.md), and unknown-field bytes kept in a message re-encode into bytes libprotobuf
+// parses. Each scan advances *p and returns kCodecOk, or returns an error with *p at the byte
+// where the bad value starts (truncation: where the input ran out).
+
+static int32_t scan_varint(const uint8_t** p, const uint8_t* end, uint64_t* out) {
+  const uint8_t* q = *p;
+  if (end - q >= 10) {  // no bounds check per byte (unrolled by the compiler)
+    uint64_t value = 0;
+    for (int i = 0; i < 10; ++i) {
+      const uint64_t byte = q[i];
+      value |= (byte & 0x7f) << (7 * i);  // the 10th byte: only its lowest bit is kept
+      if (byte < 0x80) {
+        *p = q + i + 1;
+        *out = value;
+        return kCodecOk;
+      }
+    }
+    return kErrorBadVarint;
+  }
   uint64_t value = 0;
   for (int shift = 0; shift < 70; shift += 7) {
-    if (p >= c->end) return decode_fail(d, kErrorTruncated, p);
-    const uint8_t byte = *p++;
+    if (q >= end) {
+      *p = q;
+      return kErrorTruncated;
+    }
+    const uint8_t byte = *q++;
     value |= static_cast<uint64_t>(byte & 0x7f) << (shift < 64 ? shift : 63);
     if ((byte & 0x80) == 0) {
-      c->at = p;
+      *p = q;
       *out = value;
       return kCodecOk;
     }
   }
-  return decode_fail(d, kErrorBadVarint, c->at);
+  return kErrorBadVarint;
+}
+
+static int32_t scan_tag(const uint8_t** p, const uint8_t* end, uint64_t* tag) {
+  const uint8_t* q = *p;
+  uint32_t value = 0;
+  for (int i = 0; i < 5; ++i) {
+    if (q >= end) {
+      *p = q;
+      return kErrorTruncated;
+    }
+    const uint8_t byte = *q++;
+    value |= static_cast<uint32_t>(byte & 0x7f) << (7 * i);  // the 5th byte's high bits drop
+    if ((byte & 0x80) == 0) {
+      if ((value >> 3) == 0) return kErrorBadTag;
+      *p = q;
+      *tag = value;
+      return kCodecOk;
+    }
+  }
+  return kErrorBadTag;
+}
+
+// A length prefix and the bytes it covers: [*start, *start + *size) within [*p, end).
+static int32_t scan_length(const uint8_t** p, const uint8_t* end, const uint8_t** start,
+                           uint64_t* size) {
+  const uint8_t* q = *p;
+  uint64_t value = 0;
+  for (int i = 0;; ++i) {
+    if (q >= end) return kErrorTruncated;
+    const uint8_t byte = *q++;
+    value |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
+    if ((byte & 0x80) == 0) break;
+    if (i == 4) return kErrorBadLength;
+  }
+  if (value > kMaxWireLength) return kErrorBadLength;
+  if (value > static_cast<uint64_t>(end - q)) return kErrorTruncated;
+  *start = q;
+  *size = value;
+  *p = q + value;
+  return kCodecOk;
+}
+
+// Skips the value of a field with `tag` (its tag already read).
+static int32_t scan_value(const uint8_t** p, const uint8_t* end, uint64_t tag) {
+  switch (tag & 7) {
+    case 0: {
+      uint64_t ignored;
+      return scan_varint(p, end, &ignored);
+    }
+    case 1:
+    case 5: {
+      const int64_t width = (tag & 7) == 1 ? 8 : 4;
+      if (end - *p < width) return kErrorTruncated;
+      *p += width;
+      return kCodecOk;
+    }
+    case 2: {
+      const uint8_t* start;
+      uint64_t size;
+      return scan_length(p, end, &start, &size);
+    }
+    default:
+      return kErrorBadWireType;
+  }
+}
+
+}  // extern "C"
+
+int32_t check_unknown_fields(const uint8_t* bytes, uint64_t size, uint64_t* error_offset) {
+  const uint8_t* p = bytes;
+  const uint8_t* end = bytes + size;
+  while (p < end) {
+    const uint8_t* field = p;
+    uint64_t tag;
+    int32_t error = scan_tag(&p, end, &tag);
+    if (error == kCodecOk) error = scan_value(&p, end, tag);
+    if (error != kCodecOk) {
+      *error_offset = static_cast<uint64_t>(field - bytes);
+      return error;
+    }
+  }
+  return kCodecOk;
+}
+
+extern "C" {
+
+static int32_t read_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
+  const uint8_t* at = c->at;
+  if (int32_t error = scan_varint(&at, c->end, out)) return decode_fail(d, error, at);
+  c->at = at;
+  return kCodecOk;
 }
 
 int32_t mrpc_wd_varint(WireDecoder* d, WireCursor* c, uint64_t* out) {
-  if (c->end - c->at >= 1 && *c->at < 0x80) {  // the common one-byte case
-    *out = *c->at++;
+  const uint8_t* p = c->at;
+  if (c->end - p >= 1 && *p < 0x80) {  // the common one-byte case
+    *out = *p;
+    c->at = p + 1;
     return kCodecOk;
+  }
+  if (c->end - p >= 5) {  // up to 5 bytes without a bounds check per byte
+    uint64_t value = p[0] & 0x7f;
+    for (int i = 1; i < 5; ++i) {
+      value |= static_cast<uint64_t>(p[i] & 0x7f) << (7 * i);
+      if (p[i] < 0x80) {
+        *out = value;
+        c->at = p + i + 1;
+        return kCodecOk;
+      }
+    }
   }
   return read_varint(d, c, out);
 }
 
 int32_t mrpc_wd_tag(WireDecoder* d, WireCursor* c, uint64_t* tag) {
-  const uint8_t* start = c->at;
-  if (int32_t error = mrpc_wd_varint(d, c, tag)) return error;
-  const uint64_t number = *tag >> 3;
-  if (number == 0 || number > (1u << 29) - 1) return decode_fail(d, kErrorBadTag, start);
+  const uint8_t* at = c->at;
+  if (int32_t error = scan_tag(&at, c->end, tag)) return decode_fail(d, error, at);
+  c->at = at;
   return kCodecOk;
 }
 
@@ -211,12 +367,8 @@ int32_t mrpc_wd_fixed64(WireDecoder* d, WireCursor* c, uint64_t* out) {
 // A length prefix and the bytes it covers: [*start, *start + *size) within the input.
 static int32_t read_length(WireDecoder* d, WireCursor* c, const uint8_t** start, uint64_t* size) {
   const uint8_t* at = c->at;
-  uint64_t length = 0;
-  if (int32_t error = mrpc_wd_varint(d, c, &length)) return error;
-  if (length > static_cast<uint64_t>(c->end - c->at)) return decode_fail(d, kErrorTruncated, at);
-  *start = c->at;
-  *size = length;
-  c->at += length;
+  if (int32_t error = scan_length(&at, c->end, start, size)) return decode_fail(d, error, c->at);
+  c->at = at;
   return kCodecOk;
 }
 
@@ -293,6 +445,23 @@ static int32_t copy_bytes(WireDecoder* d, WireCursor* c, RegionRef* slot) {
 }
 
 int32_t mrpc_wd_bytes(WireDecoder* d, WireCursor* c, RegionRef* slot) {
+  // The common case inline: a one-byte length, within the input, with room in the block.
+  const uint8_t* p = c->at;
+  if (p < c->end && *p < 0x80) {
+    const uint64_t size = *p;
+    const uint64_t room = round8(size);
+    if (size < static_cast<uint64_t>(c->end - p) && room <= d->end - d->cursor) {
+      RegionRef ref{0, static_cast<uint32_t>(size), static_cast<uint32_t>(size)};
+      if (size != 0) {
+        ref.offset = d->cursor;
+        d->cursor += room;
+        std::memcpy(d->base + ref.offset, p + 1, size);
+      }
+      *slot = ref;
+      c->at = p + 1 + size;
+      return kCodecOk;
+    }
+  }
   return copy_bytes(d, c, slot);
 }
 
@@ -325,12 +494,57 @@ uint8_t* mrpc_wd_sub_body(WireDecoder* d, RegionRef* slot, uint32_t body_size, u
   return d->base + offset;
 }
 
+}  // extern "C"
+
+// Stores element `i` of a packed field, converted as `E` says.
+template <PackedEncoding E>
+static void store_unpacked(uint8_t* out, uint64_t i, uint64_t v) {
+  if constexpr (E == kPackedBool) {
+    out[i] = v != 0;
+  } else if constexpr (E == kPackedVarint32 || E == kPackedZigzag32) {
+    uint32_t low = static_cast<uint32_t>(v);
+    if constexpr (E == kPackedZigzag32) low = (low >> 1) ^ (0u - (low & 1));
+    std::memcpy(out + 4 * i, &low, 4);
+  } else {
+    if constexpr (E == kPackedZigzag64) v = (v >> 1) ^ (uint64_t{0} - (v & 1));
+    std::memcpy(out + 8 * i, &v, 8);
+  }
+}
+
+// Decodes `count` varints from [p, end) (their last bytes counted by the caller) into `out` as
+// `E` says: one-byte values inline, longer ones through scan_varint.
+template <PackedEncoding E>
+static int32_t unpack_varints(const uint8_t* p, const uint8_t* end, uint64_t count, uint8_t* out) {
+  if (count == static_cast<uint64_t>(end - p)) {  // every value one byte: no branch per element
+    for (uint64_t i = 0; i < count; ++i) store_unpacked<E>(out, i, p[i]);
+    return kCodecOk;
+  }
+  for (uint64_t i = 0; i < count; ++i) {
+    uint64_t v = *p;
+    if (v < 0x80) {
+      ++p;
+    } else if (int32_t error = scan_varint(&p, end, &v)) {
+      return error;
+    }
+    store_unpacked<E>(out, i, v);
+  }
+  return kCodecOk;
+}
+
+extern "C" {
+
 int32_t mrpc_wd_packed(WireDecoder* d, WireCursor* c, RegionRef* slot, uint32_t encoding,
                        uint32_t element_size) {
   const uint8_t* at = c->at;
   const uint8_t* start;
   uint64_t size;
-  if (int32_t error = read_length(d, c, &start, &size)) return error;
+  if (at < c->end && *at < 0x80 && *at < c->end - at) {  // a one-byte length, inline
+    size = *at;
+    start = at + 1;
+    c->at = start + size;
+  } else if (int32_t error = read_length(d, c, &start, &size)) {
+    return error;
+  }
   const uint8_t* end = start + size;
   uint64_t count = 0;
   if (encoding == kPackedFixed32 || encoding == kPackedFixed64) {
@@ -342,43 +556,41 @@ int32_t mrpc_wd_packed(WireDecoder* d, WireCursor* c, RegionRef* slot, uint32_t 
     if (size != 0 && (end[-1] & 0x80) != 0) return decode_fail(d, kErrorTruncated, end - 1);
   }
   if (count == 0) return kCodecOk;
-  uint8_t* array = reserve(d, slot, count, element_size, at);
-  if (array == nullptr) return d->error;
+  uint8_t* array;
+  if (slot->capacity == 0 && count <= UINT32_MAX) {  // the field's first elements: exact size
+    const uint64_t offset = take(d, count * element_size, at);
+    if (offset == kNoRoom) return d->error;
+    *slot = RegionRef{offset, 0, static_cast<uint32_t>(count)};
+    array = d->base + offset;
+  } else {
+    array = reserve(d, slot, count, element_size, at);
+    if (array == nullptr) return d->error;
+  }
   uint8_t* out = array + uint64_t{slot->size} * element_size;
   if (encoding == kPackedFixed32 || encoding == kPackedFixed64) {
     std::memcpy(out, start, size);
   } else {
-    WireCursor inner{start, end};
-    for (uint64_t i = 0; i < count; ++i) {
-      uint64_t v = 0;
-      if (int32_t error = mrpc_wd_varint(d, &inner, &v)) return error;
-      switch (encoding) {
-        case kPackedBool:
-          out[i] = v != 0;
-          break;
-        case kPackedVarint32: {
-          const uint32_t low = static_cast<uint32_t>(v);
-          std::memcpy(out + 4 * i, &low, 4);
-          break;
-        }
-        case kPackedZigzag32: {
-          const uint32_t low = static_cast<uint32_t>(v);
-          const uint32_t decoded = (low >> 1) ^ (0u - (low & 1));
-          std::memcpy(out + 4 * i, &decoded, 4);
-          break;
-        }
-        case kPackedVarint64:
-          std::memcpy(out + 8 * i, &v, 8);
-          break;
-        case kPackedZigzag64: {
-          const uint64_t decoded = (v >> 1) ^ (uint64_t{0} - (v & 1));
-          std::memcpy(out + 8 * i, &decoded, 8);
-          break;
-        }
-        default:
-          break;
-      }
+    int32_t error = kCodecOk;
+    switch (encoding) {
+      case kPackedBool:
+        error = unpack_varints<kPackedBool>(start, end, count, out);
+        break;
+      case kPackedVarint32:
+        error = unpack_varints<kPackedVarint32>(start, end, count, out);
+        break;
+      case kPackedZigzag32:
+        error = unpack_varints<kPackedZigzag32>(start, end, count, out);
+        break;
+      case kPackedVarint64:
+        error = unpack_varints<kPackedVarint64>(start, end, count, out);
+        break;
+      case kPackedZigzag64:
+        error = unpack_varints<kPackedZigzag64>(start, end, count, out);
+        break;
+      default:
+        break;
     }
+    if (error != kCodecOk) return decode_fail(d, error, start);
   }
   slot->size += static_cast<uint32_t>(count);
   return kCodecOk;
@@ -388,27 +600,11 @@ int32_t mrpc_wd_packed(WireDecoder* d, WireCursor* c, RegionRef* slot, uint32_t 
 // (tag included, from `field_start`) appended to the unknown-field bytes at `slot`.
 int32_t mrpc_wd_unknown(WireDecoder* d, WireCursor* c, uint64_t tag, const uint8_t* field_start,
                         RegionRef* slot) {
-  uint64_t ignored;
-  switch (tag & 7) {
-    case 0:
-      if (int32_t error = read_varint(d, c, &ignored)) return error;
-      break;
-    case 1:
-      if (c->end - c->at < 8) return decode_fail(d, kErrorTruncated, c->at);
-      c->at += 8;
-      break;
-    case 2: {
-      const uint8_t* start;
-      if (int32_t error = read_length(d, c, &start, &ignored)) return error;
-      break;
-    }
-    case 5:
-      if (c->end - c->at < 4) return decode_fail(d, kErrorTruncated, c->at);
-      c->at += 4;
-      break;
-    default:
-      return decode_fail(d, kErrorBadWireType, field_start);
+  const uint8_t* at = c->at;
+  if (int32_t error = scan_value(&at, c->end, tag)) {
+    return decode_fail(d, error, error == kErrorBadWireType ? field_start : at);
   }
+  c->at = at;
   const uint64_t size = static_cast<uint64_t>(c->at - field_start);
   uint8_t* array = reserve(d, slot, size, 1, field_start);
   if (array == nullptr) return d->error;
@@ -475,6 +671,21 @@ uint8_t* mrpc_nd_piece(NativeDecoder* d, RegionRef* slot, uint64_t bytes, uint32
   return piece;
 }
 
+// The unknown-field bytes (the last piece of a body): a piece, whose bytes must be whole protobuf
+// fields (what the wire encoder copies into its output as they are).
+uint8_t* mrpc_nd_unknown(NativeDecoder* d, RegionRef* slot, uint64_t bytes, uint32_t stored_size) {
+  const uint64_t at = d->cursor;
+  uint8_t* piece = mrpc_nd_piece(d, slot, bytes, stored_size);
+  if (piece == nullptr || bytes == 0) return piece;
+  uint64_t bad = 0;
+  if (check_unknown_fields(piece, bytes, &bad) != kCodecOk) {
+    d->error = kErrorBadUnknown;
+    d->error_detail = at + bad;
+    return nullptr;
+  }
+  return piece;
+}
+
 int32_t mrpc_nd_fail(NativeDecoder* d, int32_t error) {
   d->error = error;
   d->error_detail = d->cursor;
@@ -513,6 +724,7 @@ std::vector<jit::HostSymbol> codec_runtime_symbols() {
       symbol("mrpc_ne_piece", &mrpc_ne_piece),
       symbol("mrpc_ne_fail", &mrpc_ne_fail),
       symbol("mrpc_nd_piece", &mrpc_nd_piece),
+      symbol("mrpc_nd_unknown", &mrpc_nd_unknown),
       symbol("mrpc_nd_fail", &mrpc_nd_fail),
   };
 }

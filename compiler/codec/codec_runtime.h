@@ -22,12 +22,16 @@ enum CodecError : int32_t {
   kErrorOutsideRegion = 2,  // encoder: a reference outside the source region
   kErrorTruncated = 3,      // decoder: input ends inside a field
   kErrorBadVarint = 4,      // decoder: varint longer than 10 bytes
-  kErrorBadTag = 5,         // decoder: field number 0 or past 2^29-1
+  kErrorBadTag = 5,         // decoder: a tag past 5 bytes, or field number 0
   kErrorBadWireType = 6,    // decoder: wire type 3, 4 (groups), 6 or 7
   kErrorOutOfRoom = 7,      // decoder: the receive block is full (the driver retries bigger)
   kErrorTooLarge = 8,       // a length or count past the limits
   kErrorBadOneofCase = 9,   // encoder: a oneof case word naming no member
+  kErrorBadLength = 10,     // decoder: a length prefix longer than 5 bytes or past kMaxWireLength
+  kErrorBadUnknown = 11,    // native decoder: unknown-field bytes that are not protobuf fields
 };
+// The largest length prefix libprotobuf accepts (2^31 - 1 less its 16 slop bytes).
+inline constexpr uint64_t kMaxWireLength = (uint64_t{1} << 31) - 1 - 16;
 const char* codec_error_text(int32_t error);
 
 // One output buffer of a scattered wire encoding: it holds positions [start, start + size) of
@@ -117,6 +121,10 @@ struct NativeDecoder {
   int32_t error;
   uint64_t error_detail;
 };
+
+// Whether `size` bytes are a sequence of whole protobuf fields the wire decoder would keep as
+// unknown fields (kCodecOk), else the error and, in *error_offset, where the bad field starts.
+int32_t check_unknown_fields(const uint8_t* bytes, uint64_t size, uint64_t* error_offset);
 
 // The helpers, by the names generated code calls them.
 std::vector<jit::HostSymbol> codec_runtime_symbols();

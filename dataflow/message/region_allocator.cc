@@ -1,12 +1,13 @@
 // RegionAllocator: best-fit allocation over offsets of one region, with coalescing on free. All
 // metadata (free extents by size and by offset, live blocks) is in this process's private memory.
+// The common path (a block of a recurring size allocated and freed again) touches only flat
+// arrays: the live blocks' open-addressing table and the per-size lists of freed blocks.
 #include "mrpc/message/region_allocator.h"
 
 #include <map>
 #include <memory_resource>
 #include <optional>
 #include <set>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -26,6 +27,88 @@ uint64_t round_up(uint64_t value, uint64_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
 }
 
+// The live blocks: start -> length, open addressing with linear probing and backward-shift
+// deletion (no tombstones), at most half full. Grows (doubling) only when it fills up, so once
+// the allocator has seen its working set, allocate and free make no heap allocation.
+class LiveTable {
+ public:
+  LiveTable() : slots_(kInitialSlots) {}
+
+  size_t size() const { return count_; }
+
+  void insert(uint64_t start, uint64_t length) {
+    if (2 * (count_ + 1) > slots_.size()) grow();
+    place(start, length);
+    ++count_;
+  }
+
+  // The length of the live block at `start`, or 0 if none starts there.
+  uint64_t find(uint64_t start) const {
+    for (size_t i = index(start);; i = next(i)) {
+      if (slots_[i].length == 0) return 0;
+      if (slots_[i].start == start) return slots_[i].length;
+    }
+  }
+
+  void set_length(uint64_t start, uint64_t length) {
+    for (size_t i = index(start);; i = next(i)) {
+      MRPC_ASSERT(slots_[i].length != 0, "no live block at {}", start);
+      if (slots_[i].start == start) {
+        slots_[i].length = length;
+        return;
+      }
+    }
+  }
+
+  void erase(uint64_t start) {
+    size_t hole = index(start);
+    while (slots_[hole].start != start || slots_[hole].length == 0) {
+      MRPC_ASSERT(slots_[hole].length != 0, "no live block at {}", start);
+      hole = next(hole);
+    }
+    // Backward shift: move later entries of the probe run into the hole when their home allows.
+    for (size_t i = next(hole);; i = next(i)) {
+      if (slots_[i].length == 0) break;
+      const size_t home = index(slots_[i].start);
+      // Whether `home` lies cyclically in (hole, i]: then the entry must stay.
+      const bool stays = hole <= i ? (hole < home && home <= i) : (hole < home || home <= i);
+      if (stays) continue;
+      slots_[hole] = slots_[i];
+      hole = i;
+    }
+    slots_[hole] = Slot{};
+    --count_;
+  }
+
+ private:
+  struct Slot {
+    uint64_t start = 0;
+    uint64_t length = 0;  // 0: empty (a live block is at least one granule)
+  };
+  static constexpr size_t kInitialSlots = 64;
+
+  size_t index(uint64_t start) const {
+    return static_cast<size_t>((start / kGranule) * 0x9e3779b97f4a7c15ull >> 32) &
+           (slots_.size() - 1);
+  }
+  size_t next(size_t i) const { return (i + 1) & (slots_.size() - 1); }
+  void place(uint64_t start, uint64_t length) {
+    size_t i = index(start);
+    while (slots_[i].length != 0) i = next(i);
+    slots_[i] = Slot{start, length};
+  }
+  void grow() {
+    std::vector<Slot> old(slots_.size() * 2);
+    old.swap(slots_);
+    for (const Slot& slot : old) {
+      if (slot.length != 0) place(slot.start, slot.length);
+    }
+  }
+
+  std::vector<Slot> slots_;
+  size_t count_ = 0;
+};
+
 }  // namespace
 
 struct RegionAllocator::State {
@@ -37,9 +120,10 @@ struct RegionAllocator::State {
   std::pmr::unsynchronized_pool_resource nodes;
   std::pmr::map<uint64_t, uint64_t> free_by_offset{&nodes};           // start -> length
   std::pmr::set<std::pair<uint64_t, uint64_t>> free_by_size{&nodes};  // (length, start)
-  std::pmr::unordered_map<uint64_t, uint64_t> live{&nodes};           // start -> length
-  // length -> starts of free blocks
-  std::pmr::unordered_map<uint64_t, std::pmr::vector<uint64_t>> cached{&nodes};
+  LiveTable live;
+  // cached[length / kGranule]: starts of freed blocks of that length (up to kMaxCachedBlock).
+  std::vector<std::vector<uint64_t>> cached =
+      std::vector<std::vector<uint64_t>>(kMaxCachedBlock / kGranule + 1);
   uint64_t cached_count = 0;
   ByteBudget* budget = nullptr;  // charge_to
   const char* budget_name = "";
@@ -74,9 +158,10 @@ struct RegionAllocator::State {
   }
 
   void flush_cache() {
-    for (auto& [length, starts] : cached)
-      for (uint64_t start : starts) release(start, length);
-    cached.clear();
+    for (size_t granules = 0; granules < cached.size(); ++granules) {
+      for (uint64_t start : cached[granules]) release(start, granules * kGranule);
+      cached[granules].clear();
+    }
     cached_count = 0;
   }
 
@@ -129,11 +214,13 @@ Expected<uint64_t> RegionAllocator::allocate(uint64_t bytes, uint64_t align) {
                               s.budget_name, s.budget->limit(), s.budget->used()));
   }
   std::optional<uint64_t> start;
-  if (auto hit = s.cached.find(length);
-      hit != s.cached.end() && !hit->second.empty() && hit->second.back() % align == 0) {
-    start = hit->second.back();
-    hit->second.pop_back();
-    --s.cached_count;
+  if (length <= kMaxCachedBlock) {
+    std::vector<uint64_t>& hit = s.cached[length / kGranule];
+    if (!hit.empty() && hit.back() % align == 0) {
+      start = hit.back();
+      hit.pop_back();
+      --s.cached_count;
+    }
   }
   if (!start) start = s.allocate_from_extents(length, align);  // best fit
   if (!start && s.cached_count > 0) {
@@ -141,7 +228,7 @@ Expected<uint64_t> RegionAllocator::allocate(uint64_t bytes, uint64_t align) {
     start = s.allocate_from_extents(length, align);
   }
   if (start) {
-    s.live.emplace(*start, length);
+    s.live.insert(*start, length);
     s.used_bytes += length;
     return *start;
   }
@@ -153,18 +240,17 @@ Expected<uint64_t> RegionAllocator::allocate(uint64_t bytes, uint64_t align) {
 
 Status RegionAllocator::free(uint64_t offset) {
   State& s = *state_;
-  auto live = s.live.find(offset);
-  if (live == s.live.end()) {
+  const uint64_t length = s.live.find(offset);
+  if (length == 0) {
     return Status(StatusCode::kInvalidArgument,
                   fmt::format("offset {} is not the start of a live block", offset));
   }
-  const uint64_t start = live->first;
-  const uint64_t length = live->second;
+  const uint64_t start = offset;
   s.used_bytes -= length;
   if (s.budget != nullptr) s.budget->uncharge(length);
-  s.live.erase(live);
+  s.live.erase(offset);
   if (length <= kMaxCachedBlock) {
-    s.cached[length].push_back(start);
+    s.cached[length / kGranule].push_back(start);
     ++s.cached_count;
   } else {
     s.release(start, length);
@@ -174,20 +260,20 @@ Status RegionAllocator::free(uint64_t offset) {
 
 Status RegionAllocator::shrink(uint64_t offset, uint64_t bytes) {
   State& s = *state_;
-  auto live = s.live.find(offset);
-  if (live == s.live.end()) {
+  const uint64_t live_length = s.live.find(offset);
+  if (live_length == 0) {
     return Status(StatusCode::kInvalidArgument,
                   fmt::format("offset {} is not the start of a live block", offset));
   }
   const uint64_t length = round_up(bytes == 0 ? 1 : bytes, kGranule);
-  if (length > live->second) {
+  if (length > live_length) {
     return Status(StatusCode::kInvalidArgument,
                   fmt::format("cannot shrink the block at {} of {} bytes to {} bytes", offset,
-                              live->second, bytes));
+                              live_length, bytes));
   }
-  const uint64_t tail = live->second - length;
+  const uint64_t tail = live_length - length;
   if (tail == 0) return Status();
-  live->second = length;
+  s.live.set_length(offset, length);
   s.used_bytes -= tail;
   if (s.budget != nullptr) s.budget->uncharge(tail);
   s.release(offset + length, tail);
