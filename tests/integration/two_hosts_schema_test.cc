@@ -320,3 +320,157 @@ TEST_CASE(
   CHECK(count_of(a_log, "has another schema") == 1);
   CHECK(count_of(b_log, "calls compat.Store with another schema") == 1);
 }
+
+namespace {
+
+// An Item of compat_v1 or compat_v2 with every field `service`'s schema has set.
+std::unique_ptr<pb::Message> make_item(const DynamicService& service, int i) {
+  const pb::Descriptor& item = *service.types[0];
+  std::unique_ptr<pb::Message> message(service.prototypes[0]->New());
+  const pb::Reflection& r = *message->GetReflection();
+  r.SetString(message.get(), item.FindFieldByName("name"), "item " + std::to_string(i));
+  r.SetInt64(message.get(), item.FindFieldByName("count"), 1000 + i);
+  if (const pb::FieldDescriptor* note = item.FindFieldByName("note"))
+    r.SetString(message.get(), note, "only v2 knows this");
+  if (const pb::FieldDescriptor* tags = item.FindFieldByName("tags"))
+    r.AddUInt32(message.get(), tags, static_cast<uint32_t>(i));
+  pb::Message* part = r.MutableMessage(message.get(), item.FindFieldByName("part"));
+  const pb::Descriptor& part_type = *part->GetDescriptor();
+  part->GetReflection()->SetString(part, part_type.FindFieldByName("label"), "label");
+  if (const pb::FieldDescriptor* weight = part_type.FindFieldByName("weight"))
+    part->GetReflection()->SetDouble(part, weight, 2.5);
+  return message;
+}
+
+// What of `sent` (a message of `caller`'s schema) survives a trip through a server of `server`'s
+// schema: the fields the server's schema lacks are unset.
+std::unique_ptr<pb::Message> surviving(const pb::Message& sent, const DynamicService& server) {
+  std::unique_ptr<pb::Message> out(sent.New());
+  out->CopyFrom(sent);
+  std::vector<pb::Message*> pending{out.get()};
+  const pb::Descriptor* server_item = server.types[0];
+  while (!pending.empty()) {
+    pb::Message* message = pending.back();
+    pending.pop_back();
+    const pb::Descriptor& type = *message->GetDescriptor();
+    const pb::Descriptor* theirs =
+        type.name() == "Item" ? server_item : server_item->FindFieldByName("part")->message_type();
+    for (int i = 0; i < type.field_count(); ++i) {
+      const pb::FieldDescriptor* field = type.field(i);
+      if (theirs->FindFieldByNumber(field->number()) == nullptr) {
+        message->GetReflection()->ClearField(message, field);
+      } else if (field->type() == pb::FieldDescriptor::TYPE_MESSAGE && !field->is_repeated() &&
+                 message->GetReflection()->HasField(*message, field)) {
+        pending.push_back(message->GetReflection()->MutableMessage(message, field));
+      }
+    }
+  }
+  return out;
+}
+
+struct CompatSchemas {
+  ct::ProtoLibrary v1_library, v2_library, bad_library;
+  DynamicService v1{v1_library, "tests/integration/protos/compat_v1.proto", "compat.Item",
+                    "compat.Store"};
+  DynamicService v2{v2_library, "tests/integration/protos/compat_v2.proto", "compat.Item",
+                    "compat.Store"};
+  DynamicService bad{bad_library, "tests/integration/protos/compat_bad.proto", "compat.Item",
+                     "compat.Store"};
+};
+
+CompatSchemas& compat() {
+  static CompatSchemas schemas;
+  return schemas;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a caller and a server on one host with different but compatible schemas interoperate "
+    "through conversion, logged once per service") {
+  CompatSchemas& schemas = compat();
+  struct Order {
+    DynamicService* server;
+    DynamicService* caller;
+  };
+  for (Order order : {Order{&schemas.v1, &schemas.v2}, Order{&schemas.v2, &schemas.v1}}) {
+    const bool newer_caller = order.caller == &schemas.v2;
+    CAPTURE(newer_caller);
+    mrpc::testing::LocalHost host;
+    mrpc::Status started = host.start_daemon({"--log-level", "info"});
+    REQUIRE_MESSAGE(started.ok(), started.to_string());
+    auto server = host.connect("compat_server");
+    REQUIRE_MESSAGE(server.ok(), server.status().to_string());
+    serve_echo(*server, *order.server);
+    // Two callers with the other schema (converted) and one with the server's (not).
+    std::vector<std::shared_ptr<mrpc::Channel>> others;
+    for (int i = 0; i < 2; ++i) {
+      auto connected = host.connect("compat_caller_" + std::to_string(i));
+      REQUIRE_MESSAGE(connected.ok(), connected.status().to_string());
+      others.push_back(std::move(*connected));
+    }
+    auto same = host.connect("same_schema_caller");
+    REQUIRE_MESSAGE(same.ok(), same.status().to_string());
+    for (int i = 0; i < 60; ++i) {
+      std::unique_ptr<pb::Message> sent = make_item(*order.caller, i);
+      auto back = call(others[static_cast<size_t>(i) % others.size()], *order.caller, 0, *sent);
+      REQUIRE_MESSAGE(back.ok(), "call ", i, ": ", back.status().to_string());
+      ct::check_equal(*surviving(*sent, *order.server), **back, "an item through conversion",
+                      static_cast<uint64_t>(i));
+      std::unique_ptr<pb::Message> plain = make_item(*order.server, i);
+      auto plain_back = call(*same, *order.server, 0, *plain);
+      REQUIRE_MESSAGE(plain_back.ok(), "call ", i, ": ", plain_back.status().to_string());
+      ct::check_equal(*plain, **plain_back, "an item of the server's schema", i);
+    }
+    CHECK(count_of(log_of(host), "calls it with another, compatible schema") == 1);
+    CHECK(stats(host).at("calls_in_flight").get<uint64_t>() == 0);
+  }
+}
+
+TEST_CASE(
+    "a caller whose schema changed a field's wire type is refused with FAILED_PRECONDITION "
+    "naming the field") {
+  CompatSchemas& schemas = compat();
+  mrpc::testing::LocalHost host;
+  mrpc::Status started = host.start_daemon({"--log-level", "info"});
+  REQUIRE_MESSAGE(started.ok(), started.to_string());
+  auto server = host.connect("compat_server");
+  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
+  serve_echo(*server, schemas.v1);
+  auto caller = host.connect("bad_caller");
+  REQUIRE_MESSAGE(caller.ok(), caller.status().to_string());
+  std::unique_ptr<pb::Message> sent(schemas.bad.prototypes[0]->New());
+  const pb::Descriptor& item = *schemas.bad.types[0];
+  sent->GetReflection()->SetString(sent.get(), item.FindFieldByName("count"), "not a number");
+  auto back = call(*caller, schemas.bad, 0, *sent);
+  REQUIRE_FALSE(back.ok());
+  CHECK(back.status().code() == StatusCode::kFailedPrecondition);
+  const std::string& text = back.status().message();
+  CAPTURE(text);
+  CHECK(text.find("compat.Item field 2 ('count')") != std::string::npos);
+  CHECK(text.find("not wire-compatible") != std::string::npos);
+  // The v1 server still serves callers of its schema.
+  auto good = host.connect("good_caller");
+  REQUIRE_MESSAGE(good.ok(), good.status().to_string());
+  std::unique_ptr<pb::Message> plain = make_item(schemas.v1, 1);
+  auto plain_back = call(*good, schemas.v1, 0, *plain);
+  REQUIRE_MESSAGE(plain_back.ok(), plain_back.status().to_string());
+}
+
+TEST_CASE(
+    "with native forced, a peer whose schema differs refuses each call with FAILED_PRECONDITION "
+    "naming both fingerprints") {
+  CompatSchemas& schemas = compat();
+  Hosts setup("compat.Store", "native");
+  serve_echo(setup.server, schemas.v1);
+  for (int i = 0; i < 3; ++i) {
+    std::unique_ptr<pb::Message> sent = make_item(schemas.v2, i);
+    auto back = call(setup.clients[0], schemas.v2, 0, *sent);
+    REQUIRE_FALSE(back.ok());
+    CHECK(back.status().code() == StatusCode::kFailedPrecondition);
+    CAPTURE(back.status().message());
+    CHECK(back.status().message().find("with schema fingerprint") != std::string::npos);
+  }
+  const nlohmann::json b = stats(setup.hosts.b()).at("tcp");
+  CHECK(b.at("native_refused").get<int>() == 3);
+}

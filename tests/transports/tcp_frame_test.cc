@@ -241,6 +241,15 @@ TEST_CASE("bad tcp frames are errors that name the field and its value") {
   reply.encoding = PayloadEncoding::kProtobuf;
   refused = encode_frame_prefix(reply, 8, buffer);
   CHECK(refused.status().message().find("error 14 with a payload") != std::string::npos);
+  // A schema frame carries a service name and its fingerprint (the call id), nothing else.
+  Frame schema;
+  schema.kind = FrameKind::kSchemaOffer;
+  refused = encode_frame_prefix(schema, 0, buffer);
+  CHECK(refused.status().message().find("schema offer frame") != std::string::npos);
+  schema.service = "compat.Store";
+  schema.encoding = PayloadEncoding::kNative;
+  refused = encode_frame_prefix(schema, 8, buffer);
+  CHECK(refused.status().message().find("payload 8 B encoding 2") != std::string::npos);
 }
 
 TEST_CASE("a bad tcp frame header is refused before its body arrives") {
