@@ -8,6 +8,7 @@
 #include "mrpc/message/copy.h"
 #include "mrpc/transports/shm/metadata_block.h"
 #include "remote_ids.h"
+#include "schema_convert.h"
 #include "tcp_transport.h"
 
 namespace mrpc {
@@ -163,6 +164,16 @@ void AppFrontend::on_call(const shm::RingEntry& entry) {
     rpc->metadata_block = MessageLocation{app_.id, RegionKind::kHeap, entry.metadata_offset};
     rpc->metadata_length = entry.metadata_length;
   }
+  if (app_.schema_variants) {  // its schema of the service may differ (compatibly)
+    if (const SchemaVariant* variant = variant_of(core_, app_, rpc->service_id)) {
+      Status converted = convert_request(core_, app_, *variant, *rpc);
+      if (!converted.ok()) {
+        core_.finish_call(call, converted, shm::kNoOffset);
+        core_.discard(std::move(rpc));
+        return;
+      }
+    }
+  }
   app_.egress->push_request(std::move(rpc));
 }
 
@@ -234,6 +245,12 @@ void AppFrontend::complete(RpcPtr rpc) {
   if (!rpc->status.ok() && response != shm::kNoOffset) {
     (void)app_.free_received(response);
     response = shm::kNoOffset;
+  }
+  if (app_.schema_variants && response != shm::kNoOffset) {
+    if (const SchemaVariant* variant = variant_of(core_, app_, rpc->service_id)) {
+      Status converted = convert_response(core_, app_, *variant, *rpc, &response);
+      if (!converted.ok()) rpc->status = converted;
+    }
   }
   core_.finish_call(rpc->call_id, rpc->status, response);
 }

@@ -70,6 +70,9 @@ struct Connection {
   // Set by the runtime when the socket is readable; the connection reads it only then.
   std::atomic<bool> socket_readable{true};
   std::shared_ptr<const CallerIdentity> identity;
+  // It registered a service as a caller with another, compatible schema (SchemaVariant): its
+  // calls' messages are converted at its door (schema_convert.h). Runtime thread only.
+  bool schema_variants = false;
 
   shm::UniqueFd heap_fd;  // the app's send heap, a sealed memfd
   shm::Mapping heap;      // the daemon's mapping of it: read-only (the app writes it; untrusted)

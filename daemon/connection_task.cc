@@ -290,9 +290,17 @@ bool ConnectionTask::finish_registrations(bool& did_work) {
     for (const ServiceUpdate& update : registered.updates) core_.publish(update);
     if (registered.status.ok()) {
       const ServiceUpdate& service = registered.updates.front();
+      // A caller with another, compatible schema hears its own methods (those past the
+      // registration's are refused when called).
+      const ServiceInfo* methods = service.info;
+      for (const SchemaVariant& variant : service.variants) {
+        if (variant.connection != app.id) continue;
+        app.schema_variants = true;
+        methods = variant.info;
+      }
       reply->set_status(static_cast<uint32_t>(StatusCode::kOk));
       reply->set_service_id(service.id);
-      for (const auto& method : service.info->methods) reply->add_methods(method.name);
+      for (const auto& method : methods->methods) reply->add_methods(method.name);
       spdlog::info("connection {}: {} service {} as id {}", app.id,
                    pending.serve ? "serves" : "calls", service.full_name, service.id);
     } else {

@@ -296,9 +296,10 @@ Status Daemon::Impl::start_tcp() {
   for (const RemoteServiceConfig& remote : config.remote_services) {
     spdlog::info("tcp: {} is served by {} peer{} ({} encoding)", remote.service,
                  remote.endpoints.size(), remote.endpoints.size() == 1 ? "" : "s",
-                 remote.encoding == RemoteServiceConfig::Encoding::kNative
-                     ? "native asked, protobuf used: native over TCP is not built"
-                     : "protobuf");
+                 remote.encoding == RemoteServiceConfig::Encoding::kNative ? "native (forced)"
+                 : remote.encoding == RemoteServiceConfig::Encoding::kProtobuf
+                     ? "protobuf (forced)"
+                     : "auto: native where the schema handshake agrees");
   }
   return {};
 }
@@ -680,7 +681,14 @@ nlohmann::json Daemon::Impl::tcp_json() const {
           {"pings_sent", total(&T::pings_sent)},
           {"calls_refused_backoff", total(&T::calls_refused_backoff)},
           {"calls_refused_queue_full", total(&T::calls_refused_queue_full)},
-          {"calls_cancelled_by_peer", total(&T::calls_cancelled_by_peer)}};
+          {"calls_cancelled_by_peer", total(&T::calls_cancelled_by_peer)},
+          {"requests_sent_native", total(&T::requests_sent_native)},
+          {"requests_sent_protobuf", total(&T::requests_sent_protobuf)},
+          {"replies_sent_native", total(&T::replies_sent_native)},
+          {"schema_offers_sent", total(&T::schema_offers_sent)},
+          {"schema_mismatches", total(&T::schema_mismatches)},
+          {"native_refused", total(&T::native_refused)},
+          {"gather_segments_copied", total(&T::gather_segments_copied)}};
 }
 
 nlohmann::json Daemon::Impl::codecs_json() const {

@@ -3,7 +3,11 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <google/protobuf/descriptor.h>
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <set>
 
 #include "mrpc/base/limits.h"
 #include "mrpc/message/layout.h"
@@ -11,6 +15,8 @@
 namespace mrpc {
 
 namespace {
+namespace pb = google::protobuf;
+
 bool same_methods(const ServiceInfo& known, const ServiceInfo& offered) {
   if (known.methods.size() != offered.methods.size()) return false;
   for (size_t i = 0; i < known.methods.size(); ++i) {
@@ -21,6 +27,74 @@ bool same_methods(const ServiceInfo& known, const ServiceInfo& offered) {
       return false;
   }
   return true;
+}
+
+// The protobuf wire class of a field type: types of one class read each other's encodings.
+int wire_class(pb::FieldDescriptor::Type type) {
+  using T = pb::FieldDescriptor;
+  switch (type) {
+    case T::TYPE_INT32:
+    case T::TYPE_UINT32:
+    case T::TYPE_INT64:
+    case T::TYPE_UINT64:
+    case T::TYPE_BOOL:
+    case T::TYPE_ENUM:
+      return 1;
+    case T::TYPE_SINT32:
+    case T::TYPE_SINT64:
+      return 2;
+    case T::TYPE_FIXED32:
+    case T::TYPE_SFIXED32:
+      return 3;
+    case T::TYPE_FIXED64:
+    case T::TYPE_SFIXED64:
+      return 4;
+    case T::TYPE_STRING:
+    case T::TYPE_BYTES:
+      return 5;
+    case T::TYPE_MESSAGE:
+      return 6;
+    case T::TYPE_FLOAT:
+      return 7;
+    case T::TYPE_DOUBLE:
+      return 8;
+    case T::TYPE_GROUP:
+      return 9;
+  }
+  return 0;
+}
+
+// Compares two message types field by field (by number), following message fields; each pair of
+// types once (cycles), at most limits::kMaxSchemaFields field comparisons in all.
+Status messages_compatible(const pb::Descriptor& known_root, const pb::Descriptor& offered_root) {
+  std::vector<std::pair<const pb::Descriptor*, const pb::Descriptor*>> pending{
+      {&known_root, &offered_root}};
+  std::set<std::pair<const pb::Descriptor*, const pb::Descriptor*>> seen{pending.front()};
+  uint64_t work = 0;
+  while (!pending.empty()) {
+    const auto [known, offered] = pending.back();
+    pending.pop_back();
+    for (int i = 0; i < known->field_count(); ++i) {
+      const pb::FieldDescriptor& a = *known->field(i);
+      const pb::FieldDescriptor* b = offered->FindFieldByNumber(a.number());
+      if (++work > 4ull * limits::kMaxSchemaFields)
+        return Status(StatusCode::kFailedPrecondition,
+                      fmt::format("the schemas are too large to compare (past {} fields)",
+                                  4ull * limits::kMaxSchemaFields));
+      if (b == nullptr) continue;  // removed on one side: skipped as an unknown field
+      if (wire_class(a.type()) != wire_class(b->type()) || a.is_repeated() != b->is_repeated())
+        return Status(StatusCode::kFailedPrecondition,
+                      fmt::format("{} field {} ('{}') is {}{} in the registration and {}{} ('{}') "
+                                  "here: not wire-compatible",
+                                  known->full_name(), a.number(), a.name(),
+                                  a.is_repeated() ? "repeated " : "", a.type_name(),
+                                  b->is_repeated() ? "repeated " : "", b->type_name(), b->name()));
+      if (a.type() == pb::FieldDescriptor::TYPE_MESSAGE &&
+          seen.emplace(a.message_type(), b->message_type()).second)
+        pending.emplace_back(a.message_type(), b->message_type());
+    }
+  }
+  return {};
 }
 
 void add_once(std::vector<ConnectionId>& set, ConnectionId connection) {
@@ -59,7 +133,33 @@ Expected<const RegisteredService*> ServiceRegistry::register_service(
                         : fmt::format("service '{}' is served by uid {}; uid {} may not serve it",
                                       service_name, entry->owner_uid, uid));
     }
-    if (!same_methods(*entry->info, *info)) {
+    bool variant = false;
+    if (!same_methods(*entry->info, *info) && !serve) {
+      // A caller with other layouts: it may call through conversion if they are compatible.
+      Status compatible = schemas_compatible(*entry->schema, *entry->info, *schema, *info);
+      if (!compatible.ok())
+        return Status(StatusCode::kFailedPrecondition,
+                      fmt::format("service '{}' is registered (by {} serving and {} calling apps "
+                                  "still connected) with other message layouts that this "
+                                  "schema's cannot be converted to: {}",
+                                  service_name, entry->servers.size(), entry->callers.size(),
+                                  compatible.message()));
+      variant = true;
+      std::erase_if(entry->variants,
+                    [&](const SchemaVariant& old) { return old.connection == who.connection; });
+      entry->variants.push_back(SchemaVariant{who.connection, schema, info, codecs});
+      add_once(entry->callers, who.connection);
+      if (!entry->conversion_logged) {
+        entry->conversion_logged = true;
+        spdlog::info(
+            "service {}: app '{}' (connection {}) calls it with another, compatible "
+            "schema; its messages are converted through the protobuf wire encoding "
+            "(logged once per service)",
+            service_name, who.app_name, who.connection);
+      }
+      return static_cast<const RegisteredService*>(entry);
+    }
+    if (!variant && !same_methods(*entry->info, *info)) {
       if (!serve || !entry->servers.empty()) {
         // Apps build messages with their own layouts and the daemon copies them with the
         // registration's: every method and message layout must agree.
@@ -154,6 +254,8 @@ void ServiceRegistry::connection_closed(ConnectionId connection, MonoTime now,
     if (service == nullptr) continue;
     const bool served = !service->servers.empty();
     size_t erased = std::erase(service->callers, connection);
+    std::erase_if(service->variants,
+                  [&](const SchemaVariant& variant) { return variant.connection == connection; });
     for (size_t i = service->servers.size(); i-- > 0;) {
       if (service->servers[i] != connection) continue;
       service->servers.erase(service->servers.begin() + static_cast<ptrdiff_t>(i));
@@ -206,6 +308,7 @@ ServiceUpdate ServiceDirectory::snapshot_locked(uint32_t service_id) {
   update.servers = service->servers;
   update.server_apps = service->server_apps;
   update.codecs = service->codecs;
+  update.variants = service->variants;
   return update;
 }
 
@@ -290,7 +393,37 @@ RegisteredService* ServiceTable::apply(ServiceUpdate update, std::vector<RpcPtr>
   service.servers = std::move(update.servers);
   service.server_apps = std::move(update.server_apps);
   service.codecs = std::move(update.codecs);
+  service.variants = std::move(update.variants);
   return !service.servers.empty() && !service.waiting.empty() ? &service : nullptr;
+}
+
+}  // namespace mrpc
+
+namespace mrpc {
+
+Status schemas_compatible(const Schema& known_schema, const ServiceInfo& known,
+                          const Schema& offered_schema, const ServiceInfo& offered) {
+  const size_t common = std::min(known.methods.size(), offered.methods.size());
+  for (size_t i = 0; i < common; ++i) {
+    const MethodInfo& a = known.methods[i];
+    const MethodInfo& b = offered.methods[i];
+    if (a.name != b.name)
+      return Status(
+          StatusCode::kFailedPrecondition,
+          fmt::format("method {} is '{}' in the registration and '{}' here", i, a.name, b.name));
+    const std::pair<const MessageLayout*, const MessageLayout*> sides[] = {{a.input, b.input},
+                                                                           {a.output, b.output}};
+    for (const auto& [known_type, offered_type] : sides) {
+      const pb::Descriptor* x = known_schema.descriptor(known_type->full_name());
+      const pb::Descriptor* y = offered_schema.descriptor(offered_type->full_name());
+      if (x == nullptr || y == nullptr)
+        return Status(StatusCode::kInternal,
+                      fmt::format("no descriptor for {} or {}", known_type->full_name(),
+                                  offered_type->full_name()));
+      MRPC_TRY_STATUS(messages_compatible(*x, *y));
+    }
+  }
+  return {};
 }
 
 }  // namespace mrpc

@@ -42,6 +42,17 @@
 
 namespace mrpc {
 
+// A caller whose schema of the service differs from the registration's, compatibly (as protobuf
+// defines it: fields added or removed, wire-compatible types): its messages are converted through
+// the protobuf wire encoding at its door (daemon/schema_convert.h), so everything past it sees
+// the registration's layouts.
+struct SchemaVariant {
+  ConnectionId connection = kNoConnection;
+  std::shared_ptr<const Schema> schema;  // keeps `info` alive
+  const ServiceInfo* info = nullptr;
+  std::shared_ptr<const ServiceCodecs> codecs;  // the caller's own codecs
+};
+
 struct RegisteredService {
   uint32_t id = 0;
   std::string full_name;
@@ -56,6 +67,9 @@ struct RegisteredService {
   size_t next_server = 0;
   // Connections that registered to call it (each counted once).
   std::vector<ConnectionId> callers;
+  // Those of them whose schema differs compatibly (usually none).
+  std::vector<SchemaVariant> variants;
+  bool conversion_logged = false;  // the first variant was logged (once per registration)
   // The uid whose apps created this registration (counted in its max_services_per_uid).
   uint32_t creator_uid = 0;
   // The uid that owns the name (only its apps may serve it), or kNoOwner: anyone may, until one
@@ -86,10 +100,13 @@ class ServiceRegistry {
 
   // Registers `service_name` from `schema` for `who` at `now`; with `serve`, the connection joins
   // the service's endpoint set, else it is recorded as a caller. Registering again in the same
-  // role is harmless. NOT_FOUND: the schema has no such service. PERMISSION_DENIED: `serve` by a
+  // role is harmless. A caller whose schema differs from the registration's in a wire-compatible
+  // way (schemas_compatible) is recorded as a SchemaVariant. NOT_FOUND: the schema has no such
+  // service. PERMISSION_DENIED: `serve` by a
   // uid that does not own the name (another uid serves it, or did within the grace period) or is
   // not on its allow-list. FAILED_PRECONDITION: the name is registered (by apps still there) with
-  // other methods or message layouts. RESOURCE_EXHAUSTED: the uid has max_services_per_uid
+  // other methods or message layouts that are not wire-compatible (for a caller), or by a server
+  // with other layouts (for another server). RESOURCE_EXHAUSTED: the uid has max_services_per_uid
   // registrations, or limits::kMaxRegisteredServices exist. Registrations dropped on the way (a
   // lapsed grace period) are appended to `changed`.
   Expected<const RegisteredService*> register_service(
@@ -153,7 +170,17 @@ struct ServiceUpdate {
   std::vector<ConnectionId> servers;
   std::vector<std::string> server_apps;
   std::shared_ptr<const ServiceCodecs> codecs;
+  std::vector<SchemaVariant> variants;
 };
+
+// OK if messages of `offered`'s methods can be read as those of `known`'s and back through the
+// protobuf wire encoding: the same method names at the indices both have, and in every message
+// type reached, each field number both declare has wire-compatible types (int32/uint32/int64/
+// uint64/bool/enum; sint32/sint64; fixed32/sfixed32; fixed64/sfixed64; string/bytes; messages
+// compared the same way) and the same repeatedness. Added and removed fields are compatible.
+// FAILED_PRECONDITION naming the first difference otherwise.
+Status schemas_compatible(const Schema& known_schema, const ServiceInfo& known,
+                          const Schema& offered_schema, const ServiceInfo& offered);
 
 // The daemon's registry, shared by its shards. Thread-safe (one lock; control plane only).
 class ServiceDirectory {

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "mrpc/base/check.h"
+#include "mrpc/message/layout.h"
 #include "mrpc/transports/shm/metadata_block.h"
 #include "remote_ids.h"
 
@@ -30,10 +31,13 @@ constexpr Nanos kSweepInterval = std::chrono::milliseconds(100);
 // While a link has bytes queued or a connect under way, the runtime looks again this soon (the
 // runtime watches sockets for readability only).
 constexpr Nanos kPendingIoRecheck = std::chrono::microseconds(200);
+// Pieces per sendmsg (the kernel's UIO_MAXIOV).
+constexpr size_t kMaxIovecs = 1024;
 
 // What a peer's request carries into the callee's delivery (Rpc::pinned_memory).
 struct RemotePayload {
-  std::vector<std::byte> payload;   // protobuf wire bytes
+  std::vector<std::byte> payload;  // the message: protobuf wire bytes, or native (no fingerprint)
+  tcp::PayloadEncoding encoding = tcp::PayloadEncoding::kProtobuf;
   std::vector<std::byte> metadata;  // the caller's shm metadata block
 };
 
@@ -197,18 +201,41 @@ bool TcpTransport::accept_links() {
   return did_work;
 }
 
+void TcpTransport::append_owned(Link& link, size_t at, size_t bytes) {
+  if (bytes == 0) return;
+  link.queued_bytes += bytes;
+  if (link.segments.size() > link.segment_head) {
+    Segment& last = link.segments.back();
+    if (last.external == nullptr && last.end == at) {
+      last.end += bytes;
+      return;
+    }
+  }
+  link.segments.push_back(Segment{nullptr, at, at + bytes});
+}
+
+void TcpTransport::append_external(Link& link, const std::byte* data, size_t bytes) {
+  if (bytes == 0) return;
+  link.queued_bytes += bytes;
+  link.has_external = true;
+  if (link.segments.size() > link.segment_head) {
+    Segment& last = link.segments.back();
+    if (last.external != nullptr && last.external + last.end == data) {  // contiguous in the heap
+      last.end += bytes;
+      return;
+    }
+  }
+  link.segments.push_back(Segment{data, 0, bytes});
+}
+
 Status TcpTransport::append_frame(Link& link, const tcp::Frame& frame,
                                   std::span<const std::byte> metadata,
                                   std::span<const std::byte> payload) {
   tcp::Frame sized = frame;
   sized.metadata = metadata;
   const size_t prefix = tcp::frame_prefix_bytes(sized);
-  // Compact what was sent already before growing (the buffer is reused: no allocation per call in
-  // steady state).
-  if (link.out_sent > 0 && link.out_sent == link.out.size()) {
-    link.out.clear();
-    link.out_sent = 0;
-  }
+  // The buffer is reused: cleared once everything queued is sent, so no allocation per call in
+  // steady state.
   const size_t at = link.out.size();
   link.out.resize(at + prefix + metadata.size() + payload.size());
   auto written =
@@ -221,6 +248,43 @@ Status TcpTransport::append_frame(Link& link, const tcp::Frame& frame,
     std::memcpy(link.out.data() + at + prefix, metadata.data(), metadata.size());
   if (!payload.empty())
     std::memcpy(link.out.data() + at + prefix + metadata.size(), payload.data(), payload.size());
+  append_owned(link, at, link.out.size() - at);
+  pending_io_ = true;
+  return {};
+}
+
+Status TcpTransport::append_native_frame(Link& link, const tcp::Frame& frame,
+                                         std::span<const std::byte> metadata, uint64_t fingerprint,
+                                         const std::vector<codec::NativeSpan>& spans,
+                                         uint64_t total, bool gather) {
+  tcp::Frame sized = frame;
+  sized.metadata = metadata;
+  sized.encoding = tcp::PayloadEncoding::kNative;
+  const size_t prefix = tcp::frame_prefix_bytes(sized);
+  const uint64_t payload = tcp::kNativeFingerprintBytes + total;
+  const size_t at = link.out.size();
+  const size_t owned = prefix + metadata.size() + tcp::kNativeFingerprintBytes;
+  link.out.resize(at + owned + (gather ? 0 : total));
+  auto written = tcp::encode_frame_prefix(sized, payload, std::span(link.out).subspan(at, prefix));
+  if (!written.ok()) {
+    link.out.resize(at);
+    return written.status();
+  }
+  std::byte* cursor = link.out.data() + at + prefix;
+  if (!metadata.empty()) std::memcpy(cursor, metadata.data(), metadata.size());
+  cursor += metadata.size();
+  std::memcpy(cursor, &fingerprint, sizeof(fingerprint));  // little-endian hosts (frame.h)
+  cursor += sizeof(fingerprint);
+  if (!gather) {
+    for (const codec::NativeSpan& span : spans) {
+      std::memcpy(cursor, span.data, span.size);
+      cursor += span.size;
+    }
+    append_owned(link, at, owned + total);
+  } else {
+    append_owned(link, at, owned);
+    for (const codec::NativeSpan& span : spans) append_external(link, span.data, span.size);
+  }
   pending_io_ = true;
   return {};
 }
@@ -228,9 +292,19 @@ Status TcpTransport::append_frame(Link& link, const tcp::Frame& frame,
 bool TcpTransport::flush_link(Link& link) {
   if (link.state != Link::State::kOpen || link.queued() == 0) return false;
   bool did_work = false;
-  while (link.queued() > 0) {
-    const ssize_t sent = ::send(link.socket.get(), link.out.data() + link.out_sent, link.queued(),
-                                MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (link.segment_head < link.segments.size()) {
+    iovecs_.clear();
+    for (size_t i = link.segment_head; i < link.segments.size() && iovecs_.size() < kMaxIovecs;
+         ++i) {
+      const Segment& segment = link.segments[i];
+      const std::byte* base = segment.external != nullptr ? segment.external : link.out.data();
+      iovecs_.push_back(
+          iovec{const_cast<std::byte*>(base + segment.begin), segment.end - segment.begin});
+    }
+    msghdr message{};
+    message.msg_iov = iovecs_.data();
+    message.msg_iovlen = iovecs_.size();
+    const ssize_t sent = ::sendmsg(link.socket.get(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
     counters_.send_syscalls.fetch_add(1, std::memory_order_relaxed);
     if (sent < 0) {
       if (errno == EINTR) continue;
@@ -239,17 +313,68 @@ bool TcpTransport::flush_link(Link& link) {
       return true;
     }
     did_work = true;
-    link.out_sent += static_cast<size_t>(sent);
     counters_.bytes_sent.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
+    size_t left = static_cast<size_t>(sent);
+    link.queued_bytes -= left;
+    while (left > 0) {
+      Segment& segment = link.segments[link.segment_head];
+      const size_t take = std::min(left, segment.end - segment.begin);
+      segment.begin += take;
+      left -= take;
+      if (segment.begin == segment.end) ++link.segment_head;
+    }
   }
-  if (link.out_sent == link.out.size()) {
+  if (link.segment_head == link.segments.size()) {
+    link.segments.clear();
+    link.segment_head = 0;
     link.out.clear();
-    link.out_sent = 0;
-  } else if (link.out_sent > (1u << 20) && link.out_sent > link.out.size() / 2) {
-    link.out.erase(link.out.begin(), link.out.begin() + static_cast<ptrdiff_t>(link.out_sent));
-    link.out_sent = 0;
+    link.has_external = false;
+  } else if (link.segments[link.segment_head].external == nullptr) {
+    // Much of `out` is sent: move the rest to the front (owned segments shift with it).
+    const size_t shift = link.segments[link.segment_head].begin;
+    if (shift > (1u << 20) && shift > link.out.size() / 2) {
+      link.out.erase(link.out.begin(), link.out.begin() + static_cast<ptrdiff_t>(shift));
+      link.segments.erase(link.segments.begin(),
+                          link.segments.begin() + static_cast<ptrdiff_t>(link.segment_head));
+      link.segment_head = 0;
+      for (Segment& segment : link.segments) {
+        if (segment.external != nullptr) continue;
+        segment.begin -= shift;
+        segment.end -= shift;
+      }
+    }
   }
   return did_work;
+}
+
+void TcpTransport::settle(Link& link) {
+  if (link.has_external && link.segment_head < link.segments.size()) {
+    // The socket did not take everything this round: the heap spans left are copied (their app
+    // may change or free them once the round is over), with the rest of the queue, in order.
+    std::vector<std::byte> rest;
+    rest.reserve(link.queued_bytes);
+    uint64_t copied = 0;
+    for (size_t i = link.segment_head; i < link.segments.size(); ++i) {
+      const Segment& segment = link.segments[i];
+      const std::byte* base = segment.external != nullptr ? segment.external : link.out.data();
+      rest.insert(rest.end(), base + segment.begin, base + segment.end);
+      if (segment.external != nullptr) ++copied;
+    }
+    counters_.gather_segments_copied.fetch_add(copied, std::memory_order_relaxed);
+    link.out = std::move(rest);
+    link.segments.clear();
+    link.segment_head = 0;
+    link.segments.push_back(Segment{nullptr, 0, link.out.size()});
+  }
+  link.has_external = false;
+  link.pins.clear();
+  run_releases(link);
+}
+
+void TcpTransport::run_releases(Link& link) {
+  for (DeferredRelease& release : link.releases)
+    core_.reply_done(release.server, release.delivery, std::move(release.pinned));
+  link.releases.clear();
 }
 
 bool TcpTransport::read_link(Link& link) {
@@ -319,6 +444,8 @@ void TcpTransport::teardown(Link& link) {
   if (link.watched) core_.runtime->unwatch(link.socket.get());
   link.watched = false;
   link.socket.reset();
+  link.pins.clear();
+  run_releases(link);  // the servers may free those responses: nothing will send them now
   const std::string why =
       fmt::format("the connection to peer daemon {} was lost: {}", link.peer, link.close_reason);
   link.calls.for_each([&](SlotHandle handle, OutCall& call) {
@@ -389,7 +516,111 @@ void TcpTransport::handle_frame(Link& link, const tcp::Frame& frame) {
     }
     case tcp::FrameKind::kPong:
       return;
+    case tcp::FrameKind::kSchemaOffer:
+    case tcp::FrameKind::kSchemaAnswer:
+      return handle_schema(link, frame);
   }
+}
+
+// ---- the schema handshake ----
+
+uint64_t service_fingerprint(const RegisteredService& service) {
+  // FNV-1a over the method names, then the layout fingerprints mixed in.
+  uint64_t hash = 0xcbf29ce484222325ull;
+  auto mix = [&hash](uint64_t value) {
+    for (int i = 0; i < 8; ++i) {
+      hash ^= (value >> (8 * i)) & 0xff;
+      hash *= 0x100000001b3ull;
+    }
+  };
+  for (const MethodInfo& method : service.info->methods) {
+    for (char c : method.name) {
+      hash ^= static_cast<uint8_t>(c);
+      hash *= 0x100000001b3ull;
+    }
+    mix(method.input->fingerprint());
+    mix(method.output->fingerprint());
+  }
+  return hash == 0 ? 1 : hash;
+}
+
+void TcpTransport::send_schema(Link& link, tcp::FrameKind kind, std::string_view service,
+                               uint64_t fingerprint) {
+  tcp::Frame frame;
+  frame.kind = kind;
+  frame.service = service;
+  frame.call_id = fingerprint;
+  (void)append_frame(link, frame, {}, {});
+}
+
+void TcpTransport::handle_schema(Link& link, const tcp::Frame& frame) {
+  const uint32_t service_id = find_service(frame.service);
+  const RegisteredService* service = service_id == 0 ? nullptr : core_.registry.find(service_id);
+  const uint64_t ours = service == nullptr ? 0 : service_fingerprint(*service);
+  if (frame.kind == tcp::FrameKind::kSchemaOffer) {
+    // A peer's caller side asks: answer with ours (0: not registered here).
+    if (ours != 0 && frame.call_id != ours &&
+        shared_.first_time(fmt::format("serve {} {}", frame.service, link.peer_host)))
+      spdlog::info(
+          "tcp: host {} calls {} with another schema (fingerprint {:#x}, ours {:#x}): "
+          "its calls come in the protobuf wire encoding",
+          link.peer_host, frame.service, frame.call_id, ours);
+    send_schema(link, tcp::FrameKind::kSchemaAnswer, frame.service, ours);
+    return;
+  }
+  // The answer to our offer (or news after a native request was refused).
+  for (size_t i = 0; i < link.wire.size(); ++i) {
+    ServiceWire& wire = link.wire[i];
+    if (wire.name != frame.service) continue;
+    if (frame.call_id == 0) {
+      // Not registered there (now): ask again on the next call.
+      link.wire.erase(link.wire.begin() + static_cast<ptrdiff_t>(i));
+      return;
+    }
+    if (frame.call_id == wire.fingerprint) {
+      wire.state = ServiceWire::State::kNative;
+      return;
+    }
+    wire.state = ServiceWire::State::kProtobuf;
+    counters_.schema_mismatches.fetch_add(1, std::memory_order_relaxed);
+    if (shared_.first_time(fmt::format("call {} {}", frame.service, link.peer)))
+      spdlog::info(
+          "tcp: {} at peer {} ({}) has another schema (fingerprint {:#x}, ours {:#x}): "
+          "calls to it use the protobuf wire encoding",
+          frame.service, link.peer, link.peer_host, frame.call_id, wire.fingerprint);
+    return;
+  }
+}
+
+tcp::PayloadEncoding TcpTransport::choose_encoding(Link& link, const RegisteredService& service,
+                                                   const RemoteService& remote) {
+  switch (remote.encoding) {
+    case RemoteServiceConfig::Encoding::kProtobuf:
+      return tcp::PayloadEncoding::kProtobuf;
+    case RemoteServiceConfig::Encoding::kNative:
+      return tcp::PayloadEncoding::kNative;
+    case RemoteServiceConfig::Encoding::kAuto:
+      break;
+  }
+  for (const ServiceWire& wire : link.wire) {
+    if (wire.service_id != service.id) continue;
+    return wire.state == ServiceWire::State::kNative ? tcp::PayloadEncoding::kNative
+                                                     : tcp::PayloadEncoding::kProtobuf;
+  }
+  // The link's first call of the service: offer our fingerprint; protobuf (understood whatever
+  // the peer's schema) until the answer comes.
+  if (link.wire.size() >= limits::kMaxRegisteredServices) link.wire.clear();
+  std::erase_if(link.wire, [&](const ServiceWire& old) {
+    return old.name == service.full_name;  // an earlier registration of the name
+  });
+  ServiceWire wire;
+  wire.service_id = service.id;
+  wire.name = service.full_name;
+  wire.fingerprint = service_fingerprint(service);
+  send_schema(link, tcp::FrameKind::kSchemaOffer, wire.name, wire.fingerprint);
+  counters_.schema_offers_sent.fetch_add(1, std::memory_order_relaxed);
+  link.wire.push_back(std::move(wire));
+  return tcp::PayloadEncoding::kProtobuf;
 }
 
 uint32_t TcpTransport::find_service(std::string_view name) {
@@ -428,9 +659,6 @@ void TcpTransport::handle_request(Link& link, const tcp::Frame& frame) {
     send_error_reply(link, frame.call_id, Status(code, std::move(text)));
   };
   if (core_.draining) return refuse(StatusCode::kUnavailable, "the peer daemon is stopping");
-  if (frame.encoding != tcp::PayloadEncoding::kProtobuf)
-    return refuse(StatusCode::kUnimplemented,
-                  "only the protobuf wire encoding is implemented between daemons");
   uint32_t service_id = find_service(frame.service);
   const RegisteredService* service = service_id == 0 ? nullptr : core_.registry.find(service_id);
   if (service != nullptr && service->servers.empty()) {
@@ -444,6 +672,24 @@ void TcpTransport::handle_request(Link& link, const tcp::Frame& frame) {
     return refuse(StatusCode::kInvalidArgument,
                   fmt::format("{} has {} methods, not one at index {}", frame.service,
                               service->info->methods.size(), frame.method_index));
+  std::span<const std::byte> body = frame.payload;
+  if (frame.encoding == tcp::PayloadEncoding::kNative) {
+    // Native bytes mean something only with our layouts: the sender's fingerprint must be ours.
+    uint64_t theirs = 0;
+    if (body.size() >= tcp::kNativeFingerprintBytes)
+      std::memcpy(&theirs, body.data(), sizeof(theirs));
+    const uint64_t ours = service_fingerprint(*service);
+    if (body.size() < tcp::kNativeFingerprintBytes || theirs != ours) {
+      counters_.native_refused.fetch_add(1, std::memory_order_relaxed);
+      send_schema(link, tcp::FrameKind::kSchemaAnswer, frame.service, ours);
+      return refuse(StatusCode::kFailedPrecondition,
+                    fmt::format("a native request for {} with schema fingerprint {:#x}; host {} "
+                                "serves it with fingerprint {:#x} (another schema: use the "
+                                "protobuf encoding)",
+                                frame.service, theirs, shared_.host_name, ours));
+    }
+    body = body.subspan(tcp::kNativeFingerprintBytes);
+  }
   const MonoTime now = core_.clock.now();
   const uint64_t timeout = frame.timeout_ns != 0
                                ? frame.timeout_ns
@@ -486,8 +732,10 @@ void TcpTransport::handle_request(Link& link, const tcp::Frame& frame) {
   rpc->priority = frame.priority;
   rpc->attempt = frame.attempt;
   rpc->request = MessageLocation{link.id, RegionKind::kHeap, 0};  // in the payload (below)
+  rpc->peer_encoding = static_cast<uint8_t>(frame.encoding);
   auto payload = std::make_shared<RemotePayload>();
-  payload->payload.assign(frame.payload.begin(), frame.payload.end());
+  payload->encoding = frame.encoding;
+  payload->payload.assign(body.begin(), body.end());
   payload->metadata.assign(frame.metadata.begin(), frame.metadata.end());
   rpc->metadata_length = static_cast<uint32_t>(frame.metadata.size());
   rpc->pinned_memory = std::move(payload);
@@ -525,9 +773,29 @@ void TcpTransport::handle_reply(Link& link, const tcp::Frame& frame) {
   } else {
     codec::CodecLimits limits;
     limits.max_message_bytes = core_.config.max_message_bytes;
-    auto decoded = core_.codecs->decode(rpc->service_id, rpc->method_index, MessageSide::kResponse,
-                                        frame.payload, caller->receive_view(),
-                                        *caller->receive_allocator, limits);
+    Expected<uint64_t> decoded = Status(StatusCode::kUnavailable, "the service was unregistered");
+    auto codec = core_.codecs->codec(rpc->service_id, rpc->method_index, MessageSide::kResponse);
+    const RegisteredService* service = core_.registry.find(rpc->service_id);
+    if (!codec.ok() || service == nullptr) {
+      decoded = codec.ok() ? decoded : codec.status();
+    } else if (frame.encoding == tcp::PayloadEncoding::kNative) {
+      // Sent in our layouts only if the peer checked our fingerprint; checked again here.
+      uint64_t theirs = 0;
+      if (frame.payload.size() >= tcp::kNativeFingerprintBytes)
+        std::memcpy(&theirs, frame.payload.data(), sizeof(theirs));
+      const uint64_t ours = service_fingerprint(*service);
+      decoded =
+          theirs != ours || frame.payload.size() < tcp::kNativeFingerprintBytes
+              ? Expected<uint64_t>(Status(
+                    StatusCode::kFailedPrecondition,
+                    fmt::format("a native reply with schema fingerprint {:#x}, ours is {:#x}",
+                                theirs, ours)))
+              : (*codec)->decode_native(frame.payload.subspan(tcp::kNativeFingerprintBytes),
+                                        caller->receive_view(), *caller->receive_allocator, limits);
+    } else {
+      decoded = (*codec)->decode_wire(frame.payload, caller->receive_view(),
+                                      *caller->receive_allocator, limits);
+    }
     caller->report_receive_usage();
     if (decoded.ok()) {
       rpc->response = MessageLocation{caller->id, RegionKind::kReceive, *decoded};
@@ -628,19 +896,41 @@ RpcPtr TcpTransport::route(Connection& caller, const RegisteredService& service,
   if (!codec.ok()) return fail(StatusCode::kUnavailable, codec.status().message());
   codec::CodecLimits limits;
   limits.max_message_bytes = core_.config.max_message_bytes;
-  if (scratch_.empty()) scratch_.resize(64 << 10);
-  uint64_t needed = 0;
-  auto encoded =
-      (*codec)->encode_wire(request_source, rpc->request.offset, scratch_, limits, &needed);
-  if (!encoded.ok() && encoded.status().code() == StatusCode::kOutOfRange &&
-      needed <= limits::kMaxTcpFrameBytes) {
-    scratch_.resize(needed);
+  const tcp::PayloadEncoding encoding = choose_encoding(*link, service, *remote);
+  // Native: the encoder's spans of the caller's heap are sent from there (gathered by sendmsg);
+  // a private copy a policy checked is copied into the frame (it dies with the RPC).
+  const bool from_heap = rpc->request.region != RegionKind::kPrivate;
+  Expected<std::span<const std::byte>> encoded = std::span<const std::byte>();
+  uint64_t native_total = 0;
+  if (encoding == tcp::PayloadEncoding::kNative) {
+    native_spans_.clear();
+    auto total =
+        (*codec)->encode_native(request_source, rpc->request.offset, native_spans_, limits);
+    if (!total.ok())
+      return fail(total.status().code(),
+                  "the request cannot be encoded for the peer: " + total.status().message());
+    if (*total > limits::kMaxTcpFrameBytes)
+      return fail(StatusCode::kResourceExhausted,
+                  fmt::format("the request's native encoding ({} bytes) is past "
+                              "kMaxTcpFrameBytes={}",
+                              *total, limits::kMaxTcpFrameBytes));
+    native_total = *total;
+  } else {
+    if (scratch_.empty()) scratch_.resize(64 << 10);
+    uint64_t needed = 0;
     encoded = (*codec)->encode_wire(request_source, rpc->request.offset, scratch_, limits, &needed);
+    if (!encoded.ok() && encoded.status().code() == StatusCode::kOutOfRange &&
+        needed <= limits::kMaxTcpFrameBytes) {
+      scratch_.resize(needed);
+      encoded =
+          (*codec)->encode_wire(request_source, rpc->request.offset, scratch_, limits, &needed);
+    }
+    if (!encoded.ok())
+      return fail(encoded.status().code() == StatusCode::kOutOfRange
+                      ? StatusCode::kResourceExhausted
+                      : encoded.status().code(),
+                  "the request cannot be encoded for the peer: " + encoded.status().message());
   }
-  if (!encoded.ok())
-    return fail(encoded.status().code() == StatusCode::kOutOfRange ? StatusCode::kResourceExhausted
-                                                                   : encoded.status().code(),
-                "the request cannot be encoded for the peer: " + encoded.status().message());
   std::span<const std::byte> metadata;
   if (rpc->metadata_length > 0) {
     const ConstRegion heap = caller.heap_view();
@@ -677,7 +967,7 @@ RpcPtr TcpTransport::route(Connection& caller, const RegisteredService& service,
                          : static_cast<uint64_t>(std::max<MonoTime>(1, rpc->deadline - now));
   frame.attempt = rpc->attempt;
   frame.method_index = rpc->method_index;
-  frame.encoding = tcp::PayloadEncoding::kProtobuf;
+  frame.encoding = encoding;
   frame.priority = rpc->priority;
   frame.caller_host = shared_.host_name;
   frame.caller_app =
@@ -685,12 +975,25 @@ RpcPtr TcpTransport::route(Connection& caller, const RegisteredService& service,
   if (frame.caller_app.size() > limits::kMaxTcpHostNameBytes)
     frame.caller_app = frame.caller_app.substr(0, limits::kMaxTcpHostNameBytes);
   frame.service = service.full_name;
-  Status appended = append_frame(*link, frame, metadata, *encoded);
+  Status appended;
+  if (encoding == tcp::PayloadEncoding::kNative) {
+    if (from_heap) {
+      std::shared_ptr<const void> pin = core_.pin(caller.id);
+      if (link->pins.empty() || link->pins.back() != pin) link->pins.push_back(std::move(pin));
+    }
+    appended = append_native_frame(*link, frame, metadata, service_fingerprint(service),
+                                   native_spans_, native_total, from_heap);
+  } else {
+    appended = append_frame(*link, frame, metadata, *encoded);
+  }
   if (!appended.ok()) {
     link->calls.erase(slot);
     return fail(appended.code(), "the request does not fit a frame: " + appended.message());
   }
   counters_.calls_sent.fetch_add(1, std::memory_order_relaxed);
+  (encoding == tcp::PayloadEncoding::kNative ? counters_.requests_sent_native
+                                             : counters_.requests_sent_protobuf)
+      .fetch_add(1, std::memory_order_relaxed);
   link->calls.find(slot)->rpc = std::move(rpc);
   return RpcPtr();
 }
@@ -712,6 +1015,7 @@ void TcpTransport::reply_here(RpcPtr rpc) {
   const bool private_response =
       rpc->response.present() && rpc->response.region == RegionKind::kPrivate;
   const ConnectionId server_id = rpc->response.owner;
+  bool released = false;  // reply_done deferred to the end of the round (native gather)
   if (link != nullptr && link->state == Link::State::kOpen && call_alive) {
     Status status = rpc->status;
     bool sent = false;
@@ -725,30 +1029,62 @@ void TcpTransport::reply_here(RpcPtr rpc) {
       } else {
         codec::CodecLimits limits;
         limits.max_message_bytes = core_.config.max_message_bytes;
-        if (scratch_.empty()) scratch_.resize(64 << 10);
-        uint64_t needed = 0;
         const ConstRegion source = private_response
                                        ? ConstRegion{rpc->response.private_copy->bytes.get(),
                                                      rpc->response.private_copy->size}
                                        : server->heap_view();
-        auto encoded =
-            (*codec)->encode_wire(source, rpc->response.offset, scratch_, limits, &needed);
-        if (!encoded.ok() && encoded.status().code() == StatusCode::kOutOfRange &&
-            needed <= limits::kMaxTcpFrameBytes) {
-          scratch_.resize(needed);
-          encoded = (*codec)->encode_wire(source, rpc->response.offset, scratch_, limits, &needed);
-        }
-        if (encoded.ok()) {
-          tcp::Frame reply;
-          reply.kind = tcp::FrameKind::kReply;
-          reply.call_id = rpc->caller_call_id;
-          reply.encoding = tcp::PayloadEncoding::kProtobuf;
-          Status appended = append_frame(*link, reply, {}, *encoded);
-          sent = appended.ok();
-          if (!sent) status = appended;
+        tcp::Frame reply;
+        reply.kind = tcp::FrameKind::kReply;
+        reply.call_id = rpc->caller_call_id;
+        const RegisteredService* service = core_.registry.find(rpc->service_id);
+        if (rpc->peer_encoding == static_cast<uint8_t>(tcp::PayloadEncoding::kNative) &&
+            service != nullptr) {
+          // The request came native (its fingerprint was ours): so does the reply, gathered from
+          // the server's heap, which the server may reuse only after the round (releases).
+          native_spans_.clear();
+          auto total = (*codec)->encode_native(source, rpc->response.offset, native_spans_, limits);
+          if (total.ok() && *total > limits::kMaxTcpFrameBytes)
+            total = Status(StatusCode::kResourceExhausted,
+                           fmt::format("the response's native encoding ({} bytes) is past "
+                                       "kMaxTcpFrameBytes={}",
+                                       *total, limits::kMaxTcpFrameBytes));
+          if (total.ok()) {
+            Status appended = append_native_frame(*link, reply, {}, service_fingerprint(*service),
+                                                  native_spans_, *total, heap_response);
+            sent = appended.ok();
+            if (!sent) status = appended;
+            if (sent && heap_response) {
+              std::shared_ptr<const void> pinned = std::move(rpc->pinned_memory);
+              if (pinned == nullptr) pinned = core_.pin(server_id);
+              link->releases.push_back(
+                  DeferredRelease{server_id, rpc->delivery_id, std::move(pinned)});
+              released = true;
+            }
+            if (sent) counters_.replies_sent_native.fetch_add(1, std::memory_order_relaxed);
+          } else {
+            status = Status(total.status().code(),
+                            "bad response from the server: " + total.status().message());
+          }
         } else {
-          status = Status(encoded.status().code(),
-                          "bad response from the server: " + encoded.status().message());
+          if (scratch_.empty()) scratch_.resize(64 << 10);
+          uint64_t needed = 0;
+          auto encoded =
+              (*codec)->encode_wire(source, rpc->response.offset, scratch_, limits, &needed);
+          if (!encoded.ok() && encoded.status().code() == StatusCode::kOutOfRange &&
+              needed <= limits::kMaxTcpFrameBytes) {
+            scratch_.resize(needed);
+            encoded =
+                (*codec)->encode_wire(source, rpc->response.offset, scratch_, limits, &needed);
+          }
+          if (encoded.ok()) {
+            reply.encoding = tcp::PayloadEncoding::kProtobuf;
+            Status appended = append_frame(*link, reply, {}, *encoded);
+            sent = appended.ok();
+            if (!sent) status = appended;
+          } else {
+            status = Status(encoded.status().code(),
+                            "bad response from the server: " + encoded.status().message());
+          }
         }
       }
     } else if (status.ok()) {
@@ -756,7 +1092,8 @@ void TcpTransport::reply_here(RpcPtr rpc) {
     }
     if (!sent) send_error_reply(*link, rpc->caller_call_id, status);
   }
-  if (heap_response) core_.reply_done(server_id, rpc->delivery_id, std::move(rpc->pinned_memory));
+  if (heap_response && !released)
+    core_.reply_done(server_id, rpc->delivery_id, std::move(rpc->pinned_memory));
   rpc->response = MessageLocation{};
   if (call_alive) core_.finish_call(rpc->call_id, rpc->status, shm::kNoOffset);
 }
@@ -813,6 +1150,7 @@ bool TcpTransport::run() {
     if (link.state == Link::State::kConnecting) check_connect(link);
     did_work |= read_link(link);
     did_work |= flush_link(link);
+    settle(link);
     if (link.state == Link::State::kClosed) {
       teardown(link);
       links_.erase(handle);
@@ -844,9 +1182,13 @@ Status decode_remote_request(DaemonCore& core, Rpc& rpc, Connection& callee, uin
   MRPC_REQUIRE(payload != nullptr, StatusCode::kInternal, "a peer's request without its payload");
   codec::CodecLimits limits;
   limits.max_message_bytes = core.config.max_message_bytes;
-  auto decoded =
-      core.codecs->decode(rpc.service_id, rpc.method_index, MessageSide::kRequest, payload->payload,
-                          callee.receive_view(), *callee.receive_allocator, limits);
+  auto codec = core.codecs->codec(rpc.service_id, rpc.method_index, MessageSide::kRequest);
+  if (!codec.ok()) return codec.status();
+  auto decoded = payload->encoding == tcp::PayloadEncoding::kNative
+                     ? (*codec)->decode_native(payload->payload, callee.receive_view(),
+                                               *callee.receive_allocator, limits)
+                     : (*codec)->decode_wire(payload->payload, callee.receive_view(),
+                                             *callee.receive_allocator, limits);
   if (!decoded.ok())
     return Status(decoded.status().code(),
                   "the request from the peer does not decode: " + decoded.status().message());

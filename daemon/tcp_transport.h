@@ -29,9 +29,13 @@
 // to it as a job.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -47,12 +51,26 @@ namespace mrpc {
 
 class TcpTransport;
 
-// What every shard's TcpTransport shares: immutable after start.
+// What every shard's TcpTransport shares: immutable after start, except the log-once set.
 struct TcpShared {
   std::unique_ptr<EndpointResolver> resolver;
   std::string host_name;              // this host, in hello and request frames
   std::vector<TcpTransport*> shards;  // by shard index
+  // True the first time `key` (a service and a peer) is given, over all shards: schema
+  // mismatches are logged once per service and peer, not once per link. Rare (handshakes only).
+  bool first_time(std::string key) {
+    std::lock_guard lock(logged_mutex);
+    return logged.insert(std::move(key)).second;
+  }
+  std::mutex logged_mutex;
+  std::set<std::string> logged;
 };
+
+// The schema fingerprint of a registered service as the TCP handshake compares it: its methods'
+// names and their request and response layouts' fingerprints (each covering every message the
+// type reaches), hashed; never 0. Equal fingerprints: the native encoding of every method's
+// messages means the same on both sides.
+uint64_t service_fingerprint(const RegisteredService& service);
 
 // Counters of one shard's links (read by stats from any thread).
 struct TcpCounters {
@@ -71,6 +89,13 @@ struct TcpCounters {
   std::atomic<uint64_t> calls_refused_backoff{0};  // failed at once: the peer's reconnect not due
   std::atomic<uint64_t> calls_refused_queue_full{0};  // RESOURCE_EXHAUSTED: send queue full
   std::atomic<uint64_t> calls_cancelled_by_peer{0};   // served calls a cancel frame ended
+  std::atomic<uint64_t> requests_sent_native{0};      // requests sent in the native encoding
+  std::atomic<uint64_t> requests_sent_protobuf{0};    // ... in the protobuf wire encoding
+  std::atomic<uint64_t> replies_sent_native{0};       // replies to peers, native
+  std::atomic<uint64_t> schema_offers_sent{0};        // handshakes this side started
+  std::atomic<uint64_t> schema_mismatches{0};         // answers with another fingerprint
+  std::atomic<uint64_t> native_refused{0};          // native requests whose fingerprint is not ours
+  std::atomic<uint64_t> gather_segments_copied{0};  // heap spans copied (not sent in their round)
 };
 
 class TcpTransport final : public Task {
@@ -109,6 +134,27 @@ class TcpTransport final : public Task {
   struct OutCall {
     RpcPtr rpc;
   };
+  // The link's send queue, in order: bytes of `out` or, for the native encoding, spans of an app's
+  // heap sent straight from there (gathered by sendmsg). external == nullptr: out[begin, end);
+  // else external[begin, end). Heap spans never outlive the round that queued them (settle()).
+  struct Segment {
+    const std::byte* external = nullptr;
+    size_t begin = 0;
+    size_t end = 0;
+  };
+  // Per service the link's caller side has called: what the peer's schema handshake said.
+  struct ServiceWire {
+    uint32_t service_id = 0;
+    std::string name;
+    uint64_t fingerprint = 0;  // ours
+    enum class State : uint8_t { kAsked, kNative, kProtobuf } state = State::kAsked;
+  };
+  // A server's response sent from its heap: it may free it (reply_done) once the bytes are out.
+  struct DeferredRelease {
+    ConnectionId server = kNoConnection;
+    uint64_t delivery = 0;
+    std::shared_ptr<const void> pinned;
+  };
   // One TCP connection to or from a peer daemon.
   struct Link {
     enum class State { kConnecting, kOpen, kClosed };
@@ -128,7 +174,13 @@ class TcpTransport final : public Task {
     size_t in_start = 0;
     size_t in_end = 0;
     std::vector<std::byte> out;
-    size_t out_sent = 0;
+    std::vector<Segment> segments;  // the send queue (above), from segment_head
+    size_t segment_head = 0;
+    uint64_t queued_bytes = 0;
+    bool has_external = false;  // a heap span is queued (settle() copies what is left unsent)
+    std::vector<std::shared_ptr<const void>> pins;  // heaps whose spans are queued this round
+    std::vector<DeferredRelease> releases;          // responses sent from server heaps this round
+    std::vector<ServiceWire> wire;                  // caller side: per service, by handshake
     SlotTable<OutCall> calls{limits::kMaxTcpCallsPerConnection};  // caller side: awaiting replies
     uint32_t serving = 0;  // callee side: requests it brought that are not answered yet
     // Callee side: the peer's call id -> this shard's call handle, for the peer's cancel frames
@@ -137,7 +189,7 @@ class TcpTransport final : public Task {
     MonoTime last_heard = 0;  // the last bytes received (or the start of waiting for replies)
     MonoTime ping_sent = 0;
     uint64_t pings = 0;
-    uint64_t queued() const { return out.size() - out_sent; }
+    uint64_t queued() const { return queued_bytes; }
   };
 
   Link* link_to(const PeerAddress& peer);
@@ -155,6 +207,24 @@ class TcpTransport final : public Task {
   Status append_frame(Link& link, const tcp::Frame& frame, std::span<const std::byte> metadata,
                       std::span<const std::byte> payload);
   void send_error_reply(Link& link, uint64_t call_id, const Status& status);
+  // Appends a native-encoded frame: prefix and metadata copied, then the fingerprint and the
+  // native spans, sent from where they lie (`gather`: they stay valid and unchanged through this
+  // round, the caller pinned their memory) or copied.
+  Status append_native_frame(Link& link, const tcp::Frame& frame,
+                             std::span<const std::byte> metadata, uint64_t fingerprint,
+                             const std::vector<codec::NativeSpan>& spans, uint64_t total,
+                             bool gather);
+  void append_owned(Link& link, size_t at, size_t bytes);
+  void append_external(Link& link, const std::byte* data, size_t bytes);
+  // End of a round: heap spans still queued are copied into `out`, then the pins and deferred
+  // releases of the round go.
+  void settle(Link& link);
+  void run_releases(Link& link);
+  // Caller side: the encoding of a call of `service` over `link` (config, then handshake).
+  tcp::PayloadEncoding choose_encoding(Link& link, const RegisteredService& service,
+                                       const RemoteService& remote);
+  void handle_schema(Link& link, const tcp::Frame& frame);
+  void send_schema(Link& link, tcp::FrameKind kind, std::string_view service, uint64_t fingerprint);
   // Ends a caller-side call waiting on a link with `status` (back up its caller's egress graph).
   void fail_out_call(RpcPtr rpc, Status status);
   // Drops link calls whose caller ended them (deadline, cancel); a cancel frame tells the peer.
@@ -178,6 +248,8 @@ class TcpTransport final : public Task {
   std::shared_ptr<const CallerIdentity> last_identity_;  // reused while the caller app repeats
   std::vector<std::byte> scratch_;                       // one encoded message (reused)
   std::vector<std::byte> metadata_scratch_;              // a merged metadata block (reused)
+  std::vector<codec::NativeSpan> native_spans_;          // one native encoding (reused)
+  std::vector<iovec> iovecs_;                            // one sendmsg (reused)
   size_t next_peer_ = 0;
   shm::UniqueFd listener_;
   std::atomic<bool> listener_readable_{true};

@@ -89,11 +89,17 @@ std::vector<std::string> TwoHosts::prefix(const std::string& ns) const {
 }
 
 std::string TwoHosts::config_a() const {
+  std::string extra;
+  for (const auto& [service, encoding] : extra_remotes_)
+    extra += fmt::format("\n[remote.\"{}\"]\nendpoints = [\"{}:{}\"]\nencoding = \"{}\"\n", service,
+                         b_address_, port_, encoding);
+  // The extra tables go last: a top-level key after a table would belong to it.
   return fmt::format(
-      "host = \"host-a\"\nlisten = \"{}:{}\"\n\n"
-      "[remote.\"echo.EchoService\"]\nendpoints = [\"{}:{}\"]\nencoding = \"protobuf\"\n\n"
-      "[remote.\"nested.DocumentStore\"]\nendpoints = [\"{}:{}\"]\n",
-      a_address_, port_, b_address_, port_, b_address_, port_);
+             "host = \"host-a\"\nlisten = \"{}:{}\"\n\n"
+             "[remote.\"echo.EchoService\"]\nendpoints = [\"{}:{}\"]\nencoding = \"protobuf\"\n\n"
+             "[remote.\"nested.DocumentStore\"]\nendpoints = [\"{}:{}\"]\n",
+             a_address_, port_, b_address_, port_, b_address_, port_) +
+         extra;
 }
 
 std::string TwoHosts::config_b() const {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "local_host.h"
@@ -24,6 +25,11 @@ class TwoHosts {
   TwoHosts(const TwoHosts&) = delete;
   TwoHosts& operator=(const TwoHosts&) = delete;
 
+  // Host A's configuration also routes `service` to B, with `encoding` ("native", "protobuf",
+  // "auto"). Before start_daemons.
+  void add_remote_a(std::string service, std::string encoding) {
+    extra_remotes_.emplace_back(std::move(service), std::move(encoding));
+  }
   // Writes both configuration files and starts daemon B, then daemon A (each with the test's
   // runtime threads). Servers are started by the test (b().start_echo_server()).
   Status start_daemons();
@@ -54,6 +60,7 @@ class TwoHosts {
   std::string a_address_ = "127.0.0.1";
   std::string b_address_ = "127.0.0.2";
   uint16_t port_ = 0;
+  std::vector<std::pair<std::string, std::string>> extra_remotes_;  // service, encoding
 };
 
 }  // namespace mrpc::testing

@@ -46,6 +46,9 @@ seeds = {
         frame(2, call_id=i, encoding=1, host=b"host-b", app=b"x", service=b"echo.EchoService",
               payload=b"\x0a\x01" + bytes([i])) for i in range(8)) + frame(3, call_id=3, encoding=1),
     "reply_big": frame(3, call_id=7, encoding=1, payload=b"\x0a\xe8\x07" + b"z" * 1000),
+    # The schema handshake: an offer and its answer, a fingerprint in the call id.
+    "schema_handshake": frame(7, call_id=0x1234567890ABCDEF, service=b"compat.Store")
+    + frame(8, call_id=0x0FEDCBA987654321, service=b"compat.Store"),
 }
 
 out = Path(sys.argv[1])

@@ -113,6 +113,13 @@ TEST_CASE("each tcp frame kind encodes and parses back to the same fields") {
     frame.call_id = 77;
     frames.push_back(frame);
   }
+  for (FrameKind kind : {FrameKind::kSchemaOffer, FrameKind::kSchemaAnswer}) {
+    Frame frame;
+    frame.kind = kind;
+    frame.service = "echo.EchoService";
+    frame.call_id = 0x1234567890abcdefull;  // the sender's schema fingerprint of the service
+    frames.push_back(frame);
+  }
   FrameParser parser;
   for (const Frame& frame : frames) {
     CAPTURE(static_cast<int>(frame.kind));
@@ -185,8 +192,8 @@ TEST_CASE("bad tcp frames are errors that name the field and its value") {
   CHECK(status.message().find("protocol version 9") != std::string::npos);
   status = with([](auto& b) { b[5] = std::byte{0}; });
   CHECK(status.message().find("unknown kind 0") != std::string::npos);
-  status = with([](auto& b) { b[5] = std::byte{7}; });
-  CHECK(status.message().find("unknown kind 7") != std::string::npos);
+  status = with([](auto& b) { b[5] = std::byte{9}; });
+  CHECK(status.message().find("unknown kind 9") != std::string::npos);
   status = with([](auto& b) { poke<uint16_t>(b, 6, 0x80); });
   CHECK(status.message().find("unknown flags 0x80") != std::string::npos);
   status = with([](auto& b) { poke<uint32_t>(b, 8, 1000); });
@@ -234,6 +241,15 @@ TEST_CASE("bad tcp frames are errors that name the field and its value") {
   reply.encoding = PayloadEncoding::kProtobuf;
   refused = encode_frame_prefix(reply, 8, buffer);
   CHECK(refused.status().message().find("error 14 with a payload") != std::string::npos);
+  // A schema frame carries a service name and its fingerprint (the call id), nothing else.
+  Frame schema;
+  schema.kind = FrameKind::kSchemaOffer;
+  refused = encode_frame_prefix(schema, 0, buffer);
+  CHECK(refused.status().message().find("schema offer frame") != std::string::npos);
+  schema.service = "compat.Store";
+  schema.encoding = PayloadEncoding::kNative;
+  refused = encode_frame_prefix(schema, 8, buffer);
+  CHECK(refused.status().message().find("payload 8 B encoding 2") != std::string::npos);
 }
 
 TEST_CASE("a bad tcp frame header is refused before its body arrives") {

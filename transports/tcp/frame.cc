@@ -62,6 +62,10 @@ const char* kind_name(FrameKind kind) {
       return "ping";
     case FrameKind::kPong:
       return "pong";
+    case FrameKind::kSchemaOffer:
+      return "schema offer";
+    case FrameKind::kSchemaAnswer:
+      return "schema answer";
   }
   return "?";
 }
@@ -117,6 +121,16 @@ Status check_fields(const Frame& frame, const Sizes& size) {
                    "text {} B, metadata {} B, payload {} B encoding {})",
                    kind, size.app, size.service, frame.status_code, size.text, size.metadata,
                    size.payload, static_cast<unsigned>(frame.encoding));
+      return {};
+    case FrameKind::kSchemaOffer:
+    case FrameKind::kSchemaAnswer:
+      MRPC_REQUIRE(size.service > 0 && size.host == 0 && size.app == 0 && size.text == 0 &&
+                       size.metadata == 0 && !has_payload && frame.status_code == 0,
+                   StatusCode::kInvalidArgument,
+                   "tcp {} frame: it carries a service name and nothing else (host {} B, app {} "
+                   "B, service {} B, status {} text {} B, metadata {} B, payload {} B encoding {})",
+                   kind, size.host, size.app, size.service, frame.status_code, size.text,
+                   size.metadata, size.payload, static_cast<unsigned>(frame.encoding));
       return {};
     case FrameKind::kRequest:
       MRPC_REQUIRE(size.service > 0, StatusCode::kInvalidArgument,

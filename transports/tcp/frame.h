@@ -35,15 +35,23 @@ enum class FrameKind : uint8_t {
   kCancel = 4,   // the caller gave up on call_id: the callee side may drop it
   kPing = 5,     // keepalive: answered by kPong with the same call_id (a nonce)
   kPong = 6,
+  // Schema handshake, per service, lazily on a link's first call of it (docs/tcp-transport.md):
+  // service = the service's full name, call_id = the sender's schema fingerprint of it (0: none
+  // registered here). An offer asks the peer for its fingerprint; the peer answers with its own.
+  kSchemaOffer = 7,
+  kSchemaAnswer = 8,
 };
-inline constexpr uint8_t kMaxFrameKind = 6;
+inline constexpr uint8_t kMaxFrameKind = 8;
 
 // How the payload's bytes encode the message.
 enum class PayloadEncoding : uint8_t {
   kNone = 0,      // no payload (hello, cancel, ping, pong, a failed reply)
   kProtobuf = 1,  // protobuf wire format (the compiled wire codec)
-  kNative = 2,    // mrpc native (scatter-gather) encoding; both sides need the same layouts
+  kNative = 2,    // mrpc native (scatter-gather) encoding; both sides need the same layouts:
+                  // the payload starts with the sender's 8-byte schema fingerprint of the service
 };
+// Bytes before the native encoding in a kNative payload: the service's schema fingerprint.
+inline constexpr size_t kNativeFingerprintBytes = 8;
 inline constexpr uint8_t kMaxPayloadEncoding = 2;
 
 // Header flag bits.

@@ -111,6 +111,9 @@ struct Rpc {
   uint16_t attempt = 0;  // 0: the call's first attempt; forks number the others
   AttemptKind attempt_kind = AttemptKind::kPrimary;
   uint16_t attempts_made = 1;  // attempts of the call forked along this one's line, itself included
+  // A call from a peer daemon (TCP): the payload encoding its request came in (tcp::
+  // PayloadEncoding; 0 otherwise); its reply goes back in the same encoding.
+  uint8_t peer_encoding = 0;
   // While the RPC is on another runtime thread (shard) than the memory its request or response
   // lies in: a reference that keeps that memory mapped (the daemon's connection). Null otherwise.
   std::shared_ptr<const void> pinned_memory;
