@@ -17,7 +17,6 @@
 #include "control_server.h"
 #include "core.h"
 #include "local_transport.h"
-#include "tcp_transport.h"
 #include "mrpc/base/check.h"
 #include "mrpc/transports/loopback.h"
 #include "mrpc/transports/shm/app_socket.h"
@@ -25,6 +24,7 @@
 #include "policy_control.h"
 #include "protobuf_log.h"
 #include "shard_task.h"
+#include "tcp_transport.h"
 
 namespace mrpc {
 
@@ -658,7 +658,9 @@ nlohmann::json Daemon::Impl::tcp_json() const {
           {"pings_sent", total(&T::pings_sent)},
           {"calls_refused_backoff", total(&T::calls_refused_backoff)},
           {"calls_refused_queue_full", total(&T::calls_refused_queue_full)},
-          {"calls_cancelled_by_peer", total(&T::calls_cancelled_by_peer)}};
+          {"calls_cancelled_by_peer", total(&T::calls_cancelled_by_peer)},
+          {"send_queue_bytes", total(&T::send_queue_bytes)},
+          {"send_queue_bytes_peak", total(&T::send_queue_bytes_peak)}};
 }
 
 nlohmann::json Daemon::Impl::codecs_json() const {

@@ -90,6 +90,7 @@ TcpTransport::Link* TcpTransport::add_link(shm::UniqueFd socket, bool outgoing,
   raw->socket = std::move(socket);
   raw->outgoing = outgoing;
   raw->peer = std::move(peer_text);
+  raw->last_heard = core_.clock.now();
   if (core_.runtime->watch_readable(raw->socket.get(), &raw->readable).ok()) raw->watched = true;
   counters_.links_opened.fetch_add(1, std::memory_order_relaxed);
   counters_.links_open.fetch_add(1, std::memory_order_relaxed);
@@ -144,6 +145,7 @@ void TcpTransport::check_connect(Link& link) {
   (void)::getsockopt(link.socket.get(), SOL_SOCKET, SO_ERROR, &error, &length);
   if (error != 0) return close_link(link, "connect: " + errno_text(error));
   link.state = Link::State::kOpen;
+  link.last_heard = core_.clock.now();  // the keepalive counts from here
   spdlog::info("tcp: connected to peer {} (shard {})", link.peer, core_.shard);
 }
 
@@ -222,6 +224,11 @@ Status TcpTransport::append_frame(Link& link, const tcp::Frame& frame,
   if (!payload.empty())
     std::memcpy(link.out.data() + at + prefix + metadata.size(), payload.data(), payload.size());
   pending_io_ = true;
+  const uint64_t queued =
+      counters_.send_queue_bytes.fetch_add(link.out.size() - at, std::memory_order_relaxed) +
+      (link.out.size() - at);
+  if (queued > counters_.send_queue_bytes_peak.load(std::memory_order_relaxed))
+    counters_.send_queue_bytes_peak.store(queued, std::memory_order_relaxed);
   return {};
 }
 
@@ -241,6 +248,7 @@ bool TcpTransport::flush_link(Link& link) {
     did_work = true;
     link.out_sent += static_cast<size_t>(sent);
     counters_.bytes_sent.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
+    counters_.send_queue_bytes.fetch_sub(static_cast<uint64_t>(sent), std::memory_order_relaxed);
   }
   if (link.out_sent == link.out.size()) {
     link.out.clear();
@@ -316,6 +324,7 @@ void TcpTransport::close_link(Link& link, std::string reason) {
 }
 
 void TcpTransport::teardown(Link& link) {
+  counters_.send_queue_bytes.fetch_sub(link.queued(), std::memory_order_relaxed);
   if (link.watched) core_.runtime->unwatch(link.socket.get());
   link.watched = false;
   link.socket.reset();
@@ -665,7 +674,6 @@ RpcPtr TcpTransport::route(Connection& caller, const RegisteredService& service,
     if (!written.ok()) return fail(written.status().code(), written.status().message());
     metadata = std::span<const std::byte>(metadata_scratch_.data(), *written);
   }
-  if (link->calls.size() == 0) link->last_heard = std::max(link->last_heard, now);
   const SlotHandle slot = link->calls.insert(OutCall{});
   MRPC_ASSERT(slot != kNoSlotHandle, "link call table full after the check");
   tcp::Frame frame;
@@ -766,14 +774,15 @@ void TcpTransport::reply_here(RpcPtr rpc) {
 void TcpTransport::sweep() {
   const MonoTime now = core_.clock.now();
   links_.for_each([&](SlotHandle, std::unique_ptr<Link>& link) {
-    // Keepalive, for links with calls waiting: a silent peer (a partition) fails them.
-    if (link->state == Link::State::kOpen && link->calls.size() > 0) {
+    // Keepalive, for every open link, idle or not: a silent peer (a partition) is found before
+    // the next call is sent into it, and the calls waiting on it fail.
+    if (link->state == Link::State::kOpen) {
       const MonoTime silent = now - link->last_heard;
       if (silent >= limits::kTcpKeepaliveTimeout.count()) {
         counters_.keepalive_timeouts.fetch_add(1, std::memory_order_relaxed);
         close_link(*link, fmt::format("no frame from the peer for {} ms with {} calls waiting "
-                                      "(kTcpKeepaliveTimeout)",
-                                      silent / 1'000'000, link->calls.size()));
+                                      "and {} being served (kTcpKeepaliveTimeout)",
+                                      silent / 1'000'000, link->calls.size(), link->serving));
         return;
       }
       if (silent >= limits::kTcpKeepaliveInterval.count() &&

@@ -71,6 +71,11 @@ struct TcpCounters {
   std::atomic<uint64_t> calls_refused_backoff{0};  // failed at once: the peer's reconnect not due
   std::atomic<uint64_t> calls_refused_queue_full{0};  // RESOURCE_EXHAUSTED: send queue full
   std::atomic<uint64_t> calls_cancelled_by_peer{0};   // served calls a cancel frame ended
+  // Bytes in this shard's link send buffers not sent yet (now), and the most there ever were: the
+  // daemon's memory for frames waiting on slow peers (bounded per link by kMaxTcpSendQueueBytes
+  // plus one frame).
+  std::atomic<uint64_t> send_queue_bytes{0};
+  std::atomic<uint64_t> send_queue_bytes_peak{0};
 };
 
 class TcpTransport final : public Task {
@@ -134,7 +139,10 @@ class TcpTransport final : public Task {
     // Callee side: the peer's call id -> this shard's call handle, for the peer's cancel frames
     // (a hash lookup per served call: the peer's ids are its own slot handles).
     std::unordered_map<uint64_t, SlotHandle> served;
-    MonoTime last_heard = 0;  // the last bytes received (or the start of waiting for replies)
+    // The last bytes received (or the link's start, or the start of waiting for replies): every
+    // open link, idle or not, is pinged after kTcpKeepaliveInterval of silence and closed after
+    // kTcpKeepaliveTimeout (a partition is found while idle too, on both sides).
+    MonoTime last_heard = 0;
     MonoTime ping_sent = 0;
     uint64_t pings = 0;
     uint64_t queued() const { return out.size() - out_sent; }
