@@ -26,7 +26,7 @@ Expected<Subprocess> start_nginx_grpc_proxy(const std::string& directory, const 
              "http {{ access_log off; client_body_temp_path {0}; proxy_temp_path {0};\n"
              "  fastcgi_temp_path {0}; uwsgi_temp_path {0}; scgi_temp_path {0};\n"
              "  client_max_body_size 0;\n"
-             "  upstream b {{ server {2}; keepalive 16; keepalive_requests 1000000; }}\n"
+             "  upstream b {{ server {2}; keepalive 128; keepalive_requests 1000000; }}\n"
              "  server {{ listen {1} http2; keepalive_requests 1000000;\n"
              "    location / {{ grpc_pass grpc://b; }} }} }}\n",
              directory, listen, upstream);
