@@ -169,6 +169,13 @@ struct Ended {
     std::lock_guard lock(mutex);
     return count;
   }
+  std::string summary() {
+    std::lock_guard lock(mutex);
+    std::string text = fmt::format("{} ended", count);
+    for (const auto& [code, n] : codes)
+      text += fmt::format(", {} {}", n, mrpc::status_code_name(code));
+    return text;
+  }
 };
 
 void start_echo(const std::shared_ptr<mrpc::Channel>& channel, const std::string& payload,
@@ -196,35 +203,37 @@ TEST_CASE(
   REQUIRE_MESSAGE(started.ok(), started.to_string());
   hosts.b().kill_daemon();  // B's address and port now belong to the slow peer
   mrpc::Subprocess peer = start_slow_peer(hosts);
+  Ended ended;  // before the channel: it outlives the channel's completion thread
   auto channel = hosts.a().connect("backpressure_client");
   REQUIRE_MESSAGE(channel.ok(), channel.status().to_string());
   const uint64_t rss_before = rss_anon_bytes(hosts.a());
   const nlohmann::json before = stats(hosts.a());
 
-  // 1 MiB requests, one at a time until the link refuses one: each call is either sent (queued on
-  // the link) or refused before the next starts (A's counters say which).
+  // 1 MiB requests, one at a time until the link refuses one: each call is sent (queued on the
+  // link: A's counter) or has ended (refused) before the next starts.
   const std::string payload(kMiB, 'p');
   constexpr uint64_t kFrameBytes = kMiB + 4096;  // one request frame: payload + header + names
   constexpr uint32_t kMaxCalls = 200;            // 64 MiB queued + the kernel's buffers: far fewer
-  Ended ended;
   uint32_t started_calls = 0;
   uint64_t refused = 0;
   while (refused == 0 && started_calls < kMaxCalls) {
     start_echo(*channel, payload, ended);
     ++started_calls;
-    uint64_t sent = 0;
-    REQUIRE(eventually([&] {
-      const nlohmann::json tcp = stats(hosts.a()).at("tcp");
-      sent = tcp.at("calls_sent").get<uint64_t>();
-      refused = tcp.at("calls_refused_queue_full").get<uint64_t>();
-      return sent + refused == started_calls;
-    }));
+    nlohmann::json tcp;
+    const bool settled = eventually([&] {
+      tcp = stats(hosts.a()).at("tcp");
+      return tcp.at("calls_sent").get<uint64_t>() + ended.total() >= started_calls;
+    });
+    REQUIRE_MESSAGE(settled, "call ", started_calls, " neither sent nor ended; A: ", tcp.dump(),
+                    "; ended: ", ended.summary());
+    refused = ended.of(StatusCode::kResourceExhausted);
+    REQUIRE_MESSAGE(ended.total() == refused, "a call failed otherwise: ", ended.summary());
   }
   const uint64_t queued_calls = started_calls - refused;
   MESSAGE(queued_calls, " calls of 1 MiB waiting on the link when call ", started_calls,
           " was refused");
   REQUIRE(refused == 1);
-  REQUIRE(eventually([&] { return ended.of(StatusCode::kResourceExhausted) == 1; }));
+  CHECK(tcp_counter(hosts.a(), "calls_refused_queue_full") == 1);
   CHECK(ended.total() == 1);  // the calls on the link wait; none failed otherwise
   const std::string refusal = ended.first_refusal.message();
   CHECK_MESSAGE(refusal.find("kMaxTcpSendQueueBytes=") != std::string::npos, refusal);
@@ -271,6 +280,8 @@ TEST_CASE(
   const uint64_t rss_after = rss_anon_bytes(hosts.a());
   MESSAGE("daemon A RssAnon after the link closed: ", rss_after / kMiB, " MiB");
   if (kCheckRss) CHECK(rss_after <= rss_before + 16 * kMiB);
+  (*channel).reset();  // joins the completion thread: no completion can come after this
+  CHECK(ended.total() == started_calls + kMoreCalls);  // each call ended exactly once
 }
 
 namespace {
