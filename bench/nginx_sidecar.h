@@ -3,8 +3,7 @@
 // keepalive_requests long runs fail). nginx sends one call at a time per upstream connection, so
 // the pool keeps 128 of them: enough for 64 calls in flight without a connection per call (with
 // 16, 64 in flight cost twice the CPU per call and ran at half the rate). nginx comes from Debian
-// (nginx-light, installed by scripts/bench.sh and bench/two_hosts_bench.sh for the comparison
-// only).
+// (nginx-light, installed by scripts/install-bench-deps.sh for the comparison only).
 #pragma once
 
 #include <string>
