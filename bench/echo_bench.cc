@@ -6,7 +6,6 @@
 // call of every process taking part.
 //
 //   build/bench/echo_bench [--calls N] [--payload B] [--window W]
-#include <sys/resource.h>
 #include <unistd.h>
 #include <algorithm>
 
@@ -22,9 +21,11 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "bench_measure.h"
 #include "grpc_echo.h"
 #include "latency_recorder.h"
 #include "mrpc/base/subprocess.h"
+#include "nginx_sidecar.h"
 #ifdef MRPC_BENCH_WITH_MRPC
 #include "echo_load.h"
 #include "mrpc/client/channel.h"
@@ -34,56 +35,12 @@
 namespace mrpc::bench {
 namespace {
 
-double self_cpu_seconds() {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  auto seconds = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
-  };
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
-}
-
 struct Settings {
   uint32_t calls = 20000;
   uint32_t payload = 64;
   uint32_t window = 64;
   std::string self;
 };
-
-// A process taking part in a measurement, whose CPU time is charged to the calls.
-struct Participant {
-  std::string role;
-  Subprocess process;
-};
-using ClientRun = std::function<Status(LatencyRecorder&, double&)>;
-
-// Runs `client` in this process against the already started `participants`, charging each the
-// CPU it used during the run only (start-up excluded).
-Expected<BenchRow> measure(std::string name, const Settings& settings, uint32_t window,
-                           std::vector<Participant>& participants, const ClientRun& client) {
-  std::vector<double> before;
-  for (auto& p : participants)
-    before.push_back(p.process.cpu().ok() ? p.process.cpu()->total() : 0);
-  LatencyRecorder latencies;
-  double seconds = 0;
-  double client_before = self_cpu_seconds();
-  Status status = client(latencies, seconds);
-  double client_cpu = self_cpu_seconds() - client_before;
-  if (!status.ok()) return status;
-  BenchRow row;
-  row.name = std::move(name);
-  row.window = window;
-  row.p50_us = latencies.percentile_micros(50);
-  row.p99_us = latencies.percentile_micros(99);
-  row.calls_per_second = settings.calls / seconds;
-  row.cpu_per_call.emplace_back("client", client_cpu / settings.calls);
-  for (size_t i = 0; i < participants.size(); ++i) {
-    auto cpu = participants[i].process.cpu();
-    double used = cpu.ok() ? cpu->total() - before[i] : 0;
-    row.cpu_per_call.emplace_back(participants[i].role, used / settings.calls);
-  }
-  return row;
-}
 
 uint16_t pick_port(uint16_t offset) {
   return static_cast<uint16_t>(20000 + (::getpid() * 7 + offset) % 30000);
@@ -100,36 +57,22 @@ Status bench_tcp(const Settings& settings, std::vector<BenchRow>& rows) {
     auto server = start_self(settings, {"--role", "tcp-server", "--port", std::to_string(port),
                                         "--payload", std::to_string(settings.payload)});
     if (!server.ok()) return server.status();
-    std::vector<Participant> participants;
-    participants.push_back({"server", std::move(*server)});
-    auto row = measure(fmt::format("raw TCP ping-pong (window {})", window), settings, window,
-                       participants, [&](LatencyRecorder& latencies, double& seconds) {
-                         TcpRunOptions options{port, settings.payload, settings.calls, window};
+    Processes processes;
+    processes.add("server", std::move(*server));
+    auto row = measure(fmt::format("raw TCP ping-pong (window {})", window), settings.calls,
+                       settings.payload, window, processes.participants(),
+                       [&](LatencyRecorder& latencies, double& seconds) {
+                         TcpRunOptions options;
+                         options.port = port;
+                         options.payload = settings.payload;
+                         options.calls = settings.calls;
+                         options.window = window;
                          return run_tcp_client(options, latencies, seconds);
                        });
     if (!row.ok()) return row.status();
     rows.push_back(std::move(*row));
   }
   return Status();
-}
-
-// nginx as a gRPC sidecar proxy (HTTP/2 both legs), as TOOLCHAIN.md configures it.
-Expected<Subprocess> start_nginx(const std::string& directory, uint16_t listen, uint16_t backend) {
-  std::string conf = directory + "/nginx.conf";
-  FILE* file = std::fopen(conf.c_str(), "w");
-  if (file == nullptr) return Status(StatusCode::kInternal, "cannot write " + conf);
-  fmt::print(file,
-             "daemon off; master_process off; worker_processes 1; pid {0}/nginx.pid;\n"
-             "error_log {0}/error.log error;\n"
-             "events {{ worker_connections 1024; }}\n"
-             "http {{ access_log off; client_body_temp_path {0}; proxy_temp_path {0};\n"
-             "  fastcgi_temp_path {0}; uwsgi_temp_path {0}; scgi_temp_path {0};\n"
-             "  upstream b {{ server 127.0.0.1:{2}; keepalive 16; }}\n"
-             "  server {{ listen 127.0.0.1:{1} http2; keepalive_requests 1000000;\n"
-             "    location / {{ grpc_pass grpc://b; }} }} }}\n",
-             directory, listen, backend);
-  std::fclose(file);
-  return Subprocess::start({"nginx", "-p", directory, "-c", conf}, {}, directory + "/nginx.out");
 }
 
 #ifdef MRPC_BENCH_WITH_MRPC
@@ -183,12 +126,13 @@ Status bench_mrpc(const Settings& settings, std::vector<BenchRow>& rows) {
       if (echo::run_echo_load(*channel, probe).answered == 1) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    std::vector<Participant> participants;
-    participants.push_back({"daemon", std::move(*daemon)});
-    participants.push_back({"server", std::move(*server)});
+    Processes processes;
+    processes.add("daemon", std::move(*daemon));
+    processes.add("server", std::move(*server));
     for (uint32_t window : {1u, settings.window}) {
-      auto row = measure(fmt::format("{} (window {})", setup.label, window), settings, window,
-                         participants, [&](LatencyRecorder& latencies, double& seconds) {
+      auto row = measure(fmt::format("{} (window {})", setup.label, window), settings.calls,
+                         settings.payload, window, processes.participants(),
+                         [&](LatencyRecorder& latencies, double& seconds) {
                            echo::EchoLoadOptions load;
                            load.calls = settings.calls;
                            load.in_flight = window;
@@ -204,7 +148,7 @@ Status bench_mrpc(const Settings& settings, std::vector<BenchRow>& rows) {
       rows.push_back(std::move(*row));
     }
     channel->reset();
-    for (auto& p : participants) p.process.stop(SIGTERM);
+    for (auto& [role, process] : processes.owned) process.stop(SIGTERM);
     std::error_code ignored;
     std::filesystem::remove_all(directory, ignored);
   }
@@ -216,12 +160,12 @@ Status bench_grpc(const Settings& settings, std::vector<BenchRow>& rows) {
   const uint16_t port = pick_port(100);
   auto server = start_self(settings, {"--role", "grpc-server", "--port", std::to_string(port)});
   if (!server.ok()) return server.status();
-  std::vector<Participant> participants;
-  participants.push_back({"server", std::move(*server)});
+  Processes processes;
+  processes.add("server", std::move(*server));
 
   auto run = [&](std::string name, uint16_t target_port, uint32_t window) -> Status {
-    auto row = measure(std::move(name), settings, window, participants,
-                       [&](LatencyRecorder& latencies, double& seconds) {
+    auto row = measure(std::move(name), settings.calls, settings.payload, window,
+                       processes.participants(), [&](LatencyRecorder& latencies, double& seconds) {
                          GrpcRunOptions options{fmt::format("127.0.0.1:{}", target_port),
                                                 settings.payload, settings.calls, window};
                          return run_grpc_client(options, latencies, seconds);
@@ -233,7 +177,7 @@ Status bench_grpc(const Settings& settings, std::vector<BenchRow>& rows) {
   for (uint32_t window : {1u, settings.window})
     MRPC_TRY_STATUS(run(fmt::format("gRPC (window {})", window), port, window));
 
-  if (!wait_for_path("/usr/sbin/nginx", std::chrono::milliseconds(0))) {
+  if (!nginx_installed()) {
     fmt::print(
         "(gRPC through an nginx sidecar: skipped, nginx is not installed: "
         "apt-get install nginx-light)\n");
@@ -242,9 +186,10 @@ Status bench_grpc(const Settings& settings, std::vector<BenchRow>& rows) {
   char directory_template[] = "/tmp/mrpc-bench-nginx-XXXXXX";
   std::string directory = ::mkdtemp(directory_template);
   const uint16_t proxy_port = pick_port(200);
-  auto nginx = start_nginx(directory, proxy_port, port);
+  auto nginx = start_nginx_grpc_proxy(directory, fmt::format("127.0.0.1:{}", proxy_port),
+                                      fmt::format("127.0.0.1:{}", port));
   if (!nginx.ok()) return nginx.status();
-  participants.push_back({"nginx", std::move(*nginx)});
+  processes.add("nginx", std::move(*nginx));
   for (uint32_t window : {1u, settings.window})
     MRPC_TRY_STATUS(
         run(fmt::format("gRPC via nginx sidecar (window {})", window), proxy_port, window));

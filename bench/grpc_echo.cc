@@ -33,10 +33,10 @@ struct AsyncCall {
 
 }  // namespace
 
-int run_grpc_echo_server(uint16_t port) {
+int run_grpc_echo_server(uint16_t port, const std::string& address) {
   EchoServiceImpl service;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(fmt::format("127.0.0.1:{}", port), grpc::InsecureServerCredentials());
+  builder.AddListeningPort(fmt::format("{}:{}", address, port), grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
   auto server = builder.BuildAndStart();
   if (!server) return 1;

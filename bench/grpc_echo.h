@@ -11,8 +11,8 @@
 
 namespace mrpc::bench {
 
-// Serves until killed.
-int run_grpc_echo_server(uint16_t port);
+// Serves on `address`:`port` until killed.
+int run_grpc_echo_server(uint16_t port, const std::string& address = "127.0.0.1");
 
 struct GrpcRunOptions {
   std::string target;  // "127.0.0.1:port"

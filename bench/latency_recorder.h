@@ -34,8 +34,15 @@ struct BenchRow {
   double p99_us = 0;
   double calls_per_second = 0;  // with `window` calls in flight
   uint32_t window = 1;
+  uint32_t payload = 0;         // bytes per message
+  double bytes_per_second = 0;  // payload bytes carried each way per second (goodput)
   // CPU seconds per call, per process taking part ("client", "server", "daemon").
   std::vector<std::pair<std::string, double>> cpu_per_call;
+  double total_cpu_per_call() const {
+    double total = 0;
+    for (const auto& entry : cpu_per_call) total += entry.second;
+    return total;
+  }
 };
 
 }  // namespace mrpc::bench

@@ -46,24 +46,26 @@ void set_nodelay(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-sockaddr_in loopback(uint16_t port) {
+sockaddr_in ipv4(const std::string& text, uint16_t port) {
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::inet_pton(AF_INET, text.c_str(), &address.sin_addr) != 1)
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   return address;
 }
 
 }  // namespace
 
-int run_tcp_echo_server(uint16_t port, uint32_t payload) {
+int run_tcp_echo_server(uint16_t port, uint32_t payload, const std::string& address_text) {
   int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in address = loopback(port);
+  sockaddr_in address = ipv4(address_text, port);
   if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
       ::listen(listener, 1) != 0) {
-    fmt::print(stderr, "tcp echo server: bind/listen on port {}: {}\n", port, std::strerror(errno));
+    fmt::print(stderr, "tcp echo server: bind/listen on {}:{}: {}\n", address_text, port,
+               std::strerror(errno));
     return 1;
   }
   int connection = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
@@ -80,11 +82,12 @@ int run_tcp_echo_server(uint16_t port, uint32_t payload) {
 
 Status run_tcp_client(const TcpRunOptions& options, LatencyRecorder& latencies, double& seconds) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address = loopback(options.port);
-  // The server process may still be starting: retry the connect for a while.
+  sockaddr_in address = ipv4(options.address, options.port);
+  // The server process may still be starting (another namespace's `ip netns exec` first): retry
+  // the connect for a while.
   int attempts = 0;
   while (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    if (++attempts > 2000) {
+    if (++attempts > 10000) {
       ::close(fd);
       return Status(StatusCode::kUnavailable, "tcp echo server did not start");
     }

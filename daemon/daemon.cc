@@ -688,7 +688,9 @@ nlohmann::json Daemon::Impl::tcp_json() const {
           {"schema_offers_sent", total(&T::schema_offers_sent)},
           {"schema_mismatches", total(&T::schema_mismatches)},
           {"native_refused", total(&T::native_refused)},
-          {"gather_segments_copied", total(&T::gather_segments_copied)}};
+          {"gather_segments_copied", total(&T::gather_segments_copied)},
+          {"send_queue_bytes", total(&T::send_queue_bytes)},
+          {"send_queue_bytes_peak", total(&T::send_queue_bytes_peak)}};
 }
 
 nlohmann::json Daemon::Impl::codecs_json() const {

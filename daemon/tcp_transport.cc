@@ -94,6 +94,7 @@ TcpTransport::Link* TcpTransport::add_link(shm::UniqueFd socket, bool outgoing,
   raw->socket = std::move(socket);
   raw->outgoing = outgoing;
   raw->peer = std::move(peer_text);
+  raw->last_heard = core_.clock.now();
   if (core_.runtime->watch_readable(raw->socket.get(), &raw->readable).ok()) raw->watched = true;
   counters_.links_opened.fetch_add(1, std::memory_order_relaxed);
   counters_.links_open.fetch_add(1, std::memory_order_relaxed);
@@ -148,6 +149,7 @@ void TcpTransport::check_connect(Link& link) {
   (void)::getsockopt(link.socket.get(), SOL_SOCKET, SO_ERROR, &error, &length);
   if (error != 0) return close_link(link, "connect: " + errno_text(error));
   link.state = Link::State::kOpen;
+  link.last_heard = core_.clock.now();  // the keepalive counts from here
   spdlog::info("tcp: connected to peer {} (shard {})", link.peer, core_.shard);
 }
 
@@ -201,9 +203,17 @@ bool TcpTransport::accept_links() {
   return did_work;
 }
 
+void TcpTransport::count_queued(size_t bytes) {
+  const uint64_t queued =
+      counters_.send_queue_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  if (queued > counters_.send_queue_bytes_peak.load(std::memory_order_relaxed))
+    counters_.send_queue_bytes_peak.store(queued, std::memory_order_relaxed);
+}
+
 void TcpTransport::append_owned(Link& link, size_t at, size_t bytes) {
   if (bytes == 0) return;
   link.queued_bytes += bytes;
+  count_queued(bytes);
   if (link.segments.size() > link.segment_head) {
     Segment& last = link.segments.back();
     if (last.external == nullptr && last.end == at) {
@@ -217,6 +227,7 @@ void TcpTransport::append_owned(Link& link, size_t at, size_t bytes) {
 void TcpTransport::append_external(Link& link, const std::byte* data, size_t bytes) {
   if (bytes == 0) return;
   link.queued_bytes += bytes;
+  count_queued(bytes);
   link.has_external = true;
   if (link.segments.size() > link.segment_head) {
     Segment& last = link.segments.back();
@@ -316,6 +327,7 @@ bool TcpTransport::flush_link(Link& link) {
     counters_.bytes_sent.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
     size_t left = static_cast<size_t>(sent);
     link.queued_bytes -= left;
+    counters_.send_queue_bytes.fetch_sub(left, std::memory_order_relaxed);
     while (left > 0) {
       Segment& segment = link.segments[link.segment_head];
       const size_t take = std::min(left, segment.end - segment.begin);
@@ -441,6 +453,7 @@ void TcpTransport::close_link(Link& link, std::string reason) {
 }
 
 void TcpTransport::teardown(Link& link) {
+  counters_.send_queue_bytes.fetch_sub(link.queued(), std::memory_order_relaxed);
   if (link.watched) core_.runtime->unwatch(link.socket.get());
   link.watched = false;
   link.socket.reset();
@@ -955,7 +968,6 @@ RpcPtr TcpTransport::route(Connection& caller, const RegisteredService& service,
     if (!written.ok()) return fail(written.status().code(), written.status().message());
     metadata = std::span<const std::byte>(metadata_scratch_.data(), *written);
   }
-  if (link->calls.size() == 0) link->last_heard = std::max(link->last_heard, now);
   const SlotHandle slot = link->calls.insert(OutCall{});
   MRPC_ASSERT(slot != kNoSlotHandle, "link call table full after the check");
   tcp::Frame frame;
@@ -1103,14 +1115,15 @@ void TcpTransport::reply_here(RpcPtr rpc) {
 void TcpTransport::sweep() {
   const MonoTime now = core_.clock.now();
   links_.for_each([&](SlotHandle, std::unique_ptr<Link>& link) {
-    // Keepalive, for links with calls waiting: a silent peer (a partition) fails them.
-    if (link->state == Link::State::kOpen && link->calls.size() > 0) {
+    // Keepalive, for every open link, idle or not: a silent peer (a partition) is found before
+    // the next call is sent into it, and the calls waiting on it fail.
+    if (link->state == Link::State::kOpen) {
       const MonoTime silent = now - link->last_heard;
       if (silent >= limits::kTcpKeepaliveTimeout.count()) {
         counters_.keepalive_timeouts.fetch_add(1, std::memory_order_relaxed);
         close_link(*link, fmt::format("no frame from the peer for {} ms with {} calls waiting "
-                                      "(kTcpKeepaliveTimeout)",
-                                      silent / 1'000'000, link->calls.size()));
+                                      "and {} being served (kTcpKeepaliveTimeout)",
+                                      silent / 1'000'000, link->calls.size(), link->serving));
         return;
       }
       if (silent >= limits::kTcpKeepaliveInterval.count() &&

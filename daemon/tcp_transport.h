@@ -96,6 +96,11 @@ struct TcpCounters {
   std::atomic<uint64_t> schema_mismatches{0};         // answers with another fingerprint
   std::atomic<uint64_t> native_refused{0};          // native requests whose fingerprint is not ours
   std::atomic<uint64_t> gather_segments_copied{0};  // heap spans copied (not sent in their round)
+  // Bytes in this shard's link send buffers not sent yet (now), and the most there ever were: the
+  // daemon's memory for frames waiting on slow peers (bounded per link by kMaxTcpSendQueueBytes
+  // plus one frame).
+  std::atomic<uint64_t> send_queue_bytes{0};
+  std::atomic<uint64_t> send_queue_bytes_peak{0};
 };
 
 class TcpTransport final : public Task {
@@ -186,7 +191,10 @@ class TcpTransport final : public Task {
     // Callee side: the peer's call id -> this shard's call handle, for the peer's cancel frames
     // (a hash lookup per served call: the peer's ids are its own slot handles).
     std::unordered_map<uint64_t, SlotHandle> served;
-    MonoTime last_heard = 0;  // the last bytes received (or the start of waiting for replies)
+    // The last bytes received (or the link's start, or the start of waiting for replies): every
+    // open link, idle or not, is pinged after kTcpKeepaliveInterval of silence and closed after
+    // kTcpKeepaliveTimeout (a partition is found while idle too, on both sides).
+    MonoTime last_heard = 0;
     MonoTime ping_sent = 0;
     uint64_t pings = 0;
     uint64_t queued() const { return queued_bytes; }
@@ -214,6 +222,8 @@ class TcpTransport final : public Task {
                              std::span<const std::byte> metadata, uint64_t fingerprint,
                              const std::vector<codec::NativeSpan>& spans, uint64_t total,
                              bool gather);
+  // Adds to the shard's send_queue_bytes gauge (and its peak).
+  void count_queued(size_t bytes);
   void append_owned(Link& link, size_t at, size_t bytes);
   void append_external(Link& link, const std::byte* data, size_t bytes);
   // End of a round: heap spans still queued are copied into `out`, then the pins and deferred

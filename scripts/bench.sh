@@ -5,8 +5,5 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${MRPC_BUILD_DIR:-$root/build}"
 "$root/scripts/build.sh"
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx-light >/dev/null
-fi
+"$root/scripts/install-bench-deps.sh"
 exec "$build/bench/echo_bench" "$@"

@@ -25,14 +25,15 @@ struct LoadState {
   uint32_t outstanding = 0;
   EchoLoadResult result;
 
-  void record(uint32_t call, uint32_t payload_bytes, int64_t latency,
-              const mrpc::CallResult<EchoReply>& reply) {
+  void record(uint32_t call, uint32_t payload_bytes, const std::string* same_payload,
+              int64_t latency, const mrpc::CallResult<EchoReply>& reply) {
     std::lock_guard lock(mutex);
     if (!reply.ok()) {
       ++result.errors[reply.status().code()];
       if (result.first_error.ok()) result.first_error = reply.status();
     } else if (reply->text() != fmt::format("echo {}", call) ||
-               reply->payload() != payload_for(call, payload_bytes)) {
+               (same_payload != nullptr ? reply->payload() != *same_payload
+                                        : reply->payload() != payload_for(call, payload_bytes))) {
       ++result.mismatched;
     } else {
       ++result.answered;
@@ -77,15 +78,17 @@ EchoLoadResult run_echo_load(const std::shared_ptr<mrpc::Channel>& channel,
   state.result.latencies_ns.reserve(options.calls);
   mrpc::CallOptions call_options;
   call_options.timeout = options.timeout;
+  const std::string same = options.same_payload ? payload_for(0, options.payload_bytes) : "";
+  const std::string* same_payload = options.same_payload ? &same : nullptr;
   const mrpc::MonoTime start = clock.now();
   for (uint32_t call = 0; call < options.calls; ++call) {
     auto request = EchoRequest::create(channel->heap());
     request.set_text(fmt::format("echo {}", call));
-    request.set_payload(payload_for(call, options.payload_bytes));
+    request.set_payload(same_payload != nullptr ? same : payload_for(call, options.payload_bytes));
     const mrpc::MonoTime sent = clock.now();
     if (options.in_flight <= 1) {
       auto reply = client.Echo(std::move(request), call_options);
-      state.record(call, options.payload_bytes, clock.now() - sent, reply);
+      state.record(call, options.payload_bytes, same_payload, clock.now() - sent, reply);
       continue;
     }
     {
@@ -93,13 +96,14 @@ EchoLoadResult run_echo_load(const std::shared_ptr<mrpc::Channel>& channel,
       state.changed.wait(lock, [&] { return state.outstanding < options.in_flight; });
       ++state.outstanding;
     }
-    client.Echo(std::move(request), call_options,
-                [&state, &clock, call, sent, &options](mrpc::CallResult<EchoReply> reply) {
-                  state.record(call, options.payload_bytes, clock.now() - sent, reply);
-                  std::lock_guard lock(state.mutex);
-                  --state.outstanding;
-                  state.changed.notify_all();
-                });
+    client.Echo(
+        std::move(request), call_options,
+        [&state, &clock, call, sent, &options, same_payload](mrpc::CallResult<EchoReply> reply) {
+          state.record(call, options.payload_bytes, same_payload, clock.now() - sent, reply);
+          std::lock_guard lock(state.mutex);
+          --state.outstanding;
+          state.changed.notify_all();
+        });
   }
   std::unique_lock lock(state.mutex);
   state.changed.wait(lock, [&] { return state.outstanding == 0; });

@@ -19,6 +19,10 @@ struct EchoLoadOptions {
   uint32_t calls = 1000;
   uint32_t in_flight = 1;       // 1: blocking calls; more: callbacks with a window
   uint32_t payload_bytes = 64;  // bytes field; the text field carries the call's number
+  // Every call carries the same payload bytes, built once (replies are still compared with it):
+  // for benchmarks of big messages, where building a distinct payload per call would cost the
+  // client more than the transport under test. Default: each call's payload differs.
+  bool same_payload = false;
   std::chrono::nanoseconds timeout = std::chrono::seconds(10);
 };
 

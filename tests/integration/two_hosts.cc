@@ -1,11 +1,15 @@
 #include "two_hosts.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -106,19 +110,23 @@ std::string TwoHosts::config_b() const {
   return fmt::format("host = \"host-b\"\nlisten = \"{}:{}\"\n", b_address_, port_);
 }
 
-Status TwoHosts::start_b() {
+Status TwoHosts::start_b(const std::vector<std::string>& extra_args) {
   const std::string path = b_.directory() + "/mrpcd.toml";
   std::ofstream(path) << config_b();
-  return b_.start_daemon({"-c", path, "--log-level", "info"});
+  std::vector<std::string> args = {"-c", path, "--log-level", "info"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  return b_.start_daemon(std::move(args));
 }
 
-Status TwoHosts::start_daemons() {
+Status TwoHosts::start_daemons(const std::vector<std::string>& extra_args) {
   if (port_ == 0) return Status(StatusCode::kUnavailable, "no free port on 127.0.0.2");
-  Status b = start_b();
+  Status b = start_b(extra_args);
   if (!b.ok()) return b;
   const std::string path = a_.directory() + "/mrpcd.toml";
   std::ofstream(path) << config_a();
-  return a_.start_daemon({"-c", path, "--log-level", "info"});
+  std::vector<std::string> args = {"-c", path, "--log-level", "info"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  return a_.start_daemon(std::move(args));
 }
 
 Status TwoHosts::restart_b() {
@@ -132,6 +140,21 @@ int TwoHosts::run_at_a(const std::string& command) {
   const std::string line =
       namespaces_ ? "ip netns exec " + ns_a_ + " sh -c " + quoted : "sh -c " + quoted;
   return std::system(line.c_str());
+}
+
+Status TwoHosts::enter_a() {
+  if (!namespaces_) return Status();
+  const std::string path = "/var/run/netns/" + ns_a_;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return Status(StatusCode::kUnavailable, fmt::format("open {}: {}", path, std::strerror(errno)));
+  const int rc = ::setns(fd, CLONE_NEWNET);
+  const int error = errno;
+  ::close(fd);
+  if (rc != 0)
+    return Status(StatusCode::kUnavailable,
+                  fmt::format("setns {}: {}", path, std::strerror(error)));
+  return Status();
 }
 
 bool TwoHosts::set_link(bool up) {

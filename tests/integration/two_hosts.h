@@ -31,8 +31,9 @@ class TwoHosts {
     extra_remotes_.emplace_back(std::move(service), std::move(encoding));
   }
   // Writes both configuration files and starts daemon B, then daemon A (each with the test's
-  // runtime threads). Servers are started by the test (b().start_echo_server()).
-  Status start_daemons();
+  // runtime threads, and `extra_args` after the others). Servers are started by the test
+  // (b().start_echo_server()).
+  Status start_daemons(const std::vector<std::string>& extra_args = {});
   // Starts daemon B again (after kill_b), on the same address and port.
   Status restart_b();
 
@@ -46,9 +47,20 @@ class TwoHosts {
   bool set_link(bool up);
   // Runs a shell command where host A's network is (its namespace, or here); its exit status.
   int run_at_a(const std::string& command);
+  // The prefix that runs a program where host A's (B's) network is: {"ip", "netns", "exec", NS},
+  // or nothing without namespaces. The program replaces `ip` (exec): its pid is the program's.
+  std::vector<std::string> prefix_a() const {
+    return namespaces_ ? prefix(ns_a_) : std::vector<std::string>{};
+  }
+  std::vector<std::string> prefix_b() const {
+    return namespaces_ ? prefix(ns_b_) : std::vector<std::string>{};
+  }
+  // Moves the calling thread into host A's network namespace (threads it starts later inherit
+  // it); nothing without namespaces.
+  Status enter_a();
 
  private:
-  Status start_b();
+  Status start_b(const std::vector<std::string>& extra_args);
   std::string config_a() const;
   std::string config_b() const;
   std::vector<std::string> prefix(const std::string& ns) const;
