@@ -73,7 +73,7 @@ by = {}
 for name, rate, p50, p99 in rows:
     by.setdefault(name, []).append((float(rate), float(p50), float(p99)))
 base = statistics.median(r[0] for r in by["none"])
-print(f"echo, {sys.argv[2]} calls x 64 in flight, median of {sys.argv[3]} rounds (policy at callee, IR evaluator):")
+print(f"echo, {sys.argv[2]} calls x 64 in flight, median of {sys.argv[3]} rounds (policy at callee, JIT-compiled):")
 print(f"{'policy':<12}{'calls/s':>10}{'vs none':>9}{'p50 us':>9}{'p99 us':>9}{'ns/call added':>15}")
 for name in ["none", "noop", "acl", "field_acl", "rate_limit"]:
     rate = statistics.median(r[0] for r in by[name])

@@ -250,6 +250,7 @@ void ModuleChecker::check_policy(const dsl::ast::Policy& policy) {
     scope.placement = applies->placement;
   }
   // Declarations first (handlers may use any of them), in source order.
+  uint32_t call_variables = 0;
   for (const auto& member : policy.members) {
     if (auto* p = std::get_if<dsl::ast::Param>(&member)) {
       Type t = resolve_type(p->type, false);
@@ -262,11 +263,23 @@ void ModuleChecker::check_policy(const dsl::ast::Policy& policy) {
       s.type = t;
       s.default_value = p->default_value.get();
       declare(scope, p->name, p->name_span, s);
+    } else if (auto* var = std::get_if<dsl::ast::State>(&member); var != nullptr && var->per_call) {
+      Symbol s;
+      s.kind = Symbol::Kind::kCallVariable;
+      s.type = check_call_variable(*var, scope);
+      s.is_mutable = true;
+      if (++call_variables > limits::kMaxPolicyCallVariables) {
+        error(var->name_span, fmt::format("policy '{}' declares more than {} per-call variables "
+                                          "(limits::kMaxPolicyCallVariables)",
+                                          policy.name, limits::kMaxPolicyCallVariables));
+      }
+      declare(scope, var->name, var->name_span, s);
     } else if (auto* st = std::get_if<dsl::ast::State>(&member)) {
       Symbol s;
       s.kind = Symbol::Kind::kState;
       s.type = check_state(*st, scope);
       s.is_mutable = true;
+      if (s.type.is(K::kCounter) || s.type.is(K::kHistogram)) s.labels = check_labels(*st);
       declare(scope, st->name, st->name_span, s);
     } else if (auto* sc = std::get_if<dsl::ast::Schedule>(&member)) {
       if (schedule != nullptr) {
@@ -303,6 +316,53 @@ void ModuleChecker::check_policy(const dsl::ast::Policy& policy) {
   summaries_.push_back(std::move(summary));
 }
 
+Type ModuleChecker::check_call_variable(const dsl::ast::State& var, Scope& scope) {
+  Type t = resolve_type(var.type, false);
+  if (t.is_error()) return t;
+  if (!t.is_scalar()) {
+    Diagnostic& d =
+        error(var.type.span, fmt::format("per-call variable '{}' is a {}: only scalars are carried "
+                                         "with a call",
+                                         var.name, type_name(t)));
+    DiagnosticEngine::help(d, "keep a string key, and look it up in a state map");
+    return Type::of(K::kError);
+  }
+  if (var.initial) check_constant(*var.initial, scope, t);
+  return t;
+}
+
+std::vector<std::string> ModuleChecker::check_labels(const dsl::ast::State& st) {
+  std::vector<std::string> labels;
+  for (const auto& arg : st.args) {
+    if (arg.key != "label") continue;
+    const auto& v = *arg.value;
+    if (v.kind != dsl::ast::ExprKind::kName) {
+      Diagnostic& d = error(v.span, "a label is named by a word: `label method`");
+      DiagnosticEngine::help(d,
+                             "the value comes where the metric is counted: "
+                             "`calls.add(1, method = rpc.method)`");
+      continue;
+    }
+    if (v.text == "policy" || v.text == "state" || v.text == "le" || v.text.rfind("__", 0) == 0) {
+      error(v.span, fmt::format("label '{}' is reserved (the daemon's export uses `policy`, "
+                                "`state` and `le`; `__` starts Prometheus' own)",
+                                v.text));
+      continue;
+    }
+    if (std::find(labels.begin(), labels.end(), v.text) != labels.end()) {
+      error(v.span, fmt::format("label '{}' is declared twice", v.text));
+      continue;
+    }
+    labels.push_back(v.text);
+  }
+  if (labels.size() > limits::kMaxMetricLabels) {
+    error(st.name_span, fmt::format("metric '{}' declares {} labels, over the limit of {} "
+                                    "(limits::kMaxMetricLabels)",
+                                    st.name, labels.size(), limits::kMaxMetricLabels));
+  }
+  return labels;
+}
+
 Type ModuleChecker::check_state(const dsl::ast::State& st, Scope& scope) {
   Type t = resolve_type(st.type, true);
   if (t.is_error()) return t;
@@ -333,8 +393,18 @@ Type ModuleChecker::check_state(const dsl::ast::State& st, Scope& scope) {
             fmt::format("state of type {} takes no `[...]` options", type_name(t)));
     }
   };
-  if (t.is_scalar() || t.is(K::kCounter)) {
+  if (t.is_scalar()) {
     no_args();
+    return t;
+  }
+  if (t.is(K::kCounter)) {
+    for (const auto& arg : st.args) {
+      if (arg.key != "label") {
+        Diagnostic& d = error(arg.key.empty() ? arg.value->span : arg.key_span,
+                              "a counter's only options are labels");
+        DiagnosticEngine::help(d, "write `counter[label method, label code]`");
+      }
+    }
     return t;
   }
   if (t.is(K::kResponse)) {
@@ -355,11 +425,14 @@ Type ModuleChecker::check_state(const dsl::ast::State& st, Scope& scope) {
     }
     std::optional<double> previous;
     std::optional<bool> durations;
+    bool has_bounds = false;
     for (const auto& arg : st.args) {
+      if (arg.key == "label") continue;
       if (!arg.key.empty()) {
-        error(arg.key_span, "histogram options are bucket bounds only");
+        error(arg.key_span, "histogram options are bucket bounds and labels only");
         continue;
       }
+      has_bounds = true;
       Type b = check_expr(*arg.value, scope);
       auto value = const_number(*arg.value);
       if (!value || !(b.is_number() || b.is(K::kDuration))) {
@@ -376,6 +449,11 @@ Type ModuleChecker::check_state(const dsl::ast::State& st, Scope& scope) {
         error(arg.value->span, "bucket bounds must be strictly increasing");
       }
       previous = value;
+    }
+    if (!has_bounds) {
+      Diagnostic& d =
+          error(st.span, fmt::format("histogram '{}' needs its bucket bounds", st.name));
+      DiagnosticEngine::help(d, "write `histogram[1ms, 5ms, 10ms, label method]`");
     }
     return t;
   }

@@ -59,11 +59,19 @@ struct Module {
 };
 
 struct Symbol {
-  enum class Kind { kConst, kParam, kState, kLocal, kLoopVariable } kind = Kind::kLocal;
+  enum class Kind {
+    kConst,
+    kParam,
+    kState,
+    kLocal,
+    kLoopVariable,
+    kCallVariable
+  } kind = Kind::kLocal;
   Type type;
   Span declared;
   bool is_mutable = false;
   const dsl::ast::Expr* default_value = nullptr;  // a param's default
+  std::vector<std::string> labels;                // a labelled counter or histogram's label keys
 };
 
 // Everything a module sees: its consts, policies and schemas, and its imports'.
@@ -109,6 +117,9 @@ class ModuleChecker {
       const std::vector<const dsl::ast::Pattern*>& patterns, Scope& scope);
   void check_policy(const dsl::ast::Policy& policy);
   Type check_state(const dsl::ast::State& st, Scope& scope);
+  // `label NAME` options of a counter or histogram: the label keys, in order.
+  std::vector<std::string> check_labels(const dsl::ast::State& st);
+  Type check_call_variable(const dsl::ast::State& var, Scope& scope);
   std::optional<int64_t> int_or_int_param(const dsl::ast::Expr& e, Scope& scope, const char* what,
                                           std::string& from_param);
   void check_schedule(const dsl::ast::Schedule& sc, Scope& scope);
@@ -164,6 +175,11 @@ class ModuleChecker {
   void only_at_caller(const dsl::ast::Expr& call, Scope& scope);
   void check_action(const dsl::ast::Expr& call, Scope& scope);
   void check_method_call(const dsl::ast::Expr& call, Scope& scope);
+  // The `key = value` label arguments of `c.add(n, ...)` / `observe(h, x, ...)` from argument
+  // `first` on: every declared label once, values of a scalar type that prints (string, int,
+  // bool, status).
+  void check_label_values(const dsl::ast::Expr& call, size_t first, const dsl::ast::Expr& metric,
+                          const Symbol& symbol, Scope& scope);
 
   Module& module_;
   DiagnosticEngine& diagnostics_;

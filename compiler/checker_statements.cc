@@ -2,6 +2,9 @@
 // assignments and what each may change, `if`/`for`, and the actions (`reject`, `route`, ...)
 // with the rules for where each is allowed (per handler event, per placement).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
 
 #include "checker_internal.h"
 #include "mrpc/base/limits.h"
@@ -324,6 +327,23 @@ void ModuleChecker::check_assignment(const dsl::ast::Stmt& s, Scope& scope) {
                                          target.text, type_name(target_type)));
           return;
         }
+        if (!sym->labels.empty()) {
+          Diagnostic& d = error(target.span, fmt::format("counter '{}' has labels: count it "
+                                                         "with their values",
+                                                         target.text));
+          DiagnosticEngine::help(
+              d, fmt::format("write `{}.add(1, {} = ...)`", target.text, sym->labels[0]));
+          return;
+        }
+        break;
+      case Symbol::Kind::kCallVariable:
+        if (!in_handler(scope) || event_outside(scope, {dsl::ast::HandlerKind::kRequest})) {
+          Diagnostic& d = error(target.span, fmt::format("per-call variable '{}' can only be set "
+                                                         "in `on request`",
+                                                         target.text));
+          DiagnosticEngine::note(d, "later handlers of the call read what `on request` set");
+          return;
+        }
         break;
       case Symbol::Kind::kConst:
         break;
@@ -481,9 +501,17 @@ void ModuleChecker::check_action(const dsl::ast::Expr& call, Scope& scope) {
     only_at_caller(call, scope);
     check_args(call, {Type::of(K::kDuration)}, scope);
   } else if (name == "observe") {
-    if (call.children.size() != 3) {
+    if (call.children.size() < 3) {
       error(call.span, "'observe' takes 2 arguments: a histogram and a value");
       return;
+    }
+    const auto& metric = *call.children[1];
+    const Symbol* sym =
+        metric.kind == dsl::ast::ExprKind::kName ? lookup(scope, metric.text) : nullptr;
+    if (sym != nullptr && sym->kind == Symbol::Kind::kState) {
+      check_label_values(call, 3, metric, *sym, scope);
+    } else if (call.children.size() != 3) {
+      error(call.span, "'observe' takes 2 arguments: a histogram and a value");
     }
     Type h = check_expr(*call.children[1], scope);
     Type v = check_expr(*call.children[2], scope);
@@ -521,11 +549,75 @@ void ModuleChecker::check_action(const dsl::ast::Expr& call, Scope& scope) {
   }
 }
 
+void ModuleChecker::check_label_values(const dsl::ast::Expr& call, size_t first,
+                                       const dsl::ast::Expr& metric, const Symbol& symbol,
+                                       Scope& scope) {
+  std::set<std::string> given;
+  for (size_t i = first; i < call.children.size(); ++i) {
+    const auto& arg = *call.children[i];
+    const std::string& key = call.arg_names[i - 1];
+    Type t = check_expr(arg, scope);
+    if (key.empty()) {
+      Diagnostic& d = error(arg.span, "label values are named: `label = value`");
+      if (!symbol.labels.empty())
+        DiagnosticEngine::help(
+            d, fmt::format("write `{} = {}`", symbol.labels[0], dsl::format_expr(arg)));
+      continue;
+    }
+    if (std::find(symbol.labels.begin(), symbol.labels.end(), key) == symbol.labels.end()) {
+      Diagnostic& d = error(arg.span, fmt::format("'{}' has no label '{}'", metric.text, key));
+      DiagnosticEngine::note(
+          d, symbol.labels.empty()
+                 ? std::string("it declares no labels")
+                 : fmt::format("its labels are: {}", fmt::join(symbol.labels, ", ")));
+      continue;
+    }
+    if (!given.insert(key).second) {
+      error(arg.span, fmt::format("label '{}' given twice", key));
+      continue;
+    }
+    if (!t.is_error() && !t.is(K::kString) && !t.is(K::kInt) && !t.is(K::kBool) &&
+        !t.is(K::kStatus)) {
+      error(arg.span,
+            fmt::format("a label value is a string, int, bool or status, found {}", type_name(t)));
+    }
+  }
+  for (const auto& label : symbol.labels) {
+    if (given.count(label) == 0) {
+      Diagnostic& d =
+          error(call.span, fmt::format("label '{}' of '{}' has no value here", label, metric.text));
+      DiagnosticEngine::help(d, fmt::format("add `{} = ...`", label));
+    }
+  }
+}
+
 void ModuleChecker::check_method_call(const dsl::ast::Expr& call, Scope& scope) {
   const auto& callee = *call.children[0];
   const auto& object = *callee.children[0];
   Type t = check_expr(object, scope);
   if (t.is_error()) return;
+  if (t.is(K::kCounter) && callee.text == "add") {
+    // labelled_counter.add(n, label = value, ...)
+    const Symbol* sym =
+        object.kind == dsl::ast::ExprKind::kName ? lookup(scope, object.text) : nullptr;
+    if (sym == nullptr || sym->kind != Symbol::Kind::kState) {
+      error(object.span, "'add' counts into a state counter: `calls.add(1, method = rpc.method)`");
+      return;
+    }
+    if (call.children.size() < 2 || !call.arg_names[0].empty()) {
+      error(call.span,
+            "'add' takes the amount first, then the label values: "
+            "`calls.add(1, method = rpc.method)`");
+      return;
+    }
+    Type n = check_expr(*call.children[1], scope);
+    if (!assignable(n, Type::of(K::kInt), *call.children[1])) {
+      error(call.children[1]->span,
+            fmt::format("a counter is bumped by an int, found {}", type_name(n)));
+    }
+    check_label_values(call, 2, object, *sym, scope);
+    return;
+  }
   if (t.is(K::kList) && callee.text == "append") {
     const Symbol* sym =
         object.kind == dsl::ast::ExprKind::kName ? lookup(scope, object.text) : nullptr;

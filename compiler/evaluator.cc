@@ -12,6 +12,7 @@
 #include "eval_session.h"
 #include "ir_ops.h"
 #include "mrpc/base/limits.h"
+#include "mrpc/dsl/utf8.h"
 
 namespace mrpc::compiler {
 
@@ -158,6 +159,15 @@ class Evaluation {
         v_(verdict),
         locals_(locals) {
     locals_.resize(handler.locals.size());
+    if (rpc_.call_variables != nullptr) {
+      call_ = static_cast<Value*>(rpc_.call_variables);
+    } else if (!policy_.call_variables.empty()) {
+      // No call record: cells for this run only, at their initial values.
+      in_.call_scratch_.resize(policy_.call_variables.size());
+      for (size_t i = 0; i < policy_.call_variables.size(); ++i)
+        in_.call_scratch_[i] = policy_.call_variables[i].initial;
+      call_ = in_.call_scratch_.data();
+    }
   }
 
   void run() {
@@ -330,7 +340,50 @@ class Evaluation {
       case StmtKind::kAction:
         action(s);
         return;
+      case StmtKind::kCounterAdd: {
+        Value n = eval(*s.exprs[0]);
+        if (ended_) return;
+        int64_t* count = policy_.states[s.slot].labels.empty() ? &in_.scalars_[s.slot].i
+                                                               : metric_count(s.slot, s, 1, 0);
+        if (count == nullptr) return;
+        // Counters only go up: a negative amount is ignored (a fault); the count saturates.
+        if (n.i < 0) {
+          ++v_.defined_faults;
+          return;
+        }
+        *count = ir::saturating_add(*count, n.i);
+        return;
+      }
     }
+  }
+
+  // The count `index` of the series of labelled metric `slot` named by the label values
+  // s.exprs[first..] (evaluated here); null when evaluating one ended the handler.
+  int64_t* metric_count(uint32_t slot, const Stmt& s, size_t first, size_t index) {
+    const ir::State& metric = policy_.states[slot];
+    PolicyInstance::LabelledMetric& m = in_.labelled_[slot];
+    std::vector<std::string> key;
+    key.reserve(s.exprs.size() - first);
+    bool too_long = false;
+    for (size_t i = first; i < s.exprs.size(); ++i) {
+      Value v = eval(*s.exprs[i]);
+      if (ended_) return nullptr;
+      key.push_back(label_text(v));
+      // Too long, or not UTF-8 (the Prometheus text format's label values are): the overflow
+      // series counts it.
+      too_long = too_long || key.back().size() > limits::kMaxMetricLabelValueBytes ||
+                 dsl::first_invalid_utf8(key.back()) != std::string_view::npos;
+    }
+    const size_t width = metric.type.is(Kind::kHistogram) ? metric.buckets.size() + 1 : 1;
+    auto it = too_long ? m.series.end() : m.series.find(key);
+    if (it == m.series.end()) {
+      if (too_long || m.series.size() >= limits::kMaxMetricLabelSets) {
+        if (m.overflow.empty()) m.overflow.assign(width, 0);
+        return &m.overflow[index];
+      }
+      it = m.series.emplace(std::move(key), std::vector<int64_t>(width, 0)).first;
+    }
+    return &it->second[index];
   }
 
   void action(const Stmt& s) {
@@ -375,22 +428,33 @@ class Evaluation {
         v_.logs.push_back(std::move(record));
         return;
       }
-      case Action::kObserve:
-        observe(s.exprs[0]->slot, eval(*s.exprs[1]));
+      case Action::kObserve: {
+        uint32_t slot = s.exprs[0]->slot;
+        if (policy_.states[slot].labels.empty()) {
+          observe(slot, eval(*s.exprs[1]));
+          return;
+        }
+        // Labelled: nothing is counted when evaluating an argument ends the handler.
+        Value x = eval(*s.exprs[1]);
+        if (ended_) return;
+        int64_t* count = metric_count(slot, s, 2, bucket_of(slot, x));
+        if (count != nullptr) *count = ir::saturating_add(*count, 1);
         return;
+      }
     }
+  }
+
+  size_t bucket_of(uint32_t slot, const Value& x) const {
+    const auto& bounds = policy_.states[slot].buckets;
+    for (size_t b = 0; b < bounds.size(); ++b) {
+      if (as_number(x) <= as_number(bounds[b])) return b;
+    }
+    return bounds.size();
   }
 
   // Counts `x` in the first bucket whose bound it does not pass (or the overflow bucket).
   void observe(uint32_t slot, const Value& x) {
-    const auto& bounds = policy_.states[slot].buckets;
-    size_t bucket = bounds.size();
-    for (size_t b = 0; b < bounds.size(); ++b) {
-      if (as_number(x) <= as_number(bounds[b])) {
-        bucket = b;
-        break;
-      }
-    }
+    size_t bucket = bucket_of(slot, x);
     auto& counts = in_.histograms_[slot];
     counts[bucket] = ir::saturating_add(counts[bucket], 1);
   }
@@ -410,6 +474,21 @@ class Evaluation {
       case ExprKind::kLocal:
         locals_[target.slot] = combine(locals_[target.slot]);
         return;
+      case ExprKind::kCallVariable: {
+        Value next = combine(call_[target.slot]);
+        if (ended_) return;
+        if ((next.kind == Kind::kString || next.kind == Kind::kBytes) &&
+            next.s.size() > limits::kMaxPolicyCallVariableBytes) {
+          abort(StatusCode::kResourceExhausted,
+                fmt::format("policy '{}': per-call variable '{}' given {} bytes, over "
+                            "limits::kMaxPolicyCallVariableBytes ({})",
+                            policy_.name, target.name, next.s.size(),
+                            limits::kMaxPolicyCallVariableBytes));
+          return;
+        }
+        call_[target.slot] = std::move(next);
+        return;
+      }
       case ExprKind::kState: {
         Value& slot = in_.scalars_[target.slot];
         if (target.type.is(Kind::kCounter)) {
@@ -832,6 +911,8 @@ class Evaluation {
         return in_.params_[e.slot];
       case ExprKind::kState:
         return in_.state(policy_.states[e.slot].name);
+      case ExprKind::kCallVariable:
+        return call_[e.slot];
       case ExprKind::kLocal:
         return locals_[e.slot];
       case ExprKind::kRpc:
@@ -1041,6 +1122,7 @@ class Evaluation {
   Verdict& v_;
   std::vector<Value>& locals_;
   int method_ = -1;
+  Value* call_ = nullptr;  // the per-call variables' cells
   bool ended_ = false;
   bool breaking_ = false;  // a `break` ran: blocks up to the innermost loop stop
 };
@@ -1053,6 +1135,7 @@ PolicyInstance::PolicyInstance(const ir::Policy& policy, const Clock& clock, Ran
   scalars_.resize(policy.states.size());
   containers_.resize(policy.states.size());
   histograms_.resize(policy.states.size());
+  labelled_.resize(policy.states.size());
   for (size_t i = 0; i < policy.states.size(); ++i) {
     const ir::State& s = policy.states[i];
     if (s.type.is_scalar()) scalars_[i] = s.initial;
@@ -1109,6 +1192,30 @@ Value PolicyInstance::state(const std::string& name) const {
   for (size_t i = 0; i < policy_.states.size(); ++i) {
     const ir::State& s = policy_.states[i];
     if (s.name != name) continue;
+    if (!s.labels.empty()) {
+      // A map: the label values (a list of strings) -> the count (counter) or the bucket
+      // counts (histogram, a list); the overflow series last, when it counted anything.
+      Value out;
+      out.kind = Kind::kMap;
+      auto add = [&](const std::vector<std::string>& key, const std::vector<int64_t>& counts) {
+        Value k;
+        k.kind = Kind::kList;
+        for (const auto& label : key) k.items.push_back(Value::of_string(label));
+        out.items.push_back(std::move(k));
+        if (s.type.is(Kind::kCounter)) {
+          out.items.push_back(Value::of_int(counts[0]));
+          return;
+        }
+        Value v;
+        v.kind = Kind::kList;
+        for (int64_t c : counts) v.items.push_back(Value::of_int(c));
+        out.items.push_back(std::move(v));
+      };
+      for (const auto& [key, counts] : labelled_[i].series) add(key, counts);
+      if (!labelled_[i].overflow.empty())
+        add(std::vector<std::string>(s.labels.size(), kOverflowLabel), labelled_[i].overflow);
+      return out;
+    }
     if (s.type.is_scalar() || s.type.is(Kind::kCounter)) return scalars_[i];
     if (s.type.is(Kind::kHistogram)) {
       Value out;
@@ -1131,7 +1238,8 @@ Status PolicyInstance::set_state(const std::string& name, const Value& value) {
   for (size_t i = 0; i < policy_.states.size(); ++i) {
     const ir::State& s = policy_.states[i];
     if (s.name != name) continue;
-    Kind want = s.type.is(Kind::kCounter)     ? Kind::kInt
+    Kind want = !s.labels.empty()             ? Kind::kMap
+                : s.type.is(Kind::kCounter)   ? Kind::kInt
                 : s.type.is(Kind::kHistogram) ? Kind::kList
                                               : s.type.kind;
     if (value.kind != want) {
@@ -1139,6 +1247,7 @@ Status PolicyInstance::set_state(const std::string& name, const Value& value) {
                     fmt::format("state '{}' is {}, the value given is {}", name,
                                 ir::type_text(s.type), ir::type_text(ir::Type::of(value.kind))));
     }
+    if (!s.labels.empty()) return set_labelled(i, value);
     if (s.type.is_scalar() || s.type.is(Kind::kCounter)) {
       scalars_[i] = value;
       return Status::ok_status();
@@ -1178,6 +1287,56 @@ Status PolicyInstance::set_state(const std::string& name, const Value& value) {
     return Status::ok_status();
   }
   return Status(StatusCode::kNotFound, fmt::format("the policy has no state '{}'", name));
+}
+
+Status PolicyInstance::set_labelled(size_t slot, const Value& value) {
+  const ir::State& s = policy_.states[slot];
+  const size_t width = s.type.is(Kind::kHistogram) ? s.buckets.size() + 1 : 1;
+  LabelledMetric fresh;
+  for (size_t e = 0; e + 1 < value.items.size(); e += 2) {
+    const Value& key = value.items[e];
+    const Value& counts = value.items[e + 1];
+    bool fits =
+        key.kind == Kind::kList && key.items.size() == s.labels.size() &&
+        (s.type.is(Kind::kCounter) ? counts.kind == Kind::kInt
+                                   : counts.kind == Kind::kList && counts.items.size() == width);
+    if (!fits) {
+      return Status(StatusCode::kInvalidArgument,
+                    fmt::format("a series of '{}' does not fit its {} labels and {} counts", s.name,
+                                s.labels.size(), width));
+    }
+    std::vector<std::string> labels;
+    for (const auto& label : key.items) labels.push_back(label.s);
+    std::vector<int64_t> n;
+    if (s.type.is(Kind::kCounter)) n.push_back(counts.i);
+    for (const auto& c : counts.items) n.push_back(c.i);
+    bool overflow = std::all_of(labels.begin(), labels.end(),
+                                [](const std::string& l) { return l == kOverflowLabel; });
+    if (overflow || fresh.series.size() >= limits::kMaxMetricLabelSets) {
+      if (fresh.overflow.empty()) fresh.overflow.assign(width, 0);
+      for (size_t b = 0; b < width; ++b)
+        fresh.overflow[b] = ir::saturating_add(fresh.overflow[b], n[b]);
+      continue;
+    }
+    fresh.series[std::move(labels)] = std::move(n);
+  }
+  labelled_[slot] = std::move(fresh);
+  return Status::ok_status();
+}
+
+std::string label_text(const Value& value) {
+  switch (value.kind) {
+    case Kind::kString:
+    case Kind::kBytes:
+      return value.s;
+    case Kind::kBool:
+      return value.i != 0 ? "true" : "false";
+    case Kind::kStatus:
+    case Kind::kFloat:
+      return ir::value_text(value);
+    default:
+      return std::to_string(value.i);
+  }
 }
 
 // ---- EvalSession (eval_session.h) ----

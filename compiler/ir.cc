@@ -250,6 +250,8 @@ class Dumper {
         return fmt::format("state#{}:{}", e.slot, e.name);
       case ExprKind::kLocal:
         return fmt::format("local#{}:{}", e.slot, e.name);
+      case ExprKind::kCallVariable:
+        return fmt::format("call#{}:{}", e.slot, e.name);
       case ExprKind::kRpc:
         return rpc_field_text(e.rpc_field);
       case ExprKind::kMetadata:
@@ -361,8 +363,21 @@ class Dumper {
         out += fmt::format("{}{}", pad, action_info(s.action).name);
         for (size_t i = 0; i < s.exprs.size(); ++i) {
           bool named = s.action == Action::kLog && i > 0;
-          out += " " + (named ? s.log_keys[i - 1] + "=" : std::string()) + expr(*s.exprs[i]);
+          bool label = s.action == Action::kObserve && i > 1;
+          out += " " +
+                 (named   ? s.log_keys[i - 1] + "="
+                  : label ? policy_.states[s.exprs[0]->slot].labels[i - 2] + "="
+                          : std::string()) +
+                 expr(*s.exprs[i]);
         }
+        out += "\n";
+        return;
+      }
+      case StmtKind::kCounterAdd: {
+        const State& counter = policy_.states[s.slot];
+        out += fmt::format("{}add state#{}:{} {}", pad, s.slot, counter.name, expr(*s.exprs[0]));
+        for (size_t i = 1; i < s.exprs.size(); ++i)
+          out += fmt::format(" {}={}", counter.labels[i - 1], expr(*s.exprs[i]));
         out += "\n";
         return;
       }
@@ -433,7 +448,17 @@ std::string dump(const Policy& p) {
           extra += (b > 0 ? ", " : "") + value_text(s.buckets[b]);
         extra += "]";
       }
+      if (!s.labels.empty()) {
+        extra += " by (";
+        for (size_t l = 0; l < s.labels.size(); ++l) extra += (l > 0 ? ", " : "") + s.labels[l];
+        extra += ")";
+      }
       out += fmt::format("  state#{} {}: {}{}\n", i, s.name, type_text(s.type), extra);
+    }
+    for (size_t i = 0; i < p.call_variables.size(); ++i) {
+      const CallVariable& v = p.call_variables[i];
+      out += fmt::format("  call#{} {}: {} = {}\n", i, v.name, type_text(v.type),
+                         value_text(v.initial));
     }
     if (p.schedule.kind == Schedule::Kind::kStrict) out += "  schedule strict\n";
     if (p.schedule.kind == Schedule::Kind::kWeighted) {

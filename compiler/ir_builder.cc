@@ -123,6 +123,10 @@ class IrBuilder {
   uint32_t declare_local(Ctx& ctx, const std::string& name, ir::Type type, bool is_mutable,
                          Span at);
   int32_t param_slot(const ast::Expr& e, const ir::Policy& p) const;
+  // Appends the label values of `call` (named args from `first` on) in the order `metric`
+  // declares its labels.
+  void append_labels(const ast::Expr& call, size_t first, const ir::State& metric, Ctx& ctx,
+                     ir::Stmt& out);
 
   LayoutSet& layouts_;
   DiagnosticEngine& diagnostics_;
@@ -716,6 +720,16 @@ std::unique_ptr<ir::Stmt> IrBuilder::stmt(const ast::Stmt& s, Ctx& ctx) {
     out->exprs.push_back(coerce(expr(*call.children[1], ctx), list->type.args[0]));
     return out;
   }
+  if (callee.kind == ast::ExprKind::kMember && callee.text == "add") {
+    // counter.add(n, label = value, ...): the values in the order the state declares its labels
+    const Sym* counter = lookup(ctx, callee.children[0]->text);
+    MRPC_ASSERT(counter != nullptr && counter->kind == ir::ExprKind::kState);
+    out->kind = ir::StmtKind::kCounterAdd;
+    out->slot = counter->slot;
+    out->exprs.push_back(coerce(expr(*call.children[1], ctx), ir::Type::of(IK::kInt)));
+    append_labels(call, 2, ctx.policy->states[counter->slot], ctx, *out);
+    return out;
+  }
   if (callee.kind == ast::ExprKind::kMember) {
     // state_set.insert(x) / .remove(x)
     const Sym* set = lookup(ctx, callee.children[0]->text);
@@ -730,6 +744,10 @@ std::unique_ptr<ir::Stmt> IrBuilder::stmt(const ast::Stmt& s, Ctx& ctx) {
   out->kind = ir::StmtKind::kAction;
   out->action = action->id;
   for (size_t i = 1; i < call.children.size(); ++i) {
+    if (action->id == Action::kObserve && i == 3) {
+      append_labels(call, 3, ctx.policy->states[out->exprs[0]->slot], ctx, *out);
+      break;
+    }
     ExprPtr arg = expr(*call.children[i], ctx);
     if (action->id == Action::kMirror && i == 2)
       arg = coerce(std::move(arg), ir::Type::of(IK::kFloat));
@@ -737,6 +755,18 @@ std::unique_ptr<ir::Stmt> IrBuilder::stmt(const ast::Stmt& s, Ctx& ctx) {
     out->exprs.push_back(std::move(arg));
   }
   return out;
+}
+
+void IrBuilder::append_labels(const ast::Expr& call, size_t first, const ir::State& metric,
+                              Ctx& ctx, ir::Stmt& out) {
+  for (const std::string& label : metric.labels) {
+    for (size_t i = first; i < call.children.size(); ++i) {
+      if (call.arg_names[i - 1] == label) out.exprs.push_back(expr(*call.children[i], ctx));
+    }
+  }
+  MRPC_ASSERT(out.exprs.size() == metric.labels.size() + first - 1,
+              "metric '{}' has {} labels, the checked call gave {} values", metric.name,
+              metric.labels.size(), out.exprs.size() + 1 - first);
 }
 
 int32_t IrBuilder::param_slot(const ast::Expr& e, const ir::Policy& p) const {
@@ -787,6 +817,16 @@ ir::Policy IrBuilder::policy(const ast::Policy& p) {
       ctx.frames.back()[param->name] =
           Sym{ir::ExprKind::kParam, static_cast<uint32_t>(out.params.size()), ip.type, ip.name};
       out.params.push_back(std::move(ip));
+    } else if (auto* var = std::get_if<ast::State>(&member); var != nullptr && var->per_call) {
+      ir::CallVariable iv;
+      iv.name = var->name;
+      iv.type = source_type(var->type);
+      iv.initial = var->initial ? constant(*var->initial, iv.type) : ir::Value::zero(iv.type);
+      iv.declared = var->name_span;
+      ctx.frames.back()[var->name] =
+          Sym{ir::ExprKind::kCallVariable, static_cast<uint32_t>(out.call_variables.size()),
+              iv.type, iv.name};
+      out.call_variables.push_back(std::move(iv));
     } else if (auto* st = std::get_if<ast::State>(&member)) {
       ir::State is;
       is.name = st->name;
@@ -805,6 +845,8 @@ ir::Policy IrBuilder::policy(const ast::Policy& p) {
           is.capacity = is.capacity_param >= 0
                             ? out.params[static_cast<size_t>(is.capacity_param)].default_value.i
                             : constant(*arg.value, ir::Type::of(IK::kInt)).i;
+        } else if (arg.key == "label") {
+          is.labels.push_back(arg.value->text);
         } else if (arg.key == "evict") {
           is.evict = arg.value->text == "fifo"     ? ir::Evict::kFifo
                      : arg.value->text == "reject" ? ir::Evict::kReject

@@ -438,7 +438,8 @@ class Lowerer {
       }
       case Action::kObserve: {
         const Expr& x = *s.exprs[1];
-        if (!is_scalar(x.type.kind)) return false;
+        // A labelled histogram's series are the evaluator's (through mpolrt_stmt).
+        if (!is_scalar(x.type.kind) || s.exprs.size() > 2) return false;
         llvm::Value* bits = scalar(x);
         call("mpolrt_observe", void_, {ptr_, i32_, i32_, i64_},
              {header_, c32(s.exprs[0]->slot), c32(static_cast<uint32_t>(x.type.kind)), bits});

@@ -165,8 +165,15 @@ class Verifier {
   static constexpr uint64_t kEntryOverheadBytes = 64;
 
   static uint64_t state_bytes(const ir::State& s) {
-    if (s.type.is(Kind::kHistogram)) return (s.buckets.size() + 2) * 8;
-    if (s.type.is(Kind::kCounter)) return 8;
+    uint64_t counts = s.type.is(Kind::kHistogram) ? (s.buckets.size() + 2) * 8 : 8;
+    if (!s.labels.empty()) {
+      // Every series full: its label values at their longest, its counts, map bookkeeping; the
+      // overflow series besides.
+      uint64_t series =
+          kEntryOverheadBytes + counts + s.labels.size() * limits::kMaxMetricLabelValueBytes;
+      return (uint64_t{limits::kMaxMetricLabelSets} + 1) * series;
+    }
+    if (s.type.is(Kind::kHistogram) || s.type.is(Kind::kCounter)) return counts;
     if (s.type.is(Kind::kSet) || s.type.is(Kind::kMap)) {
       uint64_t entry = kEntryOverheadBytes;
       for (const auto& a : s.type.args) entry += scalar_bytes(a);

@@ -658,7 +658,31 @@ std::string PolicyControl::metrics() const {
     for (size_t i = 0; i < states.size(); ++i) {
       const ir::State& declared = a.op->policy().states[i];
       const ir::Value& value = states[i].second;
-      if (declared.type.kind == ir::Kind::kCounter) {
+      if (!declared.labels.empty()) {
+        // One series per label-value combination (state() gives them as a map: the values, then
+        // the count or the bucket counts).
+        for (size_t e = 0; e + 1 < value.items.size(); e += 2) {
+          std::string labels =
+              fmt::format("policy=\"{}\",state=\"{}\"", escape_label(name), declared.name);
+          for (size_t l = 0; l < declared.labels.size() && l < value.items[e].items.size(); ++l)
+            labels += fmt::format(",{}=\"{}\"", declared.labels[l],
+                                  escape_label(value.items[e].items[l].s));
+          const ir::Value& counts = value.items[e + 1];
+          if (declared.type.kind == ir::Kind::kCounter) {
+            out += fmt::format("mrpc_policy_counter{{{}}} {}\n", labels, counts.i);
+            continue;
+          }
+          int64_t cumulative = 0;
+          for (size_t b = 0; b < counts.items.size(); ++b) {
+            cumulative += counts.items[b].i;
+            const std::string le =
+                b < declared.buckets.size() ? bucket_bound(declared.buckets[b]) : "+Inf";
+            histograms += fmt::format("mrpc_policy_histogram_bucket{{{},le=\"{}\"}} {}\n", labels,
+                                      escape_label(le), cumulative);
+          }
+          histograms += fmt::format("mrpc_policy_histogram_count{{{}}} {}\n", labels, cumulative);
+        }
+      } else if (declared.type.kind == ir::Kind::kCounter) {
         out += fmt::format("mrpc_policy_counter{{policy=\"{}\",state=\"{}\"}} {}\n",
                            escape_label(name), declared.name, value.i);
       } else if (declared.type.kind == ir::Kind::kHistogram) {

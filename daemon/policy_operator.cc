@@ -104,6 +104,13 @@ DaemonCore& PolicyOperator::core() const {
   return running != nullptr ? *running : core_;
 }
 
+namespace {
+uint64_t next_operator_id() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
 PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledPolicyFile> file,
                                const ir::Policy& policy, DaemonCore& core, uint64_t seed)
     : name_(std::move(name)),
@@ -111,6 +118,7 @@ PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledP
       policy_(policy),
       core_(core),
       seed_(seed),
+      id_(next_operator_id()),
       random_(seed),
       runner_(make_policy_runner(policy_, core.clock, random_)),
       uses_size_(reads_rpc_field(policy_, ir::RpcField::kSize)),
@@ -467,6 +475,23 @@ void PolicyOperator::count(const Rpc& rpc, ir::Event event, Outcome outcome) {
   if (!full) series_index_.emplace(key, SeriesValue{rpc.caller, named->second});
 }
 
+void* PolicyOperator::call_variables(Rpc& rpc, ir::Event event) {
+  PolicyCallVariables* entry = nullptr;
+  for (auto& e : rpc.policy_call_variables)
+    if (e.owner == id_) entry = &e;
+  if (entry == nullptr) {
+    rpc.policy_call_variables.push_back(PolicyCallVariables{id_, nullptr});
+    entry = &rpc.policy_call_variables.back();
+  }
+  if (entry->cells == nullptr || event == ir::Event::kRequest) {
+    auto cells = std::make_shared<std::vector<ir::Value>>();
+    cells->reserve(policy_.call_variables.size());
+    for (const auto& v : policy_.call_variables) cells->push_back(v.initial);
+    entry->cells = std::move(cells);
+  }
+  return static_cast<std::vector<ir::Value>*>(entry->cells.get())->data();
+}
+
 void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
   const MethodCheck& method = check_method(*rpc);
   if (method.policy_method < 0) return;  // not a call this policy applies to: it passes
@@ -573,6 +598,7 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
       return;
     }
   }
+  if (!policy_.call_variables.empty()) view.call_variables = call_variables(*rpc, event);
   compiler::Verdict verdict = runner_->run(event, view);
   current_ = nullptr;
   for (const auto& log : verdict.logs) {
@@ -755,6 +781,11 @@ void PolicyOperator::carry_from(const PolicyOperator& old) {
     if (now == nullptr) {
       warnings_.push_back(fmt::format("state '{}' ({}) dropped: the new version has no such state",
                                       previous.name, ir::type_text(previous.type)));
+      continue;
+    }
+    if (now->labels != previous.labels) {
+      warnings_.push_back(
+          fmt::format("state '{}' starts empty: its labels changed", previous.name));
       continue;
     }
     if (ir::type_text(now->type) != ir::type_text(previous.type)) {

@@ -173,6 +173,10 @@ class PolicyOperator final : public Operator {
   // endpoint (or the call has no attempt left).
   bool apply_mirrors(Rpc& rpc, const compiler::Verdict& verdict, Output& out);
   void count(const Rpc& rpc, compiler::ir::Event event, Outcome outcome);
+  // The cells of this policy's per-call variables in the call's record: fresh, at their initial
+  // values, on request (a retried request starts over); on response and error the request's (a
+  // fresh set when the record has none: the request passed before this operator was attached).
+  void* call_variables(Rpc& rpc, compiler::ir::Event event);
 
   static int metadata_get(const mrpc_rpc_view* view, const char* key, uint32_t key_size,
                           mrpc_str* value);
@@ -188,6 +192,7 @@ class PolicyOperator final : public Operator {
   DaemonCore& core() const;
   DaemonCore& core_;
   const uint64_t seed_;
+  const uint64_t id_;  // process-unique: owns its entry in Rpc::policy_call_variables
   mutable std::mutex mutex_;
   SeededRandom random_;
   std::unique_ptr<compiler::PolicyRunner> runner_;

@@ -18,6 +18,7 @@ policyMember
   : 'applies' to=IDENT pattern (',' pattern)* at=IDENT placement=IDENT ';'   # appliesMember
   | 'param' IDENT ':' type '=' expr ';'                                      # paramMember
   | 'state' IDENT ':' type ('[' stateArg (',' stateArg)* ','? ']')? ('=' expr)? ';'   # stateMember
+  | 'call' IDENT ':' type ('=' expr)? ';'                                      # callMember
   | 'schedule' IDENT ('[' expr (',' expr)* ','? ']')? ';'                    # scheduleMember
   | 'on' IDENT (',' IDENT)* block                                            # handlerMember
   ;
@@ -87,7 +88,7 @@ mapEntry : expr ':' expr ;
 // A member name may be a keyword: protobuf fields are often called `state` or `for`.
 name
   : IDENT | 'import' | 'const' | 'policy' | 'marshal' | 'applies' | 'param' | 'state'
-  | 'schedule' | 'on' | 'let' | 'var' | 'remove' | 'clear' | 'if' | 'else' | 'for' | 'in'
+  | 'schedule' | 'call' | 'on' | 'let' | 'var' | 'remove' | 'clear' | 'if' | 'else' | 'for' | 'in'
   | 'pass' | 'drop' | 'break' | 'true' | 'false' | 'not'
   ;
 

@@ -233,7 +233,8 @@ class Formatter {
         out_ += fmt::format("param {}: {} = {};\n", param->name, format_type(param->type),
                             format_expr(*param->default_value));
       } else if (auto* state = std::get_if<ast::State>(&member)) {
-        out_ += fmt::format("state {}: {}", state->name, format_type(state->type));
+        out_ += fmt::format("{} {}: {}", state->per_call ? "call" : "state", state->name,
+                            format_type(state->type));
         if (!state->args.empty()) {
           out_ += "[";
           for (size_t i = 0; i < state->args.size(); ++i) {
@@ -449,7 +450,7 @@ std::string dump_ast(const ast::File& file) {
           dump_type(out, p->type);
           dump_expr(out, *p->default_value);
         } else if (auto* s = std::get_if<ast::State>(&member)) {
-          out += fmt::format("  (state {:?} ", s->name);
+          out += fmt::format("  ({} {:?} ", s->per_call ? "call" : "state", s->name);
           dump_type(out, s->type);
           for (const auto& arg : s->args) {
             out += fmt::format(" (arg {:?} ", arg.key);

@@ -438,6 +438,15 @@ class AstBuilder {
         if (state->expr() != nullptr) s.initial = build_expr(state->expr(), 0);
         s.span = span(state);
         policy.members.emplace_back(std::move(s));
+      } else if (auto* call = dynamic_cast<MpolParser::CallMemberContext*>(member)) {
+        ast::State s;
+        s.per_call = true;
+        s.name = call->IDENT()->getText();
+        s.name_span = span(call->IDENT());
+        s.type = build_type(call->type(), 0);
+        if (call->expr() != nullptr) s.initial = build_expr(call->expr(), 0);
+        s.span = span(call);
+        policy.members.emplace_back(std::move(s));
       } else if (auto* schedule = dynamic_cast<MpolParser::ScheduleMemberContext*>(member)) {
         ast::Schedule s;
         s.kind = schedule->IDENT()->getText();

@@ -567,6 +567,155 @@ policy budgets {
   CHECK(defaults.instance->state("tokens").i == 2);
 }
 
+TEST_CASE(MRPC_CASE_PREFIX
+          "labelled metrics count one series per label value combination and overflow to _other") {
+  Harness h(R"(
+policy labelled {
+  applies to * at callee;
+  state calls: counter[label method, label code];
+  state plain: counter;
+  state sizes: histogram[10, 100, label caller];
+  on request {
+    plain.add(2);
+    calls.add(1, code = OK, method = rpc.method);
+    observe(sizes, len(rpc.caller.app), caller = rpc.caller.app);
+  }
+  on error {
+    calls.add(3, method = rpc.method, code = rpc.status);
+    calls.add(-1, method = rpc.method, code = rpc.status);
+  }
+}
+)");
+  Call c;
+  c.method = "Get";
+  for (int i = 0; i < 3; ++i) h.run(ir::Event::kRequest, c);
+  c.method = "Put";
+  c.app = std::string(20, 'a');
+  h.run(ir::Event::kRequest, c);
+  c.view.status = static_cast<uint32_t>(StatusCode::kNotFound);
+  Verdict negative = h.run(ir::Event::kError, c);
+  CHECK(negative.defined_faults == 1);  // a negative amount is ignored, a fault
+
+  CHECK(h.instance->state("plain").i == 8);
+  // Series in label-value order: (Get, OK) 3, (Put, NOT_FOUND) 3, (Put, OK) 1.
+  CHECK(ir::value_text(h.instance->state("calls")) ==
+        R"({["Get", "OK"]: 3, ["Put", "NOT_FOUND"]: 3, ["Put", "OK"]: 1})");
+  CHECK(ir::value_text(h.instance->state("sizes")) ==
+        R"({["aaaaaaaaaaaaaaaaaaaa"]: [0, 1, 0], ["frontend"]: [3, 0, 0]})");
+
+  // Past limits::kMaxMetricLabelSets combinations, and for values that are too long or not
+  // UTF-8, the overflow series (every label "_other") counts: the total stays what was counted.
+  Harness many(R"(
+policy many {
+  applies to * at callee;
+  state calls: counter[label caller];
+  on request {
+    calls.add(1, caller = rpc.caller.app);
+  }
+}
+)");
+  const int distinct = static_cast<int>(limits::kMaxMetricLabelSets) + 10;
+  for (int i = 0; i < distinct; ++i) {
+    c.app = "app-" + std::to_string(i);
+    many.run(ir::Event::kRequest, c);
+  }
+  c.app = std::string(limits::kMaxMetricLabelValueBytes + 1, 'x');
+  many.run(ir::Event::kRequest, c);
+  c.app = "app-0";  // an existing series still counts as itself
+  many.run(ir::Event::kRequest, c);
+  Value calls = many.instance->state("calls");
+  REQUIRE(calls.items.size() == 2 * (limits::kMaxMetricLabelSets + 1));
+  int64_t total = 0;
+  for (size_t e = 1; e < calls.items.size(); e += 2) total += calls.items[e].i;
+  CHECK(total == distinct + 2);
+  const Value& overflow_key = calls.items[calls.items.size() - 2];
+  REQUIRE(overflow_key.items.size() == 1);
+  CHECK(overflow_key.items[0].s == "_other");
+  CHECK(calls.items.back().i == 11);
+  CHECK(ir::value_text(calls.items[0]) == R"(["app-0"])");
+  CHECK(calls.items[1].i == 2);
+
+  // state() and set_state() round-trip (an upgrade carries the series).
+  Harness next(R"(
+policy many {
+  applies to * at callee;
+  state calls: counter[label caller];
+  on request {
+    calls.add(1, caller = rpc.caller.app);
+  }
+}
+)");
+  REQUIRE(next.instance->set_state("calls", calls).ok());
+  CHECK(ir::value_text(next.instance->state("calls")) == ir::value_text(calls));
+}
+
+TEST_CASE(MRPC_CASE_PREFIX
+          "per-call variables set on request are read by the later handlers of the same call") {
+  Harness h(R"(
+policy timing {
+  applies to * at callee;
+  state slow: counter[label who];
+  call started: time;
+  call who: string = "nobody";
+  call big: string;
+  on request {
+    started = now();
+    who = rpc.caller.app + "@" + rpc.caller.host;
+    if rpc.caller.app == "greedy" {
+      big = rpc.metadata["blob"];
+    }
+  }
+  on response, error {
+    if now() - started > 5ms {
+      slow.add(1, who = who);
+    }
+    log("call", who = who, took = now() - started);
+  }
+}
+)");
+  // Two calls in flight at once, each with its own record (the daemon keeps one per call).
+  std::vector<Value> first(h.policy().call_variables.size()), second(first.size());
+  for (size_t i = 0; i < first.size(); ++i)
+    first[i] = second[i] = h.policy().call_variables[i].initial;
+  Call a, b;
+  a.app = "alpha";
+  b.app = "beta";
+  a.get().call_variables = first.data();
+  b.get().call_variables = second.data();
+  h.instance->run(ir::Event::kRequest, a.view);
+  h.clock.advance(std::chrono::milliseconds(10));
+  h.instance->run(ir::Event::kRequest, b.view);
+  h.clock.advance(std::chrono::milliseconds(1));
+  Verdict done_a = h.instance->run(ir::Event::kResponse, a.view);
+  Verdict done_b = h.instance->run(ir::Event::kError, b.view);
+  REQUIRE(done_a.logs.size() == 1);
+  CHECK(ir::value_text(done_a.logs[0].fields[0].second) == R"("alpha@host-1")");
+  CHECK(ir::value_text(done_a.logs[0].fields[1].second) == "11ms");
+  REQUIRE(done_b.logs.size() == 1);
+  CHECK(ir::value_text(done_b.logs[0].fields[0].second) == R"("beta@host-1")");
+  CHECK(ir::value_text(done_b.logs[0].fields[1].second) == "1ms");
+  CHECK(ir::value_text(h.instance->state("slow")) == R"({["alpha@host-1"]: 1})");
+
+  // Without a call record a response handler sees the initial values.
+  Call orphan;
+  Verdict alone = h.run(ir::Event::kResponse, orphan);
+  REQUIRE(alone.logs.size() == 1);
+  CHECK(ir::value_text(alone.logs[0].fields[0].second) == R"("nobody")");
+
+  // A string past limits::kMaxPolicyCallVariableBytes is a fault: the call is rejected.
+  Call greedy;
+  greedy.app = "greedy";
+  greedy.metadata =
+      encode_metadata({{"blob", std::string(limits::kMaxPolicyCallVariableBytes + 1, 'b')}});
+  std::vector<Value> cells = first;
+  greedy.get().call_variables = cells.data();
+  Verdict refused = h.instance->run(ir::Event::kRequest, greedy.view);
+  CHECK(refused.outcome == Verdict::Outcome::kReject);
+  CHECK(refused.status == StatusCode::kResourceExhausted);
+  CHECK_MESSAGE(refused.message.find("kMaxPolicyCallVariableBytes") != std::string::npos,
+                refused.message);
+}
+
 TEST_CASE(MRPC_CASE_PREFIX "builtins and if else chains give their documented values") {
   Harness h(R"(
 policy builtins {

@@ -200,6 +200,20 @@ RunStats differential(const ir::Policy& policy, PolicyCompiler& compiler, Seeded
   st.evaluated_exprs = jitted.evaluator_expressions();
   st.whole = st.evaluated == 0 && st.evaluated_exprs == 0;
   Region req_a, resp_a, req_b, resp_b;  // reused: their capacity stays
+  // The call record of per-call variables, as the daemon keeps it: fresh on a new call's request,
+  // then read and written by the handlers that follow.
+  std::vector<ir::Value> cells_a, cells_b;
+  auto new_call = [&] {
+    cells_a.clear();
+    for (const auto& v : policy.call_variables) cells_a.push_back(v.initial);
+    cells_b = cells_a;
+  };
+  new_call();
+  auto cells_text = [](const std::vector<ir::Value>& cells) {
+    std::string out;
+    for (const auto& v : cells) out += ir::value_text(v) + "; ";
+    return out;
+  };
   for (int i = 0; i < calls; ++i) {
     uint64_t call_seed = seeds.next_u64();
     CAPTURE(call_seed);
@@ -209,9 +223,13 @@ RunStats differential(const ir::Policy& policy, PolicyCompiler& compiler, Seeded
     random_call(policy, call_seed, clock.now(), req_a, resp_a, a);
     random_call(policy, call_seed, clock.now(), req_b, resp_b, b);
     auto event = static_cast<ir::Event>(call_seed % 3);
+    if (event == ir::Event::kRequest && (call_seed >> 8) % 2 == 0) new_call();
+    a.view.call_variables = cells_a.empty() ? nullptr : cells_a.data();
+    b.view.call_variables = cells_b.empty() ? nullptr : cells_b.data();
     Verdict va = reference.run(event, a.get());
     Verdict vb = jitted.run(event, b.get());
-    std::string da = describe(va, a.view), db = describe(vb, b.view);
+    std::string da = describe(va, a.view) + " call variables " + cells_text(cells_a);
+    std::string db = describe(vb, b.view) + " call variables " + cells_text(cells_b);
     if (da != db || req_a.bytes() != req_b.bytes() || resp_a.bytes() != resp_b.bytes()) {
       FAIL_CHECK("the evaluator and the jit differ on event "
                  << static_cast<int>(event) << "\n  evaluator: " << da << "\n  jit:       " << db);

@@ -209,10 +209,29 @@ inline constexpr uint64_t kMaxStoredResponseBytes = 32u << 10;
 // attached values).
 inline constexpr uint64_t kMaxPolicyStateBytes = 256ull << 20;
 // The LLVM part of one policy compile: the instructions its lowering may emit (before O2). LLVM's
-// optimization and code generation run about linearly in them, so this bounds a compile's time
+// optimization and code generation grow with them (superlinearly in one function), so this bounds a compile's time
 // and memory on the policy-control thread (a policy at the limit: see docs/security.md).
 inline constexpr uint64_t kMaxPolicyInstructions = 1u << 12;
 
+// Elements and bytes (of its string elements) of a local list a handler builds with
+// `xs.append(x)`: an append past either is a run-time fault (the handler stops and the call is
+// rejected with RESOURCE_EXHAUSTED), so a list is bounded like a string.
+inline constexpr int64_t kMaxLocalListElements = 256;
+inline constexpr uint64_t kMaxLocalListBytes = 64u << 10;
+// Label keys a labelled metric may declare (`state calls: counter[label method, label code];`).
+inline constexpr uint32_t kMaxMetricLabels = 8;
+// Distinct label-value combinations one labelled metric of one attachment keeps. A call that
+// brings a new combination past it is counted under the overflow series, whose every label value
+// is "_other" (so the metric's total still equals what the policy counted). The verifier sizes
+// state with it.
+inline constexpr uint32_t kMaxMetricLabelSets = 256;
+// Longest label value (bytes); a longer value is counted under the overflow series too.
+inline constexpr uint64_t kMaxMetricLabelValueBytes = 128;
+// Per-call variables a policy may declare (`call started: time;`), and the longest string or
+// bytes value one may hold: assigning a longer one is a run-time fault (RESOURCE_EXHAUSTED).
+// Together they bound what a policy keeps in each call's record.
+inline constexpr uint32_t kMaxPolicyCallVariables = 16;
+inline constexpr uint64_t kMaxPolicyCallVariableBytes = 256;
 
 // ---- Daemon-to-daemon TCP transport (transports/tcp, docs/tcp-transport.md) ----
 // Largest frame (fixed header, names, status text, metadata and payload together) a daemon

@@ -29,15 +29,6 @@
 #include "mrpc/compiler/policy_runner.h"
 #include "mrpc/dataflow/rpc_view.h"
 
-namespace mrpc::limits {
-// Elements and bytes (of its string elements) of a local list a handler builds with
-// `xs.append(x)`: an append past either is a run-time fault (the handler stops and the call is
-// rejected with RESOURCE_EXHAUSTED), so a list is bounded like a string. (Here rather than in
-// base/limits.h: only the policy runtime reads them.)
-inline constexpr int64_t kMaxLocalListElements = 256;
-inline constexpr uint64_t kMaxLocalListBytes = 64u << 10;
-}  // namespace mrpc::limits
-
 namespace mrpc::compiler {
 
 struct LogRecord {
@@ -97,6 +88,16 @@ class PolicyInstance final : public PolicyRunner {
     std::map<ir::Value, std::pair<ir::Value, uint64_t>> entries;  // key -> value, order stamp
     uint64_t stamp = 0;
   };
+  // A labelled counter or histogram: its counts per label-value combination (values as text, in
+  // the order State::labels declares them; counter: one count; histogram: one per bucket, then
+  // the overflow bucket). At most limits::kMaxMetricLabelSets combinations; later new ones (and
+  // values past limits::kMaxMetricLabelValueBytes) are counted in `overflow`.
+  struct LabelledMetric {
+    std::map<std::vector<std::string>, std::vector<int64_t>> series;
+    std::vector<int64_t> overflow;  // empty until something overflows
+  };
+  // The label value of the overflow series.
+  static constexpr const char* kOverflowLabel = "_other";
 
  private:
   friend class Evaluation;
@@ -108,7 +109,15 @@ class PolicyInstance final : public PolicyRunner {
   std::vector<ir::Value> scalars_;     // scalar and counter state (by state slot)
   std::vector<Container> containers_;  // map and set state (by state slot)
   std::vector<std::vector<int64_t>> histograms_;
+  std::vector<LabelledMetric> labelled_;  // by state slot (empty for an unlabelled one)
+  Status set_labelled(size_t slot, const ir::Value& value);
+  // Per-call variables of a run whose view has no call record (reset for each run).
+  std::vector<ir::Value> call_scratch_;
 };
+
+// The text a label value is exported as: a string as it is, an int in decimal, a bool as
+// true/false, a status by its name (PERMISSION_DENIED).
+std::string label_text(const ir::Value& value);
 
 // The encoded metadata block of rpc_view.h (key, value, key, value, ...) and the endpoint list.
 std::string encode_metadata(const std::vector<std::pair<std::string, std::string>>& entries);

@@ -132,21 +132,22 @@ struct FieldStep {
 };
 
 enum class ExprKind : uint8_t {
-  kConst,        // value
-  kParam,        // slot into Policy::params
-  kState,        // slot into Policy::states
-  kLocal,        // slot into Handler::locals (let, var, for variables)
-  kRpc,          // rpc_field
-  kMetadata,     // rpc.metadata[children[0]]
-  kMessageRoot,  // `req` (request) or `resp`
-  kField,        // children[0] . name, resolved per method in `steps`
-  kIndex,        // children[0] [children[1]]: list, repeated field, map, map field
-  kUnary,        // op children[0]
-  kBinary,       // children[0] op children[1]
-  kCall,         // builtin (children...)
-  kList,         // [children...]
-  kSet,          // {children...}
-  kMap,          // {children[0]: children[1], ...}
+  kConst,         // value
+  kParam,         // slot into Policy::params
+  kState,         // slot into Policy::states
+  kLocal,         // slot into Handler::locals (let, var, for variables)
+  kCallVariable,  // slot into Policy::call_variables (`call x: T;`)
+  kRpc,           // rpc_field
+  kMetadata,      // rpc.metadata[children[0]]
+  kMessageRoot,   // `req` (request) or `resp`
+  kField,         // children[0] . name, resolved per method in `steps`
+  kIndex,         // children[0] [children[1]]: list, repeated field, map, map field
+  kUnary,         // op children[0]
+  kBinary,        // children[0] op children[1]
+  kCall,          // builtin (children...)
+  kList,          // [children...]
+  kSet,           // {children...}
+  kMap,           // {children[0]: children[1], ...}
 };
 
 struct Expr {
@@ -182,8 +183,10 @@ enum class StmtKind : uint8_t {
   kForEach,     // for locals[slot] in exprs[0] (a list, set or repeated field) blocks[0]
   kPass,
   kDrop,
-  kBreak,   // leaves the innermost kForRange / kForEach
-  kAction,  // action(exprs...); log: log_keys name exprs[1..]
+  kBreak,       // leaves the innermost kForRange / kForEach
+  kAction,      // action(exprs...); log: log_keys name exprs[1..]; observe: exprs[2..] are the
+                // histogram's label values, in the order State::labels declares them
+  kCounterAdd,  // state counter `slot`.add(exprs[0], label = exprs[1..] in State::labels order)
 };
 
 struct Stmt {
@@ -234,6 +237,20 @@ struct State {
   int32_t capacity_param = -1;  // map/set: the param slot giving the capacity, or -1
   Evict evict = Evict::kLru;
   std::vector<Value> buckets;  // histogram bounds
+  // Counter and histogram: the label keys (`label method`), in declaration order. With labels
+  // the metric keeps one series per distinct label-value combination, at most
+  // limits::kMaxMetricLabelSets, then the overflow series (every value "_other").
+  std::vector<std::string> labels;
+  dsl::Span declared;
+};
+
+// `call NAME: TYPE (= VALUE);`: a scalar carried from `on request` to the later handlers of the
+// same call. It starts at `initial` on every call; the daemon keeps it in the call's record
+// (Rpc::policy_call_data) between handlers.
+struct CallVariable {
+  std::string name;
+  Type type;
+  Value initial;
   dsl::Span declared;
 };
 
@@ -264,6 +281,7 @@ struct Policy {
   std::vector<Method> methods;
   std::vector<Param> params;
   std::vector<State> states;
+  std::vector<CallVariable> call_variables;
   Schedule schedule;
   std::vector<Handler> handlers;
   dsl::Span span;

@@ -36,7 +36,7 @@
 namespace mrpc::compiler {
 
 // Bumped whenever the lowering changes the code it emits (part of every module's cache key).
-inline constexpr uint32_t kPolicyCompilerVersion = 1;
+inline constexpr uint32_t kPolicyCompilerVersion = 2;
 
 class CompiledPolicy;
 struct CompiledCode;

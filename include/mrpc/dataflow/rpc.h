@@ -73,6 +73,15 @@ struct Endpoint {
   bool routed() const { return connection != kNoConnection; }
 };
 
+// The per-call variables (mpol `call x: T;`) one policy operator keeps in a call's record: set
+// by its request handler, read by its response and error handlers. `cells` are the policy
+// runner's (a std::vector<compiler::ir::Value>, type-erased here), at most
+// limits::kMaxPolicyCallVariables of them, a string at most kMaxPolicyCallVariableBytes.
+struct PolicyCallVariables {
+  uint64_t owner = 0;  // the operator's process-unique id (never reused, unlike its address)
+  std::shared_ptr<void> cells;
+};
+
 // Which of a connection's two graphs an RPC is in: egress (the caller's side: frontend ->
 // policies -> router) or ingress (the callee's side: delivery -> policies -> the app).
 enum class GraphSide : uint8_t { kEgress, kIngress };
@@ -117,6 +126,10 @@ struct Rpc {
   // While the RPC is on another runtime thread (shard) than the memory its request or response
   // lies in: a reference that keeps that memory mapped (the daemon's connection). Null otherwise.
   std::shared_ptr<const void> pinned_memory;
+  // Per-call variables of the policies on this call's path, one entry per policy operator that
+  // declares some (usually none: no allocation). The record travels with the call between
+  // threads like the rest of it, so a handler on any shard sees what the request handler set.
+  std::vector<PolicyCallVariables> policy_call_variables;
 
   const std::string* find_metadata(std::string_view key) const {
     for (const auto& entry : metadata)

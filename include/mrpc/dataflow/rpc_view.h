@@ -80,6 +80,12 @@ typedef struct mrpc_rpc_view {
   uint32_t metadata_size;
   const mrpc_rpc_view_ops* ops;
   void* ops_context; /* for the functions in `ops` */
+  /* The policy's per-call variables (`call x: T;`) for this call: one cell per variable, in the
+   * runner's own cell format (compiler::ir::Value for the evaluator and the JIT), set to their
+   * initial values before the call's request handler and kept by the daemon in the call's record
+   * until its response or error handler has run. Null: no call record (the cells then live for
+   * one handler run only). */
+  void* call_variables;
 } mrpc_rpc_view;
 
 #ifdef __cplusplus

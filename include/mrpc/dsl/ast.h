@@ -106,7 +106,7 @@ struct Param {
   Span span;
 };
 struct StateArg {
-  std::string key;  // "capacity", "evict" or "" for a histogram bucket bound
+  std::string key;  // "capacity", "evict", "label" or "" for a histogram bucket bound
   Span key_span;
   ExprPtr value;
 };
@@ -117,6 +117,9 @@ struct State {
   std::vector<StateArg> args;
   ExprPtr initial;  // `state open: bool = false;` (scalar state only), or null
   Span span;
+  // `call NAME: TYPE (= VALUE)?;`: a per-call variable (set in `on request`, read by the later
+  // handlers of the same call), not state; it has no args.
+  bool per_call = false;
 };
 struct Schedule {
   std::string kind;  // "strict" | "weighted"
