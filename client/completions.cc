@@ -29,6 +29,31 @@ constexpr uint32_t kCompletionBatch = 64;
 // How soon to retry submissions queued behind a full ring (the daemon does not ring us when it
 // frees submission slots).
 constexpr std::chrono::nanoseconds kOverflowRetry = std::chrono::milliseconds(1);
+// A release can be posted quietly while this thread sleeps (an app thread drops a response it
+// held): nothing wakes the thread for it. So while the app holds response blocks, its sleep is
+// bounded: first by limits::kQuietEntryNoticeDelay, doubling after each timer wake-up that found
+// nothing to do, up to this; such a release reaches mrpcd at most about this long (plus
+// kQuietEntryNoticeDelay and scheduling) after it was posted, with no doorbell per release.
+// (Local, not in limits.h, to keep this fix from recompiling the tree; a candidate to move.)
+constexpr std::chrono::nanoseconds kHeldBlockRecheckMax = std::chrono::milliseconds(64);
+
+// Gives one receive-region block back to mrpcd with a quiet kRelease. `leased`: run by a
+// ReceiveLease (maybe on an app thread, while the completion thread sleeps), counted in
+// Connection::blocks_leased(), which bounds that thread's sleep while any is held.
+struct ReleaseBlock {
+  std::shared_ptr<Connection> connection;
+  uint64_t offset;
+  bool leased;
+
+  void operator()() const {
+    if (connection->alive()) {  // else the daemon that owned the block is gone
+      shm::RingEntry released = shm::make_ring_entry(shm::EntryKind::kRelease, 0);
+      released.message_offset = offset;
+      connection->submit_quiet(released);
+    }
+    if (leased) connection->block_returned();  // after the post: see blocks_leased()
+  }
+};
 
 }  // namespace
 
@@ -40,6 +65,9 @@ void ShmChannel::completion_loop() {
   MonoTime last_socket_check = idle_since;
   const auto spin_budget = options_.spin_budget.value_or(limits::kDefaultSpinBudget).count();
   std::shared_ptr<Connection> connection;  // current_, copied when it changes (only here)
+  // While the app holds response blocks: how long the next sleep may last (limits.h,
+  // kHeldBlockRecheckMax); doubles after each sleep that bound ended, reset by work.
+  std::chrono::nanoseconds held_recheck = limits::kQuietEntryNoticeDelay;
   for (;;) {
     // Whether to sleep after this pass, and until when.
     bool sleep_after = false;
@@ -72,10 +100,14 @@ void ShmChannel::completion_loop() {
           handle_loss(connection, Status(StatusCode::kUnavailable, "mrpcd closed the app socket"));
         } else if (worked) {
           idle_since = now;
+          held_recheck = limits::kQuietEntryNoticeDelay;
         } else if (now - idle_since < spin_budget) {
           sched_yield();  // spin, but let a runnable thread on this core (often a peer) go first
         } else {
           // Idle: releases posted quietly are announced once they have waited long enough.
+          // Read before quiet_since: blocks still held may be released (quietly, on an app
+          // thread, ringing nothing) while this thread sleeps, so it then wakes on a timer.
+          const bool blocks_held = connection->blocks_leased() != 0;
           const MonoTime quiet_since = connection->quiet_since();
           const MonoTime notice_at =
               quiet_since == 0 ? kNoDeadline
@@ -85,6 +117,10 @@ void ShmChannel::completion_loop() {
           } else if (connection->completions().prepare_to_sleep()) {
             sleep_after = true;
             sleep_until = std::min(next_deadline(), notice_at);
+            if (quiet_since == 0 && blocks_held) {
+              sleep_until = std::min(sleep_until, saturating_add(now, held_recheck));
+              held_recheck = std::min(held_recheck * 2, kHeldBlockRecheckMax);
+            }
             if (overflow) sleep_until = std::min(sleep_until, saturating_add(now, kOverflowRetry));
           }
           if (!sleep_after) idle_since = clock_.now();
@@ -192,12 +228,7 @@ void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
   const bool has_response = code == StatusCode::kOk && entry.message_offset != shm::kNoOffset &&
                             entry.message_offset < connection->receive_bytes();
   // No doorbell: the daemon needs the block back only eventually (Connection::submit_quiet).
-  auto release = [connection, offset = entry.message_offset] {
-    if (!connection->alive()) return;  // the daemon that owned the block is gone
-    shm::RingEntry released = shm::make_ring_entry(shm::EntryKind::kRelease, 0);
-    released.message_offset = offset;
-    connection->submit_quiet(released);
-  };
+  const ReleaseBlock release{connection, entry.message_offset, /*leased=*/false};
 
   UntypedCompletion done;
   if (auto retired = connection->calls().retire(entry.call_id)) {
@@ -223,9 +254,11 @@ void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
   MessageRef response{const_cast<std::byte*>(connection->receive_base()),
                       connection->receive_bytes(), entry.message_offset, nullptr};
   // The lease's control block comes from the channel's pool: no allocation once it has grown.
-  done(Status(), ReceivedMessage(
-                     response, std::allocate_shared<ReceiveLease>(
-                                   LeaseAllocator<ReceiveLease>(lease_pool_), std::move(release))));
+  connection->block_leased();
+  done(Status(), ReceivedMessage(response, std::allocate_shared<ReceiveLease>(
+                                               LeaseAllocator<ReceiveLease>(lease_pool_),
+                                               ReleaseBlock{connection, entry.message_offset,
+                                                            /*leased=*/true})));
 }
 
 bool ShmChannel::read_control(const std::shared_ptr<Connection>& connection, bool wait) {

@@ -71,6 +71,13 @@ class Connection {
   MonoTime quiet_since() const { return quiet_since_.load(std::memory_order_acquire); }
   // Rings the daemon's doorbell if it sleeps, for the entries posted quietly. Any thread.
   void notice_quiet();
+  // Response blocks handed to the app (a ReceiveLease) and not yet released. Counted up by the
+  // completion thread when it creates the lease, down by the lease's release after it posted its
+  // kRelease (any thread): read before quiet_since(), a count of 0 means every release posted so
+  // far shows in quiet_since() (or was announced already).
+  void block_leased() { blocks_leased_.fetch_add(1, std::memory_order_relaxed); }
+  void block_returned() { blocks_leased_.fetch_sub(1, std::memory_order_release); }
+  uint64_t blocks_leased() const { return blocks_leased_.load(std::memory_order_acquire); }
   // Completion thread: moves queued entries onto the ring. True if some remain queued.
   bool flush_overflow();
 
@@ -119,6 +126,7 @@ class Connection {
   std::unique_ptr<CallTable> calls_;
   uint64_t serial_ = 0;
   std::atomic<MonoTime> quiet_since_{0};
+  std::atomic<uint64_t> blocks_leased_{0};
   std::atomic<bool> overflow_pending_{false};  // overflow_ is not empty (checked without the lock)
 
   std::mutex submit_mutex_;
