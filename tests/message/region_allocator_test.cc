@@ -142,6 +142,7 @@ TEST_CASE("allocators sharing a byte budget are refused past it together, and gi
   CHECK(budget.used() == 96);
   replaced = RegionAllocator(64);  // assigning over a charging allocator returns its bytes
   CHECK(budget.used() == 0);
+}
 
 TEST_CASE(
     "thousands of live blocks stay disjoint, and only their starts free, through random churn") {
