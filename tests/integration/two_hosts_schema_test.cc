@@ -445,7 +445,7 @@ TEST_CASE(
   auto back = call(*caller, schemas.bad, 0, *sent);
   REQUIRE_FALSE(back.ok());
   CHECK(back.status().code() == StatusCode::kFailedPrecondition);
-  const std::string& text = back.status().message();
+  const std::string text = back.status().message();  // a copy: status() returns a temporary
   CAPTURE(text);
   CHECK(text.find("compat.Item field 2 ('count')") != std::string::npos);
   CHECK(text.find("not wire-compatible") != std::string::npos);
