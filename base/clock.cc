@@ -11,8 +11,10 @@ MonoTime MonotonicClock::now() const {
 }
 
 const MonotonicClock& MonotonicClock::instance() {
-  static const MonotonicClock clock;
-  return clock;
+  // Never destroyed: threads that outlive main's statics (a test's or fuzzer's daemon kept for the
+  // process's life, its echo server still polling) may read the clock during static destruction.
+  static const MonotonicClock* const clock = new MonotonicClock();
+  return *clock;
 }
 
 }  // namespace mrpc
