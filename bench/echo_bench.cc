@@ -28,6 +28,7 @@
 #include "nginx_sidecar.h"
 #ifdef MRPC_BENCH_WITH_MRPC
 #include "echo_load.h"
+#include "echo_load_run.h"
 #include "mrpc/client/channel.h"
 #endif
 #include "tcp_pingpong.h"
@@ -130,20 +131,15 @@ Status bench_mrpc(const Settings& settings, std::vector<BenchRow>& rows) {
     processes.add("daemon", std::move(*daemon));
     processes.add("server", std::move(*server));
     for (uint32_t window : {1u, settings.window}) {
-      auto row = measure(fmt::format("{} (window {})", setup.label, window), settings.calls,
-                         settings.payload, window, processes.participants(),
-                         [&](LatencyRecorder& latencies, double& seconds) {
-                           echo::EchoLoadOptions load;
-                           load.calls = settings.calls;
-                           load.in_flight = window;
-                           load.payload_bytes = settings.payload;
-                           echo::EchoLoadResult result = echo::run_echo_load(*channel, load);
-                           for (int64_t sample : result.latencies_ns) latencies.add(sample);
-                           seconds = result.seconds;
-                           if (result.failed() > 0)
-                             return Status(StatusCode::kInternal, result.summary());
-                           return Status();
-                         });
+      auto row =
+          measure(fmt::format("{} (window {})", setup.label, window), settings.calls,
+                  settings.payload, window, processes.participants(), echo_load_run(*channel, [&] {
+                    echo::EchoLoadOptions load;
+                    load.calls = settings.calls;
+                    load.in_flight = window;
+                    load.payload_bytes = settings.payload;
+                    return load;
+                  }()));
       if (!row.ok()) return row.status();
       rows.push_back(std::move(*row));
     }

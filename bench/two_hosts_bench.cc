@@ -26,6 +26,7 @@
 
 #include "bench_measure.h"
 #include "echo_load.h"
+#include "echo_load_run.h"
 #include "grpc_echo.h"
 #include "mrpc/client/channel.h"
 #include "nginx_sidecar.h"
@@ -201,21 +202,16 @@ Status bench_mrpc(testing::TwoHosts& hosts, const Settings& settings, std::vecto
                                                  {"daemon-b", hosts.b().daemon().pid()},
                                                  {"server", server->pid()}};
   for (const Case& c : cases_of(settings)) {
-    auto row = measure("mrpc", c.calls, c.payload, c.window, participants,
-                       [&](LatencyRecorder& latencies, double& seconds) {
-                         echo::EchoLoadOptions load;
-                         load.calls = c.calls;
-                         load.in_flight = c.window;
-                         load.payload_bytes = c.payload;
-                         load.same_payload = true;  // as raw TCP and gRPC: built once
-                         load.timeout = 60s;
-                         echo::EchoLoadResult result = echo::run_echo_load(*channel, load);
-                         for (int64_t sample : result.latencies_ns) latencies.add(sample);
-                         seconds = result.seconds;
-                         if (result.failed() > 0)
-                           return Status(StatusCode::kInternal, result.summary());
-                         return Status();
-                       });
+    auto row =
+        measure("mrpc", c.calls, c.payload, c.window, participants, echo_load_run(*channel, [&] {
+                  echo::EchoLoadOptions load;
+                  load.calls = c.calls;
+                  load.in_flight = c.window;
+                  load.payload_bytes = c.payload;
+                  load.same_payload = true;  // as raw TCP and gRPC: built once
+                  load.timeout = 60s;
+                  return load;
+                }()));
     if (!row.ok()) return row.status();
     rows.push_back(std::move(*row));
   }
