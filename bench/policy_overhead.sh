@@ -6,47 +6,18 @@
 # load from other processes on the machine spreads over all of them.
 # Usage: bench/policy_overhead.sh [CALLS] [ROUNDS]   (after building mrpcd, mrpc-polc, echo_*)
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-build="${MRPC_BUILD_DIR:-$root/build}"
+source "$(dirname "$0")/lib.sh"
 calls=${1:-100000}
 rounds=${2:-3}
-run_dir="$(mktemp -d /tmp/mrpc-policy-bench-XXXXXX)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$run_dir"
-}
-trap cleanup EXIT
+bench_init mrpc-policy-bench
 export MRPC_SOCKET="$run_dir/app.sock"
-"$build/daemon/mrpcd" --app-socket "$MRPC_SOCKET" --control-socket "$run_dir/control.sock" \
-  --log-level warn >"$run_dir/mrpcd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 1000); do [ -S "$MRPC_SOCKET" ] && break; sleep 0.01; done
-"$build/examples/echo/echo_server" >"$run_dir/server.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 1000); do grep -q serving "$run_dir/server.log" && break; sleep 0.01; done
+start_mrpcd "$run_dir"
+start_echo_server "$run_dir/server.log"
 polc=("$build/tools/mrpc-polc/mrpc-polc" --socket "$run_dir/control.sock")
 
-cat >"$run_dir/noop.mpol" <<'MPOL'
-policy noop {
-  applies to * at callee;
-  on request { pass; }
-}
-MPOL
-cat >"$run_dir/field_acl.mpol" <<'MPOL'
-import proto "echo.proto";
-policy field_acl {
-  applies to echo.EchoService.Echo at callee;
-  param deny: set<string> = {"secret", "classified"};
-  on request {
-    if req.text in deny { reject(PERMISSION_DENIED, "denied"); }
-  }
-}
-MPOL
-"${polc[@]}" load "$run_dir/noop.mpol" >/dev/null
+"${polc[@]}" load "$root/bench/policies/noop.mpol" >/dev/null
 "${polc[@]}" load "$root/stdlib-policies/acl.mpol" >/dev/null
-"${polc[@]}" load "$run_dir/field_acl.mpol" -I "$root/examples/echo" >/dev/null
+"${polc[@]}" load "$root/bench/policies/field_acl.mpol" -I "$root/examples/echo" >/dev/null
 "${polc[@]}" load "$root/stdlib-policies/rate_limit.mpol" >/dev/null
 
 run() {  # run CONFIG: one echo_client run, prints "CONFIG calls/s p50"

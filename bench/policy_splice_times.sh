@@ -5,25 +5,12 @@
 # running mrpcd with an echo server and a client connected. Median of ROUNDS.
 # Usage: bench/policy_splice_times.sh [ROUNDS]   (after building mrpcd and echo_server)
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-build="${MRPC_BUILD_DIR:-$root/build}"
+source "$(dirname "$0")/lib.sh"
 rounds=${1:-5}
-run_dir="$(mktemp -d /tmp/mrpc-splice-bench-XXXXXX)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$run_dir"
-}
-trap cleanup EXIT
+bench_init mrpc-splice-bench
 export MRPC_SOCKET="$run_dir/app.sock"
-"$build/daemon/mrpcd" --app-socket "$MRPC_SOCKET" --control-socket "$run_dir/control.sock" \
-  --log-level warn >"$run_dir/mrpcd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 1000); do [ -S "$MRPC_SOCKET" ] && break; sleep 0.01; done
-"$build/examples/echo/echo_server" >"$run_dir/server.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 1000); do grep -q serving "$run_dir/server.log" && break; sleep 0.01; done
+start_mrpcd "$run_dir"
+start_echo_server "$run_dir/server.log"
 python3 - "$run_dir/control.sock" "$root" "$rounds" <<'PY'
 import json, os, socket, statistics, sys, time
 path, root, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -90,8 +90,31 @@ bool CallTable::publish(uint64_t call_id, UntypedCompletion done, MonoTime deadl
   slot->deadline = deadline;
   slot->heap = heap;
   slot->request_root = request_root;
-  {
-    std::lock_guard lock(deadlines_mutex_);
+  slot->state.store(word(slot->generation, kInFlight), std::memory_order_release);
+  // Onto the new-deadline stack (the completion thread moves it into its heap), then lower the
+  // earliest deadline: a completion thread that recomputes earliest_ from its heap re-checks the
+  // stack afterwards (store_earliest), so the lowering is never lost.
+  const auto index = static_cast<uint32_t>(call_id);
+  uint32_t head = new_deadlines_.load(std::memory_order_relaxed);
+  do {
+    slot->next_new_deadline.store(head, std::memory_order_relaxed);
+  } while (!new_deadlines_.compare_exchange_weak(head, index + 1, std::memory_order_seq_cst,
+                                                 std::memory_order_relaxed));
+  MonoTime earliest = earliest_.load(std::memory_order_seq_cst);
+  while (deadline < earliest &&
+         !earliest_.compare_exchange_weak(earliest, deadline, std::memory_order_seq_cst,
+                                          std::memory_order_relaxed)) {
+  }
+  // Pairs with the completion thread's store of sleeping_until_ then load of earliest_.
+  return deadline < sleeping_until_.load(std::memory_order_seq_cst);
+}
+
+void CallTable::drain_new_deadlines() {
+  uint32_t link = new_deadlines_.exchange(0, std::memory_order_seq_cst);
+  while (link != 0) {
+    const uint32_t index = link - 1;
+    Slot& slot = slots_[index];
+    link = slot.next_new_deadline.load(std::memory_order_relaxed);
     if (deadlines_.size() + 1 >= 2 * slots_.size()) {
       // Full of calls that ended: keep the calls still in flight (at most `slots`).
       std::erase_if(deadlines_, [this](const std::pair<MonoTime, uint64_t>& entry) {
@@ -101,15 +124,18 @@ bool CallTable::publish(uint64_t call_id, UntypedCompletion done, MonoTime deadl
       });
       std::make_heap(deadlines_.begin(), deadlines_.end(), later);
     }
-    deadlines_.emplace_back(deadline, call_id);
+    // The slot's generation changes only in retire(), on this thread, after a drain.
+    deadlines_.emplace_back(slot.deadline, id(slot.generation, index));
     std::push_heap(deadlines_.begin(), deadlines_.end(), later);
-    earliest_.store(deadlines_.front().first, std::memory_order_seq_cst);
-    // In flight before the lock goes: another publish's sweep (or take_expired) that sees the
-    // entry must see the call in flight, or it drops the entry and the call loses its deadline.
-    slot->state.store(word(slot->generation, kInFlight), std::memory_order_seq_cst);
   }
-  // Pairs with the completion thread's store of sleeping_until_ then load of earliest_.
-  return deadline < sleeping_until_.load(std::memory_order_seq_cst);
+}
+
+void CallTable::store_earliest() {
+  do {
+    drain_new_deadlines();
+    earliest_.store(deadlines_.empty() ? kNoDeadline : deadlines_.front().first,
+                    std::memory_order_seq_cst);
+  } while (new_deadlines_.load(std::memory_order_seq_cst) != 0);
 }
 
 bool CallTable::claim_slot(Slot& slot, uint32_t generation, UntypedCompletion& out) {
@@ -134,6 +160,8 @@ UntypedCompletion CallTable::claim(uint64_t call_id) {
 std::optional<CallTable::Retired> CallTable::retire(uint64_t call_id) {
   Slot* slot = slot_of(call_id);
   if (slot == nullptr) return std::nullopt;
+  // The slot may be published again once free: it must not still be on the new-deadline stack.
+  if (new_deadlines_.load(std::memory_order_acquire) != 0) drain_new_deadlines();
   const auto generation = static_cast<uint32_t>(call_id >> 32);
   Retired retired;
   for (;;) {
@@ -199,15 +227,14 @@ uint32_t CallTable::max_generation() const {
 void CallTable::take_expired(MonoTime now,
                              std::vector<std::pair<uint64_t, UntypedCompletion>>& out) {
   if (now < earliest_.load(std::memory_order_acquire)) return;
-  std::lock_guard lock(deadlines_mutex_);
+  drain_new_deadlines();
   while (!deadlines_.empty() && deadlines_.front().first <= now) {
     const uint64_t call_id = deadlines_.front().second;
     std::pop_heap(deadlines_.begin(), deadlines_.end(), later);
     deadlines_.pop_back();
     if (UntypedCompletion done = claim(call_id)) out.emplace_back(call_id, std::move(done));
   }
-  earliest_.store(deadlines_.empty() ? kNoDeadline : deadlines_.front().first,
-                  std::memory_order_seq_cst);
+  store_earliest();
 }
 
 }  // namespace mrpc::client

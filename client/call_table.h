@@ -12,15 +12,15 @@
 // holds the generation too, so a claim by a stale id fails.
 //
 // Threads: reserve/publish/claim from any thread (lock-free: a tagged free list, CAS on each
-// slot's state); retire and the deadline scan from the completion thread; the deadline heap is
-// under its own mutex, taken by start_call (app thread) and by the completion thread only when a
-// deadline is due or when it goes to sleep.
+// slot's state); retire and the deadline scan from the completion thread. Deadlines: publish()
+// pushes its slot on a lock-free stack of new deadlines (one CAS) and lowers earliest_deadline()
+// (a CAS loop); the completion thread moves them into its own min-heap, which no other thread
+// touches. No mutex on the per-call path.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -69,13 +69,15 @@ class CallTable {
   // Deadlines. The heap keeps entries of calls that ended meanwhile until they reach the top or
   // until it holds twice the slots (then it drops them all): the earliest entry is an early, never
   // a late, wake-up time, and new calls with the usual timeout need no re-arming.
-  // The time the completion thread should be awake by (kNoDeadline if none). No lock.
+  // The time the completion thread should be awake by (kNoDeadline if none), counting deadlines
+  // published and not yet moved into the heap. No lock.
   MonoTime earliest_deadline() const { return earliest_.load(std::memory_order_acquire); }
   // start_call found the connection lost after publish(): ends the call as fail_all would. The
   // completion comes back in `done` (empty if another thread ended it) and `free_request` is
   // true if this caller must free the request.
   void abandon(uint64_t call_id, UntypedCompletion& done, bool& free_request);
   // Claims the calls whose deadline passed at `now`: (id, completion) pairs appended to `out`.
+  // Completion thread.
   void take_expired(MonoTime now, std::vector<std::pair<uint64_t, UntypedCompletion>>& out);
   // The completion thread sleeps until `until` (kNoDeadline, INT64_MIN: awake). publish() of a
   // call due earlier returns true.
@@ -113,10 +115,11 @@ class CallTable {
   }
 
   struct Slot {
-    std::atomic<uint64_t> state{0};      // word(generation, phase)
-    std::atomic<uint32_t> next_free{0};  // free list link: slot index + 1, 0 = end
-    uint32_t generation = 1;             // never 0, below 2^31; written by the slot's owner
-    UntypedCompletion done;              // owned by the table while kInFlight
+    std::atomic<uint64_t> state{0};              // word(generation, phase)
+    std::atomic<uint32_t> next_free{0};          // free list link: slot index + 1, 0 = end
+    std::atomic<uint32_t> next_new_deadline{0};  // new-deadline stack link, the same way
+    uint32_t generation = 1;                     // never 0, below 2^31; written by the slot's owner
+    UntypedCompletion done;                      // owned by the table while kInFlight
     MonoTime deadline = kNoDeadline;
     ShmHeap* heap = nullptr;
     uint64_t request_root = 0;
@@ -130,13 +133,19 @@ class CallTable {
   // request); false if the slot is not published or already lost.
   bool lose(Slot& slot, UntypedCompletion& out);
   void push_free(uint32_t index);
+  // Completion thread: moves the deadlines publish() stacked into `deadlines_` (a slot is pushed
+  // at most once between two drains: retire() drains before freeing a slot).
+  void drain_new_deadlines();
+  // Completion thread: earliest_ from the heap, re-draining while publishers pushed meanwhile.
+  void store_earliest();
 
   std::vector<Slot> slots_;
   std::atomic<uint64_t> free_head_{0};  // (tag << 32) | (slot index + 1); 0 in the low half: empty
   std::atomic<uint32_t> in_flight_{0};
 
-  std::mutex deadlines_mutex_;
-  std::vector<std::pair<MonoTime, uint64_t>> deadlines_;  // a min-heap; capacity fixed up front
+  std::atomic<uint32_t> new_deadlines_{0};  // stack of published slots: index + 1, 0 = empty
+  // Completion thread only: a min-heap; capacity fixed up front.
+  std::vector<std::pair<MonoTime, uint64_t>> deadlines_;
   std::atomic<MonoTime> earliest_{kNoDeadline};
   std::atomic<MonoTime> sleeping_until_{INT64_MIN};
 };
@@ -151,7 +160,7 @@ void CallTable::fail_all(std::vector<UntypedCompletion>& out, FreeRequest&& free
     if (done) out.push_back(std::move(done));
     free_request(slot.heap, slot.request_root);
   }
-  std::lock_guard lock(deadlines_mutex_);
+  new_deadlines_.store(0, std::memory_order_relaxed);  // those slots are not reused
   deadlines_.clear();
   earliest_.store(kNoDeadline, std::memory_order_release);
 }

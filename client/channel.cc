@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "mrpc/base/block_pool.h"
 #include "mrpc/transports/shm/protocol.h"
 #include "shm_channel.h"
 
@@ -50,9 +51,10 @@ std::future<std::pair<Status, ReceivedMessage>> Channel::call_async(const Servic
                                                                     uint32_t method_index,
                                                                     const MessageRef& request,
                                                                     const CallOptions& options) {
-  // The promise moves into the completion (an UntypedCompletion may be move-only): its shared
-  // state is the only allocation of this form.
-  std::promise<std::pair<Status, ReceivedMessage>> promise;
+  // The promise moves into the completion (an UntypedCompletion may be move-only). Its shared
+  // state and result come from the calling thread's BlockPool (no allocation once it is warm).
+  std::promise<std::pair<Status, ReceivedMessage>> promise(
+      std::allocator_arg, BlockAllocator<char>(thread_block_pool()));
   auto future = promise.get_future();
   start_call(service, method_index, request, options,
              [promise = std::move(promise)](Status status, ReceivedMessage response) mutable {

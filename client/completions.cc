@@ -29,13 +29,6 @@ constexpr uint32_t kCompletionBatch = 64;
 // How soon to retry submissions queued behind a full ring (the daemon does not ring us when it
 // frees submission slots).
 constexpr std::chrono::nanoseconds kOverflowRetry = std::chrono::milliseconds(1);
-// A release can be posted quietly while this thread sleeps (an app thread drops a response it
-// held): nothing wakes the thread for it. So while the app holds response blocks, its sleep is
-// bounded: first by limits::kQuietEntryNoticeDelay, doubling after each timer wake-up that found
-// nothing to do, up to this; such a release reaches mrpcd at most about this long (plus
-// kQuietEntryNoticeDelay and scheduling) after it was posted, with no doorbell per release.
-// (Local, not in limits.h, to keep this fix from recompiling the tree; a candidate to move.)
-constexpr std::chrono::nanoseconds kHeldBlockRecheckMax = std::chrono::milliseconds(64);
 
 // Gives one receive-region block back to mrpcd with a quiet kRelease. `leased`: run by a
 // ReceiveLease (maybe on an app thread, while the completion thread sleeps), counted in
@@ -65,8 +58,8 @@ void ShmChannel::completion_loop() {
   MonoTime last_socket_check = idle_since;
   const auto spin_budget = options_.spin_budget.value_or(limits::kDefaultSpinBudget).count();
   std::shared_ptr<Connection> connection;  // current_, copied when it changes (only here)
-  // While the app holds response blocks: how long the next sleep may last (limits.h,
-  // kHeldBlockRecheckMax); doubles after each sleep that bound ended, reset by work.
+  // While the app holds response blocks or awaits kReplyDone: how long the next sleep may last (
+  // limits::kHeldBlockRecheckMax); doubles after each sleep that bound ended, reset by work.
   std::chrono::nanoseconds held_recheck = limits::kQuietEntryNoticeDelay;
   for (;;) {
     // Whether to sleep after this pass, and until when.
@@ -117,9 +110,11 @@ void ShmChannel::completion_loop() {
           } else if (connection->completions().prepare_to_sleep()) {
             sleep_after = true;
             sleep_until = std::min(next_deadline(), notice_at);
-            if (quiet_since == 0 && blocks_held) {
+            // mrpcd posts kReplyDone without a doorbell: read after the announcement above.
+            const bool replies_pending = connection->responses_awaiting_done() != 0;
+            if ((quiet_since == 0 && blocks_held) || replies_pending) {
               sleep_until = std::min(sleep_until, saturating_add(now, held_recheck));
-              held_recheck = std::min(held_recheck * 2, kHeldBlockRecheckMax);
+              held_recheck = std::min(held_recheck * 2, limits::kHeldBlockRecheckMax);
             }
             if (overflow) sleep_until = std::min(sleep_until, saturating_add(now, kOverflowRetry));
           }
@@ -256,7 +251,7 @@ void ShmChannel::on_call_done(const std::shared_ptr<Connection>& connection,
   // The lease's control block comes from the channel's pool: no allocation once it has grown.
   connection->block_leased();
   done(Status(), ReceivedMessage(response, std::allocate_shared<ReceiveLease>(
-                                               LeaseAllocator<ReceiveLease>(lease_pool_),
+                                               BlockAllocator<ReceiveLease>(lease_pool_),
                                                ReleaseBlock{connection, entry.message_offset,
                                                             /*leased=*/true})));
 }

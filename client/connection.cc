@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "mrpc/base/check.h"
 #include "mrpc/base/limits.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "mrpc/transports/shm/protocol.h"
@@ -99,8 +100,8 @@ Expected<std::shared_ptr<Connection>> Connection::open(const std::string& socket
   c.app_to_daemon_ = shm::Doorbell(std::move((*fds)[kAppToDaemonFd]));
   c.daemon_to_app_ = shm::Doorbell(std::move((*fds)[kDaemonToAppFd]));
   c.heap_ = std::make_unique<ShmHeap>(c.heap_region_.data(), c.heap_region_.size());
-  c.submissions_ = shm::RingProducer(shm::submission_ring(c.rings_.data(), welcome.ring_entries()),
-                                     &c.app_to_daemon_);
+  c.submissions_ = shm::SharedRingProducer(
+      shm::submission_ring(c.rings_.data(), welcome.ring_entries()), &c.app_to_daemon_);
   c.completions_ = shm::RingConsumer(shm::completion_ring(c.rings_.data(), welcome.ring_entries()));
   c.calls_ = std::make_unique<CallTable>(welcome.max_calls_in_flight(), first_generation);
   static std::atomic<uint64_t> serials{0};
@@ -117,25 +118,37 @@ bool Connection::submit_quiet(const shm::RingEntry& entry) {
 }
 
 bool Connection::post(const shm::RingEntry& entry, bool quiet) {
-  std::lock_guard lock(submit_mutex_);
-  if (submissions_broken_) return false;
-  if (overflow_.empty()) {
+  if (submissions_broken_.load(std::memory_order_acquire)) return false;
+  // Entries wait in the overflow queue: this one goes behind them (a thread's entries stay in
+  // order; so do another thread's that it learnt of, e.g. a cancel of this thread's call, since
+  // the flag is set before the call's start returns).
+  if (!overflow_pending_.load(std::memory_order_acquire)) {
+    // Read before the push: a notice pending since before then covers only entries this push
+    // now carries (see below).
+    const MonoTime quiet_before = quiet_since_.load(std::memory_order_seq_cst);
     Status pushed = quiet ? submissions_.push_quiet(entry) : submissions_.push(entry);
     if (pushed.ok()) {
       if (!quiet) {
         // The push rang a sleeping daemon, or found it awake: either way it reads the quiet
-        // entries posted before this one.
-        quiet_since_.store(0, std::memory_order_relaxed);
-      } else if (quiet_since_.load(std::memory_order_relaxed) == 0) {
-        quiet_since_.store(MonotonicClock::instance().now(), std::memory_order_release);
+        // entries posted before `quiet_before` was read. A quiet entry posted since keeps its
+        // own (newer) time, so the compare-exchange leaves it.
+        if (quiet_before != 0) {
+          MonoTime expected = quiet_before;
+          quiet_since_.compare_exchange_strong(expected, 0, std::memory_order_seq_cst);
+        }
+      } else {
+        MonoTime none = 0;
+        quiet_since_.compare_exchange_strong(none, MonotonicClock::instance().now(),
+                                             std::memory_order_seq_cst);
       }
       return true;
     }
     if (pushed.code() != StatusCode::kResourceExhausted) {
-      submissions_broken_ = true;
+      submissions_broken_.store(true, std::memory_order_release);
       return false;
     }
   }
+  std::lock_guard lock(overflow_mutex_);
   overflow_.push_back(entry);
   overflow_pending_.store(true, std::memory_order_release);
   // The completion thread retries queued entries; it may be asleep on this doorbell.
@@ -144,35 +157,40 @@ bool Connection::post(const shm::RingEntry& entry, bool quiet) {
 }
 
 void Connection::notice_quiet() {
-  std::lock_guard lock(submit_mutex_);
-  if (submissions_broken_) return;
+  if (submissions_broken_.load(std::memory_order_acquire)) return;
+  MonoTime since = quiet_since_.load(std::memory_order_seq_cst);
+  if (since == 0) return;
+  // Cleared first: a quiet entry posted after this sets a fresh time (and is announced later);
+  // one posted before is in the ring before the daemon's sleep check below.
+  if (!quiet_since_.compare_exchange_strong(since, 0, std::memory_order_seq_cst)) return;
   submissions_.notify_if_sleeping();
-  quiet_since_.store(0, std::memory_order_relaxed);
 }
 
 bool Connection::flush_overflow() {
   if (!overflow_pending_.load(std::memory_order_acquire)) return false;
-  std::lock_guard lock(submit_mutex_);
-  while (!overflow_.empty() && !submissions_broken_) {
+  std::lock_guard lock(overflow_mutex_);
+  while (!overflow_.empty() && !submissions_broken_.load(std::memory_order_relaxed)) {
     Status pushed = submissions_.push(overflow_.front());
     if (pushed.code() == StatusCode::kResourceExhausted) break;
     if (!pushed.ok()) {
-      submissions_broken_ = true;
+      submissions_broken_.store(true, std::memory_order_release);
       break;
     }
     overflow_.pop_front();
   }
-  if (overflow_.empty()) overflow_pending_.store(false, std::memory_order_relaxed);
-  return !overflow_.empty() && !submissions_broken_;
+  if (overflow_.empty()) overflow_pending_.store(false, std::memory_order_release);
+  return !overflow_.empty() && !submissions_broken_.load(std::memory_order_relaxed);
 }
 
 void Connection::mark_lost() {
   std::lock_guard lock(replies_mutex_);
   alive_.store(false, std::memory_order_release);
-  for (const auto& [call_id, root] : responses_in_flight_) (void)heap_->free_message(root);
-  responses_in_flight_.clear();
-  for (const auto& [call_id, cancelled] : incoming_) cancelled->store(true);
+  for (const auto& [call_id, incoming] : incoming_) {
+    if (incoming.cancelled) incoming.cancelled->store(true);
+    if (incoming.response_root != shm::kNoOffset) (void)heap_->free_message(incoming.response_root);
+  }
   incoming_.clear();
+  responses_awaiting_done_.store(0, std::memory_order_seq_cst);
 }
 
 void Connection::shut_down_socket() {
@@ -182,32 +200,59 @@ void Connection::shut_down_socket() {
 void Connection::track_incoming(uint64_t call_id, std::shared_ptr<std::atomic<bool>> cancelled) {
   std::lock_guard lock(replies_mutex_);
   if (!alive()) cancelled->store(true);
-  incoming_[call_id] = std::move(cancelled);
+  Incoming& incoming = incoming_[call_id];
+  if (incoming.response_root != shm::kNoOffset) {
+    // The daemon reused the id before its kReplyDone for the previous call: that response is
+    // no longer read.
+    (void)heap_->free_message(incoming.response_root);
+    incoming.response_root = shm::kNoOffset;
+    responses_awaiting_done_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  incoming.cancelled = std::move(cancelled);
 }
 
 void Connection::cancel_incoming(uint64_t call_id) {
   std::lock_guard lock(replies_mutex_);
   auto it = incoming_.find(call_id);
-  if (it != incoming_.end()) it->second->store(true);
+  if (it != incoming_.end() && it->second.cancelled) it->second.cancelled->store(true);
 }
 
 void Connection::post_reply(const shm::RingEntry& reply, uint64_t response_root) {
   std::lock_guard lock(replies_mutex_);
-  incoming_.erase(reply.call_id);
+  auto it = incoming_.find(reply.call_id);
   if (!alive()) {
+    if (it != incoming_.end()) incoming_.erase(it);
     if (response_root != shm::kNoOffset) (void)heap_->free_message(response_root);
     return;
   }
-  if (response_root != shm::kNoOffset) responses_in_flight_[reply.call_id] = response_root;
+  uint64_t awaiting_before = 1;  // (no response: nothing awaits a kReplyDone)
+  if (response_root == shm::kNoOffset) {
+    if (it != incoming_.end()) incoming_.erase(it);
+  } else if (it != incoming_.end()) {
+    // Kept until kReplyDone (no allocation here: the node is the call's own, and this may be an
+    // app thread, which must not take from the pool).
+    it->second.cancelled.reset();
+    it->second.response_root = response_root;
+    awaiting_before = responses_awaiting_done_.fetch_add(1, std::memory_order_seq_cst);
+  } else {
+    // Replies with a response come only from handlers, which run after track_incoming().
+    MRPC_ASSERT(false, "a reply with a response to incoming call {:#x}, which is not tracked",
+                reply.call_id);
+  }
   submit(reply);
+  // The first response awaiting kReplyDone, posted by a handler thread while the completion
+  // thread sleeps without a bound (it saw none): wake it so it bounds its sleep. On the completion
+  // thread itself (inline handlers) nothing is announced, so this rings nothing.
+  if (awaiting_before == 0 && completions_.take_sleep_announcement()) (void)daemon_to_app_.ring();
 }
 
 void Connection::reply_done(uint64_t call_id) {
   std::lock_guard lock(replies_mutex_);
-  auto it = responses_in_flight_.find(call_id);
-  if (it == responses_in_flight_.end()) return;
-  (void)heap_->free_message(it->second);
-  responses_in_flight_.erase(it);
+  auto it = incoming_.find(call_id);
+  if (it == incoming_.end() || it->second.response_root == shm::kNoOffset) return;
+  (void)heap_->free_message(it->second.response_root);
+  incoming_.erase(it);
+  responses_awaiting_done_.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 Status Connection::send_control(const wire::AppMessage& message) {

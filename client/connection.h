@@ -2,7 +2,8 @@
 // doorbells, the send heap). The Channel opens a new one after each daemon loss and keeps the old
 // ones alive (their heaps and mappings stay valid for apps and leases still holding them).
 //
-// Threads: submit() from any thread (a mutex serializes the one submission-ring producer);
+// Threads: submit() from any thread (lock-free: a SharedRingProducer; a mutex only while entries
+// wait in the overflow queue behind a full ring);
 // everything else of the rings and the socket's receiving side from the channel's completion
 // thread only; send_control() from any thread (a mutex serializes socket writes).
 #pragma once
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "call_table.h"
+#include "mrpc/base/block_pool.h"
 #include "mrpc/base/clock.h"
 #include "mrpc/base/expected.h"
 #include "mrpc/client/channel.h"
@@ -102,11 +104,19 @@ class Connection {
   // connection frees the response at once instead.
   void post_reply(const shm::RingEntry& reply, uint64_t response_root);
   // Incoming calls being handled, by the daemon's call id: their cancellation flags, set on
-  // kIncomingCancelled (and on loss); forgotten at post_reply().
+  // kIncomingCancelled (and on loss) until post_reply(); then the response root until
+  // kReplyDone. Completion thread (its table's nodes come from a BlockPool).
   void track_incoming(uint64_t call_id, std::shared_ptr<std::atomic<bool>> cancelled);
   void cancel_incoming(uint64_t call_id);
   // Completion thread, on kReplyDone: frees the response of daemon call `call_id`.
   void reply_done(uint64_t call_id);
+  // Responses posted with post_reply() whose kReplyDone has not been handled. mrpcd posts
+  // kReplyDone without a doorbell, so while this is not 0 the completion thread bounds its sleep
+  // (limits::kHeldBlockRecheckMax). Read after prepare_to_sleep(): post_reply() counts up before
+  // it posts, then wakes a thread that announced sleep (seq_cst on both sides).
+  uint64_t responses_awaiting_done() const {
+    return responses_awaiting_done_.load(std::memory_order_seq_cst);
+  }
 
  private:
   // submit() and submit_quiet(): the ring if it has room, else the overflow (kept in order).
@@ -127,19 +137,29 @@ class Connection {
   uint64_t serial_ = 0;
   std::atomic<MonoTime> quiet_since_{0};
   std::atomic<uint64_t> blocks_leased_{0};
-  std::atomic<bool> overflow_pending_{false};  // overflow_ is not empty (checked without the lock)
+  std::atomic<bool> overflow_pending_{false};  // overflow_ is not empty (set under the lock)
 
-  std::mutex submit_mutex_;
-  shm::RingProducer submissions_;        // guarded by submit_mutex_
-  std::deque<shm::RingEntry> overflow_;  // guarded by submit_mutex_
-  bool submissions_broken_ = false;      // guarded by submit_mutex_
+  shm::SharedRingProducer submissions_;  // any thread
+  std::atomic<bool> submissions_broken_{false};
+  std::mutex overflow_mutex_;
+  std::deque<shm::RingEntry> overflow_;  // guarded by overflow_mutex_
 
   std::mutex send_mutex_;
 
   std::mutex replies_mutex_;
-  std::unordered_map<uint64_t, uint64_t> responses_in_flight_;  // daemon call id -> response root
-  std::unordered_map<uint64_t, std::shared_ptr<std::atomic<bool>>> incoming_;
-  std::atomic<bool> alive_{true};  // cleared under replies_mutex_
+  // One incoming call: its cancellation flag while its handler may run (null after post_reply),
+  // then its response until kReplyDone (kNoOffset: none).
+  struct Incoming {
+    std::shared_ptr<std::atomic<bool>> cancelled;
+    uint64_t response_root = UINT64_MAX;
+  };
+  using IncomingMap = std::unordered_map<uint64_t, Incoming, std::hash<uint64_t>, std::equal_to<>,
+                                         BlockAllocator<std::pair<const uint64_t, Incoming>>>;
+  std::shared_ptr<BlockPool> incoming_nodes_ = std::make_shared<BlockPool>();
+  IncomingMap incoming_{0, std::hash<uint64_t>(), std::equal_to<>(),
+                        BlockAllocator<std::pair<const uint64_t, Incoming>>(incoming_nodes_)};
+  std::atomic<bool> alive_{true};                     // cleared under replies_mutex_
+  std::atomic<uint64_t> responses_awaiting_done_{0};  // responses_in_flight_.size()
 };
 
 }  // namespace mrpc::client

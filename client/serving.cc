@@ -43,13 +43,15 @@ class IncomingContext final : public ServerContext {
 };
 
 // One incoming call while its handler runs and until its request lease dies.
+// Created on the completion thread from the channel's BlockPool (as is its request's lease):
+// no allocation per call once the pool has grown.
 struct IncomingCall {
   std::shared_ptr<Connection> connection;
   uint64_t call_id = 0;  // the daemon's
   MonoTime deadline = kNoDeadline;
   Metadata metadata;
-  std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
-  shm::RingEntry reply{};  // written before the lease can die
+  std::atomic<bool> cancelled{false};  // shared with the Connection (aliasing shared_ptr)
+  shm::RingEntry reply{};              // written before the lease can die
   uint64_t response_root = shm::kNoOffset;
 };
 
@@ -118,8 +120,14 @@ Status ShmChannel::register_served(const std::shared_ptr<Connection>& connection
     if (--serve_registrations_pending_ == 0) early.swap(early_incoming_);
   }
   // Calls that arrived before the registration was recorded: now their service is known (or,
-  // if it failed, they are answered UNIMPLEMENTED as before).
-  for (auto& [early_connection, entry] : early) on_incoming_call(early_connection, entry);
+  // if it failed, they are answered UNIMPLEMENTED as before). On the completion thread, which
+  // alone takes from the pools on_incoming_call uses.
+  if (!early.empty()) {
+    auto waiting = std::make_shared<decltype(early)>(std::move(early));
+    defer([this, waiting] {
+      for (auto& [early_connection, entry] : *waiting) on_incoming_call(early_connection, entry);
+    });
+  }
   if (!id) return id.status();
   return Status();
 }
@@ -147,7 +155,7 @@ Status ShmChannel::serve(const ServiceSchema& service, std::vector<UntypedMethod
 
 void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
                                   const shm::RingEntry& entry) {
-  auto call = std::make_shared<IncomingCall>();
+  auto call = std::allocate_shared<IncomingCall>(BlockAllocator<IncomingCall>(lease_pool_));
   call->connection = connection;
   call->call_id = entry.call_id;
   call->deadline = entry.deadline;
@@ -183,28 +191,31 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
     return;
   }
   for (auto& [key, value] : *metadata) call->metadata.add(std::move(key), std::move(value));
-  connection->track_incoming(call->call_id, call->cancelled);
+  connection->track_incoming(call->call_id,
+                             std::shared_ptr<std::atomic<bool>>(call, &call->cancelled));
 
   const uint64_t request_offset = entry.message_offset;
   const uint16_t method_index = entry.method_index;
-  auto run_handler = [call, served, request_offset, method_index] {
+  // The kReply goes out when the last copy of the request dies (it releases the request).
+  auto lease = std::allocate_shared<ReceiveLease>(
+      BlockAllocator<ReceiveLease>(lease_pool_),
+      [call] { call->connection->post_reply(call->reply, call->response_root); });
+  auto run_handler = [call, served, lease = std::move(lease), request_offset,
+                      method_index]() mutable {
     Connection& owner = *call->connection;
-    // The kReply goes out when the last copy of the request dies (it releases the request).
     ReceivedMessage request(MessageRef{const_cast<std::byte*>(owner.receive_base()),
                                        owner.receive_bytes(), request_offset, nullptr},
-                            std::make_shared<ReceiveLease>([call] {
-                              call->connection->post_reply(call->reply, call->response_root);
-                            }));
+                            std::move(lease));
     const UntypedMethod& method = served->methods[method_index];
     ShmHeap& heap = owner.heap();
     Status status;
-    if (call->cancelled->load()) {
+    if (call->cancelled.load()) {
       status = Status(StatusCode::kCancelled, "the call was cancelled before its handler ran");
     } else if (auto response = method.new_response(heap); !response) {
       status = response.status();
     } else {
       call->response_root = response->offset;
-      IncomingContext context(call->metadata, call->deadline, *call->cancelled, heap);
+      IncomingContext context(call->metadata, call->deadline, call->cancelled, heap);
       MessageRef response_ref = *response;
       try {
         status = method.handler(context, request, response_ref);

@@ -33,7 +33,7 @@
 #include <vector>
 
 #include "connection.h"
-#include "lease_pool.h"
+#include "mrpc/base/block_pool.h"
 #include "mrpc/base/clock.h"
 #include "mrpc/client/channel.h"
 
@@ -158,7 +158,7 @@ class ShmChannel final : public Channel {
   // The generation the next connection's call table starts at (past every id of the last one).
   uint32_t next_first_generation_ = 1;  // completion thread
   // Response leases' control blocks (allocate_shared on the completion thread).
-  std::shared_ptr<LeasePool> lease_pool_ = std::make_shared<LeasePool>();
+  std::shared_ptr<BlockPool> lease_pool_ = std::make_shared<BlockPool>();
   // Reused by fire_deadlines (no allocation per pass).
   std::vector<std::pair<uint64_t, UntypedCompletion>> expired_;
   // The shared_ptr deleter: deletes the channel, unless called on its own completion thread (the

@@ -298,8 +298,13 @@ void ModuleChecker::check_assignment(const dsl::ast::Stmt& s, Scope& scope) {
     target_type = check_expr(target, scope);
     const Symbol* sym = lookup(scope, target.text);
     if (sym == nullptr) {
+      // An unknown name was reported by check_expr; anything else it resolved (a status code) is
+      // a constant, which must be refused here (the IR builder has nothing to assign to).
       if (visible_.consts.count(target.text) > 0)
         error(target.span, fmt::format("cannot assign to const '{}'", target.text));
+      else if (!target_type.is_error())
+        error(target.span, fmt::format("cannot assign to '{}', a {} constant", target.text,
+                                       type_name(target_type)));
       return;
     }
     switch (sym->kind) {

@@ -4,12 +4,20 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+#include <optional>
+
 #include "compiler/policy_jit_runtime.h"
 #include "compiler/policy_lower.h"
 #include "compiler/sha256.h"
 #include "mrpc/base/limits.h"
 
 namespace mrpc::compiler {
+namespace {
+// A policy's cache entry: its four counts (native statements, evaluator statements, evaluator
+// expressions, LLVM instructions; uint64 each, host order: the key names the host) and the object.
+constexpr size_t kCachedHeaderBytes = 4 * sizeof(uint64_t);
+}  // namespace
 
 // The loaded code of one policy IR, shared by every CompiledPolicy of it; removing the module
 // (its ResourceTracker) when the last one goes.
@@ -60,7 +68,36 @@ size_t PolicyCompiler::loaded_modules() const {
 
 PolicyCompileStats PolicyCompiler::stats() const {
   std::lock_guard lock(mutex_);
-  return stats_;
+  PolicyCompileStats stats = stats_;
+  if (cache_ != nullptr) {
+    const jit::ObjectCacheStats cache = cache_->stats();
+    stats.object_cache_rejected = cache.rejected + stats_.object_cache_malformed;
+    stats.object_cache_write_failures = cache.write_failures;
+  }
+  return stats;
+}
+
+Status PolicyCompiler::use_object_cache(const std::string& directory) {
+  std::shared_ptr<jit::ObjectCache> cache;
+  if (!directory.empty()) {
+    auto opened = jit::ObjectCache::open(directory);
+    if (!opened.ok()) return opened.status();
+    cache = std::move(*opened);
+  }
+  std::lock_guard lock(mutex_);
+  cache_ = std::move(cache);
+  return Status();
+}
+
+std::string PolicyCompiler::object_cache_directory() const {
+  std::lock_guard lock(mutex_);
+  return cache_ != nullptr ? cache_->directory() : std::string();
+}
+
+std::string PolicyCompiler::object_cache_path(const std::string& module_key) const {
+  std::lock_guard lock(mutex_);
+  if (cache_ == nullptr) return {};
+  return cache_->path_of(fmt::format("policy {}\n{}", module_key, jit_.host_tag()));
 }
 
 namespace {
@@ -77,7 +114,7 @@ std::string prefix_of(const std::string& key) {
 }  // namespace
 
 Expected<std::string> PolicyCompiler::emit_llvm(const ir::Policy& policy) {
-  auto lowered = lower_policy(policy, prefix_of(module_key(policy, "")));
+  auto lowered = lower_policy(policy, prefix_of(module_key(policy, "")), /*with_text=*/true);
   if (!lowered.ok()) return lowered.status();
   return std::move(lowered->ir_text);
 }
@@ -100,32 +137,66 @@ Expected<std::unique_ptr<CompiledPolicy>> PolicyCompiler::compile(const ir::Poli
     ++stats_.modules_shared;
   } else {
     std::string prefix = prefix_of(key);
-    auto lowered = lower_policy(policy, prefix);
-    if (!lowered.ok()) return lowered.status();
-    // The LLVM part's budget: optimization and code generation cost about linearly in the
-    // instructions lowered (docs/security.md), so bounding them bounds one compile's time and
-    // memory before LLVM spends either.
-    if (lowered->instructions > limits::kMaxPolicyInstructions) {
-      return Status(
-          StatusCode::kResourceExhausted,
-          fmt::format("policy '{}' lowers to {} LLVM instructions, more than "
-                      "kMaxPolicyInstructions={}: split it into smaller policies",
-                      policy.name, lowered->instructions, limits::kMaxPolicyInstructions));
-    }
     auto fresh = std::make_shared<CompiledCode>();
     fresh->compiler = this;
     fresh->key = key;
-    fresh->native_statements = lowered->native_statements;
-    fresh->evaluator_statements = lowered->evaluator_statements;
-    fresh->evaluator_expressions = lowered->evaluator_expressions;
-    fresh->instructions = lowered->instructions;
-    auto id = load_lowered(jit_, std::move(*lowered));
-    if (!id.ok()) {
-      fresh->module = 0;
-      return Status(StatusCode::kInternal, fmt::format("policy '{}': loading its code: {}",
-                                                       policy.name, id.status().message()));
+    // The on-disk cache: a valid entry skips lowering and LLVM (only the object is loaded).
+    const std::string cache_key = fmt::format("policy {}\n{}", key, jit_.host_tag());
+    std::optional<std::string> cached;
+    if (cache_ != nullptr) cached = cache_->load(cache_key);
+    if (cached.has_value() && cached->size() <= kCachedHeaderBytes) {
+      ++stats_.object_cache_malformed;  // hash-valid but not an entry of ours: compile again
+      cached.reset();
     }
-    fresh->module = *id;
+    if (cached.has_value()) {
+      uint64_t header[4];
+      std::memcpy(header, cached->data(), sizeof header);
+      fresh->native_statements = static_cast<uint32_t>(header[0]);
+      fresh->evaluator_statements = static_cast<uint32_t>(header[1]);
+      fresh->evaluator_expressions = static_cast<uint32_t>(header[2]);
+      fresh->instructions = header[3];
+      auto id =
+          jit_.add_object(std::string_view(*cached).substr(kCachedHeaderBytes), "policy " + key);
+      if (!id.ok()) {
+        return Status(StatusCode::kInternal, fmt::format("policy '{}': loading its cached code: {}",
+                                                         policy.name, id.status().message()));
+      }
+      fresh->module = *id;
+      ++stats_.object_cache_hits;
+    } else {
+      auto lowered = lower_policy(policy, prefix);
+      if (!lowered.ok()) return lowered.status();
+      // The LLVM part's budget: optimization and code generation cost about linearly in the
+      // instructions lowered (docs/security.md), so bounding them bounds one compile's time and
+      // memory before LLVM spends either.
+      if (lowered->instructions > limits::kMaxPolicyInstructions) {
+        return Status(
+            StatusCode::kResourceExhausted,
+            fmt::format("policy '{}' lowers to {} LLVM instructions, more than "
+                        "kMaxPolicyInstructions={}: split it into smaller policies",
+                        policy.name, lowered->instructions, limits::kMaxPolicyInstructions));
+      }
+      fresh->native_statements = lowered->native_statements;
+      fresh->evaluator_statements = lowered->evaluator_statements;
+      fresh->evaluator_expressions = lowered->evaluator_expressions;
+      fresh->instructions = lowered->instructions;
+      std::string object;
+      auto id = load_lowered(jit_, std::move(*lowered), cache_ != nullptr ? &object : nullptr);
+      if (!id.ok()) {
+        fresh->module = 0;
+        return Status(StatusCode::kInternal, fmt::format("policy '{}': loading its code: {}",
+                                                         policy.name, id.status().message()));
+      }
+      fresh->module = *id;
+      ++stats_.modules_built;
+      if (cache_ != nullptr && !object.empty()) {
+        const uint64_t header[4] = {fresh->native_statements, fresh->evaluator_statements,
+                                    fresh->evaluator_expressions, fresh->instructions};
+        std::string payload(reinterpret_cast<const char*>(header), sizeof header);
+        payload += object;
+        (void)cache_->store(cache_key, payload);  // a failure is counted by the cache
+      }
+    }
     std::vector<std::string> names;
     for (size_t h = 0; h < policy.handlers.size(); ++h)
       names.push_back(fmt::format("{}_h{}", prefix, h));
@@ -139,7 +210,6 @@ Expected<std::unique_ptr<CompiledPolicy>> PolicyCompiler::compile(const ir::Poli
       for (void* a : *addresses)
         fresh->handlers.push_back(reinterpret_cast<void (*)(JitHeader*)>(a));
     }
-    ++stats_.modules_built;
     fresh->registered = true;
     code = fresh;
     loaded_[key] = code;

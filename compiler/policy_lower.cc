@@ -56,8 +56,9 @@ struct LV {
 
 class Lowerer {
  public:
-  Lowerer(const ir::Policy& policy, std::string prefix)
+  Lowerer(const ir::Policy& policy, std::string prefix, bool with_text)
       : policy_(policy),
+        with_text_(with_text),
         prefix_(std::move(prefix)),
         context_(std::make_unique<llvm::LLVMContext>()),
         module_(std::make_unique<llvm::Module>(prefix_, *context_)),
@@ -88,8 +89,10 @@ class Lowerer {
     out.evaluator_statements = evaluated_;
     out.evaluator_expressions = evaluated_exprs_;
     out.instructions = module_->getInstructionCount();
-    llvm::raw_string_ostream text(out.ir_text);
-    module_->print(text, nullptr);
+    if (with_text_) {
+      llvm::raw_string_ostream text(out.ir_text);
+      module_->print(text, nullptr);
+    }
     out.context = std::move(context_);
     out.module = std::move(module_);
     return out;
@@ -1085,6 +1088,7 @@ class Lowerer {
   }
 
   const ir::Policy& policy_;
+  bool with_text_ = false;  // print the module into LoweredModule::ir_text
   std::string prefix_;
   std::unique_ptr<llvm::LLVMContext> context_;
   std::unique_ptr<llvm::Module> module_;
@@ -1117,16 +1121,19 @@ LoweredModule::~LoweredModule() = default;
 LoweredModule::LoweredModule(LoweredModule&&) noexcept = default;
 LoweredModule& LoweredModule::operator=(LoweredModule&&) noexcept = default;
 
-Expected<LoweredModule> lower_policy(const ir::Policy& policy, const std::string& prefix) {
-  return Lowerer(policy, prefix).run();
+Expected<LoweredModule> lower_policy(const ir::Policy& policy, const std::string& prefix,
+                                     bool with_text) {
+  return Lowerer(policy, prefix, with_text).run();
 }
 
 Expected<std::string> emit_lowered(jit::Jit& jit, LoweredModule lowered, jit::Jit::TextForm form) {
   return jit.emit_text(std::move(lowered.context), std::move(lowered.module), form);
 }
 
-Expected<jit::ModuleId> load_lowered(jit::Jit& jit, LoweredModule lowered) {
-  return jit.add_module(std::move(lowered.context), std::move(lowered.module));
+Expected<jit::ModuleId> load_lowered(jit::Jit& jit, LoweredModule lowered,
+                                     std::string* object_out) {
+  return jit.add_module(std::move(lowered.context), std::move(lowered.module),
+                        jit::ModuleOptions{.object_out = object_out});
 }
 
 }  // namespace mrpc::compiler

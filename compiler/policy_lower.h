@@ -27,7 +27,7 @@ struct LoweredModule {
 
   std::unique_ptr<llvm::LLVMContext> context;
   std::unique_ptr<llvm::Module> module;
-  std::string ir_text;  // the module before optimization
+  std::string ir_text;  // the module before optimization (only when asked for: printing costs)
   uint32_t native_statements = 0;
   uint32_t evaluator_statements = 0;
   uint32_t evaluator_expressions = 0;  // inside natively compiled statements
@@ -35,11 +35,14 @@ struct LoweredModule {
 };
 
 // INTERNAL when the module fails LLVM's verifier (a bug of the lowering).
-Expected<LoweredModule> lower_policy(const ir::Policy& policy, const std::string& prefix);
+Expected<LoweredModule> lower_policy(const ir::Policy& policy, const std::string& prefix,
+                                     bool with_text = false);
 
 // Hands the module to `jit` (Jit::add_module: O2, object cache). Here because the hand-over
 // needs LLVM's complete types.
-Expected<jit::ModuleId> load_lowered(jit::Jit& jit, LoweredModule lowered);
+// `object_out`, when given, receives the object file compiled (jit::ModuleOptions::object_out).
+Expected<jit::ModuleId> load_lowered(jit::Jit& jit, LoweredModule lowered,
+                                     std::string* object_out = nullptr);
 Expected<std::string> emit_lowered(jit::Jit& jit, LoweredModule lowered, jit::Jit::TextForm form);
 
 }  // namespace mrpc::compiler

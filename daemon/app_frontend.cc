@@ -178,12 +178,13 @@ void AppFrontend::on_call(const shm::RingEntry& entry) {
 }
 
 void AppFrontend::on_reply(const shm::RingEntry& entry) {
-  // Whatever the id, the app gets its response memory back once the daemon is done reading it.
+  // Whatever the id, the app gets its response memory back once the daemon is done reading it
+  // (quietly: libmrpc frees it at its next pass, its sleep bounded while responses await this).
   const shm::RingEntry reply_done = shm::make_ring_entry(shm::EntryKind::kReplyDone, entry.call_id);
   IncomingCall* incoming = app_.incoming.find(entry.call_id);
   if (incoming == nullptr || incoming->rpc == nullptr) {
     core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-    app_.post(reply_done);
+    app_.post_quiet(reply_done);
     return;
   }
   if (!app_.free_received(incoming->request).ok() || !app_.free_received(incoming->metadata).ok())
@@ -194,7 +195,7 @@ void AppFrontend::on_reply(const shm::RingEntry& entry) {
   app_.incoming.erase(entry.call_id);
   if (cancelled) {  // the call already ended for its caller: nobody waits for this reply
     core_.counters.late_replies.fetch_add(1, std::memory_order_relaxed);
-    app_.post(reply_done);
+    app_.post_quiet(reply_done);
     return;
   }
   StatusCode code = status_code_from_wire(entry.status);
@@ -213,7 +214,7 @@ void AppFrontend::on_reply(const shm::RingEntry& entry) {
       rpc->response = MessageLocation{app_.id, RegionKind::kHeap, entry.message_offset};
   }
   // The transport copies the response and then posts kReplyDone; without one, it is due now.
-  if (!rpc->response.present()) app_.post(reply_done);
+  if (!rpc->response.present()) app_.post_quiet(reply_done);
   app_.ingress->push_reply(std::move(rpc));
 }
 

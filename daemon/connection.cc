@@ -12,12 +12,20 @@
 namespace mrpc {
 
 bool Connection::post(const shm::RingEntry& entry) {
+  return post_to_app(entry, /*quiet=*/false);
+}
+
+bool Connection::post_quiet(const shm::RingEntry& entry) {
+  return post_to_app(entry, /*quiet=*/true);
+}
+
+bool Connection::post_to_app(const shm::RingEntry& entry, bool quiet) {
   if (broken) return false;
   if (!overflow.empty()) {
     overflow.push_back(entry);
     return true;
   }
-  Status pushed = completions.push(entry);
+  Status pushed = quiet ? completions.push_quiet(entry) : completions.push(entry);
   if (pushed.ok()) return true;
   if (pushed.code() == StatusCode::kResourceExhausted) {
     overflow.push_back(entry);

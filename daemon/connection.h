@@ -120,6 +120,10 @@ struct Connection {
 
   // Posts a completion to the app (ring, or overflow when full). False if the ring is corrupt.
   bool post(const shm::RingEntry& entry);
+  // As post(), without ringing a sleeping app: for entries it need not act on at once
+  // (kReplyDone: libmrpc bounds its sleep while responses await one, kHeldBlockRecheckMax).
+  bool post_quiet(const shm::RingEntry& entry);
+  bool post_to_app(const shm::RingEntry& entry, bool quiet);  // post() and post_quiet()
   // Posts kCallDone for the app's call `call_id`: `status`, and `response` (a block in the receive
   // region, or kNoOffset). A non-OK status's text goes into the receive region too (capped at
   // limits::kMaxStatusDetailBytes; left out if there is no room), for the app to release.

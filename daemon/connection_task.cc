@@ -214,7 +214,9 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
                      app.daemon_to_app.fd()};
   if (!shm::send_message(app.socket.get(), message, fds).ok()) return false;
 
-  GraphOptions options{.max_batch = config.max_batch};
+  GraphOptions options{.max_batch = config.max_batch,
+                       .admission_epoch = &core_.shared.admission_epoch,
+                       .gate_counters = &core_.counters.gate};
   app.egress = std::make_unique<Graph>(
       core_.clock,
       GraphExits{[this](RpcPtr rpc) { router_.route(*connection_, std::move(rpc)); },

@@ -39,6 +39,8 @@ class ControlServer {
   int fd() const { return listener_.get(); }
   // Accepts and serves what is ready, without blocking. Returns whether anything happened.
   bool poll();
+  // Clients whose request has not come in whole yet.
+  bool has_clients() const { return !clients_.empty(); }
   // Blocking helper for tools and tests: sends `command`, returns the reply.
   static Expected<std::string> request(const std::string& path, const std::string& command);
 

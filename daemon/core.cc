@@ -51,7 +51,7 @@ void DaemonCore::reply_done(ConnectionId server, uint64_t delivery,
                             std::shared_ptr<const void> pinned) {
   if (is_local(server)) {
     if (Connection* owner = connection(server))
-      owner->post(shm::make_ring_entry(shm::EntryKind::kReplyDone, delivery));
+      owner->post_quiet(shm::make_ring_entry(shm::EntryKind::kReplyDone, delivery));
     return;
   }
   ShardMessage message;

@@ -78,12 +78,15 @@ struct DaemonCounters {
   std::atomic<uint64_t> attempts_ended{0};  // attempts ended by operators (mirrors, retried)
   std::atomic<uint64_t> turns_skipped_for_bytes{0};  // fair rounds in bytes
   std::atomic<uint64_t> socket_reads{0};             // app sockets read (control messages), ever
+  // Times shard 0 looked at the app and control listeners (accept4 each): only when flagged.
+  std::atomic<uint64_t> listener_checks{0};
   // Copies of the table sizes, for stats from other threads.
   std::atomic<uint64_t> call_table_size{0};
   std::atomic<uint64_t> call_table_capacity{0};
   std::atomic<uint64_t> deadline_heap_size{0};
   std::atomic<uint64_t> deadline_heap_capacity{0};
   std::atomic<uint64_t> policy_generation{0};
+  GateCounters gate;  // the upgrade gate's versions in this shard's graphs (graph.h)
 };
 
 // Functions run on a shard's runtime thread at the start of its next round (control plane:
@@ -112,6 +115,9 @@ struct DaemonCore;
 // counted by shard 0 at accept, uncounted by the owning shard at close. Thread-safe (one lock;
 // connection set-up and tear-down only).
 struct DaemonShared {
+  // The upgrade gate (graph.h): every call is stamped with it when it enters the caller's egress
+  // graph; Daemon::upgrade_policy makes a new epoch current once every graph has the new version.
+  std::atomic<uint64_t> admission_epoch{1};
   ServiceDirectory directory;
   UidBudgets uid_budgets;  // connections, calls in flight, receive bytes per uid
   std::vector<DaemonCore*> shards;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,7 @@
 #include "mrpc/transports/shm/ring.h"
 #include "policy_control.h"
 #include "protobuf_log.h"
+#include "runner_factory.h"
 #include "shard_task.h"
 #include "tcp_transport.h"
 
@@ -73,15 +75,37 @@ uint64_t connections_open(const DaemonShared& shared) {
   return open;
 }
 
+// The shard a new connection goes to: the one with the fewest open connections (those still
+// handshaking or being handed over included: a shard counts one as soon as it is chosen), then
+// the fewest calls in flight; among equals, round robin from `turn`. Two relaxed counter reads
+// per shard.
+DaemonCore& least_loaded_shard(const std::vector<DaemonCore*>& shards, size_t turn) {
+  DaemonCore* best = nullptr;
+  uint64_t best_connections = 0, best_calls = 0;
+  for (size_t k = 0; k < shards.size(); ++k) {
+    DaemonCore* shard = shards[(turn + k) % shards.size()];
+    const uint64_t connections = shard->counters.connections_open.load(std::memory_order_relaxed);
+    const uint64_t calls = shard->counters.calls_in_flight.load(std::memory_order_relaxed);
+    if (best == nullptr || connections < best_connections ||
+        (connections == best_connections && calls < best_calls)) {
+      best = shard;
+      best_connections = connections;
+      best_calls = calls;
+    }
+  }
+  return *best;
+}
+
 // Each shard's: runs the jobs posted to it and ends its calls at their deadlines. Shard 0's also
-// accepts apps (placing each on a shard, round robin) and serves the control socket.
+// accepts apps (placing each on the least-loaded shard) and serves the control socket.
 class HousekeepingTask final : public Task {
  public:
   HousekeepingTask(DaemonCore& core, int app_listener, ControlServer* control,
-                   const std::atomic<bool>& drain_requested)
+                   std::atomic<bool>* listeners_readable, const std::atomic<bool>& drain_requested)
       : core_(core),
         app_listener_(app_listener),
         control_(control),
+        listeners_readable_(listeners_readable),
         drain_requested_(drain_requested) {}
 
   bool run() override {
@@ -92,25 +116,35 @@ class HousekeepingTask final : public Task {
       if (core_.shard == 0) spdlog::info("draining: new calls and connections are refused");
       did_work = true;
     }
-    // The listeners cost a syscall each: look at them after a socket woke the runtime (a connect
-    // or a control request does) and otherwise at most every kDaemonListenerCheckInterval.
+    // The listeners and control clients cost a syscall each: they are looked at only when the
+    // runtime flagged one of them readable (a connect, a control request), not when some other
+    // socket (an app's, a TCP link's) woke it, nor by time. A control client whose watch failed
+    // is still read every kDaemonListenerCheckInterval while it is there.
     const MonoTime now = core_.clock.now();
-    if (control_ != nullptr &&
-        (listeners_due_ ||
-         now - listeners_checked_ >= limits::kDaemonListenerCheckInterval.count())) {
-      listeners_due_ = false;
-      listeners_checked_ = now;
-      if (!core_.draining) did_work |= accept_apps();
-      did_work |= control_->poll();
-      // Registrations whose owner's grace period ended with no app left go (a comparison when
-      // none is due).
-      for (const ServiceUpdate& dropped : core_.shared.directory.expire_ownerships(now))
-        core_.publish(dropped);
+    if (control_ != nullptr) {
+      const bool interval =
+          now - listeners_checked_ >= limits::kDaemonListenerCheckInterval.count();
+      if (listeners_readable_->exchange(false, std::memory_order_acq_rel) ||
+          (interval && control_->has_clients())) {
+        core_.counters.listener_checks.fetch_add(1, std::memory_order_relaxed);
+        bool accepted = false;
+        if (!core_.draining) accepted = accept_apps();
+        const bool served = control_->poll();
+        // Level-triggered: more may wait (kAcceptsPerRound): look again next round.
+        if (accepted || served) listeners_readable_->store(true, std::memory_order_relaxed);
+        did_work |= accepted || served;
+      }
+      if (interval) {
+        listeners_checked_ = now;
+        // Registrations whose owner's grace period ended with no app left go (a comparison when
+        // none is due).
+        for (const ServiceUpdate& dropped : core_.shared.directory.expire_ownerships(now))
+          core_.publish(dropped);
+      }
     }
     did_work |= core_.expire_deadlines();
     return did_work;
   }
-  void woke() override { listeners_due_ = listeners_due_ || core_.runtime->woke_by_readable(); }
   MonoTime next_timer() const override { return core_.next_deadline(); }
   bool prepare_to_sleep() override { return !core_.jobs.pending(); }
 
@@ -140,7 +174,7 @@ class HousekeepingTask final : public Task {
         continue;  // closing the socket is the refusal
       }
       const auto& shards = core_.shared.shards;
-      DaemonCore& target = *shards[next_shard_++ % shards.size()];
+      DaemonCore& target = least_loaded_shard(shards, next_shard_++);
       if (&target == &core_) {
         adopt_connection(core_, std::move(socket), *credentials, *uid_budget);
       } else {
@@ -158,9 +192,9 @@ class HousekeepingTask final : public Task {
 
   DaemonCore& core_;
   int app_listener_;
-  ControlServer* control_;  // shard 0's only
+  ControlServer* control_;                 // shard 0's only
+  std::atomic<bool>* listeners_readable_;  // set by the runtime (shard 0's only)
   const std::atomic<bool>& drain_requested_;
-  bool listeners_due_ = true;
   MonoTime listeners_checked_ = 0;
   size_t next_shard_ = 0;
 };
@@ -202,8 +236,10 @@ struct Daemon::Impl {
 
   std::string stats_json() const;
   nlohmann::json codecs_json() const;
+  nlohmann::json policy_jit_json() const;
   nlohmann::json tcp_json() const;
   nlohmann::json uids_json() const;
+  nlohmann::json shards_json() const;  // per shard: open connections, calls in flight
   Status start_codec_worker();
   // The TCP transport of every shard and the listener, if configured.
   Status start_tcp();
@@ -224,6 +260,9 @@ struct Daemon::Impl {
   }
 
   DaemonConfig config;
+  // Set by shard 0's runtime when the app listener, the control listener or a control client is
+  // readable (HousekeepingTask). Before shards: their runtimes' watches point at it.
+  std::atomic<bool> listeners_readable{true};
   // Before shared and shards: the registry's services hold compiled codecs, which unload from the
   // worker's JIT, so the worker goes last. Its thread (which wakes runtimes) is stopped in stop().
   std::unique_ptr<CodecWorker> codec_worker;
@@ -236,6 +275,7 @@ struct Daemon::Impl {
   shm::UniqueFd app_listener;
   std::optional<ControlServer> control;
   std::unique_ptr<PolicyControl> policy_control;  // the policy commands of the control socket
+  std::mutex upgrade_mutex;  // one upgrade at a time (each makes the next admission epoch current)
   std::atomic<bool> drain_requested{false};
   bool started = false;
 };
@@ -263,6 +303,11 @@ Status Daemon::Impl::start_codec_worker() {
     shard->core.codecs = shard->codecs.get();
   }
   spdlog::info("codec compiler: object cache in {}", cache_dir);
+  // The policy JIT shares the directory (its entries' keys differ from the codecs').
+  if (Status policy_cache = use_policy_object_cache(cache_dir); !policy_cache.ok()) {
+    return Status(policy_cache.code(),
+                  fmt::format("the policy JIT's object cache: {}", policy_cache.message()));
+  }
   return {};
 }
 
@@ -292,7 +337,9 @@ Status Daemon::Impl::start_tcp() {
     spdlog::info("tcp: listening for peer daemons on {} (port {}), host name '{}'",
                  config.tcp_listen, port, tcp_shared->host_name);
   }
-  for (size_t i = 0; i < shards.size(); ++i) shards[i]->runtime.add(tcp[i]);
+  // Last in each round: frames the connections' graphs queued this round leave in one sendmsg,
+  // in the same round (not one round later).
+  for (size_t i = 0; i < shards.size(); ++i) shards[i]->runtime.add(tcp[i], TaskPlace::kLast);
   for (const RemoteServiceConfig& remote : config.remote_services) {
     spdlog::info("tcp: {} is served by {} peer{} ({} encoding)", remote.service,
                  remote.endpoints.size(), remote.endpoints.size() == 1 ? "" : "s",
@@ -379,9 +426,9 @@ Status Daemon::start() {
                                 "list", "show", "metrics"}}}
             .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       },
-      [&runtime0](int fd, bool watch) {
-        if (watch)
-          (void)runtime0.watch_readable(fd);  // unwatched, it is still read on wake-ups
+      [&runtime0, &impl](int fd, bool watch) {
+        if (watch)  // unwatched, it is still read every kDaemonListenerCheckInterval
+          (void)runtime0.watch_readable(fd, &impl.listeners_readable);
         else
           runtime0.unwatch(fd);
       });
@@ -396,14 +443,14 @@ Status Daemon::start() {
                                                                     ControlServer::Reply reply) {
                                policies->submit(command, std::move(reply));
                              });
-  MRPC_TRY_STATUS(runtime0.watch_readable(impl.app_listener.get()));
-  MRPC_TRY_STATUS(runtime0.watch_readable(impl.control->fd()));
+  MRPC_TRY_STATUS(runtime0.watch_readable(impl.app_listener.get(), &impl.listeners_readable));
+  MRPC_TRY_STATUS(runtime0.watch_readable(impl.control->fd(), &impl.listeners_readable));
   const bool sharded = impl.shards.size() > 1;
   for (auto& shard : impl.shards) {
     const bool first = shard.get() == impl.shards.front().get();
-    shard->housekeeping =
-        std::make_shared<HousekeepingTask>(shard->core, first ? impl.app_listener.get() : -1,
-                                           first ? &*impl.control : nullptr, impl.drain_requested);
+    shard->housekeeping = std::make_shared<HousekeepingTask>(
+        shard->core, first ? impl.app_listener.get() : -1, first ? &*impl.control : nullptr,
+        &impl.listeners_readable, impl.drain_requested);
     shard->runtime.add(shard->housekeeping);
     if (sharded)
       shard->runtime.add(std::make_shared<ShardTask>(shard->core, shard->local_transport));
@@ -576,27 +623,87 @@ Expected<uint64_t> Daemon::detach_policy(std::string name) {
   return generation;
 }
 
+namespace {
+// Runs `change` on this (control) thread while every shard's runtime thread is parked between two
+// of its rounds (a job that waits), so `change` may touch every shard's graphs and operators: no
+// operator runs meanwhile. The shards are released when it returns. Not from a runtime thread.
+template <typename Change>
+auto with_shards_parked(const std::vector<std::unique_ptr<Shard>>& shards, Change&& change) {
+  struct Park {
+    std::mutex mutex;
+    std::condition_variable cv;
+    size_t arrived = 0;
+    bool released = false;
+  };
+  auto park = std::make_shared<Park>();
+  for (const auto& shard : shards)
+    shard->core.jobs.post([park] {
+      std::unique_lock lock(park->mutex);
+      ++park->arrived;
+      park->cv.notify_all();
+      park->cv.wait(lock, [&] { return park->released; });
+    });
+  {
+    std::unique_lock lock(park->mutex);
+    park->cv.wait(lock, [&] { return park->arrived == shards.size(); });
+  }
+  auto result = change();
+  {
+    std::lock_guard lock(park->mutex);
+    park->released = true;
+  }
+  park->cv.notify_all();
+  return result;
+}
+}  // namespace
+
+// The upgrade gate, daemon-wide: with every shard parked, each graph the policy applies to gets the
+// new version for calls admitted from epoch E+1 on, with the old version's state carried into it;
+// then E+1 becomes current (one store), and the shards resume. So the switch is one instant for
+// every shard, and the state is carried at that instant: neither version runs while it is copied.
+// The old versions stay for the calls admitted up to E and leave once those have ended (each
+// graph checks after its rounds; a job asks every graph once now, for those with none left).
 Expected<uint64_t> Daemon::upgrade_policy(std::string name, OperatorFactory make) {
+  if (!impl_->started) return Status(StatusCode::kFailedPrecondition, "the daemon is not running");
+  std::lock_guard serial(impl_->upgrade_mutex);
   size_t graphs = 0;
   uint64_t version = 0;
-  auto generation =
-      on_every_shard(impl_->started, impl_->shards, [&](DaemonCore& core) -> Expected<uint64_t> {
-        auto upgraded = core.policies.upgrade(name, make);
-        if (!upgraded.ok()) return upgraded.status();
-        const PolicyEntry& entry = **upgraded;
-        version = entry.version;
-        graphs += for_each_graph(
-            core, entry.placement.side, entry.placement, [&](Connection& app, Graph& graph) {
-              const size_t at = graph.position_of_label(name);
-              MRPC_ASSERT(at != Graph::kNone, "policy '{}' missing from a graph it applies to",
-                          name);
-              std::shared_ptr<Operator> next = entry.make(*app.identity);
-              Operator& previous = graph.operator_at(at);
-              if (&previous != next.get()) next->import_state(previous.export_state());
-              MRPC_ASSERT(graph.replace(graph.stage_at(at), std::move(next)).ok());
-            });
-        return core.policies.generation();
+  std::atomic<uint64_t>& epoch = impl_->shared.admission_epoch;
+  auto generation = with_shards_parked(impl_->shards, [&]() -> Expected<uint64_t> {
+    const uint64_t next_epoch = epoch.load(std::memory_order_acquire) + 1;
+    Expected<uint64_t> result = uint64_t{0};
+    for (const auto& shard : impl_->shards) {
+      DaemonCore& core = shard->core;
+      auto upgraded = core.policies.upgrade(name, make);
+      if (!upgraded.ok()) return upgraded.status();  // the same set on every shard: the first
+      const PolicyEntry& entry = **upgraded;
+      version = entry.version;
+      graphs += for_each_graph(
+          core, entry.placement.side, entry.placement, [&](Connection& app, Graph& graph) {
+            const size_t at = graph.position_of_label(name);
+            MRPC_ASSERT(at != Graph::kNone, "policy '{}' missing from a graph it applies to", name);
+            std::shared_ptr<Operator> next = entry.make(*app.identity);
+            Operator& previous = graph.operator_at(at);
+            if (&previous != next.get()) next->import_state(previous.export_state());
+            auto replaced = graph.replace_gated(graph.stage_at(at), std::move(next), next_epoch);
+            MRPC_ASSERT(replaced.ok(), "{}", replaced.to_string());
+          });
+      result = core.policies.generation();
+      core.counters.policy_generation.store(*result);
+    }
+    epoch.store(next_epoch, std::memory_order_release);  // the switch
+    return result;
+  });
+  for (const auto& shard : impl_->shards) {
+    DaemonCore& core = shard->core;
+    core.jobs.post([&core] {
+      core.connections.for_each([](SlotHandle, std::shared_ptr<Connection>& connection) {
+        if (!connection->ready()) return;
+        connection->egress->retire_versions();
+        connection->ingress->retire_versions();
       });
+    });
+  }
   if (generation.ok())
     spdlog::info("policy '{}' upgraded to version {} in {} graphs: generation {}", name, version,
                  graphs, *generation);
@@ -622,6 +729,15 @@ uint64_t Daemon::policy_generation() const {
 
 std::string Daemon::Impl::stats_json() const {
   using C = DaemonCounters;
+  int64_t versions_retiring = 0;
+  uint64_t versions_retired = 0, versions_retired_at_deadline = 0;
+  for (const auto& shard : shards) {
+    const GateCounters& gate = shard->core.counters.gate;
+    versions_retiring += gate.versions_retiring.load(std::memory_order_relaxed);
+    versions_retired += gate.versions_retired.load(std::memory_order_relaxed);
+    versions_retired_at_deadline +=
+        gate.versions_retired_at_deadline.load(std::memory_order_relaxed);
+  }
   return nlohmann::json{{"runtime_threads", shards.size()},
                         {"connections_accepted", sum(&C::connections_accepted)},
                         {"connections_open", sum(&C::connections_open)},
@@ -632,20 +748,40 @@ std::string Daemon::Impl::stats_json() const {
                         {"calls_in_flight", sum(&C::calls_in_flight)},
                         {"protocol_errors", sum(&C::protocol_errors)},
                         {"runtime_sleeps", sum_runtime(&RuntimeStats::sleeps)},
+                        {"runtime_rounds", sum_runtime(&RuntimeStats::rounds)},
+                        {"runtime_event_checks", sum_runtime(&RuntimeStats::event_checks)},
+                        {"runtime_timer_arms", sum_runtime(&RuntimeStats::timer_arms)},
                         {"receive_bytes_in_use", sum(&C::receive_bytes_in_use)},
                         {"late_replies", sum(&C::late_replies)},
                         {"attempts_ended", sum(&C::attempts_ended)},
                         {"rpcs_alive", rpcs_alive()},
                         {"socket_reads", sum(&C::socket_reads)},
+                        {"listener_checks", sum(&C::listener_checks)},
                         {"turns_skipped_for_bytes", sum(&C::turns_skipped_for_bytes)},
                         {"call_table_size", sum(&C::call_table_size)},
                         {"call_table_capacity", sum(&C::call_table_capacity)},
                         {"deadline_heap_size", sum(&C::deadline_heap_size)},
                         {"deadline_heap_capacity", sum(&C::deadline_heap_capacity)},
+                        {"versions_retiring", versions_retiring},
+                        {"versions_retired", versions_retired},
+                        {"versions_retired_at_deadline", versions_retired_at_deadline},
+                        {"shards", shards_json()},
                         {"uids", uids_json()},
                         {"codecs", codecs_json()},
+                        {"policy_jit", policy_jit_json()},
                         {"tcp", tcp_json()}}
       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+nlohmann::json Daemon::Impl::shards_json() const {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& shard : shards) {
+    const DaemonCounters& counters = shard->core.counters;
+    list.push_back({{"shard", shard->core.shard},
+                    {"connections_open", counters.connections_open.load(std::memory_order_relaxed)},
+                    {"calls_in_flight", counters.calls_in_flight.load(std::memory_order_relaxed)}});
+  }
+  return list;
 }
 
 nlohmann::json Daemon::Impl::uids_json() const {
@@ -677,6 +813,8 @@ nlohmann::json Daemon::Impl::tcp_json() const {
           {"bytes_sent", total(&T::bytes_sent)},
           {"bytes_received", total(&T::bytes_received)},
           {"send_syscalls", total(&T::send_syscalls)},
+          {"recv_syscalls", total(&T::recv_syscalls)},
+          {"recv_empty", total(&T::recv_empty)},
           {"keepalive_timeouts", total(&T::keepalive_timeouts)},
           {"pings_sent", total(&T::pings_sent)},
           {"calls_refused_backoff", total(&T::calls_refused_backoff)},
@@ -721,6 +859,16 @@ nlohmann::json Daemon::Impl::codecs_json() const {
           {"tier_up_ms_total", static_cast<double>(stats.tier_up_nanoseconds) / 1e6},
           {"tier_ups_pending", stats.tier_ups_pending},
           {"schemas", schemas}};
+}
+
+nlohmann::json Daemon::Impl::policy_jit_json() const {
+  const compiler::PolicyCompileStats stats = policy_compile_stats();
+  return {{"runner", policy_runner_kind()},
+          {"modules_built", stats.modules_built},
+          {"modules_shared", stats.modules_shared},
+          {"object_cache_hits", stats.object_cache_hits},
+          {"object_cache_rejected", stats.object_cache_rejected},
+          {"object_cache_write_failures", stats.object_cache_write_failures}};
 }
 
 CodecStats Daemon::codec_stats() const {
@@ -798,12 +946,26 @@ DaemonStats Daemon::stats() const {
   stats.rpcs_alive = rpcs_alive();
   stats.socket_reads = impl.sum(&C::socket_reads);
   stats.turns_skipped_for_bytes = impl.sum(&C::turns_skipped_for_bytes);
+  const compiler::PolicyCompileStats policy_jit = policy_compile_stats();
+  stats.policy_modules_built = policy_jit.modules_built;
+  stats.policy_object_cache_hits = policy_jit.object_cache_hits;
+  stats.policy_object_cache_rejected = policy_jit.object_cache_rejected;
   stats.runtime_rounds = impl.sum_runtime(&RuntimeStats::rounds);
+  stats.runtime_event_checks = impl.sum_runtime(&RuntimeStats::event_checks);
+  stats.runtime_timer_arms = impl.sum_runtime(&RuntimeStats::timer_arms);
+  stats.listener_checks = impl.sum(&C::listener_checks);
   stats.call_table_size = impl.sum(&C::call_table_size);
   stats.call_table_capacity = impl.sum(&C::call_table_capacity);
   stats.deadline_heap_size = impl.sum(&C::deadline_heap_size);
   stats.deadline_heap_capacity = impl.sum(&C::deadline_heap_capacity);
   stats.uids = impl.shared.uid_budgets.usage();
+  for (const auto& shard : impl.shards) {
+    const GateCounters& gate = shard->core.counters.gate;
+    stats.versions_retiring += gate.versions_retiring.load(std::memory_order_relaxed);
+    stats.versions_retired += gate.versions_retired.load(std::memory_order_relaxed);
+    stats.versions_retired_at_deadline +=
+        gate.versions_retired_at_deadline.load(std::memory_order_relaxed);
+  }
   return stats;
 }
 

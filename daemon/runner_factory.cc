@@ -47,6 +47,16 @@ std::unique_ptr<compiler::PolicyRunner> make_policy_runner(const compiler::ir::P
   return std::make_unique<compiler::PolicyInstance>(policy, clock, random);
 }
 
+Status use_policy_object_cache(const std::string& directory) {
+  compiler::PolicyCompiler* jit = policy_compiler();
+  return jit != nullptr ? jit->use_object_cache(directory) : Status();
+}
+
+compiler::PolicyCompileStats policy_compile_stats() {
+  compiler::PolicyCompiler* jit = policy_compiler();
+  return jit != nullptr ? jit->stats() : compiler::PolicyCompileStats{};
+}
+
 const char* policy_runner_kind() {
   return policy_compiler() != nullptr ? "jit" : "evaluator";
 }

@@ -31,6 +31,8 @@ constexpr Nanos kSweepInterval = std::chrono::milliseconds(100);
 // While a link has bytes queued or a connect under way, the runtime looks again this soon (the
 // runtime watches sockets for readability only).
 constexpr Nanos kPendingIoRecheck = std::chrono::microseconds(200);
+// A cold link (Link::cold) is read without a readiness flag only every this many busy rounds.
+constexpr uint32_t kColdLinkReadRounds = 8;
 // Pieces per sendmsg (the kernel's UIO_MAXIOV).
 constexpr size_t kMaxIovecs = 1024;
 
@@ -391,11 +393,18 @@ void TcpTransport::run_releases(Link& link) {
 
 bool TcpTransport::read_link(Link& link) {
   if (link.state != Link::State::kOpen) return false;
-  // The runtime flags a readable socket after a sleep and, while busy, only every
-  // event_check_interval: a link with calls under way is read every round instead (one recv),
-  // so replies and pipelined requests do not wait for the next event check.
+  // The runtime flags a readable socket after a sleep, in every spinning round and, while busy,
+  // only every event_check_interval: a link with calls under way is read every busy round
+  // instead (one recv), so replies and pipelined requests do not wait for the next event check.
+  // Not in a round right after an event check, though: there an unflagged link had nothing (a
+  // recv would be a syscall for EAGAIN; at one call in flight that was one per wake-up).
   const bool flagged = link.readable.exchange(false, std::memory_order_acq_rel);
-  if (!flagged && link.calls.size() == 0 && link.serving == 0) return false;
+  if (!flagged) {
+    if (core_.runtime->events_fresh() || (link.calls.size() == 0 && link.serving == 0))
+      return false;
+    if (link.cold && ++link.cold_rounds < kColdLinkReadRounds) return false;
+    link.cold_rounds = 0;
+  }
   bool did_work = false;
   tcp::FrameParser parser;
   for (;;) {
@@ -413,14 +422,20 @@ bool TcpTransport::read_link(Link& link) {
     }
     const size_t room = link.in.size() - link.in_end;
     const ssize_t got = ::recv(link.socket.get(), link.in.data() + link.in_end, room, MSG_DONTWAIT);
+    counters_.recv_syscalls.fetch_add(1, std::memory_order_relaxed);
     if (got <= 0) {
       if (got < 0 && errno == EINTR) continue;
-      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        counters_.recv_empty.fetch_add(1, std::memory_order_relaxed);
+        if (!flagged && !did_work) link.cold = true;
+        break;
+      }
       close_link(link, got == 0 ? std::string("the peer closed the connection")
                                 : "recv: " + errno_text(errno));
       return true;
     }
     did_work = true;
+    if (!flagged) link.cold = false;
     link.last_heard = core_.clock.now();
     link.in_end += static_cast<size_t>(got);
     counters_.bytes_received.fetch_add(static_cast<uint64_t>(got), std::memory_order_relaxed);
@@ -1118,7 +1133,15 @@ void TcpTransport::sweep() {
     // Keepalive, for every open link, idle or not: a silent peer (a partition) is found before
     // the next call is sent into it, and the calls waiting on it fail.
     if (link->state == Link::State::kOpen) {
-      const MonoTime silent = now - link->last_heard;
+      MonoTime silent = now - link->last_heard;
+      if (silent >= limits::kTcpKeepaliveTimeout.count()) {
+        // This thread's own stall (a long round, a stopped or starved process) must not count
+        // against the peer: what arrived while it was away is read before the peer is judged.
+        link->readable.store(true, std::memory_order_relaxed);
+        (void)read_link(*link);
+        if (link->state != Link::State::kOpen) return;  // the read found it closed or bad
+        silent = core_.clock.now() - link->last_heard;
+      }
       if (silent >= limits::kTcpKeepaliveTimeout.count()) {
         counters_.keepalive_timeouts.fetch_add(1, std::memory_order_relaxed);
         close_link(*link, fmt::format("no frame from the peer for {} ms with {} calls waiting "

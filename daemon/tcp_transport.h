@@ -84,6 +84,8 @@ struct TcpCounters {
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> bytes_received{0};
   std::atomic<uint64_t> send_syscalls{0};
+  std::atomic<uint64_t> recv_syscalls{0};       // recv calls on links
+  std::atomic<uint64_t> recv_empty{0};          // of those, EAGAIN: nothing was there
   std::atomic<uint64_t> keepalive_timeouts{0};  // links closed for a silent peer
   std::atomic<uint64_t> pings_sent{0};
   std::atomic<uint64_t> calls_refused_backoff{0};  // failed at once: the peer's reconnect not due
@@ -174,6 +176,12 @@ class TcpTransport final : public Task {
     MonoTime connect_deadline = kNoDeadline;
     std::atomic<bool> readable{true};
     bool watched = false;
+    // Reads without a readiness flag (busy rounds, calls under way) pay while they find data; one
+    // that found nothing makes the link cold: then only every kColdLinkReadRounds-th such round
+    // reads, until one finds data (at one call in flight that is one wasted recv per 8 calls,
+    // not one per call; under load the link is hot again within 8 rounds).
+    bool cold = false;
+    uint32_t cold_rounds = 0;
     std::string close_reason;
     std::vector<std::byte> in;  // received bytes: [in_start, in_end) not parsed yet
     size_t in_start = 0;

@@ -4,8 +4,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
+#include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "corpus_mutations.h"
 #include "mrpc/base/random.h"
 
 namespace mrpc::fuzz {
@@ -51,6 +56,31 @@ inline std::string mutate(const std::string& input, SeededRandom& random) {
     }
   }
   return s;
+}
+
+// A target's seeds: `generated` and the bytes of every file in `dir`, each once, in a fixed order.
+inline std::vector<std::string> seeds_and_files(const std::vector<std::string>& generated,
+                                                const std::filesystem::path& dir) {
+  std::set<std::string> out(generated.begin(), generated.end());
+  for (std::string& file : read_corpus(dir)) out.insert(std::move(file));
+  return {out.begin(), out.end()};
+}
+
+// Runs `entry` on every seed, then on `per_seed` mutations of each, drawn from `mutation_seed`:
+// the same inputs every run. `index` says which input runs (seeds first, then the mutations in
+// order), for a failure's message.
+template <typename Entry>
+void replay_seeds_and_mutations(const std::vector<std::string>& seeds, Entry entry,
+                                uint64_t mutation_seed, int per_seed, size_t& index) {
+  index = 0;
+  for (const std::string& seed : seeds) {
+    entry(seed);
+    ++index;
+  }
+  SeededRandom random(mutation_seed);
+  for (const std::string& seed : seeds) {
+    for (int i = 0; i < per_seed; ++i, ++index) entry(mutate(seed, random));
+  }
 }
 
 }  // namespace mrpc::fuzz

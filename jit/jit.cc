@@ -3,17 +3,9 @@
 #include "mrpc/jit/jit.h"
 
 #include "mrpc/base/limits.h"
+#include "mrpc/jit/object_cache.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <array>
-#include <atomic>
-#include <cerrno>
 #include <chrono>
-#include <cstring>
-#include <filesystem>
 #include <map>
 #include <mutex>
 
@@ -28,7 +20,6 @@
 #include <llvm/IR/Verifier.h>
 #include <llvm/Passes/PassBuilder.h>
 #include <llvm/Support/MemoryBuffer.h>
-#include <llvm/Support/SHA256.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
@@ -49,28 +40,6 @@ void initialize_llvm_once() {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
   });
-}
-
-constexpr char kObjectMagic[8] = {'M', 'R', 'P', 'C', 'O', 'B', 'J', '1'};
-
-std::string hex(const uint8_t* bytes, size_t size) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < size; ++i) {
-    out += digits[bytes[i] >> 4];
-    out += digits[bytes[i] & 15];
-  }
-  return out;
-}
-
-std::array<uint8_t, 32> sha256(std::string_view bytes) {
-  return llvm::SHA256::hash(
-      llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
-}
-
-// Owned by this user and writable by no one else.
-bool safe_owner_and_mode(const struct stat& info) {
-  return info.st_uid == geteuid() && (info.st_mode & (S_IWGRP | S_IWOTH)) == 0;
 }
 
 uint64_t nanoseconds_since(std::chrono::steady_clock::time_point start) {
@@ -131,81 +100,29 @@ struct Jit::State {
   mutable std::mutex mutex;
   ModuleId next_id = 1;
   std::map<ModuleId, llvm::orc::ResourceTrackerSP> modules;
-  std::string cache_dir;  // empty: no object cache
-  std::string host_tag;   // triple, CPU, LLVM version: part of every cache entry's name
+  std::unique_ptr<ObjectCache> cache;  // null: no object cache
+  std::string host_tag;  // triple, CPU, LLVM version: part of every cache entry's name
   JitStats stats;
 
   TierMachine& tier(CodegenTier which) { return which == CodegenTier::kFast ? fast : optimized; }
 
-  std::string entry_path(std::string_view ir_text, CodegenTier which) const {
-    const auto digest =
-        sha256(fmt::format("{}\n{}\ntier {}", ir_text, host_tag, codegen_tier_name(which)));
-    return cache_dir + "/" + hex(digest.data(), 16) + ".mrpcobj";
+  // Hands an object file to ORC under a new ResourceTracker (linked at the first lookup).
+  Expected<ModuleId> load_object(std::unique_ptr<llvm::MemoryBuffer> object,
+                                 const std::string& name) {
+    std::lock_guard lock(mutex);
+    llvm::orc::ResourceTrackerSP tracker = lljit->getMainJITDylib().createResourceTracker();
+    if (llvm::Error error = lljit->addObjectFile(tracker, std::move(object))) {
+      return Status(StatusCode::kAlreadyExists,
+                    fmt::format("loading object {}: {}", name, error_text(std::move(error))));
+    }
+    const ModuleId id = next_id++;
+    modules.emplace(id, std::move(tracker));
+    return id;
   }
 
-  // The object of a valid entry, or nothing (a missing entry, or one refused and counted).
-  std::unique_ptr<llvm::MemoryBuffer> load_entry(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return nullptr;
-    struct stat info {};
-    std::string bytes;
-    const bool fits = ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode) &&
-                      safe_owner_and_mode(info) &&
-                      static_cast<uint64_t>(info.st_size) <= limits::kMaxCachedObjectBytes;
-    if (fits) {
-      bytes.resize(static_cast<size_t>(info.st_size));
-      size_t done = 0;
-      while (done < bytes.size()) {
-        const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
-        if (n <= 0) break;
-        done += static_cast<size_t>(n);
-      }
-      bytes.resize(done);
-    }
-    ::close(fd);
-    constexpr size_t kHeader = sizeof(kObjectMagic) + 32;
-    if (!fits || bytes.size() < kHeader ||
-        std::memcmp(bytes.data(), kObjectMagic, sizeof(kObjectMagic)) != 0) {
-      ++stats.cache_rejected;
-      return nullptr;
-    }
-    const std::string_view object(bytes.data() + kHeader, bytes.size() - kHeader);
-    const auto digest = sha256(object);
-    if (std::memcmp(digest.data(), bytes.data() + sizeof(kObjectMagic), 32) != 0) {
-      ++stats.cache_rejected;
-      return nullptr;
-    }
-    return llvm::MemoryBuffer::getMemBufferCopy(llvm::StringRef(object.data(), object.size()),
-                                                path);
+  std::string entry_key(std::string_view ir_text, CodegenTier which) const {
+    return fmt::format("{}\n{}\ntier {}", ir_text, host_tag, codegen_tier_name(which));
   }
-
-  // Writes an entry atomically (a private temporary file renamed into place); false if it could
-  // not. Needs no lock (the temporary file is this process's own; rename is atomic).
-  bool store_entry(const std::string& path, std::string_view object) {
-    const std::string temporary =
-        fmt::format("{}.tmp.{}.{}", path, ::getpid(), temporaries.fetch_add(1));
-    const int fd =
-        ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) return false;
-    const auto digest = sha256(object);
-    std::string bytes(kObjectMagic, sizeof(kObjectMagic));
-    bytes.append(reinterpret_cast<const char*>(digest.data()), digest.size());
-    bytes.append(object);
-    size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-      if (n <= 0) break;
-      done += static_cast<size_t>(n);
-    }
-    const bool written = done == bytes.size() && ::fsync(fd) == 0;
-    ::close(fd);
-    if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
-      ::unlink(temporary.c_str());
-      return false;
-    }
-    return true;
-  }
-  std::atomic<uint64_t> temporaries{0};  // names this process's temporary entry files
 };
 
 Jit::Jit(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -244,20 +161,9 @@ Expected<std::unique_ptr<Jit>> Jit::create(const JitOptions& options) {
                                 machine_builder->getCPU(),
                                 machine_builder->getFeatures().getString(), LLVM_VERSION_STRING);
   if (!options.object_cache_dir.empty()) {
-    const std::string& dir = options.object_cache_dir;
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-      return Status(StatusCode::kFailedPrecondition,
-                    fmt::format("cannot create the object cache directory {}: {}", dir,
-                                std::strerror(errno)));
-    }
-    struct stat info {};
-    if (::lstat(dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode) || !safe_owner_and_mode(info)) {
-      return Status(StatusCode::kFailedPrecondition,
-                    fmt::format("the object cache directory {} must be a directory owned by uid "
-                                "{} and writable by no one else (it has uid {}, mode {:o})",
-                                dir, geteuid(), info.st_uid, info.st_mode & 07777));
-    }
-    state->cache_dir = dir;
+    auto cache = ObjectCache::open(options.object_cache_dir);
+    if (!cache.ok()) return cache.status();
+    state->cache = std::move(*cache);
   }
   return std::unique_ptr<Jit>(new Jit(std::move(state)));
 }
@@ -350,15 +256,17 @@ Expected<ModuleId> Jit::add_module(std::unique_ptr<llvm::LLVMContext> context,
   }
   std::unique_ptr<llvm::MemoryBuffer> object;
   std::string path = module->getModuleIdentifier();
-  if (!state_->cache_dir.empty()) {
+  std::string cache_key;
+  if (state_->cache != nullptr) {
     start = std::chrono::steady_clock::now();
     std::string ir_text;
     llvm::raw_string_ostream ir_stream(ir_text);
     module->print(ir_stream, nullptr);
-    path = state_->entry_path(ir_stream.str(), options.tier);
-    std::lock_guard lock(state_->mutex);  // load_entry counts rejections in stats
-    object = state_->load_entry(path);
-    if (object != nullptr) ++state_->stats.cache_hits;
+    cache_key = state_->entry_key(ir_stream.str(), options.tier);
+    path = state_->cache->path_of(cache_key);
+    if (auto cached = state_->cache->load(cache_key)) {
+      object = llvm::MemoryBuffer::getMemBufferCopy(*cached, path);
+    }
     times.cache_nanoseconds += nanoseconds_since(start);
   }
   if (object != nullptr) {
@@ -381,35 +289,36 @@ Expected<ModuleId> Jit::add_module(std::unique_ptr<llvm::LLVMContext> context,
       module.reset();
       return compiled.status();
     }
-    bool stored = true;
-    if (!state_->cache_dir.empty()) {
+    if (state_->cache != nullptr) {
       start = std::chrono::steady_clock::now();
-      stored = state_->store_entry(path, *compiled);
+      (void)state_->cache->store(cache_key, *compiled);  // a failure is counted there
       times.cache_nanoseconds += nanoseconds_since(start);
     }
     {
       std::lock_guard lock(state_->mutex);
       ++state_->stats.modules_compiled;
       if (options.tier == CodegenTier::kFast) ++state_->stats.modules_compiled_fast;
-      if (!stored) ++state_->stats.cache_write_failures;
     }
     object = llvm::MemoryBuffer::getMemBufferCopy(*compiled, path);
+    if (options.object_out != nullptr) *options.object_out = std::move(*compiled);
   }
   module.reset();  // before its context
   context.reset();
   start = std::chrono::steady_clock::now();
-  std::lock_guard lock(state_->mutex);
-  llvm::orc::LLJIT& lljit = *state_->lljit;
-  llvm::orc::ResourceTrackerSP tracker = lljit.getMainJITDylib().createResourceTracker();
-  if (llvm::Error error = lljit.addObjectFile(tracker, std::move(object))) {
-    return Status(StatusCode::kAlreadyExists,
-                  fmt::format("loading object {}: {}", path, error_text(std::move(error))));
-  }
-  const ModuleId id = state_->next_id++;
-  state_->modules.emplace(id, std::move(tracker));
+  auto id = state_->load_object(std::move(object), path);
   times.load_nanoseconds = nanoseconds_since(start);
   if (options.times != nullptr) *options.times = times;
   return id;
+}
+
+Expected<ModuleId> Jit::add_object(std::string_view object, const std::string& name) {
+  return state_->load_object(
+      llvm::MemoryBuffer::getMemBufferCopy(llvm::StringRef(object.data(), object.size()), name),
+      name);
+}
+
+std::string Jit::host_tag() const {
+  return state_->host_tag;
 }
 
 Expected<void*> Jit::lookup(std::string_view name) {
@@ -460,8 +369,18 @@ Status Jit::remove_module(ModuleId id) {
 }
 
 JitStats Jit::stats() const {
-  std::lock_guard lock(state_->mutex);
-  return state_->stats;
+  JitStats stats;
+  {
+    std::lock_guard lock(state_->mutex);
+    stats = state_->stats;
+  }
+  if (state_->cache != nullptr) {
+    const ObjectCacheStats cache = state_->cache->stats();
+    stats.cache_hits = cache.hits;
+    stats.cache_rejected = cache.rejected;
+    stats.cache_write_failures = cache.write_failures;
+  }
+  return stats;
 }
 
 size_t Jit::module_count() const {

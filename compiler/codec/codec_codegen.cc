@@ -3,13 +3,17 @@
 // codec_codegen.h for the functions and docs/marshalling.md for the design.
 #include "compiler/codec/codec_codegen.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdlib>
 #include <unordered_map>
+#include <vector>
 
 #include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
+#include <llvm/IR/Constants.h>
+#include <llvm/IR/GlobalVariable.h>
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
@@ -192,11 +196,35 @@ class Generator {
     wd_fail_ = declare("mrpc_wd_fail", i32_, {ptr_, i32_, ptr_});
     ne_piece_ = declare("mrpc_ne_piece", ptr_, {ptr_, i64_, i64_});
     nd_piece_ = declare("mrpc_nd_piece", ptr_, {ptr_, ptr_, i64_, i32_});
-    nd_unknown_ = declare("mrpc_nd_unknown", ptr_, {ptr_, ptr_, i64_, i32_});
+    nd_unknown_ = declare("mrpc_nd_unknown", ptr_, {ptr_, ptr_, i64_, i32_, ptr_, i64_});
   }
 
   const pb::FieldDescriptor& descriptor_of(size_t type, const FieldLayout& field) const {
     return *types_[type].descriptor->FindFieldByNumber(static_cast<int>(field.number));
+  }
+
+  // The tags the wire decoder takes as `type`'s own fields (the wire types decode_field accepts),
+  // sorted. Unknown-field bytes holding one of them would decode, once re-encoded, as that field.
+  std::vector<uint32_t> known_tags(size_t type) const {
+    std::vector<uint32_t> tags;
+    for (const FieldLayout& field : types_[type].layout->fields()) {
+      auto tag = [&](uint32_t wire_type) { tags.push_back(field.number << 3 | wire_type); };
+      if (is_length_delimited(field)) {
+        tag(2);
+        continue;
+      }
+      tag(wire_type_of(scalar_of(descriptor_of(type, field))));
+      if (field.repeated) tag(2);  // packed
+    }
+    std::sort(tags.begin(), tags.end());
+    return tags;
+  }
+
+  // A private constant array of `values` in the module; its address.
+  llvm::Value* constant_array(const std::vector<uint32_t>& values, const char* name) {
+    auto* type = llvm::ArrayType::get(i32_, values.size());
+    return new llvm::GlobalVariable(*module_, type, true, llvm::GlobalValue::PrivateLinkage,
+                                    llvm::ConstantDataArray::get(*context_, values), name);
   }
 
   llvm::Value* at(llvm::Value* base, uint64_t offset) {
@@ -899,8 +927,10 @@ class Generator {
     }
     llvm::Value* unknown = at(body, layout.unknown_fields_offset());
     llvm::Value* unknown_size = load(i32_, unknown, 8);
+    const std::vector<uint32_t> tags = known_tags(type);
     check_pointer(ir_.CreateCall(nd_unknown_, {decoder, unknown, ir_.CreateZExt(unknown_size, i64_),
-                                               unknown_size}),
+                                               unknown_size, constant_array(tags, "known_tags"),
+                                               ir_.getInt64(tags.size())}),
                   decoder, offsetof(NativeDecoder, error));
     ir_.CreateRet(ir_.getInt32(0));
   }

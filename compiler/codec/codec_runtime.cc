@@ -56,7 +56,8 @@ const char* codec_error_text(int32_t error) {
     case kErrorBadLength:
       return "a length prefix is longer than 5 bytes or past 2^31-17";
     case kErrorBadUnknown:
-      return "the unknown-field bytes are not a sequence of protobuf fields";
+      return "the unknown-field bytes are not a sequence of protobuf fields the message does not "
+             "know (a field of its own, or not a protobuf field)";
     default:
       return "unknown codec error";
   }
@@ -297,13 +298,18 @@ static int32_t scan_value(const uint8_t** p, const uint8_t* end, uint64_t tag) {
 
 }  // extern "C"
 
-int32_t check_unknown_fields(const uint8_t* bytes, uint64_t size, uint64_t* error_offset) {
+int32_t check_unknown_fields(const uint8_t* bytes, uint64_t size, const uint32_t* known_tags,
+                             uint64_t known_count, uint64_t* error_offset) {
   const uint8_t* p = bytes;
   const uint8_t* end = bytes + size;
   while (p < end) {
     const uint8_t* field = p;
     uint64_t tag;
     int32_t error = scan_tag(&p, end, &tag);
+    if (error == kCodecOk &&
+        std::binary_search(known_tags, known_tags + known_count, static_cast<uint32_t>(tag))) {
+      error = kErrorBadUnknown;
+    }
     if (error == kCodecOk) error = scan_value(&p, end, tag);
     if (error != kCodecOk) {
       *error_offset = static_cast<uint64_t>(field - bytes);
@@ -673,12 +679,13 @@ uint8_t* mrpc_nd_piece(NativeDecoder* d, RegionRef* slot, uint64_t bytes, uint32
 
 // The unknown-field bytes (the last piece of a body): a piece, whose bytes must be whole protobuf
 // fields (what the wire encoder copies into its output as they are).
-uint8_t* mrpc_nd_unknown(NativeDecoder* d, RegionRef* slot, uint64_t bytes, uint32_t stored_size) {
+uint8_t* mrpc_nd_unknown(NativeDecoder* d, RegionRef* slot, uint64_t bytes, uint32_t stored_size,
+                         const uint32_t* known_tags, uint64_t known_count) {
   const uint64_t at = d->cursor;
   uint8_t* piece = mrpc_nd_piece(d, slot, bytes, stored_size);
   if (piece == nullptr || bytes == 0) return piece;
   uint64_t bad = 0;
-  if (check_unknown_fields(piece, bytes, &bad) != kCodecOk) {
+  if (check_unknown_fields(piece, bytes, known_tags, known_count, &bad) != kCodecOk) {
     d->error = kErrorBadUnknown;
     d->error_detail = at + bad;
     return nullptr;

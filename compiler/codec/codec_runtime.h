@@ -28,7 +28,7 @@ enum CodecError : int32_t {
   kErrorTooLarge = 8,       // a length or count past the limits
   kErrorBadOneofCase = 9,   // encoder: a oneof case word naming no member
   kErrorBadLength = 10,     // decoder: a length prefix longer than 5 bytes or past kMaxWireLength
-  kErrorBadUnknown = 11,    // native decoder: unknown-field bytes that are not protobuf fields
+  kErrorBadUnknown = 11,    // native decoder: unknown-field bytes not unknown protobuf fields
 };
 // The largest length prefix libprotobuf accepts (2^31 - 1 less its 16 slop bytes).
 inline constexpr uint64_t kMaxWireLength = (uint64_t{1} << 31) - 1 - 16;
@@ -124,7 +124,10 @@ struct NativeDecoder {
 
 // Whether `size` bytes are a sequence of whole protobuf fields the wire decoder would keep as
 // unknown fields (kCodecOk), else the error and, in *error_offset, where the bad field starts.
-int32_t check_unknown_fields(const uint8_t* bytes, uint64_t size, uint64_t* error_offset);
+// `known_tags` (sorted, `known_count` of them): the tags the message's decoder takes as its own
+// fields; an unknown field with one of them is refused (kErrorBadUnknown).
+int32_t check_unknown_fields(const uint8_t* bytes, uint64_t size, const uint32_t* known_tags,
+                             uint64_t known_count, uint64_t* error_offset);
 
 // The helpers, by the names generated code calls them.
 std::vector<jit::HostSymbol> codec_runtime_symbols();

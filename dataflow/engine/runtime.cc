@@ -26,9 +26,9 @@ int checked(int result, const char* what) {
 
 void drain_fd(int fd) {
   uint64_t value = 0;
-  // eventfd and timerfd both read as one u64; EAGAIN means already drained.
-  while (::read(fd, &value, sizeof value) == static_cast<ssize_t>(sizeof value)) {
-  }
+  // eventfd (not a semaphore) and timerfd both read as one u64 that a read resets to 0: one read
+  // drains it (EAGAIN: already drained). A second read would be a syscall for nothing.
+  [[maybe_unused]] const ssize_t got = ::read(fd, &value, sizeof value);
 }
 
 }  // namespace
@@ -60,17 +60,27 @@ bool Runtime::in_round() const {
   return round_thread_.load(std::memory_order_acquire) == std::this_thread::get_id();
 }
 
-void Runtime::add(std::shared_ptr<Task> task) {
+void Runtime::add(std::shared_ptr<Task> task, TaskPlace place) {
   MRPC_ASSERT(task != nullptr);
+  task->runs_last_ = place == TaskPlace::kLast;
   task->runtime_.store(this, std::memory_order_release);
   if (in_round()) {
     pending_add_.push_back(std::move(task));
   } else {
     std::lock_guard lock(round_mutex_);
-    tasks_.push_back(std::move(task));
+    insert_task(std::move(task));
     task_count_.store(tasks_.size(), std::memory_order_relaxed);
   }
   wake();
+}
+
+void Runtime::insert_task(std::shared_ptr<Task> task) {
+  if (task->runs_last_) {
+    ++last_tasks_;
+    tasks_.push_back(std::move(task));
+  } else {
+    tasks_.insert(tasks_.end() - static_cast<ptrdiff_t>(last_tasks_), std::move(task));
+  }
 }
 
 void Runtime::remove(const Task* task) {
@@ -83,18 +93,20 @@ void Runtime::remove(const Task* task) {
                          [task](const auto& candidate) { return candidate.get() == task; });
   if (it == tasks_.end()) return;
   (*it)->runtime_.store(nullptr, std::memory_order_release);
+  if ((*it)->runs_last_) --last_tasks_;
   tasks_.erase(it);
   task_count_.store(tasks_.size(), std::memory_order_relaxed);
 }
 
 void Runtime::apply_pending() {
-  for (auto& task : pending_add_) tasks_.push_back(std::move(task));
+  for (auto& task : pending_add_) insert_task(std::move(task));
   pending_add_.clear();
   for (const Task* task : pending_remove_) {
     auto it = std::find_if(tasks_.begin(), tasks_.end(),
                            [task](const auto& candidate) { return candidate.get() == task; });
     if (it == tasks_.end()) continue;
     (*it)->runtime_.store(nullptr, std::memory_order_release);
+    if ((*it)->runs_last_) --last_tasks_;
     tasks_.erase(it);
   }
   pending_remove_.clear();
@@ -134,10 +146,13 @@ int Runtime::check_events(int timeout_ms) {
   epoll_event events[64];
   int ready = ::epoll_wait(epoll_fd_, events, 64, timeout_ms);
   event_checks_.fetch_add(1, std::memory_order_relaxed);
+  // With every slot used, more fds may be ready than were reported: not fresh then.
+  events_fresh_ = ready < 64;
   for (int i = 0; i < ready; ++i) {
     const Watch* watch = static_cast<const Watch*>(events[i].data.ptr);
     if (watch->drain) {
       drain_fd(watch->fd);
+      if (watch->fd == timer_fd_) timer_armed_ = kNoDeadline;  // fired: one-shot, disarmed now
     } else {
       woke_by_readable_ = true;
       if (watch->readable != nullptr) watch->readable->store(true, std::memory_order_relaxed);
@@ -160,6 +175,7 @@ bool Runtime::run_once() {
   round_thread_.store(std::this_thread::get_id(), std::memory_order_release);
   bool did_work = false;
   for (size_t i = 0; i < tasks_.size(); ++i) did_work |= tasks_[i]->run();
+  events_fresh_ = false;
   apply_pending();
   round_thread_.store(std::thread::id(), std::memory_order_release);
   rounds_.fetch_add(1, std::memory_order_relaxed);
@@ -191,13 +207,19 @@ bool Runtime::sleep_once() {
     timer = next_timer();
     round_thread_.store(std::thread::id(), std::memory_order_release);
   }
-  itimerspec spec{};
-  if (timer != kNoDeadline) {
+  // The timerfd is armed only when the earliest timer comes before the one it is armed for: an
+  // armed timer that is later than needed, or one no task needs any more, is left as it is (it
+  // costs one wake-up with nothing to do when it fires, then the runtime re-arms). So sleeps
+  // between calls whose deadlines keep moving out cost no timerfd_settime.
+  if (timer < timer_armed_) {
+    itimerspec spec{};
     int64_t wait = std::max<int64_t>(timer - clock_.now(), 1);
     spec.it_value.tv_sec = wait / 1'000'000'000;
     spec.it_value.tv_nsec = wait % 1'000'000'000;
+    ::timerfd_settime(timer_fd_, 0, &spec, nullptr);
+    timer_armed_ = timer;
+    timer_arms_.fetch_add(1, std::memory_order_relaxed);
   }
-  ::timerfd_settime(timer_fd_, 0, &spec, nullptr);  // a zero spec disarms
   sleeps_.fetch_add(1, std::memory_order_relaxed);
   woke_by_readable_ = false;
   check_events(-1);
@@ -241,8 +263,13 @@ void Runtime::loop() {
     }
     if (now - last_work < options_.spin_budget.count()) {
       // Spinning, but never at the expense of a runnable thread on this core (on a small box it
-      // is usually the app this runtime waits for).
+      // is usually the app this runtime waits for). Each idle round asks epoll which sockets are
+      // readable, so a task that reads its socket only when flagged (a TCP link waiting for a
+      // reply) sees its data while the runtime spins, not only at the next sleep.
       sched_yield();
+      woke_by_readable_ = false;
+      check_events(0);
+      last_event_check = now;
       continue;
     }
     if (stop_.load(std::memory_order_acquire)) break;
@@ -253,7 +280,8 @@ void Runtime::loop() {
 
 RuntimeStats Runtime::stats() const {
   return {rounds_.load(std::memory_order_relaxed), busy_rounds_.load(std::memory_order_relaxed),
-          sleeps_.load(std::memory_order_relaxed), event_checks_.load(std::memory_order_relaxed)};
+          sleeps_.load(std::memory_order_relaxed), event_checks_.load(std::memory_order_relaxed),
+          timer_arms_.load(std::memory_order_relaxed)};
 }
 
 Scheduler::Scheduler(const Clock& clock, size_t threads, RuntimeOptions options) {

@@ -1,10 +1,14 @@
-// ShmHeap: per-message arenas of chunks carved from a RegionAllocator, under one mutex.
+// ShmHeap: per-message arenas of chunks carved from a RegionAllocator, under one mutex. Every
+// lookup is by offset, none hashes: arenas live in a slab indexed by id, and a table with two
+// entries per kGranule bytes of the heap names the arena of the chunk that starts in that granule
+// and of the one that covers it from an earlier granule. Chunks are at least kGranule long, so no
+// two start in one granule: an offset's arena is one of its granule's two, confirmed against that
+// arena's chunks.
 #include "mrpc/message/shm_heap.h"
 
+#include <cstdlib>
 #include <cstring>
-#include <map>
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
 #include "mrpc/base/check.h"
@@ -17,6 +21,9 @@ namespace {
 
 constexpr uint64_t kFirstChunkSlack = limits::kHeapFirstChunkSlackBytes;
 constexpr uint64_t kMaxChunkGrowth = limits::kHeapMaxChunkGrowthBytes;
+// The granule of the offset table, and the shortest chunk.
+constexpr uint64_t kGranule = 256;
+static_assert(kFirstChunkSlack >= kGranule, "a first chunk must not need rounding up");
 
 uint64_t round_up(uint64_t value, uint64_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
@@ -29,54 +36,113 @@ struct Chunk {
 };
 
 struct Arena {
-  uint64_t root = 0;
+  uint64_t root = kNoOffset;  // kNoOffset while the arena is free
   std::vector<Chunk> chunks;  // the last is the one being filled
   bool failed = false;
   const char* failed_field = nullptr;  // the first write lost to a full heap, if one was named
 };
+
+// Zero-filled memory from calloc: the pages of a large table are only touched where the heap is.
+struct FreeDeleter {
+  void operator()(uint32_t* table) const { std::free(table); }
+};
+using Table = std::unique_ptr<uint32_t[], FreeDeleter>;
+
+Table zeroed_table(uint64_t entries) {
+  auto* table = static_cast<uint32_t*>(std::calloc(entries == 0 ? 1 : entries, sizeof(uint32_t)));
+  MRPC_ASSERT(table != nullptr, "no memory for a send heap's table of {} granules", entries);
+  return Table(table);
+}
 
 }  // namespace
 
 struct ShmHeap::State {
   mutable std::mutex mutex;
   RegionAllocator allocator;
-  using ArenaMap = std::unordered_map<uint64_t, std::unique_ptr<Arena>>;
-  ArenaMap arenas;  // by root offset
-  struct Owner {
-    uint64_t end;
-    Arena* arena;
-  };
-  using OwnerMap = std::map<uint64_t, Owner>;
-  OwnerMap chunk_owner;  // chunk start -> its end and arena
-  // Map nodes of freed messages (with their Arena), kept for reuse: building and freeing a
-  // message in steady state allocates nothing (libmrpc's per-call path builds one per call).
-  std::vector<ArenaMap::node_type> spare_arena_nodes;  // at most kHeapSpareArenas
-  std::vector<OwnerMap::node_type> spare_owner_nodes;  // at most kSpareOwnerNodes
-  static constexpr size_t kSpareOwnerNodes = 4 * limits::kHeapSpareArenas;
+  uint64_t heap_bytes;
+  // Arenas by id - 1; freed ones (root kNoOffset) keep their chunk vectors' capacity and are
+  // reused from free_ids: building and freeing a message in steady state allocates nothing.
+  std::vector<std::unique_ptr<Arena>> arenas;
+  std::vector<uint32_t> free_ids;
+  uint64_t live = 0;
+  // Per granule: the id of the arena whose chunk starts in it, and of the arena whose chunk
+  // (started before it) covers its first byte; 0: none.
+  Table starting;
+  Table covering;
 
-  explicit State(uint64_t bytes) : allocator(bytes) {}
+  explicit State(uint64_t bytes)
+      : allocator(bytes),
+        heap_bytes(bytes),
+        starting(zeroed_table((bytes + kGranule - 1) / kGranule)),
+        covering(zeroed_table((bytes + kGranule - 1) / kGranule)) {}
 
-  Arena* arena_containing(uint64_t offset) {
-    auto it = chunk_owner.upper_bound(offset);
-    if (it == chunk_owner.begin()) return nullptr;
-    --it;
-    return offset < it->second.end ? it->second.arena : nullptr;
+  static bool contains(const Arena& arena, uint64_t offset) {
+    for (const Chunk& chunk : arena.chunks)
+      if (offset >= chunk.start && offset < chunk.end) return true;
+    return false;
   }
 
-  bool add_chunk(Arena& arena, uint64_t bytes) {
+  Arena* arena_containing(uint64_t offset) const {
+    if (offset >= heap_bytes) return nullptr;
+    const uint64_t granule = offset / kGranule;
+    for (const uint32_t id : {starting[granule], covering[granule]}) {
+      if (id != 0 && contains(*arenas[id - 1], offset)) return arenas[id - 1].get();
+    }
+    return nullptr;
+  }
+
+  // The live arena whose root is `root`, or null.
+  Arena* arena_rooted_at(uint64_t root) const {
+    if (root >= heap_bytes) return nullptr;
+    const uint32_t id = starting[root / kGranule];
+    if (id == 0 || arenas[id - 1]->root != root) return nullptr;
+    return arenas[id - 1].get();
+  }
+
+  uint32_t id_of(const Arena& arena) const {
+    return starting[arena.chunks.front().start / kGranule];
+  }
+
+  void mark(const Chunk& chunk, uint32_t id) {
+    const uint64_t first = chunk.start / kGranule;
+    const uint64_t last = (chunk.end - 1) / kGranule;
+    starting[first] = id;
+    for (uint64_t granule = first + 1; granule <= last; ++granule) covering[granule] = id;
+  }
+
+  bool add_chunk(Arena& arena, uint32_t id, uint64_t bytes) {
+    bytes = std::max(bytes, kGranule);
     auto start = allocator.allocate(bytes, MessageLayout::kAlignment);
     if (!start.ok()) return false;
     arena.chunks.push_back(Chunk{*start, *start + bytes, *start});
-    if (spare_owner_nodes.empty()) {
-      chunk_owner.emplace(*start, Owner{*start + bytes, &arena});
-    } else {
-      OwnerMap::node_type node = std::move(spare_owner_nodes.back());
-      spare_owner_nodes.pop_back();
-      node.key() = *start;
-      node.mapped() = Owner{*start + bytes, &arena};
-      chunk_owner.insert(std::move(node));
-    }
+    mark(arena.chunks.back(), id);
     return true;
+  }
+
+  // A free arena's id (grows the slab when none is free).
+  uint32_t take_arena() {
+    if (!free_ids.empty()) {
+      const uint32_t id = free_ids.back();
+      free_ids.pop_back();
+      return id;
+    }
+    MRPC_ASSERT(arenas.size() < UINT32_MAX, "more live messages than arena ids");
+    arenas.push_back(std::make_unique<Arena>());
+    return static_cast<uint32_t>(arenas.size());
+  }
+
+  void return_arena(uint32_t id) {
+    Arena& arena = *arenas[id - 1];
+    for (const Chunk& chunk : arena.chunks) {
+      mark(chunk, 0);
+      Status freed = allocator.free(chunk.start);
+      MRPC_ASSERT(freed.ok(), "chunk at {} of arena {}: {}", chunk.start, id, freed.to_string());
+    }
+    arena.chunks.clear();  // keeps its capacity
+    arena.root = kNoOffset;
+    arena.failed = false;
+    arena.failed_field = nullptr;
+    free_ids.push_back(id);
   }
 };
 
@@ -87,37 +153,23 @@ ShmHeap::~ShmHeap() = default;
 
 Expected<MessageRef> ShmHeap::new_message(uint32_t body_size) {
   std::lock_guard lock(state_->mutex);
-  State::ArenaMap::node_type node;  // a freed message's, reused
-  std::unique_ptr<Arena> fresh;
-  Arena* arena = nullptr;
-  if (state_->spare_arena_nodes.empty()) {
-    fresh = std::make_unique<Arena>();
-    arena = fresh.get();
-  } else {
-    node = std::move(state_->spare_arena_nodes.back());
-    state_->spare_arena_nodes.pop_back();
-    arena = node.mapped().get();
-  }
+  const uint32_t id = state_->take_arena();
+  Arena& arena = *state_->arenas[id - 1];
   const uint64_t body = round_up(body_size == 0 ? 8 : body_size, 8);
-  if (!state_->add_chunk(*arena, body + kFirstChunkSlack) && !state_->add_chunk(*arena, body)) {
-    if (node) state_->spare_arena_nodes.push_back(std::move(node));
+  if (!state_->add_chunk(arena, id, body + kFirstChunkSlack) &&
+      !state_->add_chunk(arena, id, body)) {
+    state_->free_ids.push_back(id);
     return Status(StatusCode::kResourceExhausted,
                   fmt::format("send heap full: no room for a new message of {} bytes ({} of {} "
                               "bytes in use)",
                               body, state_->allocator.used_bytes(), size_));
   }
-  Chunk& chunk = arena->chunks.back();
-  arena->root = chunk.start;
+  Chunk& chunk = arena.chunks.back();
+  arena.root = chunk.start;
   chunk.cursor = chunk.start + body;
   std::memset(base_ + chunk.start, 0, body);
-  const uint64_t root = arena->root;
-  if (node) {
-    node.key() = root;
-    state_->arenas.insert(std::move(node));
-  } else {
-    state_->arenas.emplace(root, std::move(fresh));
-  }
-  return MessageRef{base_, size_, root, this};
+  ++state_->live;
+  return MessageRef{base_, size_, arena.root, this};
 }
 
 uint64_t ShmHeap::allocate(uint64_t owner_offset, uint64_t bytes, uint64_t align, bool zero) {
@@ -131,8 +183,9 @@ uint64_t ShmHeap::allocate(uint64_t owner_offset, uint64_t bytes, uint64_t align
   if (start > chunk->end || bytes > chunk->end - start) {
     const uint64_t previous = chunk->end - chunk->start;
     const uint64_t wanted = std::max(std::min(previous * 2, kMaxChunkGrowth), bytes + align);
+    const uint32_t id = state_->id_of(*arena);
     if (bytes > size_ ||
-        (!state_->add_chunk(*arena, wanted) && !state_->add_chunk(*arena, bytes + align))) {
+        (!state_->add_chunk(*arena, id, wanted) && !state_->add_chunk(*arena, id, bytes + align))) {
       arena->failed = true;
       return kNoOffset;
     }
@@ -158,17 +211,17 @@ void ShmHeap::note_failed_field(uint64_t owner_offset, const char* field) {
 
 Status ShmHeap::message_status(uint64_t root_offset) const {
   std::lock_guard lock(state_->mutex);
-  auto it = state_->arenas.find(root_offset);
-  if (it == state_->arenas.end()) {
+  const Arena* arena = state_->arena_rooted_at(root_offset);
+  if (arena == nullptr) {
     return Status(StatusCode::kInvalidArgument,
                   fmt::format("offset {} is not the root of a live message", root_offset));
   }
-  if (it->second->failed) {
-    if (it->second->failed_field != nullptr) {
+  if (arena->failed) {
+    if (arena->failed_field != nullptr) {
       return Status(StatusCode::kResourceExhausted,
                     fmt::format("send heap full while the message was built: the write of {} "
                                 "(and any after it) was lost",
-                                it->second->failed_field));
+                                arena->failed_field));
     }
     return Status(StatusCode::kResourceExhausted,
                   "send heap full while the message was built; some fields were not set");
@@ -178,26 +231,13 @@ Status ShmHeap::message_status(uint64_t root_offset) const {
 
 Status ShmHeap::free_message(uint64_t root_offset) {
   std::lock_guard lock(state_->mutex);
-  auto it = state_->arenas.find(root_offset);
-  if (it == state_->arenas.end()) {
+  const Arena* arena = state_->arena_rooted_at(root_offset);
+  if (arena == nullptr) {
     return Status(StatusCode::kInvalidArgument,
                   fmt::format("offset {} is not the root of a live message", root_offset));
   }
-  for (const Chunk& chunk : it->second->chunks) {
-    State::OwnerMap::node_type owner = state_->chunk_owner.extract(chunk.start);
-    if (owner && state_->spare_owner_nodes.size() < State::kSpareOwnerNodes)
-      state_->spare_owner_nodes.push_back(std::move(owner));
-    Status freed = state_->allocator.free(chunk.start);
-    MRPC_ASSERT(freed.ok(), "chunk at {} of message {}: {}", chunk.start, root_offset,
-                freed.to_string());
-  }
-  Arena& arena = *it->second;
-  arena.chunks.clear();  // keeps its capacity
-  arena.failed = false;
-  arena.failed_field = nullptr;
-  State::ArenaMap::node_type node = state_->arenas.extract(it);
-  if (state_->spare_arena_nodes.size() < limits::kHeapSpareArenas)
-    state_->spare_arena_nodes.push_back(std::move(node));
+  state_->return_arena(state_->id_of(*arena));
+  --state_->live;
   return Status();
 }
 
@@ -208,7 +248,7 @@ uint64_t ShmHeap::used_bytes() const {
 
 uint64_t ShmHeap::live_messages() const {
   std::lock_guard lock(state_->mutex);
-  return state_->arenas.size();
+  return state_->live;
 }
 
 Status sendable(const MessageRef& message) {

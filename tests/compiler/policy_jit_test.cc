@@ -47,6 +47,26 @@ std::unique_ptr<PolicyCompiler> make_compiler(jit::Jit& jit) {
   return std::move(*created);
 }
 
+// The first policy of a verified unit, compiled by a JIT of its own, with the clock and random
+// source the compiled policy reads.
+struct JitCompiled {
+  explicit JitCompiled(const Built& built, MonoTime now = 0)
+      : policy(built.unit->policies[0]),
+        jit(make_jit()),
+        compiler(make_compiler(*jit)),
+        clock(now) {
+    auto result = compiler->compile(policy, clock, random);
+    REQUIRE_MESSAGE(result.ok(), result.status().to_string());
+    compiled = std::move(*result);
+  }
+  const ir::Policy& policy;
+  std::unique_ptr<jit::Jit> jit;
+  std::unique_ptr<PolicyCompiler> compiler;
+  ManualClock clock;
+  SeededRandom random{1};
+  std::unique_ptr<CompiledPolicy> compiled;
+};
+
 std::string text(const Value& v) {
   return fmt::format("{}:{}", static_cast<int>(v.kind), ir::value_text(v));
 }
@@ -349,16 +369,12 @@ policy acl_by_field {
 TEST_CASE("an acl on a string field is compiled without handing anything to the evaluator") {
   Built built = build("acl.mpol", kAclByField);
   REQUIRE(built.verified);
-  const ir::Policy& policy = built.unit->policies[0];
-  auto jit = make_jit();
-  auto compiler = make_compiler(*jit);
-  ManualClock clock;
-  SeededRandom random(1);
-  auto compiled = compiler->compile(policy, clock, random);
-  REQUIRE(compiled.ok());
-  CHECK((*compiled)->evaluator_statements() == 0);
-  CHECK((*compiled)->evaluator_expressions() == 0);
-  CHECK((*compiled)->native_statements() == 3);
+  JitCompiled jitted(built);
+  const ir::Policy& policy = jitted.policy;
+  const auto& compiled = jitted.compiled;
+  CHECK(compiled->evaluator_statements() == 0);
+  CHECK(compiled->evaluator_expressions() == 0);
+  CHECK(compiled->native_statements() == 3);
 
   const MessageLayout& in = *policy.methods[0].input;
   for (const char* who : {"alice", "mallory"}) {
@@ -369,15 +385,15 @@ TEST_CASE("an acl on a string field is compiled without handing anything to the 
     c.service = "hotel.Reservation";
     c.method = "MakeReservation";
     c.view.request = r.view(body, in);
-    Verdict v = (*compiled)->run(ir::Event::kRequest, c.get());
+    Verdict v = compiled->run(ir::Event::kRequest, c.get());
     bool denied = std::string(who) == "mallory";
     CHECK(v.outcome == (denied ? Verdict::Outcome::kReject : Verdict::Outcome::kContinue));
     if (denied) CHECK(v.message == "customer not allowed");
   }
-  CHECK((*compiled)->state("denied").i == 1);
+  CHECK(compiled->state("denied").i == 1);
 
   // The LLVM text names the field's load at its layout offset.
-  auto llvm_text = compiler->emit_llvm(policy);
+  auto llvm_text = jitted.compiler->emit_llvm(policy);
   REQUIRE(llvm_text.ok());
   CHECK(llvm_text->find("mpolrt_in_str") != std::string::npos);
   CHECK(llvm_text->find("mpolrt_eval") == std::string::npos);
@@ -389,19 +405,15 @@ TEST_CASE("an acl on a string field and a rate limit allocate nothing per call t
     std::string path = std::string(MRPC_SOURCE_DIR) + "/stdlib-policies/" + name + ".mpol";
     Built built = build(path, dsl::testing::read_file(path));
     REQUIRE(built.verified);
-    const ir::Policy& policy = built.unit->policies[0];
-    auto jit = make_jit();
-    auto compiler = make_compiler(*jit);
-    ManualClock clock(1'000'000'000);
-    SeededRandom random(1);
-    auto compiled = compiler->compile(policy, clock, random);
-    REQUIRE(compiled.ok());
-    PolicyInstance evaluator(policy, clock, random);
+    JitCompiled jitted(built, 1'000'000'000);
+    const ir::Policy& policy = jitted.policy;
+    const auto& compiled = jitted.compiled;
+    PolicyInstance evaluator(policy, jitted.clock, jitted.random);
     Value deny;
     deny.kind = Kind::kSet;
     deny.items = {Value::of_string("mallory"), Value::of_string("eve")};
     if (std::string(name) == "acl_by_field") {
-      REQUIRE((*compiled)->set_param("deny_customers", deny).ok());
+      REQUIRE(compiled->set_param("deny_customers", deny).ok());
       REQUIRE(evaluator.set_param("deny_customers", deny).ok());
     }
     Region r;
@@ -420,16 +432,16 @@ TEST_CASE("an acl on a string field and a rate limit allocate nothing per call t
       ::mrpc::testing::count_allocations_everywhere = true;
       const uint64_t before = ::mrpc::testing::counted_allocations.load();
       for (int i = 0; i < n; ++i) {
-        clock.advance(std::chrono::milliseconds(10));
+        jitted.clock.advance(std::chrono::milliseconds(10));
         Verdict v = runner.run(ir::Event::kRequest, view);
         REQUIRE(v.outcome == Verdict::Outcome::kContinue);
       }
       ::mrpc::testing::count_allocations_everywhere = false;
       return ::mrpc::testing::counted_allocations.load() - before;
     };
-    calls(**compiled, 100);  // warm: temp cells and map entries made
+    calls(*compiled, 100);  // warm: temp cells and map entries made
     calls(evaluator, 100);
-    uint64_t jit_allocations = calls(**compiled, 1000);
+    uint64_t jit_allocations = calls(*compiled, 1000);
     uint64_t evaluator_allocations = calls(evaluator, 1000);
     MESSAGE(std::string(name) << ": allocations in 1000 calls: jit " << jit_allocations
                               << ", evaluator " << evaluator_allocations);
@@ -451,15 +463,11 @@ policy lying {
 )");
   INFO(built.rendered);
   REQUIRE(built.verified);
-  const ir::Policy& policy = built.unit->policies[0];
-  auto jit = make_jit();
-  auto compiler = make_compiler(*jit);
-  ManualClock clock;
-  SeededRandom random(1);
-  auto compiled = compiler->compile(policy, clock, random);
-  REQUIRE(compiled.ok());
-  CHECK((*compiled)->evaluator_statements() == 0);
-  CHECK((*compiled)->evaluator_expressions() == 0);
+  JitCompiled jitted(built);
+  const ir::Policy& policy = jitted.policy;
+  const auto& compiled = jitted.compiled;
+  CHECK(compiled->evaluator_statements() == 0);
+  CHECK(compiled->evaluator_expressions() == 0);
 
   const MessageLayout& in = *policy.methods[0].input;
   Region r;
@@ -472,7 +480,7 @@ policy lying {
   c.service = "shop.Orders";
   c.method = "PlaceOrder";
   c.view.request = r.view(body, in);
-  Verdict v = (*compiled)->run(ir::Event::kRequest, c.get());
+  Verdict v = compiled->run(ir::Event::kRequest, c.get());
   CHECK(v.outcome == Verdict::Outcome::kContinue);
   CHECK(v.delay_ns == 1'000'000);
 
@@ -484,17 +492,17 @@ policy lying {
   card.size = static_cast<uint32_t>(r.bytes().size() - card.offset + 1);
   r.put(body + in.field_by_name("credit_card")->offset, card);
   c.view.request = r.view(body, in);
-  CHECK((*compiled)->run(ir::Event::kRequest, c.get()).outcome == Verdict::Outcome::kContinue);
+  CHECK(compiled->run(ir::Event::kRequest, c.get()).outcome == Verdict::Outcome::kContinue);
   // Exactly to the end: read.
   card.size -= 1;
   r.put(body + in.field_by_name("credit_card")->offset, card);
-  Verdict read = (*compiled)->run(ir::Event::kRequest, c.get());
+  Verdict read = compiled->run(ir::Event::kRequest, c.get());
   CHECK(read.outcome == Verdict::Outcome::kReject);
   CHECK(read.message.rfind("read 4111", 0) == 0);
 
   // A body that does not fit the region: every field is its default.
   c.view.request.body_offset = r.bytes().size() - 8;
-  CHECK((*compiled)->run(ir::Event::kRequest, c.get()).outcome == Verdict::Outcome::kContinue);
+  CHECK(compiled->run(ir::Event::kRequest, c.get()).outcome == Verdict::Outcome::kContinue);
 }
 
 TEST_CASE("instances of one policy share its module and the last one unloads it") {
@@ -602,15 +610,30 @@ TEST_CASE(
   CHECK(after < before + (4u << 20));
 }
 
-TEST_CASE("a policy compiled again with the object cache is loaded from it") {
-  std::string dir = fmt::format("{}/mrpc-policy-cache-{}",
-                                std::filesystem::temp_directory_path().string(), getpid());
-  std::filesystem::remove_all(dir);
+// The acl-by-field policy, built and verified, with what a compile takes and a fresh directory
+// for an object cache (emptied before the test and removed after it).
+struct CachedAclCase {
+  explicit CachedAclCase(std::string_view name)
+      : dir(fmt::format("{}/{}-{}", std::filesystem::temp_directory_path().string(), name,
+                        getpid())) {
+    std::filesystem::remove_all(dir);
+    REQUIRE(built.verified);
+  }
+  ~CachedAclCase() { std::filesystem::remove_all(dir); }
+  const ir::Policy& policy() const { return built.unit->policies[0]; }
+
+  const std::string dir;
   Built built = build("acl.mpol", kAclByField);
-  REQUIRE(built.verified);
-  const ir::Policy& policy = built.unit->policies[0];
   ManualClock clock;
-  SeededRandom random(1);
+  SeededRandom random{1};
+};
+
+TEST_CASE("a policy compiled again with the object cache is loaded from it") {
+  CachedAclCase acl("mrpc-policy-cache");
+  const std::string& dir = acl.dir;
+  const ir::Policy& policy = acl.policy();
+  ManualClock& clock = acl.clock;
+  SeededRandom& random = acl.random;
   {
     auto jit = make_jit(dir);
     auto compiler = make_compiler(*jit);
@@ -627,7 +650,108 @@ TEST_CASE("a policy compiled again with the object cache is loaded from it") {
   c.service = "hotel.Reservation";
   c.method = "MakeReservation";
   CHECK((*compiled)->run(ir::Event::kRequest, c.get()).outcome == Verdict::Outcome::kContinue);
-  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE(
+    "the policy compiler's own object cache skips llvm on a second compile, refuses a tampered "
+    "entry and compiles it again") {
+  CachedAclCase acl("mrpc-policy-objects");
+  const std::string& dir = acl.dir;
+  const ir::Policy& policy = acl.policy();
+  ManualClock& clock = acl.clock;
+  SeededRandom& random = acl.random;
+  auto jit = make_jit();  // no Jit-level cache: only the policy compiler's
+  auto compiler = make_compiler(*jit);
+  REQUIRE(compiler->use_object_cache(dir).ok());
+  CHECK((std::filesystem::status(dir).permissions() & std::filesystem::perms::all) ==
+        std::filesystem::perms::owner_all);
+  Value deny;
+  deny.kind = Kind::kSet;
+  deny.items = {Value::of_string("mallory")};
+  // What a run of `compiled` says for a customer, and the counts the entry must carry.
+  auto verdict_for = [&](PolicyRunner& runner, const char* customer) {
+    REQUIRE(runner.set_param("deny_customers", deny).ok());
+    Region r;
+    Call c;
+    c.service = "hotel.Reservation";
+    c.method = "MakeReservation";
+    const MessageLayout& in = *policy.methods[0].input;
+    uint64_t body = r.body(in);
+    r.set_string(body, in, "customer_name", customer);
+    c.view.request = r.view(body, in);
+    return runner.run(ir::Event::kRequest, c.get()).outcome;
+  };
+  std::string key;
+  uint32_t native = 0;
+  uint64_t instructions = 0;
+  {
+    auto first = compiler->compile(policy, clock, random);
+    REQUIRE(first.ok());
+    key = (*first)->module_key();
+    native = (*first)->native_statements();
+    instructions = (*first)->instructions();
+    CHECK(compiler->stats().modules_built == 1);
+    CHECK(compiler->stats().object_cache_hits == 0);
+  }  // unloaded: the next compile cannot share the loaded module
+  const std::string entry = compiler->object_cache_path(key);
+  REQUIRE(std::filesystem::exists(entry));
+  CHECK((std::filesystem::status(entry).permissions() & std::filesystem::perms::all) ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+
+  // A second compile (as after a daemon restart: a fresh compiler on a fresh Jit) hits.
+  auto jit2 = make_jit();
+  auto compiler2 = make_compiler(*jit2);
+  REQUIRE(compiler2->use_object_cache(dir).ok());
+  {
+    auto second = compiler2->compile(policy, clock, random);
+    REQUIRE(second.ok());
+    CHECK(compiler2->stats().object_cache_hits == 1);
+    CHECK(compiler2->stats().modules_built == 0);
+    CHECK((*second)->native_statements() == native);
+    CHECK((*second)->instructions() == instructions);
+    CHECK(verdict_for(**second, "mallory") == Verdict::Outcome::kReject);
+    CHECK(verdict_for(**second, "alice") == Verdict::Outcome::kContinue);
+  }
+
+  // Tampered: one byte of the object flipped. Refused (counted), compiled again, rewritten.
+  {
+    std::fstream file(entry, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekg(-16, std::ios::end);
+    char byte = 0;
+    file.read(&byte, 1);
+    file.seekp(-16, std::ios::end);
+    byte = static_cast<char>(byte ^ 0x5a);
+    file.write(&byte, 1);
+  }
+  {
+    auto third = compiler2->compile(policy, clock, random);
+    REQUIRE(third.ok());
+    CHECK(compiler2->stats().object_cache_rejected == 1);
+    CHECK(compiler2->stats().modules_built == 1);
+    CHECK(compiler2->stats().object_cache_hits == 1);
+    CHECK(verdict_for(**third, "mallory") == Verdict::Outcome::kReject);
+  }
+  {
+    auto fourth = compiler2->compile(policy, clock, random);  // the rewritten entry is good
+    REQUIRE(fourth.ok());
+    CHECK(compiler2->stats().object_cache_hits == 2);
+    CHECK(compiler2->stats().modules_built == 1);
+  }
+  // An entry another user could have written (group-writable) is refused too.
+  std::filesystem::permissions(entry, std::filesystem::perms::group_write,
+                               std::filesystem::perm_options::add);
+  {
+    auto fifth = compiler2->compile(policy, clock, random);
+    REQUIRE(fifth.ok());
+    CHECK(compiler2->stats().object_cache_rejected == 2);
+    CHECK(compiler2->stats().modules_built == 2);
+  }
+  // A directory others may write is refused outright.
+  std::filesystem::permissions(dir, std::filesystem::perms::others_write,
+                               std::filesystem::perm_options::add);
+  Status unsafe = compiler2->use_object_cache(dir);
+  CHECK(unsafe.code() == StatusCode::kFailedPrecondition);
+  CHECK(unsafe.message().find("writable by no one else") != std::string::npos);
 }
 
 // A policy of `statements` counter increments in one handler: about a dozen LLVM instructions each.

@@ -6,12 +6,9 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
-#include <fstream>
-#include <set>
-#include <sstream>
 
+#include "../fuzz_replay.h"
 #include "daemon_inputs.h"
-#include "replay_mutate.h"
 
 namespace mrpc::testing {
 namespace {
@@ -20,43 +17,21 @@ constexpr uint64_t kMutationSeed = 0xd43;
 constexpr int kMutationsPerSeed = 30;
 
 std::vector<std::string> corpus(const char* target, const std::vector<std::string>& generated) {
-  std::set<std::string> out(generated.begin(), generated.end());
-  const auto dir = std::filesystem::path(MRPC_SOURCE_DIR) / "tests/daemon/corpus" / target;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    out.insert(bytes.str());
-  }
-  return {out.begin(), out.end()};
-}
-
-void replay(const char* target, const std::vector<std::string>& seeds,
-            void (*entry)(std::string_view)) {
-  size_t index = 0;  // which input, if one fails: seeds first, then mutations in order
-  CAPTURE(index);
-  for (const std::string& seed : seeds) {
-    entry(seed);
-    ++index;
-  }
-  SeededRandom random(kMutationSeed);
-  for (const std::string& seed : seeds) {
-    for (int i = 0; i < kMutationsPerSeed; ++i, ++index) entry(fuzz::mutate(seed, random));
-  }
-  MESSAGE(std::string(target), ": ", seeds.size(), " seeds and ", seeds.size() * kMutationsPerSeed,
-          " mutations (seed ", kMutationSeed, ") went through");
+  return fuzz::seeds_and_files(
+      generated, std::filesystem::path(MRPC_SOURCE_DIR) / "tests/daemon/corpus" / target);
 }
 
 TEST_CASE("the app-socket frame corpus and a fixed set of its mutations leave the daemon serving") {
   auto seeds = corpus("app_socket", fuzz::frame_seeds());
   REQUIRE(seeds.size() >= 8);
-  replay("app_socket", seeds, fuzz::app_socket_frames);
+  replay_fuzz_inputs("app_socket", seeds, fuzz::app_socket_frames, kMutationSeed,
+                     kMutationsPerSeed);
 }
 
 TEST_CASE("the ring entry corpus and a fixed set of its mutations leave the daemon serving") {
   auto seeds = corpus("ring", fuzz::ring_seeds());
   REQUIRE(seeds.size() >= 6);
-  replay("ring", seeds, fuzz::ring_entries);
+  replay_fuzz_inputs("ring", seeds, fuzz::ring_entries, kMutationSeed, kMutationsPerSeed);
 }
 
 }  // namespace

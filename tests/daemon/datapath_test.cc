@@ -458,3 +458,39 @@ TEST_CASE("error text reaches a caller whose receive region is completely full")
   REQUIRE(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));
   check_echo_works(*client, server.service_id(), id + 1);
 }
+
+TEST_CASE(
+    "at spin 0 and one call in flight the daemon sleeps between calls, and its wake-ups arm no "
+    "timer and look at no listener") {
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.spin_budget = 0ns;
+  EmbeddedDaemon daemon(config);
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  CHECK(echo_calls(*client, server.service_id(), 1, 200) == 200);  // warm-up
+  const DaemonStats before = daemon.daemon.stats();
+  constexpr uint64_t kCalls = 2000;
+  CHECK(echo_calls(*client, server.service_id(), 201, kCalls) == kCalls);
+  const DaemonStats after = daemon.daemon.stats();
+  const double calls = kCalls;
+  const double sleeps = (after.runtime_sleeps - before.runtime_sleeps) / calls;
+  const double rounds = (after.runtime_rounds - before.runtime_rounds) / calls;
+  const double checks = (after.runtime_event_checks - before.runtime_event_checks) / calls;
+  const uint64_t arms = after.runtime_timer_arms - before.runtime_timer_arms;
+  const uint64_t listener = after.listener_checks - before.listener_checks;
+  MESSAGE("per call: ", sleeps, " sleeps, ", rounds, " rounds, ", checks, " epoll_waits; over ",
+          kCalls, " calls: ", arms, " timerfd arms, ", listener, " listener checks (",
+          config.runtime_threads, " runtime threads)");
+  // Sleeps between calls (a request and its reply each wake it, at most, per shard they cross),
+  // and no spinning: a spinning runtime makes thousands of rounds per call.
+  const double threads = static_cast<double>(config.runtime_threads);
+  CHECK(sleeps >= 0.5);
+  CHECK(sleeps <= 2.5 * threads);
+  CHECK(rounds <= 6 * threads);
+  // One epoll_wait per sleep, and the busy rounds' periodic check (every millisecond) on top.
+  CHECK(checks <= sleeps + 0.5);
+  // Deadlines that keep moving out do not re-arm the timerfd at each sleep, and app doorbells
+  // do not make the daemon accept4 on its listeners (before: once per sleep and once per ms).
+  CHECK(arms <= kCalls / 100);
+  CHECK(listener <= 2);
+}

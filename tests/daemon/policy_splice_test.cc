@@ -76,6 +76,12 @@ StatusCode one_call(TestApp& app, uint32_t service, uint64_t id, const std::stri
 const std::string kStdlib = MRPC_SOURCE_DIR "/stdlib-policies/";
 const std::string kEchoProtos = MRPC_SOURCE_DIR "/examples/echo";
 
+// Loads the standard library's policy `name` (stdlib-policies/<name>.mpol) from its file.
+json load_stdlib(EmbeddedDaemon& daemon, const std::string& name) {
+  const std::string path = kStdlib + name + ".mpol";
+  return load(daemon, path, read_file(path));
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -85,19 +91,21 @@ TEST_CASE(
   EchoServer server(daemon.app_socket());
   auto allowed = TestApp::connect(daemon.app_socket(), "frontend");
   auto denied = TestApp::connect(daemon.app_socket(), "intruder");
-  load(daemon, kStdlib + "acl.mpol", read_file(kStdlib + "acl.mpol"));
+  load_stdlib(daemon, "acl");
 
   // Load runs during the attach: both clients keep calling meanwhile.
   std::atomic<bool> attached{false}, detached{false};
   std::atomic<uint64_t> denied_while_attached{0}, ok_after_detach{0};
   EchoOutcomes frontend_outcomes;
+  // At least one batch: with the attach loading cached code, the whole attach-detach sequence
+  // can end before this thread is first scheduled.
   std::thread frontend([&] {
     uint64_t id = 1;
-    while (!detached) {
+    do {
       auto outcome = echo_load(*allowed, server.service_id(), id, 200, 10s);
       frontend_outcomes.ok += outcome.ok;
       for (auto& [code, n] : outcome.failed) frontend_outcomes.failed[code] += n;
-    }
+    } while (!detached);
   });
   uint64_t id = 1;
   CHECK(one_call(*denied, server.service_id(), id++, "before") == StatusCode::kOk);
@@ -124,6 +132,47 @@ TEST_CASE(
   CHECK(frontend_outcomes.failed.empty());
   CHECK(frontend_outcomes.ok > 0);
   CHECK(control(daemon, "list")["attached"].empty());
+}
+
+TEST_CASE(
+    "a policy compiled once is loaded from the daemon's on-disk object cache by the attach after "
+    "its load and by a second attach, without llvm") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto denied = TestApp::connect(daemon.app_socket(), "intruder");
+  // The policy JIT is one per process: its counters add up over every daemon of this test binary.
+  const DaemonStats before = daemon.daemon.stats();
+  load_stdlib(daemon, "acl");
+  const DaemonStats loaded = daemon.daemon.stats();
+  const json attach_args{{"policy", "acl"}, {"params", {{"deny_callers", {"intruder"}}}}};
+  uint64_t id = 1;
+  for (int round = 0; round < 2; ++round) {
+    CAPTURE(round);
+    must(control(daemon, "attach", attach_args));
+    CHECK(one_call(*denied, server.service_id(), id++, "attached") ==
+          StatusCode::kPermissionDenied);
+    must(control(daemon, "detach", {{"name", "acl"}}));
+    CHECK(one_call(*denied, server.service_id(), id++, "detached") == StatusCode::kOk);
+  }
+  const DaemonStats after = daemon.daemon.stats();
+  MESSAGE("policy JIT: modules built ", after.policy_modules_built - before.policy_modules_built,
+          ", loaded from the object cache ",
+          after.policy_object_cache_hits - before.policy_object_cache_hits);
+  auto stats_text = ControlServer::request(daemon.control_socket(), "stats");
+  REQUIRE(stats_text.ok());
+  const json stats = json::parse(*stats_text, nullptr, false);
+  REQUIRE(stats["policy_jit"]["runner"] == "jit");
+  // The load compiled it (LLVM ran once); each attach found the module unloaded (the load's
+  // runners and the first attach's operators are gone) and loaded the object from disk.
+  CHECK(loaded.policy_modules_built - before.policy_modules_built == 1);
+  CHECK(after.policy_modules_built == loaded.policy_modules_built);
+  CHECK(after.policy_object_cache_hits - loaded.policy_object_cache_hits >= 2);
+  CHECK(after.policy_object_cache_rejected == before.policy_object_cache_rejected);
+  CHECK(stats["policy_jit"]["object_cache_hits"] == after.policy_object_cache_hits);
+  bool entry_found = false;
+  for (const auto& e : std::filesystem::directory_iterator(daemon.dir.path("jit-cache")))
+    entry_found = entry_found || e.path().extension() == ".mrpcobj";
+  CHECK(entry_found);
 }
 
 TEST_CASE(
@@ -211,10 +260,10 @@ TEST_CASE("the Prometheus text of the control socket equals the calls made by ca
   EchoServer server(daemon.app_socket());
   auto a = TestApp::connect(daemon.app_socket(), "alpha");
   auto b = TestApp::connect(daemon.app_socket(), "beta");
-  load(daemon, kStdlib + "acl.mpol", read_file(kStdlib + "acl.mpol"));
+  load_stdlib(daemon, "acl");
   must(control(daemon, "attach", {{"policy", "acl"}, {"params", {{"deny_callers", {"beta"}}}}}));
   // After the acl on the callee's side: it sees only the calls the acl let through.
-  load(daemon, kStdlib + "metrics.mpol", read_file(kStdlib + "metrics.mpol"));
+  load_stdlib(daemon, "metrics");
   must(control(daemon, "attach", {{"policy", "metrics"}}));
   // rpc.size is the request's bytes (the message is walked and copied for it).
   load(daemon, "sized.mpol",
@@ -304,7 +353,7 @@ TEST_CASE("policy commands with bad input answer a clear error and change nothin
   auto raw = ControlServer::request(daemon.control_socket(), "attach {not json");
   REQUIRE(raw.ok());
   CHECK(json::parse(*raw)["code"] == "INVALID_ARGUMENT");
-  load(daemon, kStdlib + "acl.mpol", read_file(kStdlib + "acl.mpol"));
+  load_stdlib(daemon, "acl");
   json wrong_type =
       control(daemon, "attach", {{"policy", "acl"}, {"params", {{"deny_callers", 3}}}});
   CHECK(wrong_type["code"] == "INVALID_ARGUMENT");

@@ -101,6 +101,39 @@ struct HostileRun {
   uint64_t flipped = 48;
   uint64_t fixed_denied = 8;
   Tally flipped_calls, denied_calls, allowed_calls;
+
+  // Keeps kSlots calls in flight until `total` have started and every one has ended:
+  // `submit(id)` posts call `id` (with its slot's request); each ended call counts in its slot's
+  // Tally, and `on_ok(tally, done)` looks at an OK call's reply before it is released.
+  template <typename Submit, typename OnOk>
+  void run_calls(TestApp& mallory, uint64_t total, Submit submit, OnOk on_ok) {
+    uint64_t started = 0, ended = 0;
+    auto start = [&](uint64_t id) {
+      submit(id);
+      ++started;
+    };
+    for (uint64_t id = 1; id <= kSlots && started < total; ++id) start(id);
+    while (ended < started) {
+      auto done = mallory.next_completion(30s);
+      REQUIRE_MESSAGE(done.has_value(), "a call never ended (", started - ended, " waiting)");
+      if (done->kind != shm::EntryKind::kCallDone) continue;
+      ++ended;
+      const uint64_t slot = (done->call_id - 1) % kSlots;
+      Tally& tally = slot < flipped                  ? flipped_calls
+                     : slot < flipped + fixed_denied ? denied_calls
+                                                     : allowed_calls;
+      const StatusCode code = call_status(*done);
+      if (code == StatusCode::kOk) {
+        ++tally.ok;
+        on_ok(tally, *done);
+        mallory.release(done->message_offset);
+      } else {
+        ++(code == StatusCode::kPermissionDenied ? tally.denied : tally.other);
+        if (done->detail_offset != shm::kNoOffset) mallory.release(done->detail_offset);
+      }
+      if (started < total) start(done->call_id + kSlots);
+    }
+  }
 };
 
 // 100,000 calls of a client flipping its requests' text under an ACL at `placement`.
@@ -132,33 +165,15 @@ void request_flips(const std::string& placement) {
   Flipper flipper(flipped_texts, "public", "secret");
 
   const uint64_t total = tries();
-  uint64_t started = 0, ended = 0;
-  auto start = [&](uint64_t id) {
-    mallory->submit(
-        mallory->call_entry(server.service_id(), id, requests[(id - 1) % HostileRun::kSlots], 30s));
-    ++started;
-  };
-  for (uint64_t id = 1; id <= HostileRun::kSlots && started < total; ++id) start(id);
-  while (ended < started) {
-    auto done = mallory->next_completion(30s);
-    REQUIRE_MESSAGE(done.has_value(), "a call never ended (", started - ended, " waiting)");
-    if (done->kind != shm::EntryKind::kCallDone) continue;
-    ++ended;
-    const uint64_t slot = (done->call_id - 1) % HostileRun::kSlots;
-    Tally& tally = slot < run.flipped                      ? run.flipped_calls
-                   : slot < run.flipped + run.fixed_denied ? run.denied_calls
-                                                           : run.allowed_calls;
-    const StatusCode code = call_status(*done);
-    if (code == StatusCode::kOk) {
-      ++tally.ok;
-      if (mallory->received_text(done->message_offset) == "secret") ++tally.denied_delivered;
-      mallory->release(done->message_offset);
-    } else {
-      ++(code == StatusCode::kPermissionDenied ? tally.denied : tally.other);
-      if (done->detail_offset != shm::kNoOffset) mallory->release(done->detail_offset);
-    }
-    if (started < total) start(done->call_id + HostileRun::kSlots);
-  }
+  run.run_calls(
+      *mallory, total,
+      [&](uint64_t id) {
+        mallory->submit(mallory->call_entry(server.service_id(), id,
+                                            requests[(id - 1) % HostileRun::kSlots], 30s));
+      },
+      [&](Tally& tally, const shm::RingEntry& done) {
+        if (mallory->received_text(done.message_offset) == "secret") ++tally.denied_delivered;
+      });
   flipper.stop();
   MESSAGE(
       fmt::format("at {}: {} calls, {} flips; rewritten requests: {} passed, {} denied, {} "
@@ -313,35 +328,16 @@ TEST_CASE(
   Flipper flipper(flipped_values, "guest", "admin");
 
   const uint64_t total = tries();
-  uint64_t started = 0, ended = 0;
-  auto start = [&](uint64_t id) {
-    const Request& request = requests[(id - 1) % HostileRun::kSlots];
-    shm::RingEntry entry = mallory->call_entry(server.service_id(), id, request.message, 30s);
-    entry.metadata_offset = request.metadata.first;
-    entry.metadata_length = request.metadata.second;
-    mallory->submit(entry);
-    ++started;
-  };
-  for (uint64_t id = 1; id <= HostileRun::kSlots && started < total; ++id) start(id);
-  while (ended < started) {
-    auto done = mallory->next_completion(30s);
-    REQUIRE_MESSAGE(done.has_value(), "a call never ended (", started - ended, " waiting)");
-    if (done->kind != shm::EntryKind::kCallDone) continue;
-    ++ended;
-    const uint64_t slot = (done->call_id - 1) % HostileRun::kSlots;
-    Tally& tally = slot < run.flipped                      ? run.flipped_calls
-                   : slot < run.flipped + run.fixed_denied ? run.denied_calls
-                                                           : run.allowed_calls;
-    const StatusCode code = call_status(*done);
-    if (code == StatusCode::kOk) {
-      ++tally.ok;
-      mallory->release(done->message_offset);
-    } else {
-      ++(code == StatusCode::kPermissionDenied ? tally.denied : tally.other);
-      if (done->detail_offset != shm::kNoOffset) mallory->release(done->detail_offset);
-    }
-    if (started < total) start(done->call_id + HostileRun::kSlots);
-  }
+  run.run_calls(
+      *mallory, total,
+      [&](uint64_t id) {
+        const Request& request = requests[(id - 1) % HostileRun::kSlots];
+        shm::RingEntry entry = mallory->call_entry(server.service_id(), id, request.message, 30s);
+        entry.metadata_offset = request.metadata.first;
+        entry.metadata_length = request.metadata.second;
+        mallory->submit(entry);
+      },
+      [](Tally&, const shm::RingEntry&) {});
   flipper.stop();
   MESSAGE(
       fmt::format("{} calls, {} flips; rewritten metadata: {} passed, {} denied, {} other; "

@@ -165,3 +165,90 @@ TEST_CASE("the scheduler places tasks on its least loaded runtime") {
   CHECK(scheduler.runtime(0).task_count() == 1);
   CHECK(scheduler.runtime(1).task_count() == 1);
 }
+
+namespace {
+// A task whose earliest timer the test sets.
+class TimerTask final : public Task {
+ public:
+  bool run() override { return false; }
+  MonoTime next_timer() const override { return timer; }
+  MonoTime timer = kNoDeadline;
+};
+}  // namespace
+
+TEST_CASE("a sleeping runtime arms its timerfd only when a task needs an earlier timer") {
+  const Clock& clock = MonotonicClock::instance();
+  Runtime runtime(clock, RuntimeOptions{.spin_budget = 0ns});
+  auto task = std::make_shared<TimerTask>();
+  runtime.add(task);
+  // Timers that keep moving out (a new call's deadline each time): armed once, for the first.
+  task->timer = clock.now() + std::chrono::nanoseconds(10s).count();
+  for (int i = 0; i < 100; ++i) {
+    runtime.wake();  // each sleep ends at once
+    REQUIRE(runtime.sleep_once());
+    task->timer += std::chrono::nanoseconds(1ms).count();
+  }
+  CHECK(runtime.stats().sleeps == 100);
+  CHECK(runtime.stats().timer_arms == 1);
+  // No timer needed any more: the armed one stays (one idle wake-up when it fires), no syscall.
+  task->timer = kNoDeadline;
+  runtime.wake();
+  REQUIRE(runtime.sleep_once());
+  CHECK(runtime.stats().timer_arms == 1);
+  // An earlier timer is armed, and the sleep ends when it fires (no wake() this time).
+  task->timer = clock.now() + std::chrono::nanoseconds(5ms).count();
+  const MonoTime before = clock.now();
+  REQUIRE(runtime.sleep_once());
+  CHECK(clock.now() - before >= std::chrono::nanoseconds(4ms).count());
+  CHECK(runtime.stats().timer_arms == 2);
+  // It fired, so the timerfd is disarmed: the same kind of timer is armed again.
+  task->timer = clock.now() + std::chrono::nanoseconds(5ms).count();
+  REQUIRE(runtime.sleep_once());
+  CHECK(runtime.stats().timer_arms == 3);
+}
+
+TEST_CASE("a round right after an event check knows its readiness flags are fresh") {
+  Runtime runtime(MonotonicClock::instance(), RuntimeOptions{.spin_budget = 0ns});
+  struct FreshProbe final : public Task {
+    bool run() override {
+      seen.push_back(runtime->events_fresh());
+      return false;
+    }
+    Runtime* runtime = nullptr;
+    std::vector<bool> seen;
+  };
+  auto probe = std::make_shared<FreshProbe>();
+  probe->runtime = &runtime;
+  runtime.add(probe);
+  runtime.run_once();  // no event check yet
+  runtime.wake();
+  REQUIRE(runtime.sleep_once());
+  runtime.run_once();  // after a sleep: fresh
+  runtime.run_once();  // the round after: stale (data may have come since)
+  CHECK(probe->seen == std::vector<bool>{false, true, false});
+}
+
+TEST_CASE("a task placed last runs after every task added later, in each round") {
+  Runtime runtime(MonotonicClock::instance(), RuntimeOptions{.spin_budget = 0ns});
+  std::vector<int> order;
+  struct Recorder final : public Task {
+    Recorder(std::vector<int>& into, int which) : order(into), id(which) {}
+    bool run() override {
+      order.push_back(id);
+      return false;
+    }
+    std::vector<int>& order;
+    int id;
+  };
+  auto last = std::make_shared<Recorder>(order, 9);
+  runtime.add(std::make_shared<Recorder>(order, 1));
+  runtime.add(last, TaskPlace::kLast);
+  runtime.add(std::make_shared<Recorder>(order, 2));
+  runtime.run_once();
+  CHECK(order == std::vector<int>{1, 2, 9});
+  runtime.remove(last.get());
+  runtime.add(std::make_shared<Recorder>(order, 3));
+  order.clear();
+  runtime.run_once();
+  CHECK(order == std::vector<int>{1, 2, 3});
+}

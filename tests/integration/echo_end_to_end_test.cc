@@ -24,6 +24,7 @@
 
 using namespace std::chrono_literals;
 using mrpc::StatusCode;
+using mrpc::testing::echo_once;
 using mrpc::testing::EchoHost;
 using mrpc::testing::LocalHost;
 
@@ -34,17 +35,6 @@ mrpc::Owned<echo::EchoRequest> make_request(mrpc::Channel& channel, const std::s
   request.set_text(text);
   request.set_payload("0123456789abcdef");
   return request;
-}
-
-mrpc::Status call_once(const std::shared_ptr<mrpc::Channel>& channel,
-                       std::chrono::nanoseconds timeout = 10s) {
-  echo::EchoService::Client client(channel);
-  mrpc::CallOptions options;
-  options.timeout = timeout;
-  auto reply = client.Echo(make_request(*channel, "once"), options);
-  if (!reply.ok()) return reply.status();
-  if (reply->text() != "once") return mrpc::Status(StatusCode::kDataLoss, "wrong reply");
-  return {};
 }
 
 // The daemon's receive-region bytes in use (all apps), once it has caught up with the releases
@@ -93,7 +83,7 @@ TEST_CASE(
   EchoHost echo;
   LocalHost& host = echo.host;
   std::shared_ptr<mrpc::Channel>& channel = echo.channel;
-  REQUIRE(call_once(channel).ok());
+  REQUIRE(echo_once(channel, "once").ok());
   REQUIRE(receive_bytes_settled(host, 0) == 0);
   echo::EchoService::Client client(channel);
   mrpc::CallOptions options;
@@ -128,7 +118,7 @@ TEST_CASE(
   LocalHost& host = echo.host;
   std::shared_ptr<mrpc::Channel>& channel = echo.channel;
   // One call first, so lazily created state (service registration) is in the baseline.
-  REQUIRE(call_once(channel).ok());
+  REQUIRE(echo_once(channel, "once").ok());
   const uint64_t heap_before = channel->heap().used_bytes();
   const uint64_t receive_before = receive_bytes_settled(host, 0);
 
@@ -166,7 +156,7 @@ TEST_CASE(
   REQUIRE(host.start_daemon().ok());
   auto channel = host.connect();
   REQUIRE(channel.ok());
-  mrpc::Status status = call_once(*channel, 60s);
+  mrpc::Status status = echo_once(*channel, "once", {}, 60s);
   CHECK(status.code() == StatusCode::kUnavailable);
   // The daemon's reason reaches the caller (through the receive region, then released).
   CHECK(status.message() == "no app serves echo.EchoService");
@@ -178,7 +168,7 @@ TEST_CASE(
   EchoHost echo({"--delay-ms", "1000"});
   std::shared_ptr<mrpc::Channel>& channel = echo.channel;
 
-  CHECK(call_once(channel, 50ms).code() == StatusCode::kDeadlineExceeded);
+  CHECK(echo_once(channel, "once", {}, 50ms).code() == StatusCode::kDeadlineExceeded);
 
   echo::EchoService::Client client(channel);
   mrpc::CallOptions options;
@@ -226,7 +216,7 @@ TEST_CASE("a server killed mid-load fails its pending calls and the daemon keeps
   mrpc::testing::check_document(*reply);
   auto new_server = host.start_echo_server();
   REQUIRE_MESSAGE(new_server.ok(), new_server.status().to_string());
-  mrpc::Status after_restart = call_once(*channel);
+  mrpc::Status after_restart = echo_once(*channel, "once");
   CHECK_MESSAGE(after_restart.ok(), after_restart.to_string());
 }
 
@@ -235,17 +225,17 @@ TEST_CASE(
   EchoHost echo;
   LocalHost& host = echo.host;
   std::shared_ptr<mrpc::Channel>& channel = echo.channel;
-  REQUIRE(call_once(channel).ok());
+  REQUIRE(echo_once(channel, "once").ok());
 
   host.kill_daemon();
-  CHECK(call_once(channel, 60s).code() == StatusCode::kUnavailable);
+  CHECK(echo_once(channel, "once", {}, 60s).code() == StatusCode::kUnavailable);
 
   REQUIRE(host.start_daemon().ok());
   // Both apps reconnect in the background (with backoff) and the server serves again. Bounded by
   // attempts, not by a measured time.
   mrpc::Status last;
   for (int attempt = 0; attempt < 600; ++attempt) {
-    last = call_once(channel, 5s);
+    last = echo_once(channel, "once", {}, 5s);
     if (last.ok()) break;
     std::this_thread::sleep_for(50ms);
   }
@@ -256,8 +246,8 @@ TEST_CASE("an idle daemon sleeps: under 5% of a core over 2 s") {
   EchoHost echo;
   LocalHost& host = echo.host;
   std::shared_ptr<mrpc::Channel>& channel = echo.channel;
-  REQUIRE(call_once(channel).ok());    // apps connected, then everyone goes quiet
-  std::this_thread::sleep_for(200ms);  // past the spin budget
+  REQUIRE(echo_once(channel, "once").ok());  // apps connected, then everyone goes quiet
+  std::this_thread::sleep_for(200ms);        // past the spin budget
   auto before = host.daemon().cpu();
   REQUIRE(before.ok());
   std::this_thread::sleep_for(2s);

@@ -2,8 +2,9 @@
 // and keepalive checks: a peer that stops reading fills the link's bounded send queue and further
 // calls fail RESOURCE_EXHAUSTED while daemon A's memory stays bounded; after a partition under
 // load both daemons' memory returns to its level before the load, and daemon A's after daemon B
-// is killed under load; an idle link's silent peer is
-// found by the keepalive before any call is sent into it. Memory is judged from the daemons' own
+// is killed under load; an idle link's silent peer is found by the keepalive before any call is
+// sent into it, and a daemon that was itself stopped past the keepalive timeout does not blame a
+// peer that kept talking. Memory is judged from the daemons' own
 // counters (`stats`) and their anonymous resident memory (/proc/PID/status RssAnon), each with the
 // bound stated where it is checked; waits are bounded polls of those counters, not timings.
 // Registered twice: 1 and 3 runtime threads per daemon (SHARDED).
@@ -26,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "echo.mrpc.h"
+#include "echo_host.h"
 #include "echo_load.h"
 #include "mrpc/base/limits.h"
 #include "tcp/frame.h"
@@ -33,6 +35,7 @@
 
 using namespace std::chrono_literals;
 using mrpc::StatusCode;
+using mrpc::testing::echo_once;
 using mrpc::testing::LocalHost;
 using mrpc::testing::TwoHosts;
 
@@ -83,20 +86,6 @@ bool eventually(Done done, int attempts = 1000) {
     std::this_thread::sleep_for(10ms);
   }
   return done();
-}
-
-mrpc::Status call_once(const std::shared_ptr<mrpc::Channel>& channel, const std::string& text,
-                       std::chrono::nanoseconds timeout = 10s) {
-  echo::EchoService::Client client(channel);
-  auto request = echo::EchoRequest::create(channel->heap());
-  request.set_text(text);
-  mrpc::CallOptions options;
-  options.timeout = timeout;
-  auto reply = client.Echo(std::move(request), options);
-  if (!reply.ok()) return reply.status();
-  if (reply->text() != text)
-    return mrpc::Status(StatusCode::kDataLoss, "the reply differs from the request");
-  return {};
 }
 
 // The frames the slow peer sends, encoded by the real encoder (hex, for its script).
@@ -284,6 +273,39 @@ TEST_CASE(
   CHECK(ended.total() == started_calls + kMoreCalls);  // each call ended exactly once
 }
 
+TEST_CASE(
+    "a daemon stopped for longer than the keepalive timeout reads what its peer sent meanwhile "
+    "before judging it silent: the link and its call survive") {
+  TwoHosts hosts;
+  mrpc::Status started = hosts.start_daemons();
+  REQUIRE_MESSAGE(started.ok(), started.to_string());
+  hosts.b().kill_daemon();  // B's address and port now belong to the slow peer (pings every 200 ms)
+  mrpc::Subprocess peer = start_slow_peer(hosts);
+  Ended ended;  // before the channel: it outlives the channel's completion thread
+  auto channel = hosts.a().connect("stalled_client");
+  REQUIRE_MESSAGE(channel.ok(), channel.status().to_string());
+  start_echo(*channel, "waits on the link", ended);  // the peer never answers it
+  REQUIRE(eventually([&] { return tcp_counter(hosts.a(), "calls_sent") == 1; }));
+
+  // Daemon A stops for longer than kTcpKeepaliveTimeout; the peer's pings pile up in A's socket.
+  // When A runs again its keepalive sweep is due at once: it must read those pings first.
+  const pid_t daemon_a = hosts.a().daemon().pid();
+  REQUIRE(::kill(daemon_a, SIGSTOP) == 0);
+  std::this_thread::sleep_for(mrpc::limits::kTcpKeepaliveTimeout + 1s);
+  REQUIRE(::kill(daemon_a, SIGCONT) == 0);
+  // A heard the peer again (its bytes_received grows with each ping) ...
+  const uint64_t received = tcp_counter(hosts.a(), "bytes_received");
+  REQUIRE(eventually([&] { return tcp_counter(hosts.a(), "bytes_received") > received; }));
+  // ... and never closed the link: the call still waits on it.
+  CHECK(tcp_counter(hosts.a(), "keepalive_timeouts") == 0);
+  CHECK(tcp_counter(hosts.a(), "links_open") == 1);
+  CHECK(ended.total() == 0);
+  peer.stop(SIGKILL, 0ms);  // now the call fails: the link is gone
+  CHECK(eventually([&] { return ended.of(StatusCode::kUnavailable) == 1; }));
+  (*channel).reset();
+  CHECK(ended.total() == 1);
+}
+
 namespace {
 
 // How the load of memory_returns_after() is broken.
@@ -298,18 +320,13 @@ enum class Break {
 // queue) exactly, and their anonymous resident memory within 8 MiB (the allocator keeps some freed
 // memory; the load moved up to 16 MiB at a time through each daemon's buffers).
 void memory_returns_after(Break how) {
-  TwoHosts hosts;
+  mrpc::testing::EchoAcrossHosts setup("memory_client");
+  TwoHosts& hosts = setup.hosts;
   if (how == Break::kCutLink && !hosts.namespaces()) {
     MESSAGE("SKIPPED: no network namespaces here, so there is no link to cut");
     return;
   }
-  mrpc::Status started = hosts.start_daemons();
-  REQUIRE_MESSAGE(started.ok(), started.to_string());
-  auto server = hosts.b().start_echo_server();
-  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
-  auto channel = hosts.a().connect("memory_client");
-  REQUIRE_MESSAGE(channel.ok(), channel.status().to_string());
-  REQUIRE(call_once(*channel, "warm-up").ok());
+  REQUIRE(echo_once(setup.channel, "warm-up").ok());
   // The baseline once the warm-up's release has reached A (libmrpc posts it quietly).
   nlohmann::json a_before, b_before;
   REQUIRE(eventually([&] {
@@ -327,7 +344,7 @@ void memory_returns_after(Break how) {
   load.same_payload = true;
   load.timeout = 30s;  // a hang would show as DEADLINE_EXCEEDED after 30 s
   auto running =
-      std::async(std::launch::async, [&] { return echo::run_echo_load(*channel, load); });
+      std::async(std::launch::async, [&] { return echo::run_echo_load(setup.channel, load); });
   REQUIRE(eventually([&] { return tcp_counter(hosts.a(), "calls_sent") > 2000; }, 3000));
   const uint64_t a_rss_loaded = rss_anon_bytes(hosts.a());
   const uint64_t b_rss_loaded = rss_anon_bytes(hosts.b());
@@ -350,11 +367,13 @@ void memory_returns_after(Break how) {
   } else {
     mrpc::Status restarted = hosts.restart_b();
     REQUIRE_MESSAGE(restarted.ok(), restarted.to_string());
-    server = hosts.b().start_echo_server();
-    REQUIRE_MESSAGE(server.ok(), server.status().to_string());
+    auto restarted_server = hosts.b().start_echo_server();
+    REQUIRE_MESSAGE(restarted_server.ok(), restarted_server.status().to_string());
+    setup.server = std::move(*restarted_server);
   }
   mrpc::Status last;
-  for (int attempt = 0; attempt < 300 && !(last = call_once(*channel, "after", 5s)).ok(); ++attempt)
+  for (int attempt = 0; attempt < 300 && !(last = echo_once(setup.channel, "after", {}, 5s)).ok();
+       ++attempt)
     std::this_thread::sleep_for(20ms);
   REQUIRE_MESSAGE(last.ok(), last.to_string());
 
@@ -407,18 +426,13 @@ TEST_CASE(
 TEST_CASE(
     "an idle link whose peer goes silent is closed by the keepalive on both sides before any "
     "call, and the next call fails UNAVAILABLE instead of waiting for its deadline") {
-  TwoHosts hosts;
+  mrpc::testing::EchoAcrossHosts setup("idle_client");
+  TwoHosts& hosts = setup.hosts;
   if (!hosts.namespaces()) {
     MESSAGE("SKIPPED: no network namespaces here, so there is no link to cut");
     return;
   }
-  mrpc::Status started = hosts.start_daemons();
-  REQUIRE_MESSAGE(started.ok(), started.to_string());
-  auto server = hosts.b().start_echo_server();
-  REQUIRE_MESSAGE(server.ok(), server.status().to_string());
-  auto channel = hosts.a().connect("idle_client");
-  REQUIRE_MESSAGE(channel.ok(), channel.status().to_string());
-  REQUIRE(call_once(*channel, "opens the link").ok());
+  REQUIRE(echo_once(setup.channel, "opens the link").ok());
 
   // Idle (no call waits): the link is still pinged and stays open. Whichever side's peer was
   // silent for kTcpKeepaliveInterval pings; the pong (and the ping itself, at the other side)
@@ -441,7 +455,7 @@ TEST_CASE(
   // A call now is not sent into a link that looks open: it fails UNAVAILABLE (the peer is
   // unreachable or backing off), long before its deadline.
   const auto called_at = std::chrono::steady_clock::now();
-  mrpc::Status during = call_once(*channel, "during the partition", 20s);
+  mrpc::Status during = echo_once(setup.channel, "during the partition", {}, 20s);
   const auto took = std::chrono::steady_clock::now() - called_at;
   MESSAGE(during.to_string());
   CHECK(during.code() == StatusCode::kUnavailable);
@@ -449,7 +463,8 @@ TEST_CASE(
 
   REQUIRE(hosts.set_link(true));
   mrpc::Status last;
-  for (int attempt = 0; attempt < 300 && !(last = call_once(*channel, "after", 5s)).ok(); ++attempt)
+  for (int attempt = 0; attempt < 300 && !(last = echo_once(setup.channel, "after", {}, 5s)).ok();
+       ++attempt)
     std::this_thread::sleep_for(20ms);
   CHECK_MESSAGE(last.ok(), last.to_string());
 }

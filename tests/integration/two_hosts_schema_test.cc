@@ -215,17 +215,31 @@ DynamicService& roundtrip_service() {
   return service;
 }
 
+// The differential's random messages (`per_schema` of each) sent from host A's client to an echo
+// server on host B with the links' encoding set to `encoding`; both daemons' TCP counters after.
+struct RoundTripRun {
+  int calls = 0;
+  nlohmann::json a, b;
+  std::string log_a;
+};
+RoundTripRun round_trip_across_hosts(const char* encoding, int per_schema) {
+  Hosts setup("roundtrip.RoundTrip", encoding);
+  DynamicService& service = roundtrip_service();
+  serve_echo(setup.server, service);
+  RoundTripRun run;
+  run.calls = round_trip_random_messages(setup.clients[0], service, per_schema);
+  run.a = stats(setup.hosts.a()).at("tcp");
+  run.b = stats(setup.hosts.b()).at("tcp");
+  run.log_a = log_of(setup.hosts.a());
+  return run;
+}
+
 }  // namespace
 
 TEST_CASE(
     "the codec differential's random messages round-trip exactly across two daemons in the "
     "native encoding") {
-  Hosts setup("roundtrip.RoundTrip", "native");
-  DynamicService& service = roundtrip_service();
-  serve_echo(setup.server, service);
-  const int calls = round_trip_random_messages(setup.clients[0], service, 100);
-  const nlohmann::json a = stats(setup.hosts.a()).at("tcp");
-  const nlohmann::json b = stats(setup.hosts.b()).at("tcp");
+  const auto [calls, a, b, log_a] = round_trip_across_hosts("native", 100);
   INFO("A: ", a.dump(), " B: ", b.dump());
   CHECK(a.at("requests_sent_native").get<int>() == calls);
   CHECK(a.at("requests_sent_protobuf").get<int>() == 0);
@@ -239,12 +253,7 @@ TEST_CASE(
 TEST_CASE(
     "the codec differential's random messages round-trip exactly across two daemons in the "
     "protobuf encoding") {
-  Hosts setup("roundtrip.RoundTrip", "protobuf");
-  DynamicService& service = roundtrip_service();
-  serve_echo(setup.server, service);
-  const int calls = round_trip_random_messages(setup.clients[0], service, 100);
-  const nlohmann::json a = stats(setup.hosts.a()).at("tcp");
-  const nlohmann::json b = stats(setup.hosts.b()).at("tcp");
+  const auto [calls, a, b, log_a] = round_trip_across_hosts("protobuf", 100);
   INFO("A: ", a.dump(), " B: ", b.dump());
   CHECK(a.at("requests_sent_protobuf").get<int>() == calls);
   CHECK(a.at("requests_sent_native").get<int>() == 0);
@@ -255,11 +264,7 @@ TEST_CASE(
 TEST_CASE(
     "with matching schemas the handshake switches a link to the native encoding and messages "
     "still round-trip exactly") {
-  Hosts setup("roundtrip.RoundTrip", "auto");
-  DynamicService& service = roundtrip_service();
-  serve_echo(setup.server, service);
-  const int calls = round_trip_random_messages(setup.clients[0], service, 20);
-  const nlohmann::json a = stats(setup.hosts.a()).at("tcp");
+  const auto [calls, a, b, log_a] = round_trip_across_hosts("auto", 20);
   INFO("A: ", a.dump());
   CHECK(a.at("schema_offers_sent").get<int>() == 1);
   CHECK(a.at("schema_mismatches").get<int>() == 0);
@@ -267,7 +272,7 @@ TEST_CASE(
   CHECK(a.at("requests_sent_native").get<int>() >= calls - 1);
   CHECK(a.at("requests_sent_native").get<int>() + a.at("requests_sent_protobuf").get<int>() ==
         calls);
-  CHECK(count_of(log_of(setup.hosts.a()), "has another schema") == 0);
+  CHECK(count_of(log_a, "has another schema") == 0);
 }
 
 TEST_CASE(

@@ -14,20 +14,26 @@
 #include <future>
 #include <iterator>
 #include <thread>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "../message/document_fixture.h"
 #include "echo.mrpc.h"
+#include "echo_host.h"
 #include "echo_load.h"
 #include "nested.mrpc.h"
 #include "two_hosts.h"
 
 using namespace std::chrono_literals;
 using mrpc::StatusCode;
+using mrpc::testing::echo_once;
 using mrpc::testing::TwoHosts;
 
 namespace {
+
+// What the single echo calls here carry besides their text.
+const std::string kPayload(100, 'x');
 
 // Calls of the load test: MRPC_TWO_HOSTS_CALLS overrides (the soak run sets 100,000).
 uint32_t load_calls() {
@@ -41,48 +47,11 @@ nlohmann::json stats(mrpc::testing::LocalHost& host) {
   return nlohmann::json::parse(*text);
 }
 
-struct Started {
-  TwoHosts hosts;
-  mrpc::Subprocess server;
-  std::shared_ptr<mrpc::Channel> channel;
-
-  Started() {
-    const std::string where =
-        "hosts on " + hosts.a_address() + " and " + hosts.b_address() + " port " +
-        std::to_string(hosts.port()) +
-        (hosts.namespaces() ? " (network namespaces + veth)" : " (loopback addresses)");
-    MESSAGE(where);
-    mrpc::Status started = hosts.start_daemons();
-    REQUIRE_MESSAGE(started.ok(), started.to_string());
-    auto echo_server = hosts.b().start_echo_server();
-    REQUIRE_MESSAGE(echo_server.ok(), echo_server.status().to_string());
-    server = std::move(*echo_server);
-    auto connected = hosts.a().connect("cross_host_client");
-    REQUIRE_MESSAGE(connected.ok(), connected.status().to_string());
-    channel = std::move(*connected);
-  }
-};
-
-mrpc::Status call_once(const std::shared_ptr<mrpc::Channel>& channel, const std::string& text,
-                       std::chrono::nanoseconds timeout = 10s) {
-  echo::EchoService::Client client(channel);
-  auto request = echo::EchoRequest::create(channel->heap());
-  request.set_text(text);
-  request.set_payload(std::string(100, 'x'));
-  mrpc::CallOptions options;
-  options.timeout = timeout;
-  auto reply = client.Echo(std::move(request), options);
-  if (!reply.ok()) return reply.status();
-  if (reply->text() != text || reply->payload() != std::string(100, 'x'))
-    return mrpc::Status(StatusCode::kDataLoss, "the reply differs from the request");
-  return {};
-}
-
 }  // namespace
 
 TEST_CASE("an echo call from an app on host A is answered by the server behind host B's daemon") {
-  Started setup;
-  mrpc::Status status = call_once(setup.channel, "across hosts");
+  mrpc::testing::EchoAcrossHosts setup("cross_host_client");
+  mrpc::Status status = echo_once(setup.channel, "across hosts", kPayload);
   REQUIRE_MESSAGE(status.ok(), status.to_string());
   const nlohmann::json a = stats(setup.hosts.a());
   const nlohmann::json b = stats(setup.hosts.b());
@@ -93,7 +62,7 @@ TEST_CASE("an echo call from an app on host A is answered by the server behind h
 }
 
 TEST_CASE("the nested example round-trips exactly across two daemons") {
-  Started setup;
+  mrpc::testing::EchoAcrossHosts setup("cross_host_client");
   auto nested_server = setup.hosts.b().start_nested_server();
   REQUIRE_MESSAGE(nested_server.ok(), nested_server.status().to_string());
   nested::DocumentStore::Client documents(setup.channel);
@@ -105,8 +74,8 @@ TEST_CASE("the nested example round-trips exactly across two daemons") {
 }
 
 TEST_CASE("echo calls with 128 in flight cross two daemons and are all answered correctly") {
-  Started setup;
-  REQUIRE(call_once(setup.channel, "warm-up").ok());
+  mrpc::testing::EchoAcrossHosts setup("cross_host_client");
+  REQUIRE(echo_once(setup.channel, "warm-up", kPayload).ok());
   echo::EchoLoadOptions load;
   load.calls = load_calls();
   load.in_flight = 128;
@@ -129,8 +98,8 @@ TEST_CASE("echo calls with 128 in flight cross two daemons and are all answered 
 TEST_CASE(
     "killing host B's daemon under load ends every pending call with an error before its "
     "deadline") {
-  Started setup;
-  REQUIRE(call_once(setup.channel, "warm-up").ok());
+  mrpc::testing::EchoAcrossHosts setup("cross_host_client");
+  REQUIRE(echo_once(setup.channel, "warm-up", kPayload).ok());
   // The warm-up's reply goes back to daemon A with a release libmrpc posts quietly (no doorbell:
   // it rides on the next entry or comes within kQuietEntryNoticeDelay): the baseline is taken once
   // A has it, polled a bounded number of times.
@@ -185,7 +154,7 @@ TEST_CASE(
   REQUIRE_MESSAGE(new_server.ok(), new_server.status().to_string());
   mrpc::Status last;
   for (int attempt = 0; attempt < 200; ++attempt) {
-    last = call_once(setup.channel, "after restart", 5s);
+    last = echo_once(setup.channel, "after restart", kPayload, 5s);
     if (last.ok()) break;
     std::this_thread::sleep_for(20ms);
   }
@@ -195,12 +164,12 @@ TEST_CASE(
 TEST_CASE(
     "cutting the link between the hosts under load ends every pending call with an error "
     "before its deadline, and calls succeed once it is back") {
-  Started setup;
+  mrpc::testing::EchoAcrossHosts setup("cross_host_client");
   if (!setup.hosts.namespaces()) {
     MESSAGE("SKIPPED: no network namespaces here, so there is no link to cut");
     return;
   }
-  REQUIRE(call_once(setup.channel, "warm-up").ok());
+  REQUIRE(echo_once(setup.channel, "warm-up", kPayload).ok());
   echo::EchoLoadOptions load;
   load.calls = 20'000;
   load.in_flight = 128;
@@ -231,7 +200,7 @@ TEST_CASE(
   REQUIRE(setup.hosts.set_link(true));
   mrpc::Status last;
   for (int attempt = 0; attempt < 300; ++attempt) {
-    last = call_once(setup.channel, "after the partition", 5s);
+    last = echo_once(setup.channel, "after the partition", kPayload, 5s);
     if (last.ok()) break;
     std::this_thread::sleep_for(20ms);
   }
@@ -241,8 +210,8 @@ TEST_CASE(
 TEST_CASE(
     "a peer that sends bytes that are not frames is disconnected with a logged reason and "
     "the daemon keeps serving") {
-  Started setup;
-  REQUIRE(call_once(setup.channel, "before").ok());
+  mrpc::testing::EchoAcrossHosts setup("cross_host_client");
+  REQUIRE(echo_once(setup.channel, "before", kPayload).ok());
   // An HTTP request where a hello frame belongs, then a truncated request frame header.
   const std::string target = setup.hosts.b_address() + "', " + std::to_string(setup.hosts.port());
   const std::string script =
@@ -272,12 +241,12 @@ TEST_CASE(
   std::ifstream log(setup.hosts.b().directory() + "/mrpcd.log");
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   CHECK(text.find("malformed frame: INVALID_ARGUMENT: tcp frame: bad magic") != std::string::npos);
-  mrpc::Status after = call_once(setup.channel, "after");
+  mrpc::Status after = echo_once(setup.channel, "after", kPayload);
   CHECK_MESSAGE(after.ok(), after.to_string());
 }
 
 TEST_CASE("messages of 4 MiB cross two daemons in frames that arrive over many reads") {
-  Started setup;
+  mrpc::testing::EchoAcrossHosts setup("cross_host_client");
   echo::EchoService::Client client(setup.channel);
   for (int i = 0; i < 3; ++i) {
     const std::string payload(4u << 20, static_cast<char>('a' + i));
@@ -294,7 +263,7 @@ TEST_CASE("messages of 4 MiB cross two daemons in frames that arrive over many r
 }
 
 TEST_CASE("a call cancelled at host A is cancelled at host B, whose server is told") {
-  Started setup;
+  mrpc::testing::EchoAcrossHosts setup("cross_host_client");
   setup.server.stop(SIGTERM);
   auto slow = setup.hosts.b().start_echo_server({"--delay-ms", "3000"});
   REQUIRE_MESSAGE(slow.ok(), slow.status().to_string());
@@ -325,4 +294,48 @@ TEST_CASE("a call cancelled at host A is cancelled at host B, whose server is to
   }
   CHECK(b.at("calls_in_flight").get<uint64_t>() == 0);
   CHECK(b.at("tcp").at("calls_cancelled_by_peer").get<uint64_t>() == 1);
+}
+
+TEST_CASE(
+    "at spin 0 and one call in flight across two daemons, each recv finds data but one in eight, "
+    "and no wake-up arms a timer or looks at a listener") {
+  mrpc::testing::EchoAcrossHosts setup("cross_host_client", {"--spin-budget-us", "0"});
+  echo::EchoLoadOptions load;
+  load.calls = 200;  // warm-up: the schema handshake, codecs tiered up
+  load.in_flight = 1;
+  REQUIRE(echo::run_echo_load(setup.channel, load).answered == load.calls);
+  const nlohmann::json a0 = stats(setup.hosts.a());
+  const nlohmann::json b0 = stats(setup.hosts.b());
+  load.calls = 2000;
+  echo::EchoLoadResult result = echo::run_echo_load(setup.channel, load);
+  REQUIRE(result.answered == load.calls);
+  const nlohmann::json a1 = stats(setup.hosts.a());
+  const nlohmann::json b1 = stats(setup.hosts.b());
+  const double calls = load.calls;
+  auto per_call = [&](const nlohmann::json& before, const nlohmann::json& after,
+                      const std::string& key, bool tcp) {
+    const nlohmann::json& x = tcp ? after.at("tcp") : after;
+    const nlohmann::json& y = tcp ? before.at("tcp") : before;
+    return (x.at(key).get<double>() - y.at(key).get<double>()) / calls;
+  };
+  const double threads = a1.at("runtime_threads").get<double>();
+  for (const auto& [name, before, after] :
+       {std::tuple{std::string("A"), &a0, &a1}, std::tuple{std::string("B"), &b0, &b1}}) {
+    const double sleeps = per_call(*before, *after, "runtime_sleeps", false);
+    const double recvs = per_call(*before, *after, "recv_syscalls", true);
+    const double empty = per_call(*before, *after, "recv_empty", true);
+    const double sends = per_call(*before, *after, "send_syscalls", true);
+    const double arms = per_call(*before, *after, "runtime_timer_arms", false);
+    // The stats request itself is one look at the control listener (and its client).
+    const double listener = per_call(*before, *after, "listener_checks", false) * calls;
+    MESSAGE(name, " per call: ", sleeps, " sleeps, ", recvs, " recvs (", empty, " empty), ", sends,
+            " sends, ", arms, " timerfd arms; ", listener, " listener checks in all");
+    CHECK(sleeps >= 0.5);  // it sleeps between calls
+    CHECK(sleeps <= 2.5 * threads);
+    CHECK(recvs <= 1.3);   // the frame, and an empty recv at most one call in eight (+ slack)
+    CHECK(empty <= 0.3);   // before: 1.7 (A) and 1 (B) per call
+    CHECK(sends <= 1.05);  // one sendmsg per frame, in the round it was queued
+    CHECK(arms <= 0.05);   // before: 1.4 per call (a timerfd_settime at each sleep)
+    CHECK(listener <= 8);  // before: about 2 per call (at each wake-up by a socket)
+  }
 }

@@ -8,12 +8,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <set>
-#include <sstream>
 
+#include "../fuzz_replay.h"
 #include "message_inputs.h"
 #include "mrpc/base/random.h"
-#include "replay_mutate.h"
 
 namespace mrpc::testing {
 namespace {
@@ -34,37 +32,19 @@ std::vector<std::string> corpus(const char* target, const std::vector<std::strin
       std::ofstream(dir / ("seed-" + std::to_string(i)), std::ios::binary) << generated[i];
     }
   }
-  std::set<std::string> out(generated.begin(), generated.end());
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    out.insert(bytes.str());
-  }
-  return {out.begin(), out.end()};
-}
-
-void replay(const char* target, const std::vector<std::string>& seeds,
-            void (*entry)(std::string_view)) {
-  for (const std::string& seed : seeds) entry(seed);
-  SeededRandom random(kMutationSeed);
-  for (const std::string& seed : seeds) {
-    for (int i = 0; i < kMutationsPerSeed; ++i) entry(fuzz::mutate(seed, random));
-  }
-  MESSAGE(std::string(target), ": ", seeds.size(), " seeds and ", seeds.size() * kMutationsPerSeed,
-          " mutations (seed ", kMutationSeed, ") went through");
+  return fuzz::seeds_and_files(generated, dir);
 }
 
 TEST_CASE("the copy fuzz corpus and a fixed set of its mutations copy or fail cleanly") {
   auto seeds = corpus("copy", fuzz::copy_seeds());
   REQUIRE(seeds.size() >= 4);
-  replay("copy", seeds, fuzz::copy_from_heap);
+  replay_fuzz_inputs("copy", seeds, fuzz::copy_from_heap, kMutationSeed, kMutationsPerSeed);
 }
 
 TEST_CASE("the schema fuzz corpus and a fixed set of its mutations register or fail cleanly") {
   auto seeds = corpus("schema", fuzz::schema_seeds());
   REQUIRE(seeds.size() >= 4);
-  replay("schema", seeds, fuzz::register_schema);
+  replay_fuzz_inputs("schema", seeds, fuzz::register_schema, kMutationSeed, kMutationsPerSeed);
 }
 
 }  // namespace

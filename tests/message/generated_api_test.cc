@@ -23,10 +23,12 @@
 #include "mrpc/message/protobuf_convert.h"
 #include "mrpc/message/region_allocator.h"
 #include "mrpc/message/schema.h"
+#include "random_nested_document.h"
 
 using mrpc::ShmHeap;
 using mrpc::StatusCode;
 using mrpc::testing::TestRegion;
+namespace nested_documents = mrpc::testing::nested_documents;
 namespace pb = google::protobuf;
 
 namespace {
@@ -84,95 +86,6 @@ bool equal(const pb::Message& a, const pb::Message& b, std::string* report) {
   return differencer.Compare(a, b);
 }
 
-// string fields hold UTF-8 (printable ASCII here); bytes fields any byte.
-std::string random_text(mrpc::SeededRandom& random, size_t max) {
-  std::string text(random.next_u64() % (max + 1), '\0');
-  for (char& c : text) c = static_cast<char>(0x20 + random.next_u64() % 95);
-  return text;
-}
-
-std::string random_bytes(mrpc::SeededRandom& random, size_t max) {
-  std::string bytes(random.next_u64() % (max + 1), '\0');
-  for (char& c : bytes) c = static_cast<char>(random.next_u64());
-  return bytes;
-}
-
-void random_point(mrpc::SeededRandom& random, nested::Point point) {
-  point.set_x(static_cast<int32_t>(random.next_u64()));
-  if (random.next_u64() % 2) point.set_y(static_cast<int32_t>(random.next_u64()));
-}
-
-void random_tree(mrpc::SeededRandom& random, nested::Tree tree, int depth) {
-  tree.set_label(random_text(random, 8));
-  if (depth == 0) return;
-  for (int i = 0, n = static_cast<int>(random.next_u64() % 3); i < n; ++i)
-    random_tree(random, tree.add_children(), depth - 1);
-  if (random.next_u64() % 3 == 0) random_tree(random, tree.mutable_parent_hint(), depth - 1);
-}
-
-// Every field kind, each set or left unset at random, with random values.
-void random_document(mrpc::SeededRandom& random, nested::Document doc) {
-  auto maybe = [&] { return random.next_u64() % 4 != 0; };
-  if (maybe()) doc.set_flag(true);
-  if (maybe()) doc.set_i32(static_cast<int32_t>(random.next_u64()));
-  if (maybe()) doc.set_s32(static_cast<int32_t>(random.next_u64()));
-  if (maybe()) doc.set_u32(static_cast<uint32_t>(random.next_u64()));
-  if (maybe()) doc.set_f32(static_cast<uint32_t>(random.next_u64()));
-  if (maybe()) doc.set_i64(static_cast<int64_t>(random.next_u64()));
-  if (maybe()) doc.set_s64(static_cast<int64_t>(random.next_u64()));
-  if (maybe()) doc.set_u64(random.next_u64());
-  if (maybe()) doc.set_sf64(static_cast<int64_t>(random.next_u64()));
-  if (maybe()) doc.set_ratio(static_cast<float>(random.next_unit() * 100 - 50));
-  if (maybe()) doc.set_weight(random.next_unit() * 1e9);
-  if (maybe()) doc.set_kind(static_cast<nested::Document::Kind>(random.next_u64() % 3));
-  if (maybe()) doc.set_color(static_cast<nested::Color>(random.next_u64() % 4));
-  if (maybe()) doc.set_maybe_count(static_cast<int32_t>(random.next_u64() % 3));
-  if (maybe()) doc.set_maybe_name(random_text(random, 4));
-  if (maybe()) doc.set_title(random_text(random, 40));
-  if (maybe()) doc.set_blob(random_bytes(random, 300));
-  if (maybe()) random_point(random, doc.mutable_origin());
-  if (maybe()) {
-    auto lead = doc.mutable_lead();
-    lead.set_title(random_text(random, 10));
-    for (int i = 0, n = static_cast<int>(random.next_u64() % 4); i < n; ++i)
-      lead.add_paragraphs(random_text(random, 20));
-    if (maybe()) random_point(random, lead.mutable_anchor());
-  }
-  const int count = static_cast<int>(random.next_u64() % 12);
-  for (int i = 0; i < count; ++i) {
-    doc.add_numbers(static_cast<int32_t>(random.next_u64()));
-    doc.add_samples(random.next_unit());
-    doc.add_switches(random.next_u64() % 2 == 0);
-    doc.add_tags(random_text(random, 6));
-    doc.add_chunks(random_bytes(random, 6));
-    random_point(random, doc.add_path());
-    auto section = doc.add_sections();
-    section.set_title(random_text(random, 5));
-    if (maybe()) random_point(random, section.mutable_anchor());
-    doc.add_palette(static_cast<nested::Color>(random.next_u64() % 4));
-    doc.insert_counts(random_text(random, 3), static_cast<int32_t>(random.next_u64()));
-    doc.insert_names(static_cast<int64_t>(random.next_u64() % 64), random_text(random, 5));
-    random_point(random, doc.insert_places(random_text(random, 3)));
-  }
-  switch (random.next_u64() % 5) {
-    case 0:
-      doc.set_text(random_text(random, 10));
-      break;
-    case 1:
-      doc.set_image(random_bytes(random, 10));
-      break;
-    case 2:
-      random_point(random, doc.mutable_location());
-      break;
-    case 3:
-      doc.set_number(static_cast<int64_t>(random.next_u64()));
-      break;
-    default:
-      break;
-  }
-  if (maybe()) random_tree(random, doc.mutable_tree(), 3);
-}
-
 }  // namespace
 
 TEST_CASE("dropping 10000 unsent messages leaves the heap's usage where it started") {
@@ -181,7 +94,7 @@ TEST_CASE("dropping 10000 unsent messages leaves the heap's usage where it start
   mrpc::SeededRandom random(7);
   for (int i = 0; i < 10000; ++i) {
     auto doc = nested::Document::create(bench.heap);
-    random_document(random, doc);
+    nested_documents::fill_document<nested::Color, nested::Document>(random, doc);
     REQUIRE(mrpc::sendable(doc.ref()).ok());
   }
   CHECK(bench.heap.used_bytes() == used);
@@ -327,7 +240,7 @@ TEST_CASE("CopyFrom of a received message equals the original, for seeded random
     CAPTURE(seed);
     mrpc::SeededRandom random(seed);
     auto original = nested::Document::create(bench.heap);
-    random_document(random, original);
+    nested_documents::fill_document<nested::Color, nested::Document>(random, original);
     REQUIRE(mrpc::sendable(original.ref()).ok());
     const nested::Document::View received = bench.receive(original);
 
@@ -381,7 +294,7 @@ TEST_CASE("conversion to and from protobuf round-trips exactly, for seeded rando
     CAPTURE(seed);
     mrpc::SeededRandom random(seed);
     auto original = nested::Document::create(bench.heap);
-    random_document(random, original);
+    nested_documents::fill_document<nested::Color, nested::Document>(random, original);
     auto as_protobuf = protobuf.convert(original);
     auto back = nested::Document::create(bench.heap);
     const mrpc::Status status = mrpc::from_protobuf(*as_protobuf, back);

@@ -18,6 +18,7 @@
 #include "mrpc/message/shm_heap.h"
 #include "nested.mrpc.h"  // nested::shm::*
 #include "nested.pb.h"    // nested::* (protoc)
+#include "random_nested_document.h"
 
 namespace {
 
@@ -28,95 +29,6 @@ struct Region {
   std::unique_ptr<uint64_t[]> words;
   uint64_t size;
 };
-
-std::string random_text(mrpc::SeededRandom& random, size_t max) {
-  std::string text(random.next_u64() % (max + 1), '\0');
-  for (char& c : text) c = static_cast<char>(0x20 + random.next_u64() % 95);
-  return text;
-}
-
-std::string random_bytes(mrpc::SeededRandom& random, size_t max) {
-  std::string bytes(random.next_u64() % (max + 1), '\0');
-  for (char& c : bytes) c = static_cast<char>(random.next_u64());
-  return bytes;
-}
-
-void random_point(mrpc::SeededRandom& random, nested::Point* point) {
-  point->set_x(static_cast<int32_t>(random.next_u64()));
-  if (random.next_u64() % 2) point->set_y(static_cast<int32_t>(random.next_u64()));
-}
-
-void random_tree(mrpc::SeededRandom& random, nested::Tree* tree, int depth) {
-  tree->set_label(random_text(random, 8));
-  if (depth == 0) return;
-  for (int i = 0, n = static_cast<int>(random.next_u64() % 3); i < n; ++i)
-    random_tree(random, tree->add_children(), depth - 1);
-  if (random.next_u64() % 3 == 0) random_tree(random, tree->mutable_parent_hint(), depth - 1);
-}
-
-// Every field kind of nested.Document, through protoc's typed API, each set or not at random.
-nested::Document random_document(mrpc::SeededRandom& random) {
-  nested::Document doc;
-  auto maybe = [&] { return random.next_u64() % 4 != 0; };
-  if (maybe()) doc.set_flag(true);
-  if (maybe()) doc.set_i32(static_cast<int32_t>(random.next_u64()));
-  if (maybe()) doc.set_s32(static_cast<int32_t>(random.next_u64()));
-  if (maybe()) doc.set_u32(static_cast<uint32_t>(random.next_u64()));
-  if (maybe()) doc.set_f32(static_cast<uint32_t>(random.next_u64()));
-  if (maybe()) doc.set_i64(static_cast<int64_t>(random.next_u64()));
-  if (maybe()) doc.set_s64(static_cast<int64_t>(random.next_u64()));
-  if (maybe()) doc.set_u64(random.next_u64());
-  if (maybe()) doc.set_sf64(static_cast<int64_t>(random.next_u64()));
-  if (maybe()) doc.set_ratio(static_cast<float>(random.next_unit() * 100 - 50));
-  if (maybe()) doc.set_weight(random.next_unit() * 1e9);
-  if (maybe()) doc.set_kind(static_cast<nested::Document::Kind>(random.next_u64() % 3));
-  if (maybe()) doc.set_color(static_cast<nested::Color>(random.next_u64() % 4));
-  if (maybe()) doc.set_maybe_count(static_cast<int32_t>(random.next_u64() % 3));
-  if (maybe()) doc.set_maybe_name(random_text(random, 4));
-  if (maybe()) doc.set_title(random_text(random, 40));
-  if (maybe()) doc.set_blob(random_bytes(random, 300));
-  if (maybe()) random_point(random, doc.mutable_origin());
-  if (maybe()) {
-    nested::Document::Section* lead = doc.mutable_lead();
-    lead->set_title(random_text(random, 10));
-    for (int i = 0, n = static_cast<int>(random.next_u64() % 4); i < n; ++i)
-      lead->add_paragraphs(random_text(random, 20));
-    if (maybe()) random_point(random, lead->mutable_anchor());
-  }
-  for (int i = 0, count = static_cast<int>(random.next_u64() % 12); i < count; ++i) {
-    doc.add_numbers(static_cast<int32_t>(random.next_u64()));
-    doc.add_samples(random.next_unit());
-    doc.add_switches(random.next_u64() % 2 == 0);
-    doc.add_tags(random_text(random, 6));
-    doc.add_chunks(random_bytes(random, 6));
-    random_point(random, doc.add_path());
-    nested::Document::Section* section = doc.add_sections();
-    section->set_title(random_text(random, 5));
-    if (maybe()) random_point(random, section->mutable_anchor());
-    doc.add_palette(static_cast<nested::Color>(random.next_u64() % 4));
-    (*doc.mutable_counts())[random_text(random, 3)] = static_cast<int32_t>(random.next_u64());
-    (*doc.mutable_names())[static_cast<int64_t>(random.next_u64() % 64)] = random_text(random, 5);
-    random_point(random, &(*doc.mutable_places())[random_text(random, 3)]);
-  }
-  switch (random.next_u64() % 5) {
-    case 0:
-      doc.set_text(random_text(random, 10));
-      break;
-    case 1:
-      doc.set_image(random_bytes(random, 10));
-      break;
-    case 2:
-      random_point(random, doc.mutable_location());
-      break;
-    case 3:
-      doc.set_number(static_cast<int64_t>(random.next_u64()));
-      break;
-    default:
-      break;
-  }
-  if (maybe()) random_tree(random, doc.mutable_tree(), 3);
-  return doc;
-}
 
 }  // namespace
 
@@ -134,7 +46,8 @@ TEST_CASE(
   for (uint64_t seed = 1; seed <= 300; ++seed) {
     CAPTURE(seed);
     mrpc::SeededRandom random(seed);
-    const nested::Document original = random_document(random);
+    nested::Document original;
+    mrpc::testing::nested_documents::fill_document<nested::Color>(random, &original);
 
     // protoc class -> mrpc message being built.
     auto built = nested::shm::Document::create(heap);

@@ -127,3 +127,35 @@ TEST_CASE("messages built on many threads while another thread frees them") {
   CHECK(heap.used_bytes() == 0);
   CHECK(heap.live_messages() == 0);
 }
+
+TEST_CASE(
+    "an offset in any chunk of a message's arena grows that message; offsets between messages, in "
+    "a freed one or past the heap own nothing") {
+  TestRegion region(1 << 20);
+  ShmHeap heap(region.base(), region.size());
+  auto first = heap.new_message(16);
+  auto second = heap.new_message(16);
+  REQUIRE(first.ok());
+  REQUIRE(second.ok());
+  // Grows `first` chunk after chunk; each block is owned through the one before (in later chunks).
+  uint64_t owner = first->offset;
+  std::vector<uint64_t> blocks;
+  for (int i = 0; i < 12; ++i) {
+    const uint64_t block = heap.allocate(owner, 1000 + 700 * i, 8, true);
+    REQUIRE(block != mrpc::kNoOffset);
+    blocks.push_back(block);
+    owner = block + 5;  // inside the block, not at its start
+  }
+  CHECK(heap.live_messages() == 2);
+  // Every block belongs to `first`: freeing `second` leaves them usable, freeing `first` frees all.
+  REQUIRE(heap.free_message(second->offset).ok());
+  CHECK(heap.allocate(blocks.back(), 8, 8, false) != mrpc::kNoOffset);
+  CHECK(heap.allocate(second->offset, 8, 8, false) == mrpc::kNoOffset);     // freed: owns nothing
+  CHECK(heap.allocate(region.size(), 8, 8, false) == mrpc::kNoOffset);      // past the heap
+  CHECK(heap.allocate(region.size() - 8, 8, 8, false) == mrpc::kNoOffset);  // never handed out
+  CHECK(heap.free_message(blocks[3]).code() == StatusCode::kInvalidArgument);  // not a root
+  REQUIRE(heap.free_message(first->offset).ok());
+  CHECK(heap.used_bytes() == 0);
+  CHECK(heap.live_messages() == 0);
+  for (uint64_t block : blocks) CHECK(heap.allocate(block, 8, 8, false) == mrpc::kNoOffset);
+}

@@ -17,6 +17,9 @@
 #include "mrpc/transports/shm/region.h"
 #include "transports/shm/app_protocol.pb.h"
 
+// Counts heap allocations (this test binary only): receiving must not allocate per packet.
+#include "../counting_new.h"
+
 using mrpc::StatusCode;
 using mrpc::shm::UniqueFd;
 
@@ -60,6 +63,27 @@ TEST_CASE("a packet and its fds arrive together and the fds work") {
                                       mrpc::shm::RegionAccess::kReadOnly);
   REQUIRE(attached.ok());
   CHECK(attached->data()[0] == std::byte{77});
+}
+
+TEST_CASE(
+    "receiving small packets allocates nothing once the thread has received one: no buffer of "
+    "the packet limit per packet") {
+  auto [app, daemon] = pair();
+  REQUIRE(mrpc::shm::send_packet(daemon.get(), "warm-up", {}).ok());
+  REQUIRE(mrpc::shm::receive_packet(app.get(), 0).ok());  // the thread's buffer, once
+  uint64_t allocations = 0;
+  size_t received = 0;
+  for (int i = 0; i < 100; ++i) {
+    REQUIRE(mrpc::shm::send_packet(daemon.get(), "hello", {}).ok());
+    mrpc::testing::counted_allocations = 0;
+    mrpc::testing::count_allocations_here = true;
+    auto packet = mrpc::shm::receive_packet(app.get(), 0);
+    mrpc::testing::count_allocations_here = false;
+    allocations += mrpc::testing::counted_allocations;
+    if (packet.ok() && packet->bytes == "hello") ++received;
+  }
+  CHECK(received == 100);
+  CHECK(allocations == 0);
 }
 
 TEST_CASE("a packet with more fds than expected is refused and its fds closed") {

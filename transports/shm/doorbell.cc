@@ -15,7 +15,12 @@ namespace mrpc::shm {
 
 namespace {
 std::atomic<uint64_t> rings_made{0};
+std::atomic<uint64_t> rung_drains{0};
 }  // namespace
+
+uint64_t Doorbell::rung_drains_in_process() {
+  return rung_drains.load(std::memory_order_relaxed);
+}
 
 uint64_t Doorbell::rings_in_process() {
   return rings_made.load(std::memory_order_relaxed);
@@ -69,7 +74,8 @@ Expected<bool> Doorbell::wait(std::optional<std::chrono::nanoseconds> timeout) c
 
 void Doorbell::drain() const {
   uint64_t count = 0;
-  [[maybe_unused]] const ssize_t ignored = ::read(fd_.get(), &count, sizeof count);
+  if (::read(fd_.get(), &count, sizeof count) > 0 && count != 0)
+    rung_drains.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace mrpc::shm

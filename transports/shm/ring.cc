@@ -1,5 +1,7 @@
 #include "mrpc/transports/shm/ring.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -124,6 +126,78 @@ void RingProducer::notify_if_sleeping() {
   }
 }
 
+// ---- SharedRingProducer ----
+
+SharedRingProducer::SharedRingProducer(RingView ring, const Doorbell* doorbell)
+    : ring_(ring), doorbell_(doorbell) {
+  MRPC_ASSERT(ring_.header != nullptr && valid_ring_entries(ring_.entries));
+}
+
+SharedRingProducer::SharedRingProducer(SharedRingProducer&& other) noexcept {
+  *this = std::move(other);
+}
+
+SharedRingProducer& SharedRingProducer::operator=(SharedRingProducer&& other) noexcept {
+  ring_ = other.ring_;
+  doorbell_ = other.doorbell_;
+  claimed_.store(other.claimed_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  published_.store(other.published_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  corrupt_head_.store(other.corrupt_head_.load(std::memory_order_relaxed),
+                      std::memory_order_relaxed);
+  return *this;
+}
+
+Status SharedRingProducer::publish(const RingEntry& entry, bool notify) {
+  uint64_t slot = 0;
+  for (;;) {
+    const uint64_t bad = corrupt_head_.load(std::memory_order_acquire);
+    if (bad != UINT64_MAX) return corrupt_index("consumer head", bad, slot, ring_.entries);
+    // The head first: it never passes a slot published before it was read, so `slot` (read
+    // after) is at least the head unless the consumer scribbled on it.
+    const uint64_t head = ring_.header->head.load(std::memory_order_acquire);
+    slot = claimed_.load(std::memory_order_acquire);
+    if (slot - head > ring_.entries) {  // unsigned: a head ahead of `slot` is caught too
+      uint64_t none = UINT64_MAX;
+      corrupt_head_.compare_exchange_strong(none, head, std::memory_order_acq_rel);
+      return corrupt_index("consumer head", head, slot, ring_.entries);
+    }
+    if (slot - head == ring_.entries) {
+      return Status(StatusCode::kResourceExhausted,
+                    fmt::format("ring full ({} entries in flight)", ring_.entries));
+    }
+    if (claimed_.compare_exchange_weak(slot, slot + 1, std::memory_order_acq_rel,
+                                       std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  std::memcpy(&ring_.slots[slot & (ring_.entries - 1)], &entry, sizeof(RingEntry));
+  // In slot order: the shared tail must never cover a slot still being written.
+  for (uint32_t spins = 0; published_.load(std::memory_order_acquire) != slot; ++spins) {
+    if (spins >= 64) sched_yield();  // the thread before us was descheduled mid-copy
+  }
+  // seq_cst as in RingProducer::publish (pairs with the consumer's sleep announcement).
+  ring_.header->tail.store(slot + 1, std::memory_order_seq_cst);
+  published_.store(slot + 1, std::memory_order_release);
+  if (notify) notify_if_sleeping();
+  return Status();
+}
+
+Status SharedRingProducer::push(const RingEntry& entry) {
+  return publish(entry, /*notify=*/true);
+}
+
+Status SharedRingProducer::push_quiet(const RingEntry& entry) {
+  return publish(entry, /*notify=*/false);
+}
+
+void SharedRingProducer::notify_if_sleeping() {
+  if (ring_.header->consumer_sleeping.load(std::memory_order_seq_cst) == 0) return;
+  if (ring_.header->consumer_sleeping.exchange(0, std::memory_order_seq_cst) != 0 &&
+      doorbell_ != nullptr) {
+    (void)doorbell_->ring();
+  }
+}
+
 // ---- RingConsumer ----
 
 RingConsumer::RingConsumer(RingView ring) : ring_(ring) {
@@ -182,6 +256,11 @@ bool RingConsumer::prepare_to_sleep() {
 
 void RingConsumer::finish_sleep() {
   ring_.header->consumer_sleeping.store(0, std::memory_order_relaxed);
+}
+
+bool RingConsumer::take_sleep_announcement() {
+  if (ring_.header->consumer_sleeping.load(std::memory_order_seq_cst) == 0) return false;
+  return ring_.header->consumer_sleeping.exchange(0, std::memory_order_seq_cst) != 0;
 }
 
 }  // namespace mrpc::shm

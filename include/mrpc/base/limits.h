@@ -158,6 +158,12 @@ inline constexpr std::chrono::nanoseconds kMaxSpinBudget = 1s;
 // posted without ringing its doorbell; a busy app's next kCall carries them. When the app goes
 // idle with such entries posted and mrpcd asleep, libmrpc rings it after this long.
 inline constexpr std::chrono::nanoseconds kQuietEntryNoticeDelay = 1ms;
+// Entries can also arrive or be posted while libmrpc's completion thread sleeps without ringing it:
+// a kRelease posted quietly on an app thread (a response dropped there), a kReplyDone mrpcd posts
+// without a doorbell (a served response it no longer reads). While the app holds response blocks
+// or has responses awaiting kReplyDone, that thread's sleep is bounded: first by
+// kQuietEntryNoticeDelay, doubling after each timer wake-up that found nothing to do, up to this.
+inline constexpr std::chrono::nanoseconds kHeldBlockRecheckMax = 64ms;
 // The largest max_calls_in_flight libmrpc accepts in a Welcome (it sizes its call table by it).
 inline constexpr uint32_t kMaxCallsInFlightAccepted = 1u << 20;
 
@@ -209,8 +215,9 @@ inline constexpr uint64_t kMaxStoredResponseBytes = 32u << 10;
 // attached values).
 inline constexpr uint64_t kMaxPolicyStateBytes = 256ull << 20;
 // The LLVM part of one policy compile: the instructions its lowering may emit (before O2). LLVM's
-// optimization and code generation grow with them (superlinearly in one function), so this bounds a compile's time
-// and memory on the policy-control thread (a policy at the limit: see docs/security.md).
+// optimization and code generation grow with them (superlinearly in one function), so this bounds a
+// compile's time and memory on the policy-control thread (a policy at the limit: see
+// docs/security.md).
 inline constexpr uint64_t kMaxPolicyInstructions = 1u << 12;
 
 // Elements and bytes (of its string elements) of a local list a handler builds with
@@ -266,5 +273,9 @@ inline constexpr std::chrono::nanoseconds kTcpReconnectBackoffMin = 20ms;
 inline constexpr std::chrono::nanoseconds kTcpReconnectBackoffMax = 1s;
 // Largest configuration file mrpcd reads (-c FILE).
 inline constexpr uint64_t kMaxConfigFileBytes = 1ull << 20;
+// The upgrade gate (graph.h): a replaced operator version stays, for the replies of calls it
+// admitted, until the last of them ends or the latest of their deadlines passes, and never longer
+// than this after it was replaced (calls with no deadline, replies that never come back).
+inline constexpr std::chrono::nanoseconds kMaxUpgradeGateWait = 60s;
 
 }  // namespace mrpc::limits

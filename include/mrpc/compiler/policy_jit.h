@@ -32,6 +32,7 @@
 #include "mrpc/compiler/ir.h"
 #include "mrpc/compiler/policy_runner.h"
 #include "mrpc/jit/jit.h"
+#include "mrpc/jit/object_cache.h"
 
 namespace mrpc::compiler {
 
@@ -43,8 +44,15 @@ struct CompiledCode;
 struct JitFrame;
 
 struct PolicyCompileStats {
-  uint64_t modules_built = 0;   // lowered to LLVM IR and added to the JIT
+  uint64_t modules_built = 0;   // lowered to LLVM IR, optimized and compiled (LLVM ran)
   uint64_t modules_shared = 0;  // compile() found the same policy IR loaded and shared its code
+  // The on-disk object cache (use_object_cache): entries loaded instead of running LLVM, entries
+  // refused (owner, mode, size, hash, or a valid file that is not a policy entry) and compiled
+  // again, entries that could not be written.
+  uint64_t object_cache_hits = 0;
+  uint64_t object_cache_rejected = 0;
+  uint64_t object_cache_write_failures = 0;
+  uint64_t object_cache_malformed = 0;  // (part of rejected)
 };
 
 class PolicyCompiler {
@@ -55,9 +63,21 @@ class PolicyCompiler {
   PolicyCompiler(const PolicyCompiler&) = delete;
   PolicyCompiler& operator=(const PolicyCompiler&) = delete;
 
+  // Uses an on-disk object cache in `directory` (jit::ObjectCache: created 0700, owner and mode
+  // checked, each entry hash-checked) for compiles from now on; empty: none. The daemon gives its
+  // cache directory, so a restart or a second attach of the same policy skips LLVM.
+  // FAILED_PRECONDITION if the directory cannot be made or is not safe.
+  Status use_object_cache(const std::string& directory);
+  std::string object_cache_directory() const;
+  // The file holding the cache entry of a module key (CompiledPolicy::module_key), for tests.
+  std::string object_cache_path(const std::string& module_key) const;
+
   // Lowers `policy` (verified) and loads it: one module per policy IR, keyed by the SHA-256 of the
   // policy's IR dump (which names every field offset and schema fingerprint), the source hash
-  // given and kPolicyCompilerVersion; the Jit's object cache, when it has one, holds the object.
+  // given and kPolicyCompilerVersion. With an object cache (use_object_cache), an entry under that
+  // key and this host's tag (jit::Jit::host_tag) is loaded instead of lowering and compiling, and
+  // a compiled module is stored. Params are not part of the key: code does not depend on them
+  // (they are values the instance holds).
   // INTERNAL when LLVM refuses the module (a lowering bug); RESOURCE_EXHAUSTED when it lowers to
   // more than limits::kMaxPolicyInstructions (checked before LLVM optimizes or generates code).
   Expected<std::unique_ptr<CompiledPolicy>> compile(const ir::Policy& policy, const Clock& clock,
@@ -81,6 +101,7 @@ class PolicyCompiler {
   jit::Jit& jit_;
   mutable std::mutex mutex_;
   std::map<std::string, std::weak_ptr<CompiledCode>> loaded_;  // by module key
+  std::shared_ptr<jit::ObjectCache> cache_;                    // null: no on-disk cache
   PolicyCompileStats stats_;
 };
 

@@ -153,12 +153,26 @@ struct DaemonStats {
   uint64_t turns_skipped_for_bytes = 0;  // turns a connection sat out, in debt for bytes copied
   uint64_t socket_reads = 0;  // app-socket reads (control messages), ever: idle apps add none
   uint64_t runtime_rounds = 0;
+  uint64_t runtime_event_checks = 0;  // epoll_wait calls (each sleep has one)
+  uint64_t runtime_timer_arms = 0;    // timerfd_settime calls
+  uint64_t listener_checks = 0;       // looks at the app and control listeners (accept4 each)
   // The call table and its deadlines: live entries, and the room they hold (high-water mark).
   uint64_t call_table_size = 0;
   uint64_t call_table_capacity = 0;
   uint64_t deadline_heap_size = 0;
   uint64_t deadline_heap_capacity = 0;
   std::vector<UidUsage> uids;  // every uid that ever connected, by uid
+  // The upgrade gate (graph.h): replaced operator versions still finishing the calls they
+  // admitted, over every graph; those dropped since start; of them, dropped at their calls'
+  // deadline with calls left (replies that never came back through them).
+  int64_t versions_retiring = 0;
+  uint64_t versions_retired = 0;
+  uint64_t versions_retired_at_deadline = 0;
+  // The policy JIT (one per process, so counted over every daemon of the process): modules LLVM
+  // compiled, modules loaded from the on-disk object cache instead, cache entries refused.
+  uint64_t policy_modules_built = 0;
+  uint64_t policy_object_cache_hits = 0;
+  uint64_t policy_object_cache_rejected = 0;
 };
 
 // The two graphs of one app connection: egress (its calls, caller side) and ingress (calls to it,
@@ -199,8 +213,12 @@ class Daemon {
   // attach: see PolicySet::attach for the errors.
   Expected<uint64_t> attach_policy(PolicyEntry policy);
   Expected<uint64_t> detach_policy(std::string name);
-  // A new version in the same place: in each graph the new operator imports the old one's
-  // exported state, then takes its place with its queues (what the old one held is handed on).
+  // A new version in the same place, behind an upgrade gate (graph.h): with every shard parked
+  // between rounds, each graph's new operator imports the old one's exported state and becomes
+  // the version of the calls admitted from the next epoch on; that epoch is made current at once
+  // for all shards. The old versions finish the requests and replies of calls admitted before
+  // and leave when the last has ended or its deadline passed (DaemonStats::versions_retiring).
+  // Control thread only (not a runtime thread); one upgrade at a time.
   Expected<uint64_t> upgrade_policy(std::string name, OperatorFactory make);
   uint64_t policy_generation() const;
 

@@ -12,8 +12,22 @@
 // Ends of the chain: requests that pass the last operator and replies that pass the first go to
 // the exits given at construction (a daemon's router and frontend consume theirs instead).
 // Ownership: the graph owns its queues and shares its operators (an operator can be handed over).
+//
+// The upgrade gate (replace_gated): every RPC that enters on the request path (push_request, or a
+// fork) is stamped with the admission epoch current then (Rpc::admission_epoch; a daemon shares
+// one epoch between all its graphs, so a call is stamped once, at the caller's egress graph, and
+// keeps that stamp in the callee's ingress graph). A stage holds one or more versions of its
+// operator, each serving the calls admitted from its `from_epoch` on: a request or reply goes to
+// the newest version whose from_epoch <= its stamp (older stamps: the oldest version; no stamp:
+// the newest). So after a replace, calls admitted from then on see only the new version, and the
+// requests and replies of calls admitted before see only the old one. The graph counts the RPCs
+// of each epoch that are inside it (entered on the request path, not yet gone out of the reply
+// exit or ended); an old version is detached and dropped when none of its epochs is left, or when
+// the latest deadline of its calls (at most limits::kMaxUpgradeGateWait after the replace) has
+// passed: a reply of its calls that surfaces later goes to the next version.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -39,8 +53,20 @@ struct GraphExits {
   std::function<void(RpcPtr)> ended = {};
 };
 
+// Versions kept by upgrade gates (replace_gated), counted over every graph that shares this:
+// thread-safe (graphs of several runtime threads add to it).
+struct GateCounters {
+  std::atomic<int64_t> versions_retiring{0};  // replaced versions still finishing their calls
+  std::atomic<uint64_t> versions_retired{0};  // dropped once their calls ended (or their deadline)
+  std::atomic<uint64_t> versions_retired_at_deadline{0};  // of those: with calls left
+};
+
 struct GraphOptions {
   size_t max_batch = limits::kDefaultOperatorBatch;
+  // The admission epoch to stamp entering RPCs with, shared by the graphs of one daemon (null: the
+  // graph's own). Read on the runtime thread; whoever owns it bumps it (replace_gated).
+  std::atomic<uint64_t>* admission_epoch = nullptr;
+  GateCounters* gate_counters = nullptr;  // null: the graph's own
 };
 
 struct GraphStats {
@@ -62,8 +88,29 @@ class Graph final : public Task {
   // names the stage for position_of_label (a policy's name; default: the operator's name()).
   Expected<StageId> insert(size_t position, std::shared_ptr<Operator> op, std::string label = {});
   Status remove(StageId stage);
-  // The new operator takes the old one's place and queues; the old one detaches first.
+  // The new operator takes the old one's place and queues at once; the old one detaches first
+  // (hands on what it holds) and sees nothing more, not even the replies of calls it passed.
   Status replace(StageId stage, std::shared_ptr<Operator> op);
+  // The upgrade gate (see above): `op` becomes the stage's newest version for calls admitted from
+  // `from_epoch` on; the versions before it keep the calls admitted earlier and leave when those
+  // have ended. kAdmitNow: from the next epoch, which this call makes current (this graph's
+  // switch is then immediate); an explicit epoch is for a daemon that installs the version in all
+  // its graphs first and then makes that epoch current once (the switch is then the same instant
+  // for every graph). The new version starts with empty state: carrying it is the caller's (see
+  // Operator::export_state), since only the caller knows whether an operator is shared.
+  static constexpr uint64_t kAdmitNow = 0;
+  Status replace_gated(StageId stage, std::shared_ptr<Operator> op,
+                       uint64_t from_epoch = kAdmitNow);
+  // Drops replaced versions whose calls have ended or whose deadline passed (also done after every
+  // round while a gate is open). Runtime thread. Returns how many it dropped.
+  size_t retire_versions();
+  // Versions of the stage at `position` (1: no gate open there).
+  size_t versions_at(size_t position) const;
+  // Replaced versions still waiting in this graph.
+  size_t versions_retiring() const { return retiring_; }
+  // RPCs inside the graph stamped with `epoch` (entered, not yet gone out or ended).
+  int64_t admitted_in(uint64_t epoch) const;
+  uint64_t admission_epoch() const { return epoch_->load(std::memory_order_acquire); }
   // Runs `change` on the runtime thread before the next round. Thread-safe.
   void post_change(std::function<void(Graph&)> change);
 
@@ -114,9 +161,25 @@ class Graph final : public Task {
     }
   };
   using DelayQueue = std::priority_queue<Delayed, std::vector<Delayed>, std::greater<>>;
+  // A replaced version that still serves the calls admitted before `next_from` (its successor's
+  // from_epoch).
+  struct OldVersion {
+    std::shared_ptr<Operator> op;
+    uint64_t from_epoch;
+    MonoTime replaced_at;
+  };
+  // Calls stamped with one epoch that are inside the graph (a few buckets: one per epoch with
+  // calls left).
+  struct EpochCount {
+    uint64_t epoch;
+    int64_t inside;
+    MonoTime latest_deadline;  // of every RPC that entered with this stamp
+  };
   struct Stage {
     StageId id;
-    std::shared_ptr<Operator> op;
+    std::shared_ptr<Operator> op;  // the newest version
+    uint64_t op_from_epoch = 0;  // it serves calls admitted from then on (if `older` is not empty)
+    std::vector<OldVersion> older;  // replaced versions still finishing, oldest first
     std::string label;
     std::deque<RpcPtr> requests;  // waiting for op->on_requests
     std::deque<RpcPtr> replies;   // waiting for op->on_replies
@@ -132,6 +195,14 @@ class Graph final : public Task {
   bool release_due(size_t position, MonoTime now);
   void detach_stage(size_t position);
   size_t find(StageId stage) const;
+  // Gate: which version of `stage` takes an RPC stamped `epoch`.
+  Operator& version_for(Stage& stage, uint64_t epoch) const;
+  template <typename Fn>
+  void for_each_version(Stage& stage, Fn&& fn) const;
+  void deliver(size_t position, bool requests, RpcBatch& batch);
+  void admit(Rpc& rpc);        // entering on the request path
+  void leave(const Rpc& rpc);  // going out of the reply exit, or ended
+  void detach_version(size_t position, Operator& op);
 
   const Clock& clock_;
   GraphExits exits_;
@@ -141,6 +212,13 @@ class Graph final : public Task {
   uint64_t next_delay_order_ = 0;
   GraphStats stats_;
   RpcBatch batch_;  // reused between rounds
+  RpcBatch split_;  // one version's share of batch_ while a gate is open
+  std::atomic<uint64_t> own_epoch_{1};
+  std::atomic<uint64_t>* epoch_;
+  GateCounters own_gate_counters_;
+  GateCounters* gate_counters_;
+  std::vector<EpochCount> admitted_;  // by epoch, ascending
+  size_t retiring_ = 0;               // OldVersions over all stages
 
   std::mutex posted_mutex_;
   std::atomic<bool> has_posted_{false};

@@ -123,6 +123,9 @@ struct Rpc {
   // A call from a peer daemon (TCP): the payload encoding its request came in (tcp::
   // PayloadEncoding; 0 otherwise); its reply goes back in the same encoding.
   uint8_t peer_encoding = 0;
+  // When the call entered the daemon: the admission epoch it was stamped with (graph.h, the
+  // upgrade gate); attempts forked from it keep it. 0: not stamped yet.
+  uint64_t admission_epoch = 0;
   // While the RPC is on another runtime thread (shard) than the memory its request or response
   // lies in: a reference that keeps that memory mapped (the daemon's connection). Null otherwise.
   std::shared_ptr<const void> pinned_memory;

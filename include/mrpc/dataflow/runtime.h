@@ -3,6 +3,9 @@
 // sleeps in epoll on its wake eventfd, the eventfds it was told to watch (app doorbells) and a
 // timerfd armed for the earliest task timer. Spin budget 0 sleeps as soon as a round is idle. An
 // idle runtime therefore costs no CPU.
+// Syscalls: a sleep is one epoll_wait and one read per ready eventfd; the timerfd is re-armed only
+// when a task needs an earlier timer than the armed one (RuntimeStats::timer_arms). While busy,
+// epoll is asked (without waiting) every event_check_interval; while spinning idle, every round.
 //
 // Scheduler: a fixed set of runtimes; places tasks on them.
 //
@@ -45,7 +48,12 @@ class Task {
  private:
   friend class Runtime;
   std::atomic<Runtime*> runtime_{nullptr};
+  bool runs_last_ = false;  // Runtime::add's `place`
 };
+
+// Where a task runs in each round: in the order added, or after every such task (a transport
+// that sends what the other tasks queued in the same round, in one syscall).
+enum class TaskPlace { kInOrder, kLast };
 
 struct RuntimeOptions {
   std::string name = "mrpc-rt";
@@ -61,6 +69,7 @@ struct RuntimeStats {
   uint64_t busy_rounds = 0;
   uint64_t sleeps = 0;
   uint64_t event_checks = 0;  // epoll_wait calls, sleeping or not
+  uint64_t timer_arms = 0;    // timerfd_settime calls (only when a sleep needs an earlier timer)
 };
 
 class Runtime {
@@ -71,7 +80,7 @@ class Runtime {
   Runtime& operator=(const Runtime&) = delete;
 
   // The task runs from the next round on. Thread-safe.
-  void add(std::shared_ptr<Task> task);
+  void add(std::shared_ptr<Task> task, TaskPlace place = TaskPlace::kInOrder);
   // From another thread: the task runs no more once this returns (it waits for the end of the
   // current round). From a task during a round: takes effect when that round ends.
   void remove(const Task* task);
@@ -89,6 +98,11 @@ class Runtime {
   // Whether the last sleep ended because a watch_readable fd (not an eventfd or a timer) became
   // readable. Runtime thread only; meant for Task::woke().
   bool woke_by_readable() const { return woke_by_readable_; }
+  // Whether epoll was asked which fds are readable since the previous round ended (after a sleep,
+  // a spinning round, or a busy round's periodic check): then a watch_readable flag that is not
+  // set means the fd had nothing when this round began, and a task need not try it. Runtime
+  // thread only.
+  bool events_fresh() const { return events_fresh_; }
   // From the runtime thread (a task), or while the runtime's thread is not running: a watch
   // removed from elsewhere could still be returned by the epoll_wait in progress.
   void unwatch(int fd);
@@ -121,6 +135,7 @@ class Runtime {
   // epoll_wait with `timeout_ms`; drains eventfds and flags readable fds. Returns events seen.
   int check_events(int timeout_ms);
   void apply_pending();
+  void insert_task(std::shared_ptr<Task> task);  // round_mutex_ held or in the round
   bool in_round() const;
   MonoTime next_timer() const;
 
@@ -129,7 +144,10 @@ class Runtime {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   int timer_fd_ = -1;
+  // What the timerfd is armed for (kNoDeadline: disarmed or fired). Runtime thread only.
+  MonoTime timer_armed_ = kNoDeadline;
   bool woke_by_readable_ = false;
+  bool events_fresh_ = false;
   std::mutex watches_mutex_;
   std::unordered_map<int, std::unique_ptr<Watch>> watches_;  // by fd; for unwatch
   std::atomic<uint64_t> event_checks_{0};
@@ -139,7 +157,8 @@ class Runtime {
   // Held for a whole round by whichever thread runs it; add/remove from other threads take it.
   std::mutex round_mutex_;
   std::atomic<std::thread::id> round_thread_{};
-  std::vector<std::shared_ptr<Task>> tasks_;
+  std::vector<std::shared_ptr<Task>> tasks_;  // TaskPlace::kLast ones at the end
+  size_t last_tasks_ = 0;
   // Changes asked for by a task during a round, applied after it.
   std::vector<std::shared_ptr<Task>> pending_add_;
   std::vector<const Task*> pending_remove_;
@@ -148,6 +167,7 @@ class Runtime {
   std::atomic<uint64_t> rounds_{0};
   std::atomic<uint64_t> busy_rounds_{0};
   std::atomic<uint64_t> sleeps_{0};
+  std::atomic<uint64_t> timer_arms_{0};
 };
 
 class Scheduler {

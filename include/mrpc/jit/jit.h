@@ -74,6 +74,9 @@ struct ModuleTimes {
 struct ModuleOptions {
   CodegenTier tier = CodegenTier::kOptimized;
   ModuleTimes* times = nullptr;  // if given, filled in
+  // If given, receives the object file when add_module compiled one (not for an entry loaded from
+  // the object cache): what a caller with its own cache (the policy compiler) stores.
+  std::string* object_out = nullptr;
 };
 
 struct JitStats {
@@ -113,6 +116,16 @@ class Jit {
   Expected<ModuleId> add_module(std::unique_ptr<llvm::LLVMContext> context,
                                 std::unique_ptr<llvm::Module> module,
                                 const ModuleOptions& options = {});
+
+  // Loads an object file compiled earlier by add_module (ModuleOptions::object_out) on a host
+  // with the same host_tag(), e.g. from a caller's own cache; `name` appears in errors.
+  // ALREADY_EXISTS if it defines a symbol another loaded module defines; INVALID_ARGUMENT (at the
+  // first lookup) for bytes that are not such an object.
+  Expected<ModuleId> add_object(std::string_view object, const std::string& name);
+
+  // This host's target triple, CPU, its features and the LLVM version: what an object compiled
+  // here depends on (part of every cache key).
+  std::string host_tag() const;
 
   // What `module` becomes, as text, without loading it: the IR after the O2 pipeline, or the
   // host's assembly of it (`mrpc-polc build --emit=llvm|asm`). INVALID_ARGUMENT for malformed IR.

@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "mrpc/base/block_pool.h"
 #include "mrpc/base/limits.h"
 #include "mrpc/client/channel.h"
 #include "mrpc/message/layout.h"
@@ -495,12 +496,15 @@ CallId start_typed_call(Channel& channel, const ServiceSchema& service, uint32_t
       });
 }
 
-// The future form: the promise moves into the completion; its shared state is the allocation.
+// The future form: the promise moves into the completion. Its shared state and its result come
+// from the calling thread's BlockPool: no allocation per call once the pool holds as many as the
+// thread has futures alive.
 template <class Response>
 std::future<CallResult<Response>> future_call(Channel& channel, const ServiceSchema& service,
                                               uint32_t method_index, const MessageRef& request,
                                               const CallOptions& options) {
-  std::promise<CallResult<Response>> promise;
+  std::promise<CallResult<Response>> promise(std::allocator_arg,
+                                             BlockAllocator<char>(thread_block_pool()));
   auto future = promise.get_future();
   start_typed_call<Response>(channel, service, method_index, request, options,
                              [promise = std::move(promise)](CallResult<Response> result) mutable {

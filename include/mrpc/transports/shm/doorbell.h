@@ -32,6 +32,9 @@ class Doorbell {
   // Doorbell writes (ring() calls) made by this process so far, all doorbells together; for
   // tests and benchmarks that count wake-ups per call. Relaxed: a count, not a synchronisation.
   static uint64_t rings_in_process();
+  // drain() calls in this process that found the doorbell rung (wake-ups by a peer or another
+  // thread), all doorbells together; for tests that count wake-ups per call. Relaxed, as above.
+  static uint64_t rung_drains_in_process();
   bool valid() const { return fd_.valid(); }
   UniqueFd& owned_fd() { return fd_; }
 

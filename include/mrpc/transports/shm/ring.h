@@ -15,6 +15,7 @@
 // was given, so a busy ring costs no syscalls.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -78,6 +79,40 @@ class RingProducer {
   bool broken_ = false;
 };
 
+// The producer end of a ring for many threads of one process (libmrpc's app threads posting
+// calls, cancels and releases to mrpcd), without a mutex: a thread claims the next slot with one
+// CAS on a private index, copies its entry in, then publishes in slot order (it waits, spinning,
+// for the threads that claimed the slots before its own to publish theirs: a copy of one entry,
+// unless such a thread is descheduled meanwhile, as in DPDK's multi-producer rings). The shared
+// header and the checks of the consumer's head are those of RingProducer; the peer still sees a
+// single producer.
+class SharedRingProducer {
+ public:
+  SharedRingProducer() = default;
+  SharedRingProducer(RingView ring, const Doorbell* doorbell);
+  SharedRingProducer(const SharedRingProducer&) = delete;
+  SharedRingProducer& operator=(const SharedRingProducer&) = delete;
+  // Only before any thread uses either object.
+  SharedRingProducer(SharedRingProducer&& other) noexcept;
+  SharedRingProducer& operator=(SharedRingProducer&& other) noexcept;
+
+  // Any thread: as RingProducer::push and push_quiet (RESOURCE_EXHAUSTED when full, DATA_LOSS
+  // once the consumer's head was found corrupt).
+  Status push(const RingEntry& entry);
+  Status push_quiet(const RingEntry& entry);
+  // Any thread: rings the doorbell if the consumer announced that it sleeps (once per sleep).
+  void notify_if_sleeping();
+
+ private:
+  Status publish(const RingEntry& entry, bool notify);
+
+  RingView ring_;
+  const Doorbell* doorbell_ = nullptr;
+  alignas(64) std::atomic<uint64_t> claimed_{0};    // the next slot a thread may claim
+  alignas(64) std::atomic<uint64_t> published_{0};  // slots below it are in the shared tail
+  std::atomic<uint64_t> corrupt_head_{UINT64_MAX};  // the bad head once found (then stays)
+};
+
 class RingConsumer {
  public:
   RingConsumer() = default;
@@ -97,6 +132,12 @@ class RingConsumer {
   // withdrawn, do not block). A corrupt tail also returns false, for pop to report it.
   bool prepare_to_sleep();
   void finish_sleep();
+  // For another thread of the consumer's process that must wake it (an entry the producer will
+  // post without a doorbell is now due): withdraws the sleep announcement; true if one was set,
+  // and then that thread rings the consumer's doorbell itself. Pairs with prepare_to_sleep()
+  // (seq_cst): a thread that stored what the consumer re-checks after announcing either is seen
+  // by that re-check or sees the announcement here.
+  bool take_sleep_announcement();
 
   uint64_t head() const { return head_; }
   uint32_t entries() const { return ring_.entries; }
