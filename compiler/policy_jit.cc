@@ -52,17 +52,19 @@ PolicyCompiler::~PolicyCompiler() = default;
 
 void PolicyCompiler::release(const std::string& key, jit::ModuleId module) {
   // Under the mutex, so a compile() of the same policy cannot load its symbols before these are
-  // gone.
+  // gone. The code expired before this destructor ran: a compile() in between may have removed
+  // the module already (and loaded another under the same key).
   std::lock_guard lock(mutex_);
-  if (module != 0) (void)jit_.remove_module(module);
   auto it = loaded_.find(key);
-  if (it != loaded_.end() && it->second.expired()) loaded_.erase(it);
+  if (it == loaded_.end() || it->second.module != module || !it->second.code.expired()) return;
+  if (module != 0) (void)jit_.remove_module(module);
+  loaded_.erase(it);
 }
 
 size_t PolicyCompiler::loaded_modules() const {
   std::lock_guard lock(mutex_);
   size_t n = 0;
-  for (const auto& [key, code] : loaded_) n += code.expired() ? 0 : 1;
+  for (const auto& [key, loaded] : loaded_) n += loaded.code.expired() ? 0 : 1;
   return n;
 }
 
@@ -132,7 +134,15 @@ Expected<std::unique_ptr<CompiledPolicy>> PolicyCompiler::compile(const ir::Poli
   std::string key = module_key(policy, source_hash);
   std::lock_guard lock(mutex_);
   std::shared_ptr<CompiledCode> code;
-  if (auto it = loaded_.find(key); it != loaded_.end()) code = it->second.lock();
+  if (auto it = loaded_.find(key); it != loaded_.end()) {
+    code = it->second.code.lock();
+    if (code == nullptr) {
+      // Its last user is being destroyed on another thread and has not released it yet: its
+      // symbols go now, before the same names load again (its release() then finds nothing).
+      if (it->second.module != 0) (void)jit_.remove_module(it->second.module);
+      loaded_.erase(it);
+    }
+  }
   if (code != nullptr) {
     ++stats_.modules_shared;
   } else {
@@ -212,7 +222,7 @@ Expected<std::unique_ptr<CompiledPolicy>> PolicyCompiler::compile(const ir::Poli
     }
     fresh->registered = true;
     code = fresh;
-    loaded_[key] = code;
+    loaded_[key] = Loaded{code, code->module};
   }
   return std::unique_ptr<CompiledPolicy>(
       new CompiledPolicy(policy, clock, random, std::move(code)));

@@ -270,50 +270,63 @@ bool ConnectionTask::on_register_service(const wire::RegisterService& request) {
 }
 
 bool ConnectionTask::finish_registrations(bool& did_work) {
-  Connection& app = *connection_;
-  while (!registrations_.empty() &&
-         registrations_.front().job->done.load(std::memory_order_acquire)) {
-    const PendingRegistration pending = std::move(registrations_.front());
+  while (!registrations_.empty()) {
+    PendingRegistration& pending = registrations_.front();
+    if (pending.reply == nullptr) {
+      if (!pending.job->done.load(std::memory_order_acquire)) return true;
+      register_ready(pending);
+      did_work = true;
+    }
+    if (pending.shards_left->load(std::memory_order_acquire) != 0) return true;
+    const bool sent = shm::send_message(connection_->socket.get(), *pending.reply).ok();
     registrations_.pop_front();
     did_work = true;
-    const CodecJob& job = *pending.job;
-    wire::DaemonMessage message;
-    auto* reply = message.mutable_service_registered();
-    reply->set_request_id(pending.request_id);
-    ServiceDirectory::Registration registered;
-    if (job.status.ok()) {
-      registered = core_.shared.directory.register_service(
-          job.schema, job.service, Registrant{app.id, app.identity->uid, app.identity->app_name},
-          pending.serve, core_.clock.now(), job.codecs);
-    } else {
-      registered.status = job.status;
-    }
-    // Every shard's view takes the changes (this one's now) before the app hears of them.
-    for (const ServiceUpdate& update : registered.updates) core_.publish(update);
-    if (registered.status.ok()) {
-      const ServiceUpdate& service = registered.updates.front();
-      // A caller with another, compatible schema hears its own methods (those past the
-      // registration's are refused when called).
-      const ServiceInfo* methods = service.info;
-      for (const SchemaVariant& variant : service.variants) {
-        if (variant.connection != app.id) continue;
-        app.schema_variants = true;
-        methods = variant.info;
-      }
-      reply->set_status(static_cast<uint32_t>(StatusCode::kOk));
-      reply->set_service_id(service.id);
-      for (const auto& method : methods->methods) reply->add_methods(method.name);
-      spdlog::info("connection {}: {} service {} as id {}", app.id,
-                   pending.serve ? "serves" : "calls", service.full_name, service.id);
-    } else {
-      reply->set_status(static_cast<uint32_t>(registered.status.code()));
-      reply->set_detail(registered.status.message());
-      spdlog::info("connection {}: registering {} failed: {}", app.id, job.service,
-                   registered.status.to_string());
-    }
-    if (!shm::send_message(app.socket.get(), message).ok()) return false;
+    if (!sent) return false;
   }
   return true;
+}
+
+void ConnectionTask::register_ready(PendingRegistration& pending) {
+  Connection& app = *connection_;
+  const CodecJob& job = *pending.job;
+  pending.reply = std::make_shared<wire::DaemonMessage>();
+  pending.shards_left = std::make_shared<std::atomic<size_t>>(0);
+  auto* reply = pending.reply->mutable_service_registered();
+  reply->set_request_id(pending.request_id);
+  ServiceDirectory::Registration registered;
+  if (job.status.ok()) {
+    registered = core_.shared.directory.register_service(
+        job.schema, job.service, Registrant{app.id, app.identity->uid, app.identity->app_name},
+        pending.serve, core_.clock.now(), job.codecs);
+  } else {
+    registered.status = job.status;
+  }
+  // Every shard's view takes the changes (this one's now, the others' before the reply goes).
+  // Only the registered service's own update is waited for; services dropped on the way (a
+  // lapsed grace period) reach the other shards when they do.
+  for (size_t i = 0; i < registered.updates.size(); ++i)
+    core_.publish(registered.updates[i], i == 0 ? pending.shards_left : nullptr);
+  if (registered.status.ok()) {
+    const ServiceUpdate& service = registered.updates.front();
+    // A caller with another, compatible schema hears its own methods (those past the
+    // registration's are refused when called).
+    const ServiceInfo* methods = service.info;
+    for (const SchemaVariant& variant : service.variants) {
+      if (variant.connection != app.id) continue;
+      app.schema_variants = true;
+      methods = variant.info;
+    }
+    reply->set_status(static_cast<uint32_t>(StatusCode::kOk));
+    reply->set_service_id(service.id);
+    for (const auto& method : methods->methods) reply->add_methods(method.name);
+    spdlog::info("connection {}: {} service {} as id {}", app.id,
+                 pending.serve ? "serves" : "calls", service.full_name, service.id);
+  } else {
+    reply->set_status(static_cast<uint32_t>(registered.status.code()));
+    reply->set_detail(registered.status.message());
+    spdlog::info("connection {}: registering {} failed: {}", app.id, job.service,
+                 registered.status.to_string());
+  }
 }
 
 void ConnectionTask::close(const char* why) {

@@ -23,6 +23,7 @@ struct CodecJob;  // codec_compiler.h
 namespace wire {
 class Hello;
 class RegisterService;
+class DaemonMessage;
 }  // namespace wire
 
 class ConnectionTask final : public Task {
@@ -46,17 +47,25 @@ class ConnectionTask final : public Task {
   // Finishes the registrations whose codecs are ready, in the order they came; false if the
   // connection must close.
   bool finish_registrations(bool& did_work);
+  struct PendingRegistration;
+  // The front registration's codecs are ready: registers it, publishes the change to every
+  // shard and makes its reply.
+  void register_ready(PendingRegistration& pending);
   bool refuse(const std::string& reason);
 
   DaemonCore& core_;
   std::shared_ptr<Connection> connection_;
   AppFrontend frontend_;
   Router router_;
-  // RegisterService requests at the codec compile thread (codec_compiler.h), oldest first.
+  // RegisterService requests at the codec compile thread (codec_compiler.h), oldest first. Once
+  // its codecs are ready one is registered and `reply` made; the reply is sent when every other
+  // shard's view has the change (`shards_left` is 0).
   struct PendingRegistration {
     std::shared_ptr<CodecJob> job;
     uint64_t request_id = 0;
     bool serve = false;
+    std::shared_ptr<std::atomic<size_t>> shards_left;  // null until registered
+    std::shared_ptr<wire::DaemonMessage> reply;
   };
   std::deque<PendingRegistration> registrations_;
 };

@@ -62,9 +62,17 @@ void DaemonCore::reply_done(ConnectionId server, uint64_t delivery,
   send_to(shards::shard_of(server), std::move(message));
 }
 
-void DaemonCore::publish(const ServiceUpdate& update) {
+void DaemonCore::publish(const ServiceUpdate& update,
+                         const std::shared_ptr<std::atomic<size_t>>& shards_left) {
+  if (shards_left != nullptr)
+    shards_left->store(shared.shards.size() - 1, std::memory_order_relaxed);
   for (DaemonCore* other : shared.shards) {
-    if (other != this) other->jobs.post([other, update] { other->apply(update); });
+    if (other == this) continue;
+    other->jobs.post([other, update, shards_left, origin = runtime] {
+      other->apply(update);
+      if (shards_left != nullptr && shards_left->fetch_sub(1, std::memory_order_acq_rel) == 1)
+        origin->wake();
+    });
   }
   apply(update);
   counters.services.store(shared.directory.size(), std::memory_order_relaxed);

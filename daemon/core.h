@@ -184,7 +184,11 @@ struct DaemonCore {
   // The server `server` may free its response `delivery`: told now, or through its shard.
   void reply_done(ConnectionId server, uint64_t delivery, std::shared_ptr<const void> pinned);
   // The registry changed: this shard's view takes `update` now, the other shards' through jobs.
-  void publish(const ServiceUpdate& update);
+  // With `shards_left` (set here to the number of other shards), each of them counts it down
+  // once its view has the update and wakes this shard's runtime when it reaches 0: a
+  // registration is answered only then, so the app's next call from any shard sees it.
+  void publish(const ServiceUpdate& update,
+               const std::shared_ptr<std::atomic<size_t>>& shards_left = nullptr);
   // Applies a snapshot to this shard's view (routing the calls it let go).
   void apply(ServiceUpdate update);
   // Brings this shard's view of `service_id` up to the directory's (a miss on the slow path).

@@ -249,16 +249,20 @@ void Runtime::loop() {
   MonoTime last_work = real_clock.now();
   MonoTime last_event_check = last_work;
   while (!stop_.load(std::memory_order_acquire)) {
+    // Every event check without waiting is followed by a round before the thread may sleep: the
+    // check drains the wake-up eventfd, so a wake() for work that no task's prepare_to_sleep
+    // looks at (a codec job done, say) would otherwise be consumed with its work left undone
+    // until some later wake-up.
     const bool worked = run_once();
     const MonoTime now = real_clock.now();
-    if (now - last_event_check >= options_.event_check_interval.count()) {
-      // Not sleeping: still notice sockets that became readable.
-      woke_by_readable_ = false;
-      check_events(0);
-      last_event_check = now;
-    }
     if (worked) {
       last_work = now;
+      if (now - last_event_check >= options_.event_check_interval.count()) {
+        // Not sleeping: still notice sockets that became readable.
+        woke_by_readable_ = false;
+        check_events(0);
+        last_event_check = now;
+      }
       continue;
     }
     if (now - last_work < options_.spin_budget.count()) {

@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <new>
 #include <sstream>
 #include <thread>
@@ -546,7 +548,12 @@ TEST_CASE(
   const ir::Policy& policy = built.unit->policies[0];
   auto jit = make_jit();
   auto compiler = make_compiler(*jit);
-  std::atomic<int> failures{0};
+  std::mutex failures_mutex;
+  std::vector<std::string> failures;  // what went wrong, per thread and round
+  auto fail = [&](std::string what) {
+    std::lock_guard lock(failures_mutex);
+    failures.push_back(std::move(what));
+  };
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
@@ -555,7 +562,7 @@ TEST_CASE(
       for (int round = 0; round < 20; ++round) {
         auto compiled = compiler->compile(policy, clock, random);
         if (!compiled.ok()) {
-          ++failures;
+          fail(fmt::format("thread {} round {}: {}", t, round, compiled.status().to_string()));
           return;
         }
         Call c;
@@ -567,12 +574,14 @@ TEST_CASE(
               (*compiled)->run(ir::Event::kRequest, c.get()).outcome == Verdict::Outcome::kContinue;
         }
         // 100 calls a second, a burst of 100: every call at 10 ms intervals passes.
-        if (passed != 500 || (*compiled)->state("limited").i != 0) ++failures;
+        if (passed != 500 || (*compiled)->state("limited").i != 0)
+          fail(fmt::format("thread {} round {}: {} of 500 passed, limited {}", t, round, passed,
+                           (*compiled)->state("limited").i));
       }
     });
   }
   for (auto& th : threads) th.join();
-  CHECK(failures.load() == 0);
+  CHECK_MESSAGE(failures.empty(), fmt::format("{}", fmt::join(failures, "; ")));
   CHECK(jit->module_count() == 0);
   CHECK(compiler->loaded_modules() == 0);
 }

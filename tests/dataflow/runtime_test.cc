@@ -252,3 +252,43 @@ TEST_CASE("a task placed last runs after every task added later, in each round")
   runtime.run_once();
   CHECK(order == std::vector<int>{1, 2, 3});
 }
+
+namespace {
+// Work posted with a wake() just after the task looked in a round, as a codec job finishing on
+// another thread does; nothing in prepare_to_sleep looks for it, so only the wake-up tells.
+class LateWorkTask final : public Task {
+ public:
+  bool run() override {
+    if (has_work.exchange(false)) {
+      done = true;
+      return true;
+    }
+    if (arm.exchange(false)) {
+      has_work = true;
+      wake_runtime();
+    }
+    return false;
+  }
+  std::atomic<bool> arm{false};
+  std::atomic<bool> has_work{false};
+  std::atomic<bool> done{false};
+};
+}  // namespace
+
+TEST_CASE("a wake-up that arrives during an idle round is not drained away before the next round") {
+  // An event check after every round (interval 0) and no spin: the old loop drained the wake-up
+  // eventfd in that check, then slept with the work undone.
+  Runtime runtime(MonotonicClock::instance(),
+                  RuntimeOptions{.spin_budget = 0ns, .event_check_interval = 0ns});
+  auto task = std::make_shared<LateWorkTask>();
+  runtime.add(task);
+  runtime.start();
+  wait_until([&] { return runtime.stats().sleeps >= 1; });
+  task->arm = true;
+  runtime.wake();
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (!task->done && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(1ms);
+  CHECK(task->done);
+  runtime.stop();
+}

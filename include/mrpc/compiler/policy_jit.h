@@ -100,8 +100,15 @@ class PolicyCompiler {
 
   jit::Jit& jit_;
   mutable std::mutex mutex_;
-  std::map<std::string, std::weak_ptr<CompiledCode>> loaded_;  // by module key
-  std::shared_ptr<jit::ObjectCache> cache_;                    // null: no on-disk cache
+  // The code loaded per module key, and its module: an expired entry's module is still loaded
+  // until its last CompiledCode's destructor releases it or a compile() of the same key removes
+  // it first (whichever takes the mutex first; the other finds the entry gone or replaced).
+  struct Loaded {
+    std::weak_ptr<CompiledCode> code;
+    jit::ModuleId module = 0;
+  };
+  std::map<std::string, Loaded> loaded_;     // by module key
+  std::shared_ptr<jit::ObjectCache> cache_;  // null: no on-disk cache
   PolicyCompileStats stats_;
 };
 
