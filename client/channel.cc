@@ -53,8 +53,7 @@ std::future<std::pair<Status, ReceivedMessage>> Channel::call_async(const Servic
                                                                     const CallOptions& options) {
   // The promise moves into the completion (an UntypedCompletion may be move-only). Its shared
   // state and result come from the calling thread's BlockPool (no allocation once it is warm).
-  std::promise<std::pair<Status, ReceivedMessage>> promise(
-      std::allocator_arg, BlockAllocator<char>(thread_block_pool()));
+  auto promise = pooled_promise<std::pair<Status, ReceivedMessage>>();
   auto future = promise.get_future();
   start_call(service, method_index, request, options,
              [promise = std::move(promise)](Status status, ReceivedMessage response) mutable {

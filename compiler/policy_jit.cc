@@ -139,8 +139,13 @@ Expected<std::unique_ptr<CompiledPolicy>> PolicyCompiler::compile(const ir::Poli
     if (code == nullptr) {
       // Its last user is being destroyed on another thread and has not released it yet: its
       // symbols go now, before the same names load again (its release() then finds nothing).
-      if (it->second.module != 0) (void)jit_.remove_module(it->second.module);
+      const jit::ModuleId stale = it->second.module;
       loaded_.erase(it);
+      if (Status removed = stale != 0 ? jit_.remove_module(stale) : Status(); !removed.ok()) {
+        return Status(StatusCode::kInternal,
+                      fmt::format("policy '{}': unloading its previous code: {}", policy.name,
+                                  removed.message()));
+      }
     }
   }
   if (code != nullptr) {

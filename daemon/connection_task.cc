@@ -270,15 +270,18 @@ bool ConnectionTask::on_register_service(const wire::RegisterService& request) {
 }
 
 bool ConnectionTask::finish_registrations(bool& did_work) {
-  while (!registrations_.empty()) {
-    PendingRegistration& pending = registrations_.front();
-    if (pending.reply == nullptr) {
-      if (!pending.job->done.load(std::memory_order_acquire)) return true;
-      register_ready(pending);
-      did_work = true;
-    }
-    if (pending.shards_left->load(std::memory_order_acquire) != 0) return true;
-    const bool sent = shm::send_message(connection_->socket.get(), *pending.reply).ok();
+  // Registers, in the order they came, those whose codecs are ready (the shards take them all
+  // at once), then answers from the oldest while the shards have it.
+  for (PendingRegistration& pending : registrations_) {
+    if (pending.reply != nullptr) continue;
+    if (!pending.job->done.load(std::memory_order_acquire)) break;
+    register_ready(pending);
+    did_work = true;
+  }
+  while (!registrations_.empty() && registrations_.front().reply != nullptr &&
+         registrations_.front().shards_left->load(std::memory_order_acquire) == 0) {
+    const bool sent =
+        shm::send_message(connection_->socket.get(), *registrations_.front().reply).ok();
     registrations_.pop_front();
     did_work = true;
     if (!sent) return false;

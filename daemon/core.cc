@@ -68,6 +68,8 @@ void DaemonCore::publish(const ServiceUpdate& update,
     shards_left->store(shared.shards.size() - 1, std::memory_order_relaxed);
   for (DaemonCore* other : shared.shards) {
     if (other == this) continue;
+    // `origin` outlives the job: Daemon::stop joins every runtime thread before any shard is
+    // destroyed, and jobs left in a stopped shard's queue are destroyed without running.
     other->jobs.post([other, update, shards_left, origin = runtime] {
       other->apply(update);
       if (shards_left != nullptr && shards_left->fetch_sub(1, std::memory_order_acq_rel) == 1)

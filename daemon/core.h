@@ -96,8 +96,8 @@ class JobQueue {
   void post(std::function<void()> job);
   // Runtime thread: runs what was posted; returns whether there was anything.
   bool run();
-  // Whether anything waits to run: the runtime must not sleep then (the wake-up that came with
-  // it may have been consumed by a busy round's event check).
+  // Whether anything waits to run: the runtime must not sleep then (defence in depth: the loop
+  // runs a round after every event check that may have drained the wake-up that came with it).
   bool pending() const { return has_jobs_.load(std::memory_order_acquire); }
   Runtime* runtime = nullptr;  // woken by post
 

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <future>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -109,6 +110,44 @@ TEST_CASE("killing one of two servers fails only its calls in flight, the other 
   CHECK(echo_calls(*client, service, 41, 200) == 200);
   CHECK(steady.calls_seen() == 220);
   CHECK(daemon.daemon.stats().calls_in_flight == 0);
+}
+
+TEST_CASE(
+    "a server's registration is answered only once the caller's shard has it: the next two calls "
+    "go one to each server") {
+  // With 3 runtime threads, connections go to shards 0, 1, 2 in turn (shard_placement_test.cc):
+  // the first server on shard 0 (which accepts apps), the client on 1, the second server on 2.
+  EmbeddedDaemon daemon;
+  EchoServer first(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  REQUIRE(client->register_service(kEchoService, false).status == StatusCode::kOk);
+  // The client's shard is held between two rounds (with one runtime thread: every app's).
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<bool> holding{false};
+  auto changed = daemon.daemon.change_graphs(
+      [&holding, released](ConnectionId, const CallerIdentity& identity, ConnectionGraphs) {
+        if (identity.app_name != "client") return;
+        holding = true;
+        released.wait();
+      });
+  REQUIRE(eventually([&] { return holding.load(); }));
+  std::atomic<bool> registered{false};
+  std::unique_ptr<EchoServer> second;
+  std::thread registering([&] {
+    second = std::make_unique<EchoServer>(daemon.app_socket());
+    registered = true;
+  });
+  // Its own shard registers it at once, but may not answer before the client's shard has it (a
+  // reply that came anyway would show within this wait; none must).
+  std::this_thread::sleep_for(300ms);
+  CHECK_FALSE(registered.load());
+  release.set_value();
+  registering.join();
+  changed.wait();
+  CHECK(echo_calls(*client, first.service_id(), 1, 2) == 2);
+  CHECK(first.calls_seen() == 1);
+  CHECK(second->calls_seen() == 1);
 }
 
 TEST_CASE("a service whose apps all left can be registered again with another schema") {

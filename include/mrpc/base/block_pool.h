@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <future>
 #include <memory>
 #include <vector>
 
@@ -92,6 +93,13 @@ struct BlockAllocator {
 inline const std::shared_ptr<BlockPool>& thread_block_pool() {
   thread_local const std::shared_ptr<BlockPool> pool = std::make_shared<BlockPool>();
   return pool;
+}
+
+// A promise whose shared state and result come from the calling thread's pool (the future forms
+// of libmrpc: no allocation per call once the pool holds as many as the thread has futures alive).
+template <class T>
+std::promise<T> pooled_promise() {
+  return std::promise<T>(std::allocator_arg, BlockAllocator<char>(thread_block_pool()));
 }
 
 }  // namespace mrpc

@@ -503,8 +503,7 @@ template <class Response>
 std::future<CallResult<Response>> future_call(Channel& channel, const ServiceSchema& service,
                                               uint32_t method_index, const MessageRef& request,
                                               const CallOptions& options) {
-  std::promise<CallResult<Response>> promise(std::allocator_arg,
-                                             BlockAllocator<char>(thread_block_pool()));
+  auto promise = pooled_promise<CallResult<Response>>();
   auto future = promise.get_future();
   start_typed_call<Response>(channel, service, method_index, request, options,
                              [promise = std::move(promise)](CallResult<Response> result) mutable {
