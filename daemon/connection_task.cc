@@ -66,6 +66,8 @@ MonoTime ConnectionTask::next_timer() const {
 
 bool ConnectionTask::prepare_to_sleep() {
   Connection& app = *connection_;
+  // A registration that can move on is work (defence in depth: its wake-up came meanwhile).
+  if (registration_can_move()) return false;
   if (!app.ready()) return true;
   if (!app.egress->prepare_to_sleep()) return false;
   if (!app.ingress->prepare_to_sleep()) {
@@ -287,6 +289,16 @@ bool ConnectionTask::finish_registrations(bool& did_work) {
     if (!sent) return false;
   }
   return true;
+}
+
+bool ConnectionTask::registration_can_move() const {
+  if (registrations_.empty()) return false;
+  const PendingRegistration& front = registrations_.front();
+  if (front.reply != nullptr && front.shards_left->load(std::memory_order_acquire) == 0)
+    return true;
+  for (const PendingRegistration& pending : registrations_)
+    if (pending.reply == nullptr) return pending.job->done.load(std::memory_order_acquire);
+  return false;
 }
 
 void ConnectionTask::register_ready(PendingRegistration& pending) {

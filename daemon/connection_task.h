@@ -51,6 +51,8 @@ class ConnectionTask final : public Task {
   // The front registration's codecs are ready: registers it, publishes the change to every
   // shard and makes its reply.
   void register_ready(PendingRegistration& pending);
+  // Whether finish_registrations() has something to do now.
+  bool registration_can_move() const;
   bool refuse(const std::string& reason);
 
   DaemonCore& core_;
