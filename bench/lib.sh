@@ -15,6 +15,9 @@
 #                            server is started again until it serves, then the daemon's codec
 #                            tier-up is waited for (it answers apps slowly until then)
 #   control SOCKET COMMAND   the daemon's answer to a control command (`stats`: JSON) on stdout
+#   attach_bench_policy DIR NAME  attaches one of the benches' policies at callee to the daemon
+#                            started in DIR: none (nothing), noop, acl (stdlib, denies nobody),
+#                            field_acl (reads req.text), rate_limit (stdlib, never limits)
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${MRPC_BUILD_DIR:-$root/build}"
 [[ -v mrpcd_wrapper ]] || mrpcd_wrapper=()
@@ -123,4 +126,23 @@ while time.time() < deadline:
     time.sleep(1)
 sys.exit("the daemon's codec compiles did not settle in 300 s")
 PY
+}
+
+attach_bench_policy() {
+  local polc=("$build/tools/mrpc-polc/mrpc-polc" --socket "$1/control.sock")
+  case $2 in
+    none) ;;
+    noop) "${polc[@]}" attach "$root/bench/policies/noop.mpol" >/dev/null ;;
+    acl) "${polc[@]}" attach "$root/stdlib-policies/acl.mpol" >/dev/null ;;
+    field_acl)
+      "${polc[@]}" attach "$root/bench/policies/field_acl.mpol" -I "$root/examples/echo" >/dev/null
+      ;;
+    rate_limit)
+      "${polc[@]}" attach "$root/stdlib-policies/rate_limit.mpol" rate=1e12 burst=1e12 >/dev/null
+      ;;
+    *)
+      echo "unknown bench policy '$2' (none, noop, acl, field_acl, rate_limit)" >&2
+      return 1
+      ;;
+  esac
 }

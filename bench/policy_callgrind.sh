@@ -26,18 +26,11 @@ mrpcd_wrapper=(valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="
 start_mrpcd "$run_dir" --spin-budget-us 0
 dpid=$mrpcd_pid
 start_echo_server_patiently "$run_dir/server.log"
-polc=($build/tools/mrpc-polc/mrpc-polc --socket $run_dir/control.sock)
-case $policy in
-  none) ;;
-  noop) "${polc[@]}" attach "$root/bench/policies/noop.mpol" > /dev/null ;;
-  acl) "${polc[@]}" attach $root/stdlib-policies/acl.mpol > /dev/null ;;
-  field_acl) "${polc[@]}" attach "$root/bench/policies/field_acl.mpol" -I $root/examples/echo > /dev/null ;;
-  rate_limit) "${polc[@]}" attach $root/stdlib-policies/rate_limit.mpol rate=1e12 burst=1e12 > /dev/null ;;
-esac
+attach_bench_policy "$run_dir" "$policy"
 summary=$($build/examples/echo/echo_client --calls $calls --in-flight 16 | head -1)
 echo "$summary" >&2
 grep -q " 0 errors" <<<"$summary" || { echo "calls failed: $summary" >&2; exit 1; }
 # SIGTERM lets callgrind write its counts before the cleanup's kill.
 kill "$server_pid"; sleep 0.2; kill -TERM "$dpid"; wait "$dpid" || true
 grep -E "^(summary|totals):" $run_dir/cg.out
-[[ -n "${KEEP_CALLGRIND:-}" ]] && cp $run_dir/cg.out "$KEEP_CALLGRIND"
+if [[ -n "${KEEP_CALLGRIND:-}" ]]; then cp $run_dir/cg.out "$KEEP_CALLGRIND"; fi

@@ -158,7 +158,7 @@ class Evaluation {
         handler_(handler),
         v_(verdict),
         locals_(locals) {
-    locals_.resize(handler.locals.size());
+    if (locals_.size() != handler.locals.size()) locals_.resize(handler.locals.size());
     if (rpc_.call_variables != nullptr) {
       call_ = static_cast<Value*>(rpc_.call_variables);
     } else if (!policy_.call_variables.empty()) {
@@ -178,18 +178,10 @@ class Evaluation {
   // policy does not apply to) or was stopped (a message of another schema).
   bool start() {
     if (policy_.schema_known) {
-      // `service + "." + method` against each full name, without building it (the per-call path
-      // allocates nothing).
-      std::string_view service(rpc_.service.data != nullptr ? rpc_.service.data : "",
-                               rpc_.service.data != nullptr ? rpc_.service.size : 0);
-      std::string_view method(rpc_.method.data != nullptr ? rpc_.method.data : "",
-                              rpc_.method.data != nullptr ? rpc_.method.size : 0);
-      for (size_t m = 0; m < policy_.methods.size(); ++m) {
-        std::string_view full = policy_.methods[m].full_name;
-        if (full.size() == service.size() + 1 + method.size() && full.starts_with(service) &&
-            full[service.size()] == '.' && full.ends_with(method)) {
-          method_ = static_cast<int>(m);
-        }
+      if (rpc_.policy_method != 0 && rpc_.policy_method <= policy_.methods.size()) {
+        method_ = static_cast<int>(rpc_.policy_method - 1);  // resolved by the daemon
+      } else {
+        match_method();
       }
       if (method_ < 0) return false;  // not a call this policy applies to: it does not run
       const ir::Method& m = policy_.methods[static_cast<size_t>(method_)];
@@ -202,6 +194,22 @@ class Evaluation {
       }
     }
     return true;
+  }
+
+  // `service + "." + method` against each full name of the policy's methods, without building it
+  // (the per-call path allocates nothing).
+  void match_method() {
+    std::string_view service(rpc_.service.data != nullptr ? rpc_.service.data : "",
+                             rpc_.service.data != nullptr ? rpc_.service.size : 0);
+    std::string_view method(rpc_.method.data != nullptr ? rpc_.method.data : "",
+                            rpc_.method.data != nullptr ? rpc_.method.size : 0);
+    for (size_t m = 0; m < policy_.methods.size(); ++m) {
+      std::string_view full = policy_.methods[m].full_name;
+      if (full.size() == service.size() + 1 + method.size() && full.starts_with(service) &&
+          full[service.size()] == '.' && full.ends_with(method)) {
+        method_ = static_cast<int>(m);
+      }
+    }
   }
 
   // For the JIT's runtime helpers (eval_session.h): they run the parts of a handler the lowering
@@ -1179,13 +1187,18 @@ Status PolicyInstance::set_param(const std::string& name, Value value) {
                 fmt::format("policy '{}' has no param '{}'", policy_.name, name));
 }
 
-Verdict PolicyInstance::run(ir::Event event, mrpc_rpc_view& rpc) {
+Verdict PolicyRunner::run(ir::Event event, mrpc_rpc_view& rpc) {
   Verdict verdict;
+  run_into(event, rpc, verdict);
+  return verdict;
+}
+
+void PolicyInstance::run_into(ir::Event event, mrpc_rpc_view& rpc, Verdict& verdict) {
+  verdict.reset();
   const ir::Handler* handler = policy_.handler_for(event);
-  if (handler == nullptr) return verdict;
+  if (handler == nullptr) return;
   std::vector<Value> locals;
   Evaluation(*this, rpc, *handler, verdict, locals).run();
-  return verdict;
 }
 
 Value PolicyInstance::state(const std::string& name) const {

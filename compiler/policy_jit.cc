@@ -267,10 +267,10 @@ Status CompiledPolicy::set_state(const std::string& name, const ir::Value& value
   return instance_->set_state(name, value);
 }
 
-Verdict CompiledPolicy::run(ir::Event event, mrpc_rpc_view& rpc) {
-  Verdict verdict;
+void CompiledPolicy::run_into(ir::Event event, mrpc_rpc_view& rpc, Verdict& verdict) {
+  verdict.reset();
   const ir::Handler* handler = policy_.handler_for(event);
-  if (handler == nullptr) return verdict;
+  if (handler == nullptr) return;
   auto index = static_cast<size_t>(handler - policy_.handlers.data());
   JitFrame& f = *frame_;
   if (f.session.begin(rpc, *handler, verdict)) {
@@ -283,7 +283,6 @@ Verdict CompiledPolicy::run(ir::Event event, mrpc_rpc_view& rpc) {
     f.verdict = nullptr;
   }
   f.session.end();
-  return verdict;
 }
 
 }  // namespace mrpc::compiler

@@ -338,42 +338,55 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
                  ? owner->heap_view()
                  : ConstRegion{owner->receive.data(), owner->receive.size()};
   }
+  const CopyLimits limits{core().config.max_message_bytes, limits::kMaxMessageNesting};
+  if (deliver_checked && where.region == RegionKind::kHeap) {
+    // The message this handler decides on, out of memory its app can still write: copied
+    // straight into a private message of its own (pooled), and the bytes it checks become the
+    // bytes delivered.
+    struct Taken {
+      PrivateMessagePool& pool;
+      std::shared_ptr<PrivateMessage> message;
+    } taken{*private_messages_, nullptr};
+    auto reserve = [](void* context, uint64_t bytes) {
+      auto& into = *static_cast<Taken*>(context);
+      into.message = into.pool.take(bytes);
+      return MutableRegion{into.message->bytes.get(), bytes};
+    };
+    auto copied = copy_message_to(*layout, source, where.offset, reserve, &taken, limits);
+    if (!copied.ok()) {
+      error = copied.status().message();
+      return false;
+    }
+    taken.message->message_bytes = taken.message->size;
+    // A response leaves its server's heap here: the server may free it now (once per reply, as
+    // the transport would after its copy; free_held and the transport skip private copies).
+    if (!is_request && current_ != nullptr)
+      core().reply_done(where.owner, current_->delivery_id, current_->pinned_memory);
+    where = MessageLocation{where.owner, RegionKind::kPrivate, *copied, std::move(taken.message)};
+    point_view_at(*where.private_copy);
+    return true;
+  }
+  // Per-run scratch: read, never delivered.
   Scratch& scratch = is_request ? request_scratch_ : response_scratch_;
   if (scratch.bytes == nullptr) {
     // Uninitialised: pages are touched only as far as messages reach.
     scratch.size = core().config.max_message_bytes + limits::kMaxMessageNesting * 64 + 4096;
     scratch.bytes.reset(new std::byte[scratch.size]);
-    scratch.allocator = std::make_unique<RegionAllocator>(scratch.size);
   }
-  auto copied = copy_message(
-      *layout, source, where.offset, MutableRegion{scratch.bytes.get(), scratch.size},
-      *scratch.allocator, CopyLimits{core().config.max_message_bytes, limits::kMaxMessageNesting});
+  auto reserve = [](void* context, uint64_t bytes) {
+    auto& into = *static_cast<Scratch*>(context);
+    into.used = bytes;
+    return bytes <= into.size ? MutableRegion{into.bytes.get(), bytes} : MutableRegion{};
+  };
+  auto copied = copy_message_to(*layout, source, where.offset, reserve, &scratch, limits);
   if (!copied.ok()) {
     error = copied.status().message();
     return false;
   }
-  const uint64_t used = scratch.allocator->used_bytes();
-  (void)scratch.allocator->free(*copied);  // the bytes stay readable until the next copy
-  if (deliver_checked && where.region == RegionKind::kHeap) {
-    // The message this handler decides on, out of memory its app can still write: the bytes it
-    // checks become the bytes delivered (the copy is one block: nothing of it lies past
-    // *copied + used).
-    auto taken = std::make_shared<PrivateMessage>();
-    taken->size = *copied + used;
-    taken->message_bytes = used;
-    taken->bytes.reset(new std::byte[taken->size]);
-    std::memcpy(taken->bytes.get(), scratch.bytes.get(), taken->size);
-    // A response leaves its server's heap here: the server may free it now (once per reply, as
-    // the transport would after its copy; free_held and the transport skip private copies).
-    if (!is_request && current_ != nullptr)
-      core().reply_done(where.owner, current_->delivery_id, current_->pinned_memory);
-    where = MessageLocation{where.owner, RegionKind::kPrivate, *copied, std::move(taken)};
-    point_view_at(*where.private_copy);
-    return true;
-  }
-  size = used;
+  // The copy is one block from the scratch's start: nothing of it lies past the measured size.
+  size = scratch.used;
   view.region = reinterpret_cast<uint8_t*>(scratch.bytes.get());
-  view.region_size = *copied + used;  // the copy is one block: nothing of it lies past that
+  view.region_size = scratch.used;
   view.body_offset = *copied;
   view.fingerprint = layout->fingerprint();
   return true;
@@ -553,9 +566,11 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
       return;
     }
   }
-  encode_metadata(*rpc);
-  view.metadata = reinterpret_cast<const uint8_t*>(metadata_scratch_.data());
-  view.metadata_size = static_cast<uint32_t>(metadata_scratch_.size());
+  if (reads_metadata_) {  // reads or writes: a policy that does neither never sees the block
+    encode_metadata(*rpc);
+    view.metadata = reinterpret_cast<const uint8_t*>(metadata_scratch_.data());
+    view.metadata_size = static_cast<uint32_t>(metadata_scratch_.size());
+  }
   view.ops = &kOps;
   if (uses_endpoints_) {
     encode_endpoints(*rpc);
@@ -573,6 +588,7 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
   }
   view.ops_context = this;
   view.latency_ns = latency_ns;
+  if (policy_.schema_known) view.policy_method = static_cast<uint32_t>(method.policy_method) + 1;
   // Whether the message of this event is read in the private copy that is delivered (then the
   // handler's in-place field writes reach the callee or caller).
   bool writes_delivered = false;
@@ -599,7 +615,8 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
     }
   }
   if (!policy_.call_variables.empty()) view.call_variables = call_variables(*rpc, event);
-  compiler::Verdict verdict = runner_->run(event, view);
+  compiler::Verdict& verdict = verdict_;
+  runner_->run_into(event, view, verdict);
   current_ = nullptr;
   for (const auto& log : verdict.logs) {
     std::string fields;

@@ -53,6 +53,7 @@
 #include "mrpc/compiler/ir.h"
 #include "mrpc/compiler/policy_runner.h"
 #include "mrpc/dataflow/operator.h"
+#include "mrpc/dataflow/private_message_pool.h"
 #include "mrpc/message/region_allocator.h"
 
 namespace mrpc {
@@ -202,8 +203,10 @@ class PolicyOperator final : public Operator {
   bool uses_size_ = false;
   bool uses_latency_ = false;
   bool uses_endpoints_ = false;  // rpc.endpoints or rpc.endpoint, route or mirror
-  bool reads_metadata_ = false;  // its request metadata is taken out of the app's heap first
-  bool mirrors_ = false;         // runs `mirror`
+  // Reads or writes `rpc.metadata`: its request metadata is taken out of the app's heap first; a
+  // policy that does neither gets no metadata block in its view.
+  bool reads_metadata_ = false;
+  bool mirrors_ = false;  // runs `mirror`
   // (call id << 16) ^ attempt of the mirrors it forked -> when.
   std::unordered_map<uint64_t, MonoTime> mirrored_;
   std::string endpoints_scratch_;
@@ -222,12 +225,15 @@ class PolicyOperator final : public Operator {
   std::unordered_map<std::string, size_t> series_by_labels_;  // "caller\nmethod\nevent\noutcome"
   // Per-run scratch (under mutex_): the metadata block, the private message copies.
   std::string metadata_scratch_;
-  Rpc* current_ = nullptr;  // the Rpc the view describes (for metadata_set)
+  Rpc* current_ = nullptr;     // the Rpc the view describes (for metadata_set)
+  compiler::Verdict verdict_;  // of the handler run now; its buffers are reused
   struct Scratch {
     std::unique_ptr<std::byte[]> bytes;  // allocated on the first copy
     uint64_t size = 0;
-    std::unique_ptr<RegionAllocator> allocator;
+    uint64_t used = 0;  // by the last copy, from the start
   };
+  // The private copies that are delivered (time of check is time of use), taken under mutex_.
+  const std::shared_ptr<PrivateMessagePool> private_messages_ = PrivateMessagePool::create();
   Scratch request_scratch_;
   Scratch response_scratch_;
 };

@@ -320,16 +320,16 @@ Status Graph::remove(StageId id) {
   Stage& stage = *stages_[position];
   // Requests that waited for the removed operator came after everything that already passed
   // it, so they queue behind what waits at the next operator; replies likewise.
-  std::deque<RpcPtr> waiting_requests = std::move(stage.requests);
-  std::deque<RpcPtr> waiting_replies = std::move(stage.replies);
+  RpcQueue waiting_requests = std::move(stage.requests);
+  RpcQueue waiting_replies = std::move(stage.replies);
   stages_.erase(stages_.begin() + static_cast<std::ptrdiff_t>(position));
-  for (auto& rpc : waiting_requests) {
+  waiting_requests.drain([&](RpcPtr rpc) {
     if (position < stages_.size())
       stages_[position]->requests.push_back(std::move(rpc));
     else
       exits_.requests(std::move(rpc));
-  }
-  for (auto& rpc : waiting_replies) enqueue_reply_before(position, std::move(rpc));
+  });
+  waiting_replies.drain([&](RpcPtr rpc) { enqueue_reply_before(position, std::move(rpc)); });
   ++stats_.changes;
   return {};
 }
@@ -350,10 +350,8 @@ void Graph::drain_into(const std::function<void(RpcPtr)>& sink) {
   exits_ = GraphExits{sink, sink, sink};
   for (size_t i = 0; i < stages_.size(); ++i) detach_stage(i);
   for (auto& stage : stages_) {
-    for (auto& rpc : stage->requests) sink(std::move(rpc));
-    for (auto& rpc : stage->replies) sink(std::move(rpc));
-    stage->requests.clear();
-    stage->replies.clear();
+    stage->requests.drain(sink);
+    stage->replies.drain(sink);
   }
   take_posted_rpcs_into(sink);
   exits_ = std::move(saved);
@@ -468,13 +466,10 @@ bool Graph::release_due(size_t position, MonoTime now) {
 
 namespace {
 // Moves up to `limit` RPCs from the front of `queue` into `batch`.
-void fill_batch(std::deque<RpcPtr>& queue, RpcBatch& batch, size_t limit) {
+void fill_batch(RpcQueue& queue, RpcBatch& batch, size_t limit) {
   batch.clear();
   size_t count = std::min(limit, queue.size());
-  for (size_t i = 0; i < count; ++i) {
-    batch.push_back(std::move(queue.front()));
-    queue.pop_front();
-  }
+  for (size_t i = 0; i < count; ++i) batch.push_back(queue.pop_front());
 }
 }  // namespace
 

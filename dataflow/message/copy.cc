@@ -61,6 +61,8 @@ Expected<const FieldLayout*> active_member(const MessageLayout& layout, int32_t 
   return member;
 }
 
+// The walk returns false on the first error and keeps it in error_ (a Status per step would cost
+// more than the step: this is on every delivery's path).
 class Copier {
  public:
   Copier(ConstRegion source, const CopyLimits& limits) : source_(source), limits_(limits) {}
@@ -68,22 +70,21 @@ class Copier {
   // ---- pass 1: how many bytes the copy takes ----
   // Reads the source in place: each reference is loaded once, then checked, then followed. A
   // concurrent writer can only make the estimate wrong, which pass 2 detects.
-  Status measure_message(const MessageLayout& layout, uint64_t offset, uint32_t depth) {
-    MRPC_TRY_STATUS(check_depth(layout, depth));
-    MRPC_TRY_STATUS(check_range(layout, offset, layout.body_size(), "message body"));
-    MRPC_TRY_STATUS(add(layout.body_size()));
-    return measure_body(layout, source_.base + offset, depth);
+  bool measure_message(const MessageLayout& layout, uint64_t offset, uint32_t depth) {
+    return check_depth(layout, depth) &&
+           check_range(layout, offset, layout.body_size(), "message body") &&
+           add(layout.body_size()) && measure_body(layout, source_.base + offset, depth);
   }
 
   // ---- pass 2: copy into [cursor, end) of the destination ----
-  Expected<uint64_t> copy_message(const MessageLayout& layout, uint64_t offset, uint32_t depth) {
-    MRPC_TRY_STATUS(check_depth(layout, depth));
-    MRPC_TRY_STATUS(check_range(layout, offset, layout.body_size(), "message body"));
-    auto at = take(layout.body_size());
-    if (!at.ok()) return at.status();
-    std::memcpy(destination_.base + *at, source_.base + offset, layout.body_size());
-    MRPC_TRY_STATUS(copy_body(layout, destination_.base + *at, depth));
-    return *at;
+  // The copy's offset in the destination, in `at`.
+  bool copy_message(const MessageLayout& layout, uint64_t offset, uint32_t depth, uint64_t& at) {
+    if (!check_depth(layout, depth) ||
+        !check_range(layout, offset, layout.body_size(), "message body") ||
+        !take(layout.body_size(), at))
+      return false;
+    std::memcpy(destination_.base + at, source_.base + offset, layout.body_size());
+    return copy_body(layout, destination_.base + at, depth);
   }
 
   void start_copy(MutableRegion destination, uint64_t start, uint64_t bytes) {
@@ -93,63 +94,75 @@ class Copier {
   }
   uint64_t measured() const { return total_; }
   uint64_t work() const { return work_; }
+  Status take_error() { return std::move(error_); }
 
  private:
-  Status check_depth(const MessageLayout& layout, uint32_t depth) const {
-    if (depth >= limits_.max_nesting) {
-      return invalid(
-          fmt::format("{}: messages nested deeper than the limit of {} "
-                      "(max_nesting; a reference cycle looks like this too)",
-                      layout.full_name(), limits_.max_nesting));
-    }
-    return Status();
+  [[gnu::cold, gnu::noinline]] bool fail(Status status) {
+    error_ = std::move(status);
+    return false;
   }
 
-  Status check_range(const MessageLayout& layout, uint64_t offset, uint64_t bytes,
-                     std::string_view what) const {
-    if (offset > source_.size || bytes > source_.size - offset) {
-      return invalid(
-          fmt::format("{}: {} at offset {} of {} bytes is outside the source region of "
-                      "{} bytes",
-                      layout.full_name(), what, offset, bytes, source_.size));
-    }
-    return Status();
+  bool check_depth(const MessageLayout& layout, uint32_t depth) {
+    return depth < limits_.max_nesting || depth_error(layout);
+  }
+  [[gnu::cold, gnu::noinline]] bool depth_error(const MessageLayout& layout) {
+    return fail(
+        invalid(fmt::format("{}: messages nested deeper than the limit of {} "
+                            "(max_nesting; a reference cycle looks like this too)",
+                            layout.full_name(), limits_.max_nesting)));
+  }
+
+  bool check_range(const MessageLayout& layout, uint64_t offset, uint64_t bytes,
+                   std::string_view what) {
+    return (offset <= source_.size && bytes <= source_.size - offset) ||
+           range_error(layout, offset, bytes, what);
+  }
+  [[gnu::cold, gnu::noinline]] bool range_error(const MessageLayout& layout, uint64_t offset,
+                                                uint64_t bytes, std::string_view what) {
+    return fail(
+        invalid(fmt::format("{}: {} at offset {} of {} bytes is outside the source region of "
+                            "{} bytes",
+                            layout.full_name(), what, offset, bytes, source_.size)));
   }
 
   // One step of work (a body, a reference or a oneof case): bounded per call by max_work.
-  Status step() {
-    if (++work_ > limits_.max_work) {
-      return Status(StatusCode::kResourceExhausted,
-                    fmt::format("copying the message took more than the limit of {} steps "
-                                "(max_work)",
-                                limits_.max_work));
-    }
-    return Status();
+  bool step() { return ++work_ <= limits_.max_work || work_error(); }
+  [[gnu::cold, gnu::noinline]] bool work_error() {
+    return fail(Status(StatusCode::kResourceExhausted,
+                       fmt::format("copying the message took more than the limit of {} steps "
+                                   "(max_work)",
+                                   limits_.max_work)));
   }
 
-  // The field of `reference` to follow in `body`, or null when it holds nothing to follow.
-  static Expected<const FieldLayout*> followed(const MessageLayout& layout,
-                                               const BodyReference& reference,
-                                               const std::byte* body) {
-    if (reference.oneof == kNoOneof) {
-      const FieldLayout& field = layout.fields()[reference.field];
-      if (field.presence_bit != kNoPresenceBit && !presence_bit(body, field.presence_bit))
-        return static_cast<const FieldLayout*>(nullptr);
-      return &field;
+  // The field of `reference` to follow in `body` (in `field`; null when it holds nothing to
+  // follow).
+  bool followed(const MessageLayout& layout, const BodyReference& reference, const std::byte* body,
+                const FieldLayout*& field) {
+    if (reference.oneof == kNoOneof) [[likely]] {
+      const FieldLayout& plain = layout.fields()[reference.field];
+      field = plain.presence_bit != kNoPresenceBit && !presence_bit(body, plain.presence_bit)
+                  ? nullptr
+                  : &plain;
+      return true;
     }
+    return followed_oneof(layout, reference, body, field);
+  }
+  [[gnu::noinline]] bool followed_oneof(const MessageLayout& layout, const BodyReference& reference,
+                                        const std::byte* body, const FieldLayout*& field) {
     auto member = active_member(layout, reference.oneof, body);
-    if (!member.ok() || *member == nullptr || is_reference(**member)) return member;
-    return static_cast<const FieldLayout*>(nullptr);
+    if (!member.ok()) return fail(member.status());
+    field = *member != nullptr && is_reference(**member) ? *member : nullptr;
+    return true;
   }
 
-  Status add(uint64_t bytes) {
+  bool add(uint64_t bytes) {
     total_ += round8(bytes);
-    if (total_ > limits_.max_message_bytes) {
-      return Status(StatusCode::kResourceExhausted,
-                    fmt::format("message larger than the limit of {} bytes (max_message_bytes)",
-                                limits_.max_message_bytes));
-    }
-    return Status();
+    return total_ <= limits_.max_message_bytes || size_error();
+  }
+  [[gnu::cold, gnu::noinline]] bool size_error() {
+    return fail(Status(StatusCode::kResourceExhausted,
+                       fmt::format("message larger than the limit of {} bytes (max_message_bytes)",
+                                   limits_.max_message_bytes)));
   }
 
   // Bytes an array of `field` takes: `count` elements.
@@ -157,82 +170,81 @@ class Copier {
     return static_cast<uint64_t>(count) * field.element_size;
   }
 
-  Status measure_body(const MessageLayout& layout, const std::byte* body, uint32_t depth) {
-    MRPC_TRY_STATUS(step());
+  bool measure_body(const MessageLayout& layout, const std::byte* body, uint32_t depth) {
+    if (!step()) return false;
     for (const BodyReference& reference : layout.body_references()) {
-      MRPC_TRY_STATUS(step());
-      auto active = followed(layout, reference, body);
-      if (!active.ok()) return active.status();
-      if (*active == nullptr) continue;
-      const FieldLayout& field = **active;
+      const FieldLayout* active = nullptr;
+      if (!step() || !followed(layout, reference, body, active)) return false;
+      if (active == nullptr) continue;
+      const FieldLayout& field = *active;
       const RegionRef ref = load<RegionRef>(body + field.offset);
       if (!field.repeated) {
-        if (field.kind == FieldKind::kMessage) {
-          MRPC_TRY_STATUS(measure_message(*field.message, ref.offset, depth + 1));
-        } else {
-          MRPC_TRY_STATUS(check_range(layout, ref.offset, ref.size, field.name));
-          MRPC_TRY_STATUS(add(ref.size));
-        }
+        const bool measured =
+            field.kind == FieldKind::kMessage
+                ? measure_message(*field.message, ref.offset, depth + 1)
+                : check_range(layout, ref.offset, ref.size, field.name) && add(ref.size);
+        if (!measured) return false;
         continue;
       }
       const uint64_t bytes = array_bytes(field, ref.size);
-      MRPC_TRY_STATUS(check_range(layout, ref.offset, bytes, field.name));
-      MRPC_TRY_STATUS(add(bytes));
+      if (!check_range(layout, ref.offset, bytes, field.name) || !add(bytes)) return false;
       if (field.kind == FieldKind::kString || field.kind == FieldKind::kBytes) {
         for (uint32_t i = 0; i < ref.size; ++i) {
-          MRPC_TRY_STATUS(step());
           const RegionRef element =
               load<RegionRef>(source_.base + ref.offset + uint64_t{i} * sizeof(RegionRef));
-          MRPC_TRY_STATUS(check_range(layout, element.offset, element.size, field.name));
-          MRPC_TRY_STATUS(add(element.size));
+          if (!step() || !check_range(layout, element.offset, element.size, field.name) ||
+              !add(element.size))
+            return false;
         }
       } else if (field.kind == FieldKind::kMessage) {
-        MRPC_TRY_STATUS(check_depth(*field.message, depth + 1));
+        if (!check_depth(*field.message, depth + 1)) return false;
         const uint32_t element_size = field.message->body_size();
         for (uint32_t i = 0; i < ref.size; ++i) {
-          MRPC_TRY_STATUS(measure_body(
-              *field.message, source_.base + ref.offset + uint64_t{i} * element_size, depth + 1));
+          if (!measure_body(*field.message, source_.base + ref.offset + uint64_t{i} * element_size,
+                            depth + 1))
+            return false;
         }
       }
     }
     const RegionRef unknown = load<RegionRef>(body + layout.unknown_fields_offset());
-    MRPC_TRY_STATUS(check_range(layout, unknown.offset, unknown.size, "unknown fields"));
-    return add(unknown.size);
+    return check_range(layout, unknown.offset, unknown.size, "unknown fields") && add(unknown.size);
   }
 
-  Expected<uint64_t> take(uint64_t bytes) {
+  bool take(uint64_t bytes, uint64_t& at) {
     const uint64_t rounded = round8(bytes);
     if (rounded > end_ - cursor_) {
-      return invalid(
-          "the message changed while it was copied (it no longer fits what was "
-          "measured)");
+      return fail(
+          invalid("the message changed while it was copied (it no longer fits what was "
+                  "measured)"));
     }
-    const uint64_t at = cursor_;
+    at = cursor_;
     cursor_ += rounded;
-    return at;
+    return true;
   }
 
-  // Copies `bytes` from the source at `offset` into a new piece of the block; returns the
+  // Copies `bytes` from the source at `ref` into a new piece of the block; `copy` is the
   // reference the copy stores.
-  Expected<RegionRef> copy_bytes(const MessageLayout& layout, const RegionRef& ref, uint64_t bytes,
-                                 std::string_view what) {
-    if (ref.size == 0) return RegionRef{0, 0, 0};
-    MRPC_TRY_STATUS(check_range(layout, ref.offset, bytes, what));
-    auto at = take(bytes);
-    if (!at.ok()) return at.status();
-    std::memcpy(destination_.base + *at, source_.base + ref.offset, bytes);
-    return RegionRef{*at, ref.size, ref.size};
+  bool copy_bytes(const MessageLayout& layout, const RegionRef& ref, uint64_t bytes,
+                  std::string_view what, RegionRef& copy) {
+    if (ref.size == 0) {
+      copy = RegionRef{0, 0, 0};
+      return true;
+    }
+    uint64_t at = 0;
+    if (!check_range(layout, ref.offset, bytes, what) || !take(bytes, at)) return false;
+    std::memcpy(destination_.base + at, source_.base + ref.offset, bytes);
+    copy = RegionRef{at, ref.size, ref.size};
+    return true;
   }
 
   // `body` is already in the destination (only the daemon writes there): read it, follow its
   // references in the source, rewrite them to point at their copies.
-  Status copy_body(const MessageLayout& layout, std::byte* body, uint32_t depth) {
-    MRPC_TRY_STATUS(step());
+  bool copy_body(const MessageLayout& layout, std::byte* body, uint32_t depth) {
+    if (!step()) return false;
     for (const BodyReference& reference : layout.body_references()) {
-      MRPC_TRY_STATUS(step());
-      auto active = followed(layout, reference, body);
-      if (!active.ok()) return active.status();
-      if (*active == nullptr) {
+      const FieldLayout* active = nullptr;
+      if (!step() || !followed(layout, reference, body, active)) return false;
+      if (active == nullptr) {
         // Not set: never followed, and the stale reference is not passed on (a oneof's storage
         // may hold a scalar member, so it is left as it is).
         if (reference.oneof == kNoOneof) {
@@ -240,44 +252,44 @@ class Copier {
         }
         continue;
       }
-      const FieldLayout& field = **active;
+      const FieldLayout& field = *active;
       std::byte* slot = body + field.offset;
       const RegionRef ref = load<RegionRef>(slot);
       if (!field.repeated && field.kind == FieldKind::kMessage) {
-        auto copied = copy_message(*field.message, ref.offset, depth + 1);
-        if (!copied.ok()) return copied.status();
-        store(slot, RegionRef{*copied, field.message->body_size(), field.message->body_size()});
+        uint64_t copied = 0;
+        if (!copy_message(*field.message, ref.offset, depth + 1, copied)) return false;
+        store(slot, RegionRef{copied, field.message->body_size(), field.message->body_size()});
         continue;
       }
       const uint64_t bytes = field.repeated ? array_bytes(field, ref.size) : ref.size;
-      auto copied = copy_bytes(layout, ref, bytes, field.name);
-      if (!copied.ok()) return copied.status();
-      store(slot, *copied);
-      if (!field.repeated || copied->size == 0) continue;
-      std::byte* array = destination_.base + copied->offset;
+      RegionRef copied;
+      if (!copy_bytes(layout, ref, bytes, field.name, copied)) return false;
+      store(slot, copied);
+      if (!field.repeated || copied.size == 0) continue;
+      std::byte* array = destination_.base + copied.offset;
       if (field.kind == FieldKind::kString || field.kind == FieldKind::kBytes) {
-        for (uint32_t i = 0; i < copied->size; ++i) {
-          MRPC_TRY_STATUS(step());
+        for (uint32_t i = 0; i < copied.size; ++i) {
           std::byte* element_slot = array + uint64_t{i} * sizeof(RegionRef);
           const RegionRef element = load<RegionRef>(element_slot);
-          auto element_copy = copy_bytes(layout, element, element.size, field.name);
-          if (!element_copy.ok()) return element_copy.status();
-          store(element_slot, *element_copy);
+          RegionRef element_copy;
+          if (!step() || !copy_bytes(layout, element, element.size, field.name, element_copy))
+            return false;
+          store(element_slot, element_copy);
         }
       } else if (field.kind == FieldKind::kMessage) {
-        MRPC_TRY_STATUS(check_depth(*field.message, depth + 1));
-        for (uint32_t i = 0; i < copied->size; ++i) {
-          MRPC_TRY_STATUS(
-              copy_body(*field.message, array + uint64_t{i} * field.element_size, depth + 1));
+        if (!check_depth(*field.message, depth + 1)) return false;
+        for (uint32_t i = 0; i < copied.size; ++i) {
+          if (!copy_body(*field.message, array + uint64_t{i} * field.element_size, depth + 1))
+            return false;
         }
       }
     }
     std::byte* unknown_slot = body + layout.unknown_fields_offset();
     const RegionRef unknown = load<RegionRef>(unknown_slot);
-    auto copied = copy_bytes(layout, unknown, unknown.size, "unknown fields");
-    if (!copied.ok()) return copied.status();
-    store(unknown_slot, *copied);
-    return Status();
+    RegionRef copied;
+    if (!copy_bytes(layout, unknown, unknown.size, "unknown fields", copied)) return false;
+    store(unknown_slot, copied);
+    return true;
   }
 
   ConstRegion source_;
@@ -287,14 +299,18 @@ class Copier {
   MutableRegion destination_;
   uint64_t cursor_ = 0;
   uint64_t end_ = 0;
+  Status error_;
 };
 
 }  // namespace
 
-Expected<uint64_t> copy_message(const MessageLayout& layout, ConstRegion source,
-                                uint64_t source_offset, MutableRegion destination,
-                                RegionAllocator& destination_allocator, const CopyLimits& limits,
-                                CopyStats* stats) {
+namespace {
+// Pass 1, then `place(bytes)` (the destination block's region and its start, or the error), then
+// pass 2; `unplace(start)` when pass 2 fails.
+template <class Place, class Unplace>
+Expected<uint64_t> measure_and_copy(const MessageLayout& layout, ConstRegion source,
+                                    uint64_t source_offset, const CopyLimits& limits,
+                                    CopyStats* stats, Place place, Unplace unplace) {
   Copier copier(source, limits);
   struct Report {
     const Copier& copier;
@@ -303,24 +319,57 @@ Expected<uint64_t> copy_message(const MessageLayout& layout, ConstRegion source,
       if (stats != nullptr) stats->work = copier.work();
     }
   } report{copier, stats};
-  MRPC_TRY_STATUS(copier.measure_message(layout, source_offset, 0));
+  if (!copier.measure_message(layout, source_offset, 0)) return copier.take_error();
   const uint64_t bytes = copier.measured();
-  auto block = destination_allocator.allocate(bytes, MessageLayout::kAlignment);
-  if (!block.ok()) return block.status();
-  if (*block > destination.size || bytes > destination.size - *block) {
-    (void)destination_allocator.free(*block);
-    return Status(StatusCode::kInternal,
-                  fmt::format("the destination allocator ({} bytes) does not match the "
-                              "destination region ({} bytes)",
-                              destination_allocator.region_bytes(), destination.size));
-  }
-  copier.start_copy(destination, *block, bytes);
-  auto root = copier.copy_message(layout, source_offset, 0);
-  if (!root.ok()) {
-    (void)destination_allocator.free(*block);
-    return root.status();
+  MutableRegion destination;
+  uint64_t start = 0;
+  if (Status placed = place(bytes, destination, start); !placed.ok()) return placed;
+  copier.start_copy(destination, start, bytes);
+  uint64_t root = 0;
+  if (!copier.copy_message(layout, source_offset, 0, root)) {
+    unplace(start);
+    return copier.take_error();
   }
   return root;
+}
+}  // namespace
+
+Expected<uint64_t> copy_message(const MessageLayout& layout, ConstRegion source,
+                                uint64_t source_offset, MutableRegion destination,
+                                RegionAllocator& destination_allocator, const CopyLimits& limits,
+                                CopyStats* stats) {
+  auto place = [&](uint64_t bytes, MutableRegion& region, uint64_t& start) {
+    auto block = destination_allocator.allocate(bytes, MessageLayout::kAlignment);
+    if (!block.ok()) return block.status();
+    if (*block > destination.size || bytes > destination.size - *block) {
+      (void)destination_allocator.free(*block);
+      return Status(StatusCode::kInternal,
+                    fmt::format("the destination allocator ({} bytes) does not match the "
+                                "destination region ({} bytes)",
+                                destination_allocator.region_bytes(), destination.size));
+    }
+    region = destination;
+    start = *block;
+    return Status();
+  };
+  auto unplace = [&](uint64_t start) { (void)destination_allocator.free(start); };
+  return measure_and_copy(layout, source, source_offset, limits, stats, place, unplace);
+}
+
+Expected<uint64_t> copy_message_to(const MessageLayout& layout, ConstRegion source,
+                                   uint64_t source_offset, ReserveCopy reserve, void* context,
+                                   const CopyLimits& limits, CopyStats* stats) {
+  auto place = [&](uint64_t bytes, MutableRegion& region, uint64_t& start) {
+    region = reserve(context, bytes);
+    start = 0;
+    if (region.base == nullptr || region.size < bytes) {
+      return Status(
+          StatusCode::kResourceExhausted,
+          fmt::format("no block of {} bytes for the copy of {}", bytes, layout.full_name()));
+    }
+    return Status();
+  };
+  return measure_and_copy(layout, source, source_offset, limits, stats, place, [](uint64_t) {});
 }
 
 }  // namespace mrpc

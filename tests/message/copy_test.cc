@@ -97,6 +97,49 @@ TEST_CASE("copy_message copies the nested example exactly and into one block") {
   CHECK(bench.receive_allocator.used_bytes() == 0);
 }
 
+TEST_CASE(
+    "copy_message_to copies into exactly the block it reserves, root first, and says no room "
+    "when refused") {
+  CopyBench bench;
+  auto doc = nested::Document::create(bench.heap);
+  mrpc::testing::fill_document(doc);
+  struct Block {
+    std::vector<std::byte> bytes;
+    int reservations = 0;
+    bool refuse = false;
+  } block;
+  auto reserve = [](void* context, uint64_t bytes) {
+    auto& into = *static_cast<Block*>(context);
+    ++into.reservations;
+    if (into.refuse) return mrpc::MutableRegion{};
+    into.bytes.assign(bytes, std::byte{0});
+    return mrpc::MutableRegion{into.bytes.data(), bytes};
+  };
+  const mrpc::ConstRegion source{bench.heap_region.base(), bench.heap_region.size()};
+  auto copied = mrpc::copy_message_to(bench.layout("nested.Document"), source, doc.ref().offset,
+                                      reserve, &block, kLimits);
+  REQUIRE(copied.ok());
+  CHECK(*copied == 0);
+  CHECK(block.reservations == 1);
+  // The same bytes copy_message puts into a region allocator's block: measured, not guessed.
+  auto reference = bench.copy("nested.Document", doc.ref().offset);
+  REQUIRE(reference.ok());
+  CHECK(block.bytes.size() == bench.receive_allocator.used_bytes());
+  doc.reset();
+  std::memset(bench.heap_region.base(), 0xa5, bench.heap_region.size());
+  mrpc::testing::check_document(
+      nested::Document(mrpc::MessageRef{block.bytes.data(), block.bytes.size(), *copied, nullptr}));
+
+  auto again = nested::Document::create(bench.heap);
+  mrpc::testing::fill_document(again);
+  block.refuse = true;
+  auto refused = mrpc::copy_message_to(bench.layout("nested.Document"), source, again.ref().offset,
+                                       reserve, &block, kLimits);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == StatusCode::kResourceExhausted);
+  CHECK(block.reservations == 2);
+}
+
 TEST_CASE("copy_message rejects references outside the source region") {
   CopyBench bench;
   auto doc = nested::Document::create(bench.heap);

@@ -141,6 +141,11 @@ inline constexpr size_t kRpcPoolPerThread = 65536;
 // Attempts of one call that may be delivered (the first, retries, mirrors, fan-outs together);
 // past it a forked attempt fails with RESOURCE_EXHAUSTED instead of being delivered.
 inline constexpr uint32_t kMaxAttemptsPerCall = 4;
+// A private copy of a message (a policy's time-of-check copy) whose buffer is larger than this is
+// freed when its call drops it; smaller ones go back to their pool for the next call.
+inline constexpr uint64_t kMaxPooledPrivateMessageBytes = 64u << 10;
+// Idle private copies one pool keeps (so at most this x kMaxPooledPrivateMessageBytes bytes).
+inline constexpr size_t kMaxIdlePrivateMessages = 256;
 
 // ---- App library (libmrpc) ----
 // How long libmrpc waits for mrpcd's answer to Hello or RegisterService before giving up.

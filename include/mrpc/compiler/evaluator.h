@@ -64,6 +64,25 @@ struct Verdict {
   std::vector<LogRecord> logs;
   std::vector<FieldWrite> writes;
   uint32_t refused_inserts = 0;  // `evict reject` containers that were full
+
+  // Back to a fresh verdict's values, keeping the strings' and vectors' buffers. A member added
+  // above is reset here too.
+  void reset() {
+    outcome = Outcome::kContinue;
+    status = StatusCode::kOk;
+    message.clear();
+    aborted = false;
+    defined_faults = 0;
+    delay_ns = 0;
+    route.reset();
+    mirrors.clear();
+    retry_after_ns.reset();
+    response_bytes.clear();
+    response_body_offset = 0;
+    logs.clear();
+    writes.clear();
+    refused_inserts = 0;
+  }
 };
 
 class PolicyInstance final : public PolicyRunner {
@@ -74,7 +93,7 @@ class PolicyInstance final : public PolicyRunner {
   Status set_param(const std::string& name, ir::Value value) override;
   // Runs the handler for `event` (nothing happens without one). The view's priority and
   // deadline may change (on request).
-  Verdict run(ir::Event event, mrpc_rpc_view& rpc) override;
+  void run_into(ir::Event event, mrpc_rpc_view& rpc, Verdict& verdict) override;
 
   // State, for tests and for carrying state across an upgrade: a scalar or counter value, a
   // container as a value (set: items; map: key, value, ...), a histogram as a list of counts

@@ -117,7 +117,7 @@ class CompiledPolicy final : public PolicyRunner {
   ~CompiledPolicy() override;
 
   Status set_param(const std::string& name, ir::Value value) override;
-  Verdict run(ir::Event event, mrpc_rpc_view& rpc) override;
+  void run_into(ir::Event event, mrpc_rpc_view& rpc, Verdict& verdict) override;
   ir::Value state(const std::string& name) const override;
   Status set_state(const std::string& name, const ir::Value& value) override;
 

@@ -25,8 +25,12 @@ class PolicyRunner {
 
   // A param's value given at attach time (type and limits checked): INVALID_ARGUMENT otherwise.
   virtual Status set_param(const std::string& name, ir::Value value) = 0;
-  // Runs the handler for `event` (an empty verdict, kContinue, when the policy has none).
-  virtual Verdict run(ir::Event event, mrpc_rpc_view& rpc) = 0;
+  // Runs the handler for `event` into `verdict`, which it resets first and whose buffers it
+  // reuses (the daemon's policy operator keeps one): an empty verdict, kContinue, when the policy
+  // has no such handler.
+  virtual void run_into(ir::Event event, mrpc_rpc_view& rpc, Verdict& verdict) = 0;
+  // The same into a fresh verdict (tests and tools; defined in evaluator.cc).
+  Verdict run(ir::Event event, mrpc_rpc_view& rpc);
 
   // A state's value in the form PolicyInstance::state documents (void: no such state), and its
   // import on upgrade: INVALID_ARGUMENT when `value` does not fit the state's type (the caller

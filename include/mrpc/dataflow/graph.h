@@ -29,7 +29,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -42,6 +41,7 @@
 #include "mrpc/base/expected.h"
 #include "mrpc/base/limits.h"
 #include "mrpc/dataflow/operator.h"
+#include "mrpc/dataflow/rpc_queue.h"
 #include "mrpc/dataflow/runtime.h"
 
 namespace mrpc {
@@ -181,8 +181,8 @@ class Graph final : public Task {
     uint64_t op_from_epoch = 0;  // it serves calls admitted from then on (if `older` is not empty)
     std::vector<OldVersion> older;  // replaced versions still finishing, oldest first
     std::string label;
-    std::deque<RpcPtr> requests;  // waiting for op->on_requests
-    std::deque<RpcPtr> replies;   // waiting for op->on_replies
+    RpcQueue requests;            // waiting for op->on_requests
+    RpcQueue replies;             // waiting for op->on_replies
     DelayQueue delayed_requests;  // continue after op, downstream
     DelayQueue delayed_replies;   // continue after op, upstream
   };

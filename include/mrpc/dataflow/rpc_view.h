@@ -86,6 +86,10 @@ typedef struct mrpc_rpc_view {
    * until its response or error handler has run. Null: no call record (the cells then live for
    * one handler run only). */
   void* call_variables;
+  /* 1 + the index, in the policy's `applies to` methods, of the method this call is, when the
+   * daemon has resolved it already (it does once per service and method); 0: not resolved, the
+   * runner matches `service` and `method` against the policy's methods by name. */
+  uint32_t policy_method;
 } mrpc_rpc_view;
 
 #ifdef __cplusplus

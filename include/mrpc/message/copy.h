@@ -48,4 +48,16 @@ Expected<uint64_t> copy_message(const MessageLayout& layout, ConstRegion source,
                                 RegionAllocator& destination_allocator, const CopyLimits& limits,
                                 CopyStats* stats = nullptr);
 
+// Where copy_message_to puts a copy: called once, with the size pass 1 measured, it returns a
+// region of at least `bytes` bytes that only the daemon can write (base null: no room).
+using ReserveCopy = MutableRegion (*)(void* context, uint64_t bytes);
+
+// The same copy into a block of its own: the root lies at offset 0 of the region `reserve`
+// returned, and the copy takes exactly the bytes it was asked for. For copies the daemon keeps
+// private (a policy's time-of-check copy), which need no region allocator. On error the region
+// holds garbage; the caller still owns it.
+Expected<uint64_t> copy_message_to(const MessageLayout& layout, ConstRegion source,
+                                   uint64_t source_offset, ReserveCopy reserve, void* context,
+                                   const CopyLimits& limits, CopyStats* stats = nullptr);
+
 }  // namespace mrpc
