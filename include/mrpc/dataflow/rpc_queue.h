@@ -38,8 +38,8 @@ class RpcQueue {
     --size_;
     return rpc;
   }
-  // Hands every RPC, oldest first, to `sink`, leaving the queue empty (its storage kept). `sink`
-  // may push onto this queue: what it pushes is not handed over.
+  // Hands every RPC, oldest first, to `sink` (the storage is kept). `sink` may push onto this
+  // queue: what it pushes stays, the only RPCs left afterwards.
   template <class Sink>
   void drain(Sink&& sink) {
     for (size_t n = size_; n > 0; --n) sink(pop_front());

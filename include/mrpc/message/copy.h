@@ -53,9 +53,11 @@ Expected<uint64_t> copy_message(const MessageLayout& layout, ConstRegion source,
 using ReserveCopy = MutableRegion (*)(void* context, uint64_t bytes);
 
 // The same copy into a block of its own: the root lies at offset 0 of the region `reserve`
-// returned, and the copy takes exactly the bytes it was asked for. For copies the daemon keeps
-// private (a policy's time-of-check copy), which need no region allocator. On error the region
-// holds garbage; the caller still owns it.
+// returned, and the copy takes at most the bytes it was asked for (fewer when the app shrank the
+// message between the two passes; bytes no reference of the copy points at, such as that tail and
+// the padding after strings, keep whatever the region held: every reference in the copy is the
+// daemon's). For copies the daemon keeps private (a policy's time-of-check copy), which need no
+// region allocator. On error the region holds garbage; the caller still owns it.
 Expected<uint64_t> copy_message_to(const MessageLayout& layout, ConstRegion source,
                                    uint64_t source_offset, ReserveCopy reserve, void* context,
                                    const CopyLimits& limits, CopyStats* stats = nullptr);
