@@ -157,6 +157,11 @@ Status SharedRingProducer::publish(const RingEntry& entry, bool notify) {
     const uint64_t head = ring_.header->head.load(std::memory_order_acquire);
     slot = claimed_.load(std::memory_order_acquire);
     if (slot - head > ring_.entries) {  // unsigned: a head ahead of `slot` is caught too
+      // A stale head looks the same: while this thread was between the two loads, the consumer
+      // may have moved on and other threads claimed up to their newer head + entries. Only a head
+      // that did not move across the load of `slot` bounds it (every claim made meanwhile was
+      // checked against a head at most this one), so only that one is judged corrupt.
+      if (ring_.header->head.load(std::memory_order_acquire) != head) continue;
       uint64_t none = UINT64_MAX;
       corrupt_head_.compare_exchange_strong(none, head, std::memory_order_acq_rel);
       return corrupt_index("consumer head", head, slot, ring_.entries);
