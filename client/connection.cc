@@ -130,11 +130,15 @@ bool Connection::post(const shm::RingEntry& entry, bool quiet) {
     if (pushed.ok()) {
       if (!quiet) {
         // The push rang a sleeping daemon, or found it awake: either way it reads the quiet
-        // entries posted before `quiet_before` was read. A quiet entry posted since keeps its
-        // own (newer) time, so the compare-exchange leaves it.
+        // entries posted before `quiet_before` was read. A quiet entry posted since then may have
+        // left no time of its own (its compare-exchange from 0 fails while `quiet_before` is
+        // there), and the daemon may have gone to sleep after taking this push: so once the
+        // notice is cleared, as in notice_quiet(), a sleeping daemon is rung (review, session 9:
+        // without it such an entry waited for the next loud one, a kRelease holding its block).
         if (quiet_before != 0) {
           MonoTime expected = quiet_before;
-          quiet_since_.compare_exchange_strong(expected, 0, std::memory_order_seq_cst);
+          if (quiet_since_.compare_exchange_strong(expected, 0, std::memory_order_seq_cst))
+            submissions_.notify_if_sleeping();
         }
       } else {
         MonoTime none = 0;
