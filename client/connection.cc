@@ -133,12 +133,15 @@ bool Connection::post(const shm::RingEntry& entry, bool quiet) {
         // entries posted before `quiet_before` was read. A quiet entry posted since then may have
         // left no time of its own (its compare-exchange from 0 fails while `quiet_before` is
         // there), and the daemon may have gone to sleep after taking this push: so once the
-        // notice is cleared, as in notice_quiet(), a sleeping daemon is rung (review, session 9:
-        // without it such an entry waited for the next loud one, a kRelease holding its block).
+        // notice is cleared, a daemon that sleeps with entries in the ring is rung (review,
+        // session 9: without it such an entry waited for the next loud one, a kRelease holding
+        // its block). A quiet entry published after the tail is read here sets a notice of its
+        // own (the clear came first). Not notify_if_sleeping(): a daemon that took this push and
+        // went back to sleep on an empty ring would be rung for nothing.
         if (quiet_before != 0) {
           MonoTime expected = quiet_before;
           if (quiet_since_.compare_exchange_strong(expected, 0, std::memory_order_seq_cst))
-            submissions_.notify_if_sleeping();
+            submissions_.notify_if_sleeping_on_entries();
         }
       } else {
         MonoTime none = 0;

@@ -195,6 +195,14 @@ Status SharedRingProducer::push_quiet(const RingEntry& entry) {
   return publish(entry, /*notify=*/false);
 }
 
+void SharedRingProducer::notify_if_sleeping_on_entries() {
+  if (ring_.header->consumer_sleeping.load(std::memory_order_seq_cst) == 0) return;
+  if (ring_.header->tail.load(std::memory_order_seq_cst) ==
+      ring_.header->head.load(std::memory_order_seq_cst))
+    return;
+  notify_if_sleeping();
+}
+
 void SharedRingProducer::notify_if_sleeping() {
   if (ring_.header->consumer_sleeping.load(std::memory_order_seq_cst) == 0) return;
   if (ring_.header->consumer_sleeping.exchange(0, std::memory_order_seq_cst) != 0 &&

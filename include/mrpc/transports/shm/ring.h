@@ -102,6 +102,9 @@ class SharedRingProducer {
   Status push_quiet(const RingEntry& entry);
   // Any thread: rings the doorbell if the consumer announced that it sleeps (once per sleep).
   void notify_if_sleeping();
+  // The same, but only when entries wait in the ring: a consumer that went to sleep on an empty
+  // ring was right to (whoever posts next decides whether to ring).
+  void notify_if_sleeping_on_entries();
 
  private:
   Status publish(const RingEntry& entry, bool notify);
