@@ -8,6 +8,7 @@
 
 #include "mrpc/base/check.h"
 #include "mrpc/base/limits.h"
+#include "mrpc/base/slot_table.h"
 #include "mrpc/transports/shm/app_socket.h"
 #include "mrpc/transports/shm/protocol.h"
 
@@ -65,6 +66,12 @@ Expected<std::shared_ptr<Connection>> Connection::open(const std::string& socket
   if (fds->size() != kWelcomeFds) {
     return Status(StatusCode::kInvalidArgument,
                   fmt::format("Welcome carried {} fds, expected {}", fds->size(), kWelcomeFds));
+  }
+  if (welcome.max_calls_served() == 0 ||
+      welcome.max_calls_served() > limits::kMaxCallsServedAccepted) {
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("Welcome's max_calls_served {} is outside [1, {}]",
+                              welcome.max_calls_served(), limits::kMaxCallsServedAccepted));
   }
   if (welcome.max_calls_in_flight() == 0 ||
       welcome.max_calls_in_flight() > limits::kMaxCallsInFlightAccepted) {
@@ -192,11 +199,12 @@ bool Connection::flush_overflow() {
 void Connection::mark_lost() {
   std::lock_guard lock(replies_mutex_);
   alive_.store(false, std::memory_order_release);
-  for (const auto& [call_id, incoming] : incoming_) {
+  for (Incoming& incoming : incoming_) {
+    if (incoming.call_id == 0) continue;
     if (incoming.cancelled) incoming.cancelled->store(true);
     if (incoming.response_root != shm::kNoOffset) (void)heap_->free_message(incoming.response_root);
+    clear_incoming(incoming);
   }
-  incoming_.clear();
   responses_awaiting_done_.store(0, std::memory_order_seq_cst);
 }
 
@@ -204,42 +212,54 @@ void Connection::shut_down_socket() {
   ::shutdown(socket_.get(), SHUT_RDWR);
 }
 
-void Connection::track_incoming(uint64_t call_id, std::shared_ptr<std::atomic<bool>> cancelled) {
+Connection::Incoming* Connection::find_incoming(uint64_t call_id) {
+  const uint32_t slot = slot_of(call_id);
+  if (slot >= incoming_.size() || incoming_[slot].call_id != call_id) return nullptr;
+  return &incoming_[slot];
+}
+
+bool Connection::track_incoming(uint64_t call_id, std::shared_ptr<std::atomic<bool>> cancelled) {
+  const uint32_t slot = slot_of(call_id);
+  if (call_id == 0 || slot >= welcome_.max_calls_served()) return false;  // protocol.h
   std::lock_guard lock(replies_mutex_);
   if (!alive()) cancelled->store(true);
-  Incoming& incoming = incoming_[call_id];
+  // Grows to the highest slot seen (mrpcd takes a new slot only when none is free), on the
+  // completion thread.
+  if (slot >= incoming_.size())
+    incoming_.resize(std::min<size_t>(std::max<size_t>(slot + 1, incoming_.size() * 2),
+                                      welcome_.max_calls_served()));
+  Incoming& incoming = incoming_[slot];
   if (incoming.response_root != shm::kNoOffset) {
-    // The daemon reused the id before its kReplyDone for the previous call: that response is
-    // no longer read.
+    // The daemon gave the slot to a new call before the previous one's kReplyDone, which it
+    // does not do (protocol.h): that response is no longer read.
     (void)heap_->free_message(incoming.response_root);
-    incoming.response_root = shm::kNoOffset;
     responses_awaiting_done_.fetch_sub(1, std::memory_order_seq_cst);
   }
-  incoming.cancelled = std::move(cancelled);
+  incoming = Incoming{call_id, std::move(cancelled), shm::kNoOffset};
+  return true;
 }
 
 void Connection::cancel_incoming(uint64_t call_id) {
   std::lock_guard lock(replies_mutex_);
-  auto it = incoming_.find(call_id);
-  if (it != incoming_.end() && it->second.cancelled) it->second.cancelled->store(true);
+  Incoming* incoming = find_incoming(call_id);
+  if (incoming != nullptr && incoming->cancelled) incoming->cancelled->store(true);
 }
 
 void Connection::post_reply(const shm::RingEntry& reply, uint64_t response_root) {
   std::lock_guard lock(replies_mutex_);
-  auto it = incoming_.find(reply.call_id);
+  Incoming* incoming = find_incoming(reply.call_id);
   if (!alive()) {
-    if (it != incoming_.end()) incoming_.erase(it);
+    if (incoming != nullptr) clear_incoming(*incoming);
     if (response_root != shm::kNoOffset) (void)heap_->free_message(response_root);
     return;
   }
   uint64_t awaiting_before = 1;  // (no response: nothing awaits a kReplyDone)
   if (response_root == shm::kNoOffset) {
-    if (it != incoming_.end()) incoming_.erase(it);
-  } else if (it != incoming_.end()) {
-    // Kept until kReplyDone (no allocation here: the node is the call's own, and this may be an
-    // app thread, which must not take from the pool).
-    it->second.cancelled.reset();
-    it->second.response_root = response_root;
+    if (incoming != nullptr) clear_incoming(*incoming);
+  } else if (incoming != nullptr) {
+    // Kept until kReplyDone (no allocation here: this may be an app thread).
+    incoming->cancelled.reset();
+    incoming->response_root = response_root;
     awaiting_before = responses_awaiting_done_.fetch_add(1, std::memory_order_seq_cst);
   } else {
     // Replies with a response come only from handlers, which run after track_incoming().
@@ -255,10 +275,10 @@ void Connection::post_reply(const shm::RingEntry& reply, uint64_t response_root)
 
 void Connection::reply_done(uint64_t call_id) {
   std::lock_guard lock(replies_mutex_);
-  auto it = incoming_.find(call_id);
-  if (it == incoming_.end() || it->second.response_root == shm::kNoOffset) return;
-  (void)heap_->free_message(it->second.response_root);
-  incoming_.erase(it);
+  Incoming* incoming = find_incoming(call_id);
+  if (incoming == nullptr || incoming->response_root == shm::kNoOffset) return;
+  (void)heap_->free_message(incoming->response_root);
+  clear_incoming(*incoming);
   responses_awaiting_done_.fetch_sub(1, std::memory_order_seq_cst);
 }
 

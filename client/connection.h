@@ -14,11 +14,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "call_table.h"
-#include "mrpc/base/block_pool.h"
 #include "mrpc/base/clock.h"
 #include "mrpc/base/expected.h"
 #include "mrpc/client/channel.h"
@@ -103,10 +101,13 @@ class Connection {
   // Posts `reply` and remembers `response_root` (kNoOffset: none) until reply_done(); on a lost
   // connection frees the response at once instead.
   void post_reply(const shm::RingEntry& reply, uint64_t response_root);
-  // Incoming calls being handled, by the daemon's call id: their cancellation flags, set on
-  // kIncomingCancelled (and on loss) until post_reply(); then the response root until
-  // kReplyDone. Completion thread (its table's nodes come from a BlockPool).
-  void track_incoming(uint64_t call_id, std::shared_ptr<std::atomic<bool>> cancelled);
+  // Incoming calls being handled, indexed by the slot of the daemon's call id (its low 32 bits,
+  // below Welcome.max_calls_served; the daemon gives a slot to no other call before the previous
+  // one's kReplyDone): their cancellation flags, set on kIncomingCancelled (and on loss) until
+  // post_reply(); then the response root until kReplyDone. Completion thread; the table grows
+  // there, to the highest slot seen.
+  // False (nothing tracked) for an id mrpcd does not give: 0, or a slot past max_calls_served.
+  bool track_incoming(uint64_t call_id, std::shared_ptr<std::atomic<bool>> cancelled);
   void cancel_incoming(uint64_t call_id);
   // Completion thread, on kReplyDone: frees the response of daemon call `call_id`.
   void reply_done(uint64_t call_id);
@@ -147,17 +148,19 @@ class Connection {
   std::mutex send_mutex_;
 
   std::mutex replies_mutex_;
-  // One incoming call: its cancellation flag while its handler may run (null after post_reply),
-  // then its response until kReplyDone (kNoOffset: none).
+  // One incoming call: the daemon's id (0: the slot is free), its cancellation flag while its
+  // handler may run (null after post_reply), then its response until kReplyDone (kNoOffset: none).
   struct Incoming {
+    uint64_t call_id = 0;
     std::shared_ptr<std::atomic<bool>> cancelled;
     uint64_t response_root = UINT64_MAX;
   };
-  using IncomingMap = std::unordered_map<uint64_t, Incoming, std::hash<uint64_t>, std::equal_to<>,
-                                         BlockAllocator<std::pair<const uint64_t, Incoming>>>;
-  std::shared_ptr<BlockPool> incoming_nodes_ = std::make_shared<BlockPool>();
-  IncomingMap incoming_{0, std::hash<uint64_t>(), std::equal_to<>(),
-                        BlockAllocator<std::pair<const uint64_t, Incoming>>(incoming_nodes_)};
+  // The live entry for daemon call `call_id`, or null (free slot, another call's, out of range).
+  // Under replies_mutex_.
+  Incoming* find_incoming(uint64_t call_id);
+  // Frees the slot (its response, if any, is the caller's to free first). Under replies_mutex_.
+  static void clear_incoming(Incoming& incoming) { incoming = Incoming{}; }
+  std::vector<Incoming> incoming_;                    // by slot; under replies_mutex_
   std::atomic<bool> alive_{true};                     // cleared under replies_mutex_
   std::atomic<uint64_t> responses_awaiting_done_{0};  // responses_in_flight_.size()
 };

@@ -191,8 +191,13 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
     return;
   }
   for (auto& [key, value] : *metadata) call->metadata.add(std::move(key), std::move(value));
-  connection->track_incoming(call->call_id,
-                             std::shared_ptr<std::atomic<bool>>(call, &call->cancelled));
+  if (!connection->track_incoming(call->call_id,
+                                  std::shared_ptr<std::atomic<bool>>(call, &call->cancelled))) {
+    // An id mrpcd does not give (protocol.h): no handler runs (its reply could not be matched to
+    // a kReplyDone), and the reply carries the status only, as the refusals above do.
+    reply_now(Status(StatusCode::kInternal, "incoming call id outside max_calls_served"));
+    return;
+  }
 
   const uint64_t request_offset = entry.message_offset;
   const uint16_t method_index = entry.method_index;

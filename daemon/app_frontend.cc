@@ -178,24 +178,30 @@ void AppFrontend::on_call(const shm::RingEntry& entry) {
 }
 
 void AppFrontend::on_reply(const shm::RingEntry& entry) {
-  // Whatever the id, the app gets its response memory back once the daemon is done reading it
-  // (quietly: libmrpc frees it at its next pass, its sleep bounded while responses await this).
-  const shm::RingEntry reply_done = shm::make_ring_entry(shm::EntryKind::kReplyDone, entry.call_id);
-  IncomingCall* incoming = app_.incoming.find(entry.call_id);
-  if (incoming == nullptr || incoming->rpc == nullptr) {
+  // The app gets its response memory back once the daemon is done reading it (kReplyDone,
+  // quietly: libmrpc frees it at its next pass, its sleep bounded while responses await one); the
+  // call's slot stays taken until then (IncomingCall::replied).
+  const SlotHandle delivery = entry.call_id;
+  IncomingCall* incoming = app_.incoming.find(delivery);
+  if (incoming == nullptr) {  // an id it was never given, or a call that ended with its leaving
     core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-    app_.post_quiet(reply_done);
+    app_.post_quiet(shm::make_ring_entry(shm::EntryKind::kReplyDone, delivery));
+    return;
+  }
+  if (incoming->replied) {  // a second reply: its first response is still being read
+    core_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   if (!app_.free_received(incoming->request).ok() || !app_.free_received(incoming->metadata).ok())
     spdlog::error("connection {}: could not free the request of incoming call {}", app_.id,
-                  entry.call_id);
+                  delivery);
   RpcPtr rpc = std::move(incoming->rpc);
+  MRPC_ASSERT(rpc != nullptr, "incoming call {:#x} of connection {} has no RPC", delivery, app_.id);
   const bool cancelled = incoming->cancelled;
-  app_.incoming.erase(entry.call_id);
+  *incoming = IncomingCall{.replied = true};
   if (cancelled) {  // the call already ended for its caller: nobody waits for this reply
     core_.counters.late_replies.fetch_add(1, std::memory_order_relaxed);
-    app_.post_quiet(reply_done);
+    app_.post_reply_done(delivery);
     return;
   }
   StatusCode code = status_code_from_wire(entry.status);
@@ -214,7 +220,7 @@ void AppFrontend::on_reply(const shm::RingEntry& entry) {
       rpc->response = MessageLocation{app_.id, RegionKind::kHeap, entry.message_offset};
   }
   // The transport copies the response and then posts kReplyDone; without one, it is due now.
-  if (!rpc->response.present()) app_.post_quiet(reply_done);
+  if (!rpc->response.present()) app_.post_reply_done(delivery);
   app_.ingress->push_reply(std::move(rpc));
 }
 
@@ -352,8 +358,8 @@ void AppFrontend::deliver(RpcPtr rpc) {
   if (app_.incoming.size() >= app_.incoming.max_entries()) {
     bounce(std::move(rpc),
            Status(StatusCode::kResourceExhausted,
-                  fmt::format("the serving app '{}' has {} calls it has not answered yet "
-                              "(max_calls_served)",
+                  fmt::format("the serving app '{}' has {} calls it has not answered yet or "
+                              "whose responses are still being read (max_calls_served)",
                               app_.identity->app_name, app_.incoming.size())));
     return;
   }

@@ -51,6 +51,12 @@ bool Connection::flush_overflow() {
   return moved;
 }
 
+void Connection::post_reply_done(SlotHandle delivery) {
+  const IncomingCall* call = incoming.find(delivery);
+  if (call != nullptr && call->replied) incoming.erase(delivery);
+  post_quiet(shm::make_ring_entry(shm::EntryKind::kReplyDone, delivery));
+}
+
 void Connection::post_call_done(uint64_t call_id, const Status& status, uint64_t response) {
   shm::RingEntry done = shm::make_ring_entry(shm::EntryKind::kCallDone, call_id);
   done.status = static_cast<uint32_t>(status.code());

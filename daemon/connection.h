@@ -27,14 +27,17 @@
 
 namespace mrpc {
 
-// A call delivered to this connection's app, until the app replies (or leaves): the request and
-// metadata blocks the daemon placed in its receive region (freed at the reply) and the RPC, parked
-// here while the app works on it.
+// A call delivered to this connection's app, until its kReplyDone is posted (or the app leaves):
+// the request and metadata blocks the daemon placed in its receive region (freed at the reply)
+// and the RPC, parked here while the app works on it. After the reply (`replied`) the entry only
+// keeps its slot taken while the daemon still reads the response, so that libmrpc, which indexes
+// its served calls by slot, never sees a slot's next call before the previous one's kReplyDone.
 struct IncomingCall {
   RpcPtr rpc;
   uint64_t request = shm::kNoOffset;
   uint64_t metadata = shm::kNoOffset;
   bool cancelled = false;  // kIncomingCancelled posted
+  bool replied = false;    // kReply taken; the slot waits for post_reply_done()
 };
 
 // A call this app started: the app's full call id and the daemon's call handle.
@@ -124,6 +127,9 @@ struct Connection {
   // (kReplyDone: libmrpc bounds its sleep while responses await one, kHeldBlockRecheckMax).
   bool post_quiet(const shm::RingEntry& entry);
   bool post_to_app(const shm::RingEntry& entry, bool quiet);  // post() and post_quiet()
+  // Posts kReplyDone for incoming call `delivery` (the daemon no longer reads its response) and
+  // frees its slot; quiet (libmrpc bounds its sleep while responses await one).
+  void post_reply_done(SlotHandle delivery);
   // Posts kCallDone for the app's call `call_id`: `status`, and `response` (a block in the receive
   // region, or kNoOffset). A non-OK status's text goes into the receive region too (capped at
   // limits::kMaxStatusDetailBytes; left out if there is no room), for the app to release.

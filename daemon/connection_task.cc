@@ -211,6 +211,7 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   welcome->set_receive_bytes(config.receive_bytes);
   welcome->set_ring_entries(config.ring_entries);
   welcome->set_max_calls_in_flight(config.max_calls_in_flight);
+  welcome->set_max_calls_served(config.max_calls_served);
   welcome->set_max_message_bytes(config.max_message_bytes);
   const int fds[] = {app.heap_fd.get(), app.receive.fd(), app.rings.fd(), app.app_to_daemon.fd(),
                      app.daemon_to_app.fd()};

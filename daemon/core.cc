@@ -50,8 +50,7 @@ void DaemonCore::send_to(uint32_t to, ShardMessage message) {
 void DaemonCore::reply_done(ConnectionId server, uint64_t delivery,
                             std::shared_ptr<const void> pinned) {
   if (is_local(server)) {
-    if (Connection* owner = connection(server))
-      owner->post_quiet(shm::make_ring_entry(shm::EntryKind::kReplyDone, delivery));
+    if (Connection* owner = connection(server)) owner->post_reply_done(delivery);
     return;
   }
   ShardMessage message;

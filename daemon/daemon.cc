@@ -370,14 +370,19 @@ Status check_config(const DaemonConfig& config) {
         fmt::format("ring_entries={} is not a power of two up to 2^24", config.ring_entries));
   if (config.heap_bytes == 0 || config.receive_bytes == 0)
     return invalid("heap and receive regions need a size");
-  if (config.max_calls_in_flight == 0) return invalid("max_calls_in_flight must be at least 1");
+  if (config.max_calls_in_flight == 0 ||
+      config.max_calls_in_flight > limits::kMaxCallsInFlightAccepted)
+    return invalid(fmt::format("max_calls_in_flight={} is outside [1, {}]",
+                               config.max_calls_in_flight, limits::kMaxCallsInFlightAccepted));
   if (config.max_calls_in_flight_per_uid == 0)
     return invalid("max_calls_in_flight_per_uid must be at least 1");
   if (config.max_receive_bytes_per_uid < config.receive_bytes)
     return invalid(fmt::format(
         "max_receive_bytes_per_uid={} is less than one connection's receive region ({} bytes)",
         config.max_receive_bytes_per_uid, config.receive_bytes));
-  if (config.max_calls_served == 0) return invalid("max_calls_served must be at least 1");
+  if (config.max_calls_served == 0 || config.max_calls_served > limits::kMaxCallsServedAccepted)
+    return invalid(fmt::format("max_calls_served={} is outside [1, {}]", config.max_calls_served,
+                               limits::kMaxCallsServedAccepted));
   if (config.max_batch == 0) return invalid("max_batch must be at least 1");
   if (config.round_copy_bytes == 0 || config.round_copy_bytes > INT64_MAX / 2)
     return invalid("round_copy_bytes must be at least 1 (and below 2^62)");

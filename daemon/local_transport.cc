@@ -147,7 +147,7 @@ void LocalTransport::cancel_here(ConnectionId callee_id, uint64_t delivery) {
   Connection* callee = core_.connection(callee_id);
   if (callee == nullptr) return;
   IncomingCall* incoming = callee->incoming.find(delivery);
-  if (incoming == nullptr || incoming->cancelled) return;
+  if (incoming == nullptr || incoming->cancelled || incoming->replied) return;
   incoming->cancelled = true;
   callee->post(shm::make_ring_entry(shm::EntryKind::kIncomingCancelled, delivery));
 }

@@ -21,6 +21,7 @@
 #include "echo.mrpc.h"
 #include "fake_daemon.h"
 #include "mrpc/base/limits.h"
+#include "mrpc/base/slot_table.h"
 
 #include "mrpc/base/clock.h"
 #include "mrpc/client/channel.h"
@@ -437,6 +438,125 @@ TEST_CASE("a served method answers incoming calls, and reply memory is freed on 
   daemon.send_reply_done(ok_call);
   daemon.send_reply_done(failed_call);
   while (channel->heap().live_messages() != 0) std::this_thread::sleep_for(1ms);
+}
+
+namespace {
+// An echo service that counts its handler runs.
+struct CountingEcho final : echo::EchoService::Service {
+  std::atomic<int> runs{0};
+  mrpc::Status Echo(mrpc::ServerContext&, const echo::EchoRequest::View& request,
+                    echo::EchoReply& response) override {
+    ++runs;
+    response.set_text(request.text());
+    return {};
+  }
+};
+
+FakeDaemonOptions echo_daemon_serving(uint32_t max_calls_served) {
+  FakeDaemonOptions options = echo_daemon();
+  options.max_calls_served = max_calls_served;
+  return options;
+}
+
+// A FakeDaemon with `max_calls_served` slots and a channel serving CountingEcho.
+struct CountingEchoServer {
+  CountingEchoServer(uint32_t max_calls_served, int handler_threads)
+      : daemon(echo_daemon_serving(max_calls_served)),
+        channel(connect_to(daemon, handler_threads)) {
+    REQUIRE(channel->serve(echo::EchoService::schema(), service.methods()).ok());
+  }
+  FakeDaemon daemon;
+  std::shared_ptr<Channel> channel;
+  CountingEcho service;
+};
+}  // namespace
+
+TEST_CASE(
+    "served calls are kept by slot: each generation of a slot is answered, and a kReplyDone frees "
+    "only the response of its own generation") {
+  CountingEchoServer server(2, 2);
+  FakeDaemon& daemon = server.daemon;
+  Channel* channel = server.channel.get();
+  CountingEcho& service = server.service;
+
+  constexpr int kRounds = 20;
+  std::vector<uint64_t> ids;
+  for (int round = 0; round < kRounds; ++round) {
+    const uint64_t first = daemon.send_incoming_echo("echo.EchoService", fmt::format("a{}", round));
+    const uint64_t second =
+        daemon.send_incoming_echo("echo.EchoService", fmt::format("b{}", round));
+    CHECK(mrpc::slot_of(first) == 0);
+    CHECK(mrpc::slot_of(second) == 1);
+    daemon.wait_for([&] { return daemon.replies.size() == 2u * (round + 1); });
+    {
+      auto lock = daemon.lock();
+      CHECK(daemon.replies.at(first).text == fmt::format("a{}", round));
+      CHECK(daemon.replies.at(second).text == fmt::format("b{}", round));
+    }
+    CHECK(channel->heap().live_messages() == 2);  // both responses wait for their kReplyDone
+    daemon.send_reply_done(first);
+    daemon.send_reply_done(second);
+    while (channel->heap().live_messages() != 0) std::this_thread::sleep_for(1ms);
+    ids.push_back(first);
+  }
+  CHECK(service.runs == 2 * kRounds);
+
+  // A kReplyDone naming an earlier generation of slot 0 leaves the current call's response alone.
+  const uint64_t current = daemon.send_incoming_echo("echo.EchoService", "current");
+  daemon.wait_for([&] { return daemon.replies.count(current) == 1; });
+  daemon.send_reply_done(ids.front());
+  // The completion ring is read in order: once this call is answered, the stale kReplyDone was
+  // seen.
+  const uint64_t next = daemon.send_incoming_echo("echo.EchoService", "next");
+  daemon.wait_for([&] { return daemon.replies.count(next) == 1; });
+  CHECK(mrpc::slot_of(current) == mrpc::slot_of(ids.front()));
+  CHECK(channel->heap().live_messages() == 2);
+  daemon.send_reply_done(current);
+  daemon.send_reply_done(next);
+  while (channel->heap().live_messages() != 0) std::this_thread::sleep_for(1ms);
+}
+
+TEST_CASE(
+    "an incoming call id outside max_calls_served, or 0, is answered INTERNAL without running a "
+    "handler") {
+  CountingEchoServer server(4, 1);
+  FakeDaemon& daemon = server.daemon;
+  CountingEcho& service = server.service;
+
+  const uint64_t past_the_slots = (uint64_t{1} << 32) | 4;
+  daemon.send_incoming_echo_as(past_the_slots, "echo.EchoService", "too far");
+  daemon.send_incoming_echo_as(0, "echo.EchoService", "zero");
+  daemon.wait_for([&] { return daemon.replies.size() == 2; });
+  {
+    auto lock = daemon.lock();
+    for (const uint64_t id : {past_the_slots, uint64_t{0}}) {
+      const auto& reply = daemon.replies.at(id);
+      CHECK(reply.status == static_cast<uint32_t>(StatusCode::kInternal));
+      // (Refusals made before a handler runs carry a status and no text: text lives in the
+      // heap until a kReplyDone, which an id without a slot cannot be matched to.)
+      CHECK(reply.text.empty());
+    }
+    CHECK(daemon.receive_live_messages == 0);  // the requests went back
+  }
+  CHECK(service.runs == 0);
+  // The connection still serves calls with good ids.
+  const uint64_t good = daemon.send_incoming_echo("echo.EchoService", "fine");
+  daemon.wait_for([&] { return daemon.replies.count(good) == 1; });
+  CHECK(service.runs == 1);
+}
+
+TEST_CASE("a Welcome whose max_calls_served is 0 or past the accepted bound fails connect") {
+  for (const uint32_t served : {0u, mrpc::limits::kMaxCallsServedAccepted + 1}) {
+    CAPTURE(served);
+    FakeDaemon daemon(echo_daemon_serving(served));
+    ChannelOptions channel_options;
+    channel_options.socket_path = daemon.socket_path();
+    channel_options.app_name = "channel-test";
+    auto channel = Channel::connect(channel_options);
+    REQUIRE_FALSE(channel.ok());
+    CHECK(channel.status().code() == StatusCode::kInvalidArgument);
+    CHECK(channel.status().message().find("max_calls_served") != std::string::npos);
+  }
 }
 
 TEST_CASE("a corrupt completion ring index ends pending calls UNAVAILABLE and the app reconnects") {

@@ -86,6 +86,7 @@ void FakeDaemon::accept_and_handshake() {
   welcome->set_receive_bytes(options_.receive_bytes);
   welcome->set_ring_entries(options_.ring_entries);
   welcome->set_max_calls_in_flight(options_.max_calls_in_flight);
+  welcome->set_max_calls_served(options_.max_calls_served);
   welcome->set_max_message_bytes(options_.heap_bytes);
   const int fds[] = {heap_.fd(), receive_.fd(), rings_.fd(), app_to_daemon_.fd(),
                      daemon_to_app_.fd()};
@@ -208,9 +209,26 @@ void FakeDaemon::handle_submission(const shm::RingEntry& entry) {
 uint64_t FakeDaemon::send_incoming_echo(const std::string& service_name, const std::string& text,
                                         const shm::MetadataPairs& metadata) {
   std::lock_guard lock(mutex_);
+  // (generation << 32) | slot, as mrpcd gives them (protocol.h); the tests keep fewer than
+  // max_calls_served calls unanswered, so a slot comes round again only after its kReplyDone.
+  const uint64_t sent = incoming_calls_sent_++;
+  const uint64_t call_id =
+      ((sent / options_.max_calls_served + 1) << 32) | (sent % options_.max_calls_served);
+  post_incoming_echo(call_id, service_name, text, metadata);
+  return call_id;
+}
+
+void FakeDaemon::send_incoming_echo_as(uint64_t call_id, const std::string& service_name,
+                                       const std::string& text) {
+  std::lock_guard lock(mutex_);
+  post_incoming_echo(call_id, service_name, text, {});
+}
+
+void FakeDaemon::post_incoming_echo(uint64_t call_id, const std::string& service_name,
+                                    const std::string& text, const shm::MetadataPairs& metadata) {
   auto request = echo::EchoRequest::create(*receive_heap_);
   request.set_text(text);
-  shm::RingEntry incoming = shm::make_ring_entry(shm::EntryKind::kIncomingCall, next_call_id_++);
+  shm::RingEntry incoming = shm::make_ring_entry(shm::EntryKind::kIncomingCall, call_id);
   incoming.service_id = service_ids_.at(service_name);
   incoming.method_index = 0;
   incoming.message_offset = request.ref().offset;
@@ -225,7 +243,6 @@ uint64_t FakeDaemon::send_incoming_echo(const std::string& service_name, const s
   incoming_requests_[incoming.call_id] = request.release().offset;  // freed on the app's kReply
   receive_live_messages = receive_heap_->live_messages();
   post(incoming);
-  return incoming.call_id;
 }
 
 void FakeDaemon::corrupt_completion_tail() {

@@ -34,6 +34,7 @@ struct FakeDaemonOptions {
   uint64_t receive_bytes = 1 << 20;
   uint32_t ring_entries = 64;
   uint32_t max_calls_in_flight = 4096;
+  uint32_t max_calls_served = 4096;
 };
 
 class FakeDaemon {
@@ -54,6 +55,9 @@ class FakeDaemon {
   // echo.EchoRequest carrying `text`, built in the receive region. Returns the daemon call id.
   uint64_t send_incoming_echo(const std::string& service_name, const std::string& text,
                               const shm::MetadataPairs& metadata = {});
+  // As send_incoming_echo, with the call id given (a daemon that breaks the id rules).
+  void send_incoming_echo_as(uint64_t call_id, const std::string& service_name,
+                             const std::string& text);
   // Writes a completion-ring tail far past the app's head, as a broken daemon would, and rings.
   void corrupt_completion_tail();
   // Posts kReplyDone for a reply seen earlier.
@@ -83,6 +87,9 @@ class FakeDaemon {
   void serve_connection();
   void handle_submission(const shm::RingEntry& entry);
   void post(const shm::RingEntry& entry);
+  // Builds the request in the receive region and posts the kIncomingCall. Under mutex_.
+  void post_incoming_echo(uint64_t call_id, const std::string& service_name,
+                          const std::string& text, const shm::MetadataPairs& metadata);
 
   FakeDaemonOptions options_;
   std::string path_;
@@ -105,7 +112,7 @@ class FakeDaemon {
   shm::RingProducer completions_;
   std::map<std::string, uint32_t> service_ids_;
   std::map<uint64_t, uint64_t> incoming_requests_;  // daemon call id -> receive offset
-  uint64_t next_call_id_ = 1000;
+  uint64_t incoming_calls_sent_ = 0;
   std::thread thread_;
 };
 

@@ -7,12 +7,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "../../daemon/control_server.h"
 #include "embedded_daemon.h"
+#include "mrpc/base/limits.h"
 #include "mrpc/base/random.h"
+#include "mrpc/base/slot_table.h"
 #include "mrpc/daemon/daemon.h"
 #include "mrpc/message/layout.h"
 #include "mrpc/transports/shm/app_socket.h"
@@ -67,6 +70,102 @@ TEST_CASE("many calls in flight at once are all answered correctly") {
   // kCallDone: it travels back from the caller's shard).
   REQUIRE(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));
   CHECK(eventually([&] { return server.live_replies() == 0; }));
+}
+
+TEST_CASE(
+    "incoming call ids are (generation << 32) | slot below max_calls_served, and a slot goes to a "
+    "new call only after the kReplyDone of its previous one") {
+  constexpr uint32_t kServed = 4;
+  DaemonConfig config = EmbeddedDaemon::small_config();
+  config.max_calls_served = kServed;
+  EmbeddedDaemon daemon(config);
+  auto server = TestApp::connect(daemon.app_socket(), "slot-server");
+  auto registration = server->register_service(kEchoService, true);
+  REQUIRE(registration.status == StatusCode::kOk);
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  REQUIRE(client->register_service(kEchoService, false).status == StatusCode::kOk);
+
+  // The server, checking every id it is given against what it has seen of that slot.
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> served{0}, reused{0};
+  std::vector<std::string> violations;
+  std::thread serving([&] {
+    struct SlotState {
+      uint64_t call_id = 0;                // the slot's last call (0: none yet)
+      uint64_t response = shm::kNoOffset;  // awaiting kReplyDone when set
+    };
+    std::vector<SlotState> slots(kServed);
+    while (!stop) {
+      auto entry = server->next_completion(5ms);
+      if (!entry) continue;
+      const uint32_t slot = slot_of(entry->call_id);
+      if (entry->kind == shm::EntryKind::kIncomingCall) {
+        if (slot >= kServed) {
+          violations.push_back(fmt::format("id {:#x} is past {} slots", entry->call_id, kServed));
+          continue;
+        }
+        SlotState& state = slots[slot];
+        if (state.response != shm::kNoOffset)
+          violations.push_back(fmt::format("id {:#x} came before the kReplyDone of {:#x}",
+                                           entry->call_id, state.call_id));
+        if (state.call_id != 0) {
+          ++reused;
+          if (entry->call_id >> 32 <= state.call_id >> 32)
+            violations.push_back(fmt::format("id {:#x} does not follow {:#x}'s generation",
+                                             entry->call_id, state.call_id));
+        }
+        state.call_id = entry->call_id;
+        shm::RingEntry reply = shm::make_ring_entry(shm::EntryKind::kReply, entry->call_id);
+        reply.message_offset = server->build_echo(server->received_text(entry->message_offset));
+        state.response = reply.message_offset;
+        server->submit(reply);
+        ++served;
+      } else if (entry->kind == shm::EntryKind::kReplyDone) {
+        if (slot >= kServed || slots[slot].call_id != entry->call_id ||
+            slots[slot].response == shm::kNoOffset) {
+          violations.push_back(fmt::format("kReplyDone {:#x} names no reply", entry->call_id));
+          continue;
+        }
+        if (!server->heap().free_message(slots[slot].response).ok())
+          violations.push_back(fmt::format("the response of {:#x} was not ours", entry->call_id));
+        slots[slot].response = shm::kNoOffset;
+      }
+    }
+  });
+
+  // More callers' calls in flight than the server has slots: the rest are refused, none is lost.
+  constexpr uint64_t kCalls = 3000;
+  uint64_t next_id = 1;
+  const EchoOutcomes outcomes =
+      echo_load(*client, registration.service_id, next_id, kCalls, 10s, /*window=*/16);
+  stop = true;
+  serving.join();
+  CHECK(violations.empty());
+  for (const std::string& violation : violations) MESSAGE(violation);
+  CHECK(outcomes.ok + outcomes.of(StatusCode::kResourceExhausted) == kCalls);
+  CHECK(outcomes.ok == served.load());
+  CHECK(outcomes.ok >= kServed);
+  CHECK(reused > 0);
+}
+
+TEST_CASE("a daemon configured with call-table bounds past what libmrpc accepts refuses to start") {
+  TempDir dir;
+  for (const bool served : {true, false}) {
+    CAPTURE(served);
+    DaemonConfig config = EmbeddedDaemon::small_config();
+    const uint32_t bound =
+        served ? limits::kMaxCallsServedAccepted : limits::kMaxCallsInFlightAccepted;
+    (served ? config.max_calls_served : config.max_calls_in_flight) = bound + 1;
+    config.app_socket_path = dir.path("app.sock");
+    config.control_socket_path = dir.path("control.sock");
+    Daemon refused(config, MonotonicClock::instance());
+    const Status started = refused.start();
+    CHECK(started.code() == StatusCode::kInvalidArgument);
+    const std::string expected =
+        fmt::format("{}={} is outside [1, {}]", served ? "max_calls_served" : "max_calls_in_flight",
+                    bound + 1, bound);
+    CHECK_MESSAGE(started.message().find(expected) != std::string::npos, started.to_string());
+  }
 }
 
 TEST_CASE("a call to a service nobody serves fails UNAVAILABLE") {

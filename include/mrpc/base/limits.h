@@ -18,9 +18,10 @@ inline constexpr uint64_t kDefaultAppHeapBytes = 64ull << 20;
 inline constexpr uint64_t kDefaultAppReceiveBytes = 64ull << 20;
 // Calls an app may have started and not yet seen end.
 inline constexpr uint32_t kDefaultMaxCallsInFlight = 4096;
-// Calls delivered to one serving app that it has not answered yet (its callers' calls, from every
-// app together); past it the router tries the service's other endpoints, then refuses with
-// RESOURCE_EXHAUSTED. Bounds what a server that never replies costs the daemon.
+// Calls delivered to one serving app that it has not answered yet, or whose response the daemon
+// still reads (until their kReplyDone is posted) (its callers' calls, from every app together);
+// past it the router tries the service's other endpoints, then refuses with RESOURCE_EXHAUSTED.
+// Bounds what a server that never replies costs the daemon.
 inline constexpr uint32_t kDefaultMaxCallsServed = 16384;
 // Largest message (all its parts together) an app may send.
 inline constexpr uint64_t kDefaultMaxMessageBytes = 16ull << 20;
@@ -169,8 +170,10 @@ inline constexpr std::chrono::nanoseconds kQuietEntryNoticeDelay = 1ms;
 // or has responses awaiting kReplyDone, that thread's sleep is bounded: first by
 // kQuietEntryNoticeDelay, doubling after each timer wake-up that found nothing to do, up to this.
 inline constexpr std::chrono::nanoseconds kHeldBlockRecheckMax = 64ms;
-// The largest max_calls_in_flight libmrpc accepts in a Welcome (it sizes its call table by it).
+// The largest max_calls_in_flight and max_calls_served libmrpc accepts in a Welcome (it sizes its
+// call tables by them); mrpcd refuses a configuration above them.
 inline constexpr uint32_t kMaxCallsInFlightAccepted = 1u << 20;
+inline constexpr uint32_t kMaxCallsServedAccepted = 1u << 20;
 
 // While mrpcd's runtime is busy, how often it looks for new app and control connections (it
 // always looks right after waking, which is when a connection attempt wakes it).

@@ -23,7 +23,7 @@
 
 namespace mrpc::shm {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kProtocolVersion = 2;
 // Where libmrpc finds the daemon unless MRPC_SOCKET says otherwise.
 inline constexpr const char* kDefaultAppSocketPath = "/run/mrpc/app.sock";
 inline constexpr const char* kAppSocketEnv = "MRPC_SOCKET";
@@ -45,8 +45,10 @@ enum class EntryKind : uint8_t {
   kCancel = 3,   // cancel a call this app started (call_id = the app's id)
   kRelease = 4,  // the app is done with the receive-region block at message_offset
   // ---- daemon -> app (completion ring) ----
-  kIncomingCall = 16,       // a call to a service this app serves; call_id chosen by the daemon
-                            // (unique among the app's unanswered calls, never reused soon after);
+  kIncomingCall = 16,       // a call to a service this app serves; call_id chosen by the daemon:
+                            // (generation << 32) | slot, slot < Welcome.max_calls_served, and a
+                            // slot is not given to another call before the kReplyDone of its
+                            // previous one is posted (so the app may index its table by slot);
                             // request in the receive region; metadata block there too
   kCallDone = 17,           // a call this app started has ended: status, response in the receive
                             // region (kNoOffset unless OK); the daemon no longer reads the request,
@@ -54,7 +56,8 @@ enum class EntryKind : uint8_t {
                             // text in the receive region (detail_offset): the app copies it and
                             // gives that block back with kRelease
   kReplyDone = 18,          // the daemon no longer reads the response the app sent with kReply
-                            // (call_id = the daemon's id); the app may free it
+                            // (call_id = the daemon's id); the app may free it. Every kReply gets
+                            // one, also one without a response
   kIncomingCancelled = 19,  // an incoming call was cancelled or timed out; a kReply for it is
                             // still expected (and ignored), to release the request
 };
