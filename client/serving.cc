@@ -55,6 +55,26 @@ struct IncomingCall {
   uint64_t response_root = shm::kNoOffset;
 };
 
+// Puts `status`'s text (up to limits::kMaxStatusDetailBytes) in the heap for `call`'s kReply:
+// inside the response's arena, or, with no response, in an arena of its own that stands in for
+// one (kept until kReplyDone all the same). No room: the status goes without its text.
+void attach_status_text(ShmHeap& heap, IncomingCall& call, const Status& status) {
+  if (status.message().empty()) return;
+  const uint64_t length =
+      std::min<uint64_t>(status.message().size(), limits::kMaxStatusDetailBytes);
+  uint64_t at = kNoOffset;
+  if (call.response_root != shm::kNoOffset) {
+    at = heap.allocate(call.response_root, length, 1, false);
+  } else if (auto block = heap.new_message(static_cast<uint32_t>(length))) {
+    call.response_root = block->offset;
+    at = block->offset;
+  }
+  if (at == kNoOffset) return;
+  std::memcpy(heap.base() + at, status.message().data(), length);
+  call.reply.detail_offset = at;
+  call.reply.detail_length = static_cast<uint32_t>(length);
+}
+
 }  // namespace
 
 // ---- WorkerPool ----
@@ -160,9 +180,13 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
   call->call_id = entry.call_id;
   call->deadline = entry.deadline;
   call->reply = shm::make_ring_entry(shm::EntryKind::kReply, entry.call_id);
-  auto reply_now = [&](Status status) {
+  // A refusal before any handler runs. Its text goes with it when the call has a slot to keep the
+  // text's block in until kReplyDone.
+  bool tracked = false;
+  auto reply_now = [&](const Status& status) {
     call->reply.status = static_cast<uint32_t>(status.code());
-    connection->post_reply(call->reply, shm::kNoOffset);
+    if (tracked) attach_status_text(connection->heap(), *call, status);
+    connection->post_reply(call->reply, call->response_root);
   };
 
   std::shared_ptr<ServedService> served;
@@ -175,6 +199,14 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
       early_incoming_.emplace_back(connection, entry);  // handled once the registration is in
       return;
     }
+  }
+  tracked = connection->track_incoming(call->call_id,
+                                       std::shared_ptr<std::atomic<bool>>(call, &call->cancelled));
+  if (!tracked) {
+    // An id mrpcd does not give (protocol.h): no handler runs, and the refusal goes without its
+    // text, which could not be matched to a kReplyDone.
+    reply_now(Status(StatusCode::kInternal, "incoming call id outside max_calls_served"));
+    return;
   }
   if (!served || entry.method_index >= served->methods.size()) {
     reply_now(Status(StatusCode::kUnimplemented, "this app does not serve that method"));
@@ -191,13 +223,6 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
     return;
   }
   for (auto& [key, value] : *metadata) call->metadata.add(std::move(key), std::move(value));
-  if (!connection->track_incoming(call->call_id,
-                                  std::shared_ptr<std::atomic<bool>>(call, &call->cancelled))) {
-    // An id mrpcd does not give (protocol.h): no handler runs (its reply could not be matched to
-    // a kReplyDone), and the reply carries the status only, as the refusals above do.
-    reply_now(Status(StatusCode::kInternal, "incoming call id outside max_calls_served"));
-    return;
-  }
 
   const uint64_t request_offset = entry.message_offset;
   const uint16_t method_index = entry.method_index;
@@ -230,20 +255,9 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
         status = Status(StatusCode::kUnknown, "the handler threw");
       }
       if (status.ok()) status = sendable(*response);
-      if (status.ok()) {
-        call->reply.message_offset = response->offset;
-      } else if (!status.message().empty()) {
-        // The error text lives in the response's arena, freed with it on kReplyDone.
-        const uint64_t length =
-            std::min<uint64_t>(status.message().size(), limits::kMaxStatusDetailBytes);
-        const uint64_t at = heap.allocate(response->offset, length, 1, false);
-        if (at != kNoOffset) {
-          std::memcpy(heap.base() + at, status.message().data(), length);
-          call->reply.detail_offset = at;
-          call->reply.detail_length = static_cast<uint32_t>(length);
-        }
-      }
+      if (status.ok()) call->reply.message_offset = response->offset;
     }
+    if (!status.ok()) attach_status_text(heap, *call, status);
     call->reply.status = static_cast<uint32_t>(status.code());
   };
   if (options_.handler_threads == 0) {

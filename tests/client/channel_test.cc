@@ -545,6 +545,26 @@ TEST_CASE(
   CHECK(service.runs == 1);
 }
 
+TEST_CASE(
+    "a refusal made before any handler runs carries its text, kept in the heap until kReplyDone") {
+  CountingEchoServer server(4, 1);
+  FakeDaemon& daemon = server.daemon;
+  const uint64_t unserved = daemon.send_incoming_echo_to_method("echo.EchoService", 7, "nobody");
+  daemon.wait_for([&] { return daemon.replies.count(unserved) == 1; });
+  {
+    auto lock = daemon.lock();
+    const auto& reply = daemon.replies.at(unserved);
+    CHECK(reply.status == static_cast<uint32_t>(StatusCode::kUnimplemented));
+    CHECK(reply.detail == "this app does not serve that method");
+    CHECK(reply.text.empty());
+    CHECK(daemon.receive_live_messages == 0);  // the request went back with the reply
+  }
+  CHECK(server.service.runs == 0);
+  CHECK(server.channel->heap().live_messages() == 1);  // the text, until kReplyDone
+  daemon.send_reply_done(unserved);
+  while (server.channel->heap().live_messages() != 0) std::this_thread::sleep_for(1ms);
+}
+
 TEST_CASE("a Welcome whose max_calls_served is 0 or past the accepted bound fails connect") {
   for (const uint32_t served : {0u, mrpc::limits::kMaxCallsServedAccepted + 1}) {
     CAPTURE(served);

@@ -209,13 +209,24 @@ void FakeDaemon::handle_submission(const shm::RingEntry& entry) {
 uint64_t FakeDaemon::send_incoming_echo(const std::string& service_name, const std::string& text,
                                         const shm::MetadataPairs& metadata) {
   std::lock_guard lock(mutex_);
+  const uint64_t call_id = next_incoming_call_id();
+  post_incoming_echo(call_id, service_name, text, metadata);
+  return call_id;
+}
+
+uint64_t FakeDaemon::send_incoming_echo_to_method(const std::string& service_name,
+                                                  uint16_t method_index, const std::string& text) {
+  std::lock_guard lock(mutex_);
+  const uint64_t call_id = next_incoming_call_id();
+  post_incoming_echo(call_id, service_name, text, {}, method_index);
+  return call_id;
+}
+
+uint64_t FakeDaemon::next_incoming_call_id() {
   // (generation << 32) | slot, as mrpcd gives them (protocol.h); the tests keep fewer than
   // max_calls_served calls unanswered, so a slot comes round again only after its kReplyDone.
   const uint64_t sent = incoming_calls_sent_++;
-  const uint64_t call_id =
-      ((sent / options_.max_calls_served + 1) << 32) | (sent % options_.max_calls_served);
-  post_incoming_echo(call_id, service_name, text, metadata);
-  return call_id;
+  return ((sent / options_.max_calls_served + 1) << 32) | (sent % options_.max_calls_served);
 }
 
 void FakeDaemon::send_incoming_echo_as(uint64_t call_id, const std::string& service_name,
@@ -225,12 +236,13 @@ void FakeDaemon::send_incoming_echo_as(uint64_t call_id, const std::string& serv
 }
 
 void FakeDaemon::post_incoming_echo(uint64_t call_id, const std::string& service_name,
-                                    const std::string& text, const shm::MetadataPairs& metadata) {
+                                    const std::string& text, const shm::MetadataPairs& metadata,
+                                    uint16_t method_index) {
   auto request = echo::EchoRequest::create(*receive_heap_);
   request.set_text(text);
   shm::RingEntry incoming = shm::make_ring_entry(shm::EntryKind::kIncomingCall, call_id);
   incoming.service_id = service_ids_.at(service_name);
-  incoming.method_index = 0;
+  incoming.method_index = method_index;
   incoming.message_offset = request.ref().offset;
   incoming.deadline = INT64_MAX;
   if (!metadata.empty()) {

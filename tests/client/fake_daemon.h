@@ -58,6 +58,9 @@ class FakeDaemon {
   // As send_incoming_echo, with the call id given (a daemon that breaks the id rules).
   void send_incoming_echo_as(uint64_t call_id, const std::string& service_name,
                              const std::string& text);
+  // As send_incoming_echo, naming method `method_index` of the service (one the app may not have).
+  uint64_t send_incoming_echo_to_method(const std::string& service_name, uint16_t method_index,
+                                        const std::string& text);
   // Writes a completion-ring tail far past the app's head, as a broken daemon would, and rings.
   void corrupt_completion_tail();
   // Posts kReplyDone for a reply seen earlier.
@@ -89,7 +92,10 @@ class FakeDaemon {
   void post(const shm::RingEntry& entry);
   // Builds the request in the receive region and posts the kIncomingCall. Under mutex_.
   void post_incoming_echo(uint64_t call_id, const std::string& service_name,
-                          const std::string& text, const shm::MetadataPairs& metadata);
+                          const std::string& text, const shm::MetadataPairs& metadata,
+                          uint16_t method_index = 0);
+  // The next id as mrpcd would give it. Under mutex_.
+  uint64_t next_incoming_call_id();
 
   FakeDaemonOptions options_;
   std::string path_;
