@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole default test suite (what .ci/run runs). Installs what is missing, then three stages:
-#   1. build/       the plain build: every test but the soaks.
+#   1. build/       the plain build: every test, the soaks included (issue 6's 1,000,000 abandoned
+#                   and 10,000,000 finished calls: about 4 minutes on 2 cores).
 #   2. build-asan/  every target under ASan+UBSan (-DMRPC_SANITIZE=address,undefined): the unit,
 #                   daemon and integration tests of stage 1, except the .mpol front end's
 #                   (tests/dsl, tests/compiler, tests/stdlib-policies: ANTLR-heavy, minutes under
@@ -12,7 +13,7 @@
 # (also one from a daemon or app process a test started) is written to <build>/sanitizer-logs/
 # and printed at the end. Builds use ccache, so a rerun compiles only what changed.
 #
-#   scripts/test.sh -L soak      arguments go to ctest of the plain build; sanitizer stages skipped
+#   scripts/test.sh -LE soak     arguments go to ctest of the plain build; sanitizer stages skipped
 #   MRPC_SANITIZER_STAGES="asan" which sanitizer stages run (default "asan tsan"; "" for none)
 #   MRPC_JOBS=N                  build and test jobs (default 2)
 set -euo pipefail
@@ -30,9 +31,6 @@ say() { echo "== test.sh [$((SECONDS - started))s]: $*"; }
 # ---- 1. plain build ----
 say "plain build in $build"
 "$root/scripts/build.sh"
-if [ $# -eq 0 ]; then
-  set -- -LE soak
-fi
 say "ctest $* (plain build)"
 (cd "$build" && ctest --output-on-failure -j "$jobs" "$@")
 
