@@ -83,13 +83,14 @@ void WorkerPool::start(int threads) {
   for (int i = 0; i < threads; ++i) {
     threads_.emplace_back([this] {
       for (;;) {
-        std::function<void()> work;
+        Work work;
         {
           std::unique_lock lock(mutex_);
-          ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-          if (queue_.empty()) return;
-          work = std::move(queue_.front());
-          queue_.pop_front();
+          ready_.wait(lock, [this] { return stopping_ || queued_ > 0; });
+          if (queued_ == 0) return;
+          work = std::move(ring_[head_]);
+          head_ = (head_ + 1) % ring_.size();
+          --queued_;
         }
         work();
       }
@@ -98,11 +99,19 @@ void WorkerPool::start(int threads) {
   }
 }
 
-void WorkerPool::post(std::function<void()> work) {
+void WorkerPool::post(Work work) {
   MRPC_ASSERT(!threads_.empty(), "work posted to a pool without threads");
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(work));
+    if (queued_ == ring_.size()) {
+      // Full: a ring twice the size, the queued work moved to its front in order.
+      std::vector<Work> grown(std::max<size_t>(16, ring_.size() * 2));
+      for (size_t i = 0; i < queued_; ++i) grown[i] = std::move(ring_[(head_ + i) % ring_.size()]);
+      ring_ = std::move(grown);
+      head_ = 0;
+    }
+    ring_[(head_ + queued_) % ring_.size()] = std::move(work);
+    ++queued_;
   }
   ready_.notify_one();
 }
@@ -263,6 +272,8 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
   if (options_.handler_threads == 0) {
     run_handler();  // inline: no hand-off; this completion thread waits for the handler
   } else {
+    // The capture fits WorkerPool's inline bytes: posting allocates nothing.
+    static_assert(sizeof(run_handler) <= WorkerPool::kWorkInlineBytes);
     handlers_.post(std::move(run_handler));
   }
 }

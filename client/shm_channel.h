@@ -35,6 +35,7 @@
 #include "connection.h"
 #include "mrpc/base/block_pool.h"
 #include "mrpc/base/clock.h"
+#include "mrpc/base/inline_function.h"
 #include "mrpc/client/channel.h"
 
 namespace mrpc::client {
@@ -46,18 +47,28 @@ inline MonoTime saturating_add(MonoTime now, std::chrono::nanoseconds by) {
 }
 
 // A fixed set of threads running queued work in FIFO order.
+// Threads: post() from any thread (libmrpc posts from the completion thread); the pool's own
+// threads run the work. The queue is a ring of InlineFunctions that grows to the most work ever
+// queued at once and is then reused: posting work whose callable fits kWorkInlineBytes (a
+// handler's call, as serving.cc posts it) allocates nothing.
 class WorkerPool {
  public:
+  static constexpr size_t kWorkInlineBytes = 64;
+  using Work = InlineFunction<void(), kWorkInlineBytes>;
+
   void start(int threads);
   // Only after start() with at least one thread (handler_threads 0 runs handlers inline instead).
-  void post(std::function<void()> work);
+  void post(Work work);
   // Runs what is queued, then joins.
   void stop();
 
  private:
   std::mutex mutex_;
   std::condition_variable ready_;
-  std::deque<std::function<void()>> queue_;
+  // Ring of queued work: queued_ entries from head_ (mod ring_.size()); grown by doubling.
+  std::vector<Work> ring_;
+  size_t head_ = 0;
+  size_t queued_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };
