@@ -27,6 +27,10 @@ namespace {
 constexpr const char* kEventNames[] = {"request", "response", "error"};
 constexpr const char* kOutcomeNames[] = {"pass",    "reject",          "drop",     "delay",
                                          "respond", "schema_mismatch", "unapplied"};
+// A time-of-check copy that is delivered is first tried in one pass into a pooled block of this
+// size (copy_message_to's first try); a bigger message is measured, then copied. Not a limit:
+// any size within max_message_bytes is copied either way.
+constexpr uint64_t kCopyFirstTryBytes = 1024;
 
 mrpc_str view_of(const std::string& s) {
   return mrpc_str{s.data(), static_cast<uint32_t>(s.size())};
@@ -349,15 +353,20 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
     } taken{*private_messages_, nullptr};
     auto reserve = [](void* context, uint64_t bytes) {
       auto& into = *static_cast<Taken*>(context);
+      into.message.reset();  // a second reservation: the first goes back to the pool first
       into.message = into.pool.take(bytes);
       return MutableRegion{into.message->bytes.get(), bytes};
     };
-    auto copied = copy_message_to(*layout, source, where.offset, reserve, &taken, limits);
+    // One pass into a pooled block of kCopyFirstTryBytes; a bigger message is measured.
+    CopyStats stats;
+    auto copied = copy_message_to(*layout, source, where.offset, reserve, &taken, limits, &stats,
+                                  kCopyFirstTryBytes);
     if (!copied.ok()) {
       error = copied.status().message();
       return false;
     }
-    taken.message->message_bytes = taken.message->size;
+    taken.message->size = stats.bytes;  // the rest of the block holds nothing of this message
+    taken.message->message_bytes = stats.bytes;
     // A response leaves its server's heap here: the server may free it now (once per reply, as
     // the transport would after its copy; free_held and the transport skip private copies).
     if (!is_request && current_ != nullptr)
@@ -375,15 +384,18 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
   }
   auto reserve = [](void* context, uint64_t bytes) {
     auto& into = *static_cast<Scratch*>(context);
-    into.used = bytes;
     return bytes <= into.size ? MutableRegion{into.bytes.get(), bytes} : MutableRegion{};
   };
-  auto copied = copy_message_to(*layout, source, where.offset, reserve, &scratch, limits);
+  // One pass: the scratch holds any message within max_message_bytes.
+  CopyStats stats;
+  auto copied = copy_message_to(*layout, source, where.offset, reserve, &scratch, limits, &stats,
+                                limits.max_message_bytes);
   if (!copied.ok()) {
     error = copied.status().message();
     return false;
   }
-  // The copy is one block from the scratch's start: nothing of it lies past the measured size.
+  // The copy is one block from the scratch's start: nothing of it lies past what it took.
+  scratch.used = stats.bytes;
   size = scratch.used;
   view.region = reinterpret_cast<uint8_t*>(scratch.bytes.get());
   view.region_size = scratch.used;

@@ -3,6 +3,7 @@
 
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "document_fixture.h"
 #include "echo.mrpc.h"
@@ -62,6 +63,41 @@ std::string header(size_t type, uint64_t root, uint8_t nesting) {
   return out;
 }
 
+// copy_message_to copies `root` in one pass (its first try, into a block that holds any copy
+// within the limits) and in two passes, into zeroed blocks: the same root, bytes and work, or the
+// same error.
+void compare_copy_passes(const MessageLayout& layout, ConstRegion source, uint64_t root,
+                         const CopyLimits& limits) {
+  struct Block {
+    std::vector<std::byte> bytes;
+  };
+  auto reserve = [](void* context, uint64_t bytes) {
+    auto& into = *static_cast<Block*>(context);
+    into.bytes.assign(bytes, std::byte{0});
+    return MutableRegion{into.bytes.data(), bytes};
+  };
+  Block one_block, two_block;
+  CopyStats one_stats, two_stats;
+  auto one = copy_message_to(layout, source, root, reserve, &one_block, limits, &one_stats,
+                             limits.max_message_bytes);
+  auto two = copy_message_to(layout, source, root, reserve, &two_block, limits, &two_stats, 0);
+  MRPC_ASSERT(one.ok() == two.ok(), "one pass {}, two passes {}",
+              one.ok() ? "copies" : one.status().to_string(),
+              two.ok() ? "copy" : two.status().to_string());
+  MRPC_ASSERT(one_stats.work == two_stats.work, "one pass counts {} steps, two passes {}",
+              one_stats.work, two_stats.work);
+  if (!two.ok()) {
+    MRPC_ASSERT(one.status().to_string() == two.status().to_string(),
+                "one pass refuses with {}, two passes with {}", one.status().to_string(),
+                two.status().to_string());
+    return;
+  }
+  MRPC_ASSERT(*one == *two && one_stats.bytes == two_stats.bytes &&
+                  std::memcmp(one_block.bytes.data(), two_block.bytes.data(), two_stats.bytes) == 0,
+              "one pass and two passes copy differently ({} and {} bytes)", one_stats.bytes,
+              two_stats.bytes);
+}
+
 }  // namespace
 
 void copy_from_heap(std::string_view input) {
@@ -79,6 +115,7 @@ void copy_from_heap(std::string_view input) {
   Buffer receive(room);
   RegionAllocator allocator(room);
   const CopyLimits limits{room, nesting};
+  compare_copy_passes(layout, {heap.base(), heap.size}, root, limits);
   auto copied = copy_message(layout, {heap.base(), heap.size}, root, {receive.base(), room},
                              allocator, limits);
   if (!copied.ok()) {

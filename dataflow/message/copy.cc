@@ -1,10 +1,11 @@
 // copy_message: measure, allocate once, copy (docs/message-layout.md, "How the daemon copies an
-// untrusted message"). The source is app-writable shared memory: every value is loaded once into
-// private memory (a reference into a local, a body into the destination) and only the loaded
-// copy is checked and used, so a concurrent writer can make the copy fail, never make it read or
-// write out of bounds.
+// untrusted message"); copy_message_to may first try the copy alone, into a block given up front.
+// The source is app-writable shared memory: every value is loaded once into private memory (a
+// reference into a local, a body into the destination) and only the loaded copy is checked and
+// used, so a concurrent writer can make the copy fail, never make it read or write out of bounds.
 #include "mrpc/message/copy.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -65,7 +66,10 @@ Expected<const FieldLayout*> active_member(const MessageLayout& layout, int32_t 
 // more than the step: this is on every delivery's path).
 class Copier {
  public:
-  Copier(ConstRegion source, const CopyLimits& limits) : source_(source), limits_(limits) {}
+  // `one_pass`: pass 2 alone, into a block that may be too small (take() then fails and keeps no
+  // error: the caller runs the two passes), each step counting twice (as two passes count it).
+  Copier(ConstRegion source, const CopyLimits& limits, bool one_pass = false)
+      : source_(source), limits_(limits), one_pass_(one_pass) {}
 
   // ---- pass 1: how many bytes the copy takes ----
   // Reads the source in place: each reference is loaded once, then checked, then followed. A
@@ -89,11 +93,14 @@ class Copier {
 
   void start_copy(MutableRegion destination, uint64_t start, uint64_t bytes) {
     destination_ = destination;
+    start_ = start;
     cursor_ = start;
     end_ = start + bytes;
   }
   uint64_t measured() const { return total_; }
   uint64_t work() const { return work_; }
+  // Bytes of the destination the copy took, from start_copy's start.
+  uint64_t copied_bytes() const { return cursor_ - start_; }
   Status take_error() { return std::move(error_); }
 
  private:
@@ -126,7 +133,10 @@ class Copier {
   }
 
   // One step of work (a body, a reference or a oneof case): bounded per call by max_work.
-  bool step() { return ++work_ <= limits_.max_work || work_error(); }
+  bool step() {
+    work_ += one_pass_ ? 2 : 1;
+    return work_ <= limits_.max_work || work_error();
+  }
   [[gnu::cold, gnu::noinline]] bool work_error() {
     return fail(Status(StatusCode::kResourceExhausted,
                        fmt::format("copying the message took more than the limit of {} steps "
@@ -213,6 +223,7 @@ class Copier {
   bool take(uint64_t bytes, uint64_t& at) {
     const uint64_t rounded = round8(bytes);
     if (rounded > end_ - cursor_) {
+      if (one_pass_) return false;  // out of room: the caller measures and copies again
       return fail(
           invalid("the message changed while it was copied (it no longer fits what was "
                   "measured)"));
@@ -226,12 +237,14 @@ class Copier {
   // reference the copy stores.
   bool copy_bytes(const MessageLayout& layout, const RegionRef& ref, uint64_t bytes,
                   std::string_view what, RegionRef& copy) {
+    // Checked also when empty, as pass 1 checks it (so one pass refuses what two would).
+    if (!check_range(layout, ref.offset, bytes, what)) return false;
     if (ref.size == 0) {
       copy = RegionRef{0, 0, 0};
       return true;
     }
     uint64_t at = 0;
-    if (!check_range(layout, ref.offset, bytes, what) || !take(bytes, at)) return false;
+    if (!take(bytes, at)) return false;
     std::memcpy(destination_.base + at, source_.base + ref.offset, bytes);
     copy = RegionRef{at, ref.size, ref.size};
     return true;
@@ -296,7 +309,9 @@ class Copier {
   CopyLimits limits_;
   uint64_t total_ = 0;
   uint64_t work_ = 0;
+  const bool one_pass_;
   MutableRegion destination_;
+  uint64_t start_ = 0;
   uint64_t cursor_ = 0;
   uint64_t end_ = 0;
   Status error_;
@@ -316,7 +331,10 @@ Expected<uint64_t> measure_and_copy(const MessageLayout& layout, ConstRegion sou
     const Copier& copier;
     CopyStats* stats;
     ~Report() {
-      if (stats != nullptr) stats->work = copier.work();
+      if (stats == nullptr) return;
+      stats->work = copier.work();
+      stats->bytes = copier.copied_bytes();
+      stats->passes = 2;
     }
   } report{copier, stats};
   if (!copier.measure_message(layout, source_offset, 0)) return copier.take_error();
@@ -358,7 +376,22 @@ Expected<uint64_t> copy_message(const MessageLayout& layout, ConstRegion source,
 
 Expected<uint64_t> copy_message_to(const MessageLayout& layout, ConstRegion source,
                                    uint64_t source_offset, ReserveCopy reserve, void* context,
-                                   const CopyLimits& limits, CopyStats* stats) {
+                                   const CopyLimits& limits, CopyStats* stats,
+                                   uint64_t first_try_bytes) {
+  if (first_try_bytes != 0) {
+    const MutableRegion block = reserve(context, first_try_bytes);
+    if (block.base != nullptr && block.size >= first_try_bytes) {
+      Copier copier(source, limits, /*one_pass=*/true);
+      // Never more than max_message_bytes: what fits was within the limit pass 1 enforces.
+      copier.start_copy(block, 0, std::min(first_try_bytes, limits.max_message_bytes));
+      uint64_t root = 0;
+      if (copier.copy_message(layout, source_offset, 0, root)) {
+        if (stats != nullptr) *stats = CopyStats{copier.work(), copier.copied_bytes(), 1};
+        return root;
+      }
+      // Out of room, or refused: the two passes decide, and say what they would have said.
+    }
+  }
   auto place = [&](uint64_t bytes, MutableRegion& region, uint64_t& start) {
     region = reserve(context, bytes);
     start = 0;

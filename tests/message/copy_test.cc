@@ -140,6 +140,113 @@ TEST_CASE(
   CHECK(block.reservations == 2);
 }
 
+// copy_message_to's one pass against its two passes, on the same source: each into a zeroed
+// block of its own.
+struct PassesCompared {
+  struct Block {
+    std::vector<std::byte> bytes;
+    int reservations = 0;
+  };
+  struct Run {
+    Block block;
+    mrpc::CopyStats stats;
+    mrpc::Expected<uint64_t> root = uint64_t{0};
+  };
+  static Run run(const mrpc::MessageLayout& layout, mrpc::ConstRegion source, uint64_t root,
+                 const mrpc::CopyLimits& limits, uint64_t first_try_bytes) {
+    auto reserve = [](void* context, uint64_t bytes) {
+      auto& into = *static_cast<Block*>(context);
+      ++into.reservations;
+      into.bytes.assign(bytes, std::byte{0});
+      return mrpc::MutableRegion{into.bytes.data(), bytes};
+    };
+    Run run;
+    run.root = mrpc::copy_message_to(layout, source, root, reserve, &run.block, limits, &run.stats,
+                                     first_try_bytes);
+    return run;
+  }
+  // The one pass's result is the two passes': the same root, bytes, work and error.
+  static void check_same(const Run& one, const Run& two) {
+    REQUIRE(one.root.ok() == two.root.ok());
+    CHECK(one.stats.work == two.stats.work);
+    if (!two.root.ok()) {
+      CHECK(one.root.status().code() == two.root.status().code());
+      CHECK(one.root.status().message() == two.root.status().message());
+      return;
+    }
+    CHECK(*one.root == *two.root);
+    REQUIRE(one.stats.bytes == two.stats.bytes);
+    REQUIRE(one.block.bytes.size() >= one.stats.bytes);
+    CHECK(std::memcmp(one.block.bytes.data(), two.block.bytes.data(), two.stats.bytes) == 0);
+  }
+};
+
+TEST_CASE(
+    "copy_message_to in one pass makes the copy and the errors of the two passes, and measures "
+    "when the first block is too small") {
+  CopyBench bench;
+  auto doc = nested::Document::create(bench.heap);
+  mrpc::testing::fill_document(doc);
+  const mrpc::MessageLayout& layout = bench.layout("nested.Document");
+  const mrpc::ConstRegion source{bench.heap_region.base(), bench.heap_region.size()};
+  const uint64_t root = doc.ref().offset;
+
+  const auto two = PassesCompared::run(layout, source, root, kLimits, 0);
+  REQUIRE(two.root.ok());
+  CHECK(two.stats.passes == 2);
+  CHECK(two.block.reservations == 1);
+  CHECK(two.stats.bytes == two.block.bytes.size());  // measured exactly
+
+  SUBCASE("a first block that holds it: one pass, one reservation, the same bytes") {
+    const auto one = PassesCompared::run(layout, source, root, kLimits, 64 << 10);
+    CHECK(one.stats.passes == 1);
+    CHECK(one.block.reservations == 1);
+    PassesCompared::check_same(one, two);
+    mrpc::testing::check_document(nested::Document(mrpc::MessageRef{
+        const_cast<std::byte*>(one.block.bytes.data()), one.stats.bytes, *one.root, nullptr}));
+  }
+  SUBCASE("a first block one byte short: measured and copied again into a second reservation") {
+    const auto one = PassesCompared::run(layout, source, root, kLimits, two.stats.bytes - 1);
+    CHECK(one.stats.passes == 2);
+    CHECK(one.block.reservations == 2);
+    PassesCompared::check_same(one, two);
+  }
+  SUBCASE("max_work exactly what the two passes take: both copy; one step less: both refuse") {
+    mrpc::CopyLimits exact = kLimits;
+    exact.max_work = two.stats.work;
+    PassesCompared::check_same(PassesCompared::run(layout, source, root, exact, 64 << 10),
+                               PassesCompared::run(layout, source, root, exact, 0));
+    mrpc::CopyLimits short_by_one = kLimits;
+    short_by_one.max_work = two.stats.work - 1;
+    const auto refused_one = PassesCompared::run(layout, source, root, short_by_one, 64 << 10);
+    CHECK_FALSE(refused_one.root.ok());
+    PassesCompared::check_same(refused_one,
+                               PassesCompared::run(layout, source, root, short_by_one, 0));
+  }
+  SUBCASE("max_message_bytes one short of the copy: both refuse, with the same words") {
+    mrpc::CopyLimits tight = kLimits;
+    tight.max_message_bytes = two.stats.bytes - 1;
+    const auto one = PassesCompared::run(layout, source, root, tight, 64 << 10);
+    CHECK_FALSE(one.root.ok());
+    CHECK(one.root.status().code() == StatusCode::kResourceExhausted);
+    PassesCompared::check_same(one, PassesCompared::run(layout, source, root, tight, 0));
+  }
+  SUBCASE("an empty string whose offset lies outside the source: both refuse") {
+    write_ref(doc.ref(), bench.offset_of("nested.Document", "title"), {uint64_t{1} << 40, 0, 0});
+    const auto one = PassesCompared::run(layout, source, root, kLimits, 64 << 10);
+    CHECK_FALSE(one.root.ok());
+    CHECK(one.root.status().code() == StatusCode::kInvalidArgument);
+    PassesCompared::check_same(one, PassesCompared::run(layout, source, root, kLimits, 0));
+  }
+  SUBCASE("a string past the end of the source: both refuse, with the same words") {
+    write_ref(doc.ref(), bench.offset_of("nested.Document", "title"),
+              {bench.heap_region.size() - 2, 10, 10});
+    const auto one = PassesCompared::run(layout, source, root, kLimits, 64 << 10);
+    CHECK_FALSE(one.root.ok());
+    PassesCompared::check_same(one, PassesCompared::run(layout, source, root, kLimits, 0));
+  }
+}
+
 TEST_CASE("copy_message rejects references outside the source region") {
   CopyBench bench;
   auto doc = nested::Document::create(bench.heap);

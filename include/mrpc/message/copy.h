@@ -33,7 +33,10 @@ struct CopyLimits {
 
 // What one copy did (for tests and counters).
 struct CopyStats {
-  uint64_t work = 0;  // steps, as CopyLimits::max_work counts them
+  uint64_t work = 0;    // steps, as CopyLimits::max_work counts them (two passes' worth, also
+                        // when copy_message_to copied in one)
+  uint64_t bytes = 0;   // copy_message_to: bytes of its block the copy takes, from its start
+  uint32_t passes = 0;  // copy_message_to: 1 copied without measuring, 2 measured then copied
 };
 
 // Returns the root offset of the copy in `destination`. The work is linear in the bytes of the
@@ -48,8 +51,10 @@ Expected<uint64_t> copy_message(const MessageLayout& layout, ConstRegion source,
                                 RegionAllocator& destination_allocator, const CopyLimits& limits,
                                 CopyStats* stats = nullptr);
 
-// Where copy_message_to puts a copy: called once, with the size pass 1 measured, it returns a
-// region of at least `bytes` bytes that only the daemon can write (base null: no room).
+// Where copy_message_to puts a copy: a region of at least `bytes` bytes that only the daemon can
+// write (base null: no room). Called with the first try's size when there is one and, if the copy
+// was not made there, once more with the size pass 1 measured; a second call replaces the region
+// the first returned.
 using ReserveCopy = MutableRegion (*)(void* context, uint64_t bytes);
 
 // The same copy into a block of its own: the root lies at offset 0 of the region `reserve`
@@ -58,8 +63,15 @@ using ReserveCopy = MutableRegion (*)(void* context, uint64_t bytes);
 // the padding after strings, keep whatever the region held: every reference in the copy is the
 // daemon's). For copies the daemon keeps private (a policy's time-of-check copy), which need no
 // region allocator. On error the region holds garbage; the caller still owns it.
+// `first_try_bytes` not 0: first one pass, copying straight into a block of that size (at most
+// max_message_bytes of it used) without measuring: most messages fit, and the measuring walk is
+// saved. A copy that does not fit there, or fails there for any reason, is made again by the two
+// passes, so the result, the error and `stats->work` are what the two passes give (each step of
+// the one pass counts twice against max_work, as the two passes would count it); stats->bytes
+// says how much of the block the copy took, stats->passes which way it was made.
 Expected<uint64_t> copy_message_to(const MessageLayout& layout, ConstRegion source,
                                    uint64_t source_offset, ReserveCopy reserve, void* context,
-                                   const CopyLimits& limits, CopyStats* stats = nullptr);
+                                   const CopyLimits& limits, CopyStats* stats = nullptr,
+                                   uint64_t first_try_bytes = 0);
 
 }  // namespace mrpc
