@@ -132,7 +132,8 @@ class Copier {
                             layout.full_name(), what, offset, bytes, source_.size)));
   }
 
-  // One step of work (a body, a reference or a oneof case): bounded per call by max_work.
+  // One step of work (a body, a reference or a oneof case): bounded per walk by max_work (a
+  // one-pass copy that fails and is made again by two passes may take up to 1.5x it in all).
   bool step() {
     work_ += one_pass_ ? 2 : 1;
     return work_ <= limits_.max_work || work_error();
@@ -278,6 +279,10 @@ class Copier {
       RegionRef copied;
       if (!copy_bytes(layout, ref, bytes, field.name, copied)) return false;
       store(slot, copied);
+      // Also for an empty array, as pass 1 checks it (so one pass refuses what two would).
+      if (field.repeated && field.kind == FieldKind::kMessage &&
+          !check_depth(*field.message, depth + 1))
+        return false;
       if (!field.repeated || copied.size == 0) continue;
       std::byte* array = destination_.base + copied.offset;
       if (field.kind == FieldKind::kString || field.kind == FieldKind::kBytes) {
@@ -290,7 +295,6 @@ class Copier {
           store(element_slot, element_copy);
         }
       } else if (field.kind == FieldKind::kMessage) {
-        if (!check_depth(*field.message, depth + 1)) return false;
         for (uint32_t i = 0; i < copied.size; ++i) {
           if (!copy_body(*field.message, array + uint64_t{i} * field.element_size, depth + 1))
             return false;

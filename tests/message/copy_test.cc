@@ -214,8 +214,9 @@ TEST_CASE(
   SUBCASE("max_work exactly what the two passes take: both copy; one step less: both refuse") {
     mrpc::CopyLimits exact = kLimits;
     exact.max_work = two.stats.work;
-    PassesCompared::check_same(PassesCompared::run(layout, source, root, exact, 64 << 10),
-                               PassesCompared::run(layout, source, root, exact, 0));
+    const auto exact_one = PassesCompared::run(layout, source, root, exact, 64 << 10);
+    CHECK(exact_one.stats.passes == 1);  // its steps, counted twice, are exactly max_work
+    PassesCompared::check_same(exact_one, PassesCompared::run(layout, source, root, exact, 0));
     mrpc::CopyLimits short_by_one = kLimits;
     short_by_one.max_work = two.stats.work - 1;
     const auto refused_one = PassesCompared::run(layout, source, root, short_by_one, 64 << 10);
@@ -237,6 +238,18 @@ TEST_CASE(
     CHECK_FALSE(one.root.ok());
     CHECK(one.root.status().code() == StatusCode::kInvalidArgument);
     PassesCompared::check_same(one, PassesCompared::run(layout, source, root, kLimits, 0));
+  }
+  SUBCASE("a tree at the nesting limit whose repeated message field is empty: both refuse") {
+    // The measuring walk checks the depth of a repeated message field's elements even when it
+    // has none; the copying walk once skipped the empty array first.
+    auto tree = nested::Tree::create(bench.heap);
+    mrpc::CopyLimits flat = kLimits;
+    flat.max_nesting = 1;
+    const mrpc::MessageLayout& tree_layout = bench.layout("nested.Tree");
+    const auto one = PassesCompared::run(tree_layout, source, tree.ref().offset, flat, 64 << 10);
+    CHECK_FALSE(one.root.ok());
+    PassesCompared::check_same(
+        one, PassesCompared::run(tree_layout, source, tree.ref().offset, flat, 0));
   }
   SUBCASE("a string past the end of the source: both refuse, with the same words") {
     write_ref(doc.ref(), bench.offset_of("nested.Document", "title"),
