@@ -273,7 +273,7 @@ void ShmChannel::on_incoming_call(const std::shared_ptr<Connection>& connection,
     run_handler();  // inline: no hand-off; this completion thread waits for the handler
   } else {
     // The capture fits WorkerPool's inline bytes: posting allocates nothing.
-    static_assert(sizeof(run_handler) <= WorkerPool::kWorkInlineBytes);
+    static_assert(WorkerPool::Work::kStoredInline<decltype(run_handler)>);
     handlers_.post(std::move(run_handler));
   }
 }

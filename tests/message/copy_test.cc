@@ -97,24 +97,29 @@ TEST_CASE("copy_message copies the nested example exactly and into one block") {
   CHECK(bench.receive_allocator.used_bytes() == 0);
 }
 
+// A block for copy_message_to: each reservation (counted) replaces it with `bytes` zeroed bytes,
+// or, with `refuse`, gives no room.
+struct ReservedBlock {
+  std::vector<std::byte> bytes;
+  int reservations = 0;
+  bool refuse = false;
+  static mrpc::MutableRegion reserve(void* context, uint64_t bytes) {
+    auto& into = *static_cast<ReservedBlock*>(context);
+    ++into.reservations;
+    if (into.refuse) return mrpc::MutableRegion{};
+    into.bytes.assign(bytes, std::byte{0});
+    return mrpc::MutableRegion{into.bytes.data(), bytes};
+  }
+};
+
 TEST_CASE(
     "copy_message_to copies into exactly the block it reserves, root first, and says no room "
     "when refused") {
   CopyBench bench;
   auto doc = nested::Document::create(bench.heap);
   mrpc::testing::fill_document(doc);
-  struct Block {
-    std::vector<std::byte> bytes;
-    int reservations = 0;
-    bool refuse = false;
-  } block;
-  auto reserve = [](void* context, uint64_t bytes) {
-    auto& into = *static_cast<Block*>(context);
-    ++into.reservations;
-    if (into.refuse) return mrpc::MutableRegion{};
-    into.bytes.assign(bytes, std::byte{0});
-    return mrpc::MutableRegion{into.bytes.data(), bytes};
-  };
+  ReservedBlock block;
+  const mrpc::ReserveCopy reserve = ReservedBlock::reserve;
   const mrpc::ConstRegion source{bench.heap_region.base(), bench.heap_region.size()};
   auto copied = mrpc::copy_message_to(bench.layout("nested.Document"), source, doc.ref().offset,
                                       reserve, &block, kLimits);
@@ -143,26 +148,16 @@ TEST_CASE(
 // copy_message_to's one pass against its two passes, on the same source: each into a zeroed
 // block of its own.
 struct PassesCompared {
-  struct Block {
-    std::vector<std::byte> bytes;
-    int reservations = 0;
-  };
   struct Run {
-    Block block;
+    ReservedBlock block;
     mrpc::CopyStats stats;
     mrpc::Expected<uint64_t> root = uint64_t{0};
   };
   static Run run(const mrpc::MessageLayout& layout, mrpc::ConstRegion source, uint64_t root,
                  const mrpc::CopyLimits& limits, uint64_t first_try_bytes) {
-    auto reserve = [](void* context, uint64_t bytes) {
-      auto& into = *static_cast<Block*>(context);
-      ++into.reservations;
-      into.bytes.assign(bytes, std::byte{0});
-      return mrpc::MutableRegion{into.bytes.data(), bytes};
-    };
     Run run;
-    run.root = mrpc::copy_message_to(layout, source, root, reserve, &run.block, limits, &run.stats,
-                                     first_try_bytes);
+    run.root = mrpc::copy_message_to(layout, source, root, ReservedBlock::reserve, &run.block,
+                                     limits, &run.stats, first_try_bytes);
     return run;
   }
   // The one pass's result is the two passes': the same root, bytes, work and error.

@@ -28,6 +28,12 @@ class InlineFunction;
 template <class R, class... Args, size_t InlineBytes>
 class InlineFunction<R(Args...), InlineBytes> {
  public:
+  // Whether a callable of type D is kept inline: making an InlineFunction of it allocates nothing.
+  template <class D>
+  static constexpr bool kStoredInline =
+      sizeof(D) <= InlineBytes &&
+      alignof(D) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<D>;
+
   InlineFunction() noexcept = default;
   InlineFunction(std::nullptr_t) noexcept {}  // NOLINT: as std::function
 
@@ -84,11 +90,6 @@ class InlineFunction<R(Args...), InlineBytes> {
     void (*destroy)(void* storage) noexcept;
     bool is_inline;
   };
-
-  template <class D>
-  static constexpr bool kStoredInline =
-      sizeof(D) <= InlineBytes &&
-      alignof(D) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<D>;
 
   template <class D>
   static constexpr Ops kInlineOps = {
