@@ -266,27 +266,43 @@ Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata
                                  uint32_t& metadata_length) {
   if (remote_ids::is_remote(rpc.connection))  // from a peer daemon: its payload is decoded here
     return decode_remote_request(core_, rpc, app_, request, metadata, metadata_length);
-  // The caller's heap, unless a policy checked the request and its metadata in private copies
-  // (then those are delivered, and the caller may have left meanwhile).
+  // A policy here copied the request into this app's receive region already (and decided on
+  // that copy): it is handed over as it is.
+  if (rpc.received_request.present()) {
+    MRPC_ASSERT(rpc.received_request.owner == app_.id,
+                "call {}: a request received for connection {} is delivered to {}", rpc.call_id,
+                rpc.received_request.owner, app_.id);
+    request = rpc.received_request.offset;
+    rpc.received_request = MessageLocation{};
+    rpc.received_request_bytes = 0;
+  }
+  // Else the caller's heap, unless a policy checked the request and its metadata in private
+  // copies (then those are delivered, and the caller may have left meanwhile).
   const bool private_request = rpc.request.region == RegionKind::kPrivate;
   const Connection* caller = core_.memory_of(rpc, rpc.request.owner);
-  MRPC_REQUIRE(caller != nullptr || (private_request && !rpc.metadata_block.present()),
-               StatusCode::kUnavailable, "the caller left");
-  const RegisteredService* service = core_.registry.find(rpc.service_id);
-  MRPC_REQUIRE(service != nullptr, StatusCode::kUnavailable,
-               "the service was unregistered during the call");
-  const MethodInfo& method = service->info->methods[rpc.method_index];
-  const uint64_t used_before = app_.receive_allocator->used_bytes();
-  const ConstRegion source = private_request ? ConstRegion{rpc.request.private_copy->bytes.get(),
-                                                           rpc.request.private_copy->size}
-                                             : caller->heap_view();
-  auto copied = copy_message(
-      *method.input, source, rpc.request.offset, app_.receive_view(), *app_.receive_allocator,
-      CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
-  if (!copied.ok()) return copied.status();
-  if (caller != nullptr)  // fair rounds (a private copy may outlive its caller)
-    caller->charge_copy(app_.receive_allocator->used_bytes() - used_before);
-  request = *copied;
+  if (caller == nullptr && rpc.metadata_block.present()) {
+    (void)app_.free_received(request);  // kNoOffset unless received above
+    request = shm::kNoOffset;
+    return Status(StatusCode::kUnavailable, "the caller left");
+  }
+  if (request == shm::kNoOffset) {
+    MRPC_REQUIRE(caller != nullptr || private_request, StatusCode::kUnavailable, "the caller left");
+    const RegisteredService* service = core_.registry.find(rpc.service_id);
+    MRPC_REQUIRE(service != nullptr, StatusCode::kUnavailable,
+                 "the service was unregistered during the call");
+    const MethodInfo& method = service->info->methods[rpc.method_index];
+    const uint64_t used_before = app_.receive_allocator->used_bytes();
+    const ConstRegion source = private_request ? ConstRegion{rpc.request.private_copy->bytes.get(),
+                                                             rpc.request.private_copy->size}
+                                               : caller->heap_view();
+    auto copied = copy_message(
+        *method.input, source, rpc.request.offset, app_.receive_view(), *app_.receive_allocator,
+        CopyLimits{core_.config.max_message_bytes, limits::kMaxMessageNesting});
+    if (!copied.ok()) return copied.status();
+    if (caller != nullptr)  // fair rounds (a private copy may outlive its caller)
+      caller->charge_copy(app_.receive_allocator->used_bytes() - used_before);
+    request = *copied;
+  }
   if (rpc.metadata_length == 0 && rpc.metadata.empty()) return {};
 
   // The encoded block is copied as it is, then checked in its copy, which the app cannot change

@@ -229,7 +229,10 @@ bool ConnectionTask::on_hello(const wire::Hello& hello) {
   app.ingress = std::make_unique<Graph>(
       core_.clock,
       GraphExits{[this](RpcPtr rpc) { frontend_.deliver(std::move(rpc)); },
-                 [this](RpcPtr rpc) { core_.transport->send_reply(std::move(rpc)); },
+                 [this](RpcPtr rpc) {
+                   core_.free_received_request(*rpc);  // turned back before its delivery
+                   core_.transport->send_reply(std::move(rpc));
+                 },
                  [this](RpcPtr rpc) { core_.end_attempt(std::move(rpc)); }},
       options);
   core_.policies.build(*app.egress, GraphSide::kEgress, *app.identity);

@@ -131,20 +131,34 @@ void DaemonCore::discard(RpcPtr rpc) {
   free_held(*rpc);
 }
 
-void DaemonCore::free_held(const Rpc& rpc) {
+void DaemonCore::free_held(Rpc& rpc) {
+  free_received_request(rpc);
   const MessageLocation& response = rpc.response;
   // A private copy frees itself with the Rpc (its server was told at the copy).
   if (!response.present() || response.region == RegionKind::kPrivate) return;
   if (response.region == RegionKind::kHeap) {  // still in the server's heap: it may free it
     reply_done(response.owner, rpc.delivery_id, rpc.pinned_memory);
-  } else if (Connection* owner = connection(response.owner)) {
-    (void)owner->free_received(response.offset);
-  } else if (!is_local(response.owner)) {
+  } else {
+    free_received(response.owner, response.offset);
+  }
+}
+
+void DaemonCore::free_received_request(Rpc& rpc) {
+  if (!rpc.received_request.present()) return;
+  free_received(rpc.received_request.owner, rpc.received_request.offset);
+  rpc.received_request = MessageLocation{};
+  rpc.received_request_bytes = 0;
+}
+
+void DaemonCore::free_received(ConnectionId owner_id, uint64_t offset) {
+  if (Connection* owner = connection(owner_id)) {
+    (void)owner->free_received(offset);
+  } else if (!is_local(owner_id)) {
     ShardMessage message;
     message.kind = ShardMessage::Kind::kFreeReceived;
-    message.connection = response.owner;
-    message.value = response.offset;
-    send_to(shards::shard_of(response.owner), std::move(message));
+    message.connection = owner_id;
+    message.value = offset;
+    send_to(shards::shard_of(owner_id), std::move(message));
   }
 }
 
@@ -184,6 +198,7 @@ void DaemonCore::connection_lost(Connection& app) {
     if (rpc->status.ok() || rpc->response.present())
       rpc->status = Status(StatusCode::kUnavailable, "the serving app disconnected");
     rpc->response = MessageLocation{};
+    rpc->received_request = MessageLocation{};  // in its receive region, which goes with it
     transport->send_reply(std::move(rpc));
   };
   app.incoming.for_each([&](SlotHandle handle, IncomingCall& incoming) {

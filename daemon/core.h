@@ -205,8 +205,14 @@ struct DaemonCore {
   void discard(RpcPtr rpc);
   // An operator ended an attempt (Output::end): free what it holds, as discard does.
   void end_attempt(RpcPtr rpc);
-  // What both of those free: a response block in a receive region, or a response in a heap.
-  void free_held(const Rpc& rpc);
+  // What both of those free: a response block in a receive region, or a response in a heap, and
+  // a request copied into its callee's receive region but not delivered.
+  void free_held(Rpc& rpc);
+  // Frees rpc.received_request (a callee-side policy's copy that is not going to be delivered:
+  // the RPC turns back or ends in the callee's ingress graph); nothing if it has none.
+  void free_received_request(Rpc& rpc);
+  // Frees a block of connection `owner`'s receive region: now, or through its shard.
+  void free_received(ConnectionId owner, uint64_t offset);
   // The earliest deadline among calls in flight.
   MonoTime next_deadline() const { return deadlines.earliest(); }
   // Ends every call past its deadline; returns whether any ended.

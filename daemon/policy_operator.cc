@@ -327,6 +327,9 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
     point_view_at(*where.private_copy);
     return true;
   }
+  if (is_request && deliver_checked && current_ != nullptr &&
+      copy_into_receive_region(*current_, layout, view, size))
+    return true;
   ConstRegion source;
   if (where.region == RegionKind::kPrivate) {
     source = ConstRegion{where.private_copy->bytes.get(), where.private_copy->size};
@@ -401,6 +404,48 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
   view.region_size = scratch.used;
   view.body_offset = *copied;
   view.fingerprint = layout->fingerprint();
+  return true;
+}
+
+bool PolicyOperator::copy_into_receive_region(Rpc& rpc, const MessageLayout* layout,
+                                              mrpc_message_view& view, uint64_t& size) {
+  auto point_view_at = [&](const Connection& callee) {
+    const MessageLocation& received = rpc.received_request;
+    view.region = reinterpret_cast<uint8_t*>(callee.receive.data());
+    // No reference of the copy points past its block.
+    view.region_size = received.offset + rpc.received_request_bytes;
+    view.body_offset = received.offset;
+    view.fingerprint = layout->fingerprint();
+    size = rpc.received_request_bytes;
+  };
+  if (rpc.received_request.present()) {  // a policy before this one copied it there
+    const Connection* callee = core().connection(rpc.received_request.owner);
+    MRPC_ASSERT(callee != nullptr, "call {}: received request of a connection not on this shard",
+                rpc.call_id);
+    point_view_at(*callee);
+    return true;
+  }
+  // Only in the callee's ingress graph (this shard's, the callee's receive region's), for a
+  // request still in its caller's heap (a private copy is read in place, no copy at all).
+  if (policy_.placement != ir::Placement::kCallee || rpc.request.region != RegionKind::kHeap)
+    return false;
+  Connection* callee = core().connection(rpc.endpoint.connection);
+  const Connection* caller = core().memory_of(rpc, rpc.request.owner);
+  if (callee == nullptr || caller == nullptr) return false;
+  const uint64_t used_before = callee->receive_allocator->used_bytes();
+  CopyStats stats;
+  auto copied =
+      copy_message(*layout, caller->heap_view(), rpc.request.offset, callee->receive_view(),
+                   *callee->receive_allocator,
+                   CopyLimits{core().config.max_message_bytes, limits::kMaxMessageNesting}, &stats);
+  // Refused (a bad message, or no room): the private copy below says why, or leaves the room
+  // error to the delivery, as without this path.
+  if (!copied.ok()) return false;
+  caller->charge_copy(callee->receive_allocator->used_bytes() - used_before);  // fair rounds
+  callee->report_receive_usage();
+  rpc.received_request = MessageLocation{callee->id, RegionKind::kReceive, *copied};
+  rpc.received_request_bytes = stats.bytes;
+  point_view_at(*callee);
   return true;
 }
 
@@ -615,8 +660,9 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
                                                         view.response, response_size, error));
     view.size = request_event ? request_size : response_size;
     const MessageLocation& decided = request_event ? rpc->request : rpc->response;
-    writes_delivered = (request_event || response_event) && decided.present() &&
-                       decided.region == RegionKind::kPrivate;
+    writes_delivered = (request_event && rpc->received_request.present()) ||
+                       ((request_event || response_event) && decided.present() &&
+                        decided.region == RegionKind::kPrivate);
     if (!copied) {
       current_ = nullptr;
       count(*rpc, event, kReject);

@@ -9,7 +9,9 @@
 //     request on the request path, a server's response on its way back) becomes the Rpc's
 //     message (RegionKind::kPrivate) and is what the transport delivers, and a policy that reads
 //     metadata first moves the app's metadata block into Rpc::metadata; a policy that reads
-//     neither copies nothing;
+//     neither copies nothing. At the callee the request's copy is made where the delivery would
+//     make it, in the callee's receive region (read-only to every app: Rpc::received_request),
+//     so deciding on it costs no copy of its own;
 //   - re-checks, per (service, method) the first time it sees one, that the layout the app
 //     registered has the fingerprint the policy was built against; a mismatch rejects that call
 //     FAILED_PRECONDITION instead of reading wrong offsets (apps that register later included);
@@ -156,6 +158,12 @@ class PolicyOperator final : public Operator {
   bool copy_message_view(bool is_request, MessageLocation& where, bool deliver_checked,
                          const MessageLayout* layout, mrpc_message_view& view, uint64_t& size,
                          std::string& error);
+  // At the callee, a request still in its caller's heap is copied where the delivery would copy
+  // it, into the callee's receive region (which the callee maps read-only): the handler decides on
+  // that copy, and the delivery hands it over as it is (Rpc::received_request). False when that
+  // is not the case here or the copy was refused (the private copy then decides).
+  bool copy_into_receive_region(Rpc& rpc, const MessageLayout* layout, mrpc_message_view& view,
+                                uint64_t& size);
   // Moves the app's metadata block out of its heap into rpc.metadata (one read, strictly
   // decoded), for a policy that reads metadata: the entries it checks are those delivered.
   bool take_metadata(Rpc& rpc, std::string& error);

@@ -47,6 +47,8 @@ class Graph::StageOutput final : public Output {
     attempt->attempt_kind = kind;
     attempt->status = Status();
     attempt->response = MessageLocation{};
+    attempt->received_request = MessageLocation{};  // the original's to deliver or free
+    attempt->received_request_bytes = 0;
     attempt->delivery_id = 0;
     attempt->endpoint = endpoint;
     graph_.admit(*attempt);  // the fork keeps the call's stamp: same versions as its call

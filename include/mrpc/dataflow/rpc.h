@@ -102,6 +102,13 @@ struct Rpc {
   uint32_t service_id = 0;
   uint16_t method_index = 0;
   MessageLocation request;
+  // The request already copied into the callee's receive region (kReceive, owner: the callee),
+  // by a policy at the callee that read it there: the delivery hands this block to the callee
+  // instead of copying `request` again. Set only in the callee's ingress graph, on its runtime
+  // thread; the RPC owns the block until it is delivered, and frees it if it turns back or ends
+  // first. `request` still says where the call's request came from (retries copy from there).
+  MessageLocation received_request;
+  uint64_t received_request_bytes = 0;  // of the block, the message's own (rpc.size)
   MessageLocation response;
   Status status;  // code and detail text; OK until something ends the call otherwise
   MonoTime deadline = kNoDeadline;
