@@ -27,7 +27,7 @@ start_mrpcd "$run_dir" --spin-budget-us 0
 dpid=$mrpcd_pid
 start_echo_server_patiently "$run_dir/server.log"
 attach_bench_policy "$run_dir" "$policy"
-summary=$($build/examples/echo/echo_client --calls $calls --in-flight 16 | head -1)
+summary=$($build/examples/echo/echo_client --calls $calls --in-flight ${IN_FLIGHT:-16} | head -1)
 echo "$summary" >&2
 grep -q " 0 errors" <<<"$summary" || { echo "calls failed: $summary" >&2; exit 1; }
 # SIGTERM lets callgrind write its counts before the cleanup's kill.

@@ -838,26 +838,17 @@ class Evaluation {
       store_scalar(base + at, f.kind, *value);
       set_presence(region, body, step, true);
       w.applied = true;
+    } else if ((f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) && !f.repeated) {
+      w.region = region;  // for the owner of a copy with room for its bytes
+      w.body = body;
+      w.step = &step;
     }
     v_.writes.push_back(std::move(w));
   }
 
+  // valid(m, step.holder) held for the body: it lies in the region.
   void set_presence(int region, uint64_t body, const ir::FieldStep& step, bool on) {
-    const FieldLayout& f = *step.field;
-    uint8_t* base = view(region).region;
-    if (f.presence_bit >= 0) {
-      uint64_t at = body + 4 * static_cast<uint64_t>(f.presence_bit / 32);
-      auto word = load<uint32_t>(region, at);
-      uint32_t bit = 1u << (f.presence_bit % 32);
-      word = on ? (word | bit) : (word & ~bit);
-      std::memcpy(base + at, &word, 4);
-    }
-    if (f.oneof_index >= 0) {
-      const OneofLayout& o = step.holder->oneofs()[static_cast<size_t>(f.oneof_index)];
-      uint32_t current = load<uint32_t>(region, body + o.case_offset);
-      uint32_t next = on ? f.number : (current == f.number ? 0 : current);
-      std::memcpy(base + body + o.case_offset, &next, 4);
-    }
+    set_field_presence(view(region).region, body, step, on);
   }
 
   // Integers are stored truncated to the field's width (two's complement), like protobuf's
@@ -1424,6 +1415,25 @@ Value* EvalSession::scalars() {
 
 std::vector<int64_t>& EvalSession::histogram(uint32_t slot) {
   return instance_.histograms_[slot];
+}
+
+void set_field_presence(uint8_t* region, uint64_t body, const ir::FieldStep& step, bool on) {
+  const FieldLayout& f = *step.field;
+  if (f.presence_bit >= 0) {
+    const uint64_t at = body + 4 * static_cast<uint64_t>(f.presence_bit / 32);
+    uint32_t word;
+    std::memcpy(&word, region + at, 4);
+    const uint32_t bit = 1u << (f.presence_bit % 32);
+    word = on ? (word | bit) : (word & ~bit);
+    std::memcpy(region + at, &word, 4);
+  }
+  if (f.oneof_index >= 0) {
+    const OneofLayout& o = step.holder->oneofs()[static_cast<size_t>(f.oneof_index)];
+    uint32_t current;
+    std::memcpy(&current, region + body + o.case_offset, 4);
+    const uint32_t next = on ? f.number : (current == f.number ? 0 : current);
+    std::memcpy(region + body + o.case_offset, &next, 4);
+  }
 }
 
 }  // namespace mrpc::compiler

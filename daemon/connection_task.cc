@@ -47,8 +47,8 @@ bool ConnectionTask::run() {
   }
   if (app.ready()) {
     did_work |= frontend_.poll();
-    did_work |= app.egress->run();
-    did_work |= app.ingress->run();
+    if (!app.egress->idle()) did_work |= app.egress->run();
+    if (!app.ingress->idle()) did_work |= app.ingress->run();
   }
   if (app.broken) {
     close("the app corrupted its rings");

@@ -103,7 +103,7 @@ void append_entry(std::string& block, const char* data, uint32_t size) {
 }
 }  // namespace
 
-DaemonCore& PolicyOperator::core() const {
+DaemonCore& PolicyOperator::this_threads_core() const {
   DaemonCore* running = DaemonCore::of_this_thread();
   return running != nullptr ? *running : core_;
 }
@@ -350,31 +350,11 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
     // The message this handler decides on, out of memory its app can still write: copied
     // straight into a private message of its own (pooled), and the bytes it checks become the
     // bytes delivered.
-    struct Taken {
-      PrivateMessagePool& pool;
-      std::shared_ptr<PrivateMessage> message;
-    } taken{*private_messages_, nullptr};
-    auto reserve = [](void* context, uint64_t bytes) {
-      auto& into = *static_cast<Taken*>(context);
-      into.message.reset();  // a second reservation: the first goes back to the pool first
-      into.message = into.pool.take(bytes);
-      return MutableRegion{into.message->bytes.get(), bytes};
-    };
-    // One pass into a pooled block of kCopyFirstTryBytes; a bigger message is measured.
-    CopyStats stats;
-    auto copied = copy_message_to(*layout, source, where.offset, reserve, &taken, limits, &stats,
-                                  kCopyFirstTryBytes);
-    if (!copied.ok()) {
-      error = copied.status().message();
-      return false;
-    }
-    taken.message->size = stats.bytes;  // the rest of the block holds nothing of this message
-    taken.message->message_bytes = stats.bytes;
+    if (!copy_to_private(*layout, source, where, error)) return false;
     // A response leaves its server's heap here: the server may free it now (once per reply, as
     // the transport would after its copy; free_held and the transport skip private copies).
     if (!is_request && current_ != nullptr)
       core().reply_done(where.owner, current_->delivery_id, current_->pinned_memory);
-    where = MessageLocation{where.owner, RegionKind::kPrivate, *copied, std::move(taken.message)};
     point_view_at(*where.private_copy);
     return true;
   }
@@ -405,6 +385,83 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
   view.body_offset = *copied;
   view.fingerprint = layout->fingerprint();
   return true;
+}
+
+bool PolicyOperator::copy_to_private(const MessageLayout& layout, ConstRegion source,
+                                     MessageLocation& where, std::string& error) {
+  struct Taken {
+    PrivateMessagePool& pool;
+    std::shared_ptr<PrivateMessage> message;
+  } taken{*private_messages_, nullptr};
+  auto reserve = [](void* context, uint64_t bytes) {
+    auto& into = *static_cast<Taken*>(context);
+    into.message.reset();  // a second reservation: the first goes back to the pool first
+    into.message = into.pool.take(bytes);
+    return MutableRegion{into.message->bytes.get(), bytes};
+  };
+  // One pass into a pooled block of kCopyFirstTryBytes; a bigger message is measured.
+  CopyStats stats;
+  auto copied =
+      copy_message_to(layout, source, where.offset, reserve, &taken,
+                      CopyLimits{core().config.max_message_bytes, limits::kMaxMessageNesting},
+                      &stats, kCopyFirstTryBytes);
+  if (!copied.ok()) {
+    error = copied.status().message();
+    return false;
+  }
+  taken.message->size = stats.bytes;  // the rest of the block holds nothing of this message
+  taken.message->message_bytes = stats.bytes;
+  where = MessageLocation{where.owner, RegionKind::kPrivate, *copied, std::move(taken.message)};
+  return true;
+}
+
+void PolicyOperator::place_string_writes(Rpc& rpc, ir::Event event, const MethodCheck& method,
+                                         compiler::Verdict& verdict) {
+  for (compiler::FieldWrite& write : verdict.writes) {
+    if (write.applied || write.step == nullptr) continue;
+    // Only into the message this handler decides on and that is delivered from its copy: the
+    // request in a request handler, a server's response in a response handler at the callee.
+    const bool request = write.region == 0;
+    if (event != (request ? ir::Event::kRequest : ir::Event::kResponse)) continue;
+    MessageLocation& where = request ? rpc.request : rpc.response;
+    if (request && rpc.received_request.present()) {
+      // In the callee's receive region, which cannot grow in place: moved into a private copy
+      // (with the handler's in-place writes), which the delivery then copies.
+      const Connection* callee = core().connection(rpc.received_request.owner);
+      MessageLocation moved{where.owner, RegionKind::kHeap, rpc.received_request.offset};
+      std::string error;
+      if (callee == nullptr || method.input == nullptr ||
+          !copy_to_private(*method.input,
+                           ConstRegion{callee->receive.data(), callee->receive.size()}, moved,
+                           error))
+        continue;
+      core().free_received_request(rpc);
+      where = std::move(moved);
+    }
+    if (!where.present() || where.region != RegionKind::kPrivate ||
+        where.private_copy.use_count() != 1)
+      continue;
+    // Appended after the message (8-aligned, as every part of a message is), in a bigger pooled
+    // block: the old one goes back to the pool.
+    const PrivateMessage& old = *where.private_copy;
+    const std::string& bytes = write.value.s;
+    const uint64_t at = (old.size + 7) & ~uint64_t{7};
+    const uint64_t grown = at + ((bytes.size() + 7) & ~uint64_t{7});
+    if (grown > core().config.max_message_bytes || bytes.size() > UINT32_MAX) continue;
+    std::shared_ptr<PrivateMessage> next = private_messages_->take(grown);
+    std::byte* to = next->bytes.get();
+    std::memcpy(to, old.bytes.get(), old.size);
+    std::memset(to + old.size, 0, grown - old.size);
+    std::memcpy(to + at, bytes.data(), bytes.size());
+    const auto size = static_cast<uint32_t>(bytes.size());
+    const RegionRef ref{at, size, size};
+    std::memcpy(to + write.body + write.step->field->offset, &ref, sizeof ref);
+    compiler::set_field_presence(reinterpret_cast<uint8_t*>(to), write.body, *write.step, true);
+    next->size = grown;
+    next->message_bytes = old.message_bytes + bytes.size();
+    where.private_copy = std::move(next);
+    write.applied = true;
+  }
 }
 
 bool PolicyOperator::copy_into_receive_region(Rpc& rpc, const MessageLayout* layout,
@@ -441,8 +498,8 @@ bool PolicyOperator::copy_into_receive_region(Rpc& rpc, const MessageLayout* lay
   // Refused (a bad message, or no room): the private copy below says why, or leaves the room
   // error to the delivery, as without this path.
   if (!copied.ok()) return false;
-  caller->charge_copy(callee->receive_allocator->used_bytes() - used_before);  // fair rounds
-  callee->report_receive_usage();
+  // Fair rounds; the delivery (or the free, if it turns back) reports the region's use.
+  caller->charge_copy(callee->receive_allocator->used_bytes() - used_before);
   rpc.received_request = MessageLocation{callee->id, RegionKind::kReceive, *copied};
   rpc.received_request_bytes = stats.bytes;
   point_view_at(*callee);
@@ -716,6 +773,7 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
   const bool mirrored = !verdict.mirrors.empty() && event == ir::Event::kRequest &&
                         policy_.placement == ir::Placement::kCaller &&
                         apply_mirrors(*rpc, verdict, out);
+  if (!verdict.writes.empty()) place_string_writes(*rpc, event, method, verdict);
   const bool writes_unapplied = std::any_of(
       verdict.writes.begin(), verdict.writes.end(),
       [&](const compiler::FieldWrite& write) { return !write.applied || !writes_delivered; });
@@ -774,14 +832,17 @@ void PolicyOperator::respond(RpcPtr& rpc, ir::Event event, const compiler::Verdi
 
 void PolicyOperator::on_requests(RpcBatch& batch, Output& out) {
   std::lock_guard lock(mutex_);
+  running_ = &this_threads_core();
   for (auto& rpc : batch) {
     if (rpc) run_one(rpc, ir::Event::kRequest, out);
   }
+  running_ = nullptr;
 }
 
 void PolicyOperator::on_replies(RpcBatch& batch, Output& out) {
   if (!reply_side_) return;  // no response or error handler: replies pass untouched
   std::lock_guard lock(mutex_);
+  running_ = &this_threads_core();
   for (auto& rpc : batch) {
     if (!rpc) continue;
     if (rpc->attempt_kind == AttemptKind::kMirror && !mirrored_.empty()) {
@@ -794,6 +855,7 @@ void PolicyOperator::on_replies(RpcBatch& batch, Output& out) {
     }
     run_one(rpc, rpc->status.ok() ? ir::Event::kResponse : ir::Event::kError, out);
   }
+  running_ = nullptr;
 }
 
 OperatorState PolicyOperator::export_state() const {

@@ -28,11 +28,13 @@
 //   - `respond(r)` answers the call with a stored response, copied into the caller's receive
 //     region (request path only);
 //   - counts what it saw per (caller app, method, event, outcome) for the Prometheus export.
+//   - string and bytes writes into the delivered copy are placed after the handler (appended to
+//     the private copy, which grows; place_string_writes).
 // Not applied yet (counted as `unapplied` in metrics and said in docs/policies.md): `route` at
-// callee or to an unknown name, `mirror` likewise, `retry`, string, bytes and map-entry writes
-// into message fields (recorded by the runner, never made), and any field write on a message
-// that is not delivered from the copy the handler wrote (the request in a response handler, a
-// response already in the caller's receive region).
+// callee or to an unknown name, `mirror` likewise, `retry`, map-entry and message-valued writes
+// into message fields and string writes into repeated elements (recorded by the runner, never
+// made), and any field write on a message that is not delivered from the copy the handler wrote
+// (the request in a response handler, a response already in the caller's receive region).
 //
 // Threads: one instance is shared by every graph of its attachment (one policy state per
 // attachment, as the language reads); runtime threads run it under its mutex, and the control
@@ -56,6 +58,7 @@
 #include "mrpc/compiler/policy_runner.h"
 #include "mrpc/dataflow/operator.h"
 #include "mrpc/dataflow/private_message_pool.h"
+#include "mrpc/message/copy.h"
 #include "mrpc/message/region_allocator.h"
 
 namespace mrpc {
@@ -101,6 +104,7 @@ class PolicyOperator final : public Operator {
   std::string_view name() const override { return name_; }
   void on_requests(RpcBatch& batch, Output& out) override;
   void on_replies(RpcBatch& batch, Output& out) override;
+  bool polls() const override { return false; }  // it only reacts to the RPCs it is given
   // Scalars (int, float, string-like) only: the generic carrier. Upgrades between two
   // PolicyOperators use carry_from, which also carries containers and histograms.
   OperatorState export_state() const override;
@@ -164,6 +168,16 @@ class PolicyOperator final : public Operator {
   // is not the case here or the copy was refused (the private copy then decides).
   bool copy_into_receive_region(Rpc& rpc, const MessageLayout* layout, mrpc_message_view& view,
                                 uint64_t& size);
+  // A pooled private copy of the message at where.offset of `source`, in `where` (kPrivate, its
+  // owner kept); false with `error` when the copy is refused.
+  bool copy_to_private(const MessageLayout& layout, ConstRegion source, MessageLocation& where,
+                       std::string& error);
+  // Makes the string and bytes writes the runner left to the daemon (FieldWrite::step): each
+  // value is appended to the private copy that is delivered, in a bigger pooled block, and the
+  // field pointed at it. A request in the callee's receive region moves into a private copy
+  // first. Writes into anything else stay unapplied.
+  void place_string_writes(Rpc& rpc, compiler::ir::Event event, const MethodCheck& method,
+                           compiler::Verdict& verdict);
   // Moves the app's metadata block out of its heap into rpc.metadata (one read, strictly
   // decoded), for a policy that reads metadata: the entries it checks are those delivered.
   bool take_metadata(Rpc& rpc, std::string& error);
@@ -197,9 +211,12 @@ class PolicyOperator final : public Operator {
   const std::shared_ptr<const CompiledPolicyFile> file_;
   const compiler::ir::Policy& policy_;
   // The shard running it (one operator serves the apps of every shard, one shard at a time under
-  // mutex_); `core_` off the runtime threads.
-  DaemonCore& core() const;
+  // mutex_); `core_` off the runtime threads. Looked up once per batch (a thread_local read in a
+  // shared library is a call), kept in running_ while the batch runs.
+  DaemonCore& core() const { return running_ != nullptr ? *running_ : this_threads_core(); }
+  DaemonCore& this_threads_core() const;
   DaemonCore& core_;
+  DaemonCore* running_ = nullptr;  // under mutex_, during on_requests and on_replies
   const uint64_t seed_;
   const uint64_t id_;  // process-unique: owns its entry in Rpc::policy_call_variables
   mutable std::mutex mutex_;

@@ -554,6 +554,47 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "string field writes reach the other side: a request rewritten at the caller and again at the "
+    "callee, and a response rewritten at the callee") {
+  EmbeddedDaemon daemon;
+  EchoServer server(daemon.app_socket());
+  auto client = TestApp::connect(daemon.app_socket(), "client");
+  load(daemon, kEchoProtos + "/rewrite.mpol",
+       "import proto \"echo.proto\";\n"
+       "policy wrap {\n  applies to echo.EchoService.Echo at caller;\n"
+       "  on request {\n    req.text = \"[\" + req.text + \"]\";\n  }\n}\n"
+       "policy mark {\n  applies to echo.EchoService.Echo at callee;\n"
+       "  on request {\n    if req.text != \"[keep]\" { req.text = req.text + \"!\"; }\n  }\n"
+       "  on response {\n    resp.text = \"re: \" + resp.text;\n  }\n}\n",
+       {kEchoProtos});
+  auto echo = [&](uint64_t id, const std::string& text) {
+    client->call_echo(server.service_id(), id, text);
+    auto done = client->wait_call_done(id);
+    REQUIRE(done.has_value());
+    REQUIRE(call_status(*done) == StatusCode::kOk);
+    const std::string reply = client->received_text(done->message_offset);
+    client->release(done->message_offset);
+    return reply;
+  };
+  uint64_t id = 1;
+  must(control(daemon, "attach", {{"policy", "wrap"}}));
+  CHECK(echo(id++, "hello") == "[hello]");  // the caller's private copy, grown
+  must(control(daemon, "attach", {{"policy", "mark"}}));
+  for (int i = 0; i < 50; ++i) {
+    const std::string text(static_cast<size_t>(i) * 40, 'x');  // some past the first 1 KiB try
+    CHECK(echo(id++, text) == "re: [" + text + "]!");
+  }
+  CHECK(echo(id++, "keep") == "re: [keep]");  // no write: the callee's receive-region copy
+  json shown = must(control(daemon, "show", {{"name", "mark"}}));
+  for (const auto& series : shown["calls"]) CHECK(series["outcome"] == "pass");
+  must(control(daemon, "detach", {{"name", "wrap"}}));
+  must(control(daemon, "detach", {{"name", "mark"}}));
+  CHECK(echo(id++, "plain") == "plain");
+  CHECK(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));
+  CHECK(daemon.daemon.stats().calls_in_flight == 0);
+}
+
+TEST_CASE(
     "a policy attached before any app registers its method is checked against the layout the app "
     "registers later") {
   EmbeddedDaemon daemon;

@@ -41,7 +41,18 @@ struct FieldWrite {
   std::string path;
   ir::Value value;       // kVoid for `clear`
   bool applied = false;  // written into the message bytes (false: recorded only, or no effect)
+  // A string or bytes value the runner cannot write in place (it needs room the message's region
+  // does not have): where it goes, so that whoever owns a copy it can grow places it there and
+  // sets `applied` (the daemon's policy operator, in its private copy). `step` is null for every
+  // other write.
+  int region = -1;    // 0: the view's request, 1: its response
+  uint64_t body = 0;  // the body holding the field, in that region
+  const ir::FieldStep* step = nullptr;
 };
+
+// Sets (or clears) the presence bit and oneof case of `step`'s field in the body at `body` of
+// `region`: what a write of that field also does. The body must lie in the region.
+void set_field_presence(uint8_t* region, uint64_t body, const ir::FieldStep& step, bool on);
 
 struct Verdict {
   enum class Outcome { kContinue, kReject, kDrop, kRespond };

@@ -142,6 +142,18 @@ class Graph final : public Task {
 
   // ---- Task ----
   bool run() override;
+  // run() would do nothing now: nothing posted, queued or delayed at any stage, no operator that
+  // polls, no replaced version retiring. The runtime asks every graph every round, so this is
+  // checked inline before the call.
+  bool idle() const {
+    if (has_posted_.load(std::memory_order_acquire) || retiring_ != 0) return false;
+    for (const auto& stage : stages_) {
+      if (!stage->requests.empty() || !stage->replies.empty() || !stage->delayed_requests.empty() ||
+          !stage->delayed_replies.empty() || stage->op->polls())
+        return false;
+    }
+    return true;
+  }
   MonoTime next_timer() const override;
   bool prepare_to_sleep() override;
   void woke() override;
