@@ -828,6 +828,9 @@ class Evaluation {
     uint8_t* base = view(region).region;
     auto body = static_cast<uint64_t>(m.i);
     uint64_t at = body + f.offset;
+    w.region = region;
+    w.body = body;
+    w.step = &step;
     bool scalar = f.kind != FieldKind::kString && f.kind != FieldKind::kBytes &&
                   f.kind != FieldKind::kMessage && !f.repeated;
     if (!value.has_value()) {
@@ -838,10 +841,6 @@ class Evaluation {
       store_scalar(base + at, f.kind, *value);
       set_presence(region, body, step, true);
       w.applied = true;
-    } else if ((f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) && !f.repeated) {
-      w.region = region;  // for the owner of a copy with room for its bytes
-      w.body = body;
-      w.step = &step;
     }
     v_.writes.push_back(std::move(w));
   }

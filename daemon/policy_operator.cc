@@ -58,6 +58,25 @@ bool reads_rpc_field(const ir::Policy& policy, ir::RpcField field) {
   return false;
 }
 
+// Whether a statement of `block` assigns a string or bytes message field (`req.text = ...`):
+// such a value is placed after the handler, in a private copy that can grow.
+bool writes_string_field(const ir::Block& block) {
+  for (const auto& stmt : block) {
+    if (stmt->kind == ir::StmtKind::kAssign && !stmt->exprs.empty() &&
+        stmt->exprs[0]->kind == ir::ExprKind::kField &&
+        (stmt->exprs[0]->type.is(ir::Kind::kString) || stmt->exprs[0]->type.is(ir::Kind::kBytes)))
+      return true;
+    for (const auto& inner : stmt->blocks)
+      if (writes_string_field(inner)) return true;
+  }
+  return false;
+}
+bool writes_string_field(const ir::Policy& policy) {
+  for (const auto& handler : policy.handlers)
+    if (writes_string_field(handler.body)) return true;
+  return false;
+}
+
 // Whether any expression of `policy` reads the call's metadata (`rpc.metadata[k]`,
 // `k in rpc.metadata`).
 bool reads_metadata(const ir::Expr& expr) {
@@ -129,7 +148,8 @@ PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledP
       uses_latency_(reads_rpc_field(policy_, ir::RpcField::kLatency)),
       uses_endpoints_(reads_rpc_field(policy_, ir::RpcField::kEndpoints) ||
                       reads_rpc_field(policy_, ir::RpcField::kEndpoint)),
-      reads_metadata_(reads_metadata(policy_)) {
+      reads_metadata_(reads_metadata(policy_)),
+      writes_strings_(writes_string_field(policy_)) {
   for (ir::Event event : {ir::Event::kRequest, ir::Event::kResponse, ir::Event::kError})
     handles_[static_cast<size_t>(event)] = policy_.handler_for(event) != nullptr;
   mirrors_ = runs_action(policy_, compiler::Action::kMirror);
@@ -309,6 +329,15 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
     view.fingerprint = layout->fingerprint();
     size = held.message_bytes;
   };
+  if (is_request && deliver_checked && current_ != nullptr) {
+    if (current_->received_request.present() && writes_strings_) {
+      // In the callee's receive region, which cannot grow: this handler may write strings, so it
+      // decides on a private copy of that copy.
+      if (!move_received_to_private(*current_, *layout, error)) return false;
+    } else if (copy_into_receive_region(*current_, layout, view, size)) {
+      return true;
+    }
+  }
   if (deliver_checked && where.region == RegionKind::kPrivate) {
     // An operator before this one took it out of the app's memory: the handler reads (and may
     // write) it in place, in a copy of its own when forked attempts share it.
@@ -327,9 +356,6 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
     point_view_at(*where.private_copy);
     return true;
   }
-  if (is_request && deliver_checked && current_ != nullptr &&
-      copy_into_receive_region(*current_, layout, view, size))
-    return true;
   ConstRegion source;
   if (where.region == RegionKind::kPrivate) {
     source = ConstRegion{where.private_copy->bytes.get(), where.private_copy->size};
@@ -415,35 +441,54 @@ bool PolicyOperator::copy_to_private(const MessageLayout& layout, ConstRegion so
   return true;
 }
 
-void PolicyOperator::place_string_writes(Rpc& rpc, ir::Event event, const MethodCheck& method,
-                                         compiler::Verdict& verdict) {
-  for (compiler::FieldWrite& write : verdict.writes) {
+bool PolicyOperator::move_received_to_private(Rpc& rpc, const MessageLayout& layout,
+                                              std::string& error) {
+  const Connection* callee = core().connection(rpc.received_request.owner);
+  MRPC_ASSERT(callee != nullptr, "call {}: received request of a connection not on this shard",
+              rpc.call_id);
+  MessageLocation moved{rpc.request.owner, RegionKind::kHeap, rpc.received_request.offset};
+  if (!copy_to_private(layout, ConstRegion{callee->receive.data(), callee->receive.size()}, moved,
+                       error))
+    return false;
+  core().free_received_request(rpc);
+  rpc.request = std::move(moved);
+  return true;
+}
+
+void PolicyOperator::place_string_writes(Rpc& rpc, ir::Event event, compiler::Verdict& verdict) {
+  auto& writes = verdict.writes;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    compiler::FieldWrite& write = writes[i];
     if (write.applied || write.step == nullptr) continue;
+    const FieldLayout& field = *write.step->field;
+    if ((field.kind != FieldKind::kString && field.kind != FieldKind::kBytes) || field.repeated)
+      continue;
+    // Program order: a later write of the same field, or of another member of its oneof (they
+    // share storage), made in place already, wins.
+    const bool superseded = std::any_of(
+        writes.begin() + static_cast<ptrdiff_t>(i) + 1, writes.end(),
+        [&](const compiler::FieldWrite& later) {
+          if (later.step == nullptr || later.region != write.region || later.body != write.body)
+            return false;
+          const FieldLayout& other = *later.step->field;
+          return &other == &field ||
+                 (field.oneof_index >= 0 && other.oneof_index == field.oneof_index);
+        });
+    if (superseded) continue;  // counted unapplied, which it is
     // Only into the message this handler decides on and that is delivered from its copy: the
     // request in a request handler, a server's response in a response handler at the callee.
     const bool request = write.region == 0;
     if (event != (request ? ir::Event::kRequest : ir::Event::kResponse)) continue;
     MessageLocation& where = request ? rpc.request : rpc.response;
-    if (request && rpc.received_request.present()) {
-      // In the callee's receive region, which cannot grow in place: moved into a private copy
-      // (with the handler's in-place writes), which the delivery then copies.
-      const Connection* callee = core().connection(rpc.received_request.owner);
-      MessageLocation moved{where.owner, RegionKind::kHeap, rpc.received_request.offset};
-      std::string error;
-      if (callee == nullptr || method.input == nullptr ||
-          !copy_to_private(*method.input,
-                           ConstRegion{callee->receive.data(), callee->receive.size()}, moved,
-                           error))
-        continue;
-      core().free_received_request(rpc);
-      where = std::move(moved);
-    }
     if (!where.present() || where.region != RegionKind::kPrivate ||
-        where.private_copy.use_count() != 1)
+        where.private_copy.use_count() != 1 || (request && rpc.received_request.present()))
       continue;
     // Appended after the message (8-aligned, as every part of a message is), in a bigger pooled
     // block: the old one goes back to the pool.
     const PrivateMessage& old = *where.private_copy;
+    MRPC_ASSERT(write.body + field.offset + sizeof(RegionRef) <= old.size,
+                "policy '{}': a string write at {} + {} outside its copy of {} bytes", name_,
+                write.body, field.offset, old.size);
     const std::string& bytes = write.value.s;
     const uint64_t at = (old.size + 7) & ~uint64_t{7};
     const uint64_t grown = at + ((bytes.size() + 7) & ~uint64_t{7});
@@ -455,7 +500,7 @@ void PolicyOperator::place_string_writes(Rpc& rpc, ir::Event event, const Method
     std::memcpy(to + at, bytes.data(), bytes.size());
     const auto size = static_cast<uint32_t>(bytes.size());
     const RegionRef ref{at, size, size};
-    std::memcpy(to + write.body + write.step->field->offset, &ref, sizeof ref);
+    std::memcpy(to + write.body + field.offset, &ref, sizeof ref);
     compiler::set_field_presence(reinterpret_cast<uint8_t*>(to), write.body, *write.step, true);
     next->size = grown;
     next->message_bytes = old.message_bytes + bytes.size();
@@ -484,7 +529,9 @@ bool PolicyOperator::copy_into_receive_region(Rpc& rpc, const MessageLayout* lay
   }
   // Only in the callee's ingress graph (this shard's, the callee's receive region's), for a
   // request still in its caller's heap (a private copy is read in place, no copy at all).
-  if (policy_.placement != ir::Placement::kCallee || rpc.request.region != RegionKind::kHeap)
+  // Not for a policy that writes strings (they need a copy that can grow).
+  if (policy_.placement != ir::Placement::kCallee || rpc.request.region != RegionKind::kHeap ||
+      writes_strings_)
     return false;
   Connection* callee = core().connection(rpc.endpoint.connection);
   const Connection* caller = core().memory_of(rpc, rpc.request.owner);
@@ -498,8 +545,8 @@ bool PolicyOperator::copy_into_receive_region(Rpc& rpc, const MessageLayout* lay
   // Refused (a bad message, or no room): the private copy below says why, or leaves the room
   // error to the delivery, as without this path.
   if (!copied.ok()) return false;
-  // Fair rounds; the delivery (or the free, if it turns back) reports the region's use.
-  caller->charge_copy(callee->receive_allocator->used_bytes() - used_before);
+  caller->charge_copy(callee->receive_allocator->used_bytes() - used_before);  // fair rounds
+  callee->report_receive_usage();
   rpc.received_request = MessageLocation{callee->id, RegionKind::kReceive, *copied};
   rpc.received_request_bytes = stats.bytes;
   point_view_at(*callee);
@@ -773,7 +820,7 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
   const bool mirrored = !verdict.mirrors.empty() && event == ir::Event::kRequest &&
                         policy_.placement == ir::Placement::kCaller &&
                         apply_mirrors(*rpc, verdict, out);
-  if (!verdict.writes.empty()) place_string_writes(*rpc, event, method, verdict);
+  if (!verdict.writes.empty()) place_string_writes(*rpc, event, verdict);
   const bool writes_unapplied = std::any_of(
       verdict.writes.begin(), verdict.writes.end(),
       [&](const compiler::FieldWrite& write) { return !write.applied || !writes_delivered; });
@@ -782,6 +829,12 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
                          verdict.retry_after_ns.has_value() || writes_unapplied;
   if (verdict.delay_ns > 0 && event == ir::Event::kRequest) {
     count(*rpc, event, kDelay);
+    // A held request does not keep a block of the callee's receive region (a caller could fill
+    // it with delayed calls): it waits in a private copy (if that copy fails, where it is).
+    if (rpc->received_request.present() && method.input != nullptr) {
+      std::string error;
+      (void)move_received_to_private(*rpc, *method.input, error);
+    }
     const MonoTime now = out.now();
     const MonoTime until =
         verdict.delay_ns > kNoDeadline - now ? kNoDeadline - 1 : now + verdict.delay_ns;

@@ -172,12 +172,15 @@ class PolicyOperator final : public Operator {
   // owner kept); false with `error` when the copy is refused.
   bool copy_to_private(const MessageLayout& layout, ConstRegion source, MessageLocation& where,
                        std::string& error);
-  // Makes the string and bytes writes the runner left to the daemon (FieldWrite::step): each
-  // value is appended to the private copy that is delivered, in a bigger pooled block, and the
-  // field pointed at it. A request in the callee's receive region moves into a private copy
-  // first. Writes into anything else stay unapplied.
-  void place_string_writes(Rpc& rpc, compiler::ir::Event event, const MethodCheck& method,
-                           compiler::Verdict& verdict);
+  // Moves rpc.received_request (in the callee's receive region) into a pooled private copy that
+  // becomes rpc.request, and frees the block; false with `error` if the copy fails.
+  bool move_received_to_private(Rpc& rpc, const MessageLayout& layout, std::string& error);
+  // Makes the string and bytes writes the runner left to the daemon (a non-repeated field,
+  // FieldWrite::step): each value is appended to the private copy that is delivered, in a bigger
+  // pooled block, and the field pointed at it, after the handler (so a read of that field later
+  // in the same handler sees the old value, and a later write or clear of the same field or of
+  // another member of its oneof wins). Writes into anything else stay unapplied.
+  void place_string_writes(Rpc& rpc, compiler::ir::Event event, compiler::Verdict& verdict);
   // Moves the app's metadata block out of its heap into rpc.metadata (one read, strictly
   // decoded), for a policy that reads metadata: the entries it checks are those delivered.
   bool take_metadata(Rpc& rpc, std::string& error);
@@ -231,6 +234,9 @@ class PolicyOperator final : public Operator {
   // Reads or writes `rpc.metadata`: its request metadata is taken out of the app's heap first; a
   // policy that does neither gets no metadata block in its view.
   bool reads_metadata_ = false;
+  // Assigns a string or bytes field: its copy of the request is never the callee's receive-region
+  // copy, which cannot grow.
+  bool writes_strings_ = false;
   bool mirrors_ = false;  // runs `mirror`
   // (call id << 16) ^ attempt of the mirrors it forked -> when.
   std::unordered_map<uint64_t, MonoTime> mirrored_;

@@ -511,7 +511,8 @@ TEST_CASE(
        "  }\n}\n"
        "policy hold {\n  applies to echo.EchoService.Echo at callee;\n"
        "  on request {\n    if req.text == \"drop\" { drop; }\n"
-       "    if req.text == \"slow\" { delay(300ms); }\n  }\n}\n",
+       "    if req.text == \"slow\" { delay(300ms); }\n"
+       "    if req.text == \"stall\" { delay(60s); }\n  }\n}\n",
        {kEchoProtos});
   must(control(daemon, "attach", {{"policy", "gate"}}));
   must(control(daemon, "attach", {{"policy", "hold"}}));
@@ -545,7 +546,15 @@ TEST_CASE(
   CHECK(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));
 
   // Held in the callee's ingress graph when the callee leaves: the call fails, nothing is left.
-  client->call_echo(server->service_id(), id, "slow");
+  // While it is held it takes no room in the callee's receive region (a private copy waits).
+  client->call_echo(server->service_id(), id, "stall");
+  CHECK(eventually([&] {
+    const json shown = must(control(daemon, "show", {{"name", "hold"}}));
+    for (const auto& series : shown["calls"])
+      if (series["outcome"] == "delay" && series["count"] == 2) return true;
+    return false;
+  }));
+  CHECK(daemon.daemon.stats().receive_bytes_in_use == 0);
   server->kill();
   CHECK(finish(id++).first == StatusCode::kUnavailable);
   server.reset();
@@ -565,7 +574,12 @@ TEST_CASE(
        "  on request {\n    req.text = \"[\" + req.text + \"]\";\n  }\n}\n"
        "policy mark {\n  applies to echo.EchoService.Echo at callee;\n"
        "  on request {\n    if req.text != \"[keep]\" { req.text = req.text + \"!\"; }\n  }\n"
-       "  on response {\n    resp.text = \"re: \" + resp.text;\n  }\n}\n",
+       "  on response {\n    resp.text = \"re: \" + resp.text;\n  }\n}\n"
+       "policy gate {\n  applies to echo.EchoService.Echo at callee;\n"
+       "  on request {\n    if req.text == \"secret\" { reject(PERMISSION_DENIED, \"no\"); }\n"
+       "  }\n}\n"
+       "policy undo {\n  applies to echo.EchoService.Echo at callee;\n"
+       "  on request {\n    req.text = \"kept\";\n    clear req.text;\n  }\n}\n",
        {kEchoProtos});
   auto echo = [&](uint64_t id, const std::string& text) {
     client->call_echo(server.service_id(), id, text);
@@ -584,10 +598,26 @@ TEST_CASE(
     const std::string text(static_cast<size_t>(i) * 40, 'x');  // some past the first 1 KiB try
     CHECK(echo(id++, text) == "re: [" + text + "]!");
   }
-  CHECK(echo(id++, "keep") == "re: [keep]");  // no write: the callee's receive-region copy
+  CHECK(echo(id++, "keep") == "re: [keep]");
   json shown = must(control(daemon, "show", {{"name", "mark"}}));
   for (const auto& series : shown["calls"]) CHECK(series["outcome"] == "pass");
+  // Without the caller's rewrite the request reaches the callee in its caller's heap; with a
+  // field-reading policy before it at the callee, in the callee's receive region (which cannot
+  // grow: the writer moves it to a copy of its own).
   must(control(daemon, "detach", {{"name", "wrap"}}));
+  CHECK(echo(id++, "hello") == "re: hello!");
+  must(control(daemon, "detach", {{"name", "mark"}}));
+  must(control(daemon, "attach", {{"policy", "gate"}}));
+  must(control(daemon, "attach", {{"policy", "mark"}}));
+  for (int i = 0; i < 20; ++i) {
+    const std::string text(static_cast<size_t>(i) * 100, 'y');
+    CHECK(echo(id++, text) == "re: " + text + "!");
+  }
+  // Program order: a clear after the write wins.
+  must(control(daemon, "attach", {{"policy", "undo"}}));
+  CHECK(echo(id++, "gone") == "re: ");
+  must(control(daemon, "detach", {{"name", "undo"}}));
+  must(control(daemon, "detach", {{"name", "gate"}}));
   must(control(daemon, "detach", {{"name", "mark"}}));
   CHECK(echo(id++, "plain") == "plain");
   CHECK(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));

@@ -41,10 +41,10 @@ struct FieldWrite {
   std::string path;
   ir::Value value;       // kVoid for `clear`
   bool applied = false;  // written into the message bytes (false: recorded only, or no effect)
-  // A string or bytes value the runner cannot write in place (it needs room the message's region
-  // does not have): where it goes, so that whoever owns a copy it can grow places it there and
-  // sets `applied` (the daemon's policy operator, in its private copy). `step` is null for every
-  // other write.
+  // Where it was written (`step` null: nowhere, the path does not exist or its message is not
+  // there). A string or bytes value cannot be written in place (it needs room the message's
+  // region does not have): whoever owns a copy it can grow places it there after the handler and
+  // sets `applied` (the daemon's policy operator, in its private copy).
   int region = -1;    // 0: the view's request, 1: its response
   uint64_t body = 0;  // the body holding the field, in that region
   const ir::FieldStep* step = nullptr;

@@ -75,8 +75,9 @@ class Operator {
     (void)replies;
     return false;
   }
-  // Whether poll() can ever have something to do. An operator that does not override poll()
-  // says false, so that a graph with nothing queued is skipped in a round (Graph::idle).
+  // Whether poll() can ever have something to do (true unless overridden). An operator that does
+  // not override poll() should say false, so that a graph with nothing queued is skipped in a
+  // round (Graph::idle).
   virtual bool polls() const { return true; }
   // The earliest time poll() has something to do by the clock alone (kNoDeadline: none).
   virtual MonoTime next_timer() const { return kNoDeadline; }
