@@ -834,7 +834,13 @@ class Evaluation {
     bool scalar = f.kind != FieldKind::kString && f.kind != FieldKind::kBytes &&
                   f.kind != FieldKind::kMessage && !f.repeated;
     if (!value.has_value()) {
-      std::memset(base + at, 0, f.size);
+      // A oneof member's storage is shared: cleared only when it is the member set.
+      if (f.oneof_index < 0 ||
+          load<uint32_t>(
+              region,
+              body + step.holder->oneofs()[static_cast<size_t>(f.oneof_index)].case_offset) ==
+              f.number)
+        std::memset(base + at, 0, f.size);
       set_presence(region, body, step, false);
       w.applied = true;
     } else if (scalar) {

@@ -457,56 +457,71 @@ bool PolicyOperator::move_received_to_private(Rpc& rpc, const MessageLayout& lay
 
 void PolicyOperator::place_string_writes(Rpc& rpc, ir::Event event, compiler::Verdict& verdict) {
   auto& writes = verdict.writes;
-  for (size_t i = 0; i < writes.size(); ++i) {
-    compiler::FieldWrite& write = writes[i];
-    if (write.applied || write.step == nullptr) continue;
+  // Only into the message this handler decides on and that is delivered from its copy: the
+  // request in a request handler, a server's response in a response handler at the callee.
+  const int region = event == ir::Event::kRequest ? 0 : event == ir::Event::kResponse ? 1 : -1;
+  if (region < 0 || writes.size() > kMaxPlacedFieldWrites) return;  // left unapplied (counted)
+  MessageLocation& where = region == 0 ? rpc.request : rpc.response;
+  if (!where.present() || where.region != RegionKind::kPrivate ||
+      where.private_copy.use_count() != 1 || (region == 0 && rpc.received_request.present()))
+    return;
+  auto placeable = [&](const compiler::FieldWrite& write) {
+    if (write.applied || write.step == nullptr || write.region != region) return false;
     const FieldLayout& field = *write.step->field;
-    if ((field.kind != FieldKind::kString && field.kind != FieldKind::kBytes) || field.repeated)
-      continue;
-    // Program order: a later write of the same field, or of another member of its oneof (they
-    // share storage), made in place already, wins.
-    const bool superseded = std::any_of(
-        writes.begin() + static_cast<ptrdiff_t>(i) + 1, writes.end(),
-        [&](const compiler::FieldWrite& later) {
-          if (later.step == nullptr || later.region != write.region || later.body != write.body)
-            return false;
-          const FieldLayout& other = *later.step->field;
-          return &other == &field ||
-                 (field.oneof_index >= 0 && other.oneof_index == field.oneof_index);
-        });
-    if (superseded) continue;  // counted unapplied, which it is
-    // Only into the message this handler decides on and that is delivered from its copy: the
-    // request in a request handler, a server's response in a response handler at the callee.
-    const bool request = write.region == 0;
-    if (event != (request ? ir::Event::kRequest : ir::Event::kResponse)) continue;
-    MessageLocation& where = request ? rpc.request : rpc.response;
-    if (!where.present() || where.region != RegionKind::kPrivate ||
-        where.private_copy.use_count() != 1 || (request && rpc.received_request.present()))
-      continue;
-    // Appended after the message (8-aligned, as every part of a message is), in a bigger pooled
-    // block: the old one goes back to the pool.
-    const PrivateMessage& old = *where.private_copy;
-    MRPC_ASSERT(write.body + field.offset + sizeof(RegionRef) <= old.size,
+    return (field.kind == FieldKind::kString || field.kind == FieldKind::kBytes) && !field.repeated;
+  };
+  // Program order: a later write or clear of the same field, or a later assignment of another
+  // member of its oneof (they share storage), made in place already, wins.
+  auto superseded = [&](size_t i) {
+    const compiler::FieldWrite& write = writes[i];
+    const FieldLayout& field = *write.step->field;
+    for (size_t j = i + 1; j < writes.size(); ++j) {
+      const compiler::FieldWrite& later = writes[j];
+      if (later.step == nullptr || later.region != write.region || later.body != write.body ||
+          later.step->holder != write.step->holder)
+        continue;
+      const FieldLayout& other = *later.step->field;
+      if (&other == &field) return true;
+      if (field.oneof_index >= 0 && other.oneof_index == field.oneof_index &&
+          later.value.kind != ir::Kind::kVoid)
+        return true;
+    }
+    return false;
+  };
+  const PrivateMessage& old = *where.private_copy;
+  const uint64_t start = (old.size + 7) & ~uint64_t{7};
+  uint64_t grown = start;
+  placed_.clear();
+  for (size_t i = 0; i < writes.size(); ++i) {
+    if (!placeable(writes[i]) || superseded(i)) continue;
+    MRPC_ASSERT(writes[i].body + writes[i].step->field->offset + sizeof(RegionRef) <= old.size,
                 "policy '{}': a string write at {} + {} outside its copy of {} bytes", name_,
-                write.body, field.offset, old.size);
+                writes[i].body, writes[i].step->field->offset, old.size);
+    placed_.push_back(i);
+    grown += (writes[i].value.s.size() + 7) & ~uint64_t{7};
+  }
+  if (placed_.empty() || grown > core().config.max_message_bytes) return;
+  // Appended after the message (each 8-aligned, as every part of a message is), in one bigger
+  // pooled block: the old one goes back to the pool.
+  std::shared_ptr<PrivateMessage> next = private_messages_->take(grown);
+  std::byte* to = next->bytes.get();
+  std::memcpy(to, old.bytes.get(), old.size);
+  std::memset(to + old.size, 0, grown - old.size);
+  uint64_t at = start;
+  for (size_t i : placed_) {
+    compiler::FieldWrite& write = writes[i];
     const std::string& bytes = write.value.s;
-    const uint64_t at = (old.size + 7) & ~uint64_t{7};
-    const uint64_t grown = at + ((bytes.size() + 7) & ~uint64_t{7});
-    if (grown > core().config.max_message_bytes || bytes.size() > UINT32_MAX) continue;
-    std::shared_ptr<PrivateMessage> next = private_messages_->take(grown);
-    std::byte* to = next->bytes.get();
-    std::memcpy(to, old.bytes.get(), old.size);
-    std::memset(to + old.size, 0, grown - old.size);
     std::memcpy(to + at, bytes.data(), bytes.size());
-    const auto size = static_cast<uint32_t>(bytes.size());
+    const auto size = static_cast<uint32_t>(bytes.size());  // within kMaxPolicyStringBytes
     const RegionRef ref{at, size, size};
-    std::memcpy(to + write.body + field.offset, &ref, sizeof ref);
+    std::memcpy(to + write.body + write.step->field->offset, &ref, sizeof ref);
     compiler::set_field_presence(reinterpret_cast<uint8_t*>(to), write.body, *write.step, true);
-    next->size = grown;
-    next->message_bytes = old.message_bytes + bytes.size();
-    where.private_copy = std::move(next);
+    at += (bytes.size() + 7) & ~uint64_t{7};
     write.applied = true;
   }
+  next->size = grown;
+  next->message_bytes = old.message_bytes + (grown - start);
+  where.private_copy = std::move(next);
 }
 
 bool PolicyOperator::copy_into_receive_region(Rpc& rpc, const MessageLayout* layout,
@@ -812,6 +827,8 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
     case compiler::Verdict::Outcome::kContinue:
       break;
   }
+  // Before mirrors fork (they would share the copy): both attempts carry the placed strings.
+  if (!verdict.writes.empty()) place_string_writes(*rpc, event, verdict);
   // A route on the caller's side names the endpoint the router takes (when it serves the
   // service and has room); elsewhere, or naming no endpoint, it is not applied.
   const bool routed = verdict.route.has_value() && event == ir::Event::kRequest &&
@@ -820,7 +837,6 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
   const bool mirrored = !verdict.mirrors.empty() && event == ir::Event::kRequest &&
                         policy_.placement == ir::Placement::kCaller &&
                         apply_mirrors(*rpc, verdict, out);
-  if (!verdict.writes.empty()) place_string_writes(*rpc, event, verdict);
   const bool writes_unapplied = std::any_of(
       verdict.writes.begin(), verdict.writes.end(),
       [&](const compiler::FieldWrite& write) { return !write.applied || !writes_delivered; });

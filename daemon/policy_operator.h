@@ -75,6 +75,10 @@ inline constexpr size_t kMaxPolicyTrackedCalls = 1u << 16;
 // With kMaxPolicyTrackedCalls mirrors outstanding, those forked longer ago than this are
 // forgotten (their calls ended elsewhere); if none is that old, new mirrors are not sent.
 inline constexpr std::chrono::seconds kForgetMirrorAfter{60};
+// Most field writes one handler run may record for string writes to be placed (a handler that
+// writes more, in a loop over a long repeated field, gets none placed: each counts unapplied),
+// which keeps placing them linear in the message.
+inline constexpr size_t kMaxPlacedFieldWrites = 64;
 
 // A checked, verified policy file: what `load` made. Immutable once built; shared by every
 // attachment made from it.
@@ -179,7 +183,8 @@ class PolicyOperator final : public Operator {
   // FieldWrite::step): each value is appended to the private copy that is delivered, in a bigger
   // pooled block, and the field pointed at it, after the handler (so a read of that field later
   // in the same handler sees the old value, and a later write or clear of the same field or of
-  // another member of its oneof wins). Writes into anything else stay unapplied.
+  // another member of its oneof wins). Writes into anything else, and every string write of a
+  // run that recorded more than kMaxPlacedFieldWrites writes, stay unapplied.
   void place_string_writes(Rpc& rpc, compiler::ir::Event event, compiler::Verdict& verdict);
   // Moves the app's metadata block out of its heap into rpc.metadata (one read, strictly
   // decoded), for a policy that reads metadata: the entries it checks are those delivered.
@@ -256,8 +261,9 @@ class PolicyOperator final : public Operator {
   std::unordered_map<std::string, size_t> series_by_labels_;  // "caller\nmethod\nevent\noutcome"
   // Per-run scratch (under mutex_): the metadata block, the private message copies.
   std::string metadata_scratch_;
-  Rpc* current_ = nullptr;     // the Rpc the view describes (for metadata_set)
-  compiler::Verdict verdict_;  // of the handler run now; its buffers are reused
+  Rpc* current_ = nullptr;      // the Rpc the view describes (for metadata_set)
+  compiler::Verdict verdict_;   // of the handler run now; its buffers are reused
+  std::vector<size_t> placed_;  // place_string_writes: the writes it places (reused)
   struct Scratch {
     std::unique_ptr<std::byte[]> bytes;  // allocated on the first copy
     uint64_t size = 0;

@@ -327,6 +327,38 @@ policy steer {
   CHECK(counts.items[2].i == 1);
 }
 
+TEST_CASE(MRPC_CASE_PREFIX
+          "clearing a oneof member that is not the one set leaves the member that is") {
+  Harness h(R"(import proto "choice.proto";
+policy unpick {
+  applies to choice.Picker.Choose at callee;
+  on request {
+    clear req.number;
+  }
+}
+)");
+  Region r;
+  const MessageLayout& in = h.input();
+  const uint64_t body = r.body(in);
+  r.set_string(body, in, "text", "abc");
+  const OneofLayout& oneof = in.oneofs()[0];
+  const uint32_t text_case = static_cast<uint32_t>(in.field_by_name("text")->number);
+  std::memcpy(r.bytes().data() + body + oneof.case_offset, &text_case, 4);
+  Call call;
+  call.service = "choice.Picker";
+  call.method = "Choose";
+  call.view.request = r.view(body, in);
+  Verdict v = h.run(ir::Event::kRequest, call);
+  REQUIRE(v.writes.size() == 1);
+  CHECK(v.writes[0].applied);
+  uint32_t now_case = 0;
+  std::memcpy(&now_case, r.bytes().data() + body + oneof.case_offset, 4);
+  CHECK(now_case == text_case);
+  RegionRef text{};
+  std::memcpy(&text, r.bytes().data() + body + in.field_by_name("text")->offset, sizeof text);
+  CHECK(text.size == 3);  // the shared storage still holds the string
+}
+
 TEST_CASE(MRPC_CASE_PREFIX "message writes land in the message bytes and clear resets a field") {
   Harness h(std::string(kShop) + R"(
 policy mutate {

@@ -546,7 +546,8 @@ TEST_CASE(
   CHECK(eventually([&] { return daemon.daemon.stats().receive_bytes_in_use == 0; }));
 
   // Held in the callee's ingress graph when the callee leaves: the call fails, nothing is left.
-  // While it is held it takes no room in the callee's receive region (a private copy waits).
+  // While it is held it keeps no block of the callee's receive region (its copy there moves to a
+  // private one when the delay is decided).
   client->call_echo(server->service_id(), id, "stall");
   CHECK(eventually([&] {
     const json shown = must(control(daemon, "show", {{"name", "hold"}}));
