@@ -7,9 +7,8 @@
 #include "mrpc/base/check.h"
 #include "mrpc/message/copy.h"
 #include "mrpc/transports/shm/metadata_block.h"
-#include "remote_ids.h"
+#include "peer_request.h"
 #include "schema_convert.h"
-#include "tcp_transport.h"
 
 namespace mrpc {
 
@@ -264,8 +263,6 @@ void AppFrontend::complete(RpcPtr rpc) {
 
 Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata,
                                  uint32_t& metadata_length) {
-  if (remote_ids::is_remote(rpc.connection))  // from a peer daemon: its payload is decoded here
-    return decode_remote_request(core_, rpc, app_, request, metadata, metadata_length);
   // A policy here copied the request into this app's receive region already (and decided on
   // that copy): it is handed over as it is.
   if (rpc.received_request.present()) {
@@ -277,13 +274,20 @@ Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata
     rpc.received_request_bytes = 0;
   }
   // Else the caller's heap, unless a policy checked the request and its metadata in private
-  // copies (then those are delivered, and the caller may have left meanwhile).
+  // copies (then those are delivered, and the caller may have left meanwhile), or the request a
+  // peer daemon sent (decoded here; its metadata block came with it).
   const bool private_request = rpc.request.region == RegionKind::kPrivate;
-  const Connection* caller = core_.memory_of(rpc, rpc.request.owner);
+  const PeerRequest* peer = rpc.peer_request.get();
+  const Connection* caller = core_.memory_of(rpc, rpc.request.owner);  // null for a peer's call
   if (caller == nullptr && rpc.metadata_block.present()) {
     (void)app_.free_received(request);  // kNoOffset unless received above
     request = shm::kNoOffset;
     return Status(StatusCode::kUnavailable, "the caller left");
+  }
+  if (request == shm::kNoOffset && peer != nullptr && !private_request) {
+    auto decoded = decode_peer_request(core_, rpc, app_);
+    if (!decoded.ok()) return decoded.status();
+    request = *decoded;
   }
   if (request == shm::kNoOffset) {
     MRPC_REQUIRE(caller != nullptr || private_request, StatusCode::kUnavailable, "the caller left");
@@ -303,7 +307,10 @@ Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata
       caller->charge_copy(app_.receive_allocator->used_bytes() - used_before);
     request = *copied;
   }
-  if (rpc.metadata_length == 0 && rpc.metadata.empty()) return {};
+  if (rpc.metadata_length == 0 && rpc.metadata.empty()) {
+    rpc.peer_request.reset();  // decoded: the payload is in this app's region now
+    return {};
+  }
 
   // The encoded block is copied as it is, then checked in its copy, which the app cannot change
   // any more; metadata added by operators (rare) means re-encoding.
@@ -314,9 +321,15 @@ Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata
   } else {
     metadata = *block;
     metadata_length = rpc.metadata_length;
-    if (rpc.metadata_length != 0)
-      std::memcpy(app_.receive.data() + metadata, caller->heap.data() + rpc.metadata_block.offset,
-                  rpc.metadata_length);
+    if (rpc.metadata_length != 0) {
+      MRPC_ASSERT(peer == nullptr || peer->metadata.size() == rpc.metadata_length,
+                  "call {}: a peer's metadata block of {} bytes, {} to deliver", rpc.call_id,
+                  peer == nullptr ? 0 : peer->metadata.size(), rpc.metadata_length);
+      std::memcpy(
+          app_.receive.data() + metadata,
+          peer != nullptr ? peer->metadata.data() : caller->heap.data() + rpc.metadata_block.offset,
+          rpc.metadata_length);
+    }
     auto pairs = shm::decode_metadata(app_.receive.data(), app_.receive.size(), metadata,
                                       rpc.metadata_length);
     if (!pairs.ok()) {
@@ -346,6 +359,9 @@ Status AppFrontend::copy_request(Rpc& rpc, uint64_t& request, uint64_t& metadata
     (void)app_.free_received(request);
     (void)app_.free_received(metadata);
     request = metadata = shm::kNoOffset;
+  } else if (peer != nullptr) {
+    rpc.peer_request.reset();  // decoded: the payload and its block are in this app's region now
+    rpc.metadata_length = 0;
   }
   return status;
 }

@@ -33,7 +33,8 @@ bool JobQueue::run() {
 }
 
 const Connection* DaemonCore::memory_of(const Rpc& rpc, ConnectionId owner) {
-  // A peer daemon's link (tcp_transport.h) is no app: its RPCs pin a payload, not a Connection.
+  // A peer daemon's link (tcp_transport.h) is no app: its calls carry their request in
+  // Rpc::peer_request, and nothing of them lies in a Connection's memory.
   if (remote_ids::is_remote(owner)) return nullptr;
   if (is_local(owner)) return connection(owner);
   const auto* pinned = static_cast<const Connection*>(rpc.pinned_memory.get());

@@ -11,6 +11,8 @@
 #include "mrpc/message/copy.h"
 #include "mrpc/message/layout.h"
 #include "mrpc/transports/shm/metadata_block.h"
+#include "peer_request.h"
+#include "remote_ids.h"
 #include "runner_factory.h"
 
 namespace mrpc {
@@ -155,6 +157,8 @@ PolicyOperator::PolicyOperator(std::string name, std::shared_ptr<const CompiledP
   mirrors_ = runs_action(policy_, compiler::Action::kMirror);
   uses_endpoints_ = uses_endpoints_ || mirrors_ || runs_action(policy_, compiler::Action::kRoute);
   reply_side_ = handles_[1] || handles_[2] || uses_latency_ || mirrors_;
+  replies_read_request_ = (policy_.reads_message || uses_size_) && (handles_[1] || handles_[2]) &&
+                          policy_.placement == ir::Placement::kCallee;
 }
 
 PolicyOperator::~PolicyOperator() = default;
@@ -212,16 +216,23 @@ const PolicyOperator::MethodCheck& PolicyOperator::check_method(const Rpc& rpc) 
 
 void PolicyOperator::encode_metadata(const Rpc& rpc) {
   metadata_scratch_.clear();
-  if (rpc.metadata_length != 0 && rpc.metadata_block.present()) {
-    const Connection* owner = core().memory_of(rpc, rpc.metadata_block.owner);
-    const shm::Mapping* heap = owner == nullptr ? nullptr : &owner->heap;
-    const uint64_t offset = rpc.metadata_block.offset;
+  const std::span<const std::byte> peer = peer_metadata(rpc);
+  if (rpc.metadata_length != 0 && (rpc.metadata_block.present() || !peer.empty())) {
+    const Connection* owner =
+        peer.empty() ? core().memory_of(rpc, rpc.metadata_block.owner) : nullptr;
+    const std::byte* source = peer.empty() ? nullptr : peer.data();
+    uint64_t source_bytes = peer.size();
+    const uint64_t offset = peer.empty() ? rpc.metadata_block.offset : 0;
+    if (owner != nullptr) {
+      source = owner->heap.data();
+      source_bytes = owner->heap.size();
+    }
     const uint64_t length = rpc.metadata_length;
-    if (heap != nullptr && length <= limits::kMaxMetadataBytes && offset <= heap->size() &&
-        length <= heap->size() - offset) {
+    if (source != nullptr && length <= limits::kMaxMetadataBytes && offset <= source_bytes &&
+        length <= source_bytes - offset) {
       // One read of the app's bytes into private memory, then parsing there (the app may be
       // rewriting the block meanwhile).
-      std::string block(reinterpret_cast<const char*>(heap->data()) + offset, length);
+      std::string block(reinterpret_cast<const char*>(source) + offset, length);
       uint32_t count = 0;
       uint64_t at = 4;
       if (length >= 4) std::memcpy(&count, block.data(), 4);
@@ -283,23 +294,28 @@ int PolicyOperator::metadata_set(mrpc_rpc_view* view, const char* key, uint32_t 
 }
 
 bool PolicyOperator::take_metadata(Rpc& rpc, std::string& error) {
-  const Connection* owner = core().memory_of(rpc, rpc.metadata_block.owner);
-  if (owner == nullptr) {
-    error = "the app holding the metadata left";
-    return false;
-  }
-  const uint64_t offset = rpc.metadata_block.offset;
   const uint64_t length = rpc.metadata_length;
-  const uint64_t heap_bytes = owner->heap.size();
-  if (length > limits::kMaxMetadataBytes || offset > heap_bytes || length > heap_bytes - offset) {
-    error = fmt::format(
-        "the metadata block [{}, +{}) lies outside the caller's heap of {} bytes "
-        "or exceeds limits::kMaxMetadataBytes ({})",
-        offset, length, heap_bytes, limits::kMaxMetadataBytes);
-    return false;
+  std::string block;
+  if (std::span<const std::byte> peer = peer_metadata(rpc); !peer.empty()) {
+    block.assign(reinterpret_cast<const char*>(peer.data()), peer.size());  // daemon-private
+  } else {
+    const Connection* owner = core().memory_of(rpc, rpc.metadata_block.owner);
+    if (owner == nullptr) {
+      error = "the app holding the metadata left";
+      return false;
+    }
+    const uint64_t offset = rpc.metadata_block.offset;
+    const uint64_t heap_bytes = owner->heap.size();
+    if (length > limits::kMaxMetadataBytes || offset > heap_bytes || length > heap_bytes - offset) {
+      error = fmt::format(
+          "the metadata block [{}, +{}) lies outside the caller's heap of {} bytes "
+          "or exceeds limits::kMaxMetadataBytes ({})",
+          offset, length, heap_bytes, limits::kMaxMetadataBytes);
+      return false;
+    }
+    // One read of the app's bytes into private memory, then strict decoding there.
+    block.assign(reinterpret_cast<const char*>(owner->heap.data()) + offset, length);
   }
-  // One read of the app's bytes into private memory, then strict decoding there.
-  std::string block(reinterpret_cast<const char*>(owner->heap.data()) + offset, length);
   auto pairs =
       shm::decode_metadata(reinterpret_cast<const std::byte*>(block.data()), length, 0, length);
   if (!pairs.ok()) {
@@ -330,6 +346,11 @@ bool PolicyOperator::copy_message_view(bool is_request, MessageLocation& where,
     size = held.message_bytes;
   };
   if (is_request && deliver_checked && current_ != nullptr) {
+    // A peer daemon's request is decoded where its delivery would decode it (no copy of its
+    // own: the payload is daemon-private), and the delivery hands that over.
+    if (current_->peer_request != nullptr && where.region != RegionKind::kPrivate &&
+        !current_->received_request.present() && !decode_peer_request_here(*current_, error))
+      return false;
     if (current_->received_request.present() && writes_strings_) {
       // In the callee's receive region, which cannot grow: this handler may write strings, so it
       // decides on a private copy of that copy.
@@ -453,6 +474,46 @@ bool PolicyOperator::move_received_to_private(Rpc& rpc, const MessageLayout& lay
   core().free_received_request(rpc);
   rpc.request = std::move(moved);
   return true;
+}
+
+std::span<const std::byte> PolicyOperator::peer_metadata(const Rpc& rpc) {
+  if (rpc.peer_request == nullptr || rpc.metadata_length == 0) return {};
+  MRPC_ASSERT(rpc.peer_request->metadata.size() == rpc.metadata_length,
+              "call {}: a peer's metadata block of {} bytes, metadata_length {}", rpc.call_id,
+              rpc.peer_request->metadata.size(), rpc.metadata_length);
+  return rpc.peer_request->metadata;
+}
+
+bool PolicyOperator::decode_peer_request_here(Rpc& rpc, std::string& error) {
+  Connection* callee = core().connection(rpc.endpoint.connection);
+  if (callee == nullptr) {
+    error = "the serving app left";
+    read_error_code_ = StatusCode::kUnavailable;
+    return false;
+  }
+  uint64_t bytes = 0;
+  auto decoded = decode_peer_request(core(), rpc, *callee, &bytes);
+  if (!decoded.ok()) {
+    error = decoded.status().message();
+    read_error_code_ = decoded.status().code();  // a full region is not the caller's fault
+    return false;
+  }
+  callee->report_receive_usage();
+  rpc.received_request = MessageLocation{callee->id, RegionKind::kReceive, *decoded};
+  rpc.received_request_bytes = bytes;
+  return true;
+}
+
+bool PolicyOperator::keep_peer_request(Rpc& rpc, const MethodCheck& method, std::string& error) {
+  if (reads_metadata_ && rpc.metadata_length != 0 && !take_metadata(rpc, error)) {
+    error = "its metadata: " + error;
+    return false;
+  }
+  if (!replies_read_request_ || method.input == nullptr ||
+      rpc.request.region == RegionKind::kPrivate)
+    return true;
+  if (!rpc.received_request.present() && !decode_peer_request_here(rpc, error)) return false;
+  return move_received_to_private(rpc, *method.input, error);
 }
 
 void PolicyOperator::place_string_writes(Rpc& rpc, ir::Event event, compiler::Verdict& verdict) {
@@ -705,7 +766,22 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
       started_.erase(found);
     }
   }
+  if (event == ir::Event::kRequest && rpc->peer_request != nullptr &&
+      (reads_metadata_ || replies_read_request_)) {
+    std::string error;
+    if (!keep_peer_request(*rpc, method, error)) {
+      fail_read(rpc, event, "the peer's request", error, out);
+      return;
+    }
+  }
   if (!handles_[static_cast<size_t>(event)]) return;
+  if (event != ir::Event::kRequest && replies_read_request_ &&
+      remote_ids::is_remote(rpc->request.owner) && rpc->request.region != RegionKind::kPrivate) {
+    // A peer's call whose request passed before this policy was attached: its delivery consumed
+    // the request, so this handler cannot run; the call is not failed for it.
+    count(*rpc, event, kUnapplied);
+    return;
+  }
   const RegisteredService* service = core().registry.find(rpc->service_id);
   static const std::string kEmpty;
   const std::string& service_name = service ? service->full_name : kEmpty;
@@ -726,6 +802,7 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
     view.caller_uid = rpc->caller->uid;
     view.caller_pid = rpc->caller->pid;
     view.caller_app = view_of(rpc->caller->app_name);
+    view.caller_host = view_of(rpc->caller->host);
   }
   view.status = static_cast<uint32_t>(rpc->status.code());
   view.deadline_ns = rpc->deadline == kNoDeadline ? 0 : rpc->deadline;
@@ -735,10 +812,7 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
     std::string error;
     if (!take_metadata(*rpc, error)) {
       current_ = nullptr;
-      count(*rpc, event, kReject);
-      out.drop(std::move(rpc),
-               Status(StatusCode::kInvalidArgument,
-                      fmt::format("policy '{}' could not read the metadata: {}", name_, error)));
+      fail_read(rpc, event, "the metadata", error, out);
       return;
     }
   }
@@ -784,10 +858,7 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
                         decided.region == RegionKind::kPrivate);
     if (!copied) {
       current_ = nullptr;
-      count(*rpc, event, kReject);
-      out.drop(std::move(rpc),
-               Status(StatusCode::kInvalidArgument,
-                      fmt::format("policy '{}' could not read the message: {}", name_, error)));
+      fail_read(rpc, event, "the message", error, out);
       return;
     }
   }
@@ -858,6 +929,15 @@ void PolicyOperator::run_one(RpcPtr& rpc, ir::Event event, Output& out) {
     return;
   }
   count(*rpc, event, unapplied ? kUnapplied : kPass);
+}
+
+void PolicyOperator::fail_read(RpcPtr& rpc, ir::Event event, const char* what,
+                               const std::string& error, Output& out) {
+  const StatusCode code = read_error_code_;
+  read_error_code_ = StatusCode::kInvalidArgument;
+  count(*rpc, event, kReject);
+  out.drop(std::move(rpc),
+           Status(code, fmt::format("policy '{}' could not read {}: {}", name_, what, error)));
 }
 
 void PolicyOperator::respond(RpcPtr& rpc, ir::Event event, const compiler::Verdict& verdict,

@@ -48,6 +48,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -188,8 +189,24 @@ class PolicyOperator final : public Operator {
   void place_string_writes(Rpc& rpc, compiler::ir::Event event, compiler::Verdict& verdict);
   // Moves the app's metadata block out of its heap into rpc.metadata (one read, strictly
   // decoded), for a policy that reads metadata: the entries it checks are those delivered.
+  // A peer's call (Rpc::peer_request) may carry the block instead: read there, as it is
+  // daemon-private.
   bool take_metadata(Rpc& rpc, std::string& error);
   void encode_metadata(const Rpc& rpc);
+  // The metadata block a peer daemon sent with the call, while it is still to be read there
+  // (empty otherwise).
+  static std::span<const std::byte> peer_metadata(const Rpc& rpc);
+  // Decodes a peer daemon's request into the callee's receive region (where its delivery would
+  // decode it) as rpc.received_request; false with `error` (and read_error_code_) if it does
+  // not decode or does not fit.
+  bool decode_peer_request_here(Rpc& rpc, std::string& error);
+  // Before a peer's call is delivered (which decodes its request and metadata block and keeps
+  // neither): takes what this policy's handlers will read of them later, the metadata into
+  // rpc.metadata and, for reply handlers that read the request, the request into a private copy.
+  bool keep_peer_request(Rpc& rpc, const MethodCheck& method, std::string& error);
+  // Ends the call because `what` could not be read: `error`, with read_error_code_ (then reset).
+  void fail_read(RpcPtr& rpc, compiler::ir::Event event, const char* what, const std::string& error,
+                 Output& out);
   // `respond(r)`: the call is answered with the stored response r, copied into the caller's
   // receive region.
   void respond(RpcPtr& rpc, compiler::ir::Event event, const compiler::Verdict& verdict,
@@ -242,6 +259,12 @@ class PolicyOperator final : public Operator {
   // Assigns a string or bytes field: its copy of the request is never the callee's receive-region
   // copy, which cannot grow.
   bool writes_strings_ = false;
+  // At the callee, with a response or error handler that reads the request (or rpc.size): a
+  // peer daemon's request is kept in a private copy for it (its delivery consumes the payload).
+  bool replies_read_request_ = false;
+  // The code a failed read of the call's messages ends it with (a peer's request that does not
+  // fit the callee's region: RESOURCE_EXHAUSTED, as its delivery would say).
+  StatusCode read_error_code_ = StatusCode::kInvalidArgument;
   bool mirrors_ = false;  // runs `mirror`
   // (call id << 16) ^ attempt of the mirrors it forked -> when.
   std::unordered_map<uint64_t, MonoTime> mirrored_;

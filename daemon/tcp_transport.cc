@@ -36,13 +36,6 @@ constexpr uint32_t kColdLinkReadRounds = 8;
 // Pieces per sendmsg (the kernel's UIO_MAXIOV).
 constexpr size_t kMaxIovecs = 1024;
 
-// What a peer's request carries into the callee's delivery (Rpc::pinned_memory).
-struct RemotePayload {
-  std::vector<std::byte> payload;  // the message: protobuf wire bytes, or native (no fingerprint)
-  tcp::PayloadEncoding encoding = tcp::PayloadEncoding::kProtobuf;
-  std::vector<std::byte> metadata;  // the caller's shm metadata block
-};
-
 std::string errno_text(int error) {
   return fmt::format("{} ({})", std::strerror(error), error);
 }
@@ -509,8 +502,24 @@ void TcpTransport::close_all(const char* reason) {
 // ---- frames ----
 
 void TcpTransport::handle_frame(Link& link, const tcp::Frame& frame) {
+  // A link's first frame is the peer's hello, naming its host (policies read it as
+  // rpc.caller.host, and "" means this host's apps): a frame before it, or a hello without a
+  // host, closes the link; a later hello changes nothing. The name is the peer's own claim: the
+  // network between daemons is trusted (no authentication yet).
+  if (frame.kind != tcp::FrameKind::kHello && link.peer_host.empty()) {
+    counters_.bad_frames.fetch_add(1, std::memory_order_relaxed);
+    close_link(link, fmt::format("a frame of kind {} before the peer's hello",
+                                 static_cast<int>(frame.kind)));
+    return;
+  }
   switch (frame.kind) {
     case tcp::FrameKind::kHello:
+      if (!link.peer_host.empty()) return;
+      if (frame.caller_host.empty()) {
+        counters_.bad_frames.fetch_add(1, std::memory_order_relaxed);
+        close_link(link, "a hello without a host name");
+        return;
+      }
       link.peer_host = std::string(frame.caller_host);
       if (link.outgoing && link.peer_index < peer_state_.size())
         peer_state_[link.peer_index] = PeerState{};  // the peer is back: no backoff
@@ -751,6 +760,7 @@ void TcpTransport::handle_request(Link& link, const tcp::Frame& frame) {
   if (last_identity_ == nullptr || last_identity_->app_name != app_name) {
     auto identity = std::make_shared<CallerIdentity>();
     identity->app_name = app_name;  // uid/gid/pid: not known across hosts (0)
+    identity->host = link.peer_host;
     last_identity_ = std::move(identity);
   }
   rpc->caller = last_identity_;
@@ -761,12 +771,12 @@ void TcpTransport::handle_request(Link& link, const tcp::Frame& frame) {
   rpc->attempt = frame.attempt;
   rpc->request = MessageLocation{link.id, RegionKind::kHeap, 0};  // in the payload (below)
   rpc->peer_encoding = static_cast<uint8_t>(frame.encoding);
-  auto payload = std::make_shared<RemotePayload>();
+  auto payload = std::make_shared<PeerRequest>();
   payload->encoding = frame.encoding;
   payload->payload.assign(body.begin(), body.end());
   payload->metadata.assign(frame.metadata.begin(), frame.metadata.end());
   rpc->metadata_length = static_cast<uint32_t>(frame.metadata.size());
-  rpc->pinned_memory = std::move(payload);
+  rpc->peer_request = std::move(payload);
   rpc->endpoint.connection = target;
   ++link.serving;
   link.served[frame.call_id] = call;
@@ -1210,49 +1220,27 @@ bool TcpTransport::prepare_to_sleep() {
   return true;
 }
 
-// ---- delivery of a peer's request (AppFrontend) ----
+// ---- decoding a peer's request (AppFrontend's delivery, a policy at the callee) ----
 
-Status decode_remote_request(DaemonCore& core, Rpc& rpc, Connection& callee, uint64_t& request,
-                             uint64_t& metadata, uint32_t& metadata_length) {
-  const auto* payload = static_cast<const RemotePayload*>(rpc.pinned_memory.get());
-  MRPC_REQUIRE(payload != nullptr, StatusCode::kInternal, "a peer's request without its payload");
+Expected<uint64_t> decode_peer_request(DaemonCore& core, const Rpc& rpc, Connection& callee,
+                                       uint64_t* bytes) {
+  const PeerRequest* peer = rpc.peer_request.get();
+  MRPC_ASSERT(peer != nullptr, "call {}: decoding a peer's request it does not carry", rpc.call_id);
   codec::CodecLimits limits;
   limits.max_message_bytes = core.config.max_message_bytes;
   auto codec = core.codecs->codec(rpc.service_id, rpc.method_index, MessageSide::kRequest);
   if (!codec.ok()) return codec.status();
-  auto decoded = payload->encoding == tcp::PayloadEncoding::kNative
-                     ? (*codec)->decode_native(payload->payload, callee.receive_view(),
+  const uint64_t used_before = callee.receive_allocator->used_bytes();
+  auto decoded = peer->encoding == tcp::PayloadEncoding::kNative
+                     ? (*codec)->decode_native(peer->payload, callee.receive_view(),
                                                *callee.receive_allocator, limits)
-                     : (*codec)->decode_wire(payload->payload, callee.receive_view(),
+                     : (*codec)->decode_wire(peer->payload, callee.receive_view(),
                                              *callee.receive_allocator, limits);
   if (!decoded.ok())
     return Status(decoded.status().code(),
                   "the request from the peer does not decode: " + decoded.status().message());
-  request = *decoded;
-  Status status;
-  if (!payload->metadata.empty()) {
-    auto block = callee.receive_allocator->allocate(payload->metadata.size());
-    if (!block.ok()) {
-      status = block.status();
-    } else {
-      metadata = *block;
-      metadata_length = static_cast<uint32_t>(payload->metadata.size());
-      std::memcpy(callee.receive.data() + metadata, payload->metadata.data(),
-                  payload->metadata.size());
-      // Checked in its copy, as a local caller's block is.
-      auto pairs = shm::decode_metadata(callee.receive.data(), callee.receive.size(), metadata,
-                                        metadata_length);
-      if (!pairs.ok()) status = pairs.status();
-    }
-  }
-  if (!status.ok()) {
-    (void)callee.free_received(request);
-    if (metadata != shm::kNoOffset) (void)callee.free_received(metadata);
-    request = metadata = shm::kNoOffset;
-    return status;
-  }
-  rpc.pinned_memory.reset();  // the payload is in the callee's region now
-  return {};
+  if (bytes != nullptr) *bytes = callee.receive_allocator->used_bytes() - used_before;
+  return *decoded;
 }
 
 // ---- the listener ----

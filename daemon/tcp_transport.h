@@ -14,9 +14,10 @@
 // registry view, the call gets a record in this shard's call table (caller: the link's remote id,
 // remote_ids.h; deadline: now + the frame's remaining timeout) and goes to a serving app's ingress
 // graph, on this shard or through a shard hand-off. The payload travels with the RPC (in
-// Rpc::pinned_memory) and is decoded into the callee's receive region at delivery
-// (decode_remote_request). The reply comes back here (reply_here, on the link's shard), is encoded
-// from the server's heap into a reply frame, and the record ends.
+// Rpc::peer_request, peer_request.h) and is decoded into the callee's receive region at delivery,
+// or before it by a policy at the callee that reads the request (decode_peer_request). The reply
+// comes back here (reply_here, on the link's shard), is encoded from the server's heap into a reply
+// frame, and the record ends.
 //
 // Failures: a link that breaks (reset, EOF, connect refused or timed out, a malformed frame: the
 // reason is logged) fails every call waiting on it with UNAVAILABLE, at once; the next call
@@ -45,6 +46,7 @@
 #include "mrpc/base/slot_table.h"
 #include "mrpc/dataflow/runtime.h"
 #include "mrpc/transports/shm/app_socket.h"
+#include "peer_request.h"
 #include "tcp/frame.h"
 
 namespace mrpc {
@@ -276,11 +278,6 @@ class TcpTransport final : public Task {
   bool pending_io_ = false;  // a link has bytes to send or a connect under way
   TcpCounters counters_;
 };
-
-// AppFrontend's delivery of a request that came from a peer: decodes its payload (held by
-// rpc.pinned_memory) into the callee's receive region and copies its metadata block there.
-Status decode_remote_request(DaemonCore& core, Rpc& rpc, Connection& callee, uint64_t& request,
-                             uint64_t& metadata, uint32_t& metadata_length);
 
 // The daemon's TCP listening socket on `address` ("address:port"); the port actually bound in
 // `*port` (for port 0).

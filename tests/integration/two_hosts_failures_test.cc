@@ -468,3 +468,34 @@ TEST_CASE(
     std::this_thread::sleep_for(20ms);
   CHECK_MESSAGE(last.ok(), last.to_string());
 }
+
+TEST_CASE(
+    "a peer whose first frame is not a hello is disconnected with a logged reason and the daemon "
+    "keeps serving") {
+  mrpc::testing::EchoAcrossHosts setup("hello_client");
+  TwoHosts& hosts = setup.hosts;
+  REQUIRE(echo_once(setup.channel, "before").ok());
+  const uint64_t bad_before = tcp_counter(hosts.b(), "bad_frames");
+  // Policies read the hello's host as rpc.caller.host ("" means this host's apps): a peer must
+  // not skip it (a hello without a host does not parse). The script sends a ping first and reads
+  // until B closes the connection.
+  const std::string script = hosts.a().directory() + "/no_hello.py";
+  std::ofstream(script) << "import socket, sys\n"
+                           "for frame in sys.argv[3:]:\n"
+                           "  s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 10)\n"
+                           "  s.sendall(bytes.fromhex(frame))\n"
+                           "  try:\n"
+                           "    while s.recv(4096): pass\n"
+                           "  except OSError: pass\n"
+                           "  s.close()\n";
+  const std::string command =
+      fmt::format("python3 {} {} {} {}", script, hosts.b_address(), hosts.port(),
+                  frame_hex(mrpc::tcp::FrameKind::kPing, 7, ""));
+  CHECK(hosts.run_at_a(command) == 0);  // returns once B closed the connection
+  CHECK(tcp_counter(hosts.b(), "bad_frames") == bad_before + 1);
+  std::ifstream log(hosts.b().directory() + "/mrpcd.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK(text.find("a frame of kind 5 before the peer's hello") != std::string::npos);
+  mrpc::Status after = echo_once(setup.channel, "after");
+  CHECK_MESSAGE(after.ok(), after.to_string());
+}

@@ -34,6 +34,7 @@ struct CallerIdentity {
   uint32_t gid = 0;
   int32_t pid = 0;
   std::string app_name;
+  std::string host;  // a call from a peer daemon: that host's name (mpol rpc.caller.host); else ""
 };
 
 // A daemon-private copy of a message taken out of an app's heap because a policy read it: the
@@ -59,6 +60,12 @@ struct MessageLocation {
   std::shared_ptr<PrivateMessage> private_copy;  // kPrivate only
   bool present() const { return offset != kNone; }
 };
+
+// A request that came from a peer daemon (TCP), as it waits in the callee's daemon until its
+// delivery decodes it into the callee's receive region (Rpc::peer_request). Defined by the daemon
+// (daemon/peer_request.h): its payload and the caller's metadata block as the frame carried
+// them, in daemon-private memory no app can write.
+struct PeerRequest;
 
 struct MetadataEntry {
   std::string key;
@@ -115,7 +122,8 @@ struct Rpc {
   // The call's metadata as the app encoded it (shm metadata block format), read from the caller's
   // heap only when the call is delivered: no per-call decoding into strings. A policy that reads
   // metadata takes the block out of the heap into `metadata` (and clears this) before it reads,
-  // so what it checked is what is delivered.
+  // so what it checked is what is delivered. A peer's call has its block in `peer_request`
+  // instead (metadata_block not present; metadata_length its length, 0 once a policy took it).
   MessageLocation metadata_block;
   uint32_t metadata_length = 0;
   // Metadata added by operators on the way (decoded); merged into the block on delivery, an entry
@@ -130,6 +138,10 @@ struct Rpc {
   // A call from a peer daemon (TCP): the payload encoding its request came in (tcp::
   // PayloadEncoding; 0 otherwise); its reply goes back in the same encoding.
   uint8_t peer_encoding = 0;
+  // That call's request until its delivery (or a policy at the callee) decodes it; then null.
+  // Never changed once made: attempts forked from the call share it. `request` names the link
+  // (owner: its remote id, remote_ids.h) while it holds the request.
+  std::shared_ptr<const PeerRequest> peer_request;
   // When the call entered the daemon: the admission epoch it was stamped with (graph.h, the
   // upgrade gate); attempts forked from it keep it. 0: not stamped yet.
   uint64_t admission_epoch = 0;
