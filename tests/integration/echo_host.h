@@ -34,9 +34,12 @@ struct EchoHost {
 };
 
 struct EchoAcrossHosts {
-  // `daemon_args`: added to both daemons' command lines.
+  // `daemon_args`: added to both daemons' command lines; `echo_encoding`: what host A's
+  // configuration names for the echo service (TwoHosts::set_echo_encoding).
   explicit EchoAcrossHosts(const std::string& client_name,
-                           const std::vector<std::string>& daemon_args = {}) {
+                           const std::vector<std::string>& daemon_args = {},
+                           const std::string& echo_encoding = "protobuf") {
+    hosts.set_echo_encoding(echo_encoding);
     MESSAGE("hosts on " << hosts.a_address() << " and " << hosts.b_address() << " port "
                         << hosts.port()
                         << (hosts.namespaces() ? " (network namespaces + veth)"

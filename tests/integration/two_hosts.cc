@@ -100,9 +100,9 @@ std::string TwoHosts::config_a() const {
   // The extra tables go last: a top-level key after a table would belong to it.
   return fmt::format(
              "host = \"host-a\"\nlisten = \"{}:{}\"\n\n"
-             "[remote.\"echo.EchoService\"]\nendpoints = [\"{}:{}\"]\nencoding = \"protobuf\"\n\n"
+             "[remote.\"echo.EchoService\"]\nendpoints = [\"{}:{}\"]\nencoding = \"{}\"\n\n"
              "[remote.\"nested.DocumentStore\"]\nendpoints = [\"{}:{}\"]\n",
-             a_address_, port_, b_address_, port_, b_address_, port_) +
+             a_address_, port_, b_address_, port_, echo_encoding_, b_address_, port_) +
          extra;
 }
 

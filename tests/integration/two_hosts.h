@@ -30,6 +30,9 @@ class TwoHosts {
   void add_remote_a(std::string service, std::string encoding) {
     extra_remotes_.emplace_back(std::move(service), std::move(encoding));
   }
+  // The encoding host A's configuration names for echo.EchoService ("protobuf" unless set).
+  // Before start_daemons.
+  void set_echo_encoding(std::string encoding) { echo_encoding_ = std::move(encoding); }
   // Writes both configuration files and starts daemon B, then daemon A (each with the test's
   // runtime threads, and `extra_args` after the others). Servers are started by the test
   // (b().start_echo_server()).
@@ -73,6 +76,7 @@ class TwoHosts {
   std::string b_address_ = "127.0.0.2";
   uint16_t port_ = 0;
   std::vector<std::pair<std::string, std::string>> extra_remotes_;  // service, encoding
+  std::string echo_encoding_ = "protobuf";
 };
 
 }  // namespace mrpc::testing

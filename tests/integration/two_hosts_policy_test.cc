@@ -64,13 +64,10 @@ std::pair<StatusCode, std::string> echo_call(const std::shared_ptr<mrpc::Channel
   return {StatusCode::kOk, std::string(reply->text())};
 }
 
-}  // namespace
-
-TEST_CASE(
-    "policies act on calls that cross hosts: at the callee a field ACL, a metadata check, string "
-    "rewrites and a response handler read the peer's request; at the caller a rewrite and a "
-    "header cross") {
-  mrpc::testing::EchoAcrossHosts setup("cross_host_client");
+// The policies below, attached at both daemons while host A's daemon sends echo requests to B in
+// `encoding` ("protobuf" or "native"): each phase checks the calls' outcomes and replies.
+void policies_across_hosts(const std::string& encoding) {
+  mrpc::testing::EchoAcrossHosts setup("cross_host_client", {}, encoding);
   auto& a = setup.hosts.a();
   auto& b = setup.hosts.b();
   REQUIRE(echo_call(setup.channel, "warm-up").first == StatusCode::kOk);
@@ -164,4 +161,21 @@ TEST_CASE(
   CHECK(after.at("calls_in_flight").get<uint64_t>() == 0);
   CHECK(after.at("receive_bytes_in_use") == before.at("receive_bytes_in_use"));
   CHECK(after.at("tcp").at("bad_frames").get<uint64_t>() == 0);
+  CHECK(after.at("tcp").at("native_refused").get<uint64_t>() == 0);
+  // The requests went in the encoding asked for (each one, as no call was refused for it).
+  CHECK((stats(a).at("tcp").at("requests_sent_native").get<uint64_t>() > 0) ==
+        (encoding == "native"));
+}
+
+}  // namespace
+
+TEST_CASE(
+    "policies act on calls that cross hosts in the protobuf encoding: at the callee a field ACL, "
+    "a metadata check, string rewrites and a response handler read the peer's request; at the "
+    "caller a rewrite and a header cross") {
+  policies_across_hosts("protobuf");
+}
+
+TEST_CASE("the same policies act the same on calls that cross hosts in the native encoding") {
+  policies_across_hosts("native");
 }
